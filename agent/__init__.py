@@ -1,0 +1,1 @@
+"""gputopo node agent: discovery, topology model, publishing, metrics."""

@@ -1,0 +1,366 @@
+"""The typed topology model: one immutable snapshot of a node's GPUs, fabric and NUMA layout.
+
+Everything downstream (labels, taints, the topology annotation, NodeResourceTopology, metrics,
+the scheduler) reads this model and nothing else, so discovery is the only place that knows
+about NVML or sysfs. Values are frozen dataclasses; ``None`` always means "unknown" (the query
+failed or is not supported on this GPU), never "zero" or "false".
+
+The JSON form (``to_json``/``from_json``) carries ``schema_version``; a reader refuses a newer
+major version instead of guessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+SCHEMA_VERSION = 1
+
+
+class TopologyError(ValueError):
+    """A topology document cannot be read (wrong schema version, wrong field type)."""
+
+
+class P2PLevel(enum.StrEnum):
+    """How two GPUs reach each other over PCIe: NVML's common-ancestor levels, best first."""
+
+    INTERNAL = "internal"  # same board (multi-GPU boards)
+    SINGLE = "single"  # one PCIe switch between them
+    MULTIPLE = "multiple"  # several PCIe switches, no host bridge
+    HOSTBRIDGE = "hostbridge"  # the same host bridge (root complex)
+    NODE = "node"  # host bridges on the same NUMA node
+    SYSTEM = "system"  # across the SMP interconnect between NUMA nodes
+
+
+class Health(enum.StrEnum):
+    OK = "ok"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+
+
+class Interconnect(enum.StrEnum):
+    """The node's GPU interconnect summary, the best fabric any GPU pair has."""
+
+    NVSWITCH = "nvswitch"
+    NVLINK = "nvlink"
+    PCIE = "pcie"
+    NONE = "none"  # no GPU at all
+
+
+class NvlinkRemote(enum.StrEnum):
+    GPU = "gpu"
+    NVSWITCH = "nvswitch"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ComputeCapability:
+    major: int
+    minor: int
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+
+@dataclass(frozen=True)
+class PcieInfo:
+    gen_current: int | None = None
+    gen_max: int | None = None
+    width_current: int | None = None
+    width_max: int | None = None
+
+
+@dataclass(frozen=True)
+class NvlinkLink:
+    link: int
+    active: bool | None
+    version: int | None = None
+    remote: NvlinkRemote = NvlinkRemote.UNKNOWN
+    remote_pci_bus_id: str | None = None
+    remote_gpu: int | None = None  # index of the peer GPU when ``remote`` is GPU
+    bandwidth_gbps: float | None = None  # per direction, GB/s
+
+
+@dataclass(frozen=True)
+class P2PLink:
+    gpu: int  # index of the other GPU
+    level: P2PLevel
+
+
+@dataclass(frozen=True)
+class ComputeInstance:
+    id: int
+    profile: str  # e.g. "1g.10gb" (whole GPU instance) or "1c.3g.40gb"
+    slices: int | None = None
+    multiprocessors: int | None = None
+    uuid: str | None = None  # the MIG device UUID
+
+
+@dataclass(frozen=True)
+class GpuInstance:
+    id: int
+    profile: str  # e.g. "3g.40gb"
+    profile_id: int | None = None
+    placement_start: int | None = None
+    placement_size: int | None = None
+    slices: int | None = None
+    memory_mib: int | None = None
+    multiprocessors: int | None = None
+    copy_engines: int | None = None
+    decoders: int | None = None
+    encoders: int | None = None
+    jpegs: int | None = None
+    ofas: int | None = None
+    compute_instances: tuple[ComputeInstance, ...] = ()
+
+
+@dataclass(frozen=True)
+class MigInfo:
+    capable: bool | None = None
+    enabled: bool | None = None  # current mode
+    pending: bool | None = None  # mode after the next GPU reset
+    instances: tuple[GpuInstance, ...] = ()
+
+
+@dataclass(frozen=True)
+class FabricInfo:
+    cluster_uuid: str | None
+    clique_id: int | None
+    state: str | None = None  # "completed", "in_progress", "not_started", "not_supported"
+
+
+@dataclass(frozen=True)
+class XidEvent:
+    code: int
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class EccCounts:
+    volatile_corrected: int | None = None
+    volatile_uncorrected: int | None = None
+    aggregate_corrected: int | None = None
+    aggregate_uncorrected: int | None = None
+
+
+@dataclass(frozen=True)
+class MemoryRepair:
+    """Retired pages (pre-Ampere) or remapped rows (Ampere and later); unknown when unsupported."""
+
+    retired_pages_single_bit: int | None = None
+    retired_pages_double_bit: int | None = None
+    retired_pages_pending: bool | None = None
+    remapped_rows_correctable: int | None = None
+    remapped_rows_uncorrectable: int | None = None
+    remapped_rows_pending: bool | None = None
+    remapped_rows_failure: bool | None = None
+
+
+@dataclass(frozen=True)
+class HealthSignals:
+    lost: bool = False
+    xid_events: tuple[XidEvent, ...] = ()
+    ecc: EccCounts = field(default_factory=EccCounts)
+    memory_repair: MemoryRepair = field(default_factory=MemoryRepair)
+    throttle_reasons: tuple[str, ...] | None = None
+    temperature_c: int | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    nvlinks_down: int = 0
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    pci_bus_id: str  # normalised "0000:18:00.0", lower case
+    uuid: str | None = None
+    name: str | None = None
+    memory_mib: int | None = None
+    compute_capability: ComputeCapability | None = None
+    architecture: str | None = None  # GFD family name: "hopper", "ampere", "ada-lovelace", ...
+    pcie: PcieInfo = field(default_factory=PcieInfo)
+    pci_path: tuple[str, ...] = ()  # bridges from the root port down to the GPU (sysfs)
+    pcie_switch: str | None = None  # the nearest PCIe switch's upstream port, if any
+    numa_node: int | None = None
+    cpu_affinity: tuple[int, ...] = ()
+    nvlinks: tuple[NvlinkLink, ...] = ()
+    p2p: tuple[P2PLink, ...] = ()
+    mig: MigInfo = field(default_factory=MigInfo)
+    fabric: FabricInfo | None = None
+    nvlink_domain: int | None = None
+    health: Health = Health.OK
+    health_reasons: tuple[str, ...] = ()
+    health_signals: HealthSignals = field(default_factory=HealthSignals)
+
+
+@dataclass(frozen=True)
+class PciOnlyGpu:
+    """An NVIDIA GPU on the PCI bus that NVML does not describe (no driver, lost, failed init)."""
+
+    pci_bus_id: str
+    device_id: str | None = None  # PCI device id, e.g. "0x2330"
+    pci_class: str | None = None
+    numa_node: int | None = None
+    driver: str | None = None  # bound kernel driver, None if unbound
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class NvlinkDomain:
+    """GPUs mutually reachable over NVLink (through NVSwitch or direct bridges); at least two."""
+
+    id: int
+    gpus: tuple[int, ...]
+    via: Interconnect  # NVSWITCH or NVLINK
+
+
+@dataclass(frozen=True)
+class NumaNode:
+    id: int
+    cpus: tuple[int, ...] = ()  # empty for CPU-less nodes (e.g. GPU memory on Grace systems)
+    memory_total_bytes: int | None = None
+    distances: tuple[int, ...] = ()  # distances[j] is the distance to numa_nodes[j]
+    gpus: tuple[int, ...] = ()
+    nics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RdmaNic:
+    name: str  # e.g. "mlx5_0"
+    pci_bus_id: str
+    numa_node: int | None = None
+    netdevs: tuple[str, ...] = ()
+    pcie_switch: str | None = None
+    local_gpus: tuple[int, ...] = ()  # GPUs behind the same PCIe switch
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    hostname: str
+    product_name: str | None = None  # DMI product name, e.g. "DGXH100"
+    vendor: str | None = None  # DMI system vendor
+
+
+@dataclass(frozen=True)
+class DriverInfo:
+    driver_version: str | None = None  # e.g. "550.54.15"
+    cuda_driver_version: str | None = None  # e.g. "12.4"
+    nvml_version: str | None = None
+
+
+@dataclass(frozen=True)
+class NvmlStatus:
+    available: bool
+    error: str | None = None  # why NVML could not load or initialise
+
+
+@dataclass(frozen=True)
+class NodeTopology:
+    node: NodeInfo
+    nvml: NvmlStatus
+    driver: DriverInfo = field(default_factory=DriverInfo)
+    gpus: tuple[Gpu, ...] = ()
+    pci_only_gpus: tuple[PciOnlyGpu, ...] = ()
+    nvlink_domains: tuple[NvlinkDomain, ...] = ()
+    numa_nodes: tuple[NumaNode, ...] = ()
+    rdma_nics: tuple[RdmaNic, ...] = ()
+    interconnect: Interconnect = Interconnect.NONE
+    schema_version: int = SCHEMA_VERSION
+
+    def gpu(self, index: int) -> Gpu:
+        for gpu in self.gpus:
+            if gpu.index == index:
+                return gpu
+        raise KeyError(f"no GPU with index {index}")
+
+    def to_dict(self) -> dict[str, Any]:
+        result = _encode(self)
+        assert isinstance(result, dict)
+        return result
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        separators = (",", ":") if indent is None else None
+        return json.dumps(self.to_dict(), indent=indent, separators=separators, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> NodeTopology:
+        version = document.get("schema_version")
+        if not isinstance(version, int) or version < 1 or version > SCHEMA_VERSION:
+            raise TopologyError(
+                f"topology schema_version {version!r} is not supported "
+                f"(this build reads 1..{SCHEMA_VERSION})"
+            )
+        return _decode(cls, document, "topology")
+
+    @classmethod
+    def from_json(cls, text: str) -> NodeTopology:
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise TopologyError(f"topology is not valid JSON: {error}") from None
+        if not isinstance(document, dict):
+            raise TopologyError("topology JSON must be an object")
+        return cls.from_dict(document)
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_encode(item) for item in value]
+    return value
+
+
+T = TypeVar("T")
+
+
+def _decode(cls: type[T], document: Any, where: str) -> T:
+    """Rebuild a dataclass from its JSON form, checking each field's type against its hint."""
+    if not isinstance(document, Mapping):
+        raise TopologyError(f"{where}: expected an object, got {type(document).__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in document:
+            kwargs[f.name] = _decode_value(hints[f.name], document[f.name], f"{where}.{f.name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as error:
+        raise TopologyError(f"{where}: {error}") from None
+
+
+def _decode_value(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Union or origin is types.UnionType:
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _decode_value(inner, value, where)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise TopologyError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(_decode_value(args[0], item, f"{where}[{i}]") for i, item in enumerate(value))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            allowed = [member.value for member in hint]
+            raise TopologyError(f"{where}: {value!r} is not one of {allowed}") from None
+    if dataclasses.is_dataclass(hint):
+        return _decode(hint, value, where)  # type: ignore[arg-type]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool, float):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise TopologyError(f"{where}: expected {hint.__name__}, got {value!r}")
+        return value
+    raise TopologyError(f"{where}: cannot decode type {hint!r}")  # pragma: no cover

@@ -1,0 +1,1 @@
+"""gputopo central scheduler."""
