@@ -1,0 +1,84 @@
+"""`gputopo-scheduler`: one argparse subcommand per `add_*_parser` function.
+
+Each subcommand registers itself with `parser.set_defaults(handler=...)`; the handler returns
+the exit status. User errors (bad input files, bad profile) print one line on stderr and exit 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from scheduler.cli_run import add_run_parser
+from scheduler.errors import SchedulerInputError
+from scheduler.profile import default_profile, load_profile
+from scheduler.simulate import load_cluster, render_json, render_text, simulate
+
+PROG = "gputopo-scheduler"
+
+
+def add_simulate_parser(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "simulate",
+        help="place pods from plain Kubernetes YAML offline and explain each decision",
+        description=(
+            "Read Nodes, Namespaces, PriorityClasses and Pods (multi-document YAML or v1 List). "
+            "Pods with spec.nodeName are existing load; the others are placed in file order, "
+            "each placement counting as load for the next."
+        ),
+    )
+    parser.add_argument(
+        "--cluster",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="Kubernetes YAML to read (repeatable; read in the order given)",
+    )
+    parser.add_argument(
+        "--profile", metavar="FILE", help="scoring profile YAML (default: the shipped profile)"
+    )
+    parser.add_argument(
+        "--explain", action="store_true", help="include every node's verdict, reasons and score"
+    )
+    parser.add_argument("--output", choices=("json", "text"), default="text")
+    parser.set_defaults(handler=simulate_command)
+
+
+def simulate_command(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile) if args.profile else default_profile()
+    cluster = load_cluster(args.cluster)
+    for note in cluster.notes:
+        print(f"{PROG} simulate: {note}", file=sys.stderr)
+    _, results = simulate(cluster, profile, explain=args.explain)
+    if args.output == "json":
+        print(render_json(results, args.explain))
+    else:
+        print(render_text(cluster, results, args.explain))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="gputopo's topology-aware scheduler")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_simulate_parser(subparsers)
+    add_run_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.handler(args)
+    except SchedulerInputError as exc:
+        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. piped into `head`
+        return 0
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""NodeResourcesBalancedAllocation: prefer nodes whose resource fractions stay close.
+
+Score = (1 - standard deviation of requested/allocatable fractions) x 100, over the profile's
+resources, with the incoming pod counted. Skipped for pods that request none of them
+(BestEffort), as kube-scheduler does, so they do not all pile onto one node.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from scheduler.model import Pod
+from scheduler.plugins.normalize import MAX_NODE_SCORE
+from scheduler.profile import SchedulerProfile
+from scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
+from scheduler.snapshot import ClusterSnapshot, IntArray
+
+NAME: Final = "NodeResourcesBalancedAllocation"
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def score(
+    pod: Pod, snapshot: ClusterSnapshot, feasible: IntArray, profile: SchedulerProfile
+) -> IntArray | None:
+    names = [name for name, _ in profile.balanced_resources]
+    if all(pod.requests.get(name, 0) == 0 for name in names):
+        return None
+    size = len(feasible)
+    fractions: list[FloatArray] = []
+    present: list[npt.NDArray[np.bool_]] = []
+    for name in names:
+        amount = pod.requests.get(name, 0)
+        if amount == 0 and name not in (CPU, MEMORY, EPHEMERAL_STORAGE):
+            continue
+        node_allocatable, node_requested = snapshot.resource_arrays(name)
+        allocatable = node_allocatable[feasible]
+        requested = node_requested[feasible] + amount
+        has = allocatable > 0
+        fraction = np.minimum(requested / np.where(has, allocatable, 1), 1.0)
+        fractions.append(np.where(has, fraction, 0.0))
+        present.append(has)
+    if not fractions:
+        return np.full(size, MAX_NODE_SCORE, dtype=np.int64)
+    if len(fractions) == 2:
+        both = present[0] & present[1]
+        std2: FloatArray = np.where(both, np.abs((fractions[0] - fractions[1]) / 2), 0.0)
+        scores: IntArray = np.trunc((1 - std2) * MAX_NODE_SCORE).astype(np.int64)
+        return scores
+    counts = np.sum(present, axis=0)
+    first = np.full(size, np.nan)
+    second = np.full(size, np.nan)
+    total = np.zeros(size)
+    for fraction, has in zip(fractions, present, strict=True):
+        take_first = has & np.isnan(first)
+        take_second = has & ~take_first & np.isnan(second)
+        first = np.where(take_first, fraction, first)
+        second = np.where(take_second, fraction, second)
+        total = total + np.where(has, fraction, 0.0)
+    std = np.zeros(size)
+    two = counts == 2
+    std = np.where(two, np.abs((first - second) / 2), std)
+    many = counts > 2
+    if many.any():
+        mean = total / np.maximum(counts, 1)
+        squares = np.zeros(size)
+        for fraction, has in zip(fractions, present, strict=True):
+            squares = squares + np.where(has, (fraction - mean) * (fraction - mean), 0.0)
+        std = np.where(many, np.sqrt(squares / np.maximum(counts, 1)), std)
+    return np.trunc((1 - std) * MAX_NODE_SCORE).astype(np.int64)

@@ -1,0 +1,86 @@
+"""NodeResourcesFit: requests must fit allocatable minus what assigned pods request.
+
+Filter order and wording follow kube-scheduler's `fitsRequest`: the pod count first
+("Too many pods"), then cpu, memory, ephemeral-storage, then extended resources; a node can fail
+several at once and each is reported. The score is LeastAllocated (or MostAllocated) over the
+profile's resources, using kube-scheduler's non-zero defaults (100m CPU, 200Mi memory) for
+containers that request nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+
+from scheduler.model import Pod
+from scheduler.plugins.normalize import MAX_NODE_SCORE
+from scheduler.profile import SchedulerProfile
+from scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
+from scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray
+
+NAME: Final = "NodeResourcesFit"
+REASON_TOO_MANY_PODS: Final = "Too many pods"
+
+_FIRST: Final = (CPU, MEMORY, EPHEMERAL_STORAGE)
+
+
+def insufficient(resource: str) -> str:
+    return f"Insufficient {resource}"
+
+
+def requested_resources(pod: Pod) -> list[str]:
+    """The pod's non-zero requests in kube-scheduler's checking order."""
+    first = [name for name in _FIRST if name in pod.requests]
+    return first + sorted(name for name in pod.requests if name not in _FIRST)
+
+
+def filter_nodes(
+    pod: Pod, snapshot: ClusterSnapshot
+) -> tuple[BoolArray, list[tuple[str, BoolArray]]]:
+    """(nodes failing, [(reason, nodes short of it)]) for every node slot."""
+    failing: list[tuple[str, BoolArray]] = [
+        (REASON_TOO_MANY_PODS, snapshot.pod_count + 1 > snapshot.allowed_pods)
+    ]
+    for name in requested_resources(pod):
+        allocatable, requested = snapshot.resource_arrays(name)
+        failing.append((insufficient(name), pod.requests[name] > allocatable - requested))
+    fails = failing[0][1].copy()
+    for _, mask in failing[1:]:
+        fails |= mask
+    return fails, failing
+
+
+def score(
+    pod: Pod, snapshot: ClusterSnapshot, feasible: IntArray, profile: SchedulerProfile
+) -> IntArray:
+    total = np.zeros(len(feasible), dtype=np.int64)
+    weight_sum = np.zeros(len(feasible), dtype=np.int64)
+    most = profile.fit_strategy == "MostAllocated"
+    for name, weight in profile.fit_resources:
+        if name == CPU:
+            allocatable = snapshot.allocatable[CPU][feasible]
+            requested = snapshot.nonzero_cpu[feasible] + pod.nonzero_cpu
+        elif name == MEMORY:
+            allocatable = snapshot.allocatable[MEMORY][feasible]
+            requested = snapshot.nonzero_memory[feasible] + pod.nonzero_memory
+        else:
+            amount = pod.requests.get(name, 0)
+            if amount == 0 and name != EPHEMERAL_STORAGE:
+                continue  # extended resources count only for pods that request them
+            node_allocatable, node_requested = snapshot.resource_arrays(name)
+            allocatable = node_allocatable[feasible]
+            requested = node_requested[feasible] + amount
+        present = allocatable > 0
+        denominator = np.where(present, allocatable, 1)
+        if most:
+            resource_score = np.minimum(requested, allocatable) * MAX_NODE_SCORE // denominator
+        else:
+            resource_score = np.where(
+                requested > allocatable,
+                0,
+                (allocatable - requested) * MAX_NODE_SCORE // denominator,
+            )
+        total += np.where(present, resource_score * weight, 0)
+        weight_sum += np.where(present, weight, 0)
+    return np.where(weight_sum > 0, total // np.maximum(weight_sum, 1), 0)

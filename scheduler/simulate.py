@@ -1,0 +1,257 @@
+"""Offline scheduling of plain Kubernetes YAML: what would go where, and why not.
+
+Input files hold Nodes, Namespaces, PriorityClasses and Pods (multi-document YAML or a `v1 List`).
+Pods with `spec.nodeName` are existing load; the others are placed one at a time, in file order
+(files in the order given, documents in file order), each placement counting as load for the
+pods after it. Priorities are resolved (and an unknown `priorityClassName` is an input error, as
+admission would reject it), but they do not reorder the queue: file order keeps a simulation
+easy to read and to reproduce.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scheduler.errors import SchedulerInputError
+from scheduler.framework import ScheduleResult, schedule_one
+from scheduler.model import (
+    BUILTIN_PRIORITY_CLASSES,
+    Namespace,
+    Node,
+    Pod,
+    PriorityClass,
+    parse_namespace,
+    parse_node,
+    parse_pod,
+    parse_priority_class,
+)
+from scheduler.profile import SchedulerProfile, default_profile
+from scheduler.snapshot import ClusterSnapshot
+
+try:  # libyaml is much faster on large clusters; fall back to the pure-Python loader
+    _Loader: Any = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _Loader = yaml.SafeLoader
+
+_IGNORED_KINDS = frozenset({"Event", "Lease", "ConfigMap", "Secret", "ServiceAccount"})
+
+
+@dataclass
+class ClusterInput:
+    """Everything read from the input files, parsed and checked."""
+
+    nodes: list[Node] = field(default_factory=list)
+    namespaces: list[Namespace] = field(default_factory=list)
+    priority_classes: dict[str, PriorityClass] = field(default_factory=dict)
+    bound_pods: list[Pod] = field(default_factory=list)
+    pending_pods: list[Pod] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _documents(path: str, text: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(where, object) for every object in a file, unpacking `kind: List`."""
+    try:
+        documents = list(yaml.load_all(text, Loader=_Loader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise SchedulerInputError(f"{path}: not valid YAML: {problem}{where}") from None
+    for number, document in enumerate(documents, start=1):
+        if document is None:
+            continue
+        where = f"{path}: document {number}"
+        if not isinstance(document, Mapping):
+            raise SchedulerInputError(
+                f"{where}: expected a Kubernetes object (a mapping with kind), "
+                f"got {type(document).__name__}"
+            )
+        if document.get("kind") == "List" or str(document.get("kind", "")).endswith("List"):
+            items = document.get("items")
+            if not isinstance(items, list):
+                raise SchedulerInputError(f"{where}: items: expected a list")
+            for index, item in enumerate(items):
+                if not isinstance(item, Mapping):
+                    raise SchedulerInputError(f"{where}: items[{index}]: expected an object")
+                yield f"{where}, items[{index}]", item
+        else:
+            yield where, document
+
+
+def load_cluster(paths: Sequence[str | Path]) -> ClusterInput:
+    """Read and check the input files; errors name the file, document and object."""
+    cluster = ClusterInput()
+    seen: dict[tuple[str, str], str] = {}
+    pod_where: dict[str, str] = {}
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise SchedulerInputError(f"{path}: cannot read: {exc.strerror}") from None
+        for where, obj in _documents(str(path), text):
+            kind = obj.get("kind")
+            if not isinstance(kind, str) or not kind:
+                raise SchedulerInputError(f"{where}: kind: must be set")
+            try:
+                identity = _add_object(cluster, kind, obj, where)
+            except SchedulerInputError as exc:
+                raise SchedulerInputError(f"{where}: {exc}") from None
+            if identity is None:
+                continue
+            if identity in seen:
+                first = seen[identity]
+                raise SchedulerInputError(
+                    f"{where}: {identity[0]} {identity[1]}: defined twice (first at {first})"
+                )
+            seen[identity] = where
+            if identity[0] == "Pod":
+                pod_where[identity[1]] = where
+    _resolve_priorities(cluster, pod_where)
+    return cluster
+
+
+def _add_object(
+    cluster: ClusterInput, kind: str, obj: Mapping[str, Any], where: str
+) -> tuple[str, str] | None:
+    if kind == "Node":
+        node = parse_node(obj)
+        cluster.nodes.append(node)
+        return ("Node", node.name)
+    if kind == "Namespace":
+        namespace = parse_namespace(obj)
+        cluster.namespaces.append(namespace)
+        return ("Namespace", namespace.name)
+    if kind == "PriorityClass":
+        priority_class = parse_priority_class(obj)
+        cluster.priority_classes[priority_class.name] = priority_class
+        return ("PriorityClass", priority_class.name)
+    if kind == "Pod":
+        pod = parse_pod(obj)
+        (cluster.bound_pods if pod.node_name else cluster.pending_pods).append(pod)
+        return ("Pod", pod.key)
+    if kind not in _IGNORED_KINDS:
+        cluster.notes.append(
+            f"{where}: kind {kind} is not simulated (only Node, Namespace, PriorityClass, Pod); "
+            "skipped"
+        )
+    return None
+
+
+def _resolve_priorities(cluster: ClusterInput, pod_where: Mapping[str, str]) -> None:
+    defaults = [pc for pc in cluster.priority_classes.values() if pc.global_default]
+    default_value = max((pc.value for pc in defaults), default=0)
+    for pod in cluster.bound_pods + cluster.pending_pods:
+        if pod.priority is not None:
+            continue
+        name = pod.priority_class_name
+        if not name:
+            pod.priority = default_value
+        elif name in cluster.priority_classes:
+            pod.priority = cluster.priority_classes[name].value
+        elif name in BUILTIN_PRIORITY_CLASSES:
+            pod.priority = BUILTIN_PRIORITY_CLASSES[name]
+        else:
+            raise SchedulerInputError(
+                f"{pod_where[pod.key]}: Pod {pod.key}: spec.priorityClassName: "
+                f"no PriorityClass with name {name!r} was found"
+            )
+
+
+def build_snapshot(cluster: ClusterInput) -> ClusterSnapshot:
+    snapshot = ClusterSnapshot()
+    for namespace in cluster.namespaces:
+        snapshot.add_namespace(namespace)
+    for node in cluster.nodes:
+        snapshot.add_node(node)
+    for pod in cluster.bound_pods:
+        snapshot.add_pod(pod)
+    return snapshot
+
+
+def simulate(
+    cluster: ClusterInput, profile: SchedulerProfile | None = None, explain: bool = True
+) -> tuple[ClusterSnapshot, list[ScheduleResult]]:
+    """Place the pending pods in order; each placement is assumed before the next pod.
+
+    With `explain=False` the per-node diagnosis is dropped after each pod, which keeps memory
+    flat on large clusters (messages and placements are kept).
+    """
+    profile = profile or default_profile()
+    snapshot = build_snapshot(cluster)
+    results: list[ScheduleResult] = []
+    for pod in cluster.pending_pods:
+        result = schedule_one(pod, snapshot, profile)
+        if result.node is not None:
+            snapshot.assume(pod, result.node)
+        if not explain:
+            result.discard_diagnosis()
+        results.append(result)
+    return snapshot, results
+
+
+def result_to_json(result: ScheduleResult, explain: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"pod": result.pod, "node": result.node, "message": result.message}
+    if result.warnings:
+        out["warnings"] = list(result.warnings)
+    if explain:
+        nodes: dict[str, Any] = {}
+        for name, diagnosis in result.diagnosis().items():
+            entry: dict[str, Any] = {
+                "feasible": diagnosis.feasible,
+                "reasons": list(diagnosis.reasons),
+                "score": diagnosis.score,
+            }
+            if diagnosis.feasible:
+                entry["scores"] = dict(diagnosis.plugin_scores)
+            nodes[name] = entry
+        out["nodes"] = nodes
+    return out
+
+
+def render_json(results: Sequence[ScheduleResult], explain: bool) -> str:
+    return json.dumps({"pods": [result_to_json(r, explain) for r in results]}, indent=2)
+
+
+def render_text(cluster: ClusterInput, results: Sequence[ScheduleResult], explain: bool) -> str:
+    lines = [
+        f"{len(cluster.nodes)} nodes, {len(cluster.bound_pods)} pods already running, "
+        f"{len(cluster.pending_pods)} pods to place (in file order)",
+        "",
+    ]
+    width = max((len(r.pod) for r in results), default=0)
+    for result in results:
+        if result.node is not None:
+            lines.append(f"  {result.pod:<{width}}  ->  {result.node}")
+        else:
+            lines.append(f"  {result.pod:<{width}}  --  not placed: {result.message}")
+        for warning in result.warnings:
+            lines.append(f"  {'':<{width}}      warning: {warning}")
+        if explain:
+            lines.extend(_explain_lines(result, width))
+    placed = sum(1 for r in results if r.node is not None)
+    lines += ["", f"placed {placed} of {len(results)} pods"]
+    return "\n".join(lines)
+
+
+def _explain_lines(result: ScheduleResult, width: int) -> list[str]:
+    diagnosis = result.diagnosis()
+    if not diagnosis:
+        return []
+    name_width = max(len(name) for name in diagnosis)
+    indent = " " * (width + 8)
+    lines: list[str] = []
+    ranked = sorted(diagnosis.items(), key=lambda item: (not item[1].feasible, -item[1].score))
+    for name, node in ranked:
+        marker = "*" if name == result.node else " "
+        if node.feasible:
+            parts = ", ".join(f"{plugin} {score}" for plugin, score in node.plugin_scores.items())
+            lines.append(f"{indent}{marker} {name:<{name_width}}  score {node.score:>4}  ({parts})")
+        else:
+            lines.append(f"{indent}  {name:<{name_width}}  {'; '.join(node.reasons)}")
+    return lines

@@ -1,0 +1,574 @@
+"""The cluster cache the filters and scores read: nodes, assigned pods, namespaces.
+
+`ClusterSnapshot` is updated incrementally, one Node/Pod/Namespace add, update or delete at a
+time (what a list+watch runtime feeds it), and `assume(pod, node)` makes a just-placed pod count
+as load before the API confirms the binding. Per-node aggregates (requested resources, pod counts,
+host ports) live in numpy arrays indexed by a node *slot*, so a scheduling cycle evaluates every
+node with a handful of vector operations instead of a Python loop; pods are indexed by namespace
+and label for affinity and spreading, and existing pods' affinity terms are aggregated per
+distinct term so the symmetry checks cost one match per term, not one per pod.
+
+Terminal pods (phase Succeeded/Failed) are never load: adding one removes the pod.
+Pods assigned to a node the snapshot has not seen yet wait and count once the node arrives,
+as kube-scheduler's cache does.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from scheduler.errors import SchedulerInputError
+from scheduler.model import (
+    LABEL_NAMESPACE_NAME,
+    AffinityTerm,
+    JsonObject,
+    LabelSelector,
+    Namespace,
+    Node,
+    Pod,
+    Requirement,
+    parse_namespace,
+    parse_node,
+    parse_pod,
+)
+from scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+# Categories of existing pods' affinity terms kept in aggregate.
+REQUIRED_ANTI_AFFINITY = "required-anti-affinity"
+REQUIRED_AFFINITY = "required-affinity"
+PREFERRED_AFFINITY = "preferred-affinity"
+PREFERRED_ANTI_AFFINITY = "preferred-anti-affinity"
+
+_STATIC_CACHE_SIZE = 1024
+_MATCH_CACHE_SIZE = 4096
+
+
+class PodEntry:
+    """An assigned pod and the node slot it occupies (-1 while its node is unknown)."""
+
+    __slots__ = ("pod", "slot")
+
+    def __init__(self, pod: Pod, slot: int) -> None:
+        self.pod = pod
+        self.slot = slot
+
+
+class TermAggregate:
+    """How many existing pods on each node carry one distinct affinity term (with one weight)."""
+
+    __slots__ = ("counts", "match_cache", "namespace_generation", "term", "total", "weight")
+
+    def __init__(self, term: AffinityTerm, weight: int, capacity: int) -> None:
+        self.term = term
+        self.weight = weight
+        self.counts: IntArray = np.zeros(capacity, dtype=np.int64)
+        self.total = 0
+        self.match_cache: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
+        self.namespace_generation = -1
+
+
+class TopologyIndex:
+    """The domain of every node slot for one topology key: an id per value, -1 if unlabelled."""
+
+    __slots__ = ("domain", "ids", "values")
+
+    def __init__(self, domain: npt.NDArray[np.int64], values: list[str], ids: dict[str, int]):
+        self.domain = domain
+        self.values = values
+        self.ids = ids
+
+    def aggregate(self, per_node: IntArray) -> IntArray:
+        """Sum a per-node array over each domain."""
+        labelled = self.domain >= 0
+        return np.bincount(
+            self.domain[labelled], weights=per_node[labelled], minlength=len(self.values)
+        ).astype(np.int64)
+
+    def spread(self, per_domain: IntArray) -> IntArray:
+        """Give every labelled node its domain's value (0 for unlabelled nodes)."""
+        out = np.zeros(len(self.domain), dtype=np.int64)
+        labelled = self.domain >= 0
+        if len(per_domain):
+            out[labelled] = per_domain[self.domain[labelled]]
+        return out
+
+
+def _grow(array: npt.NDArray[Any], capacity: int, fill: object = 0) -> npt.NDArray[Any]:
+    out = np.full(capacity, fill, dtype=array.dtype)
+    out[: len(array)] = array
+    return out
+
+
+class ClusterSnapshot:
+    """Nodes, assigned pods and namespaces, kept current by incremental updates."""
+
+    def __init__(self) -> None:
+        self.capacity = 0
+        self.nodes: list[Node | None] = []
+        self.node_names: list[str] = []
+        self._slot_of: dict[str, int] = {}
+        self._free_slots: list[int] = []
+        self.alive: BoolArray = np.zeros(0, dtype=np.bool_)
+        self.allowed_pods: IntArray = np.zeros(0, dtype=np.int64)
+        self.pod_count: IntArray = np.zeros(0, dtype=np.int64)
+        self.nonzero_cpu: IntArray = np.zeros(0, dtype=np.int64)
+        self.nonzero_memory: IntArray = np.zeros(0, dtype=np.int64)
+        self.name_hash: IntArray = np.zeros(0, dtype=np.int64)
+        self.allocatable: dict[str, IntArray] = {}
+        self.requested: dict[str, IntArray] = {}
+        for name in (CPU, MEMORY, EPHEMERAL_STORAGE):
+            self._ensure_resource(name)
+        self.node_pods: list[dict[str, PodEntry]] = []
+        self.pods: dict[str, PodEntry] = {}
+        self._pending: dict[str, dict[str, Pod]] = {}
+        self._assumed: set[str] = set()
+        self._label_index: dict[str, dict[str, dict[str, set[str]]]] = {}
+        self._namespace_pods: dict[str, set[str]] = {}
+        # (protocol, port) -> slot -> host IPs in use (with multiplicity)
+        self.host_ports: dict[tuple[str, int], dict[int, dict[str, int]]] = {}
+        # category -> (term signature, weight) -> aggregate over existing pods
+        self.terms: dict[str, dict[object, TermAggregate]] = {
+            category: {}
+            for category in (
+                REQUIRED_ANTI_AFFINITY,
+                REQUIRED_AFFINITY,
+                PREFERRED_AFFINITY,
+                PREFERRED_ANTI_AFFINITY,
+            )
+        }
+        self.namespaces: dict[str, Namespace] = {}
+        self.generation = 0
+        self.static_generation = 0
+        self.namespace_generation = 0
+        self._static_cache: OrderedDict[str, object] = OrderedDict()
+        self._static_cache_generation = -1
+        self._topology: dict[str, TopologyIndex] = {}
+        self._names_view: tuple[str, ...] | None = None
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def node_count(self) -> int:
+        return len(self._slot_of)
+
+    def node(self, name: str) -> Node | None:
+        slot = self._slot_of.get(name)
+        return None if slot is None else self.nodes[slot]
+
+    def slot_of(self, name: str) -> int | None:
+        return self._slot_of.get(name)
+
+    def iter_nodes(self) -> Iterator[tuple[int, Node]]:
+        for slot, node in enumerate(self.nodes):
+            if node is not None:
+                yield slot, node
+
+    def pod(self, key: str) -> Pod | None:
+        entry = self.pods.get(key)
+        if entry is not None:
+            return entry.pod
+        for waiting in self._pending.values():
+            if key in waiting:
+                return waiting[key]
+        return None
+
+    def is_assumed(self, key: str) -> bool:
+        return key in self._assumed
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        known = self.namespaces.get(namespace)
+        if known is not None:
+            return known.labels
+        return {LABEL_NAMESPACE_NAME: namespace}
+
+    def namespace_names(self) -> set[str]:
+        return set(self.namespaces) | set(self._namespace_pods)
+
+    def term_namespaces(self, term: AffinityTerm) -> set[str]:
+        """The namespaces an affinity term reaches (explicit list plus namespaceSelector)."""
+        names = set(term.namespaces)
+        if not term.namespace_selector.nothing:
+            for namespace in self.namespace_names():
+                if term.namespace_selector.matches(self.namespace_labels(namespace)):
+                    names.add(namespace)
+        return names
+
+    def pods_matching(self, namespace: str, selector: LabelSelector) -> list[PodEntry]:
+        """Assigned pods in `namespace` whose labels match `selector`, found via the label index."""
+        if selector.nothing:
+            return []
+        by_key = self._label_index.get(namespace)
+        if not by_key:
+            return []
+        indexed: list[set[str]] = []
+        rest: list[Requirement] = []
+        for requirement in selector.requirements:
+            if requirement.op != "In":
+                rest.append(requirement)
+                continue
+            by_value = by_key.get(requirement.key)
+            if not by_value:
+                return []
+            if len(requirement.values) == 1:
+                candidates = by_value.get(next(iter(requirement.values)))
+                if not candidates:
+                    return []
+            else:
+                candidates = set()
+                for value in requirement.values:
+                    candidates |= by_value.get(value, set())
+            indexed.append(candidates)
+        keys: set[str]
+        if not indexed:
+            keys = self._namespace_pods.get(namespace, set())
+        elif len(indexed) == 1:
+            keys = indexed[0]
+        else:
+            indexed.sort(key=len)
+            keys = indexed[0].intersection(*indexed[1:])
+        pods = self.pods
+        if not rest:
+            return [pods[key] for key in keys]
+        return [
+            pods[key]
+            for key in keys
+            if all(requirement.matches(pods[key].pod.labels) for requirement in rest)
+        ]
+
+    def term_matches(self, aggregate: TermAggregate, pod: Pod) -> bool:
+        """Whether an existing pods' term selects `pod`, cached per pod namespace and labels."""
+        if aggregate.namespace_generation != self.namespace_generation:
+            aggregate.match_cache.clear()
+            aggregate.namespace_generation = self.namespace_generation
+        key = (pod.namespace, pod.label_signature)
+        cached = aggregate.match_cache.get(key)
+        if cached is None:
+            cached = aggregate.term.matches(
+                pod.namespace, pod.labels, self.namespace_labels(pod.namespace)
+            )
+            if len(aggregate.match_cache) > _MATCH_CACHE_SIZE:
+                aggregate.match_cache.clear()
+            aggregate.match_cache[key] = cached
+        return cached
+
+    def per_node_count(self, entries: Iterable[PodEntry]) -> IntArray:
+        slots = np.fromiter((entry.slot for entry in entries), dtype=np.int64)
+        return np.bincount(slots, minlength=self.capacity).astype(np.int64)
+
+    def topology(self, key: str) -> TopologyIndex:
+        """Domain ids of every node slot for `key`, rebuilt only after node changes."""
+        index = self._topology.get(key)
+        if index is not None:
+            return index
+        domain = np.full(self.capacity, -1, dtype=np.int64)
+        values: list[str] = []
+        ids: dict[str, int] = {}
+        for slot, node in self.iter_nodes():
+            value = node.labels.get(key)
+            if value is None:
+                continue
+            domain_id = ids.get(value)
+            if domain_id is None:
+                domain_id = ids[value] = len(values)
+                values.append(value)
+            domain[slot] = domain_id
+        index = TopologyIndex(domain, values, ids)
+        self._topology[key] = index
+        return index
+
+    def static_cache(self) -> OrderedDict[str, object]:
+        """Per-pod-shape results of the node-only filters; emptied whenever nodes change."""
+        if self._static_cache_generation != self.static_generation:
+            self._static_cache.clear()
+            self._static_cache_generation = self.static_generation
+        return self._static_cache
+
+    def remember_static(self, key: str, value: object) -> None:
+        cache = self.static_cache()
+        cache[key] = value
+        if len(cache) > _STATIC_CACHE_SIZE:
+            cache.popitem(last=False)
+
+    def resource_arrays(self, name: str) -> tuple[IntArray, IntArray]:
+        """(allocatable, requested) for a resource; zeros if no node or pod has mentioned it."""
+        if name not in self.allocatable:
+            zeros = np.zeros(self.capacity, dtype=np.int64)
+            return zeros, zeros
+        return self.allocatable[name], self.requested[name]
+
+    # ---------------------------------------------------------------- nodes
+
+    def add_node(self, node: Node | JsonObject) -> Node:
+        """Add a Node, or replace the one with the same name (a watch ADDED or MODIFIED)."""
+        if not isinstance(node, Node):
+            node = parse_node(node)
+        slot = self._slot_of.get(node.name)
+        if slot is not None:
+            self._replace_node(slot, node)
+            return node
+        if not self._free_slots:
+            self._grow_capacity(max(8, self.capacity * 2))
+        slot = self._free_slots.pop()
+        self._slot_of[node.name] = slot
+        self.nodes[slot] = node
+        self.node_names[slot] = node.name
+        self.alive[slot] = True
+        self.name_hash[slot] = zlib.crc32(node.name.encode())
+        self._set_allocatable(slot, node)
+        self._node_changed()
+        waiting = self._pending.pop(node.name, {})
+        for pod in waiting.values():
+            self.pods.pop(pod.key, None)
+            self._attach(pod, slot)
+        return node
+
+    def update_node(self, node: Node | JsonObject) -> Node:
+        return self.add_node(node)
+
+    def remove_node(self, name: str) -> None:
+        """Delete a Node; its pods wait (uncounted) in case the node comes back."""
+        slot = self._slot_of.pop(name, None)
+        if slot is None:
+            return
+        for entry in list(self.node_pods[slot].values()):
+            self._detach(entry)
+            self._pending.setdefault(name, {})[entry.pod.key] = entry.pod
+            self.pods[entry.pod.key] = PodEntry(entry.pod, -1)
+        self.nodes[slot] = None
+        self.node_names[slot] = ""
+        self.alive[slot] = False
+        self.allowed_pods[slot] = 0
+        for array in self.allocatable.values():
+            array[slot] = 0
+        self._free_slots.append(slot)
+        self._node_changed()
+
+    def _replace_node(self, slot: int, node: Node) -> None:
+        old = self.nodes[slot]
+        self.nodes[slot] = node
+        self._set_allocatable(slot, node)
+        if old is None or old.static_signature != node.static_signature:
+            self._node_changed()
+        else:
+            self.generation += 1
+
+    def _set_allocatable(self, slot: int, node: Node) -> None:
+        for name, array in self.allocatable.items():
+            array[slot] = node.allocatable.get(name, 0)
+        for name, amount in node.allocatable.items():
+            self._ensure_resource(name)[slot] = amount
+        self.allowed_pods[slot] = node.allowed_pods
+
+    def names_view(self) -> tuple[str, ...]:
+        """Node name per slot ("" for free slots); one shared tuple until the node set changes."""
+        if self._names_view is None:
+            self._names_view = tuple(self.node_names)
+        return self._names_view
+
+    def _node_changed(self) -> None:
+        self._names_view = None
+        self.generation += 1
+        self.static_generation += 1
+        self._topology.clear()
+
+    def _ensure_resource(self, name: str) -> IntArray:
+        array = self.allocatable.get(name)
+        if array is None:
+            array = self.allocatable[name] = np.zeros(self.capacity, dtype=np.int64)
+            self.requested[name] = np.zeros(self.capacity, dtype=np.int64)
+        return array
+
+    def _grow_capacity(self, capacity: int) -> None:
+        old = self.capacity
+        self.capacity = capacity
+        self.alive = _grow(self.alive, capacity, False)
+        self.allowed_pods = _grow(self.allowed_pods, capacity)
+        self.pod_count = _grow(self.pod_count, capacity)
+        self.nonzero_cpu = _grow(self.nonzero_cpu, capacity)
+        self.nonzero_memory = _grow(self.nonzero_memory, capacity)
+        self.name_hash = _grow(self.name_hash, capacity)
+        for name in list(self.allocatable):
+            self.allocatable[name] = _grow(self.allocatable[name], capacity)
+            self.requested[name] = _grow(self.requested[name], capacity)
+        for by_signature in self.terms.values():
+            for aggregate in by_signature.values():
+                aggregate.counts = _grow(aggregate.counts, capacity)
+        self.nodes.extend([None] * (capacity - old))
+        self.node_names.extend([""] * (capacity - old))
+        self.node_pods.extend({} for _ in range(capacity - old))
+        self._free_slots.extend(range(capacity - 1, old - 1, -1))
+        self._topology.clear()
+        self._names_view = None
+        self.static_generation += 1
+
+    # ---------------------------------------------------------------- namespaces
+
+    def add_namespace(self, namespace: Namespace | JsonObject) -> Namespace:
+        if not isinstance(namespace, Namespace):
+            namespace = parse_namespace(namespace)
+        self.namespaces[namespace.name] = namespace
+        self.generation += 1
+        self.namespace_generation += 1
+        return namespace
+
+    def update_namespace(self, namespace: Namespace | JsonObject) -> Namespace:
+        return self.add_namespace(namespace)
+
+    def remove_namespace(self, name: str) -> None:
+        self.namespaces.pop(name, None)
+        self.generation += 1
+        self.namespace_generation += 1
+
+    # ---------------------------------------------------------------- pods
+
+    def add_pod(self, pod: Pod | JsonObject) -> Pod:
+        """Add or replace an assigned pod (spec.nodeName set) as load on its node.
+
+        A terminal pod (Succeeded/Failed) is not load: it replaces and so removes any earlier
+        version. Confirms an assumed pod of the same key.
+        """
+        if not isinstance(pod, Pod):
+            pod = parse_pod(pod)
+        if not pod.node_name:
+            raise SchedulerInputError(
+                f"Pod {pod.key}: spec.nodeName: must be set for a pod added as load "
+                "(pods to place go to schedule_one)"
+            )
+        self.remove_pod(pod.key)
+        if pod.terminal:
+            return pod
+        slot = self._slot_of.get(pod.node_name)
+        if slot is None:
+            self._pending.setdefault(pod.node_name, {})[pod.key] = pod
+            self.pods[pod.key] = PodEntry(pod, -1)
+        else:
+            self._attach(pod, slot)
+        self.generation += 1
+        return pod
+
+    def update_pod(self, pod: Pod | JsonObject) -> Pod:
+        return self.add_pod(pod)
+
+    def remove_pod(self, key: str) -> None:
+        """Delete an assigned or assumed pod by `namespace/name`."""
+        self._assumed.discard(key)
+        entry = self.pods.get(key)
+        if entry is None:
+            return
+        if entry.slot < 0:
+            del self.pods[key]
+            waiting = self._pending.get(entry.pod.node_name)
+            if waiting is not None:
+                waiting.pop(key, None)
+                if not waiting:
+                    del self._pending[entry.pod.node_name]
+        else:
+            self._detach(entry)
+        self.generation += 1
+
+    def assume(self, pod: Pod, node_name: str) -> Pod:
+        """Count `pod` on `node_name` now, before the binding is confirmed; returns the bound copy.
+
+        A later `add_pod`/`update_pod` for the same key (the watch event) replaces it;
+        `forget` undoes it if binding failed.
+        """
+        if node_name not in self._slot_of:
+            raise KeyError(f"node {node_name!r} is not in the snapshot")
+        bound = pod.bound_to(node_name)
+        self.add_pod(bound)
+        self._assumed.add(bound.key)
+        return bound
+
+    def forget(self, key: str) -> None:
+        """Drop an assumed pod whose binding failed."""
+        if key in self._assumed:
+            self.remove_pod(key)
+
+    def _attach(self, pod: Pod, slot: int) -> None:
+        entry = PodEntry(pod, slot)
+        self.pods[pod.key] = entry
+        self.node_pods[slot][pod.key] = entry
+        for name, amount in pod.requests.items():
+            self._ensure_resource(name)
+            self.requested[name][slot] += amount
+        self.nonzero_cpu[slot] += pod.nonzero_cpu
+        self.nonzero_memory[slot] += pod.nonzero_memory
+        self.pod_count[slot] += 1
+        for port in pod.host_ports:
+            ips = self.host_ports.setdefault((port.protocol, port.port), {}).setdefault(slot, {})
+            ips[port.ip] = ips.get(port.ip, 0) + 1
+        by_key = self._label_index.setdefault(pod.namespace, {})
+        for key, value in pod.labels.items():
+            by_key.setdefault(key, {}).setdefault(value, set()).add(pod.key)
+        self._namespace_pods.setdefault(pod.namespace, set()).add(pod.key)
+        if pod.has_affinity_terms:
+            for category, weight, term in _pod_terms(pod):
+                by_signature = self.terms[category]
+                aggregate = by_signature.get((term.signature, weight))
+                if aggregate is None:
+                    aggregate = TermAggregate(term, weight, self.capacity)
+                    by_signature[(term.signature, weight)] = aggregate
+                aggregate.counts[slot] += 1
+                aggregate.total += 1
+
+    def _detach(self, entry: PodEntry) -> None:
+        pod, slot = entry.pod, entry.slot
+        del self.pods[pod.key]
+        self.node_pods[slot].pop(pod.key, None)
+        for name, amount in pod.requests.items():
+            self.requested[name][slot] -= amount
+        self.nonzero_cpu[slot] -= pod.nonzero_cpu
+        self.nonzero_memory[slot] -= pod.nonzero_memory
+        self.pod_count[slot] -= 1
+        for port in pod.host_ports:
+            by_slot = self.host_ports[(port.protocol, port.port)]
+            ips = by_slot[slot]
+            ips[port.ip] -= 1
+            if not ips[port.ip]:
+                del ips[port.ip]
+            if not ips:
+                del by_slot[slot]
+            if not by_slot:
+                del self.host_ports[(port.protocol, port.port)]
+        by_key = self._label_index[pod.namespace]
+        for key, value in pod.labels.items():
+            by_value = by_key[key]
+            keys = by_value[value]
+            keys.discard(pod.key)
+            if not keys:
+                del by_value[value]
+                if not by_value:
+                    del by_key[key]
+        namespace_pods = self._namespace_pods[pod.namespace]
+        namespace_pods.discard(pod.key)
+        if not namespace_pods:
+            del self._namespace_pods[pod.namespace]
+            del self._label_index[pod.namespace]
+        if pod.has_affinity_terms:
+            for category, weight, term in _pod_terms(pod):
+                by_signature = self.terms[category]
+                aggregate = by_signature[(term.signature, weight)]
+                aggregate.counts[slot] -= 1
+                aggregate.total -= 1
+                if not aggregate.total:
+                    del by_signature[(term.signature, weight)]
+
+
+def _pod_terms(pod: Pod) -> Iterator[tuple[str, int, AffinityTerm]]:
+    for term in pod.required_anti_affinity:
+        yield REQUIRED_ANTI_AFFINITY, 0, term
+    for term in pod.required_affinity:
+        yield REQUIRED_AFFINITY, 0, term
+    for weighted in pod.preferred_affinity:
+        yield PREFERRED_AFFINITY, weighted.weight, weighted.term
+    for weighted in pod.preferred_anti_affinity:
+        yield PREFERRED_ANTI_AFFINITY, weighted.weight, weighted.term

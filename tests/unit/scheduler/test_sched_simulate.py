@@ -1,0 +1,202 @@
+"""`gputopo-scheduler simulate` end to end: the shipped sample, output shapes, error paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from scheduler.cli import main
+
+SAMPLE = str(resources.files("scheduler").joinpath("samples/cluster.yaml"))
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_sample_cluster_placements(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = _run(capsys, "simulate", "--cluster", SAMPLE, "--output", "json")
+    assert status == 0, err
+    pods = {entry["pod"]: entry for entry in json.loads(out)["pods"]}
+    assert list(pods) == [  # file order
+        "ml/llm-pretrain-0",
+        "ml/llm-pretrain-1",
+        "ml/finetune-13b",
+        "ml/notebook-alice",
+        "batch/embed-server-1",
+        "batch/embed-server-2",
+        "batch/smoke-test",
+        "ml/sweep-42",
+    ]
+    assert pods["ml/llm-pretrain-0"]["node"] == "dgx-h100-b"  # SLA Gt 950, 8 free GPUs
+    assert pods["ml/llm-pretrain-1"]["node"] is None  # the first one took the machine
+    assert pods["ml/llm-pretrain-1"]["message"].startswith("0/6 nodes are available: ")
+    assert "2 Insufficient nvidia.com/gpu" in pods["ml/llm-pretrain-1"]["message"]
+    assert pods["ml/finetune-13b"]["node"] == "dgx-h100-a"  # preferred H100
+    assert pods["ml/notebook-alice"]["node"] == "a100-mig-a"
+    assert pods["batch/embed-server-1"]["node"] == "hgx-a100-a"  # zone-a: spread
+    assert pods["batch/smoke-test"]["message"] == (
+        "0/6 nodes are available: 1 node(s) had untolerated taint {gputopo.io/sla: 850}, "
+        "1 node(s) had untolerated taint {gputopo.io/sla: 900}, "
+        "1 node(s) had untolerated taint {gputopo.io/sla: 930}, "
+        "1 node(s) had untolerated taint {gputopo.io/sla: 960}, "
+        "1 node(s) had untolerated taint {gputopo.io/sla: 990}, "
+        "1 node(s) were unschedulable."
+    )
+    assert pods["ml/sweep-42"]["message"] == (
+        "Scheduling is blocked due to non-empty scheduling gates"
+    )
+    assert all("nodes" not in entry for entry in pods.values())
+
+
+def test_explain_lists_every_node(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = _run(capsys, "simulate", "--cluster", SAMPLE, "--output", "json", "--explain")
+    assert status == 0
+    first = json.loads(out)["pods"][0]
+    assert set(first["nodes"]) == {
+        "dgx-h100-a",
+        "dgx-h100-b",
+        "dgx-h100-c",
+        "hgx-a100-a",
+        "a100-mig-a",
+        "l4-a",
+    }
+    chosen = first["nodes"]["dgx-h100-b"]
+    assert chosen["feasible"] is True and chosen["reasons"] == [] and chosen["score"] > 0
+    assert first["nodes"]["dgx-h100-c"] == {
+        "feasible": False,
+        "reasons": ["node(s) were unschedulable"],
+        "score": 0,
+    }
+
+
+def test_text_output_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = _run(capsys, "simulate", "--cluster", SAMPLE)
+    assert status == 0
+    assert "ml/llm-pretrain-0     ->  dgx-h100-b" in out
+    assert "not placed: 0/6 nodes are available:" in out
+    assert out.rstrip().endswith("placed 4 of 8 pods")
+
+
+def test_earlier_placements_are_load_and_list_input_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    items = [
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "only"},
+            "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"}},
+        },
+    ] + [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"p{i}"},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "600m"}}}]},
+        }
+        for i in range(2)
+    ]
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    status, out, _ = _run(capsys, "simulate", "--cluster", str(path), "--output", "json")
+    assert status == 0
+    result = json.loads(out)["pods"]
+    assert [r["node"] for r in result] == ["only", None]
+    assert result[1]["message"] == "0/1 nodes are available: 1 Insufficient cpu."
+
+
+def test_several_cluster_files_are_read_in_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "nodes.yaml").write_text(
+        "kind: Node\nmetadata: {name: n}\nstatus: {allocatable: {cpu: '1', pods: '5'}}\n"
+    )
+    (tmp_path / "pods.yaml").write_text(
+        "kind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c}]}\n---\n"
+        "kind: Service\nmetadata: {name: s}\n"
+    )
+    status, out, err = _run(
+        capsys,
+        "simulate",
+        "--cluster",
+        str(tmp_path / "nodes.yaml"),
+        "--cluster",
+        str(tmp_path / "pods.yaml"),
+        "--output",
+        "json",
+    )
+    assert status == 0
+    assert json.loads(out)["pods"][0]["node"] == "n"
+    assert "kind Service is not simulated" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            "kind: Node\nmetadata: {name: n}\nspec: {taints: [{key: k, effect: Never}]}\n",
+            "document 1: Node n: spec.taints[0].effect: unknown effect 'Never'",
+        ),
+        (
+            "kind: Pod\nmetadata: {name: p, namespace: ml}\nspec:\n  containers:\n"
+            "  - {name: c, resources: {limits: {nvidia.com/gpu: lots}}}\n",
+            "document 1: Pod ml/p: spec.containers[0].resources.limits.nvidia.com/gpu: "
+            "invalid quantity 'lots'",
+        ),
+        (
+            "kind: Node\nmetadata: {name: n}\n---\nkind: Node\nmetadata: {name: n}\n",
+            "document 2: Node n: defined twice (first at",
+        ),
+        (
+            "kind: Pod\nmetadata: {name: p}\nspec: {priorityClassName: gold, containers: []}\n",
+            "Pod default/p: spec.priorityClassName: no PriorityClass with name 'gold' was found",
+        ),
+        ("- just\n- a list\n", "document 1: expected a Kubernetes object"),
+        ("metadata: {name: x}\n", "document 1: kind: must be set"),
+        ("kind: Node\nmetadata: {name: [\n", "not valid YAML"),
+    ],
+)
+def test_malformed_input_is_one_line_naming_file_and_object(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, expected: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    status, out, err = _run(capsys, "simulate", "--cluster", str(path))
+    assert status == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"gputopo-scheduler simulate: {path}")
+    assert expected in err
+
+
+def test_missing_file_and_bad_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = _run(capsys, "simulate", "--cluster", str(tmp_path / "nope.yaml"))
+    assert status == 2
+    assert "nope.yaml: cannot read" in err
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("scores: {NodeAffinity: -1}\n")
+    status, _, err = _run(capsys, "simulate", "--cluster", SAMPLE, "--profile", str(profile))
+    assert status == 2
+    assert f"profile {profile}: scores.NodeAffinity" in err
+
+
+def test_entry_point_prints_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("kind: Pod\nmetadata: {name: p}\nspec: {containers: 3}\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "simulate", "--cluster", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    assert completed.stderr.strip().endswith("spec.containers: expected a list, got int")
