@@ -187,6 +187,7 @@ class Gpu:
     pcie: PcieInfo = field(default_factory=PcieInfo)
     pci_path: tuple[str, ...] = ()  # bridges from the root port down to the GPU (sysfs)
     pcie_switch: str | None = None  # the nearest PCIe switch's upstream port, if any
+    pci_class: str | None = None  # PCI class code, e.g. "0x030200" (3D controller = compute mode)
     numa_node: int | None = None
     cpu_affinity: tuple[int, ...] = ()
     nvlinks: tuple[NvlinkLink, ...] = ()
