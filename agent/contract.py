@@ -1,0 +1,588 @@
+"""The contract between the node agent and the scheduler: every key, value format and schema.
+
+This is the one module both sides read. It names every label, taint and annotation the agent
+publishes, the format of their values, and how to parse the ``gputopo.io/topology`` annotation
+back into typed values. It imports nothing from the agent's runtime (no NVML, no Kubernetes
+client, not even the topology model), so the scheduler can depend on it alone.
+
+The prefix (``gputopo.io`` by default) is configurable; build a :class:`Contract` with another
+prefix and every gputopo key moves with it. GPU Feature Discovery compatible keys always live
+under ``nvidia.com`` because existing manifests select on them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+DEFAULT_PREFIX: Final = "gputopo.io"
+NVIDIA_PREFIX: Final = "nvidia.com"
+
+# --- value formats -------------------------------------------------------------------------------
+
+TRUE: Final = "true"
+FALSE: Final = "false"
+SLA_MIN: Final = 0
+SLA_MAX: Final = 1000
+
+INTERCONNECT_VALUES: Final = ("nvswitch", "nvlink", "pcie", "none")
+HEALTH_VALUES: Final = ("ok", "degraded", "failed")
+MIG_STRATEGIES: Final = ("none", "single", "mixed")
+TAINT_EFFECTS: Final = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+DEFAULT_SLA_TAINT_EFFECT: Final = "PreferNoSchedule"
+DEFAULT_HEALTH_TAINT_EFFECT: Final = "NoSchedule"
+
+# Kubernetes' limit on the sum of all annotation keys and values on one object
+# (apimachinery's TotalAnnotationSizeLimitB).
+ANNOTATIONS_TOTAL_LIMIT_BYTES: Final = 256 * 1024
+
+# --- GPU Feature Discovery compatible keys (nvidia.com/*) ----------------------------------------
+
+
+class Gfd:
+    """GFD's exact label keys (NVIDIA/k8s-device-plugin ``internal/lm``)."""
+
+    GPU_PRODUCT: Final = "nvidia.com/gpu.product"
+    GPU_COUNT: Final = "nvidia.com/gpu.count"
+    GPU_MEMORY: Final = "nvidia.com/gpu.memory"  # MiB
+    GPU_FAMILY: Final = "nvidia.com/gpu.family"
+    GPU_COMPUTE_MAJOR: Final = "nvidia.com/gpu.compute.major"
+    GPU_COMPUTE_MINOR: Final = "nvidia.com/gpu.compute.minor"
+    GPU_REPLICAS: Final = "nvidia.com/gpu.replicas"
+    GPU_SHARING_STRATEGY: Final = "nvidia.com/gpu.sharing-strategy"
+    GPU_MACHINE: Final = "nvidia.com/gpu.machine"
+    GPU_MODE: Final = "nvidia.com/gpu.mode"
+    GPU_CLIQUE: Final = "nvidia.com/gpu.clique"
+    MIG_CAPABLE: Final = "nvidia.com/mig.capable"
+    MIG_STRATEGY: Final = "nvidia.com/mig.strategy"
+    MPS_CAPABLE: Final = "nvidia.com/mps.capable"
+    CUDA_DRIVER_VERSION_MAJOR: Final = "nvidia.com/cuda.driver-version.major"
+    CUDA_DRIVER_VERSION_MINOR: Final = "nvidia.com/cuda.driver-version.minor"
+    CUDA_DRIVER_VERSION_REVISION: Final = "nvidia.com/cuda.driver-version.revision"
+    CUDA_DRIVER_VERSION_FULL: Final = "nvidia.com/cuda.driver-version.full"
+    CUDA_RUNTIME_VERSION_MAJOR: Final = "nvidia.com/cuda.runtime-version.major"
+    CUDA_RUNTIME_VERSION_MINOR: Final = "nvidia.com/cuda.runtime-version.minor"
+    CUDA_RUNTIME_VERSION_FULL: Final = "nvidia.com/cuda.runtime-version.full"
+    # GFD still emits these deprecated spellings; existing manifests select on them.
+    CUDA_DRIVER_MAJOR: Final = "nvidia.com/cuda.driver.major"
+    CUDA_DRIVER_MINOR: Final = "nvidia.com/cuda.driver.minor"
+    CUDA_DRIVER_REV: Final = "nvidia.com/cuda.driver.rev"
+    CUDA_RUNTIME_MAJOR: Final = "nvidia.com/cuda.runtime.major"
+    CUDA_RUNTIME_MINOR: Final = "nvidia.com/cuda.runtime.minor"
+
+    # MIG attribute suffixes, appended to ``nvidia.com/gpu`` (single) or
+    # ``nvidia.com/mig-<profile>`` (mixed).
+    MIG_ATTRIBUTES: Final = (
+        "memory",
+        "multiprocessors",
+        "slices.gi",
+        "slices.ci",
+        "engines.copy",
+        "engines.decoder",
+        "engines.encoder",
+        "engines.jpeg",
+        "engines.ofa",
+    )
+
+    @staticmethod
+    def mig_resource(profile: str) -> str:
+        """``nvidia.com/mig-<profile>`` with ``+`` (e.g. ``1g.10gb+me``) turned into ``.``."""
+        return f"{NVIDIA_PREFIX}/mig-{profile.replace('+', '.')}"
+
+
+# --- gputopo keys ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contract:
+    """Every gputopo key under one (configurable) prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}"
+
+    # labels
+    @property
+    def gpu_present(self) -> str:
+        return self.key("gpu.present")  # true|false
+
+    @property
+    def gpu_interconnect(self) -> str:
+        return self.key("gpu.interconnect")  # nvswitch|nvlink|pcie
+
+    @property
+    def gpu_nvlink_domain_size(self) -> str:
+        return self.key("gpu.nvlink-domain-size")  # int, 1 without NVLink
+
+    @property
+    def gpu_nvlink_domains(self) -> str:
+        return self.key("gpu.nvlink-domains")  # int, groups of >= 2 GPUs
+
+    @property
+    def numa_nodes(self) -> str:
+        return self.key("numa.nodes")  # int
+
+    @property
+    def gpu_numa_max(self) -> str:
+        return self.key("gpu.numa-max")  # int, most GPUs on one NUMA node
+
+    @property
+    def gpu_aligned_max(self) -> str:
+        return self.key("gpu.aligned-max")  # int, most GPUs in one NVLink domain AND NUMA node
+
+    @property
+    def gpu_pcie_gen(self) -> str:
+        return self.key("gpu.pcie-gen")  # int, lowest max PCIe generation among GPUs
+
+    @property
+    def gpu_rdma(self) -> str:
+        return self.key("gpu.rdma")  # true|false, a GPU-local RDMA NIC exists
+
+    @property
+    def gpu_health(self) -> str:
+        return self.key("gpu.health")  # ok|degraded|failed
+
+    @property
+    def gpu_healthy(self) -> str:
+        return self.key("gpu.healthy")  # int, GPUs whose health is ok
+
+    @property
+    def gpu_heterogeneous(self) -> str:
+        return self.key("gpu.heterogeneous")  # "true" only when GPU models differ
+
+    @property
+    def gpu_models(self) -> str:
+        return self.key("gpu.models")  # int, distinct GPU models on the node
+
+    @property
+    def sla(self) -> str:
+        return self.key("sla")  # int 0..1000, also the SLA taint's key
+
+    # taints
+    @property
+    def sla_taint(self) -> str:
+        return self.key("sla")
+
+    @property
+    def health_taint(self) -> str:
+        return self.key("gpu-health")  # value "failed"
+
+    # annotations
+    @property
+    def topology_annotation(self) -> str:
+        return self.key("topology")
+
+    @property
+    def owned_labels_annotation(self) -> str:
+        return self.key("owned-labels")  # comma-separated sorted label keys
+
+    @property
+    def owned_taints_annotation(self) -> str:
+        return self.key("owned-taints")  # comma-separated sorted "key:Effect"
+
+    @property
+    def pending_removal_annotation(self) -> str:
+        return self.key("pending-removal")  # JSON {"label:<key>"|"taint:<key>:<Effect>": misses}
+
+    @property
+    def sla_state_annotation(self) -> str:
+        return self.key("sla-state")  # JSON of the SLA hysteresis state
+
+    def owned_prefixes(self) -> tuple[str, ...]:
+        """Label/taint/annotation key prefixes the agent may write (and admission allows)."""
+        return (f"{self.prefix}/", f"{NVIDIA_PREFIX}/")
+
+
+DEFAULT_CONTRACT: Final = Contract()
+
+
+# --- ownership annotation values -----------------------------------------------------------------
+
+
+def format_key_list(keys: Sequence[str] | set[str] | frozenset[str]) -> str:
+    return ",".join(sorted(set(keys)))
+
+
+def parse_key_list(value: str | None) -> frozenset[str]:
+    if not value:
+        return frozenset()
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+def taint_identity(key: str, effect: str) -> str:
+    """Kubernetes identifies a taint by key and effect; ownership records both."""
+    return f"{key}:{effect}"
+
+
+def split_taint_identity(identity: str) -> tuple[str, str]:
+    key, sep, effect = identity.rpartition(":")
+    if not sep or effect not in TAINT_EFFECTS:
+        raise ContractError(f"owned taint {identity!r} is not '<key>:<effect>'")
+    return key, effect
+
+
+# --- the topology annotation ---------------------------------------------------------------------
+
+TOPOLOGY_ANNOTATION_VERSION: Final = 1
+
+
+class ContractError(ValueError):
+    """A value on a Node does not follow the contract (bad annotation JSON, unknown version)."""
+
+
+@dataclass(frozen=True)
+class AnnotatedComputeInstance:
+    id: int
+    profile: str
+
+
+@dataclass(frozen=True)
+class AnnotatedMigInstance:
+    """One MIG GPU instance: its profile, placement and compute instances."""
+
+    id: int
+    profile: str
+    placement_start: int | None = None
+    placement_size: int | None = None
+    memory_mib: int | None = None
+    compute_instances: tuple[AnnotatedComputeInstance, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnnotatedGpu:
+    index: int
+    uuid: str | None
+    model: str | None
+    memory_mib: int | None
+    numa_node: int | None
+    nvlink_domain: int | None
+    pci_bus_id: str
+    pci_path: tuple[str, ...] = ()
+    pcie_switch: str | None = None
+    mig_enabled: bool = False
+    mig: tuple[AnnotatedMigInstance, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnnotatedNvlinkDomain:
+    id: int
+    gpus: tuple[int, ...]
+    via: str  # nvswitch|nvlink
+
+
+@dataclass(frozen=True)
+class AnnotatedNumaNode:
+    id: int
+    cpus: tuple[int, ...]
+    distances: tuple[int, ...]
+    gpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnnotatedRdmaNic:
+    name: str
+    pci_bus_id: str
+    numa_node: int | None
+    pcie_switch: str | None
+    local_gpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class TopologyAnnotation:
+    """What the scheduler needs beyond labels: the node's static GPU/NUMA/fabric layout.
+
+    Only static facts: no health, counters or temperatures, so the annotation changes only when
+    hardware or MIG layout changes.
+    """
+
+    interconnect: str
+    gpus: tuple[AnnotatedGpu, ...] = ()
+    nvlink_domains: tuple[AnnotatedNvlinkDomain, ...] = ()
+    numa_nodes: tuple[AnnotatedNumaNode, ...] = ()
+    rdma_nics: tuple[AnnotatedRdmaNic, ...] = ()
+    version: int = TOPOLOGY_ANNOTATION_VERSION
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Compact, key-sorted JSON: the same topology always serialises to the same bytes."""
+        document: dict[str, Any] = {
+            "v": self.version,
+            "interconnect": self.interconnect,
+            "gpus": [_gpu_doc(gpu) for gpu in self.gpus],
+            "nvlink_domains": [
+                {"id": d.id, "gpus": list(d.gpus), "via": d.via} for d in self.nvlink_domains
+            ],
+            "numa_nodes": [
+                {
+                    "id": n.id,
+                    "cpus": format_cpu_list(n.cpus),
+                    "distances": list(n.distances),
+                    "gpus": list(n.gpus),
+                }
+                for n in self.numa_nodes
+            ],
+            "rdma_nics": [
+                _drop_none(
+                    {
+                        "name": nic.name,
+                        "pci_bus_id": nic.pci_bus_id,
+                        "numa_node": nic.numa_node,
+                        "pcie_switch": nic.pcie_switch,
+                        "local_gpus": list(nic.local_gpus),
+                    }
+                )
+                for nic in self.rdma_nics
+            ],
+        }
+        return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+    def gpus_by_numa_node(self) -> dict[int | None, tuple[int, ...]]:
+        grouped: dict[int | None, list[int]] = {}
+        for gpu in self.gpus:
+            grouped.setdefault(gpu.numa_node, []).append(gpu.index)
+        return {numa: tuple(indices) for numa, indices in grouped.items()}
+
+
+def _drop_none(document: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in document.items() if v is not None and v != [] and v is not False}
+
+
+def _gpu_doc(gpu: AnnotatedGpu) -> dict[str, Any]:
+    return _drop_none(
+        {
+            "index": gpu.index,
+            "uuid": gpu.uuid,
+            "model": gpu.model,
+            "memory_mib": gpu.memory_mib,
+            "numa_node": gpu.numa_node,
+            "nvlink_domain": gpu.nvlink_domain,
+            "pci_bus_id": gpu.pci_bus_id,
+            "pci_path": list(gpu.pci_path),
+            "pcie_switch": gpu.pcie_switch,
+            "mig_enabled": gpu.mig_enabled,
+            "mig": [
+                _drop_none(
+                    {
+                        "id": gi.id,
+                        "profile": gi.profile,
+                        "placement_start": gi.placement_start,
+                        "placement_size": gi.placement_size,
+                        "memory_mib": gi.memory_mib,
+                        "compute_instances": [
+                            {"id": ci.id, "profile": ci.profile} for ci in gi.compute_instances
+                        ],
+                    }
+                )
+                for gi in gpu.mig
+            ],
+        }
+    )
+
+
+def format_cpu_list(cpus: Sequence[int]) -> str:
+    """Linux cpulist format, compact ranges: (0,1,2,3,8) -> ``"0-3,8"``."""
+    ordered = sorted(set(cpus))
+    parts: list[str] = []
+    i = 0
+    while i < len(ordered):
+        start = end = ordered[i]
+        while i + 1 < len(ordered) and ordered[i + 1] == end + 1:
+            i += 1
+            end = ordered[i]
+        parts.append(str(start) if start == end else f"{start}-{end}")
+        i += 1
+    return ",".join(parts)
+
+
+_CPU_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """Inverse of :func:`format_cpu_list`; raises :class:`ContractError` naming the input."""
+    if not text:
+        return ()
+    cpus: list[int] = []
+    for part in text.split(","):
+        match = _CPU_RANGE.match(part.strip())
+        if not match:
+            raise ContractError(f"cpu list {text!r}: {part!r} is not 'N' or 'N-M'")
+        start = int(match.group(1))
+        end = int(match.group(2)) if match.group(2) is not None else start
+        if end < start:
+            raise ContractError(f"cpu list {text!r}: range {part!r} runs backwards")
+        cpus.extend(range(start, end + 1))
+    return tuple(sorted(set(cpus)))
+
+
+def parse_topology_annotation(text: str) -> TopologyAnnotation:
+    """Parse the ``<prefix>/topology`` annotation; refuses a newer version instead of guessing."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ContractError(f"topology annotation is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise ContractError("topology annotation must be a JSON object")
+    version = document.get("v")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ContractError(f"topology annotation has no integer version 'v' (got {version!r})")
+    if version < 1 or version > TOPOLOGY_ANNOTATION_VERSION:
+        raise ContractError(
+            f"topology annotation version {version} is not supported "
+            f"(this build reads 1..{TOPOLOGY_ANNOTATION_VERSION})"
+        )
+    reader = _Reader(document, "topology")
+    known = {"v", "interconnect", "gpus", "nvlink_domains", "numa_nodes", "rdma_nics"}
+    return TopologyAnnotation(
+        version=version,
+        interconnect=reader.text("interconnect"),
+        gpus=tuple(_parse_gpu(item) for item in reader.objects("gpus")),
+        nvlink_domains=tuple(
+            AnnotatedNvlinkDomain(id=r.integer("id"), gpus=r.ints("gpus"), via=r.text("via"))
+            for r in reader.objects("nvlink_domains")
+        ),
+        numa_nodes=tuple(
+            AnnotatedNumaNode(
+                id=r.integer("id"),
+                cpus=parse_cpu_list(r.text("cpus", "")),
+                distances=r.ints("distances"),
+                gpus=r.ints("gpus"),
+            )
+            for r in reader.objects("numa_nodes")
+        ),
+        rdma_nics=tuple(
+            AnnotatedRdmaNic(
+                name=r.text("name"),
+                pci_bus_id=r.text("pci_bus_id"),
+                numa_node=r.opt_integer("numa_node"),
+                pcie_switch=r.opt_text("pcie_switch"),
+                local_gpus=r.ints("local_gpus"),
+            )
+            for r in reader.objects("rdma_nics")
+        ),
+        extra={k: v for k, v in document.items() if k not in known},
+    )
+
+
+def _parse_gpu(r: _Reader) -> AnnotatedGpu:
+    return AnnotatedGpu(
+        index=r.integer("index"),
+        uuid=r.opt_text("uuid"),
+        model=r.opt_text("model"),
+        memory_mib=r.opt_integer("memory_mib"),
+        numa_node=r.opt_integer("numa_node"),
+        nvlink_domain=r.opt_integer("nvlink_domain"),
+        pci_bus_id=r.text("pci_bus_id"),
+        pci_path=r.strs("pci_path"),
+        pcie_switch=r.opt_text("pcie_switch"),
+        mig_enabled=r.flag("mig_enabled", False),
+        mig=tuple(
+            AnnotatedMigInstance(
+                id=gi.integer("id"),
+                profile=gi.text("profile"),
+                placement_start=gi.opt_integer("placement_start"),
+                placement_size=gi.opt_integer("placement_size"),
+                memory_mib=gi.opt_integer("memory_mib"),
+                compute_instances=tuple(
+                    AnnotatedComputeInstance(id=ci.integer("id"), profile=ci.text("profile"))
+                    for ci in gi.objects("compute_instances")
+                ),
+            )
+            for gi in r.objects("mig")
+        ),
+    )
+
+
+_MISSING: Final = object()
+
+
+class _Reader:
+    """Typed field access on one JSON object; every error names the path."""
+
+    def __init__(self, document: Mapping[str, Any], where: str) -> None:
+        self.document = document
+        self.where = where
+
+    def _get(self, name: str, default: Any) -> Any:
+        value = self.document.get(name, default)
+        if value is _MISSING:
+            raise ContractError(f"{self.where}.{name} is missing")
+        return value
+
+    def _fail(self, name: str, expected: str, value: Any) -> ContractError:
+        return ContractError(f"{self.where}.{name}: expected {expected}, got {value!r}")
+
+    def text(self, name: str, default: Any = _MISSING) -> str:
+        value = self._get(name, default)
+        if not isinstance(value, str):
+            raise self._fail(name, "a string", value)
+        return value
+
+    def opt_text(self, name: str) -> str | None:
+        value = self.document.get(name)
+        if value is not None and not isinstance(value, str):
+            raise self._fail(name, "a string", value)
+        return value
+
+    def integer(self, name: str) -> int:
+        value = self._get(name, _MISSING)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._fail(name, "an integer", value)
+        return value
+
+    def opt_integer(self, name: str) -> int | None:
+        value = self.document.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._fail(name, "an integer", value)
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.document.get(name, default)
+        if not isinstance(value, bool):
+            raise self._fail(name, "true or false", value)
+        return value
+
+    def _list(self, name: str) -> list[Any]:
+        value = self.document.get(name, [])
+        if not isinstance(value, list):
+            raise self._fail(name, "a list", value)
+        return value
+
+    def ints(self, name: str) -> tuple[int, ...]:
+        items = self._list(name)
+        for item in items:
+            if not isinstance(item, int) or isinstance(item, bool):
+                raise self._fail(name, "a list of integers", items)
+        return tuple(items)
+
+    def strs(self, name: str) -> tuple[str, ...]:
+        items = self._list(name)
+        for item in items:
+            if not isinstance(item, str):
+                raise self._fail(name, "a list of strings", items)
+        return tuple(items)
+
+    def objects(self, name: str) -> list[_Reader]:
+        readers = []
+        for i, item in enumerate(self._list(name)):
+            if not isinstance(item, dict):
+                raise self._fail(f"{name}[{i}]", "an object", item)
+            readers.append(_Reader(item, f"{self.where}.{name}[{i}]"))
+        return readers
+
+
+# --- SLA taint helpers for the scheduler ---------------------------------------------------------
+
+
+def parse_sla(value: str | None) -> int | None:
+    """The SLA label/taint value as an int in 0..1000, or None when absent or malformed."""
+    if value is None or not value.isdigit():
+        return None
+    score = int(value)
+    return score if SLA_MIN <= score <= SLA_MAX else None

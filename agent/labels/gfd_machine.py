@@ -1,0 +1,14 @@
+"""``nvidia.com/gpu.machine``: the DMI product name (GFD's machine-type labeler)."""
+
+from __future__ import annotations
+
+from agent.contract import Gfd
+from agent.labels._gpus import sanitise
+from agent.topology import NodeTopology
+
+
+class MachineTypeLabeler:
+    def labels(self, topology: NodeTopology) -> dict[str, str]:
+        product = topology.node.product_name
+        machine = sanitise(product) if product and sanitise(product) else "unknown"
+        return {Gfd.GPU_MACHINE: machine}

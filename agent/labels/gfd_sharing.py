@@ -1,0 +1,11 @@
+"""``nvidia.com/mps.capable``: gputopo does not set up MPS sharing: GFD's default ``false``."""
+
+from __future__ import annotations
+
+from agent.contract import FALSE, Gfd
+from agent.topology import NodeTopology
+
+
+class SharingLabeler:
+    def labels(self, topology: NodeTopology) -> dict[str, str]:
+        return {Gfd.MPS_CAPABLE: FALSE}

@@ -1,0 +1,46 @@
+"""The `labels` and `run` subcommands' argument handling: one-line errors, never tracebacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.cli import main
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        status = main(argv)
+    except SystemExit as exit_:  # argparse usage errors
+        status = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_run_without_node_name_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    status, _, err = run(["run", "--once", "--mock", "dgx-h100"], capsys)
+    assert status == 2
+    assert err == "gputopo-agent: error: no node to publish to: pass --node-name or set NODE_NAME\n"
+
+
+def test_bad_prefix_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(["labels", "--prefix", "Not_A_Domain"], capsys)
+    assert status == 2
+    assert "--prefix 'Not_A_Domain': not a DNS subdomain" in err
+
+
+def test_bad_mig_strategy_is_refused_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(["labels", "--mig-strategy", "auto"], capsys)
+    assert status == 2
+    assert "invalid choice: 'auto'" in err
+
+
+def test_unreadable_kubeconfig_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(
+        ["run", "--once", "--node-name", "n1", "--kubeconfig", "/nonexistent/kubeconfig"], capsys
+    )
+    assert status == 2
+    assert err.startswith("gputopo-agent: error: --kubeconfig '/nonexistent/kubeconfig':")
+    assert err.count("\n") == 1
