@@ -115,8 +115,9 @@ def assemble(
     bus_ids = _resolve_bus_ids(snapshot.gpus, sys_gpus)
     index_by_bus = {bus: index for index, bus in bus_ids.items() if bus != UNKNOWN_BUS_ID}
 
+    cpu_less = frozenset(node.id for node in sys_numa if not node.cpus)
     gpus = [
-        _build_gpu(nvml_gpu, bus_ids[nvml_gpu.index], sys_by_bus, index_by_bus)
+        _build_gpu(nvml_gpu, bus_ids[nvml_gpu.index], sys_by_bus, index_by_bus, cpu_less)
         for nvml_gpu in snapshot.gpus
     ]
     gpus = _expect_nvlinks(gpus)
@@ -175,10 +176,13 @@ def _build_gpu(
     bus_id: str,
     sys_by_bus: dict[str, PciDevice],
     index_by_bus: dict[str, int],
+    cpu_less_numa: frozenset[int],
 ) -> Gpu:
     device = sys_by_bus.get(bus_id)
     pcie = nvml_gpu.pcie
-    numa = nvml_gpu.numa_node
+    # The PCI attach point is the CPU-local node scheduling cares about; NVML's NUMA id is the
+    # GPU memory's own node on Grace systems (CPU-less), kept separately as memory_numa_node.
+    numa = None
     cpus = nvml_gpu.cpu_affinity
     if device is not None:
         pcie = PcieInfo(
@@ -187,8 +191,10 @@ def _build_gpu(
             width_current=pcie.width_current or device.link_width_current,
             width_max=pcie.width_max or device.link_width_max,
         )
-        numa = numa if numa is not None else device.numa_node
+        numa = device.numa_node
         cpus = cpus or device.local_cpus
+    if numa is None and nvml_gpu.numa_node is not None and nvml_gpu.numa_node not in cpu_less_numa:
+        numa = nvml_gpu.numa_node
     links = []
     for link in nvml_gpu.nvlinks:
         remote = link.remote
@@ -223,6 +229,7 @@ def _build_gpu(
         pcie_switch=device.pcie_switch if device is not None else None,
         pci_class=device.pci_class if device is not None else None,
         numa_node=numa,
+        memory_numa_node=nvml_gpu.numa_node if nvml_gpu.numa_node != numa else None,
         cpu_affinity=cpus,
         nvlinks=tuple(links),
         p2p=tuple(P2PLink(gpu=other, level=level) for other, level in nvml_gpu.p2p.items()),

@@ -188,7 +188,8 @@ class Gpu:
     pci_path: tuple[str, ...] = ()  # bridges from the root port down to the GPU (sysfs)
     pcie_switch: str | None = None  # the nearest PCIe switch's upstream port, if any
     pci_class: str | None = None  # PCI class code, e.g. "0x030200" (3D controller = compute mode)
-    numa_node: int | None = None
+    numa_node: int | None = None  # the CPU-local node the GPU's PCIe link attaches to
+    memory_numa_node: int | None = None  # the GPU memory's own (CPU-less) node on Grace systems
     cpu_affinity: tuple[int, ...] = ()
     nvlinks: tuple[NvlinkLink, ...] = ()
     p2p: tuple[P2PLink, ...] = ()

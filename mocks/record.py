@@ -210,17 +210,6 @@ class _Recorder:
             document["xid_events"] = xids
         return document
 
-    def cpu_node(self, gpu: Gpu) -> int | None:
-        """The NUMA node whose CPUs the GPU is affine to, when its own node has no CPUs."""
-        own = next((n for n in self.topology.numa_nodes if n.id == gpu.numa_node), None)
-        if own is None or own.cpus or not gpu.cpu_affinity:
-            return None
-        affinity = set(gpu.cpu_affinity)
-        for node in self.topology.numa_nodes:
-            if node.cpus and affinity <= set(node.cpus):
-                return node.id
-        return None
-
     def gpu(self, gpu: Gpu) -> dict[str, Any]:
         capability = gpu.compute_capability
         pcie = gpu.pcie
@@ -239,11 +228,9 @@ class _Recorder:
             },
             "numa_node": gpu.numa_node if gpu.numa_node is not None else self.default_numa,
         }
-        cpu_node = self.cpu_node(gpu)
-        if cpu_node is not None and cpu_node != gpu.numa_node:
-            # A coherent platform: NVML's NUMA id is the CPU-less node holding GPU memory.
-            document["numa_node"] = cpu_node
-            document["memory_numa_node"] = gpu.numa_node
+        if gpu.memory_numa_node is not None:
+            # A coherent platform (Grace): the GPU's memory is a CPU-less NUMA node of its own.
+            document["memory_numa_node"] = gpu.memory_numa_node
         if gpu.pci_class == "0x030000":
             document["vga"] = True
         if gpu.uuid:
