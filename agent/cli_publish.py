@@ -3,7 +3,8 @@
 ``labels`` prints exactly what ``run`` would leave on a Node that carries none of it yet —
 labels, taints and annotations, ownership bookkeeping included — without a cluster.
 ``run --once`` does one discovery + publish cycle (:func:`agent.publisher.run_cycle`);
-without ``--once`` it repeats the cycle every ``--interval`` seconds.
+without ``--once`` it hands over to the long-running loop in :mod:`agent.runloop`
+(interval with jitter, health poll, XID watcher, udev hotplug, metrics, signals).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import logging
 import os
 import sys
-import time
 from types import ModuleType
 from typing import Any
 
@@ -136,6 +136,9 @@ def add_run_parser(subparsers: Any) -> None:
     parser.add_argument("--publish-nrt", action="store_true", help="also apply the NRT object")
     parser.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
     parser.add_argument("--prune", action="store_true", help="remove everything gputopo owns")
+    from agent.runloop import add_arguments as add_runloop_arguments
+
+    add_runloop_arguments(parser)
     parser.set_defaults(handler=run_run)
 
 
@@ -192,14 +195,13 @@ def run_run(args: argparse.Namespace) -> int:
         return 0 if CycleResult(result, nrt_result).ok else _cli().EXIT_FAILURE
 
     with _cli().machine_source(args) as source:
+        if not args.once:
+            from agent.runloop import run_agent
 
-        def discover() -> Any:
-            return _cli().discover_topology(source)
-
-        while True:
-            cycle = run_cycle(discover, publisher, nrt=nrt, dry_run=args.dry_run)
-            _print_result(f"Node {node_name}", cycle.node)
-            _print_result(f"NodeResourceTopology {node_name}", cycle.nrt)
-            if args.once:
-                return 0 if cycle.ok else _cli().EXIT_FAILURE
-            time.sleep(args.interval)
+            return run_agent(source.discoverer, publisher, args, nrt=nrt)
+        cycle = run_cycle(
+            lambda: _cli().discover_topology(source), publisher, nrt=nrt, dry_run=args.dry_run
+        )
+        _print_result(f"Node {node_name}", cycle.node)
+        _print_result(f"NodeResourceTopology {node_name}", cycle.nrt)
+        return 0 if cycle.ok else _cli().EXIT_FAILURE

@@ -1,0 +1,320 @@
+"""Per-second load: what each GPU is doing now, and how busy the node's CPUs and NUMA memory are.
+
+Discovery (every minute) says what the node *is*; this module says how busy it is, for the
+metrics endpoint only — nothing here is ever written to the Kubernetes API.
+
+The GPU part reads NVML through the module object the NVML adapter loaded (``NvmlAdapter.module``:
+the real ``pynvml`` or the fake from ``mocks/``); this module never imports ``pynvml`` itself.
+It samples only what the adapter's health poll does not: utilisation, memory in use, NVLink
+link state and error counters, and MIG device memory. Temperature, power, throttle reasons, ECC
+and XID counts arrive as the adapter's :class:`~agent.topology.HealthSignals` and are carried
+along unchanged, so one :class:`GpuLoad` holds everything the metrics endpoint shows for a GPU.
+
+Every query may fail on some GPU; the field is then ``None`` (unknown) and the rest is sampled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from agent.topology import HealthSignals, NodeTopology
+
+log = logging.getLogger(__name__)
+
+# nvmlNvLinkErrorCounter_t: NVML_NVLINK_ERROR_DL_* values and the names the metrics use.
+NVLINK_ERROR_COUNTERS: tuple[tuple[int, str], ...] = (
+    (0, "replay"),
+    (1, "recovery"),
+    (2, "crc_flit"),
+    (3, "crc_data"),
+)
+_GPU_IS_LOST = 15
+_DEFAULT_MAX_LINKS = 18
+
+
+@dataclass(frozen=True)
+class NvlinkSample:
+    link: int
+    active: bool | None
+    errors: Mapping[str, int] = field(default_factory=dict)  # counter name -> count since reset
+
+
+@dataclass(frozen=True)
+class MigDeviceLoad:
+    uuid: str
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class GpuLoad:
+    """One GPU at one moment. ``None`` is unknown, never zero."""
+
+    index: int
+    uuid: str | None = None  # to match the discovered GPU even if indices moved (hotplug)
+    utilization_ratio: float | None = None  # share of the last sample period a kernel ran
+    memory_utilization_ratio: float | None = None  # share of it the memory was read or written
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    nvlinks: tuple[NvlinkSample, ...] = ()
+    mig_devices: tuple[MigDeviceLoad, ...] = ()
+    signals: HealthSignals | None = None  # from the adapter's health poll
+    lost: bool = False
+
+
+@dataclass(frozen=True)
+class NumaMemory:
+    numa_node: int
+    used_bytes: int | None
+    total_bytes: int | None
+
+
+@dataclass(frozen=True)
+class LoadSample:
+    """Everything per-second about the node, taken at ``timestamp`` (seconds since the epoch)."""
+
+    timestamp: float
+    gpus: Mapping[int, GpuLoad] = field(default_factory=dict)
+    cpu_utilization_ratio: float | None = None  # whole node, since the previous sample
+    numa_cpu_utilization_ratio: Mapping[int, float] = field(default_factory=dict)
+    numa_memory: tuple[NumaMemory, ...] = ()
+
+
+class _Query:
+    """NVML calls for one GPU: an NVML error yields None; GPU_IS_LOST stops further calls."""
+
+    def __init__(self, module: Any, handle: Any) -> None:
+        self.module = module
+        self.handle = handle
+        self.lost = False
+
+    def call(self, name: str, *args: Any) -> Any:
+        if self.lost:
+            return None
+        function: Callable[..., Any] | None = getattr(self.module, name, None)
+        if function is None:
+            return None
+        try:
+            return function(*args)
+        except self.module.NVMLError as error:
+            if getattr(error, "value", None) == _GPU_IS_LOST:
+                self.lost = True
+            return None
+
+    def device(self, name: str, *args: Any) -> Any:
+        return self.call(name, self.handle, *args)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _ratio(percent: Any) -> float | None:
+    if percent is None:
+        return None
+    return max(0.0, min(1.0, float(percent) / 100.0))
+
+
+def _sample_nvlinks(query: _Query, max_links: int) -> tuple[NvlinkSample, ...]:
+    links = []
+    for link in range(max_links):
+        state = query.device("nvmlDeviceGetNvLinkState", link)
+        if state is None:
+            break  # no NVLink, or past the GPU's last link
+        errors = {}
+        for counter, name in NVLINK_ERROR_COUNTERS:
+            value = query.device("nvmlDeviceGetNvLinkErrorCounter", link, counter)
+            if value is not None:
+                errors[name] = int(value)
+        links.append(NvlinkSample(link=link, active=bool(int(state)), errors=errors))
+    return tuple(links)
+
+
+def _sample_mig(query: _Query) -> tuple[MigDeviceLoad, ...]:
+    mode = query.device("nvmlDeviceGetMigMode")
+    if mode is None or int(mode[0]) != 1:
+        return ()
+    max_count = query.device("nvmlDeviceGetMaxMigDeviceCount")
+    devices = []
+    for mig_index in range(int(max_count or 0)):
+        mig = query.device("nvmlDeviceGetMigDeviceHandleByIndex", mig_index)
+        if mig is None:
+            continue
+        uuid = query.call("nvmlDeviceGetUUID", mig)
+        if uuid is None:
+            continue
+        memory = query.call("nvmlDeviceGetMemoryInfo", mig)
+        devices.append(
+            MigDeviceLoad(
+                uuid=_text(uuid),
+                memory_used_bytes=int(memory.used) if memory is not None else None,
+                memory_total_bytes=int(memory.total) if memory is not None else None,
+            )
+        )
+    return tuple(devices)
+
+
+def sample_gpus(
+    module: Any, signals: Mapping[int, HealthSignals] | None = None
+) -> dict[int, GpuLoad]:
+    """Sample every GPU NVML can see, through ``module`` (the adapter's pynvml-like object).
+
+    ``signals`` are the adapter's latest health signals per GPU index, attached as they are.
+    An unavailable NVML (``module`` None) gives no GPUs.
+    """
+    if module is None:
+        return {}
+    signals = signals or {}
+    try:
+        count = int(module.nvmlDeviceGetCount())
+    except module.NVMLError as error:
+        log.debug("nvmlDeviceGetCount failed while sampling load: %s", error)
+        return {}
+    max_links = int(getattr(module, "NVML_NVLINK_MAX_LINKS", _DEFAULT_MAX_LINKS))
+    result: dict[int, GpuLoad] = {}
+    for index in range(count):
+        try:
+            handle = module.nvmlDeviceGetHandleByIndex(index)
+        except module.NVMLError as error:
+            lost = getattr(error, "value", None) == _GPU_IS_LOST
+            result[index] = GpuLoad(index=index, signals=signals.get(index), lost=lost)
+            continue
+        query = _Query(module, handle)
+        uuid = query.device("nvmlDeviceGetUUID")
+        utilization = query.device("nvmlDeviceGetUtilizationRates")
+        memory = query.device("nvmlDeviceGetMemoryInfo")
+        nvlinks = _sample_nvlinks(query, max_links)
+        mig_devices = _sample_mig(query)
+        gpu_signals = signals.get(index)
+        result[index] = GpuLoad(
+            index=index,
+            uuid=_text(uuid) if uuid is not None else None,
+            utilization_ratio=_ratio(getattr(utilization, "gpu", None)),
+            memory_utilization_ratio=_ratio(getattr(utilization, "memory", None)),
+            memory_used_bytes=int(memory.used) if memory is not None else None,
+            memory_total_bytes=int(memory.total) if memory is not None else None,
+            nvlinks=nvlinks,
+            mig_devices=mig_devices,
+            signals=gpu_signals,
+            lost=query.lost or bool(gpu_signals and gpu_signals.lost),
+        )
+    return result
+
+
+_MEMINFO_LINE = re.compile(r"^Node\s+\d+\s+(\w+):\s+([0-9]+)\s*kB", re.MULTILINE)
+
+
+def read_numa_memory(sysfs_root: str | os.PathLike[str] = "/sys") -> tuple[NumaMemory, ...]:
+    """MemUsed and MemTotal per NUMA node, from ``<sysfs>/devices/system/node/nodeN/meminfo``."""
+    base = Path(sysfs_root) / "devices" / "system" / "node"
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return ()
+    nodes = []
+    for name in sorted(names, key=lambda n: (len(n), n)):
+        if not (name.startswith("node") and name[4:].isdigit()):
+            continue
+        try:
+            text = (base / name / "meminfo").read_text()
+        except OSError:
+            continue
+        values = {key: int(kb) * 1024 for key, kb in _MEMINFO_LINE.findall(text)}
+        used = values.get("MemUsed")
+        total = values.get("MemTotal")
+        if used is None and total is not None and "MemFree" in values:
+            used = total - values["MemFree"]
+        nodes.append(NumaMemory(numa_node=int(name[4:]), used_bytes=used, total_bytes=total))
+    return tuple(nodes)
+
+
+class CpuUtilization:
+    """Busy share of each CPU between consecutive :meth:`sample` calls (psutil CPU times).
+
+    The first call has nothing to compare with and reports unknown.
+    """
+
+    def __init__(self, cpu_times: Callable[[], Sequence[Any]] | None = None) -> None:
+        self._cpu_times = cpu_times or (lambda: psutil.cpu_times(percpu=True))
+        self._previous: list[tuple[float, float]] | None = None
+
+    def sample(self) -> dict[int, float] | None:
+        """CPU number -> busy ratio since the previous call, or None on the first call."""
+        current = [(_busy_seconds(times), _total_seconds(times)) for times in self._cpu_times()]
+        previous, self._previous = self._previous, current
+        if previous is None or len(previous) != len(current):
+            return None
+        ratios = {}
+        for cpu, ((busy_now, total_now), (busy_then, total_then)) in enumerate(
+            zip(current, previous, strict=True)
+        ):
+            elapsed = total_now - total_then
+            if elapsed > 0:
+                ratios[cpu] = max(0.0, min(1.0, (busy_now - busy_then) / elapsed))
+        return ratios
+
+
+def _total_seconds(times: Any) -> float:
+    # guest time is already counted in user time on Linux
+    return float(sum(getattr(times, name, 0.0) for name in times._fields if "guest" not in name))
+
+
+def _busy_seconds(times: Any) -> float:
+    idle = float(getattr(times, "idle", 0.0)) + float(getattr(times, "iowait", 0.0))
+    return _total_seconds(times) - idle
+
+
+def numa_cpu_ratios(
+    per_cpu: Mapping[int, float], topology: NodeTopology | None
+) -> dict[int, float]:
+    """Average busy ratio of each NUMA node's CPUs (CPU-less NUMA nodes are left out)."""
+    if topology is None:
+        return {}
+    result = {}
+    for numa in topology.numa_nodes:
+        ratios = [per_cpu[cpu] for cpu in numa.cpus if cpu in per_cpu]
+        if ratios:
+            result[numa.id] = sum(ratios) / len(ratios)
+    return result
+
+
+class LoadSampler:
+    """Takes :class:`LoadSample` s: the run loop calls :meth:`sample` on its health tick."""
+
+    def __init__(
+        self,
+        sysfs_root: str | os.PathLike[str] = "/sys",
+        *,
+        cpu: CpuUtilization | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sysfs_root = sysfs_root
+        self.cpu = cpu or CpuUtilization()
+        self.clock = clock
+
+    def sample(
+        self,
+        module: Any,
+        topology: NodeTopology | None,
+        signals: Mapping[int, HealthSignals] | None = None,
+    ) -> LoadSample:
+        per_cpu = self.cpu.sample()
+        node_ratio = None
+        if per_cpu:
+            node_ratio = sum(per_cpu.values()) / len(per_cpu)
+        return LoadSample(
+            timestamp=self.clock(),
+            gpus=sample_gpus(module, signals),
+            cpu_utilization_ratio=node_ratio,
+            numa_cpu_utilization_ratio=numa_cpu_ratios(per_cpu or {}, topology),
+            numa_memory=read_numa_memory(self.sysfs_root),
+        )

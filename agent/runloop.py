@@ -1,0 +1,598 @@
+"""The long-running agent: ``gputopo-agent run`` without ``--once``.
+
+Four triggers, one publishing path. Every trigger ends in the same cycle the publishing layer
+defines for ``run --once`` (:func:`agent.publisher.run_cycle`: discover, then publish what
+changed); this module only decides *when*:
+
+- a full discovery every ``--interval`` seconds (default 60) with ±``--jitter`` so a fleet's
+  agents do not hit the apiserver in step;
+- a health tick every ``--health-interval`` second(s): the adapter's fast health signals plus a
+  load sample for ``/metrics``; a GPU newly lost triggers an immediate cycle;
+- an XID watcher draining NVML's XID events every 0.2 s: a new XID triggers an immediate
+  cycle, so the health taint follows within about a second;
+- a udev monitor: an NVIDIA PCI device added, removed, bound or unbound triggers an immediate
+  rediscovery (GPU hotplug, driver reload);
+- SIGHUP triggers a cycle; SIGTERM/SIGINT stop the agent cleanly.
+
+Immediate cycles are rate-limited (``--min-trigger-interval``) so an XID storm cannot become an
+API-write storm. ``/metrics``, ``/healthz`` and ``/readyz`` are served throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Protocol
+
+from agent.discovery import Discoverer
+from agent.load import LoadSampler
+from agent.metrics import (
+    AgentStats,
+    MetricsCollector,
+    MetricsServer,
+    Probes,
+    SnapshotHolder,
+    build_registry,
+)
+from agent.podresources import (
+    DEFAULT_SOCKET,
+    PodResourcesClient,
+    PodResourcesSnapshot,
+    available_gpus_by_numa_node,
+    unavailable,
+)
+from agent.publisher import (
+    CycleResult,
+    NrtWriter,
+    Publisher,
+    PublishResult,
+    is_successful_discovery,
+    run_cycle,
+)
+from agent.topology import NodeTopology
+
+log = logging.getLogger(__name__)
+
+NVIDIA_PCI_VENDOR = "10DE"
+UDEV_ACTIONS = frozenset({"add", "remove", "bind", "unbind"})
+ENV_PREFIX = "GPUTOPO_"
+
+
+# -- flags with environment twins -------------------------------------------------------------
+
+
+def env_name(flag: str) -> str:
+    """``--metrics-address`` -> ``GPUTOPO_METRICS_ADDRESS``."""
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _env_default(flag: str, default: Any, kind: Callable[[str], Any] = str) -> Any:
+    raw = os.environ.get(env_name(flag))
+    if raw is None or raw == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SystemExit(
+            f"gputopo-agent: {env_name(flag)}={raw!r}: expected {kind.__name__}"
+        ) from None
+
+
+def _env_bool(flag: str) -> bool:
+    raw = os.environ.get(env_name(flag), "")
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run loop's flags; each defaults to its ``GPUTOPO_*`` environment twin."""
+    parser.add_argument(
+        "--metrics-address",
+        default=_env_default("--metrics-address", "0.0.0.0:9465"),
+        metavar="HOST:PORT",
+        help=f"serve /metrics, /healthz, /readyz here (env {env_name('--metrics-address')}; "
+        "default 0.0.0.0:9465)",
+    )
+    parser.add_argument(
+        "--pod-resources-socket",
+        default=_env_default("--pod-resources-socket", DEFAULT_SOCKET),
+        metavar="PATH",
+        help="the kubelet's pod-resources socket; empty to not read it "
+        f"(env {env_name('--pod-resources-socket')}; default {DEFAULT_SOCKET})",
+    )
+    parser.add_argument(
+        "--health-interval",
+        type=float,
+        default=_env_default("--health-interval", 1.0, float),
+        metavar="SECONDS",
+        help=f"health and load poll period (env {env_name('--health-interval')}; default 1)",
+    )
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=_env_default("--jitter", 0.1, float),
+        metavar="FRACTION",
+        help=f"random spread of the discovery interval, 0..0.5 (env {env_name('--jitter')}; "
+        "default 0.1)",
+    )
+    parser.add_argument(
+        "--min-trigger-interval",
+        type=float,
+        default=_env_default("--min-trigger-interval", 5.0, float),
+        metavar="SECONDS",
+        help="least time between two event-triggered cycles "
+        f"(env {env_name('--min-trigger-interval')}; default 5)",
+    )
+    parser.add_argument(
+        "--no-udev",
+        action="store_true",
+        default=_env_bool("--no-udev"),
+        help=f"do not watch udev for GPU hotplug (env {env_name('--no-udev')})",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default=_env_default("--log-format", "json"),
+        help=f"log line format (env {env_name('--log-format')}; default json)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=_env_default("--log-level", "info"),
+        help=f"(env {env_name('--log-level')}; default info)",
+    )
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``:PORT`` (all interfaces); a clear error for anything else."""
+    host, separator, port_text = text.rpartition(":")
+    if not separator or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"--metrics-address {text!r}: expected HOST:PORT, e.g. 0.0.0.0:9465")
+    return (host.strip("[]") or "0.0.0.0", int(port_text))
+
+
+# -- logging ------------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg (and exc when there is one)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            document["exc"] = self.formatException(record.exc_info)
+        return json.dumps(document, separators=(",", ":"))
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+# -- udev ---------------------------------------------------------------------------------------
+
+
+def is_gpu_pci_event(action: str | None, properties: Mapping[str, str]) -> bool:
+    """A kernel PCI uevent about an NVIDIA function (GPU or NVSwitch) worth rediscovering for."""
+    if action not in UDEV_ACTIONS:
+        return False
+    pci_id = properties.get("PCI_ID", "")
+    return pci_id.upper().startswith(NVIDIA_PCI_VENDOR + ":")
+
+
+class UdevMonitor(Protocol):
+    def poll(self, timeout: float | None = None) -> Any: ...
+
+
+def open_udev_monitor() -> UdevMonitor:
+    """Kernel PCI uevents (source "kernel": no udevd needed inside the container)."""
+    import pyudev
+
+    context = pyudev.Context()
+    monitor = pyudev.Monitor.from_netlink(context, source="kernel")
+    monitor.filter_by(subsystem="pci")
+    monitor.start()
+    return monitor  # type: ignore[no-any-return]
+
+
+# -- the agent ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunLoopConfig:
+    interval_s: float = 60.0
+    jitter: float = 0.1
+    health_interval_s: float = 1.0
+    xid_interval_s: float = 0.2
+    pod_resources_interval_s: float = 5.0
+    min_trigger_interval_s: float = 5.0
+    dry_run: bool = False
+    udev: bool = True
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0:
+            raise ValueError(f"--interval {self.interval_s}: must be positive")
+        if self.health_interval_s <= 0:
+            raise ValueError(f"--health-interval {self.health_interval_s}: must be positive")
+        if not 0 <= self.jitter <= 0.5:
+            raise ValueError(f"--jitter {self.jitter}: must be between 0 and 0.5")
+        if self.min_trigger_interval_s < 0:
+            raise ValueError(f"--min-trigger-interval {self.min_trigger_interval_s}: negative")
+
+
+class Agent:
+    """Discovery, health, metrics and publishing for one node, until :meth:`stop`."""
+
+    def __init__(
+        self,
+        discoverer: Discoverer,
+        *,
+        publisher: Publisher | None,
+        nrt: NrtWriter | None = None,
+        pod_resources: PodResourcesClient | None = None,
+        config: RunLoopConfig | None = None,
+        holder: SnapshotHolder | None = None,
+        stats: AgentStats | None = None,
+        load_sampler: LoadSampler | None = None,
+        udev_monitor_factory: Callable[[], UdevMonitor] | None = open_udev_monitor,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.discoverer = discoverer
+        self.publisher = publisher
+        self.nrt = nrt
+        self.pod_resources = pod_resources
+        self.config = config or RunLoopConfig()
+        self.holder = holder or SnapshotHolder()
+        self.stats = stats or AgentStats()
+        self.load_sampler = load_sampler or LoadSampler(discoverer.sysfs.root)
+        self.udev_monitor_factory = udev_monitor_factory if self.config.udev else None
+        self.rng = rng or random.Random()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._trigger_lock = threading.Lock()
+        self._trigger_reasons: list[str] = []
+        self._cycle_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._last_cycle_result: CycleResult | None = None
+        self._last_loop_beat = time.monotonic()
+        self._last_health_beat = time.monotonic()
+        self._xid_total = 0
+        self._lost: frozenset[int] = frozenset()
+        self._counter_baseline: dict[str, int] = {}
+        self._published_allocations: frozenset[str] | None = None
+        self._pods_read_at = 0.0
+        self.cycles = 0
+
+    # -- triggers ---------------------------------------------------------------------------
+
+    def trigger(self, reason: str) -> None:
+        """Ask for a cycle now (rate-limited by ``min_trigger_interval_s``)."""
+        with self._trigger_lock:
+            self._trigger_reasons.append(reason)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- probes -----------------------------------------------------------------------------
+
+    def liveness(self) -> tuple[bool, str]:
+        now = time.monotonic()
+        dead = [t.name for t in self._threads if not t.is_alive()]
+        if dead and not self.stopping:
+            return False, "stopped threads: " + ", ".join(dead)
+        # The main loop wakes at least once per interval (plus jitter and one cycle's time).
+        loop_limit = self.config.interval_s * (1 + self.config.jitter) * 3 + 60
+        if now - self._last_loop_beat > loop_limit:
+            return False, f"main loop silent for {now - self._last_loop_beat:.0f}s"
+        health_limit = max(30.0, self.config.health_interval_s * 30)
+        if self._threads and now - self._last_health_beat > health_limit:
+            return False, f"health poll silent for {now - self._last_health_beat:.0f}s"
+        return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        result = self._last_cycle_result
+        if result is None:
+            return False, "first discovery not finished"
+        if not result.ok:
+            message = result.node.message or result.node.status
+            return False, f"last publish failed: {message}"
+        return True, "ok"
+
+    # -- one cycle --------------------------------------------------------------------------
+
+    def _pods(self) -> PodResourcesSnapshot:
+        if self.pod_resources is None:
+            return unavailable("pod-resources disabled (--pod-resources-socket '')")
+        return self.pod_resources.snapshot()
+
+    def run_cycle(self) -> CycleResult:
+        """Discover, publish, refresh the metrics snapshot; what every trigger ends in."""
+        with self._cycle_lock:
+            pods = self._pods()
+            self._pods_read_at = time.monotonic()
+            self.holder.update(pod_resources=pods)
+            self._published_allocations = pods.allocated_device_ids() if pods.available else None
+            discovered: list[NodeTopology] = []
+
+            def discover() -> NodeTopology:
+                started = time.monotonic()
+                try:
+                    topology = self.discoverer.discover()
+                except Exception:
+                    self.stats.observe_discovery(time.monotonic() - started, success=False)
+                    raise
+                self.stats.observe_discovery(
+                    time.monotonic() - started, success=is_successful_discovery(topology)
+                )
+                discovered.append(topology)
+                return topology
+
+            def available() -> Mapping[int, Mapping[str, int]]:
+                topology = discovered[-1]
+                # run_cycle only asks when it will publish an NRT; unknown -> allocatable.
+                return available_gpus_by_numa_node(pods, topology) or {}
+
+            if self.publisher is not None:
+                result = run_cycle(
+                    discover,
+                    self.publisher,
+                    nrt=self.nrt,
+                    available=available if pods.available else None,
+                    dry_run=self.config.dry_run,
+                )
+                self._record_publish(result)
+            else:
+                try:
+                    discover()
+                    result = CycleResult(PublishResult("skipped", message="publishing disabled"))
+                except Exception as error:
+                    log.exception("discovery raised")
+                    result = CycleResult(PublishResult("error", message=str(error)))
+                else:
+                    # Metrics-only: nothing to publish, the cycle itself succeeded.
+                    result = CycleResult(PublishResult("unchanged", message="metrics only"))
+            if discovered:
+                topology = discovered[-1]
+                self.holder.update(topology=topology)
+                self._lost = frozenset(g.index for g in topology.gpus if g.health_signals.lost)
+            self._last_cycle_result = result
+            self.cycles += 1
+            return result
+
+    def _record_publish(self, result: CycleResult) -> None:
+        assert self.publisher is not None
+        sources = [self.publisher.counters]
+        nrt_counters = getattr(self.nrt, "counters", None)
+        if nrt_counters is not None and nrt_counters is not self.publisher.counters:
+            sources.append(nrt_counters)
+        current = {
+            "success": sum(c.writes for c in sources),
+            "conflict": sum(c.conflicts for c in sources),
+            "error": sum(c.api_errors for c in sources),
+        }
+        for outcome, value in current.items():
+            delta = value - self._counter_baseline.get(outcome, 0)
+            if delta > 0:
+                self.stats.record_api_write(outcome, delta)
+        self._counter_baseline = current
+        if result.ok:
+            self.stats.record_publish_success()
+        for what, part in (("Node", result.node), ("NodeResourceTopology", result.nrt)):
+            if part is None:
+                continue
+            level = logging.INFO if part.ok else logging.ERROR
+            if part.status != "unchanged" or not part.ok:
+                detail = f" ({part.message})" if part.message else ""
+                log.log(level, "%s: %s%s", what, part.status, detail)
+
+    # -- the background work ----------------------------------------------------------------
+
+    def health_tick(self) -> None:
+        """Fast health signals and a load sample into the metrics snapshot; every
+        ``pod_resources_interval_s`` also the kubelet's allocations (a change triggers a cycle,
+        so the NodeResourceTopology's "available" follows pods)."""
+        if time.monotonic() - self._pods_read_at >= self.config.pod_resources_interval_s:
+            self._pods_read_at = time.monotonic()
+            pods = self._pods()
+            self.holder.update(pod_resources=pods)
+            allocated = pods.allocated_device_ids() if pods.available else None
+            if allocated != self._published_allocations:
+                self._published_allocations = allocated
+                self.trigger("GPU allocations changed")
+        adapter = self.discoverer.adapter
+        signals = adapter.health_signals() if adapter.status.available else {}
+        topology = self.holder.get().topology
+        load = self.load_sampler.sample(adapter.module, topology, signals)
+        self.holder.update(load=load)
+        lost = frozenset(index for index, s in signals.items() if s.lost)
+        if lost - self._lost:
+            self._lost = lost | self._lost
+            self.trigger(f"GPU lost: {sorted(lost)}")
+
+    def xid_tick(self) -> None:
+        adapter = self.discoverer.adapter
+        if not adapter.status.available:
+            return
+        counts = adapter.drain_xid_events()
+        total = sum(event.count for events in counts.values() for event in events)
+        if total > self._xid_total:
+            self._xid_total = total
+            self.trigger("XID")
+
+    def _every(self, name: str, period: float, work: Callable[[], None]) -> None:
+        while not self._stop.is_set():
+            try:
+                work()
+            except Exception:  # a bug in one tick must not end the agent's health reporting
+                log.exception("%s failed", name)
+            if name == "health":
+                self._last_health_beat = time.monotonic()
+            self._stop.wait(period)
+
+    def _watch_udev(self) -> None:
+        assert self.udev_monitor_factory is not None
+        try:
+            monitor = self.udev_monitor_factory()
+        except Exception as error:
+            log.warning(
+                "not watching udev for GPU hotplug (%s); relying on the %ss rediscovery",
+                error,
+                self.config.interval_s,
+            )
+            return
+        while not self._stop.is_set():
+            device = monitor.poll(timeout=1.0)
+            if device is None:
+                continue
+            action = getattr(device, "action", None)
+            properties = dict(getattr(device, "properties", {}) or {})
+            if is_gpu_pci_event(action, properties):
+                self.trigger(f"udev {action} {properties.get('PCI_SLOT_NAME', '')}".strip())
+
+    def _start(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=f"gputopo-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def next_delay(self) -> float:
+        spread = self.config.interval_s * self.config.jitter
+        return self.config.interval_s + self.rng.uniform(-spread, spread)
+
+    def run(self) -> int:
+        """Until :meth:`stop`: cycles on schedule and on triggers. 0 on a clean stop."""
+        self.run_cycle()
+        if self.discoverer.adapter.status.available:
+            counts = self.discoverer.adapter.xid_counts()
+            self._xid_total = sum(e.count for events in counts.values() for e in events)
+        self._start(
+            "health", lambda: self._every("health", self.config.health_interval_s, self.health_tick)
+        )
+        self._start("xid", lambda: self._every("xid", self.config.xid_interval_s, self.xid_tick))
+        if self.udev_monitor_factory is not None:
+            self._start("udev", self._watch_udev)
+        last_cycle = time.monotonic()
+        deadline = last_cycle + self.next_delay()
+        while not self._stop.is_set():
+            self._last_loop_beat = time.monotonic()
+            self._wake.wait(timeout=max(0.0, deadline - time.monotonic()))
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            now = time.monotonic()
+            with self._trigger_lock:
+                reasons, self._trigger_reasons = self._trigger_reasons, []
+            if reasons and now - last_cycle < self.config.min_trigger_interval_s:
+                # Too soon after the last cycle: keep the reasons, come back when allowed.
+                with self._trigger_lock:
+                    self._trigger_reasons = reasons + self._trigger_reasons
+                deadline = min(deadline, last_cycle + self.config.min_trigger_interval_s)
+                continue
+            if not reasons and now < deadline:
+                continue
+            if reasons:
+                log.info("rediscovering now: %s", "; ".join(dict.fromkeys(reasons)))
+            self.run_cycle()
+            last_cycle = time.monotonic()
+            deadline = last_cycle + self.next_delay()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        return 0
+
+
+@contextlib.contextmanager
+def signal_handlers(agent: Agent) -> Iterator[None]:
+    """SIGTERM/SIGINT stop the agent; SIGHUP asks for a cycle now. Restored afterwards."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        agent.stop()
+
+    def hangup(signum: int, frame: FrameType | None) -> None:
+        agent.trigger("SIGHUP")
+
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, stop),
+        signal.SIGINT: signal.signal(signal.SIGINT, stop),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, hangup),
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def serve(agent: Agent, address: str, *, registry_version: str | None = None) -> MetricsServer:
+    """The metrics/probe server for ``agent`` on ``address``, started."""
+    host, port = parse_address(address)
+    collector = MetricsCollector(agent.holder, agent.stats, version=registry_version)
+    probes = Probes(liveness=agent.liveness, readiness=agent.readiness)
+    return MetricsServer(build_registry(collector), host=host, port=port, probes=probes).start()
+
+
+def run_agent(
+    discoverer: Discoverer,
+    publisher: Publisher | None,
+    args: argparse.Namespace,
+    *,
+    nrt: NrtWriter | None = None,
+) -> int:
+    """``gputopo-agent run`` (not ``--once``): the parsed flags of :func:`add_arguments` plus
+    ``--interval`` and ``--dry-run``; ``discoverer`` is open; returns the exit status."""
+    configure_logging(args.log_format, args.log_level)
+    try:
+        config = RunLoopConfig(
+            interval_s=args.interval,
+            jitter=args.jitter,
+            health_interval_s=args.health_interval,
+            min_trigger_interval_s=args.min_trigger_interval,
+            dry_run=getattr(args, "dry_run", False),
+            udev=not args.no_udev,
+        )
+        parse_address(args.metrics_address)
+    except ValueError as error:
+        raise SystemExit(f"gputopo-agent run: {error}") from None
+    socket_path = args.pod_resources_socket
+    pod_client = PodResourcesClient(socket_path) if socket_path else None
+    agent = Agent(discoverer, publisher=publisher, nrt=nrt, pod_resources=pod_client, config=config)
+    try:
+        server = serve(agent, args.metrics_address)
+    except OSError as error:
+        raise SystemExit(
+            f"gputopo-agent run: --metrics-address {args.metrics_address}: {error.strerror}"
+        ) from None
+    log.info("serving /metrics, /healthz, /readyz on %s", server.url)
+    try:
+        with signal_handlers(agent):
+            return agent.run()
+    finally:
+        server.stop()
+        if pod_client is not None:
+            pod_client.close()

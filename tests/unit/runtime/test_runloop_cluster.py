@@ -1,0 +1,161 @@
+"""The run loop publishing to a real kube-apiserver: an XID reaches the Node as a health taint
+within seconds, not at the next minute's rediscovery; GPU allocations reach the NRT.
+
+Mocked DGX H100 (the fake pynvml's control object delivers the XID as an NVML event), real
+apiserver with the NodeResourceTopology CRD, a fake kubelet on a unix socket.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from agent.discovery import Discoverer
+from agent.nrt import GROUP, PLURAL, VERSION, NrtPublisher
+from agent.podresources import PodResourcesClient
+from agent.publisher import Publisher
+from agent.runloop import Agent, RunLoopConfig, serve
+from tests.controlplane import ClusterObjects
+
+from .fake_kubelet import fake_kubelet, short_socket_dir
+from .kustomize import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def _eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def node_name(cluster_objects: ClusterObjects, kube_admin: client.ApiClient) -> str:
+    name = f"dgx-{uuid.uuid4().hex[:8]}"
+    cluster_objects.create_node(
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {}}
+    )
+    extensions = client.ApiextensionsV1Api(kube_admin)
+    crd = yaml.safe_load((REPO / "daemonset/crds/noderesourcetopologies.yaml").read_text())
+    try:
+        extensions.create_custom_resource_definition(crd)
+        cluster_objects.track("CustomResourceDefinition", crd["metadata"]["name"])
+    except client.ApiException as error:
+        if error.status != 409:  # another test made it already: it stays theirs
+            raise
+    _eventually(
+        lambda: any(
+            c.type == "Established" and c.status == "True"
+            for c in (
+                extensions.read_custom_resource_definition(
+                    crd["metadata"]["name"]
+                ).status.conditions
+                or []
+            )
+        )
+    )
+    return name
+
+
+@pytest.fixture
+def running(
+    node_name: str, kube_admin: client.ApiClient, tmp_path: Path
+) -> Iterator[tuple[Agent, Any, Any]]:
+    from mocks.fake_pynvml import make_fake_pynvml
+    from mocks.profile import load_profile
+    from mocks.sysfs import build_sysfs
+
+    profile = load_profile("dgx-h100")
+    nvml = make_fake_pynvml(profile)
+    build_sysfs(profile, tmp_path / "sys")
+    with short_socket_dir() as directory:
+        socket_path = os.path.join(directory, "kubelet.sock")
+        with (
+            fake_kubelet(socket_path) as kubelet,
+            Discoverer(nvml, tmp_path / "sys", node_name) as discoverer,
+        ):
+            agent = Agent(
+                discoverer,
+                publisher=Publisher(client.CoreV1Api(kube_admin), node_name),
+                nrt=NrtPublisher(client.CustomObjectsApi(kube_admin), node_name),
+                pod_resources=PodResourcesClient(socket_path),
+                config=RunLoopConfig(
+                    interval_s=3600,
+                    health_interval_s=0.2,
+                    pod_resources_interval_s=0.3,
+                    min_trigger_interval_s=0.5,
+                    udev=False,
+                ),
+            )
+            server = serve(agent, "127.0.0.1:0", registry_version="test")
+            thread = threading.Thread(target=agent.run, daemon=True)
+            thread.start()
+            try:
+                yield agent, nvml.control, kubelet
+            finally:
+                agent.stop()
+                thread.join(timeout=10)
+                server.stop()
+
+
+def _taints(kube_admin: client.ApiClient, node_name: str) -> dict[str, str]:
+    node = client.CoreV1Api(kube_admin).read_node(node_name)
+    return {t.key: f"{t.value}:{t.effect}" for t in node.spec.taints or []}
+
+
+def test_fatal_xid_taints_the_node_within_seconds(
+    running: tuple[Agent, Any, Any], kube_admin: client.ApiClient, node_name: str
+) -> None:
+    agent, control, _ = running
+    _eventually(lambda: agent.readiness()[0])
+    node = client.CoreV1Api(kube_admin).read_node(node_name)
+    assert node.metadata.labels["nvidia.com/gpu.count"] == "8"
+    assert "gputopo.io/gpu-health" not in _taints(kube_admin, node_name)
+    cycles = agent.cycles
+    injected = time.monotonic()
+    control.inject_xid(4, 79)  # "GPU has fallen off the bus": fatal
+    _eventually(lambda: "gputopo.io/gpu-health" in _taints(kube_admin, node_name), timeout=10)
+    assert time.monotonic() - injected < 5  # the discovery interval is an hour
+    assert _taints(kube_admin, node_name)["gputopo.io/gpu-health"] == "failed:NoSchedule"
+    assert agent.cycles == cycles + 1
+    writes = agent.stats.snapshot().api_writes
+    assert writes.get("success", 0) >= 2
+    assert agent.stats.snapshot().last_successful_publish is not None
+
+
+def test_gpu_allocation_reaches_the_node_resource_topology(
+    running: tuple[Agent, Any, Any], kube_admin: client.ApiClient, node_name: str
+) -> None:
+    agent, _, kubelet = running
+    custom = client.CustomObjectsApi(kube_admin)
+    _eventually(lambda: agent.readiness()[0])
+
+    def gpu_available(zone_name: str) -> int | None:
+        nrt = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, node_name)
+        for zone in nrt["zones"]:
+            if zone["name"] == zone_name:
+                for resource in zone.get("resources", []):
+                    if resource["name"] == "nvidia.com/gpu":
+                        return int(resource["available"])
+        return None
+
+    assert gpu_available("node-0") == 4
+    topology = agent.holder.get().topology
+    assert topology is not None
+    on_numa0 = [g.uuid for g in topology.gpus if g.numa_node == 0]
+    kubelet.allocate("ml", "trainer-0", "main", "nvidia.com/gpu", [(on_numa0[0], 0)])
+    _eventually(lambda: gpu_available("node-0") == 3)
+    assert gpu_available("node-1") == 4

@@ -1,0 +1,94 @@
+"""The wheel the image is built from: built, installed into a clean virtualenv, run as the image
+runs it (outside the source tree, from the installed entrypoints).
+
+Dependencies are installed normally from the package index (pip's cache makes repeats fast);
+only the project itself comes from the freshly built wheel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import venv
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+TIMEOUT_S = 600
+
+
+def _run(args: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+        )
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A virtualenv with only the built wheel and its declared dependencies; yields its bin/."""
+    work = tmp_path_factory.mktemp("wheel")
+    wheels = work / "wheels"
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheels), str(REPO)],
+        cwd=work,
+    )
+    (wheel,) = wheels.glob("gputopo-*.whl")
+    environment = work / "venv"
+    # No ensurepip in the new environment: this interpreter's pip installs into it (--python).
+    venv.EnvBuilder(with_pip=False, clear=True).create(environment)
+    python = environment / "bin" / "python"
+    _run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", str(wheel)],
+        cwd=work,
+    )
+    yield environment / "bin"
+
+
+def _image_env(bin_dir: Path) -> dict[str, str]:
+    """The image's environment: no PYTHONPATH, the venv's bin first, bytecode not written."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}
+    }
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def test_wheel_contains_the_packages_and_generated_stubs(installed: Path) -> None:
+    python = installed / "python"
+    code = (
+        "import agent, scheduler, mocks, agent.podresources_pb.api_pb2 as pb;"
+        "print(agent.__file__); print(pb.DESCRIPTOR.package)"
+    )
+    out = _run([str(python), "-c", code], cwd=installed, env=_image_env(installed)).split()
+    assert "site-packages" in out[0] and str(REPO) not in out[0]
+    assert out[1] == "v1"
+
+
+@pytest.mark.parametrize("entrypoint", ["gputopo-agent", "gputopo-scheduler"])
+def test_both_entrypoints_answer_help(installed: Path, entrypoint: str) -> None:
+    out = _run([str(installed / entrypoint), "--help"], cwd=installed, env=_image_env(installed))
+    assert "usage:" in out
+
+
+def test_agent_discovers_the_mocked_dgx_h100_from_the_installed_wheel(installed: Path) -> None:
+    out = _run(
+        [str(installed / "gputopo-agent"), "discover", "--mock", "dgx-h100", "--output", "json"],
+        cwd=installed,
+        env=_image_env(installed),
+    )
+    document = json.loads(out)
+    assert len(document["gpus"]) == 8
+    assert document["interconnect"] == "nvswitch"
