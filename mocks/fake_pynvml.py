@@ -106,6 +106,8 @@ class FakeNvml:
         self.calls: collections.Counter[str] = collections.Counter()
         self.node_errors: dict[str, InjectedError] = dict(profile.nvml.errors)
         self.node_remaining: dict[str, int] = {}
+        # The PCI tree of a profile never changes, so each pair's level is computed once.
+        self.common_ancestors: dict[tuple[str, str], int] = {}
         self.gpus = [
             _GpuState(
                 spec=gpu,
@@ -374,6 +376,13 @@ class FakeNvml:
         return int(state.spec.memory_numa_node)
 
     def _common_ancestor(self, first: GpuSpec, second: GpuSpec) -> int:
+        key = (first.bus_id, second.bus_id)
+        level = self.common_ancestors.get(key)
+        if level is None:
+            level = self.common_ancestors[key] = self._compute_common_ancestor(first, second)
+        return level
+
+    def _compute_common_ancestor(self, first: GpuSpec, second: GpuSpec) -> int:
         if first.bus_id == second.bus_id:
             return int(_real.NVML_TOPOLOGY_INTERNAL)
         chain_a = self.profile.switch_chain(first.bus_id)
