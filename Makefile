@@ -17,6 +17,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 demo: $(VENV)/.installed
 	$(BIN)/gputopo-agent discover --mock dgx-h100 --output text
+	@echo
+	$(BIN)/gputopo-scheduler simulate --cluster scheduler/samples/cluster.yaml --output text
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

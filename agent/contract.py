@@ -156,6 +156,10 @@ class Contract:
         return self.key("gpu.heterogeneous")  # "true" only when GPU models differ
 
     @property
+    def gpu_model(self) -> str:
+        return self.key("gpu.model")  # short model of the primary GPUs: H100, A100, L4, RTX-4090
+
+    @property
     def gpu_models(self) -> str:
         return self.key("gpu.models")  # int, distinct GPU models on the node
 

@@ -21,6 +21,7 @@ from agent.labels.gfd_resources import FullGpuLabeler
 from agent.labels.gfd_sharing import SharingLabeler
 from agent.labels.gfd_versions import VersionLabeler
 from agent.labels.health import HealthLabeler, SlaLabeler
+from agent.labels.model import ModelLabeler
 from agent.labels.topology import TopologyLabeler
 from agent.topology import NodeTopology
 
@@ -78,6 +79,7 @@ def default_labelers(options: LabelOptions) -> Merged:
     return merge(
         _OnlyWithGpus(merge(*gfd_labelers)),
         TopologyLabeler(options.contract),
+        ModelLabeler(options.contract),
         HealthLabeler(options.contract),
         SlaLabeler(options.contract, options.sla_score),
     )

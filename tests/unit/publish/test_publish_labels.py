@@ -272,3 +272,34 @@ def test_gpu_with_unknown_name_does_not_make_the_node_heterogeneous() -> None:
     assert labels["gputopo.io/gpu.heterogeneous"] == "false"
     assert labels["gputopo.io/gpu.models"] == "1"
     assert labels[Gfd.GPU_COUNT] == "7"
+
+
+@pytest.mark.parametrize(
+    ("name", "model"),
+    [
+        ("NVIDIA H100 80GB HBM3", "H100"),
+        ("NVIDIA A100-SXM4-80GB", "A100"),
+        ("NVIDIA A100 80GB PCIe", "A100"),
+        ("NVIDIA L4", "L4"),
+        ("NVIDIA GeForce RTX 4090", "RTX-4090"),
+        ("NVIDIA RTX A6000", "RTX-A6000"),
+        ("Tesla V100-SXM2-16GB", "V100"),
+        ("NVIDIA GB200", "GB200"),
+        ("NVIDIA H100 NVL", "H100"),
+        ("NVIDIA", ""),
+    ],
+)
+def test_short_model_drops_vendor_memory_and_form_factor(name: str, model: str) -> None:
+    from agent.labels.model import short_model
+
+    assert short_model(name) == model
+
+
+def test_dgx_h100_gets_the_short_model_label_guides_select_on() -> None:
+    labels = labels_of(dgx_h100())
+    assert labels["gputopo.io/gpu.model"] == "H100"
+    assert labels[Gfd.GPU_PRODUCT] == "NVIDIA-H100-80GB-HBM3"  # GFD's value stays exact
+
+
+def test_cpu_only_node_has_no_model_label() -> None:
+    assert "gputopo.io/gpu.model" not in labels_of(cpu_only())
