@@ -1,0 +1,194 @@
+"""`gputopo-scheduler run`: the in-cluster scheduler. Every flag has an environment twin."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from scheduler.errors import SchedulerInputError
+from scheduler.runtime.logs import configure_json_logging
+
+if TYPE_CHECKING:
+    from scheduler.runtime.runner import SchedulerRuntime
+
+log = logging.getLogger("gputopo.scheduler.cli")
+
+_SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def _default_lease_namespace() -> str:
+    try:
+        with open(_SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as handle:
+            return handle.read().strip() or "kube-system"
+    except OSError:
+        return "kube-system"
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"gputopo-scheduler run: ${name}={raw!r}: expected seconds") from None
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_run_parser(subparsers: Any) -> None:
+    """Register `run` on the CLI's subparsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "run",
+        help="watch the cluster and schedule pods that name this scheduler",
+        description=(
+            "Schedule pending pods whose spec.schedulerName matches, bind them through "
+            "pods/binding, record events; leader-elected on a Lease. Flags default to the "
+            "environment variable named in each help text."
+        ),
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=_env("GPUTOPO_KUBECONFIG"),
+        help="kubeconfig file ($GPUTOPO_KUBECONFIG; else in-cluster, $KUBECONFIG, ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--scheduler-name",
+        default=_env("GPUTOPO_SCHEDULER_NAME", "gputopo-scheduler"),
+        help="spec.schedulerName this scheduler serves ($GPUTOPO_SCHEDULER_NAME)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=_env("GPUTOPO_PROFILE"),
+        help="scoring weights profile YAML ($GPUTOPO_PROFILE; built-in defaults if unset)",
+    )
+    parser.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool("GPUTOPO_LEADER_ELECT", True),
+        help="elect a leader on a Lease before scheduling ($GPUTOPO_LEADER_ELECT, default on)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=_env("GPUTOPO_LEASE_NAMESPACE") or _default_lease_namespace(),
+        help="namespace of the leader Lease ($GPUTOPO_LEASE_NAMESPACE; default: own namespace)",
+    )
+    parser.add_argument(
+        "--lease-name",
+        default=_env("GPUTOPO_LEASE_NAME", "gputopo-scheduler"),
+        help="name of the leader Lease ($GPUTOPO_LEASE_NAME)",
+    )
+    parser.add_argument(
+        "--identity",
+        default=_env("GPUTOPO_IDENTITY") or f"{socket.gethostname()}_{os.getpid()}",
+        help="holderIdentity in the Lease ($GPUTOPO_IDENTITY; default hostname_pid)",
+    )
+    parser.add_argument(
+        "--lease-duration",
+        type=float,
+        default=_env_float("GPUTOPO_LEASE_DURATION", 15.0),
+        help="seconds a standby waits before taking an unrenewed Lease ($GPUTOPO_LEASE_DURATION)",
+    )
+    parser.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=_env_float("GPUTOPO_RENEW_DEADLINE", 10.0),
+        help="seconds the leader may fail to renew before it stops ($GPUTOPO_RENEW_DEADLINE)",
+    )
+    parser.add_argument(
+        "--retry-period",
+        type=float,
+        default=_env_float("GPUTOPO_RETRY_PERIOD", 2.0),
+        help="seconds between Lease attempts and renewals ($GPUTOPO_RETRY_PERIOD)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default=_env("GPUTOPO_METRICS_ADDRESS", ":10259"),
+        help="HOST:PORT for /metrics, /healthz, /readyz ($GPUTOPO_METRICS_ADDRESS); '' disables",
+    )
+    parser.add_argument(
+        "--bind-workers",
+        type=int,
+        default=int(_env_float("GPUTOPO_BIND_WORKERS", 16)),
+        help="concurrent pods/binding requests ($GPUTOPO_BIND_WORKERS)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=_env("GPUTOPO_LOG_LEVEL", "info"),
+        choices=("debug", "info", "warning", "error"),
+        help="JSON log verbosity ($GPUTOPO_LOG_LEVEL)",
+    )
+    parser.set_defaults(handler=run_command)
+
+
+def _build_runtime(args: argparse.Namespace) -> SchedulerRuntime:
+    # Imported here, not at module level: the kubernetes client costs every other subcommand
+    # (`simulate`) half a second of start-up it does not need.
+    from scheduler.runtime.framework import CoreFramework
+    from scheduler.runtime.kube import KubeApi, load_api_client
+    from scheduler.runtime.leader import LeaseConfig
+    from scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
+
+    lease = None
+    if args.leader_elect:
+        lease = LeaseConfig(
+            namespace=args.lease_namespace,
+            name=args.lease_name,
+            identity=args.identity,
+            lease_duration_s=args.lease_duration,
+            renew_deadline_s=args.renew_deadline,
+            retry_period_s=args.retry_period,
+        )
+    if args.bind_workers < 1:
+        raise ValueError(f"--bind-workers {args.bind_workers}: expected at least 1")
+    config = RuntimeConfig(
+        scheduler_name=args.scheduler_name,
+        lease=lease,
+        metrics_address=args.metrics_address or None,
+        bind_workers=args.bind_workers,
+    )
+    framework = CoreFramework.from_profile(args.profile)
+    api = KubeApi(load_api_client(args.kubeconfig))
+    return SchedulerRuntime(api, framework, config)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT; then stop scheduling, finish binds and release the Lease."""
+    configure_json_logging(args.log_level)
+    try:
+        runtime = _build_runtime(args)
+    except SchedulerInputError:
+        raise
+    except ValueError as err:  # bad flag combination, unreadable kubeconfig
+        raise SchedulerInputError(str(err)) from None
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        log.info("signal received, stopping", extra={"signal": signal.Signals(signum).name})
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        runtime.start()
+    except OSError as err:
+        raise SchedulerInputError(f"--metrics-address {args.metrics_address!r}: {err}") from None
+    while not stopping.wait(1.0):
+        pass
+    runtime.stop()
+    return 0

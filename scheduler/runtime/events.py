@@ -1,0 +1,171 @@
+"""What users read in `kubectl describe pod`: events and the PodScheduled condition.
+
+Events are events.k8s.io/v1 like kube-scheduler's (reason FailedScheduling / Scheduled,
+action Scheduling / Binding). A failure repeated with the same message within six minutes
+updates the first event's ``series`` instead of creating another object, the way client-go's
+events recorder deduplicates. Writes run on a small worker pool so a slow API server never
+holds up a scheduling cycle; their failures are logged, never raised into the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
+from scheduler.runtime.leader import micro_time
+
+log = logging.getLogger("gputopo.scheduler.events")
+
+SERIES_WINDOW_S = 360.0
+SCHEDULING_GATED_MESSAGE = "Scheduling is blocked due to non-empty scheduling gates"
+
+
+@dataclass
+class _Recorded:
+    name: str
+    namespace: str
+    count: int
+    last_seen: float
+
+
+@dataclass
+class EventRecorder:
+    api: KubeApi
+    controller: str
+    instance: str
+    workers: int = 4
+    _pool: ThreadPoolExecutor = field(init=False)
+    _recorded: dict[tuple[str, str, str], _Recorded] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="events")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    def scheduled(self, pod: JsonDict, node_name: str) -> Future[None]:
+        meta = pod.get("metadata", {})
+        note = f"Successfully assigned {meta.get('namespace')}/{meta.get('name')} to {node_name}"
+        return self._pool.submit(self._emit, pod, "Normal", "Scheduled", "Binding", note)
+
+    def failed_scheduling(self, pod: JsonDict, message: str) -> Future[None]:
+        """FailedScheduling event plus PodScheduled=False/Unschedulable, both saying ``message``."""
+        return self._pool.submit(self._failed, pod, message)
+
+    def _failed(self, pod: JsonDict, message: str) -> None:
+        self._emit(pod, "Warning", "FailedScheduling", "Scheduling", message)
+        self._set_pod_scheduled_false(pod, "Unschedulable", message)
+
+    def scheduling_gated(self, pod: JsonDict) -> Future[None]:
+        """PodScheduled=False/SchedulingGated, as kube-scheduler marks a gated pod (no event)."""
+        return self._pool.submit(
+            self._set_pod_scheduled_false, pod, "SchedulingGated", SCHEDULING_GATED_MESSAGE
+        )
+
+    def _emit(self, pod: JsonDict, event_type: str, reason: str, action: str, note: str) -> None:
+        meta = pod.get("metadata", {})
+        namespace = str(meta.get("namespace") or "default")
+        uid = str(meta.get("uid") or "")
+        key = (uid, reason, note)
+        now = time.monotonic()
+        with self._lock:
+            known = self._recorded.get(key)
+            if known is not None and now - known.last_seen < SERIES_WINDOW_S:
+                known.count += 1
+                known.last_seen = now
+                count, name = known.count, known.name
+            else:
+                known = None
+        try:
+            if known is not None:
+                self.api.request(
+                    "PATCH",
+                    f"/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
+                    body={"series": {"count": count, "lastObservedTime": micro_time()}},
+                    content_type="application/merge-patch+json",
+                )
+                return
+            name = f"{meta.get('name')}.{time.time_ns():x}"
+            body: JsonDict = {
+                "apiVersion": "events.k8s.io/v1",
+                "kind": "Event",
+                "metadata": {"name": name, "namespace": namespace},
+                "eventTime": micro_time(),
+                "type": event_type,
+                "reason": reason,
+                "action": action,
+                "note": note[:1024],
+                "reportingController": self.controller,
+                "reportingInstance": self.instance[:128],
+                "regarding": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "namespace": namespace,
+                    "name": meta.get("name"),
+                    "uid": uid,
+                    "resourceVersion": meta.get("resourceVersion", ""),
+                },
+            }
+            self.api.request(
+                "POST", f"/apis/events.k8s.io/v1/namespaces/{namespace}/events", body=body
+            )
+            with self._lock:
+                self._recorded[key] = _Recorded(name, namespace, 1, now)
+                if len(self._recorded) > 10000:
+                    self._expire_locked(now)
+        except (KubeApiError, OSError, ValueError) as err:
+            log.warning(
+                "event write failed",
+                extra={
+                    "reason": reason,
+                    "pod": f"{namespace}/{meta.get('name')}",
+                    "error": str(err),
+                },
+            )
+            with self._lock:
+                self._recorded.pop(key, None)
+
+    def _expire_locked(self, now: float) -> None:
+        for key, recorded in list(self._recorded.items()):
+            if now - recorded.last_seen >= SERIES_WINDOW_S:
+                del self._recorded[key]
+
+    def _set_pod_scheduled_false(self, pod: JsonDict, reason: str, message: str) -> None:
+        """Patch PodScheduled=False with ``reason`` unless the pod already says exactly that."""
+        meta = pod.get("metadata", {})
+        for condition in pod.get("status", {}).get("conditions") or []:
+            if (
+                condition.get("type") == "PodScheduled"
+                and condition.get("status") == "False"
+                and condition.get("reason") == reason
+                and condition.get("message") == message
+            ):
+                return
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch = {
+            "status": {
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": reason,
+                        "message": message,
+                        "lastProbeTime": None,
+                        "lastTransitionTime": now,
+                    }
+                ]
+            }
+        }
+        path = f"/api/v1/namespaces/{meta.get('namespace')}/pods/{meta.get('name')}/status"
+        try:
+            self.api.request(
+                "PATCH", path, body=patch, content_type="application/strategic-merge-patch+json"
+            )
+        except (KubeApiError, OSError, ValueError) as err:
+            log.warning("pod status patch failed", extra={"path": path, "error": str(err)})

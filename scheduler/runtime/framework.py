@@ -1,0 +1,91 @@
+"""The runtime's one seam to the scheduler core: feed it objects, ask it for a placement.
+
+Everything the runtime knows about filters, scores and the core's snapshot goes through
+``SchedulingFramework``; ``CoreFramework`` implements it on the core's ClusterSnapshot and
+``schedule_one``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from scheduler.errors import SchedulerInputError
+from scheduler.framework import schedule_one
+from scheduler.model import Pod, parse_pod
+from scheduler.profile import SchedulerProfile, default_profile, load_profile
+from scheduler.runtime.kube import JsonDict
+from scheduler.snapshot import ClusterSnapshot
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The outcome of one scheduling cycle: a node, or the kube-style reason there is none."""
+
+    node_name: str | None
+    message: str
+
+
+class SchedulingFramework(Protocol):
+    def upsert_node(self, node: JsonDict) -> None: ...
+    def delete_node(self, name: str) -> None: ...
+    def upsert_pod(self, pod: JsonDict) -> None: ...
+    def delete_pod(self, key: str) -> None: ...
+    def assume(self, pod: JsonDict, node_name: str) -> None: ...
+    def forget(self, key: str) -> None: ...
+    def upsert_namespace(self, namespace: JsonDict) -> None: ...
+    def delete_namespace(self, name: str) -> None: ...
+    def schedule(self, pod: JsonDict) -> Placement: ...
+
+
+class CoreFramework:
+    """``SchedulingFramework`` on the core: its ClusterSnapshot, profile and schedule_one."""
+
+    def __init__(self, profile: SchedulerProfile | None = None) -> None:
+        self.profile = profile or default_profile()
+        self.snapshot = ClusterSnapshot()
+        self._last_parsed: tuple[int, Pod] | None = None
+
+    @classmethod
+    def from_profile(cls, path: str | None) -> CoreFramework:
+        """Load --profile (validated; SchedulerInputError names the file and field)."""
+        return cls(load_profile(path) if path else default_profile())
+
+    def upsert_node(self, node: JsonDict) -> None:
+        self.snapshot.add_node(node)
+
+    def delete_node(self, name: str) -> None:
+        self.snapshot.remove_node(name)
+
+    def upsert_pod(self, pod: JsonDict) -> None:
+        self.snapshot.add_pod(pod)
+
+    def delete_pod(self, key: str) -> None:
+        self.snapshot.remove_pod(key)
+
+    def assume(self, pod: JsonDict, node_name: str) -> None:
+        last = self._last_parsed
+        parsed = last[1] if last is not None and last[0] == id(pod) else parse_pod(pod)
+        self.snapshot.assume(parsed, node_name)
+
+    def schedule(self, pod: JsonDict) -> Placement:
+        """One core cycle; a pod the core cannot parse is unschedulable with the parse error."""
+        try:
+            parsed = parse_pod(pod)
+        except SchedulerInputError as err:
+            return Placement(None, str(err))
+        self._last_parsed = (id(pod), parsed)
+        result = schedule_one(parsed, self.snapshot, self.profile)
+        return Placement(result.node, result.message)
+
+    def forget(self, key: str) -> None:
+        self.snapshot.forget(key)
+
+    def upsert_namespace(self, namespace: JsonDict) -> None:
+        self.snapshot.add_namespace(namespace)
+
+    def delete_namespace(self, name: str) -> None:
+        self.snapshot.remove_namespace(name)
+
+    def node_names(self) -> list[str]:
+        return [node.name for _, node in self.snapshot.iter_nodes()]

@@ -1,0 +1,170 @@
+"""The runtime's own metrics and its /metrics, /healthz, /readyz endpoint.
+
+Work counters (attempts, bind errors) and the scheduling-latency histogram are owned by the
+runtime and incremented where the work happens. State that already lives elsewhere — queue
+depth, leadership, assumed pods — is read at scrape time by a custom collector, never copied
+into gauges by a loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from scheduler.runtime.queue import QueueDepth
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class RuntimeState:
+    """What the collector reads at scrape time."""
+
+    queue_depth: QueueDepth
+    leader: bool
+    assumed_pods: int
+    nodes: int
+
+
+class RuntimeCollector(Collector):
+    def __init__(self, read_state: Callable[[], RuntimeState]) -> None:
+        self._read_state = read_state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._read_state()
+        depth = GaugeMetricFamily(
+            "gputopo_scheduler_queue_depth",
+            "Pending pods in the scheduling queue, by sub-queue.",
+            labels=["queue"],
+        )
+        depth.add_metric(["active"], state.queue_depth.active)
+        depth.add_metric(["backoff"], state.queue_depth.backoff)
+        depth.add_metric(["unschedulable"], state.queue_depth.unschedulable)
+        depth.add_metric(["in_flight"], state.queue_depth.in_flight)
+        yield depth
+        yield GaugeMetricFamily(
+            "gputopo_scheduler_leader",
+            "1 while this replica holds the leader Lease and schedules, else 0.",
+            value=1 if state.leader else 0,
+        )
+        yield GaugeMetricFamily(
+            "gputopo_scheduler_assumed_pods",
+            "Pods this replica bound whose binding the watch has not confirmed yet.",
+            value=state.assumed_pods,
+        )
+        yield GaugeMetricFamily(
+            "gputopo_scheduler_cache_nodes",
+            "Nodes in the scheduler's cluster cache.",
+            value=state.nodes,
+        )
+
+
+class SchedulerMetrics:
+    """One registry per runtime, so two runtimes in one process (tests) do not collide."""
+
+    def __init__(self, read_state: Callable[[], RuntimeState]) -> None:
+        self.registry = CollectorRegistry()
+        self.attempts = Counter(
+            "gputopo_scheduler_attempts",
+            "Scheduling attempts by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("scheduled", "unschedulable", "error"):
+            self.attempts.labels(result)
+        self.scheduling_duration = Histogram(
+            "gputopo_scheduler_scheduling_duration_seconds",
+            "Time from popping a pod off the queue to a placement decision (filters + scores).",
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.bind_duration = Histogram(
+            "gputopo_scheduler_bind_duration_seconds",
+            "Time of the pods/binding request.",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.bind_errors = Counter(
+            "gputopo_scheduler_bind_errors",
+            "Failed pods/binding requests by reason (conflict, not_found, node_gone, error).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.assumptions_expired = Counter(
+            "gputopo_scheduler_assumptions_expired",
+            "Assumed pods dropped because the watch never confirmed their binding in time.",
+            registry=self.registry,
+        )
+        self.watch_errors = Counter(
+            "gputopo_scheduler_watch_errors",
+            "List/watch failures by resource (each is followed by a backed-off reconnect).",
+            ["resource"],
+            registry=self.registry,
+        )
+        self.registry.register(RuntimeCollector(read_state))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class HealthServer:
+    """Serves /metrics, /healthz (threads alive) and /readyz (caches synced)."""
+
+    def __init__(
+        self,
+        address: str,
+        metrics: SchedulerMetrics,
+        healthy: Callable[[], bool],
+        ready: Callable[[], bool],
+    ) -> None:
+        host, _, port = address.rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"--metrics-address {address!r}: expected HOST:PORT, e.g. :10259")
+        render = metrics.render
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._answer(200, render(), PROMETHEUS_CONTENT_TYPE)
+                elif path == "/healthz":
+                    ok = healthy()
+                    self._answer(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n")
+                elif path == "/readyz":
+                    ok = ready()
+                    self._answer(200 if ok else 503, b"ok\n" if ok else b"not ready\n")
+                else:
+                    self._answer(404, b"not found\n")
+
+            def _answer(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-http", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,402 @@
+"""`gputopo-scheduler run`: watch the cluster, schedule pending pods, bind them.
+
+Threads: one reflector per resource (Nodes, Pods, Namespaces, PriorityClasses) feeding the
+cache and the queue; the leader elector; one scheduling loop (cycles are sequential, like
+kube-scheduler's, so each decision sees every earlier assumption); a small bind pool (the
+binding request is the slow part); the events pool; the metrics server.
+
+Only the Lease holder pops the queue and binds. Losing the Lease stops new cycles at once and
+makes queued binds give their pods back; the informers keep running so a standby is warm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
+from scheduler.runtime.events import EventRecorder
+from scheduler.runtime.framework import SchedulingFramework
+from scheduler.runtime.informer import Reflector
+from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
+from scheduler.runtime.leader import LeaderElector, LeaseConfig
+from scheduler.runtime.metrics import HealthServer, RuntimeState, SchedulerMetrics
+from scheduler.runtime.queue import QueuedPod, SchedulingQueue, pod_key
+
+log = logging.getLogger("gputopo.scheduler.runtime")
+
+NODES_PATH = "/api/v1/nodes"
+PODS_PATH = "/api/v1/pods"
+NAMESPACES_PATH = "/api/v1/namespaces"
+PRIORITY_CLASSES_PATH = "/apis/scheduling.k8s.io/v1/priorityclasses"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    scheduler_name: str = "gputopo-scheduler"
+    lease: LeaseConfig | None = None
+    metrics_address: str | None = ":10259"
+    bind_workers: int = 16
+    assume_ttl_s: float = 30.0
+    initial_backoff_s: float = 1.0
+    max_backoff_s: float = 10.0
+
+
+@dataclass
+class PriorityClasses:
+    """PriorityClass values, for pods whose spec.priority admission has not filled in."""
+
+    values: dict[str, int] = field(default_factory=dict)
+    global_default: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def upsert(self, priority_class: JsonDict) -> None:
+        name = str(priority_class["metadata"]["name"])
+        value = int(priority_class.get("value") or 0)
+        with self.lock:
+            self.values[name] = value
+            self.global_default.pop(name, None)
+            if priority_class.get("globalDefault"):
+                self.global_default[name] = value
+
+    def delete(self, priority_class: JsonDict) -> None:
+        name = str(priority_class["metadata"]["name"])
+        with self.lock:
+            self.values.pop(name, None)
+            self.global_default.pop(name, None)
+
+    def priority_of(self, pod: JsonDict) -> int:
+        spec = pod.get("spec", {})
+        if spec.get("priority") is not None:
+            return int(spec["priority"])
+        with self.lock:
+            class_name = spec.get("priorityClassName")
+            if class_name and class_name in self.values:
+                return self.values[class_name]
+            return max(self.global_default.values(), default=0)
+
+
+class SchedulerRuntime:
+    def __init__(
+        self,
+        api: KubeApi,
+        framework: SchedulingFramework,
+        config: RuntimeConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.api = api
+        self.framework = framework
+        self.config = config
+        self.cache = ClusterCache(framework, assume_ttl_s=config.assume_ttl_s, clock=clock)
+        self.priorities = PriorityClasses()
+        self.queue = SchedulingQueue(
+            priority_of=self.priorities.priority_of,
+            initial_backoff_s=config.initial_backoff_s,
+            max_backoff_s=config.max_backoff_s,
+            clock=clock,
+        )
+        self.metrics = SchedulerMetrics(self._state)
+        identity = config.lease.identity if config.lease else "standalone"
+        self.recorder = EventRecorder(api, controller=config.scheduler_name, instance=identity)
+        self.elector: LeaderElector | None = None
+        if config.lease is not None:
+            self.elector = LeaderElector(
+                api, config.lease, self._started_leading, self._stopped_leading
+            )
+        self._leading = threading.Event()
+        self._stop = threading.Event()
+        self._binds = ThreadPoolExecutor(max_workers=config.bind_workers, thread_name_prefix="bind")
+        self._loop: threading.Thread | None = None
+        self._server: HealthServer | None = None
+        self.reflectors = [
+            Reflector(api, "Node", NODES_PATH, self, on_error=self._watch_error),
+            Reflector(api, "Pod", PODS_PATH, self, on_error=self._watch_error),
+            Reflector(api, "Namespace", NAMESPACES_PATH, self, on_error=self._watch_error),
+            Reflector(
+                api, "PriorityClass", PRIORITY_CLASSES_PATH, self, on_error=self._watch_error
+            ),
+        ]
+        self._pending: dict[str, JsonDict] = {}
+        self._pending_lock = threading.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.config.metrics_address:
+            self._server = HealthServer(
+                self.config.metrics_address, self.metrics, self.healthy, self.ready
+            )
+            self._server.start()
+        for reflector in self.reflectors:
+            reflector.start()
+        self._loop = threading.Thread(target=self._schedule_loop, name="schedule", daemon=True)
+        self._loop.start()
+        if self.elector is not None:
+            self.elector.start()
+        else:
+            self._started_leading()
+        log.info(
+            "scheduler runtime started",
+            extra={
+                "scheduler_name": self.config.scheduler_name,
+                "metrics_port": self.metrics_port,
+            },
+        )
+
+    def stop(self) -> None:
+        """Stop scheduling, finish in-flight binds, release the Lease, stop the watches."""
+        self._stop.set()
+        self._leading.clear()
+        self.queue.close()
+        if self._loop is not None:
+            self._loop.join(timeout=10)
+        self._binds.shutdown(wait=True)
+        if self.elector is not None:
+            self.elector.stop(release=True)
+        for reflector in self.reflectors:
+            reflector.stop()
+        self.recorder.close()
+        if self._server is not None:
+            self._server.stop()
+        log.info("scheduler runtime stopped")
+
+    def wait_synced(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        return all(r.synced.wait(max(deadline - time.monotonic(), 0)) for r in self.reflectors)
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._server.port if self._server is not None else None
+
+    def healthy(self) -> bool:
+        loop_ok = self._loop is None or self._loop.is_alive() or self._stop.is_set()
+        return loop_ok and all(r.alive() or self._stop.is_set() for r in self.reflectors)
+
+    def ready(self) -> bool:
+        return all(r.synced.is_set() for r in self.reflectors)
+
+    def is_leader(self) -> bool:
+        if not self._leading.is_set():
+            return False
+        return self.elector is None or self.elector.is_leader()
+
+    def _started_leading(self) -> None:
+        self._leading.set()
+
+    def _stopped_leading(self) -> None:
+        self._leading.clear()
+        log.warning("stopped leading: scheduling paused")
+
+    def _state(self) -> RuntimeState:
+        return RuntimeState(
+            queue_depth=self.queue.depth(),
+            leader=self.is_leader(),
+            assumed_pods=self.cache.assumed_count(),
+            nodes=self.cache.node_count(),
+        )
+
+    def _watch_error(self, kind: str, _: Exception) -> None:
+        self.metrics.watch_errors.labels(kind).inc()
+
+    # -- informer events --------------------------------------------------------------------
+
+    def on_add(self, kind: str, obj: JsonDict) -> None:
+        if kind == "Pod":
+            self._pod_changed(None, obj)
+        elif kind == "Node":
+            self.cache.upsert_node(obj)
+            self.queue.move_all_to_active_or_backoff()
+        elif kind == "Namespace":
+            with self.cache.lock:
+                self.framework.upsert_namespace(obj)
+        elif kind == "PriorityClass":
+            self.priorities.upsert(obj)
+
+    def on_update(self, kind: str, old: JsonDict, new: JsonDict) -> None:
+        if kind == "Pod":
+            self._pod_changed(old, new)
+        elif kind == "Node":
+            self.cache.upsert_node(new)
+            if _node_scheduling_changed(old, new):
+                self.queue.move_all_to_active_or_backoff()
+        elif kind == "Namespace":
+            with self.cache.lock:
+                self.framework.upsert_namespace(new)
+            self.queue.move_all_to_active_or_backoff()
+        elif kind == "PriorityClass":
+            self.priorities.upsert(new)
+
+    def on_delete(self, kind: str, obj: JsonDict) -> None:
+        if kind == "Pod":
+            key = pod_key(obj)
+            with self._pending_lock:
+                self._pending.pop(key, None)
+            self.queue.delete(key)
+            was_load = bool(node_name_of(obj)) or self.cache.is_assumed(key)
+            self.cache.delete_pod(obj)
+            if was_load:
+                self.queue.move_all_to_active_or_backoff()
+        elif kind == "Node":
+            self.cache.delete_node(obj)
+        elif kind == "Namespace":
+            with self.cache.lock:
+                self.framework.delete_namespace(str(obj["metadata"]["name"]))
+        elif kind == "PriorityClass":
+            self.priorities.delete(obj)
+
+    def _pod_changed(self, old: JsonDict | None, pod: JsonDict) -> None:
+        key = pod_key(pod)
+        if node_name_of(pod):
+            with self._pending_lock:
+                self._pending.pop(key, None)
+            self.queue.delete(key)
+            finished_now = is_terminal(pod) and not (old is not None and is_terminal(old))
+            if (
+                old is not None
+                and not finished_now
+                and node_name_of(old) == node_name_of(pod)
+                and old.get("spec") == pod.get("spec")
+                and old["metadata"].get("labels") == pod["metadata"].get("labels")
+                and not self.cache.is_assumed(key)
+            ):
+                return  # a status-only change (kubelet/kwok): nothing the filters read moved
+            self.cache.upsert_bound_pod(pod)
+            if finished_now:
+                self.queue.move_all_to_active_or_backoff()
+            return
+        spec = pod.get("spec", {})
+        ours = spec.get("schedulerName") == self.config.scheduler_name
+        gated = bool(spec.get("schedulingGates"))  # kube-scheduler's PreEnqueue: wait, untried
+        if (
+            not ours
+            or gated
+            or is_terminal(pod)
+            or pod.get("metadata", {}).get("deletionTimestamp")
+        ):
+            with self._pending_lock:
+                self._pending.pop(key, None)
+            self.queue.delete(key)
+            if ours and gated and self.is_leader():
+                self.recorder.scheduling_gated(pod)
+            return
+        with self._pending_lock:
+            self._pending[key] = pod
+        if old is None or not self.queue.contains(key):
+            self.queue.add(pod)
+        else:
+            self.queue.update(pod)
+
+    def _still_pending(self, key: str) -> JsonDict | None:
+        with self._pending_lock:
+            return self._pending.get(key)
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def _schedule_loop(self) -> None:
+        for reflector in self.reflectors:
+            while not reflector.synced.wait(0.5):
+                if self._stop.is_set():
+                    return
+        while not self._stop.is_set():
+            if not self._leading.wait(0.5):
+                continue
+            for key in self.cache.expire_assumptions():
+                self.metrics.assumptions_expired.inc()
+                log.warning("assumed pod expired unconfirmed", extra={"pod": key})
+            item = self.queue.pop(timeout_s=0.5)
+            if item is None:
+                continue
+            queued, cycle = item
+            try:
+                self._schedule_one(queued, cycle)
+            except Exception:  # a bug in one pod's cycle must not stop the loop
+                log.exception("scheduling cycle failed", extra={"pod": queued.key})
+                self.metrics.attempts.labels("error").inc()
+                self.cache.forget(queued.key)
+                self.queue.requeue_error(queued)
+
+    def _schedule_one(self, queued: QueuedPod, cycle: int) -> None:
+        pod = self._still_pending(queued.key)
+        if pod is None:
+            self.queue.done(queued.key)
+            return
+        if not self.is_leader():
+            self.queue.requeue_error(queued)
+            return
+        queued.pod = pod
+        started = time.perf_counter()
+        with self.cache.lock:
+            placement = self.framework.schedule(pod)
+            if placement.node_name is not None:
+                self.cache.assume(pod, placement.node_name)
+        self.metrics.scheduling_duration.observe(time.perf_counter() - started)
+        if placement.node_name is None:
+            self.metrics.attempts.labels("unschedulable").inc()
+            log.info(
+                "pod unschedulable",
+                extra={"pod": queued.key, "reason_message": placement.message},
+            )
+            self.queue.requeue_unschedulable(queued, cycle)
+            self.recorder.failed_scheduling(pod, placement.message)
+            return
+        self._binds.submit(self._bind, queued, placement.node_name)
+
+    def _bind(self, queued: QueuedPod, node_name: str) -> None:
+        pod = queued.pod
+        key = queued.key
+        meta = pod["metadata"]
+        if not self.is_leader():
+            self.cache.forget(key)
+            self.queue.requeue_error(queued)
+            return
+        if not self.cache.has_node(node_name):
+            self._bind_failed(queued, "node_gone", f"node {node_name} was deleted")
+            return
+        started = time.perf_counter()
+        try:
+            self.api.bind(
+                str(meta["namespace"]), str(meta["name"]), str(meta.get("uid", "")), node_name
+            )
+        except KubeApiError as err:
+            reason = {409: "conflict", 404: "not_found"}.get(err.status, "error")
+            self._bind_failed(queued, reason, str(err))
+            return
+        except Exception as err:
+            self._bind_failed(queued, "error", str(err))
+            return
+        finally:
+            self.metrics.bind_duration.observe(time.perf_counter() - started)
+        self.cache.finish_binding(key)
+        self.queue.done(key)
+        self.metrics.attempts.labels("scheduled").inc()
+        self.recorder.scheduled(pod, node_name)
+        log.info("pod bound", extra={"pod": key, "node": node_name})
+
+    def _bind_failed(self, queued: QueuedPod, reason: str, detail: str) -> None:
+        self.cache.forget(queued.key)
+        self.metrics.bind_errors.labels(reason).inc()
+        log.warning("binding failed", extra={"pod": queued.key, "reason": reason, "error": detail})
+        if reason == "not_found" or self._still_pending(queued.key) is None:
+            self.queue.done(queued.key)
+            return
+        if reason == "error":
+            self.metrics.attempts.labels("error").inc()
+        self.queue.requeue_error(queued)
+
+
+def _node_scheduling_changed(old: JsonDict, new: JsonDict) -> bool:
+    """Labels, taints, unschedulable, allocatable or annotations: the fields filters read.
+
+    Status heartbeats (conditions, timestamps) change every few seconds and move nothing.
+    """
+    old_meta, new_meta = old.get("metadata", {}), new.get("metadata", {})
+    return (
+        old_meta.get("labels") != new_meta.get("labels")
+        or old_meta.get("annotations") != new_meta.get("annotations")
+        or old.get("spec") != new.get("spec")
+        or old.get("status", {}).get("allocatable") != new.get("status", {}).get("allocatable")
+    )

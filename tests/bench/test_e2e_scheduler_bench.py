@@ -1,0 +1,279 @@
+"""End-to-end scheduling throughput: gputopo-scheduler vs kube-scheduler, same run, same cluster.
+
+Real kube-apiserver + etcd, NODES kwok nodes (8 GPUs each), PODS pods (75% one GPU, 25% two).
+For each scheduler: the pods are created first under a schedulerName nobody serves yet, then the
+scheduler process is started and a watch records when each pod gets its nodeName. Reported:
+
+* ``total_s``: scheduler process spawn -> last pod bound (start-up and initial list included);
+* ``steady_pods_per_s``: pods bound between the first and the last binding, per second.
+
+kube-scheduler runs with its default plugins, leader election off, and client QPS/burst raised
+to 5000 so its 50 QPS default rate limit does not decide the result; gputopo-scheduler runs with
+leader election off and its defaults. Both bind to the same nodes, emptied in between.
+
+Run: ``make bench BENCH_ARGS="-k e2e -s"``; scale with GPUTOPO_BENCH_NODES / GPUTOPO_BENCH_PODS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hack.testenv.tools import KUBE_SCHEDULER
+from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
+from tests.controlplane import FEATURE_GATES, ControlPlane, ManagedProcess, free_port
+from tests.integration.scheduler_env import GPU, REPO, eventually, gpu_node, gpu_pod
+
+pytestmark = pytest.mark.bench
+
+NODES = int(os.environ.get("GPUTOPO_BENCH_NODES", "200"))
+PODS = int(os.environ.get("GPUTOPO_BENCH_PODS", "1000"))
+KUBE_NAME = "bench-kube-scheduler"
+GPUTOPO_NAME = "bench-gputopo-scheduler"
+
+
+class BindWatch:
+    """Records when each pod in a namespace is first seen with a nodeName.
+
+    List, then watch from the list's resourceVersion; any break (error, server timeout)
+    relists and rewatches, so no binding goes unrecorded.
+    """
+
+    def __init__(self, api: KubeApi, namespace: str) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.bound: dict[str, float] = {}
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._version = self._list()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _record(self, pod: JsonDict) -> None:
+        if pod.get("spec", {}).get("nodeName"):
+            with self.lock:
+                self.bound.setdefault(pod["metadata"]["name"], time.monotonic())
+
+    def _list(self) -> str:
+        listing = self.api.request("GET", f"/api/v1/namespaces/{self.namespace}/pods")
+        for pod in listing.get("items") or []:
+            self._record(pod)
+        return str(listing["metadata"]["resourceVersion"])
+
+    def _run(self) -> None:
+        path = f"/api/v1/namespaces/{self.namespace}/pods"
+        while not self._stop.is_set():
+            try:
+                query: dict[str, str | int | bool] = {
+                    "watch": True,
+                    "resourceVersion": self._version,
+                    "timeoutSeconds": 900,
+                }
+                for event in self.api.stream_lines(path, query, timeout_s=930):
+                    if self._stop.is_set():
+                        return
+                    if event.get("type") == "ERROR":
+                        raise RuntimeError(str(event.get("object")))
+                    self._record(event.get("object") or {})
+                    version = (event.get("object") or {}).get("metadata", {}).get("resourceVersion")
+                    self._version = str(version or self._version)
+            except Exception as err:
+                if self._stop.is_set():
+                    return
+                self.errors.append(str(err))
+                time.sleep(0.2)
+                with contextlib.suppress(Exception):
+                    self._version = self._list()
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.bound)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _create_pods(api: KubeApi, namespace: str, scheduler_name: str) -> None:
+    def create(index: int) -> None:
+        gpus = 2 if index % 4 == 3 else 1
+        api.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/pods",
+            body=gpu_pod(f"job-{index:05d}", gpus, scheduler_name=scheduler_name),
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(create, range(PODS)))
+
+
+def _start_kube_scheduler(plane: ControlPlane, workdir: Path) -> ManagedProcess:
+    config = workdir / "kube-scheduler-bench.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "apiVersion": "kubescheduler.config.k8s.io/v1",
+                "kind": "KubeSchedulerConfiguration",
+                "clientConnection": {
+                    "kubeconfig": str(plane.admin_kubeconfig),
+                    "qps": 5000,
+                    "burst": 5000,
+                },
+                "leaderElection": {"leaderElect": False},
+                "profiles": [{"schedulerName": KUBE_NAME}],
+            }
+        )
+    )
+    kubeconfig = str(plane.admin_kubeconfig)
+    process = ManagedProcess(
+        "kube-scheduler-bench",
+        [
+            str(plane.tools.require(KUBE_SCHEDULER)),
+            f"--config={config}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}",
+            f"--cert-dir={workdir / 'kube-scheduler-bench-certs'}",
+            f"--feature-gates={FEATURE_GATES}",
+        ],
+        workdir / "logs" / "kube-scheduler-bench.log",
+        workdir,
+    )
+    return process
+
+
+def _start_gputopo(plane: ControlPlane, workdir: Path) -> ManagedProcess:
+    return ManagedProcess(
+        "gputopo-scheduler-bench",
+        [
+            sys.executable,
+            "-m",
+            "scheduler.cli",
+            "run",
+            f"--kubeconfig={plane.admin_kubeconfig}",
+            f"--scheduler-name={GPUTOPO_NAME}",
+            "--no-leader-elect",
+            f"--metrics-address=127.0.0.1:{free_port()}",
+            "--log-level=warning",
+        ],
+        workdir / "logs" / "gputopo-scheduler-bench.log",
+        REPO,
+    )
+
+
+@contextlib.contextmanager
+def _namespace(plane: ControlPlane, name: str) -> Iterator[str]:
+    plane.create_namespace(name)
+    try:
+        yield name
+    finally:
+        api = KubeApi(plane.admin)
+        with contextlib.suppress(KubeApiError):
+            api.request(
+                "DELETE", f"/api/v1/namespaces/{name}/pods", query={"gracePeriodSeconds": 0}
+            )
+        eventually(
+            lambda: not api.request("GET", f"/api/v1/namespaces/{name}/pods").get("items"),
+            120,
+            f"pods of {name} to be deleted",
+        )
+        plane.delete_namespace(name)
+
+
+def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
+    api = KubeApi(plane.admin)
+    name = KUBE_NAME if which == "kube-scheduler" else GPUTOPO_NAME
+    with _namespace(plane, f"bench-{which}") as namespace:
+        _create_pods(api, namespace, name)
+        watch = BindWatch(api, namespace)
+        spawned = time.monotonic()
+        if which == "kube-scheduler":
+            process = _start_kube_scheduler(plane, workdir)
+        else:
+            process = _start_gputopo(plane, workdir)
+        try:
+            deadline = time.monotonic() + float(os.environ.get("GPUTOPO_BENCH_TIMEOUT_S", "300"))
+            while watch.count() < PODS and process.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert watch.count() >= PODS, (
+                f"{which} bound {watch.count()}/{PODS}; watch errors {watch.errors[-3:]}; "
+                f"log: {process.log_tail()}"
+            )
+        finally:
+            watch.stop()
+            process.stop(grace=20)
+        gpus = _gpus_per_node(api, namespace)
+        times = sorted(watch.bound.values())
+        first, last = times[0], times[-1]
+        return {
+            "scheduler": which,
+            "nodes": NODES,
+            "pods": PODS,
+            "total_s": round(last - spawned, 2),
+            "first_bind_after_s": round(first - spawned, 2),
+            "steady_pods_per_s": round((len(times) - 1) / (last - first), 1),
+            "end_to_end_pods_per_s": round(len(times) / (last - spawned), 1),
+            "max_gpus_on_one_node": max(gpus.values()),
+        }
+
+
+def _gpus_per_node(api: KubeApi, namespace: str) -> dict[str, int]:
+    used: dict[str, int] = {}
+    for pod in api.request("GET", f"/api/v1/namespaces/{namespace}/pods").get("items") or []:
+        node = pod["spec"].get("nodeName")
+        if node:
+            limits = pod["spec"]["containers"][0]["resources"].get("limits", {})
+            used[node] = used.get(node, 0) + int(limits.get(GPU, "0"))
+    return used
+
+
+def test_e2e_scheduler_throughput(
+    benchmark: Any,
+    control_plane: ControlPlane,
+    kwok: ManagedProcess,
+    tmp_path: Path,
+) -> None:
+    api = KubeApi(control_plane.admin)
+    zones = ["zone-a", "zone-b", "zone-c", "zone-d"]
+    names = [f"bench-node-{i:04d}" for i in range(NODES)]
+
+    def create(index: int) -> None:
+        api.request(
+            "POST",
+            "/api/v1/nodes",
+            body=gpu_node(
+                names[index], 8, {"topology.kubernetes.io/zone": zones[index % len(zones)]}
+            ),
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(create, range(NODES)))
+    results: list[dict[str, Any]] = []
+    try:
+
+        def run_both() -> None:
+            for which in ("kube-scheduler", "gputopo-scheduler"):
+                results.append(_measure(control_plane, tmp_path, which))
+
+        benchmark.pedantic(run_both, rounds=1, iterations=1)
+    finally:
+        for name in names:
+            with contextlib.suppress(KubeApiError):
+                api.request("DELETE", f"/api/v1/nodes/{name}")
+    for result in results:
+        print(json.dumps(result))
+    benchmark.extra_info["results"] = results
+    assert len(results) == 2
+    assert all(result["pods"] == PODS for result in results)
+    assert all(result["max_gpus_on_one_node"] <= 8 for result in results), "overcommit"

@@ -1,0 +1,147 @@
+"""Assumed pods: counted from the moment of placement, confirmed, forgotten or expired."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from scheduler.runtime.cache import ClusterCache
+from scheduler.runtime.framework import CoreFramework
+
+GPU = "nvidia.com/gpu"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gpu_node(name: str, gpus: int = 8) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {"allocatable": {"cpu": "64", "memory": "512Gi", "pods": "110", GPU: str(gpus)}},
+    }
+
+
+def gpu_pod(name: str, gpus: int, node: str = "", phase: str = "Pending") -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "schedulerName": "gputopo-scheduler",
+        "containers": [{"name": "main", "resources": {"limits": {GPU: str(gpus)}}}],
+    }
+    if node:
+        spec["nodeName"] = node
+    return {
+        "metadata": {"namespace": "train", "name": name, "uid": f"uid-{name}"},
+        "spec": spec,
+        "status": {"phase": phase},
+    }
+
+
+@pytest.fixture()
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture()
+def framework() -> CoreFramework:
+    return CoreFramework()
+
+
+@pytest.fixture()
+def cache(framework: CoreFramework, clock: FakeClock) -> ClusterCache:
+    cache = ClusterCache(framework, assume_ttl_s=30.0, clock=clock)
+    cache.upsert_node(gpu_node("dgx-a"))
+    cache.upsert_node(gpu_node("dgx-b"))
+    return cache
+
+
+def gpus_used(framework: CoreFramework, node: str) -> int:
+    slot = framework.snapshot.slot_of(node)
+    assert slot is not None
+    _, requested = framework.snapshot.resource_arrays(GPU)
+    return int(requested[slot]) if len(requested) else 0
+
+
+def test_assumed_pod_counts_before_the_binding_is_confirmed(
+    cache: ClusterCache, framework: CoreFramework
+) -> None:
+    cache.assume(gpu_pod("llama-0", 8), "dgx-a")
+    assert gpus_used(framework, "dgx-a") == 8
+    assert cache.is_assumed("train/llama-0")
+
+
+def test_watch_confirmation_replaces_the_assumption(
+    cache: ClusterCache, framework: CoreFramework
+) -> None:
+    cache.assume(gpu_pod("llama-0", 8), "dgx-a")
+    cache.upsert_bound_pod(gpu_pod("llama-0", 8, node="dgx-a", phase="Running"))
+    assert not cache.is_assumed("train/llama-0")
+    assert gpus_used(framework, "dgx-a") == 8
+
+
+def test_pod_bound_elsewhere_by_someone_else_moves_its_load(
+    cache: ClusterCache, framework: CoreFramework
+) -> None:
+    cache.assume(gpu_pod("llama-0", 4), "dgx-a")
+    cache.upsert_bound_pod(gpu_pod("llama-0", 4, node="dgx-b"))
+    assert (gpus_used(framework, "dgx-a"), gpus_used(framework, "dgx-b")) == (0, 4)
+
+
+def test_forget_after_a_failed_binding_frees_the_gpus(
+    cache: ClusterCache, framework: CoreFramework
+) -> None:
+    cache.assume(gpu_pod("llama-0", 8), "dgx-a")
+    cache.forget("train/llama-0")
+    assert gpus_used(framework, "dgx-a") == 0
+    assert cache.assumed_count() == 0
+
+
+def test_unconfirmed_binding_expires_after_the_ttl(
+    cache: ClusterCache, framework: CoreFramework, clock: FakeClock
+) -> None:
+    cache.assume(gpu_pod("llama-0", 8), "dgx-a")
+    clock.now += 3600
+    assert cache.expire_assumptions() == []  # binding still in flight: never expires
+    cache.finish_binding("train/llama-0")
+    clock.now += 29
+    assert cache.expire_assumptions() == []
+    clock.now += 1
+    assert cache.expire_assumptions() == ["train/llama-0"]
+    assert gpus_used(framework, "dgx-a") == 0
+
+
+def test_confirmed_pod_never_expires(
+    cache: ClusterCache, framework: CoreFramework, clock: FakeClock
+) -> None:
+    cache.assume(gpu_pod("llama-0", 8), "dgx-a")
+    cache.finish_binding("train/llama-0")
+    cache.upsert_bound_pod(gpu_pod("llama-0", 8, node="dgx-a", phase="Running"))
+    clock.now += 3600
+    assert cache.expire_assumptions() == []
+    assert gpus_used(framework, "dgx-a") == 8
+
+
+def test_finished_pod_frees_its_gpus(cache: ClusterCache, framework: CoreFramework) -> None:
+    cache.upsert_bound_pod(gpu_pod("eval-0", 2, node="dgx-b", phase="Running"))
+    assert gpus_used(framework, "dgx-b") == 2
+    cache.upsert_bound_pod(gpu_pod("eval-0", 2, node="dgx-b", phase="Succeeded"))
+    assert gpus_used(framework, "dgx-b") == 0
+
+
+def test_pod_deleted_while_assumed_frees_its_gpus(
+    cache: ClusterCache, framework: CoreFramework
+) -> None:
+    cache.assume(gpu_pod("llama-0", 8), "dgx-a")
+    cache.delete_pod(gpu_pod("llama-0", 8))
+    assert gpus_used(framework, "dgx-a") == 0
+    assert not cache.is_assumed("train/llama-0")
+
+
+def test_assuming_an_already_bound_pod_is_refused(cache: ClusterCache) -> None:
+    cache.upsert_bound_pod(gpu_pod("llama-0", 8, node="dgx-a"))
+    with pytest.raises(ValueError, match="train/llama-0: already bound to node dgx-a"):
+        cache.assume(gpu_pod("llama-0", 8), "dgx-b")

@@ -1,0 +1,65 @@
+"""`gputopo-scheduler run` flags: environment twins, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from scheduler.cli import build_parser, main
+
+
+@pytest.fixture(autouse=True)
+def _restore_scheduler_logging() -> Iterator[None]:
+    """`run` configures JSON logging on gputopo.scheduler; leave the logger as it was."""
+    logger = logging.getLogger("gputopo.scheduler")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def test_environment_twins_set_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUTOPO_SCHEDULER_NAME", "gpu-batch")
+    monkeypatch.setenv("GPUTOPO_LEASE_NAMESPACE", "gputopo-system")
+    monkeypatch.setenv("GPUTOPO_IDENTITY", "gputopo-scheduler-7d9f-abcde")
+    monkeypatch.setenv("GPUTOPO_LEASE_DURATION", "30")
+    monkeypatch.setenv("GPUTOPO_METRICS_ADDRESS", "127.0.0.1:9000")
+    monkeypatch.setenv("GPUTOPO_LEADER_ELECT", "false")
+    args = build_parser().parse_args(["run"])
+    assert args.scheduler_name == "gpu-batch"
+    assert args.lease_namespace == "gputopo-system"
+    assert args.identity == "gputopo-scheduler-7d9f-abcde"
+    assert args.lease_duration == 30.0
+    assert args.metrics_address == "127.0.0.1:9000"
+    assert args.leader_elect is False
+
+
+def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUTOPO_SCHEDULER_NAME", "from-env")
+    args = build_parser().parse_args(["run", "--scheduler-name", "from-flag", "--leader-elect"])
+    assert (args.scheduler_name, args.leader_elect) == ("from-flag", True)
+
+
+def test_defaults_match_kube_scheduler_leader_election(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GPUTOPO_LEASE_DURATION", "GPUTOPO_RENEW_DEADLINE", "GPUTOPO_RETRY_PERIOD"):
+        monkeypatch.delenv(name, raising=False)
+    args = build_parser().parse_args(["run"])
+    assert (args.lease_duration, args.renew_deadline, args.retry_period) == (15.0, 10.0, 2.0)
+
+
+def test_unreadable_kubeconfig_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--kubeconfig", "/nonexistent/kubeconfig"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gputopo-scheduler run: kubeconfig '/nonexistent/kubeconfig':")
+    assert "\n" not in err
+
+
+def test_inconsistent_lease_timings_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--kubeconfig", "/nonexistent", "--renew-deadline", "20"]) == 2
+    assert "retry period < renew deadline < lease duration" in capsys.readouterr().err
+
+
+def test_bad_profile_names_the_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--profile", "/nonexistent/profile.yaml"]) == 2
+    assert "/nonexistent/profile.yaml" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""daemonset/scheduler as rendered by the pinned kustomize: two replicas, least privilege."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.unit.runtime.kustomize import REPO, find, render
+
+
+@pytest.fixture(scope="module")
+def objects() -> list[dict[str, Any]]:
+    return render(REPO / "daemonset" / "scheduler")
+
+
+def rules_of(objects: list[dict[str, Any]], kind: str, name: str) -> set[tuple[str, str, str]]:
+    granted: set[tuple[str, str, str]] = set()
+    for rule in find(objects, kind, name)["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    granted.add((group, resource, verb))
+    return granted
+
+
+def test_deployment_runs_two_leader_elected_replicas_as_its_service_account(
+    objects: list[dict[str, Any]],
+) -> None:
+    deployment = find(objects, "Deployment", "gputopo-scheduler")
+    assert deployment["metadata"]["namespace"] == "gputopo-system"
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "gputopo-scheduler"
+    (container,) = pod["containers"]
+    assert container["command"] == ["gputopo-scheduler", "run"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["GPUTOPO_IDENTITY"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["GPUTOPO_PROFILE"]["value"] == "/etc/gputopo/profile.yaml"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_cluster_role_grants_exactly_what_the_runtime_uses(objects: list[dict[str, Any]]) -> None:
+    expected = {
+        ("", "pods", "get"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "pods/binding", "create"),
+        ("", "pods/status", "patch"),
+        ("events.k8s.io", "events", "create"),
+        ("events.k8s.io", "events", "patch"),
+        ("topology.node.k8s.io", "noderesourcetopologies", "get"),
+        ("topology.node.k8s.io", "noderesourcetopologies", "list"),
+        ("topology.node.k8s.io", "noderesourcetopologies", "watch"),
+    }
+    for resource, group in (
+        ("nodes", ""),
+        ("namespaces", ""),
+        ("priorityclasses", "scheduling.k8s.io"),
+    ):
+        expected |= {(group, resource, verb) for verb in ("get", "list", "watch")}
+    assert rules_of(objects, "ClusterRole", "gputopo-scheduler") == expected
+
+
+def test_lease_access_is_confined_to_its_namespace_and_lease(
+    objects: list[dict[str, Any]],
+) -> None:
+    role = find(objects, "Role", "gputopo-scheduler-leader-election")
+    assert role["metadata"]["namespace"] == "gputopo-system"
+    named = [rule for rule in role["rules"] if rule.get("resourceNames")]
+    assert named == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["gputopo-scheduler"],
+            "verbs": ["get", "update"],
+        }
+    ]
+    assert rules_of(objects, "Role", "gputopo-scheduler-leader-election") == {
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "update"),
+    }
