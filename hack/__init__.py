@@ -1,0 +1,1 @@
+"""Developer tooling that is not shipped: the test environment builder lives in `hack.testenv`."""

@@ -1,0 +1,30 @@
+"""Real components for the integration tests, built from pinned Go modules and cached per user.
+
+`python -m hack.testenv ensure` builds kube-apiserver, kube-scheduler and etcd from
+`hack/tools/go.mod` and kwok from `hack/tools/kwok/go.mod` into
+`${XDG_CACHE_HOME:-~/.cache}/gputopo/testenv/<versions>/`, and finds (or installs) a Prometheus
+server. The test fixtures call `locate()`, which never builds: a missing tool is an error that
+points at `make tools`.
+"""
+
+from hack.testenv.tools import (
+    COMPONENTS,
+    Pins,
+    Tools,
+    ToolsMissingError,
+    cache_root,
+    ensure,
+    locate,
+    read_pins,
+)
+
+__all__ = [
+    "COMPONENTS",
+    "Pins",
+    "Tools",
+    "ToolsMissingError",
+    "cache_root",
+    "ensure",
+    "locate",
+    "read_pins",
+]

@@ -1,0 +1,123 @@
+"""A Prometheus server scraping given loopback targets, and a small PromQL client (urllib)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.controlplane.processes import ManagedProcess, free_port
+
+
+class PromQLError(RuntimeError):
+    """The query API answered with an error (bad PromQL, timeout, ...)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One series of an instant-vector result."""
+
+    labels: dict[str, str]
+    value: float
+    timestamp: float
+
+
+def query(base_url: str, promql: str, timeout: float = 5.0) -> list[Sample]:
+    """Instant query via /api/v1/query; a vector or scalar result as samples."""
+    url = f"{base_url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body: dict[str, Any] = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        body = json.loads(error.read() or b"{}")
+        raise PromQLError(f"query {promql!r}: {body.get('error', error)}") from error
+    if body.get("status") != "success":
+        raise PromQLError(f"query {promql!r}: {body.get('error', body)}")
+    data = body["data"]
+    if data["resultType"] == "scalar":
+        timestamp, value = data["result"]
+        return [Sample(labels={}, value=float(value), timestamp=float(timestamp))]
+    if data["resultType"] != "vector":
+        raise PromQLError(f"query {promql!r}: expected a vector, got {data['resultType']}")
+    return [
+        Sample(
+            labels=dict(series["metric"]),
+            value=float(series["value"][1]),
+            timestamp=float(series["value"][0]),
+        )
+        for series in data["result"]
+    ]
+
+
+class PrometheusServer:
+    """`prometheus` with a generated scrape config: one job per entry of `jobs`."""
+
+    def __init__(
+        self,
+        binary: Path,
+        workdir: Path,
+        jobs: Mapping[str, Sequence[str]],
+        scrape_interval: str = "1s",
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = {
+            "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+            "scrape_configs": [
+                {
+                    "job_name": job,
+                    "scrape_interval": scrape_interval,
+                    "scrape_timeout": scrape_interval,
+                    "static_configs": [{"targets": list(targets)}],
+                }
+                for job, targets in jobs.items()
+            ],
+        }
+        self.config_file = workdir / "prometheus.yml"
+        self.config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        self.process = ManagedProcess(
+            "prometheus",
+            [
+                str(binary),
+                f"--config.file={self.config_file}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            workdir / "prometheus.log",
+            workdir,
+        )
+        self.startup_seconds = self.process.wait_until(
+            lambda: _status(f"{self.url}/-/ready") == 200, 30.0, "ready (/-/ready)"
+        )
+
+    def query(self, promql: str) -> list[Sample]:
+        return query(self.url, promql)
+
+    def wait_for(self, promql: str, timeout: float = 15.0) -> list[Sample]:
+        """Poll until the query returns at least one series (e.g. after the first scrape)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            samples = self.query(promql)
+            if samples:
+                return samples
+            if time.monotonic() > deadline:
+                raise self.process.failure(f"returned nothing for {promql!r} within {timeout} s")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def _status(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return int(response.status)
