@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.controlplane.processes import ManagedProcess, free_port
+from tests.controlplane.processes import ComponentFailedError, ManagedProcess, free_port
 
 
 class PromQLError(RuntimeError):
@@ -84,21 +85,37 @@ class PrometheusServer:
         }
         self.config_file = workdir / "prometheus.yml"
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        self.process = ManagedProcess(
-            "prometheus",
-            [
-                str(binary),
-                f"--config.file={self.config_file}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            workdir / "prometheus.log",
-            workdir,
-        )
-        self.startup_seconds = self.process.wait_until(
-            lambda: _status(f"{self.url}/-/ready") == 200, 30.0, "ready (/-/ready)"
-        )
+        # Debian's Prometheus 2.42 has been seen to die of SIGSEGV while starting on a loaded
+        # 2-core machine (rarely: 0 of 15 quiet starts). A start killed by a signal before it
+        # was ready is retried once, with a fresh data directory, and said so on stderr.
+        for attempt in (1, 2):
+            self.process = ManagedProcess(
+                "prometheus",
+                [
+                    str(binary),
+                    f"--config.file={self.config_file}",
+                    f"--storage.tsdb.path={workdir / f'data-{attempt}'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                workdir / "prometheus.log",
+                workdir,
+            )
+            try:
+                self.startup_seconds = self.process.wait_until(
+                    lambda: _status(f"{self.url}/-/ready") == 200, 30.0, "ready (/-/ready)"
+                )
+                break
+            except ComponentFailedError:
+                status = self.process.popen.returncode
+                self.process.stop()
+                if attempt == 2 or status is None or status >= 0:
+                    raise
+                print(
+                    f"prometheus died of signal {-status} while starting; "
+                    f"retrying once (log {workdir / 'prometheus.log'})",
+                    file=sys.stderr,
+                )
 
     def query(self, promql: str) -> list[Sample]:
         return query(self.url, promql)
