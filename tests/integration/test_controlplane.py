@@ -6,15 +6,18 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import prometheus_client
 import pytest
 from kubernetes import client
 
 from hack.testenv import Tools
-from hack.testenv.tools import KUBE_APISERVER
+from hack.testenv.tools import KUBE_APISERVER, PROMETHEUS
 from tests.conftest import StartPrometheus
 from tests.controlplane import ClusterObjects, ControlPlane, ManagedProcess, free_port, kwok_node
+from tests.controlplane.processes import ComponentFailedError
+from tests.controlplane.prometheus import PrometheusServer
 
 pytestmark = pytest.mark.integration
 
@@ -222,3 +225,30 @@ def test_prometheus_scrapes_a_loopback_target_and_answers_queries(
     finally:
         server.shutdown()
         thread.join(5)
+
+
+def test_prometheus_killed_by_a_signal_while_starting_is_restarted_once(
+    testenv_tools: Tools, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    crashed = tmp_path / "crashed"
+    wrapper = tmp_path / "prometheus"
+    real = testenv_tools.require(PROMETHEUS)
+    crash_first_start = f"if [ ! -e {crashed} ]; then touch {crashed}; kill -SEGV $$; fi"
+    wrapper.write_text(f'#!/bin/sh\n{crash_first_start}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+
+    server = PrometheusServer(wrapper, tmp_path / "work", {"none": ["127.0.0.1:1"]})
+    try:
+        assert server.process.alive()
+        assert "died of signal 11 while starting; retrying once" in capsys.readouterr().err
+    finally:
+        server.stop()
+
+
+def test_prometheus_that_exits_by_itself_is_not_retried(tmp_path: Path) -> None:
+    failing = tmp_path / "prometheus"
+    failing.write_text("#!/bin/sh\necho 'bad flag' >&2\nexit 1\n")
+    failing.chmod(0o755)
+
+    with pytest.raises(ComponentFailedError, match="exited with status 1"):
+        PrometheusServer(failing, tmp_path / "work", {"none": ["127.0.0.1:1"]})
