@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -225,8 +225,17 @@ SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
 ]
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the argument (no usage block): the
+    agent runs under a DaemonSet, where a log line is all anyone reads. ``--help`` still shows
+    the usage. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog=PROG, description="gputopo node agent: GPU topology discovery and publishing."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -17,6 +17,8 @@ import sys
 from types import ModuleType
 from typing import Any
 
+import yaml
+
 from agent.contract import DEFAULT_PREFIX, MIG_STRATEGIES, TAINT_EFFECTS, Contract
 from agent.publisher import (
     CycleResult,
@@ -156,6 +158,18 @@ def _api_client(kubeconfig: str | None) -> Any:
     except (config.ConfigException, OSError) as error:
         where = f"--kubeconfig {kubeconfig!r}" if kubeconfig else "cluster config"
         raise _cli().CliError(f"{where}: {error}") from None
+    except yaml.YAMLError as error:
+        where = f"--kubeconfig {kubeconfig!r}" if kubeconfig else "kubeconfig"
+        raise _cli().CliError(f"{where}: not YAML: {_one_line(error)}") from None
+    except (TypeError, KeyError, AttributeError, ValueError) as error:
+        # The client library indexes the parsed document without checking its shape.
+        where = f"--kubeconfig {kubeconfig!r}" if kubeconfig else "kubeconfig"
+        message = f"{where}: not a kubeconfig ({type(error).__name__}: {error})"
+        raise _cli().CliError(message) from None
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _print_result(what: str, result: PublishResult | None) -> None:

@@ -38,6 +38,7 @@ NVLINK_ERROR_COUNTERS: tuple[tuple[int, str], ...] = (
     (3, "crc_data"),
 )
 _GPU_IS_LOST = 15
+_FUNCTION_NOT_FOUND = 13
 _DEFAULT_MAX_LINKS = 18
 
 
@@ -90,15 +91,21 @@ class LoadSample:
 
 
 class _Query:
-    """NVML calls for one GPU: an NVML error yields None; GPU_IS_LOST stops further calls."""
+    """NVML calls for one GPU: an NVML error yields None; GPU_IS_LOST stops further calls.
 
-    def __init__(self, module: Any, handle: Any) -> None:
+    A function the driver's library does not have (FUNCTION_NOT_FOUND) is added to ``absent``
+    and not called again: the sampler runs every second, and an older driver would otherwise
+    answer the same error for every GPU, link and counter each time.
+    """
+
+    def __init__(self, module: Any, handle: Any, absent: set[str] | None = None) -> None:
         self.module = module
         self.handle = handle
         self.lost = False
+        self.absent = absent if absent is not None else set()
 
     def call(self, name: str, *args: Any) -> Any:
-        if self.lost:
+        if self.lost or name in self.absent:
             return None
         function: Callable[..., Any] | None = getattr(self.module, name, None)
         if function is None:
@@ -106,8 +113,11 @@ class _Query:
         try:
             return function(*args)
         except self.module.NVMLError as error:
-            if getattr(error, "value", None) == _GPU_IS_LOST:
+            code = getattr(error, "value", None)
+            if code == _GPU_IS_LOST:
                 self.lost = True
+            elif code == _FUNCTION_NOT_FOUND:
+                self.absent.add(name)
             return None
 
     def device(self, name: str, *args: Any) -> Any:
@@ -164,13 +174,18 @@ def _sample_mig(query: _Query) -> tuple[MigDeviceLoad, ...]:
 
 
 def sample_gpus(
-    module: Any, signals: Mapping[int, HealthSignals] | None = None
+    module: Any,
+    signals: Mapping[int, HealthSignals] | None = None,
+    absent: set[str] | None = None,
 ) -> dict[int, GpuLoad]:
     """Sample every GPU NVML can see, through ``module`` (the adapter's pynvml-like object).
 
     ``signals`` are the adapter's latest health signals per GPU index, attached as they are.
-    An unavailable NVML (``module`` None) gives no GPUs.
+    ``absent``: NVML functions known to be missing from this library (updated here); pass the
+    same set on every call with the same ``module``. An unavailable NVML (``module`` None)
+    gives no GPUs.
     """
+    absent = absent if absent is not None else set()
     if module is None:
         return {}
     signals = signals or {}
@@ -188,7 +203,7 @@ def sample_gpus(
             lost = getattr(error, "value", None) == _GPU_IS_LOST
             result[index] = GpuLoad(index=index, signals=signals.get(index), lost=lost)
             continue
-        query = _Query(module, handle)
+        query = _Query(module, handle, absent)
         uuid = query.device("nvmlDeviceGetUUID")
         utilization = query.device("nvmlDeviceGetUtilizationRates")
         memory = query.device("nvmlDeviceGetMemoryInfo")
@@ -300,6 +315,8 @@ class LoadSampler:
         self.sysfs_root = sysfs_root
         self.cpu = cpu or CpuUtilization()
         self.clock = clock
+        self._module: Any = None
+        self._absent_functions: set[str] = set()
 
     def sample(
         self,
@@ -307,13 +324,15 @@ class LoadSampler:
         topology: NodeTopology | None,
         signals: Mapping[int, HealthSignals] | None = None,
     ) -> LoadSample:
+        if module is not self._module:
+            self._module, self._absent_functions = module, set()
         per_cpu = self.cpu.sample()
         node_ratio = None
         if per_cpu:
             node_ratio = sum(per_cpu.values()) / len(per_cpu)
         return LoadSample(
             timestamp=self.clock(),
-            gpus=sample_gpus(module, signals),
+            gpus=sample_gpus(module, signals, self._absent_functions),
             cpu_utilization_ratio=node_ratio,
             numa_cpu_utilization_ratio=numa_cpu_ratios(per_cpu or {}, topology),
             numa_memory=read_numa_memory(self.sysfs_root),

@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 NVIDIA_PCI_VENDOR = "10DE"
 UDEV_ACTIONS = frozenset({"add", "remove", "bind", "unbind"})
 ENV_PREFIX = "GPUTOPO_"
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 # -- flags with environment twins -------------------------------------------------------------
@@ -76,10 +78,21 @@ def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
 
 
-def _env_default(flag: str, default: Any, kind: Callable[[str], Any] = str) -> Any:
+def _env_default(
+    flag: str,
+    default: Any,
+    kind: Callable[[str], Any] = str,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """The flag's default from its environment twin, checked as the flag itself would be
+    (argparse never checks a default against ``choices``); a bad value is one line."""
     raw = os.environ.get(env_name(flag))
     if raw is None or raw == "":
         return default
+    if choices is not None and raw not in choices:
+        raise SystemExit(
+            f"gputopo-agent: {env_name(flag)}={raw!r}: expected one of {', '.join(choices)}"
+        )
     try:
         return kind(raw)
     except ValueError:
@@ -140,14 +153,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-format",
-        choices=("json", "text"),
-        default=_env_default("--log-format", "json"),
+        choices=LOG_FORMATS,
+        default=_env_default("--log-format", "json", choices=LOG_FORMATS),
         help=f"log line format (env {env_name('--log-format')}; default json)",
     )
     parser.add_argument(
         "--log-level",
-        choices=("debug", "info", "warning", "error"),
-        default=_env_default("--log-level", "info"),
+        choices=LOG_LEVELS,
+        default=_env_default("--log-level", "info", choices=LOG_LEVELS),
         help=f"(env {env_name('--log-level')}; default info)",
     )
 
