@@ -78,46 +78,54 @@ def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
 
 
-def _env_default(
-    flag: str,
-    default: Any,
-    kind: Callable[[str], Any] = str,
-    choices: tuple[str, ...] | None = None,
-) -> Any:
-    """The flag's default from its environment twin, checked as the flag itself would be
-    (argparse never checks a default against ``choices``); a bad value is one line."""
-    raw = os.environ.get(env_name(flag))
-    if raw is None or raw == "":
-        return default
-    if choices is not None and raw not in choices:
-        raise SystemExit(
-            f"gputopo-agent: {env_name(flag)}={raw!r}: expected one of {', '.join(choices)}"
-        )
-    try:
-        return kind(raw)
-    except ValueError:
-        raise SystemExit(
-            f"gputopo-agent: {env_name(flag)}={raw!r}: expected {kind.__name__}"
-        ) from None
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def _env_bool(flag: str) -> bool:
-    raw = os.environ.get(env_name(flag), "")
-    return raw.strip().lower() in ("1", "true", "yes", "on")
+def apply_env_twins(parser: argparse.ArgumentParser) -> None:
+    """Give every option on ``parser`` a ``GPUTOPO_*`` environment twin (``--log-level`` ->
+    ``GPUTOPO_LOG_LEVEL``): a set variable becomes the option's default, checked as the flag
+    itself would be (argparse never checks a default against ``type`` or ``choices``), so an
+    explicit flag still wins and a bad value is one line naming the variable."""
+    for action in parser._actions:
+        if not action.option_strings or isinstance(action, argparse._HelpAction):
+            continue
+        name = env_name(max(action.option_strings, key=len))
+        if action.help and name not in action.help:
+            action.help += f" (env {name})"
+        raw = os.environ.get(name)
+        if raw is None or raw == "":
+            continue
+        if isinstance(action, argparse._StoreConstAction):  # store_true / store_false
+            word = raw.strip().lower()
+            if word not in _TRUE | _FALSE:
+                raise SystemExit(f"gputopo-agent: {name}={raw!r}: expected true or false")
+            action.default = action.const if word in _TRUE else action.default
+            continue
+        if action.choices is not None and raw not in action.choices:
+            expected = ", ".join(map(str, action.choices))
+            raise SystemExit(f"gputopo-agent: {name}={raw!r}: expected one of {expected}")
+        kind = action.type if callable(action.type) else str
+        try:
+            action.default = kind(raw)
+        except (ValueError, argparse.ArgumentTypeError):
+            what = getattr(kind, "__name__", "a valid value")
+            raise SystemExit(f"gputopo-agent: {name}={raw!r}: expected {what}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The run loop's flags; each defaults to its ``GPUTOPO_*`` environment twin."""
+    """The run loop's flags. Added last to ``run``'s parser, they end by giving every option on
+    it (the publishing and machine flags too) its ``GPUTOPO_*`` environment twin."""
     parser.add_argument(
         "--metrics-address",
-        default=_env_default("--metrics-address", "0.0.0.0:9465"),
+        default="0.0.0.0:9465",
         metavar="HOST:PORT",
         help=f"serve /metrics, /healthz, /readyz here (env {env_name('--metrics-address')}; "
         "default 0.0.0.0:9465)",
     )
     parser.add_argument(
         "--pod-resources-socket",
-        default=_env_default("--pod-resources-socket", DEFAULT_SOCKET),
+        default=DEFAULT_SOCKET,
         metavar="PATH",
         help="the kubelet's pod-resources socket; empty to not read it "
         f"(env {env_name('--pod-resources-socket')}; default {DEFAULT_SOCKET})",
@@ -125,14 +133,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--health-interval",
         type=float,
-        default=_env_default("--health-interval", 1.0, float),
+        default=1.0,
         metavar="SECONDS",
         help=f"health and load poll period (env {env_name('--health-interval')}; default 1)",
     )
     parser.add_argument(
         "--jitter",
         type=float,
-        default=_env_default("--jitter", 0.1, float),
+        default=0.1,
         metavar="FRACTION",
         help=f"random spread of the discovery interval, 0..0.5 (env {env_name('--jitter')}; "
         "default 0.1)",
@@ -140,7 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-trigger-interval",
         type=float,
-        default=_env_default("--min-trigger-interval", 5.0, float),
+        default=5.0,
         metavar="SECONDS",
         help="least time between two event-triggered cycles "
         f"(env {env_name('--min-trigger-interval')}; default 5)",
@@ -148,21 +156,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-udev",
         action="store_true",
-        default=_env_bool("--no-udev"),
         help=f"do not watch udev for GPU hotplug (env {env_name('--no-udev')})",
     )
     parser.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
-        default=_env_default("--log-format", "json", choices=LOG_FORMATS),
+        default="json",
         help=f"log line format (env {env_name('--log-format')}; default json)",
     )
     parser.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
-        default=_env_default("--log-level", "info", choices=LOG_LEVELS),
+        default="info",
         help=f"(env {env_name('--log-level')}; default info)",
     )
+    apply_env_twins(parser)
 
 
 def parse_address(text: str) -> tuple[str, int]:

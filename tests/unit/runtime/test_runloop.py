@@ -338,3 +338,47 @@ def test_real_kernel_uevent_monitor_opens_and_polls() -> None:
     monitor = open_udev_monitor()
     event = monitor.poll(timeout=0.1)
     assert event is None or getattr(event, "subsystem", None) == "pci"
+
+
+def test_every_run_option_has_an_environment_twin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.cli import build_parser
+
+    monkeypatch.setenv("GPUTOPO_INTERVAL", "30")
+    monkeypatch.setenv("GPUTOPO_MIG_STRATEGY", "mixed")
+    monkeypatch.setenv("GPUTOPO_DRY_RUN", "true")
+    monkeypatch.setenv("GPUTOPO_PUBLISH_NRT", "yes")
+    monkeypatch.setenv("GPUTOPO_MOCK", "dgx-h100")
+    args = build_parser().parse_args(["run"])
+    assert args.interval == 30.0
+    assert args.mig_strategy == "mixed"
+    assert args.dry_run is True
+    assert args.publish_nrt is True
+    assert args.mock == "dgx-h100"
+    assert build_parser().parse_args(["run", "--mig-strategy", "single"]).mig_strategy == "single"
+
+    run_parser = next(
+        action.choices["run"]
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    for action in run_parser._actions:
+        if action.option_strings and not isinstance(action, argparse._HelpAction):
+            assert env_name(max(action.option_strings, key=len)) in (action.help or "")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("GPUTOPO_MIG_STRATEGY", "weird", "expected one of none, single, mixed"),
+        ("GPUTOPO_DRY_RUN", "maybe", "expected true or false"),
+        ("GPUTOPO_INTERVAL", "soon", "expected float"),
+    ],
+)
+def test_bad_run_option_twin_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    from agent.cli import build_parser
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit, match=f"{variable}='{value}': {expected}"):
+        build_parser()
