@@ -35,6 +35,7 @@ def build_topology_annotation(topology: NodeTopology) -> TopologyAnnotation:
                 pci_path=gpu.pci_path,
                 pcie_switch=gpu.pcie_switch,
                 mig_enabled=bool(gpu.mig.enabled),
+                health="failed" if gpu.health.value == "failed" else None,
                 mig=tuple(
                     AnnotatedMigInstance(
                         id=gi.id,

@@ -270,6 +270,8 @@ class AnnotatedGpu:
     pcie_switch: str | None = None
     mig_enabled: bool = False
     mig: tuple[AnnotatedMigInstance, ...] = ()
+    # "failed" or None: only a failure changes the annotation (not degraded, not counters)
+    health: str | None = None
 
 
 @dataclass(frozen=True)
@@ -300,8 +302,9 @@ class AnnotatedRdmaNic:
 class TopologyAnnotation:
     """What the scheduler needs beyond labels: the node's static GPU/NUMA/fabric layout.
 
-    Only static facts: no health, counters or temperatures, so the annotation changes only when
-    hardware or MIG layout changes.
+    Only slowly changing facts: no counters, temperatures or degraded states, so the annotation
+    changes only when hardware or MIG layout changes or a GPU fails. A failed GPU is marked
+    (``"health": "failed"``) because the scheduler must never hand it out.
     """
 
     interconnect: str
@@ -369,6 +372,7 @@ def _gpu_doc(gpu: AnnotatedGpu) -> dict[str, Any]:
             "pci_path": list(gpu.pci_path),
             "pcie_switch": gpu.pcie_switch,
             "mig_enabled": gpu.mig_enabled,
+            "health": gpu.health,
             "mig": [
                 _drop_none(
                     {
@@ -473,7 +477,11 @@ def parse_topology_annotation(text: str) -> TopologyAnnotation:
 
 
 def _parse_gpu(r: _Reader) -> AnnotatedGpu:
+    health = r.opt_text("health")
+    if health is not None and health not in HEALTH_VALUES:
+        raise r._fail("health", f"one of {list(HEALTH_VALUES)}", health)
     return AnnotatedGpu(
+        health=health,
         index=r.integer("index"),
         uuid=r.opt_text("uuid"),
         model=r.opt_text("model"),

@@ -25,7 +25,9 @@ from scheduler import profile as profiles
 from scheduler.model import Pod
 from scheduler.plugins import (
     balanced_allocation,
+    gpu_topology,
     inter_pod_affinity,
+    load_aware,
     node_affinity,
     node_filters,
     node_ports,
@@ -87,7 +89,9 @@ class _Evaluation:
     __slots__ = (
         "feasible_slots",
         "fit_failures",
+        "gpu_topology",
         "inter_pod",
+        "load",
         "names",
         "node_filters",
         "plugin_scores",
@@ -114,6 +118,8 @@ class _Evaluation:
         self.fit_failures = fit_failures
         self.spread = spread
         self.inter_pod = inter_pod
+        self.gpu_topology: npt.NDArray[np.int8] | None = None
+        self.load: npt.NDArray[np.int8] | None = None
         self.feasible_slots: IntArray = np.zeros(0, dtype=np.int64)
         self.total: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
         self.plugin_scores: dict[str, npt.NDArray[np.uint8]] = {}
@@ -133,6 +139,12 @@ class _Evaluation:
             return (topology_spread.REASONS[int(self.spread[slot])],)
         if stage == STAGE_NODE_AFFINITY_PREFILTER:
             return (node_affinity.REASON_NOT_PINNED,)
+        if stage == gpu_topology.STAGE:
+            assert self.gpu_topology is not None
+            return (gpu_topology.REASONS[int(self.gpu_topology[slot])],)
+        if stage == load_aware.STAGE:
+            assert self.load is not None
+            return (load_aware.REASONS[int(self.load[slot])],)
         assert self.inter_pod is not None
         return (inter_pod_affinity.REASONS[int(self.inter_pod[slot])],)
 
@@ -160,6 +172,8 @@ class _Evaluation:
         for stage_code, codes, names in (
             (STAGE_POD_TOPOLOGY_SPREAD, self.spread, topology_spread.REASONS),
             (STAGE_INTER_POD_AFFINITY, self.inter_pod, inter_pod_affinity.REASONS),
+            (gpu_topology.STAGE, self.gpu_topology, gpu_topology.REASONS),
+            (load_aware.STAGE, self.load, load_aware.REASONS),
         ):
             if codes is None:
                 continue
@@ -222,7 +236,11 @@ class ScheduleResult:
                     feasible=False,
                     reasons=evaluation.reasons_of(slot),
                     score=0,
-                    failed_plugin=node_filters.STAGE_PLUGINS.get(stage),
+                    failed_plugin=node_filters.STAGE_PLUGINS.get(stage)
+                    or {
+                        gpu_topology.STAGE: gpu_topology.NAME,
+                        load_aware.STAGE: load_aware.NAME,
+                    }.get(stage),
                 )
             else:
                 out[name] = NodeDiagnosis(
@@ -277,6 +295,12 @@ def schedule_one(
     inter_pod = inter_pod_affinity.filter_nodes(pod, snapshot)
     if inter_pod is not None:
         stage[(stage == 0) & (inter_pod > 0)] = STAGE_INTER_POD_AFFINITY
+    gpu_codes = gpu_topology.filter_nodes(pod, snapshot, slots[stage[slots] == 0])
+    if gpu_codes is not None:
+        stage[(stage == 0) & (gpu_codes > 0)] = gpu_topology.STAGE
+    load_codes = load_aware.filter_nodes(pod, snapshot, slots[stage[slots] == 0])
+    if load_codes is not None:
+        stage[(stage == 0) & (load_codes > 0)] = load_aware.STAGE
     if pod.required_node_names is not None:
         pinned = np.zeros(snapshot.capacity, dtype=np.bool_)
         for name in pod.required_node_names:
@@ -287,6 +311,8 @@ def schedule_one(
     evaluation = _Evaluation(
         snapshot.names_view(), slots, stage, static, fit_failures, spread, inter_pod
     )
+    evaluation.gpu_topology = gpu_codes
+    evaluation.load = load_codes
     feasible = slots[stage[slots] == 0]
     evaluation.feasible_slots = feasible
     if len(feasible) == 0:
@@ -337,6 +363,14 @@ def _score(
         balanced = balanced_allocation.score(pod, snapshot, feasible, profile)
         if balanced is not None:
             scores[profiles.BALANCED_ALLOCATION] = balanced
+    if profile.weight(profiles.GPU_TOPOLOGY):
+        topology = gpu_topology.score(pod, snapshot, feasible)
+        if topology is not None:
+            scores[profiles.GPU_TOPOLOGY] = topology
+    if profile.weight(profiles.LOAD_AWARE):
+        load = load_aware.score(pod, snapshot, feasible)
+        if load is not None:
+            scores[profiles.LOAD_AWARE] = load
     return scores
 
 

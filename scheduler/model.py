@@ -577,6 +577,7 @@ class Pod:
     """What the scheduler needs of a Pod, computed once."""
 
     __slots__ = (
+        "annotations",
         "blockers",
         "host_ports",
         "key",
@@ -614,6 +615,7 @@ class Pod:
     key: str
     uid: str
     labels: dict[str, str]
+    annotations: dict[str, str]
     label_signature: tuple[tuple[str, str], ...]
     node_name: str
     phase: str
@@ -723,6 +725,7 @@ def parse_pod(obj: JsonObject) -> Pod:
     pod.uid = where.string(meta, "uid", "metadata.uid") or pod.key
     pod.labels = where.string_map(meta, "labels", "metadata.labels")
     pod.label_signature = tuple(sorted(pod.labels.items()))
+    pod.annotations = where.string_map(meta, "annotations", "metadata.annotations")
     pod.terminating = meta.get("deletionTimestamp") is not None
     pod.node_name = where.string(spec, "nodeName", "spec.nodeName")
     pod.phase = where.string(status, "phase", "status.phase")
@@ -955,6 +958,7 @@ class Node:
     __slots__ = (
         "allocatable",
         "allowed_pods",
+        "annotations",
         "labels",
         "name",
         "static_signature",
@@ -970,9 +974,11 @@ class Node:
         unschedulable: bool,
         allocatable: dict[str, int],
         allowed_pods: int,
+        annotations: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.labels = labels
+        self.annotations = annotations or {}
         self.taints = taints
         self.unschedulable = unschedulable
         self.allocatable = allocatable
@@ -1005,7 +1011,8 @@ def parse_node(obj: JsonObject) -> Node:
     field = "allocatable" if status.get("allocatable") is not None else "capacity"
     allocatable = where.resources(status, field, f"status.{field}")
     allowed_pods = allocatable.pop(PODS, 0)
-    return Node(name, labels, taints, unschedulable, allocatable, allowed_pods)
+    annotations = where.string_map(meta, "annotations", "metadata.annotations")
+    return Node(name, labels, taints, unschedulable, allocatable, allowed_pods, annotations)
 
 
 class Namespace:

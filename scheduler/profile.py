@@ -23,6 +23,8 @@ POD_TOPOLOGY_SPREAD: Final = "PodTopologySpread"
 INTER_POD_AFFINITY: Final = "InterPodAffinity"
 NODE_RESOURCES_FIT: Final = "NodeResourcesFit"
 BALANCED_ALLOCATION: Final = "NodeResourcesBalancedAllocation"
+GPU_TOPOLOGY: Final = "GpuTopology"
+LOAD_AWARE: Final = "LoadAware"
 
 SCORE_PLUGINS: Final = (
     TAINT_TOLERATION,
@@ -31,6 +33,8 @@ SCORE_PLUGINS: Final = (
     INTER_POD_AFFINITY,
     NODE_RESOURCES_FIT,
     BALANCED_ALLOCATION,
+    GPU_TOPOLOGY,
+    LOAD_AWARE,
 )
 FIT_STRATEGIES: Final = ("LeastAllocated", "MostAllocated")
 

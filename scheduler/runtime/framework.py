@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from scheduler import gpu_alloc
 from scheduler.errors import SchedulerInputError
 from scheduler.framework import schedule_one
+from scheduler.load import LoadTracker, attach_tracker
 from scheduler.model import Pod, parse_pod
 from scheduler.profile import SchedulerProfile, default_profile, load_profile
 from scheduler.runtime.kube import JsonDict
@@ -41,15 +43,21 @@ class SchedulingFramework(Protocol):
 class CoreFramework:
     """``SchedulingFramework`` on the core: its ClusterSnapshot, profile and schedule_one."""
 
-    def __init__(self, profile: SchedulerProfile | None = None) -> None:
+    def __init__(
+        self, profile: SchedulerProfile | None = None, load: LoadTracker | None = None
+    ) -> None:
         self.profile = profile or default_profile()
         self.snapshot = ClusterSnapshot()
         self._last_parsed: tuple[int, Pod] | None = None
+        self.gpus = gpu_alloc.allocator_for(self.snapshot)
+        self.load = load
+        if load is not None:
+            attach_tracker(self.snapshot, load)
 
     @classmethod
-    def from_profile(cls, path: str | None) -> CoreFramework:
+    def from_profile(cls, path: str | None, load: LoadTracker | None = None) -> CoreFramework:
         """Load --profile (validated; SchedulerInputError names the file and field)."""
-        return cls(load_profile(path) if path else default_profile())
+        return cls(load_profile(path) if path else default_profile(), load)
 
     def upsert_node(self, node: JsonDict) -> None:
         self.snapshot.add_node(node)
@@ -66,7 +74,19 @@ class CoreFramework:
     def assume(self, pod: JsonDict, node_name: str) -> None:
         last = self._last_parsed
         parsed = last[1] if last is not None and last[0] == id(pod) else parse_pod(pod)
-        self.snapshot.assume(parsed, node_name)
+        bound = self.snapshot.assume(parsed, node_name)
+        if self.load is not None:
+            slot = self.snapshot.slot_of(node_name)
+            state = self.gpus.state(slot) if slot is not None else None
+            held = state.pod_gpus.get(bound.key) if state is not None else None
+            self.load.note_bound(node_name, held[0] if held else ())
+
+    def upsert_nrt(self, nrt: JsonDict) -> None:
+        """A NodeResourceTopology ADDED/MODIFIED event (GPU availability per NUMA zone)."""
+        self.gpus.observe_nrt(nrt)
+
+    def delete_nrt(self, name: str) -> None:
+        self.gpus.forget_nrt(name)
 
     def schedule(self, pod: JsonDict) -> Placement:
         """One core cycle; a pod the core cannot parse is unschedulable with the parse error."""

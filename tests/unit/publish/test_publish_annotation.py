@@ -35,12 +35,24 @@ def test_round_trip_mig_layout() -> None:
     assert parsed.gpus[1].mig_enabled is False
 
 
-def test_annotation_leaves_out_health() -> None:
+def test_annotation_leaves_out_counters_and_degraded_health() -> None:
     healthy = topology_annotation_value(dgx_h100())
     sick = degraded(
-        dgx_h100(), 0, health=Health.FAILED, ecc=EccCounts(volatile_uncorrected=9), temperature_c=90
+        dgx_h100(),
+        0,
+        health=Health.DEGRADED,
+        ecc=EccCounts(volatile_uncorrected=9),
+        temperature_c=90,
     )
     assert topology_annotation_value(sick) == healthy
+
+
+def test_annotation_marks_a_failed_gpu_so_the_scheduler_never_hands_it_out() -> None:
+    failed = degraded(
+        dgx_h100(), 2, health=Health.FAILED, ecc=EccCounts(volatile_uncorrected=9), temperature_c=90
+    )
+    parsed = parse_topology_annotation(topology_annotation_value(failed))
+    assert [gpu.health for gpu in parsed.gpus] == [None, None, "failed"] + [None] * 5
 
 
 def test_dgx_h100_annotation_is_small() -> None:

@@ -1,0 +1,210 @@
+"""GpuTopology: place multi-GPU pods inside one NVLink domain and one NUMA node, best fit.
+
+Pods ask through annotations:
+
+* ``gputopo.io/gpu-topology``: ``single-nvlink-domain`` | ``single-numa`` | ``nvlink-and-numa``
+* ``gputopo.io/gpu-topology-policy``: ``required`` (a filter) | ``preferred`` (the default; only
+  the score)
+
+The filter also refuses, for every GPU pod, a node whose *healthy free* GPUs (or free MIG
+devices of the requested profile) are too few — failed GPUs still count in the node's
+``nvidia.com/gpu`` allocatable, so NodeResourcesFit alone would place pods on them.
+
+The score (0..100) is a placement tier plus an SLA tie-break. Tiers, by the best set of free
+GPUs the node can offer (see `scheduler.gpu_alloc.preferred_allocation`):
+
+    90..60       one NVLink domain and one NUMA node: 90 leaving no GPU free in that group,
+                 80/75/70 leaving 1/2/3, 65 leaving 4-7, 60 leaving more (best fit keeps large
+                 groups whole for large pods)
+    40           the requested scope met otherwise (one NVLink domain across NUMA nodes for
+                 single-nvlink-domain or no annotation, one NUMA node for single-numa)
+    30/20        one NVLink domain across NUMA nodes / one NUMA node over PCIe otherwise
+    0            spread over NUMA nodes and NVLink domains
+
+MIG requests use the same fit tiers over the free devices of the profile on one GPU. The
+node's ``gputopo.io/sla`` (0..1000) adds 0..9, so among nodes of one tier the higher SLA wins.
+Pods that request no GPU and no MIG device get no score from this plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from scheduler import gpu_alloc
+from scheduler.model import Pod
+from scheduler.snapshot import ClusterSnapshot, IntArray
+
+NAME: Final = "GpuTopology"
+ANNOTATION_TOPOLOGY: Final = "gputopo.io/gpu-topology"
+ANNOTATION_POLICY: Final = "gputopo.io/gpu-topology-policy"
+
+SINGLE_NVLINK_DOMAIN: Final = "single-nvlink-domain"
+SINGLE_NUMA: Final = "single-numa"
+NVLINK_AND_NUMA: Final = "nvlink-and-numa"
+TOPOLOGIES: Final = (SINGLE_NVLINK_DOMAIN, SINGLE_NUMA, NVLINK_AND_NUMA)
+REQUIRED: Final = "required"
+PREFERRED: Final = "preferred"
+POLICIES: Final = (REQUIRED, PREFERRED)
+
+CODE_UNHEALTHY: Final = 1
+CODE_NVLINK: Final = 2
+CODE_NUMA: Final = 3
+CODE_ALIGNED: Final = 4
+CODE_MIG: Final = 5
+CODE_INVALID: Final = 6
+REASONS: Final = {
+    CODE_UNHEALTHY: "node(s) didn't have enough healthy free GPUs",
+    CODE_NVLINK: "node(s) couldn't fit the GPUs in one NVLink domain",
+    CODE_NUMA: "node(s) couldn't fit the GPUs on one NUMA node",
+    CODE_ALIGNED: "node(s) couldn't fit the GPUs in one NVLink domain and one NUMA node",
+    CODE_MIG: "node(s) didn't have enough free MIG devices of the requested profile",
+    CODE_INVALID: "pod's gputopo.io/gpu-topology annotations are invalid",
+}
+
+TIER_SPREAD: Final = 0
+TIER_NUMA: Final = 20
+TIER_NVLINK: Final = 30
+TIER_REQUESTED_SCOPE: Final = 40
+TIER_ALIGNED: Final = 90  # an exact fit; see _fit_tier
+SLA_BONUS_MAX: Final = 9
+
+# The filter stage after kube-scheduler's (scheduler.plugins.node_filters numbers 1..9).
+STAGE: Final = 10
+
+Codes = npt.NDArray[np.int8]
+
+
+@dataclass(frozen=True, slots=True)
+class TopologyRequest:
+    gpus: int
+    migs: dict[str, int]
+    scope: str | None
+    required: bool
+    problem: str | None = None
+
+
+def request_of(pod: Pod) -> TopologyRequest | None:
+    """The pod's GPU request and topology ask; None when it requests no GPU or MIG device."""
+    gpus = gpu_alloc.pod_gpu_count(pod)
+    migs = gpu_alloc.pod_mig_requests(pod)
+    if not gpus and not migs:
+        return None
+    scope = pod.annotations.get(ANNOTATION_TOPOLOGY)
+    policy = pod.annotations.get(ANNOTATION_POLICY, PREFERRED)
+    problem = None
+    if scope is not None and scope not in TOPOLOGIES:
+        problem = f"{ANNOTATION_TOPOLOGY}={scope!r}, expected one of {', '.join(TOPOLOGIES)}"
+    elif policy not in POLICIES:
+        problem = f"{ANNOTATION_POLICY}={policy!r}, expected one of {', '.join(POLICIES)}"
+    return TopologyRequest(gpus, migs, scope, policy == REQUIRED and scope is not None, problem)
+
+
+def filter_nodes(pod: Pod, snapshot: ClusterSnapshot, candidates: IntArray) -> Codes | None:
+    """A failure code per node slot (0 = passes); None for pods without GPU requests."""
+    request = request_of(pod)
+    if request is None:
+        return None
+    codes: Codes = np.zeros(snapshot.capacity, dtype=np.int8)
+    if request.problem is not None:
+        codes[candidates] = CODE_INVALID
+        return codes
+    allocator = gpu_alloc.allocator_for(snapshot)
+    allocator.refresh(candidates)
+    count = request.gpus
+    if count:
+        failing = np.zeros(len(candidates), dtype=np.int8)
+        if request.required and count > 1:
+            matrix, code = {
+                SINGLE_NVLINK_DOMAIN: (allocator.domain_free, CODE_NVLINK),
+                SINGLE_NUMA: (allocator.numa_free, CODE_NUMA),
+                NVLINK_AND_NUMA: (allocator.aligned_free, CODE_ALIGNED),
+            }[request.scope or NVLINK_AND_NUMA]
+            no_fit = allocator.best_leftover(matrix, candidates, count) == gpu_alloc.NO_FIT
+            failing[no_fit] = code
+        failing[allocator.free_total[candidates] < count] = CODE_UNHEALTHY
+        codes[candidates] = failing
+    if request.migs:
+        for index, slot in enumerate(candidates.tolist()):
+            if codes[slot]:
+                continue
+            state = allocator.states.get(slot)
+            if state is None or state.layout.source != "annotation":
+                continue  # no per-device knowledge: NodeResourcesFit's counts decide
+            for resource, amount in request.migs.items():
+                if len(state.free_migs(resource)) < amount:
+                    codes[candidates[index]] = CODE_MIG
+                    break
+    return codes
+
+
+def _fit_tier(leftover: IntArray) -> IntArray:
+    """90 for an exact fit, then 80/75/70 for 1/2/3 GPUs left in the group, 65 for 4-7, 60."""
+    tier: IntArray = np.select(
+        [leftover <= 0, leftover == 1, leftover == 2, leftover == 3, leftover < 8],
+        [90, 80, 75, 70, 65],
+        60,
+    )
+    return tier
+
+
+def score(pod: Pod, snapshot: ClusterSnapshot, feasible: IntArray) -> IntArray | None:
+    request = request_of(pod)
+    if request is None or request.problem is not None:
+        return None
+    allocator = gpu_alloc.allocator_for(snapshot)
+    allocator.refresh(feasible)
+    no_fit = gpu_alloc.NO_FIT
+    tier = np.full(len(feasible), TIER_ALIGNED, dtype=np.int64)
+    count = request.gpus
+    if count:
+        aligned = allocator.best_leftover(allocator.aligned_free, feasible, count)
+        domain = allocator.best_leftover(allocator.domain_free, feasible, count)
+        numa = allocator.best_leftover(allocator.numa_free, feasible, count)
+        scope = request.scope
+        domain_tier = TIER_REQUESTED_SCOPE if scope in (None, SINGLE_NVLINK_DOMAIN) else TIER_NVLINK
+        numa_tier = TIER_REQUESTED_SCOPE if scope == SINGLE_NUMA else TIER_NUMA
+        if count == 1:
+            domain = numa = np.full(len(feasible), no_fit, dtype=np.int64)
+        tier = np.where(
+            aligned != no_fit,
+            _fit_tier(aligned),
+            np.where(
+                domain != no_fit,
+                domain_tier,
+                np.where(numa != no_fit, numa_tier, TIER_SPREAD),
+            ),
+        )
+        if scope == SINGLE_NUMA:
+            # Meeting the ask beats a cross-NUMA NVLink domain.
+            tier = np.where((aligned == no_fit) & (numa != no_fit), TIER_REQUESTED_SCOPE, tier)
+    if request.migs:
+        tier = np.minimum(tier, _mig_tiers(allocator, feasible, request.migs))
+    bonus = allocator.sla[feasible] * (SLA_BONUS_MAX + 1) // 1001
+    return np.asarray(tier + bonus, dtype=np.int64)
+
+
+def _mig_tiers(
+    allocator: gpu_alloc.GpuAllocator, feasible: IntArray, migs: dict[str, int]
+) -> IntArray:
+    tiers = np.full(len(feasible), TIER_REQUESTED_SCOPE, dtype=np.int64)
+    for index, slot in enumerate(feasible.tolist()):
+        state = allocator.states.get(slot)
+        if state is None or state.layout.source != "annotation":
+            continue  # unknown layout: neutral
+        worst = TIER_ALIGNED
+        for resource, amount in migs.items():
+            per_gpu: dict[int, int] = {}
+            for mig in state.free_migs(resource):
+                per_gpu[mig.gpu] = per_gpu.get(mig.gpu, 0) + 1
+            leftovers = [free - amount for free in per_gpu.values() if free >= amount]
+            if leftovers:
+                fit = int(_fit_tier(np.array([min(leftovers)], dtype=np.int64))[0])
+            else:
+                fit = TIER_SPREAD
+            worst = min(worst, fit)
+        tiers[index] = worst
+    return tiers
