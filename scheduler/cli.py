@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from scheduler.cli_extender import add_extender_parser
 from scheduler.cli_run import add_run_parser
 from scheduler.errors import SchedulerInputError
 from scheduler.profile import default_profile, load_profile
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_simulate_parser(subparsers)
     add_run_parser(subparsers)
+    add_extender_parser(subparsers)
     return parser
 
 

@@ -137,6 +137,11 @@ class ClusterCache:
                     self.framework.forget(key)
         return expired
 
+    def bound_pods(self) -> list[JsonDict]:
+        """Pods the watch shows bound (assumed ones excluded): preemption's victim pool."""
+        with self.lock:
+            return [pod for key, pod in self._bound_pods.items() if key not in self._assumed]
+
     def is_assumed(self, key: str) -> bool:
         with self.lock:
             return key in self._assumed

@@ -62,13 +62,45 @@ class EventRecorder:
         self._emit(pod, "Warning", "FailedScheduling", "Scheduling", message)
         self._set_pod_scheduled_false(pod, "Unschedulable", message)
 
+    def preempted(self, victim: JsonDict, preemptor: JsonDict, node_name: str) -> Future[None]:
+        """kube-scheduler's event on a preemption victim."""
+        uid = preemptor.get("metadata", {}).get("uid")
+        note = f"Preempted by pod {uid} on node {node_name}"
+        return self._pool.submit(self._emit, victim, "Normal", "Preempted", "Preempting", note)
+
+    def preempting(self, preemptor: JsonDict, note: str) -> Future[None]:
+        """On the preemptor: which pods it evicts where, and any PodDisruptionBudget violated."""
+        return self._pool.submit(self._emit, preemptor, "Normal", "Preempting", "Preempting", note)
+
     def scheduling_gated(self, pod: JsonDict) -> Future[None]:
         """PodScheduled=False/SchedulingGated, as kube-scheduler marks a gated pod (no event)."""
         return self._pool.submit(
             self._set_pod_scheduled_false, pod, "SchedulingGated", SCHEDULING_GATED_MESSAGE
         )
 
-    def _emit(self, pod: JsonDict, event_type: str, reason: str, action: str, note: str) -> None:
+    def pod_group(
+        self, pod_group: JsonDict, event_type: str, reason: str, note: str
+    ) -> Future[None]:
+        """An event regarding a PodGroup (scheduling.x-k8s.io/v1alpha1)."""
+        return self._pool.submit(
+            self._emit,
+            pod_group,
+            event_type,
+            reason,
+            "Scheduling",
+            note,
+            ("scheduling.x-k8s.io/v1alpha1", "PodGroup"),
+        )
+
+    def _emit(
+        self,
+        pod: JsonDict,
+        event_type: str,
+        reason: str,
+        action: str,
+        note: str,
+        regarding: tuple[str, str] = ("v1", "Pod"),
+    ) -> None:
         meta = pod.get("metadata", {})
         namespace = str(meta.get("namespace") or "default")
         uid = str(meta.get("uid") or "")
@@ -104,8 +136,8 @@ class EventRecorder:
                 "reportingController": self.controller,
                 "reportingInstance": self.instance[:128],
                 "regarding": {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
+                    "apiVersion": regarding[0],
+                    "kind": regarding[1],
                     "namespace": namespace,
                     "name": meta.get("name"),
                     "uid": uid,

@@ -19,7 +19,7 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +185,14 @@ class SchedulingQueue:
                 del self._unschedulable[key]
                 self._to_backoff_or_active(queued)
             self._lock.notify_all()
+
+    def activate(self, keys: Iterable[str]) -> None:
+        """Retry these pods now, skipping their backoff (a gang sibling is holding a place)."""
+        with self._lock:
+            for key in keys:
+                queued = self._backoff.pop(key, None) or self._unschedulable.pop(key, None)
+                if queued is not None:
+                    self._push_active(queued)
 
     def close(self) -> None:
         with self._lock:

@@ -17,10 +17,29 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
+from scheduler.gang import (
+    PODGROUP_API,
+    PODGROUPS_PATH,
+    GangCoordinator,
+    group_key_of,
+    not_found_message,
+    rejected_message,
+    timeout_message,
+    too_few_message,
+)
+from scheduler.preemption import (
+    DisruptionBudget,
+    Preemption,
+    PreemptionPlan,
+    may_preempt,
+    reserve_nominated,
+)
 from scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
 from scheduler.runtime.events import EventRecorder
-from scheduler.runtime.framework import SchedulingFramework
+from scheduler.runtime.framework import CoreFramework, SchedulingFramework
 from scheduler.runtime.informer import Reflector
 from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from scheduler.runtime.leader import LeaderElector, LeaseConfig
@@ -33,6 +52,7 @@ NODES_PATH = "/api/v1/nodes"
 PODS_PATH = "/api/v1/pods"
 NAMESPACES_PATH = "/api/v1/namespaces"
 PRIORITY_CLASSES_PATH = "/apis/scheduling.k8s.io/v1/priorityclasses"
+PDBS_PATH = "/apis/policy/v1/poddisruptionbudgets"
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,7 @@ class RuntimeConfig:
     assume_ttl_s: float = 30.0
     initial_backoff_s: float = 1.0
     max_backoff_s: float = 10.0
+    preemption: bool = True  # evict lower-priority pods for a pod that fits nowhere
 
 
 @dataclass
@@ -112,9 +133,10 @@ class SchedulerRuntime:
         self._binds = ThreadPoolExecutor(max_workers=config.bind_workers, thread_name_prefix="bind")
         self._loop: threading.Thread | None = None
         self._server: HealthServer | None = None
+        self._pod_reflector = Reflector(api, "Pod", PODS_PATH, self, on_error=self._watch_error)
         self.reflectors = [
             Reflector(api, "Node", NODES_PATH, self, on_error=self._watch_error),
-            Reflector(api, "Pod", PODS_PATH, self, on_error=self._watch_error),
+            self._pod_reflector,
             Reflector(api, "Namespace", NAMESPACES_PATH, self, on_error=self._watch_error),
             Reflector(
                 api, "PriorityClass", PRIORITY_CLASSES_PATH, self, on_error=self._watch_error
@@ -122,6 +144,15 @@ class SchedulerRuntime:
         ]
         self._pending: dict[str, JsonDict] = {}
         self._pending_lock = threading.Lock()
+        self._nominated: set[str] = set()  # pending keys with status.nominatedNodeName
+        # Gangs (scheduler/gang.py). The PodGroup CRD is optional: its watch is not waited for.
+        self.gang = GangCoordinator(clock=clock)
+        self._podgroups = Reflector(
+            api, "PodGroup", PODGROUPS_PATH, self, on_error=self._watch_error
+        )
+        self._preemption: Preemption | None = None
+        if config.preemption and isinstance(framework, CoreFramework):
+            self._preemption = Preemption(framework.snapshot, framework.profile)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -133,6 +164,13 @@ class SchedulerRuntime:
             self._server.start()
         for reflector in self.reflectors:
             reflector.start()
+        if self._podgroups_served():
+            self._podgroups.start()
+        else:
+            log.info(
+                "PodGroup CRD not installed: gang scheduling off until restart",
+                extra={"api": PODGROUP_API},
+            )
         self._loop = threading.Thread(target=self._schedule_loop, name="schedule", daemon=True)
         self._loop.start()
         if self.elector is not None:
@@ -147,6 +185,16 @@ class SchedulerRuntime:
             },
         )
 
+    def _podgroups_served(self) -> bool:
+        """False only when the API server says scheduling.x-k8s.io/v1alpha1 does not exist."""
+        try:
+            self.api.request("GET", PODGROUP_API, timeout_s=10)
+        except KubeApiError as err:
+            return err.status != 404
+        except OSError:
+            return True  # unreachable now: let the watch retry
+        return True
+
     def stop(self) -> None:
         """Stop scheduling, finish in-flight binds, release the Lease, stop the watches."""
         self._stop.set()
@@ -159,6 +207,7 @@ class SchedulerRuntime:
             self.elector.stop(release=True)
         for reflector in self.reflectors:
             reflector.stop()
+        self._podgroups.stop()
         self.recorder.close()
         if self._server is not None:
             self._server.stop()
@@ -215,6 +264,9 @@ class SchedulerRuntime:
                 self.framework.upsert_namespace(obj)
         elif kind == "PriorityClass":
             self.priorities.upsert(obj)
+        elif kind == "PodGroup":
+            self.gang.upsert_group(obj)
+            self.queue.move_all_to_active_or_backoff()
 
     def on_update(self, kind: str, old: JsonDict, new: JsonDict) -> None:
         if kind == "Pod":
@@ -229,6 +281,9 @@ class SchedulerRuntime:
             self.queue.move_all_to_active_or_backoff()
         elif kind == "PriorityClass":
             self.priorities.upsert(new)
+        elif kind == "PodGroup":
+            self.gang.upsert_group(new)
+            self.queue.move_all_to_active_or_backoff()
 
     def on_delete(self, kind: str, obj: JsonDict) -> None:
         if kind == "Pod":
@@ -236,6 +291,9 @@ class SchedulerRuntime:
             with self._pending_lock:
                 self._pending.pop(key, None)
             self.queue.delete(key)
+            group_key = group_key_of(obj)
+            if group_key is not None:
+                self.gang.drop(group_key, key)
             was_load = bool(node_name_of(obj)) or self.cache.is_assumed(key)
             self.cache.delete_pod(obj)
             if was_load:
@@ -247,6 +305,8 @@ class SchedulerRuntime:
                 self.framework.delete_namespace(str(obj["metadata"]["name"]))
         elif kind == "PriorityClass":
             self.priorities.delete(obj)
+        elif kind == "PodGroup":
+            self.gang.delete_group(obj)
 
     def _pod_changed(self, old: JsonDict | None, pod: JsonDict) -> None:
         key = pod_key(pod)
@@ -285,8 +345,14 @@ class SchedulerRuntime:
             return
         with self._pending_lock:
             self._pending[key] = pod
+            if pod.get("status", {}).get("nominatedNodeName"):
+                self._nominated.add(key)
+            else:
+                self._nominated.discard(key)
         if old is None or not self.queue.contains(key):
             self.queue.add(pod)
+            if old is None and group_key_of(pod) is not None:
+                self.queue.move_all_to_active_or_backoff()  # siblings parked as "too few"
         else:
             self.queue.update(pod)
 
@@ -307,6 +373,8 @@ class SchedulerRuntime:
             for key in self.cache.expire_assumptions():
                 self.metrics.assumptions_expired.inc()
                 log.warning("assumed pod expired unconfirmed", extra={"pod": key})
+            for group_key, members in self.gang.expired().items():
+                self._gang_let_go(group_key, members, timeout_message(group_key))
             item = self.queue.pop(timeout_s=0.5)
             if item is None:
                 continue
@@ -328,22 +396,207 @@ class SchedulerRuntime:
             self.queue.requeue_error(queued)
             return
         queued.pod = pod
+        group_key = group_key_of(pod)
+        if group_key is not None:
+            refusal = self._gang_prefilter(queued.key, group_key)
+            if refusal is not None:
+                self.metrics.attempts.labels("unschedulable").inc()
+                self.queue.requeue_unschedulable(queued, cycle)
+                self.recorder.failed_scheduling(pod, refusal)
+                return
         started = time.perf_counter()
+        nominated = self._nominated_besides(pod)
+        snapshot = self._preemption.snapshot if self._preemption is not None else None
         with self.cache.lock:
-            placement = self.framework.schedule(pod)
+            reserved: list[str] = []
+            if snapshot is not None and nominated:  # room a preemption freed stays theirs
+                reserved = reserve_nominated(snapshot, nominated)
+            try:
+                placement = self.framework.schedule(pod)
+            finally:
+                if snapshot is not None:
+                    for key in reserved:
+                        snapshot.forget(key)
             if placement.node_name is not None:
                 self.cache.assume(pod, placement.node_name)
         self.metrics.scheduling_duration.observe(time.perf_counter() - started)
+        if placement.node_name is None and group_key is not None:
+            held = self.gang.release(group_key)
+            if held:
+                self._gang_let_go(group_key, held, rejected_message(group_key))
         if placement.node_name is None:
             self.metrics.attempts.labels("unschedulable").inc()
             log.info(
                 "pod unschedulable",
                 extra={"pod": queued.key, "reason_message": placement.message},
             )
+            plan = self._plan_preemption(pod) if group_key is None else None
             self.queue.requeue_unschedulable(queued, cycle)
             self.recorder.failed_scheduling(pod, placement.message)
+            if plan is not None:
+                self._binds.submit(self._preempt, pod, plan)
             return
+        if group_key is not None:
+            ready = self.gang.hold(
+                group_key, queued.key, queued, placement.node_name, self._bound_members(group_key)
+            )
+            if ready is None:  # siblings in backoff would make this one wait out its timeout
+                self.queue.activate(pod_key(m) for m in self._gang_members(group_key))
+            for member, node in ready or ():
+                self._binds.submit(self._bind, member, node)
+            if ready is not None:
+                self._binds.submit(self._report_pod_group, group_key, "Scheduled", None)
+            return  # None: the member holds its place (assumed, in flight) until the gang is whole
         self._binds.submit(self._bind, queued, placement.node_name)
+
+    # -- gangs (scheduler/gang.py keeps the state) --------------------------------------------
+
+    def _bound_members(self, group_key: str) -> int:
+        return sum(1 for pod in self.cache.bound_pods() if group_key_of(pod) == group_key)
+
+    def _gang_members(self, group_key: str) -> list[JsonDict]:
+        """Every live pod labelled into the group, bound or not, gated or not (as Coscheduling
+        counts them), from the Pod watch's store."""
+        store = self._pod_reflector.store
+        return [
+            pod
+            for pod in list(store.values())
+            if group_key_of(pod) == group_key
+            and not is_terminal(pod)
+            and not pod.get("metadata", {}).get("deletionTimestamp")
+        ]
+
+    def _gang_prefilter(self, pod_key: str, group_key: str) -> str | None:
+        spec = self.gang.group(group_key)
+        if spec is None:
+            return not_found_message(group_key)
+        total = len(self._gang_members(group_key))
+        if total < spec.min_member:
+            return too_few_message(pod_key, total, spec.min_member)
+        return None
+
+    def _gang_let_go(self, group_key: str, members: list[tuple[Any, str]], message: str) -> None:
+        """Give up every place the group held; its members back off and are retried."""
+        for member, _ in members:
+            self.cache.forget(member.key)
+            self.queue.requeue_error(member)
+            self.recorder.failed_scheduling(member.pod, message)
+        log.info("pod group released its places", extra={"group": group_key, "reason": message})
+        self.queue.move_all_to_active_or_backoff()
+        self._binds.submit(self._report_pod_group, group_key, "Pending", message)
+
+    def _report_pod_group(self, group_key: str, phase: str, problem: str | None) -> None:
+        """PodGroup status.phase (Coscheduling's values), and a Warning event on a problem."""
+        pod_group = self._podgroups.store.get(group_key)
+        if pod_group is None:
+            return
+        namespace, name = group_key.split("/", 1)
+        status: JsonDict = {"phase": phase}
+        if phase == "Scheduled":
+            status["scheduleStartTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            self.api.request(
+                "PATCH",
+                f"{PODGROUP_API}/namespaces/{namespace}/podgroups/{name}/status",
+                body={"status": status},
+                content_type="application/merge-patch+json",
+            )
+        except (KubeApiError, OSError) as err:
+            log.warning(
+                "cannot update PodGroup status", extra={"group": group_key, "error": str(err)}
+            )
+        if problem is not None:
+            self.recorder.pod_group(pod_group, "Warning", "FailedScheduling", problem)
+
+    # -- preemption (scheduler/preemption.py plans; this carries the plan out) ---------------
+
+    def _nominated_besides(self, pod: JsonDict) -> list[tuple[JsonDict, str]]:
+        """Pending pods nominated by a preemption, of at least ``pod``'s priority."""
+        key, priority = pod_key(pod), self.priorities.priority_of(pod)
+        with self._pending_lock:
+            self._nominated.intersection_update(self._pending)  # drop bound or deleted ones
+            candidates = [
+                (other, str(other.get("status", {}).get("nominatedNodeName") or ""))
+                for other_key in self._nominated
+                if other_key != key and (other := self._pending.get(other_key)) is not None
+            ]
+        return [
+            (other, node)
+            for other, node in candidates
+            if node and self.priorities.priority_of(other) >= priority
+        ]
+
+    def _plan_preemption(self, pod: JsonDict) -> PreemptionPlan | None:
+        if self._preemption is None or not may_preempt(pod):
+            return None
+        priority_of = self.priorities.priority_of
+        priority = priority_of(pod)
+        nominated = str(pod.get("status", {}).get("nominatedNodeName") or "")
+        bound = self.cache.bound_pods()
+        if nominated and any(
+            node_name_of(other) == nominated
+            and other["metadata"].get("deletionTimestamp")
+            and priority_of(other) < priority
+            for other in bound
+        ):
+            return None  # the room it was promised is still being freed: wait for it
+        if not any(priority_of(other) < priority for other in bound):
+            return None  # nothing anywhere it could evict: no API call
+        try:
+            listed = self.api.request("GET", PDBS_PATH).get("items") or []
+        except (KubeApiError, OSError) as err:
+            log.warning("cannot list PodDisruptionBudgets", extra={"error": str(err)})
+            listed = []
+        budgets = [DisruptionBudget.from_json(pdb) for pdb in listed]
+        with self.cache.lock:
+            return self._preemption.plan(pod, bound, priority_of, budgets)
+
+    def _preempt(self, pod: JsonDict, plan: PreemptionPlan) -> None:
+        """Nominate the node, then delete the victims with their own grace period."""
+        meta = pod["metadata"]
+        namespace, name = str(meta.get("namespace") or "default"), str(meta["name"])
+        try:
+            self.api.request(
+                "PATCH",
+                f"/api/v1/namespaces/{namespace}/pods/{name}/status",
+                body={"status": {"nominatedNodeName": plan.node}},
+                content_type="application/merge-patch+json",
+            )
+        except KubeApiError as err:
+            log.warning(
+                "cannot nominate node", extra={"pod": f"{namespace}/{name}", "error": str(err)}
+            )
+            return
+        note = f"Preempting {len(plan.victims)} pod(s) on node {plan.node}"
+        violated = [victim.key for victim in plan.victims if victim.violates_pdb]
+        if violated:
+            note += f"; violating PodDisruptionBudget for {', '.join(violated)}"
+        log.info(
+            "preempting",
+            extra={
+                "pod": f"{namespace}/{name}",
+                "node": plan.node,
+                "victims": [v.key for v in plan.victims],
+                "pdb_violations": len(violated),
+            },
+        )
+        self.recorder.preempting(pod, note)
+        for victim in plan.victims:
+            victim_meta = victim.pod["metadata"]
+            try:
+                self.api.request(
+                    "DELETE",
+                    f"/api/v1/namespaces/{victim_meta.get('namespace') or 'default'}"
+                    f"/pods/{victim_meta['name']}",
+                    body={"preconditions": {"uid": victim_meta.get("uid")}},
+                )
+            except KubeApiError as err:
+                if err.status not in (404, 409):
+                    log.warning(
+                        "cannot delete victim", extra={"pod": victim.key, "error": str(err)}
+                    )
+                continue
+            self.recorder.preempted(victim.pod, pod, plan.node)
 
     def _bind(self, queued: QueuedPod, node_name: str) -> None:
         pod = queued.pod

@@ -1,0 +1,370 @@
+"""gputopo as a kube-scheduler extender: the `filter` and `prioritize` verbs over HTTP JSON.
+
+kube-scheduler keeps scheduling (its own filters, scores, preemption and binding) and asks
+gputopo about the nodes that passed its filters. The wire format is
+`k8s.io/kube-scheduler/extender/v1` with Go's field names: `ExtenderArgs` {`Pod`, `Nodes`,
+`NodeNames`} in, `ExtenderFilterResult` {`Nodes`, `NodeNames`, `FailedNodes`,
+`FailedAndUnresolvableNodes`, `Error`} or a `HostPriorityList` [{`Host`, `Score`}] out.
+
+The extender always keeps its own cache of Nodes, Pods and Namespaces (list+watch, the same
+informers and ClusterSnapshot the `run` runtime uses), so `nodeCacheCapable: true` works and a
+request costs one scheduling cycle on the cache, not a re-parse of a NodeList. Without
+`nodeCacheCapable`, the `Nodes` list only names the candidates; their objects come from the
+cache too, and the answer returns the caller's Node objects that passed.
+
+Each request runs the configured profile's full cycle (`schedule_one`) and reads the verdicts of
+the candidate nodes out of its diagnosis, so whatever filters and scores the profile enables are
+what the extender applies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final
+
+from scheduler.errors import SchedulerInputError
+from scheduler.framework import NodeDiagnosis, schedule_one
+from scheduler.model import parse_pod
+from scheduler.plugins import (
+    inter_pod_affinity,
+    node_affinity,
+    node_name,
+    node_unschedulable,
+    taint_toleration,
+    topology_spread,
+)
+from scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
+from scheduler.runtime.framework import CoreFramework
+from scheduler.runtime.informer import Reflector
+from scheduler.runtime.kube import JsonDict, KubeApi
+
+log = logging.getLogger("gputopo.scheduler.extender")
+
+MIN_EXTENDER_PRIORITY: Final = 0
+MAX_EXTENDER_PRIORITY: Final = 10
+
+NOT_IN_CACHE_REASON: Final = "node(s) not yet in gputopo's cache"
+
+# Filters whose failure preemption cannot cure: kube-scheduler reports them as
+# UnschedulableAndUnresolvable, so the extender puts them in FailedAndUnresolvableNodes (which
+# keeps kube-scheduler from trying to preempt on those nodes).
+UNRESOLVABLE_PLUGINS: Final = frozenset(
+    {node_unschedulable.NAME, node_name.NAME, taint_toleration.NAME, node_affinity.NAME}
+)
+UNRESOLVABLE_REASONS: Final = frozenset(
+    {inter_pod_affinity.REASON_AFFINITY, topology_spread.REASON_MISSING_LABEL}
+)
+
+NODES_PATH: Final = "/api/v1/nodes"
+PODS_PATH: Final = "/api/v1/pods"
+NAMESPACES_PATH: Final = "/api/v1/namespaces"
+
+
+class ExtenderArgsError(ValueError):
+    """The request body is not an ExtenderArgs: the message names the field."""
+
+
+@dataclass(frozen=True)
+class ExtenderRequest:
+    """An ExtenderArgs, validated: the pod and the candidate node names (with objects if sent)."""
+
+    pod: JsonDict
+    node_names: tuple[str, ...]
+    nodes: Mapping[str, JsonDict] | None  # the caller's Node objects when it sent a NodeList
+
+    @classmethod
+    def from_json(cls, body: object) -> ExtenderRequest:
+        if not isinstance(body, dict):
+            raise ExtenderArgsError("ExtenderArgs: expected a JSON object")
+        pod = body.get("Pod")
+        if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict):
+            raise ExtenderArgsError("ExtenderArgs.Pod: expected a v1 Pod object")
+        node_list = body.get("Nodes")
+        names = body.get("NodeNames")
+        if node_list is not None:
+            items = node_list.get("items") if isinstance(node_list, dict) else None
+            if not isinstance(items, list):
+                raise ExtenderArgsError("ExtenderArgs.Nodes: expected a v1 NodeList with items")
+            nodes: dict[str, JsonDict] = {}
+            for index, item in enumerate(items):
+                name = item.get("metadata", {}).get("name") if isinstance(item, dict) else None
+                if not isinstance(name, str) or not name:
+                    raise ExtenderArgsError(f"ExtenderArgs.Nodes.items[{index}]: no metadata.name")
+                nodes[name] = item
+            return cls(pod=pod, node_names=tuple(nodes), nodes=nodes)
+        if names is None:
+            raise ExtenderArgsError("ExtenderArgs: expected Nodes or NodeNames")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ExtenderArgsError("ExtenderArgs.NodeNames: expected a list of node names")
+        return cls(pod=pod, node_names=tuple(names), nodes=None)
+
+
+@dataclass(frozen=True)
+class _Verdicts:
+    """One cycle's outcome for the candidate nodes only."""
+
+    diagnosis: Mapping[str, NodeDiagnosis]
+    refusal: str | None  # the whole pod was refused (gated, unparsable, no nodes...)
+
+
+class Extender:
+    """The two verbs on a ``CoreFramework`` whose snapshot a watch keeps current.
+
+    ``lock`` is the lock the watch holds while it writes the snapshot (the ClusterCache's).
+    """
+
+    def __init__(self, framework: CoreFramework, lock: threading.RLock | None = None) -> None:
+        self.framework = framework
+        self.lock = lock or threading.RLock()
+        self._last: tuple[tuple[str, str, int], _Verdicts] | None = None
+
+    def _evaluate(self, request: ExtenderRequest) -> _Verdicts:
+        """One cycle; reused by the prioritize that follows a filter for the same pod version
+        while the cache has not changed (kube-scheduler calls both for every pod)."""
+        meta = request.pod.get("metadata", {})
+        uid, version = str(meta.get("uid") or ""), str(meta.get("resourceVersion") or "")
+        with self.lock:
+            snapshot = self.framework.snapshot
+            key = (uid, version, snapshot.generation)
+            last = self._last
+            if uid and version and last is not None and last[0] == key:
+                return last[1]
+            try:
+                pod = parse_pod(request.pod)
+            except SchedulerInputError as err:
+                return _Verdicts({}, str(err))
+            result = schedule_one(pod, snapshot, self.framework.profile)
+            diagnosis = result.diagnosis()
+            if not diagnosis and result.message:
+                verdicts = _Verdicts({}, result.message)
+            else:
+                verdicts = _Verdicts(diagnosis, None)
+            self._last = (key, verdicts)
+            return verdicts
+
+    def filter(self, request: ExtenderRequest) -> JsonDict:
+        """ExtenderFilterResult for ``request``: passing nodes, and why each other one failed."""
+        verdicts = self._evaluate(request)
+        passed: list[str] = []
+        failed: dict[str, str] = {}
+        unresolvable: dict[str, str] = {}
+        for name in request.node_names:
+            if verdicts.refusal is not None:
+                failed[name] = verdicts.refusal
+                continue
+            verdict = verdicts.diagnosis.get(name)
+            if verdict is None:
+                failed[name] = NOT_IN_CACHE_REASON
+            elif verdict.feasible:
+                passed.append(name)
+            elif verdict.failed_plugin in UNRESOLVABLE_PLUGINS or (
+                UNRESOLVABLE_REASONS.intersection(verdict.reasons)
+            ):
+                unresolvable[name] = ", ".join(verdict.reasons)
+            else:
+                failed[name] = ", ".join(verdict.reasons)
+        result: JsonDict = {
+            "Nodes": None,
+            "NodeNames": None,
+            "FailedNodes": failed,
+            "FailedAndUnresolvableNodes": unresolvable,
+            "Error": "",
+        }
+        if request.nodes is None:
+            result["NodeNames"] = passed
+        else:
+            result["Nodes"] = {
+                "apiVersion": "v1",
+                "kind": "NodeList",
+                "metadata": {},
+                "items": [request.nodes[name] for name in passed],
+            }
+        return result
+
+    def prioritize(self, request: ExtenderRequest) -> list[JsonDict]:
+        """HostPriorityList: gputopo's weighted totals rescaled onto 0..MaxExtenderPriority.
+
+        The best candidate gets 10, the worst feasible one 0, the rest linearly between (so
+        gputopo's ranking survives whatever constant part the totals share); nodes gputopo
+        filters out get 0. How much the ranking counts is kube-scheduler's `weight`.
+        """
+        verdicts = self._evaluate(request)
+        totals = {
+            name: verdict.score
+            for name in request.node_names
+            if (verdict := verdicts.diagnosis.get(name)) is not None and verdict.feasible
+        }
+        return [
+            {"Host": name, "Score": score}
+            for name, score in zip(
+                request.node_names, rescale(request.node_names, totals), strict=True
+            )
+        ]
+
+
+def rescale(names: Sequence[str], totals: Mapping[str, int]) -> list[int]:
+    """Min-max onto 0..10 (rounded half up); all equal -> all 10; names without a total -> 0."""
+    if not totals:
+        return [MIN_EXTENDER_PRIORITY for _ in names]
+    low, high = min(totals.values()), max(totals.values())
+    span = high - low
+    out: list[int] = []
+    for name in names:
+        total = totals.get(name)
+        if total is None:
+            out.append(MIN_EXTENDER_PRIORITY)
+        elif span == 0:
+            out.append(MAX_EXTENDER_PRIORITY)
+        else:
+            out.append((2 * (total - low) * MAX_EXTENDER_PRIORITY + span) // (2 * span))
+    return out
+
+
+class ExtenderCache:
+    """List+watch of Nodes, Pods and Namespaces into a ClusterCache (bound, running pods only)."""
+
+    def __init__(self, api: KubeApi, framework: CoreFramework) -> None:
+        self.cache = ClusterCache(framework)
+        self.framework = framework
+        self.reflectors = [
+            Reflector(api, "Node", NODES_PATH, self),
+            Reflector(api, "Pod", PODS_PATH, self),
+            Reflector(api, "Namespace", NAMESPACES_PATH, self),
+        ]
+
+    def start(self) -> None:
+        for reflector in self.reflectors:
+            reflector.start()
+
+    def stop(self) -> None:
+        for reflector in self.reflectors:
+            reflector.stop()
+
+    def synced(self) -> bool:
+        return all(reflector.synced.is_set() for reflector in self.reflectors)
+
+    def healthy(self) -> bool:
+        return all(reflector.alive() for reflector in self.reflectors)
+
+    def on_add(self, kind: str, obj: JsonDict) -> None:
+        self._upsert(kind, obj)
+
+    def on_update(self, kind: str, old: JsonDict, new: JsonDict) -> None:
+        if kind == "Pod" and node_name_of(old) and not node_name_of(new):
+            self.cache.delete_pod(old)  # cannot happen in Kubernetes; stay consistent anyway
+        self._upsert(kind, new)
+
+    def on_delete(self, kind: str, obj: JsonDict) -> None:
+        if kind == "Pod":
+            self.cache.delete_pod(obj)
+        elif kind == "Node":
+            self.cache.delete_node(obj)
+        elif kind == "Namespace":
+            with self.cache.lock:
+                self.framework.delete_namespace(str(obj["metadata"]["name"]))
+
+    def _upsert(self, kind: str, obj: JsonDict) -> None:
+        if kind == "Pod":
+            if node_name_of(obj):
+                self.cache.upsert_bound_pod(obj)  # drops it again once it is terminal
+            elif is_terminal(obj):
+                self.cache.delete_pod(obj)
+        elif kind == "Node":
+            self.cache.upsert_node(obj)
+        elif kind == "Namespace":
+            with self.cache.lock:
+                self.framework.upsert_namespace(obj)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--listen {address!r}: expected HOST:PORT or :PORT")
+    return host.strip("[]"), int(port)
+
+
+class ExtenderServer:
+    """HTTP: POST .../filter and .../prioritize (any path prefix), GET /healthz and /readyz."""
+
+    def __init__(
+        self,
+        address: str,
+        extender: Extender,
+        ready: Any = lambda: True,
+        healthy: Any = lambda: True,
+    ) -> None:
+        self.extender = extender
+        server_self = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as kube-scheduler's client expects
+            disable_nagle_algorithm = True  # headers and body are two writes
+
+            def do_GET(self) -> None:
+                if self.path == "/healthz":
+                    ok = bool(healthy())
+                elif self.path == "/readyz":
+                    ok = bool(ready())
+                else:
+                    self._answer(404, b"not found\n", "text/plain")
+                    return
+                self._answer(200 if ok else 503, b"ok" if ok else b"not ok", "text/plain")
+
+            def do_POST(self) -> None:
+                verb = self.path.rstrip("/").rsplit("/", 1)[-1]
+                if verb not in ("filter", "prioritize"):
+                    self._answer(404, b"unknown verb: expected filter or prioritize\n")
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                status, answer = server_self.handle(verb, raw)
+                self._answer(status, json.dumps(answer, separators=(",", ":")).encode())
+
+            def _answer(
+                self, code: int, body: bytes, content_type: str = "application/json"
+            ) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("http " + format, *args)
+
+        self._server = ThreadingHTTPServer(_host_port(address), Handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def handle(self, verb: str, raw: bytes) -> tuple[int, Any]:
+        """(HTTP status, JSON answer) for one verb; bad input is a 400 naming the field."""
+        try:
+            request = ExtenderRequest.from_json(json.loads(raw or b"null"))
+        except (ValueError, ExtenderArgsError) as err:
+            message = f"{verb}: {err}"
+            log.warning("bad extender request", extra={"error": message})
+            if verb == "filter":
+                return 400, {"Error": message}
+            return 400, {"error": message}
+        if verb == "filter":
+            return 200, self.extender.filter(request)
+        return 200, self.extender.prioritize(request)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="extender-http", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,208 @@
+"""The real kube-scheduler with `gputopo-scheduler extender` configured, on a real API server.
+
+Why this scenario: gputopo's shipped plugins reproduce kube-scheduler's, so the difference an
+extender makes today comes from gputopo's profile — here one that bin-packs nvidia.com/gpu
+(MostAllocated on GPUs), which keeps whole GPU machines free for 8-GPU jobs. kube-scheduler's
+default scoring (LeastAllocated on cpu and memory) spreads instead: the same pod goes to the
+empty machine without the extender and to the partly used one with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scheduler.runtime.kube import JsonDict, KubeApiError
+from tests.controlplane import ControlPlane, ManagedProcess, free_port
+from tests.controlplane.kubeconfig import write_kubeconfig
+from tests.integration.scheduler_env import (
+    GPU,
+    REPO,
+    SCHEDULER_NAMESPACE,
+    SERVICE_ACCOUNT,
+    Cluster,
+    eventually,
+    gpu_node,
+    gpu_pod,
+    scheduler_rbac,
+)
+
+pytestmark = pytest.mark.integration
+
+EXTENDED_SCHEDULER = "kube-with-gputopo"
+POOL = {"gputopo.io/test-pool": "extender"}
+GPU_PACKING_PROFILE = {
+    "apiVersion": "gputopo.io/v1alpha1",
+    "kind": "SchedulerProfile",
+    "nodeResourcesFit": {"strategy": "MostAllocated", "resources": [{"name": GPU, "weight": 1}]},
+}
+
+
+@pytest.fixture
+def cluster(control_plane: ControlPlane, kwok: ManagedProcess) -> Iterator[Cluster]:
+    helper = Cluster(control_plane)
+    yield helper
+    helper.delete_nodes()
+
+
+@pytest.fixture
+def rbac(control_plane: ControlPlane) -> Iterator[None]:
+    with scheduler_rbac(control_plane):
+        yield
+
+
+def _extender_process(plane: ControlPlane, workdir: Path, port: int) -> ManagedProcess:
+    """`gputopo-scheduler extender` as its own process, as the scheduler's ServiceAccount."""
+    token = plane.service_account_token(SCHEDULER_NAMESPACE, SERVICE_ACCOUNT)
+    kubeconfig = workdir / "extender.kubeconfig"
+    assert plane.pki is not None
+    write_kubeconfig(kubeconfig, plane.url, plane.pki.ca_file, token=token)
+    profile = workdir / "gpu-packing.yaml"
+    profile.write_text(yaml.safe_dump(GPU_PACKING_PROFILE))
+    process = ManagedProcess(
+        "gputopo-extender",
+        [
+            sys.executable,
+            "-m",
+            "scheduler.cli",
+            "extender",
+            f"--listen=127.0.0.1:{port}",
+            f"--kubeconfig={kubeconfig}",
+            f"--profile={profile}",
+        ],
+        workdir / "extender.log",
+        REPO,
+    )
+    process.wait_until(
+        lambda: (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read() == b"ok"
+        ),
+        30,
+        "ready (/readyz)",
+    )
+    return process
+
+
+def _scheduler_configuration(extender_port: int) -> dict[str, object]:
+    """The KubeSchedulerConfiguration docs/extender.md documents, with a test profile name."""
+    return {
+        "apiVersion": "kubescheduler.config.k8s.io/v1",
+        "kind": "KubeSchedulerConfiguration",
+        "profiles": [{"schedulerName": EXTENDED_SCHEDULER}],
+        "extenders": [
+            {
+                "urlPrefix": f"http://127.0.0.1:{extender_port}/gputopo",
+                "filterVerb": "filter",
+                "prioritizeVerb": "prioritize",
+                "weight": 5,
+                "nodeCacheCapable": True,
+                "enableHTTPS": False,
+                "httpTimeout": "5s",
+                "managedResources": [{"name": GPU, "ignoredByScheduler": False}],
+            }
+        ],
+    }
+
+
+def _pod(name: str, scheduler_name: str, gpus: int, cpu: str = "100m") -> JsonDict:
+    pod = gpu_pod(name, gpus, scheduler_name=scheduler_name, node_selector=POOL)
+    pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] = cpu
+    return pod
+
+
+def test_kube_scheduler_with_the_extender_packs_gpus_where_alone_it_spreads(
+    control_plane: ControlPlane,
+    kube_scheduler: ManagedProcess,
+    cluster: Cluster,
+    namespace: str,
+    rbac: None,
+    tmp_path: Path,
+) -> None:
+    cluster.create_node(gpu_node("ext-partly-used", 8, labels=POOL))
+    cluster.create_node(gpu_node("ext-empty", 8, labels=POOL))
+    training = _pod("training", "default-scheduler", 6, cpu="32")
+    training["spec"]["nodeName"] = "ext-partly-used"
+    cluster.create_pod(namespace, training)
+    # Running (kwok's status patch) comes after the add every watcher, kube-scheduler's
+    # included, has seen: without this wait "alone" could race the load onto a tie.
+    eventually(
+        lambda: cluster.pod(namespace, "training").get("status", {}).get("phase") == "Running",
+        30,
+        "pod 'training' Running",
+    )
+
+    # kube-scheduler alone: LeastAllocated on cpu/memory sends a 2-GPU pod to the empty node.
+    cluster.create_pod(namespace, _pod("alone", "default-scheduler", 2))
+    eventually(lambda: cluster.node_of(namespace, "alone"), 30, "kube-scheduler binding 'alone'")
+    assert cluster.node_of(namespace, "alone") == "ext-empty"
+    cluster.api.request(
+        "DELETE", f"/api/v1/namespaces/{namespace}/pods/alone", query={"gracePeriodSeconds": 0}
+    )
+
+    def alone_gone() -> bool:
+        try:
+            cluster.pod(namespace, "alone")
+        except KubeApiError as err:
+            return err.status == 404
+        return False
+
+    eventually(alone_gone, 30, "pod 'alone' deleted")
+
+    extender_port = free_port()
+    extender = _extender_process(control_plane, tmp_path, extender_port)
+    scheduler = control_plane.start_scheduler_with_config(
+        "kube-scheduler-extended", _scheduler_configuration(extender_port)
+    )
+    try:
+        cluster.create_pod(namespace, _pod("with-extender", EXTENDED_SCHEDULER, 2))
+        eventually(
+            lambda: cluster.node_of(namespace, "with-extender"),
+            30,
+            "kube-scheduler (with the extender) binding 'with-extender'",
+        )
+        assert cluster.node_of(namespace, "with-extender") == "ext-partly-used"
+        # The extender's cache saw that binding: the next 2-GPU pod goes to the other node.
+        cluster.create_pod(namespace, _pod("second", EXTENDED_SCHEDULER, 2))
+        eventually(lambda: cluster.node_of(namespace, "second"), 30, "binding 'second'")
+        assert cluster.node_of(namespace, "second") == "ext-empty"
+
+    finally:
+        scheduler.stop()
+        extender.stop()
+        with contextlib.suppress(OSError):
+            log = (tmp_path / "extender.log").read_text()
+            assert "Traceback" not in log, log
+
+
+def test_extender_answers_kube_scheduler_wire_format_over_http(
+    control_plane: ControlPlane, cluster: Cluster, rbac: None, tmp_path: Path
+) -> None:
+    """The same process, called the way kube-scheduler calls it (nodeCacheCapable)."""
+    cluster.create_node(gpu_node("ext-wire-a", 8, labels=POOL))
+    cluster.create_node(gpu_node("ext-wire-b", 1, labels=POOL))
+    port = free_port()
+    extender = _extender_process(control_plane, tmp_path, port)
+    try:
+        args = {
+            "Pod": _pod("probe", EXTENDED_SCHEDULER, 2)
+            | {"metadata": {"name": "p", "namespace": "d"}},
+            "NodeNames": ["ext-wire-a", "ext-wire-b"],
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/gputopo/filter",
+            data=json.dumps(args).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            answer = json.loads(response.read())
+        assert answer["NodeNames"] == ["ext-wire-a"]
+        assert answer["FailedNodes"] == {"ext-wire-b": "Insufficient nvidia.com/gpu"}
+    finally:
+        extender.stop()

@@ -1,0 +1,181 @@
+"""Priority preemption by gputopo-scheduler's runtime against a real kube-apiserver (kwok nodes).
+
+The runtime runs as daemonset/scheduler's ServiceAccount with that RBAC (so the manifests grant
+the deletes and PDB reads preemption needs). No kube-controller-manager runs here, so a
+PodDisruptionBudget's status stays at disruptionsAllowed 0: every pod it covers is protected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+from scheduler.runtime.framework import CoreFramework
+from scheduler.runtime.kube import JsonDict, KubeApiError
+from scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
+from tests.controlplane import ControlPlane, ManagedProcess
+from tests.integration.scheduler_env import (
+    Cluster,
+    eventually,
+    gpu_node,
+    gpu_pod,
+    pod_scheduled_condition,
+    scheduler_rbac,
+    service_account_api,
+)
+
+pytestmark = pytest.mark.integration
+
+LOW, HIGH, HIGH_NEVER = "gputopo-test-low", "gputopo-test-high", "gputopo-test-high-never"
+
+
+@pytest.fixture(scope="module")
+def priority_classes(control_plane: ControlPlane) -> Iterator[None]:
+    api = Cluster(control_plane).api
+    path = "/apis/scheduling.k8s.io/v1/priorityclasses"
+    for name, value, policy in (
+        (LOW, 10, "PreemptLowerPriority"),
+        (HIGH, 1000, "PreemptLowerPriority"),
+        (HIGH_NEVER, 1000, "Never"),  # admission copies it into the pod's preemptionPolicy
+    ):
+        body = {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": name},
+            "value": value,
+            "preemptionPolicy": policy,
+        }
+        with contextlib.suppress(KubeApiError):
+            api.request("POST", path, body=body)
+    yield
+    for name in (LOW, HIGH, HIGH_NEVER):
+        with contextlib.suppress(KubeApiError):
+            api.request("DELETE", f"{path}/{name}")
+
+
+@pytest.fixture
+def cluster(control_plane: ControlPlane, kwok: ManagedProcess) -> Iterator[Cluster]:
+    helper = Cluster(control_plane)
+    yield helper
+    helper.delete_nodes()
+
+
+@pytest.fixture
+def runtime(control_plane: ControlPlane, priority_classes: None) -> Iterator[SchedulerRuntime]:
+    with scheduler_rbac(control_plane):
+        config = RuntimeConfig(lease=None, metrics_address=None)
+        started = SchedulerRuntime(service_account_api(control_plane), CoreFramework(), config)
+        started.start()
+        assert started.wait_synced(30), "runtime watches never synced"
+        yield started
+        started.stop()
+
+
+def _exists(cluster: Cluster, namespace: str, name: str) -> bool:
+    try:
+        cluster.pod(namespace, name)
+    except KubeApiError as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
+
+
+def _nominations(cluster: Cluster, namespace: str, created: JsonDict) -> set[str]:
+    """Every status.nominatedNodeName the pod has had since it was created (a watch replay)."""
+    seen: set[str] = set()
+    events = cluster.api.stream_lines(
+        f"/api/v1/namespaces/{namespace}/pods",
+        {
+            "watch": True,
+            "fieldSelector": f"metadata.name={created['metadata']['name']}",
+            "resourceVersion": created["metadata"]["resourceVersion"],
+            "timeoutSeconds": 1,
+        },
+        timeout_s=10,
+    )
+    for event in events:
+        nominated = event.get("object", {}).get("status", {}).get("nominatedNodeName")
+        if nominated:
+            seen.add(str(nominated))
+    return seen
+
+
+def _bound(cluster: Cluster, namespace: str, pod: JsonDict) -> str:
+    name = pod["metadata"]["name"]
+    cluster.create_pod(namespace, pod)
+    return eventually(lambda: cluster.node_of(namespace, name), 30, f"{name} bound")
+
+
+def test_high_priority_pod_evicts_the_fewest_lowest_priority_pods_and_binds(
+    cluster: Cluster, namespace: str, runtime: SchedulerRuntime
+) -> None:
+    cluster.create_node(gpu_node("pre-one", 8))
+    for name in ("low-a", "low-b"):
+        assert _bound(cluster, namespace, gpu_pod(name, 4, priority_class=LOW)) == "pre-one"
+
+    created = cluster.create_pod(namespace, gpu_pod("urgent", 4, priority_class=HIGH))
+    eventually(lambda: cluster.node_of(namespace, "urgent"), 30, "urgent bound after preemption")
+    assert cluster.node_of(namespace, "urgent") == "pre-one"
+    # kwok rewrites status once the pod runs, so read the nomination from the pod's history.
+    assert "pre-one" in _nominations(cluster, namespace, created)
+    survivors = [name for name in ("low-a", "low-b") if _exists(cluster, namespace, name)]
+    assert len(survivors) == 1, survivors  # one 4-GPU victim was enough
+    reasons = {event.get("reason") for event in cluster.events(namespace)}
+    assert {"Preempted", "Preempting", "Scheduled"} <= reasons
+
+
+def test_preemption_policy_never_waits_instead_of_evicting(
+    cluster: Cluster, namespace: str, runtime: SchedulerRuntime
+) -> None:
+    cluster.create_node(gpu_node("pre-never", 8))
+    _bound(cluster, namespace, gpu_pod("low", 8, priority_class=LOW))
+    created = cluster.create_pod(namespace, gpu_pod("polite", 8, priority_class=HIGH_NEVER))
+    assert created["spec"]["preemptionPolicy"] == "Never"
+
+    def unschedulable() -> bool:
+        condition = pod_scheduled_condition(cluster.pod(namespace, "polite"))
+        return condition is not None and condition.get("status") == "False"
+
+    eventually(unschedulable, 30, "polite marked unschedulable")
+    assert _exists(cluster, namespace, "low")
+    assert not cluster.pod(namespace, "polite")["status"].get("nominatedNodeName")
+    assert "Preempting" not in {event.get("reason") for event in cluster.events(namespace)}
+
+
+def test_pdb_protected_pod_is_spared_when_another_node_can_be_freed(
+    cluster: Cluster, namespace: str, runtime: SchedulerRuntime
+) -> None:
+    cluster.create_node(gpu_node("pre-guarded", 8, labels={"pool": "pre-pdb"}))
+    cluster.create_node(gpu_node("pre-open", 8, labels={"pool": "pre-pdb"}))
+    guarded = gpu_pod(
+        "guarded", 8, priority_class=LOW, node_selector={"kubernetes.io/hostname": "pre-guarded"}
+    )
+    guarded["metadata"]["labels"] = {"app": "db"}
+    _bound(cluster, namespace, guarded)
+    _bound(
+        cluster,
+        namespace,
+        gpu_pod(
+            "open", 8, priority_class=LOW, node_selector={"kubernetes.io/hostname": "pre-open"}
+        ),
+    )
+    cluster.api.request(
+        "POST",
+        f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets",
+        body={
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "db"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}},
+        },
+    )
+    cluster.create_pod(
+        namespace, gpu_pod("urgent", 8, priority_class=HIGH, node_selector={"pool": "pre-pdb"})
+    )
+    eventually(lambda: cluster.node_of(namespace, "urgent"), 30, "urgent bound after preemption")
+    assert cluster.node_of(namespace, "urgent") == "pre-open"
+    assert _exists(cluster, namespace, "guarded")
+    assert not _exists(cluster, namespace, "open")
