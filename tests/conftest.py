@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+import yaml
 from kubernetes import client
 
 from hack.testenv import Tools, ToolsMissingError, locate
@@ -114,6 +116,47 @@ def cluster_objects(control_plane: ControlPlane) -> Iterator[ClusterObjects]:
         problems = tracker.cleanup()
         if problems:
             pytest.fail("cluster_objects cleanup: " + "; ".join(problems), pytrace=False)
+
+
+CRD_DIRECTORY = Path(__file__).resolve().parents[1] / "daemonset" / "crds"
+
+
+@pytest.fixture(scope="session")
+def gputopo_crds(kube_admin: client.ApiClient) -> list[str]:
+    """Every CRD gputopo ships (daemonset/crds), installed once and kept for the session.
+
+    CRD deletion is asynchronous: tests that created and deleted them one by one raced each
+    other (a create answered 409 by a terminating CRD, which then vanished under the next test).
+    The control plane is thrown away after the session, so nothing needs deleting. Returns the
+    CRD names, each established and already served.
+    """
+    extensions = client.ApiextensionsV1Api(kube_admin)
+    custom = client.CustomObjectsApi(kube_admin)
+    crds = [
+        document
+        for path in sorted(CRD_DIRECTORY.glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if document and document.get("kind") == "CustomResourceDefinition"
+    ]
+    for crd in crds:
+        try:
+            extensions.create_custom_resource_definition(crd)
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+    for crd in crds:
+        spec = crd["spec"]
+        version = next(v["name"] for v in spec["versions"] if v.get("storage"))
+        deadline = time.monotonic() + 30
+        while True:
+            try:  # established, and the apiserver's discovery has caught up
+                custom.list_cluster_custom_object(spec["group"], version, spec["names"]["plural"])
+                break
+            except client.ApiException:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"CRD {crd['metadata']['name']} not served within 30 s")
+                time.sleep(0.2)
+    return [crd["metadata"]["name"] for crd in crds]
 
 
 StartPrometheus = Callable[..., PrometheusServer]

@@ -6,69 +6,30 @@ daemonset/scheduler's ServiceAccount with that RBAC; nodes are kwok's.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from scheduler.gang import POD_GROUP_LABEL
-from scheduler.runtime.framework import CoreFramework
-from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
-from scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
-from tests.controlplane import ControlPlane, ManagedProcess
+from scheduler.runtime.kube import JsonDict
+from scheduler.runtime.runner import SchedulerRuntime
+from tests.controlplane import ControlPlane
 from tests.integration.scheduler_env import (
-    REPO,
     Cluster,
     eventually,
     gpu_node,
     gpu_pod,
-    scheduler_rbac,
-    service_account_api,
+    running_runtime,
 )
 
 pytestmark = pytest.mark.integration
 
-CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-CRD_NAME = "podgroups.scheduling.x-k8s.io"
-
-
-@pytest.fixture(scope="module")
-def podgroup_crd(control_plane: ControlPlane) -> Iterator[None]:
-    api = KubeApi(control_plane.admin)
-    crd = yaml.safe_load((REPO / "daemonset/crds/podgroups.yaml").read_text())
-    with contextlib.suppress(KubeApiError):
-        api.request("POST", CRDS, body=crd)
-
-    def established() -> bool:
-        conditions = api.request("GET", f"{CRDS}/{CRD_NAME}").get("status", {}).get("conditions")
-        return any(
-            c.get("type") == "Established" and c.get("status") == "True" for c in conditions or []
-        )
-
-    eventually(established, 30, "PodGroup CRD established")
-    yield
-    with contextlib.suppress(KubeApiError):
-        api.request("DELETE", f"{CRDS}/{CRD_NAME}")
-
 
 @pytest.fixture
-def cluster(control_plane: ControlPlane, kwok: ManagedProcess) -> Iterator[Cluster]:
-    helper = Cluster(control_plane)
-    yield helper
-    helper.delete_nodes()
-
-
-@pytest.fixture
-def runtime(control_plane: ControlPlane, podgroup_crd: None) -> Iterator[SchedulerRuntime]:
-    with scheduler_rbac(control_plane):
-        config = RuntimeConfig(lease=None, metrics_address=None)
-        started = SchedulerRuntime(service_account_api(control_plane), CoreFramework(), config)
-        started.start()
-        assert started.wait_synced(30), "runtime watches never synced"
+def runtime(control_plane: ControlPlane, gputopo_crds: list[str]) -> Iterator[SchedulerRuntime]:
+    with running_runtime(control_plane) as started:
         yield started
-        started.stop()
 
 
 def _pod_group(cluster: Cluster, namespace: str, name: str, min_member: int, **spec: Any) -> None:

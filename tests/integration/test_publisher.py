@@ -375,30 +375,8 @@ def load_manifests(path: Path) -> list[dict[str, Any]]:
     return documents
 
 
-@pytest.fixture
-def nrt_crd(cluster_objects: ClusterObjects, kube_admin: client.ApiClient) -> None:
-    for document in load_manifests(REPO / "daemonset" / "crds"):
-        cluster_objects.create(document["kind"], document)
-    extensions = client.ApiextensionsV1Api(kube_admin)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
-        conditions = {c.type: c.status for c in (crd.status.conditions or [])}
-        if conditions.get("Established") == "True":
-            # the discovery cache of the apiserver catches up a moment later
-            try:
-                client.CustomObjectsApi(kube_admin).list_cluster_custom_object(
-                    GROUP, VERSION, PLURAL
-                )
-                return
-            except client.ApiException:
-                pass
-        time.sleep(0.2)
-    pytest.fail("NodeResourceTopology CRD never became established")
-
-
 def test_nrt_applied_with_zones_costs_and_gpus(
-    kube_admin: client.ApiClient, nrt_crd: None, node_name: str
+    kube_admin: client.ApiClient, gputopo_crds: list[str], node_name: str
 ) -> None:
     custom = client.CustomObjectsApi(kube_admin)
     nrt = NrtPublisher(custom, node_name, backoff=fast_backoff())
@@ -657,7 +635,7 @@ def test_run_once_cli_publishes_then_writes_nothing(
 
 def test_agent_writes_only_its_own_node_resource_topology(
     agent_on_node_a: tuple[client.ApiClient, str, str],
-    nrt_crd: None,
+    gputopo_crds: list[str],
     kube_admin: client.ApiClient,
 ) -> None:
     agent, node_a, node_b = agent_on_node_a

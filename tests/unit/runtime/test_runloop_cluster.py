@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from agent.discovery import Discoverer
@@ -27,7 +26,6 @@ from agent.runloop import Agent, RunLoopConfig, serve
 from tests.controlplane import ClusterObjects
 
 from .fake_kubelet import fake_kubelet, short_socket_dir
-from .kustomize import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -43,29 +41,10 @@ def _eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
 
 
 @pytest.fixture
-def node_name(cluster_objects: ClusterObjects, kube_admin: client.ApiClient) -> str:
+def node_name(cluster_objects: ClusterObjects, gputopo_crds: list[str]) -> str:
     name = f"dgx-{uuid.uuid4().hex[:8]}"
     cluster_objects.create_node(
         {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {}}
-    )
-    extensions = client.ApiextensionsV1Api(kube_admin)
-    crd = yaml.safe_load((REPO / "daemonset/crds/noderesourcetopologies.yaml").read_text())
-    try:
-        extensions.create_custom_resource_definition(crd)
-        cluster_objects.track("CustomResourceDefinition", crd["metadata"]["name"])
-    except client.ApiException as error:
-        if error.status != 409:  # another test made it already: it stays theirs
-            raise
-    _eventually(
-        lambda: any(
-            c.type == "Established" and c.status == "True"
-            for c in (
-                extensions.read_custom_resource_definition(
-                    crd["metadata"]["name"]
-                ).status.conditions
-                or []
-            )
-        )
     )
     return name
 
