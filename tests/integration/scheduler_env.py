@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client
 
+from scheduler.runtime.framework import CoreFramework
 from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
+from scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
 from tests.controlplane import KWOK_NODE_ANNOTATION, ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
@@ -196,3 +198,18 @@ def pod_scheduled_condition(pod: JsonDict) -> dict[str, Any] | None:
         if condition.get("type") == "PodScheduled":
             return dict(condition)
     return None
+
+
+@contextlib.contextmanager
+def running_runtime(plane: ControlPlane) -> Iterator[SchedulerRuntime]:
+    """The scheduler runtime acting as its ServiceAccount (the manifests' RBAC), watches synced,
+    no lease and no metrics server; stopped afterwards."""
+    with scheduler_rbac(plane):
+        config = RuntimeConfig(lease=None, metrics_address=None)
+        runtime = SchedulerRuntime(service_account_api(plane), CoreFramework(), config)
+        runtime.start()
+        try:
+            assert runtime.wait_synced(30), "runtime watches never synced"
+            yield runtime
+        finally:
+            runtime.stop()

@@ -46,13 +46,6 @@ GPU_PACKING_PROFILE = {
 
 
 @pytest.fixture
-def cluster(control_plane: ControlPlane, kwok: ManagedProcess) -> Iterator[Cluster]:
-    helper = Cluster(control_plane)
-    yield helper
-    helper.delete_nodes()
-
-
-@pytest.fixture
 def rbac(control_plane: ControlPlane) -> Iterator[None]:
     with scheduler_rbac(control_plane):
         yield

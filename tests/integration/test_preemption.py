@@ -12,18 +12,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from scheduler.runtime.framework import CoreFramework
 from scheduler.runtime.kube import JsonDict, KubeApiError
-from scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
-from tests.controlplane import ControlPlane, ManagedProcess
+from scheduler.runtime.runner import SchedulerRuntime
+from tests.controlplane import ControlPlane
 from tests.integration.scheduler_env import (
     Cluster,
     eventually,
     gpu_node,
     gpu_pod,
     pod_scheduled_condition,
-    scheduler_rbac,
-    service_account_api,
+    running_runtime,
 )
 
 pytestmark = pytest.mark.integration
@@ -56,21 +54,9 @@ def priority_classes(control_plane: ControlPlane) -> Iterator[None]:
 
 
 @pytest.fixture
-def cluster(control_plane: ControlPlane, kwok: ManagedProcess) -> Iterator[Cluster]:
-    helper = Cluster(control_plane)
-    yield helper
-    helper.delete_nodes()
-
-
-@pytest.fixture
 def runtime(control_plane: ControlPlane, priority_classes: None) -> Iterator[SchedulerRuntime]:
-    with scheduler_rbac(control_plane):
-        config = RuntimeConfig(lease=None, metrics_address=None)
-        started = SchedulerRuntime(service_account_api(control_plane), CoreFramework(), config)
-        started.start()
-        assert started.wait_synced(30), "runtime watches never synced"
+    with running_runtime(control_plane) as started:
         yield started
-        started.stop()
 
 
 def _exists(cluster: Cluster, namespace: str, name: str) -> bool:

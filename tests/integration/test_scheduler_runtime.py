@@ -88,15 +88,6 @@ def rbac(control_plane: ControlPlane) -> Iterator[None]:
         yield
 
 
-@pytest.fixture
-def cluster(control_plane: ControlPlane, kwok: ManagedProcess) -> Iterator[Cluster]:
-    cluster = Cluster(control_plane)
-    try:
-        yield cluster
-    finally:
-        cluster.delete_nodes()
-
-
 StartRuntime = Callable[..., SchedulerRuntime]
 
 
