@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import random
 import signal
 import threading
@@ -35,6 +34,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from agent.discovery import Discoverer
+from agent.envtwins import apply_env_twins, env_name
 from agent.load import LoadSampler
 from agent.metrics import (
     AgentStats,
@@ -65,52 +65,11 @@ log = logging.getLogger(__name__)
 
 NVIDIA_PCI_VENDOR = "10DE"
 UDEV_ACTIONS = frozenset({"add", "remove", "bind", "unbind"})
-ENV_PREFIX = "GPUTOPO_"
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 # -- flags with environment twins -------------------------------------------------------------
-
-
-def env_name(flag: str) -> str:
-    """``--metrics-address`` -> ``GPUTOPO_METRICS_ADDRESS``."""
-    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
-
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-
-def apply_env_twins(parser: argparse.ArgumentParser) -> None:
-    """Give every option on ``parser`` a ``GPUTOPO_*`` environment twin (``--log-level`` ->
-    ``GPUTOPO_LOG_LEVEL``): a set variable becomes the option's default, checked as the flag
-    itself would be (argparse never checks a default against ``type`` or ``choices``), so an
-    explicit flag still wins and a bad value is one line naming the variable."""
-    for action in parser._actions:
-        if not action.option_strings or isinstance(action, argparse._HelpAction):
-            continue
-        name = env_name(max(action.option_strings, key=len))
-        if action.help and name not in action.help:
-            action.help += f" (env {name})"
-        raw = os.environ.get(name)
-        if raw is None or raw == "":
-            continue
-        if isinstance(action, argparse._StoreConstAction):  # store_true / store_false
-            word = raw.strip().lower()
-            if word not in _TRUE | _FALSE:
-                raise SystemExit(f"gputopo-agent: {name}={raw!r}: expected true or false")
-            action.default = action.const if word in _TRUE else action.default
-            continue
-        if action.choices is not None and raw not in action.choices:
-            expected = ", ".join(map(str, action.choices))
-            raise SystemExit(f"gputopo-agent: {name}={raw!r}: expected one of {expected}")
-        kind = action.type if callable(action.type) else str
-        try:
-            action.default = kind(raw)
-        except (ValueError, argparse.ArgumentTypeError):
-            what = getattr(kind, "__name__", "a valid value")
-            raise SystemExit(f"gputopo-agent: {name}={raw!r}: expected {what}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="info",
         help=f"(env {env_name('--log-level')}; default info)",
     )
-    apply_env_twins(parser)
+    apply_env_twins(parser, "gputopo-agent")
 
 
 def parse_address(text: str) -> tuple[str, int]:

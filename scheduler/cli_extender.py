@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
 from types import FrameType
 from typing import Any
 
+from agent.envtwins import apply_env_twins
 from scheduler.errors import SchedulerInputError
 from scheduler.runtime.logs import configure_json_logging
 
@@ -30,26 +30,27 @@ def add_extender_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--listen",
-        default=os.environ.get("GPUTOPO_EXTENDER_LISTEN", ":8888"),
+        default=":8888",
         metavar="HOST:PORT",
         help="address to serve on ($GPUTOPO_EXTENDER_LISTEN, default :8888)",
     )
     parser.add_argument(
         "--kubeconfig",
-        default=os.environ.get("GPUTOPO_KUBECONFIG"),
+        default=None,
         help="kubeconfig file ($GPUTOPO_KUBECONFIG; else in-cluster, $KUBECONFIG, ~/.kube/config)",
     )
     parser.add_argument(
         "--profile",
-        default=os.environ.get("GPUTOPO_PROFILE"),
+        default=None,
         help="scoring profile YAML ($GPUTOPO_PROFILE; built-in defaults if unset)",
     )
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("GPUTOPO_LOG_LEVEL", "info"),
+        default="info",
         choices=("debug", "info", "warning", "error"),
         help="JSON log verbosity ($GPUTOPO_LOG_LEVEL)",
     )
+    apply_env_twins(parser, "gputopo-scheduler extender", {"--listen": "GPUTOPO_EXTENDER_LISTEN"})
     parser.set_defaults(handler=extender_command)
 
 

@@ -11,6 +11,7 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from agent.envtwins import apply_env_twins
 from scheduler.errors import SchedulerInputError
 from scheduler.load import DEFAULT_QUERIES, LoadConfig, LoadTracker
 from scheduler.runtime.logs import configure_json_logging
@@ -23,33 +24,12 @@ log = logging.getLogger("gputopo.scheduler.cli")
 _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
-
-
 def _default_lease_namespace() -> str:
     try:
         with open(_SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as handle:
             return handle.read().strip() or "kube-system"
     except OSError:
         return "kube-system"
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SystemExit(f"gputopo-scheduler run: ${name}={raw!r}: expected seconds") from None
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    return raw.strip().lower() in ("1", "true", "yes", "on")
 
 
 def add_run_parser(subparsers: Any) -> None:
@@ -65,102 +45,102 @@ def add_run_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--kubeconfig",
-        default=_env("GPUTOPO_KUBECONFIG"),
+        default=None,
         help="kubeconfig file ($GPUTOPO_KUBECONFIG; else in-cluster, $KUBECONFIG, ~/.kube/config)",
     )
     parser.add_argument(
         "--scheduler-name",
-        default=_env("GPUTOPO_SCHEDULER_NAME", "gputopo-scheduler"),
+        default="gputopo-scheduler",
         help="spec.schedulerName this scheduler serves ($GPUTOPO_SCHEDULER_NAME)",
     )
     parser.add_argument(
         "--profile",
-        default=_env("GPUTOPO_PROFILE"),
+        default=None,
         help="scoring weights profile YAML ($GPUTOPO_PROFILE; built-in defaults if unset)",
     )
     parser.add_argument(
         "--leader-elect",
         action=argparse.BooleanOptionalAction,
-        default=_env_bool("GPUTOPO_LEADER_ELECT", True),
+        default=True,
         help="elect a leader on a Lease before scheduling ($GPUTOPO_LEADER_ELECT, default on)",
     )
     parser.add_argument(
         "--lease-namespace",
-        default=_env("GPUTOPO_LEASE_NAMESPACE") or _default_lease_namespace(),
+        default=_default_lease_namespace(),
         help="namespace of the leader Lease ($GPUTOPO_LEASE_NAMESPACE; default: own namespace)",
     )
     parser.add_argument(
         "--lease-name",
-        default=_env("GPUTOPO_LEASE_NAME", "gputopo-scheduler"),
+        default="gputopo-scheduler",
         help="name of the leader Lease ($GPUTOPO_LEASE_NAME)",
     )
     parser.add_argument(
         "--identity",
-        default=_env("GPUTOPO_IDENTITY") or f"{socket.gethostname()}_{os.getpid()}",
+        default=f"{socket.gethostname()}_{os.getpid()}",
         help="holderIdentity in the Lease ($GPUTOPO_IDENTITY; default hostname_pid)",
     )
     parser.add_argument(
         "--lease-duration",
         type=float,
-        default=_env_float("GPUTOPO_LEASE_DURATION", 15.0),
+        default=15.0,
         help="seconds a standby waits before taking an unrenewed Lease ($GPUTOPO_LEASE_DURATION)",
     )
     parser.add_argument(
         "--renew-deadline",
         type=float,
-        default=_env_float("GPUTOPO_RENEW_DEADLINE", 10.0),
+        default=10.0,
         help="seconds the leader may fail to renew before it stops ($GPUTOPO_RENEW_DEADLINE)",
     )
     parser.add_argument(
         "--retry-period",
         type=float,
-        default=_env_float("GPUTOPO_RETRY_PERIOD", 2.0),
+        default=2.0,
         help="seconds between Lease attempts and renewals ($GPUTOPO_RETRY_PERIOD)",
     )
     parser.add_argument(
         "--metrics-address",
-        default=_env("GPUTOPO_METRICS_ADDRESS", ":10259"),
+        default=":10259",
         help="HOST:PORT for /metrics, /healthz, /readyz ($GPUTOPO_METRICS_ADDRESS); '' disables",
     )
     parser.add_argument(
         "--bind-workers",
         type=int,
-        default=int(_env_float("GPUTOPO_BIND_WORKERS", 16)),
+        default=16,
         help="concurrent pods/binding requests ($GPUTOPO_BIND_WORKERS)",
     )
     parser.add_argument(
         "--log-level",
-        default=_env("GPUTOPO_LOG_LEVEL", "info"),
+        default="info",
         choices=("debug", "info", "warning", "error"),
         help="JSON log verbosity ($GPUTOPO_LOG_LEVEL)",
     )
     parser.add_argument(
         "--prometheus-url",
-        default=_env("GPUTOPO_PROMETHEUS_URL"),
+        default=None,
         help="Prometheus base URL for load-aware scoring ($GPUTOPO_PROMETHEUS_URL; off if unset)",
     )
     parser.add_argument(
         "--load-window",
         type=float,
-        default=_env_float("GPUTOPO_LOAD_WINDOW", 60.0),
+        default=60.0,
         help="seconds of samples averaged per load query ($GPUTOPO_LOAD_WINDOW)",
     )
     parser.add_argument(
         "--load-timeout",
         type=float,
-        default=_env_float("GPUTOPO_LOAD_TIMEOUT", 2.0),
+        default=2.0,
         help="seconds one PromQL query may take ($GPUTOPO_LOAD_TIMEOUT)",
     )
     parser.add_argument(
         "--load-refresh-interval",
         type=float,
-        default=_env_float("GPUTOPO_LOAD_REFRESH_INTERVAL", 10.0),
+        default=10.0,
         help="seconds between background load reads ($GPUTOPO_LOAD_REFRESH_INTERVAL)",
     )
     parser.add_argument(
         "--load-max-age",
         type=float,
-        default=_env_float("GPUTOPO_LOAD_MAX_AGE", 120.0),
+        default=120.0,
         help="seconds after which load is unknown, i.e. neutral ($GPUTOPO_LOAD_MAX_AGE)",
     )
     parser.add_argument(
@@ -178,6 +158,7 @@ def add_run_parser(subparsers: Any) -> None:
         metavar="RESOURCE=PROMQL",
         help="replace a resource's PromQL ({window} is substituted; result labels node[, gpu])",
     )
+    apply_env_twins(parser, "gputopo-scheduler run")
     parser.set_defaults(handler=run_command)
 
 

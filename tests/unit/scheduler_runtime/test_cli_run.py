@@ -63,3 +63,36 @@ def test_inconsistent_lease_timings_are_refused(capsys: pytest.CaptureFixture[st
 def test_bad_profile_names_the_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--profile", "/nonexistent/profile.yaml"]) == 2
     assert "/nonexistent/profile.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("GPUTOPO_LOG_LEVEL", "verbose", "expected one of debug, info, warning, error"),
+        ("GPUTOPO_LEASE_DURATION", "soon", "expected float"),
+        ("GPUTOPO_BIND_WORKERS", "many", "expected int"),
+        ("GPUTOPO_LEADER_ELECT", "maybe", "expected true or false"),
+    ],
+)
+def test_bad_environment_twin_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(
+        SystemExit, match=f"^gputopo-scheduler run: {variable}='{value}': {expected}$"
+    ):
+        build_parser()
+
+
+def test_repeatable_flags_take_one_value_from_their_twin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUTOPO_LOAD_THRESHOLD", "gpu_utilization=0.9")
+    assert build_parser().parse_args(["run"]).load_threshold == ["gpu_utilization=0.9"]
+    flags = build_parser().parse_args(["run", "--load-threshold", "node_cpu=0.8"])
+    assert flags.load_threshold == ["gpu_utilization=0.9", "node_cpu=0.8"]
+
+
+def test_extender_listen_keeps_its_documented_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUTOPO_EXTENDER_LISTEN", "127.0.0.1:9999")
+    monkeypatch.setenv("GPUTOPO_LOG_LEVEL", "debug")
+    args = build_parser().parse_args(["extender"])
+    assert (args.listen, args.log_level) == ("127.0.0.1:9999", "debug")
