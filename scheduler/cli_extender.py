@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
 from agent.envtwins import apply_env_twins
 from scheduler.errors import SchedulerInputError
 from scheduler.runtime.logs import configure_json_logging
+from scheduler.runtime.signals import stop_on_signals
 
 log = logging.getLogger("gputopo.scheduler.cli")
 
@@ -75,14 +73,7 @@ def extender_command(args: argparse.Namespace) -> int:
         raise SchedulerInputError(str(err)) from None
     except OSError as err:
         raise SchedulerInputError(f"--listen {args.listen!r}: {err}") from None
-    stopping = threading.Event()
-
-    def on_signal(signum: int, _: FrameType | None) -> None:
-        log.info("signal received, stopping", extra={"signal": signal.Signals(signum).name})
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = stop_on_signals()
     watch.start()
     server.start()
     log.info("extender serving", extra={"listen": args.listen, "port": server.port})

@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import socket
-import threading
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from agent.envtwins import apply_env_twins
 from scheduler.errors import SchedulerInputError
 from scheduler.load import DEFAULT_QUERIES, LoadConfig, LoadTracker
 from scheduler.runtime.logs import configure_json_logging
+from scheduler.runtime.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from scheduler.runtime.runner import SchedulerRuntime
@@ -243,14 +241,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise
     except ValueError as err:  # bad flag combination, unreadable kubeconfig
         raise SchedulerInputError(str(err)) from None
-    stopping = threading.Event()
-
-    def on_signal(signum: int, _: FrameType | None) -> None:
-        log.info("signal received, stopping", extra={"signal": signal.Signals(signum).name})
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = stop_on_signals()
     try:
         runtime.start()
     except OSError as err:
