@@ -493,6 +493,29 @@ class ClusterSnapshot:
         if key in self._assumed:
             self.remove_pod(key)
 
+    def confirm(self, key: str, labels: Mapping[str, str] | None = None) -> bool:
+        """The assumed pod is bound as assumed: it stays, now as ordinary load.
+
+        ``labels`` are the bound pod's: the API server's binding may add the node's topology
+        labels (``topology.kubernetes.io/zone``/``region``) to the pod. They are re-indexed in
+        place unless the pod's own affinity terms were built from its labels
+        (``matchLabelKeys``). False when the pod is not assumed here or must be re-added.
+        """
+        entry = self.pods.get(key)
+        if entry is None or key not in self._assumed:
+            return False
+        pod = entry.pod
+        if labels is not None and labels != pod.labels:
+            if pod.has_affinity_terms or entry.slot < 0:
+                return False
+            self._unindex_labels(pod)
+            pod.labels = {str(k): str(v) for k, v in labels.items()}
+            pod.label_signature = tuple(sorted(pod.labels.items()))
+            self._index_labels(pod)
+            self.generation += 1
+        self._assumed.discard(key)
+        return True
+
     def _attach(self, pod: Pod, slot: int) -> None:
         entry = PodEntry(pod, slot)
         self.pods[pod.key] = entry
@@ -506,9 +529,7 @@ class ClusterSnapshot:
         for port in pod.host_ports:
             ips = self.host_ports.setdefault((port.protocol, port.port), {}).setdefault(slot, {})
             ips[port.ip] = ips.get(port.ip, 0) + 1
-        by_key = self._label_index.setdefault(pod.namespace, {})
-        for key, value in pod.labels.items():
-            by_key.setdefault(key, {}).setdefault(value, set()).add(pod.key)
+        self._index_labels(pod)
         self._namespace_pods.setdefault(pod.namespace, set()).add(pod.key)
         if pod.has_affinity_terms:
             for category, weight, term in _pod_terms(pod):
@@ -519,6 +540,22 @@ class ClusterSnapshot:
                     by_signature[(term.signature, weight)] = aggregate
                 aggregate.counts[slot] += 1
                 aggregate.total += 1
+
+    def _index_labels(self, pod: Pod) -> None:
+        by_key = self._label_index.setdefault(pod.namespace, {})
+        for key, value in pod.labels.items():
+            by_key.setdefault(key, {}).setdefault(value, set()).add(pod.key)
+
+    def _unindex_labels(self, pod: Pod) -> None:
+        by_key = self._label_index[pod.namespace]
+        for key, value in pod.labels.items():
+            by_value = by_key[key]
+            keys = by_value[value]
+            keys.discard(pod.key)
+            if not keys:
+                del by_value[value]
+                if not by_value:
+                    del by_key[key]
 
     def _detach(self, entry: PodEntry) -> None:
         pod, slot = entry.pod, entry.slot
@@ -539,15 +576,7 @@ class ClusterSnapshot:
                 del by_slot[slot]
             if not by_slot:
                 del self.host_ports[(port.protocol, port.port)]
-        by_key = self._label_index[pod.namespace]
-        for key, value in pod.labels.items():
-            by_value = by_key[key]
-            keys = by_value[value]
-            keys.discard(pod.key)
-            if not keys:
-                del by_value[value]
-                if not by_value:
-                    del by_key[key]
+        self._unindex_labels(pod)
         namespace_pods = self._namespace_pods[pod.namespace]
         namespace_pods.discard(pod.key)
         if not namespace_pods:

@@ -15,6 +15,7 @@ and count as load like any other. Finished pods (Succeeded/Failed) free their re
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,9 @@ class ClusterCache:
     _assumed: dict[str, AssumedPod] = field(default_factory=dict, init=False)
     _bound_pods: dict[str, JsonDict] = field(default_factory=dict, init=False)
     _nodes: dict[str, JsonDict] = field(default_factory=dict, init=False)
+    # The earliest confirmation deadline that may be due (a lower bound): the scheduling loop
+    # asks for expiries every pass, and this keeps that a clock read instead of a locked scan.
+    _next_deadline: float = field(default=math.inf, init=False)
 
     # -- nodes ------------------------------------------------------------------------------
 
@@ -67,8 +71,7 @@ class ClusterCache:
             self.framework.delete_node(name)
 
     def has_node(self, name: str) -> bool:
-        with self.lock:
-            return name in self._nodes
+        return name in self._nodes  # one dict lookup is atomic; no need to wait for a cycle
 
     def node_count(self) -> int:
         with self.lock:
@@ -80,7 +83,16 @@ class ClusterCache:
         """A pod with spec.nodeName: it is load on that node unless it has finished."""
         key = pod_key(pod)
         with self.lock:
-            self._assumed.pop(key, None)
+            assumed = self._assumed.pop(key, None)
+            if (
+                assumed is not None
+                and _confirms(assumed, pod)
+                and self.framework.confirm(key, pod.get("metadata", {}).get("labels") or {})
+            ):
+                # The watch echoing our own binding: the core already counts this exact pod
+                # there, so only the assumption ends (no re-parse, no detach and re-attach).
+                self._bound_pods[key] = pod
+                return
             if is_terminal(pod):
                 self._remove_pod_locked(key)
                 return
@@ -116,6 +128,7 @@ class ClusterCache:
             assumed = self._assumed.get(key)
             if assumed is not None:
                 assumed.deadline = self.clock() + self.assume_ttl_s
+                self._next_deadline = min(self._next_deadline, assumed.deadline)
 
     def forget(self, key: str) -> None:
         """The binding failed: the pod no longer counts where it was assumed."""
@@ -127,14 +140,22 @@ class ClusterCache:
     def expire_assumptions(self) -> list[str]:
         """Drop bound-but-never-confirmed assumptions past their deadline; their keys."""
         now = self.clock()
+        if now < self._next_deadline:
+            return []
         expired: list[str] = []
         with self.lock:
+            upcoming = math.inf
             for key, assumed in list(self._assumed.items()):
-                if assumed.deadline is not None and assumed.deadline <= now:
+                if assumed.deadline is None:
+                    continue
+                if assumed.deadline <= now:
                     expired.append(key)
                     del self._assumed[key]
                     self._bound_pods.pop(key, None)
                     self.framework.forget(key)
+                else:
+                    upcoming = min(upcoming, assumed.deadline)
+            self._next_deadline = upcoming
         return expired
 
     def bound_pods(self) -> list[JsonDict]:
@@ -143,9 +164,22 @@ class ClusterCache:
             return [pod for key, pod in self._bound_pods.items() if key not in self._assumed]
 
     def is_assumed(self, key: str) -> bool:
-        with self.lock:
-            return key in self._assumed
+        return key in self._assumed  # atomic lookup
 
     def assumed_count(self) -> int:
         with self.lock:
             return len(self._assumed)
+
+
+def _confirms(assumed: AssumedPod, pod: JsonDict) -> bool:
+    """``pod`` (from the watch) is the assumed pod, bound where it was assumed, unchanged.
+
+    Only then may the core's copy stand: a changed spec or a finished phase means the watch's
+    version must replace it. Labels are the core's to compare (see ``ClusterSnapshot.confirm``):
+    the binding itself may add topology labels.
+    """
+    if node_name_of(pod) != assumed.node_name or is_terminal(pod):
+        return False
+    spec = dict(pod.get("spec") or {})
+    spec.pop("nodeName", None)
+    return spec == assumed.pod.get("spec")

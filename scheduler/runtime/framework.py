@@ -7,6 +7,7 @@ Everything the runtime knows about filters, scores and the core's snapshot goes 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,6 +36,7 @@ class SchedulingFramework(Protocol):
     def delete_pod(self, key: str) -> None: ...
     def assume(self, pod: JsonDict, node_name: str) -> None: ...
     def forget(self, key: str) -> None: ...
+    def confirm(self, key: str, labels: Mapping[str, str] | None) -> bool: ...
     def upsert_namespace(self, namespace: JsonDict) -> None: ...
     def delete_namespace(self, name: str) -> None: ...
     def schedule(self, pod: JsonDict) -> Placement: ...
@@ -100,6 +102,9 @@ class CoreFramework:
 
     def forget(self, key: str) -> None:
         self.snapshot.forget(key)
+
+    def confirm(self, key: str, labels: Mapping[str, str] | None) -> bool:
+        return self.snapshot.confirm(key, labels)
 
     def upsert_namespace(self, namespace: JsonDict) -> None:
         self.snapshot.add_namespace(namespace)

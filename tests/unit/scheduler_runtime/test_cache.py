@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 
+from scheduler.model import LabelSelector, Requirement
 from scheduler.runtime.cache import ClusterCache
 from scheduler.runtime.framework import CoreFramework
 
@@ -145,3 +147,95 @@ def test_assuming_an_already_bound_pod_is_refused(cache: ClusterCache) -> None:
     cache.upsert_bound_pod(gpu_pod("llama-0", 8, node="dgx-a"))
     with pytest.raises(ValueError, match="train/llama-0: already bound to node dgx-a"):
         cache.assume(gpu_pod("llama-0", 8), "dgx-b")
+
+
+def test_confirmation_of_an_unchanged_pod_keeps_the_cores_copy(
+    cache: ClusterCache, framework: CoreFramework, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache.assume(gpu_pod("llama-0", 8), "dgx-a")
+    entry = framework.snapshot.pods["train/llama-0"]
+    monkeypatch.setattr(framework, "upsert_pod", _must_not_be_called)
+    cache.upsert_bound_pod(gpu_pod("llama-0", 8, node="dgx-a", phase="Running"))
+    assert not cache.is_assumed("train/llama-0")
+    assert not framework.snapshot.is_assumed("train/llama-0")
+    assert framework.snapshot.pods["train/llama-0"] is entry  # not re-parsed, not re-attached
+    assert cache.bound_pods()[0]["status"]["phase"] == "Running"  # the watch's version is kept
+
+
+def test_confirmation_with_a_changed_spec_replaces_the_cores_copy(
+    cache: ClusterCache, framework: CoreFramework
+) -> None:
+    cache.assume(gpu_pod("llama-0", 8), "dgx-a")
+    cache.upsert_bound_pod(gpu_pod("llama-0", 2, node="dgx-a"))  # resized before the echo
+    assert not framework.snapshot.is_assumed("train/llama-0")
+    assert gpus_used(framework, "dgx-a") == 2
+
+
+def test_finished_pod_confirming_an_assumption_frees_its_gpus(
+    cache: ClusterCache, framework: CoreFramework
+) -> None:
+    cache.assume(gpu_pod("llama-0", 8), "dgx-a")
+    cache.upsert_bound_pod(gpu_pod("llama-0", 8, node="dgx-a", phase="Failed"))
+    assert gpus_used(framework, "dgx-a") == 0
+
+
+def test_expiry_skips_the_scan_until_a_deadline_is_due(
+    cache: ClusterCache, clock: FakeClock
+) -> None:
+    for name in ("a", "b"):
+        cache.assume(gpu_pod(name, 1), "dgx-a")
+        cache.finish_binding(f"train/{name}")
+        clock.now += 10
+    cache.upsert_bound_pod(gpu_pod("a", 1, node="dgx-a"))  # the earliest one is confirmed
+    clock.now += 11  # a's old deadline has passed, b's has not
+    assert cache.expire_assumptions() == []
+    clock.now += 10
+    assert cache.expire_assumptions() == ["train/b"]
+    clock.now += 3600
+    assert cache.expire_assumptions() == []
+
+
+def test_topology_labels_added_by_the_binding_are_indexed_in_place(
+    cache: ClusterCache, framework: CoreFramework, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache.assume(gpu_pod("llama-0", 1), "dgx-a")
+    monkeypatch.setattr(framework, "upsert_pod", _must_not_be_called)
+    bound = gpu_pod("llama-0", 1, node="dgx-a")
+    bound["metadata"]["labels"] = {"topology.kubernetes.io/zone": "zone-a"}
+    cache.upsert_bound_pod(bound)
+    selector = LabelSelector(
+        (Requirement("topology.kubernetes.io/zone", "In", frozenset({"zone-a"}), None),)
+    )
+    assert [e.pod.key for e in framework.snapshot.pods_matching("train", selector)] == [
+        "train/llama-0"
+    ]
+
+
+def test_relabelled_pod_whose_terms_read_its_labels_is_re_added(
+    cache: ClusterCache, framework: CoreFramework
+) -> None:
+    pod = gpu_pod("llama-0", 1)
+    pod["metadata"]["labels"] = {"app": "llama"}
+    pod["spec"]["affinity"] = {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": {"app": "llama"}},
+                    "topologyKey": "kubernetes.io/hostname",
+                    "matchLabelKeys": ["topology.kubernetes.io/zone"],
+                }
+            ]
+        }
+    }
+    cache.assume(pod, "dgx-a")
+    bound = copy.deepcopy(pod)
+    bound["spec"]["nodeName"] = "dgx-a"
+    bound["metadata"]["labels"]["topology.kubernetes.io/zone"] = "zone-a"
+    cache.upsert_bound_pod(bound)
+    entry = framework.snapshot.pods["train/llama-0"]
+    assert entry.pod.labels["topology.kubernetes.io/zone"] == "zone-a"
+    assert not framework.snapshot.is_assumed("train/llama-0")
+
+
+def _must_not_be_called(*_: object) -> None:
+    raise AssertionError("the confirmation re-parsed the pod")
