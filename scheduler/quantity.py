@@ -77,8 +77,43 @@ def quantity_milli_value(text: object) -> int:
     return _ceil(parse_quantity(text) * 1000)
 
 
+_SIMPLE_MULTIPLIERS = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    **_BINARY,
+}
+
+
 def resource_amount(name: str, text: object) -> int:
     """The integer the scheduler accounts a resource in: millicores for cpu, else `Value()`."""
+    simple = _simple_amount(name, text)
+    if simple is not None:
+        return simple
     if name == CPU:
         return quantity_milli_value(text)
     return quantity_value(text)
+
+
+def _simple_amount(name: str, text: object) -> int | None:
+    """Integer arithmetic for the shapes nearly every manifest uses ("8", "100m", "16Gi");
+    None for anything else (fractions, exponents, signs), which goes through ``Fraction``."""
+    if type(text) is int:
+        return text * 1000 if name == CPU else text
+    if type(text) is not str:
+        return None
+    digits = text.rstrip("kMGTPEimn")
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    suffix = text[len(digits) :]
+    number = int(digits)
+    if suffix == "m":
+        return number if name == CPU else -(-number // 1000)
+    multiplier = _SIMPLE_MULTIPLIERS.get(suffix)
+    if multiplier is None:
+        return None
+    return number * multiplier * 1000 if name == CPU else number * multiplier

@@ -65,3 +65,20 @@ def test_cpu_is_accounted_in_millicores_everything_else_in_units() -> None:
     assert resource_amount("cpu", "2") == 2000
     assert resource_amount("memory", "1Gi") == 2**30
     assert resource_amount("nvidia.com/gpu", "8") == 8
+
+
+@pytest.mark.parametrize("name", ["cpu", "memory", "nvidia.com/gpu"])
+@pytest.mark.parametrize(
+    "text",
+    ["0", "8", "08", "100m", "1500m", "1m", "16Gi", "512Mi", "1Ki", "3Ei", "2k", "7M", "1G",
+     "4T", "1P", "2E", "1n", "5u", "1e3", "1E3", "+2", "0.5", ".5", "1.5Gi", 12, 0],
+)  # fmt: skip
+def test_integer_fast_path_agrees_with_exact_parsing(name: str, text: object) -> None:
+    exact = quantity_milli_value(text) if name == "cpu" else quantity_value(text)
+    assert resource_amount(name, text) == exact
+
+
+@pytest.mark.parametrize("text", ["", "1mi", "1kE", "1Gib", "١٢", "1 Gi", True])
+def test_integer_fast_path_rejects_what_the_grammar_rejects(text: object) -> None:
+    with pytest.raises(ValueError, match="invalid quantity"):
+        resource_amount("memory", text)
