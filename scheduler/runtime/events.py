@@ -145,7 +145,10 @@ class EventRecorder:
                 },
             }
             self.api.request(
-                "POST", f"/apis/events.k8s.io/v1/namespaces/{namespace}/events", body=body
+                "POST",
+                f"/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+                body=body,
+                decode=False,
             )
             with self._lock:
                 self._recorded[key] = _Recorded(name, namespace, 1, now)
