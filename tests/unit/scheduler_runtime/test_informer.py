@@ -1,0 +1,108 @@
+"""The reflector's answers to what a watch can say: 410 Gone relists, other errors back off."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from scheduler.runtime.informer import Reflector
+from scheduler.runtime.kube import JsonDict
+
+
+def _node(name: str, version: str) -> JsonDict:
+    return {"metadata": {"name": name, "resourceVersion": version}}
+
+
+class ScriptedApi:
+    """Lists from ``lists`` in turn; each watch plays the next script, then blocks."""
+
+    def __init__(self, lists: list[list[JsonDict]], watches: list[list[JsonDict]]) -> None:
+        self.lists = lists
+        self.watches = watches
+        self.watch_versions: list[str] = []
+        self.idle = threading.Event()
+
+    def request(self, method: str, path: str, **_: Any) -> JsonDict:
+        items = self.lists.pop(0) if len(self.lists) > 1 else self.lists[0]
+        version = max((int(i["metadata"]["resourceVersion"]) for i in items), default=1)
+        return {"items": items, "metadata": {"resourceVersion": str(version)}}
+
+    def stream_lines(
+        self,
+        path: str,
+        query: Mapping[str, str | int | bool],
+        timeout_s: float,
+        on_open: Callable[[Any], None] | None = None,
+    ) -> Iterator[JsonDict]:
+        self.watch_versions.append(str(query["resourceVersion"]))
+        if not self.watches:
+            self.idle.set()
+            threading.Event().wait(0.05)
+            return
+        yield from self.watches.pop(0)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def on_add(self, kind: str, obj: JsonDict) -> None:
+        self.seen.append(("add", obj["metadata"]["name"]))
+
+    def on_update(self, kind: str, old: JsonDict, new: JsonDict) -> None:
+        self.seen.append(("update", new["metadata"]["name"]))
+
+    def on_delete(self, kind: str, obj: JsonDict) -> None:
+        self.seen.append(("delete", obj["metadata"]["name"]))
+
+
+def _run(api: ScriptedApi, handler: Recorder) -> Reflector:
+    errors: list[Exception] = []
+    reflector = Reflector(
+        api,  # type: ignore[arg-type]
+        "Node",
+        "/api/v1/nodes",
+        handler,  # type: ignore[arg-type]
+        initial_backoff_s=0.01,
+        on_error=lambda _, err: errors.append(err),
+    )
+    reflector.start()
+    assert api.idle.wait(10), "the reflector never went idle"
+    reflector.stop()
+    assert not errors, errors
+    return reflector
+
+
+def test_410_gone_error_event_relists_and_delivers_the_difference() -> None:
+    gone = {
+        "type": "ERROR",
+        "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"},
+    }
+    api = ScriptedApi(
+        lists=[[_node("a", "5"), _node("b", "6")], [_node("b", "9"), _node("c", "8")]],
+        watches=[[{"type": "MODIFIED", "object": _node("a", "7")}, gone]],
+    )
+    handler = Recorder()
+    reflector = _run(api, handler)
+    assert reflector.relists == 2
+    assert handler.seen == [
+        ("add", "a"),
+        ("add", "b"),
+        ("update", "a"),
+        ("update", "b"),  # changed while the watch was gone
+        ("add", "c"),
+        ("delete", "a"),  # deleted while the watch was gone
+    ]
+    assert api.watch_versions[:2] == ["6", "9"]  # the new watch starts from the relist
+
+
+def test_bookmarks_advance_the_resource_version_without_events() -> None:
+    api = ScriptedApi(
+        lists=[[_node("a", "5")]],
+        watches=[[{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "42"}}}]],
+    )
+    handler = Recorder()
+    _run(api, handler)
+    assert handler.seen == [("add", "a")]
+    assert api.watch_versions[:2] == ["5", "42"]
