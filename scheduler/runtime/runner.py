@@ -17,33 +17,45 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from scheduler.gang import (
     PODGROUP_API,
     PODGROUPS_PATH,
     GangCoordinator,
+    backing_off_message,
+    domain_of_placed,
+    free_capacity,
     group_key_of,
+    in_domain,
+    min_resources_message,
+    no_domain_message,
     not_found_message,
+    plan_domain,
     rejected_message,
+    resource_gap,
     timeout_message,
     too_few_message,
 )
+from scheduler.model import parse_pod
 from scheduler.preemption import (
+    POLICY_NEVER_MESSAGE,
+    TERMINATING_MESSAGE,
     DisruptionBudget,
     Preemption,
+    PreemptionOutcome,
     PreemptionPlan,
     may_preempt,
     reserve_nominated,
 )
 from scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
 from scheduler.runtime.events import EventRecorder
-from scheduler.runtime.framework import CoreFramework, SchedulingFramework
+from scheduler.runtime.framework import CoreFramework, Placement, SchedulingFramework
 from scheduler.runtime.informer import Reflector
 from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from scheduler.runtime.leader import LeaderElector, LeaseConfig
 from scheduler.runtime.metrics import HealthServer, RuntimeState, SchedulerMetrics
+from scheduler.runtime.podgroup_status import PodGroupStatusWriter
 from scheduler.runtime.queue import QueuedPod, SchedulingQueue, pod_key
 
 log = logging.getLogger("gputopo.scheduler.runtime")
@@ -65,6 +77,7 @@ class RuntimeConfig:
     initial_backoff_s: float = 1.0
     max_backoff_s: float = 10.0
     preemption: bool = True  # evict lower-priority pods for a pod that fits nowhere
+    gang_backoff_s: float = 10.0  # a gang that failed an attempt waits this long as a whole
 
 
 @dataclass
@@ -150,6 +163,14 @@ class SchedulerRuntime:
         self._podgroups = Reflector(
             api, "PodGroup", PODGROUPS_PATH, self, on_error=self._watch_error
         )
+        self.podgroup_status = PodGroupStatusWriter(
+            api,
+            self.recorder,
+            pod_group=lambda key: self._podgroups.store.get(key),
+            members=lambda key: self._gang_members(key, finished=True),
+            holding=self.gang.waiting_count,
+            min_member=lambda key: spec.min_member if (spec := self.gang.group(key)) else None,
+        )
         self._preemption: Preemption | None = None
         if config.preemption and isinstance(framework, CoreFramework):
             self._preemption = Preemption(framework.snapshot, framework.profile)
@@ -208,6 +229,7 @@ class SchedulerRuntime:
         for reflector in self.reflectors:
             reflector.stop()
         self._podgroups.stop()
+        self.podgroup_status.close()
         self.recorder.close()
         if self._server is not None:
             self._server.stop()
@@ -256,6 +278,7 @@ class SchedulerRuntime:
     def on_add(self, kind: str, obj: JsonDict) -> None:
         if kind == "Pod":
             self._pod_changed(None, obj)
+            self._gang_pod_event(obj)
         elif kind == "Node":
             self.cache.upsert_node(obj)
             self.queue.move_all_to_active_or_backoff()
@@ -267,10 +290,12 @@ class SchedulerRuntime:
         elif kind == "PodGroup":
             self.gang.upsert_group(obj)
             self.queue.move_all_to_active_or_backoff()
+            self.podgroup_status.touch(pod_key(obj))
 
     def on_update(self, kind: str, old: JsonDict, new: JsonDict) -> None:
         if kind == "Pod":
             self._pod_changed(old, new)
+            self._gang_pod_event(new)
         elif kind == "Node":
             self.cache.upsert_node(new)
             if _node_scheduling_changed(old, new):
@@ -284,6 +309,7 @@ class SchedulerRuntime:
         elif kind == "PodGroup":
             self.gang.upsert_group(new)
             self.queue.move_all_to_active_or_backoff()
+            self.podgroup_status.touch(pod_key(new))
 
     def on_delete(self, kind: str, obj: JsonDict) -> None:
         if kind == "Pod":
@@ -294,6 +320,7 @@ class SchedulerRuntime:
             group_key = group_key_of(obj)
             if group_key is not None:
                 self.gang.drop(group_key, key)
+                self.podgroup_status.touch(group_key)
             was_load = bool(node_name_of(obj)) or self.cache.is_assumed(key)
             self.cache.delete_pod(obj)
             if was_load:
@@ -307,6 +334,7 @@ class SchedulerRuntime:
             self.priorities.delete(obj)
         elif kind == "PodGroup":
             self.gang.delete_group(obj)
+            self.podgroup_status.forget(pod_key(obj))
 
     def _pod_changed(self, old: JsonDict | None, pod: JsonDict) -> None:
         key = pod_key(pod)
@@ -374,7 +402,9 @@ class SchedulerRuntime:
                 self.metrics.assumptions_expired.inc()
                 log.warning("assumed pod expired unconfirmed", extra={"pod": key})
             for group_key, members in self.gang.expired().items():
-                self._gang_let_go(group_key, members, timeout_message(group_key))
+                self._gang_let_go(group_key, members, "Timeout", timeout_message(group_key))
+            for group_key in self.gang.backoffs_ended():
+                self.queue.activate(pod_key(m) for m in self._gang_members(group_key))
             item = self.queue.pop(timeout_s=0.5)
             if item is None:
                 continue
@@ -412,7 +442,17 @@ class SchedulerRuntime:
             if snapshot is not None and nominated:  # room a preemption freed stays theirs
                 reserved = reserve_nominated(snapshot, nominated)
             try:
-                placement = self.framework.schedule(pod)
+                cycle_pod = pod if group_key is None else self._gang_cycle_pod(pod, group_key)
+                if isinstance(cycle_pod, str):  # required topology: no domain holds the gang
+                    placement = Placement(None, cycle_pod)
+                else:
+                    placement = self.framework.schedule(cycle_pod)
+                    if (
+                        placement.node_name is None
+                        and cycle_pod is not pod
+                        and not self._gang_topology_required(group_key)
+                    ):
+                        placement = self.framework.schedule(pod)  # preferred: anywhere else
             finally:
                 if snapshot is not None:
                     for key in reserved:
@@ -421,22 +461,29 @@ class SchedulerRuntime:
                 self.cache.assume(pod, placement.node_name)
         self.metrics.scheduling_duration.observe(time.perf_counter() - started)
         if placement.node_name is None and group_key is not None:
+            self.metrics.gang_cycles.labels("unschedulable").inc()
             held = self.gang.release(group_key)
-            if held:
-                self._gang_let_go(group_key, held, rejected_message(group_key))
+            message = rejected_message(group_key, queued.key, placement.message)
+            self._gang_let_go(group_key, held, "Unschedulable", message)
         if placement.node_name is None:
             self.metrics.attempts.labels("unschedulable").inc()
             log.info(
                 "pod unschedulable",
                 extra={"pod": queued.key, "reason_message": placement.message},
             )
-            plan = self._plan_preemption(pod) if group_key is None else None
+            outcome = self._plan_preemption(pod) if group_key is None else None
             self.queue.requeue_unschedulable(queued, cycle)
-            self.recorder.failed_scheduling(pod, placement.message)
-            if plan is not None:
-                self._binds.submit(self._preempt, pod, plan)
+            message = (
+                placement.message if outcome is None else outcome.fit_message(placement.message)
+            )
+            self.recorder.failed_scheduling(pod, message)
+            if outcome is not None and outcome.plan is not None:
+                self._binds.submit(self._preempt, pod, outcome.plan)
+            elif outcome is not None and outcome.clear_nomination and _nominated_node(pod):
+                self._binds.submit(self._set_nominated_node, pod, None)  # as kube-scheduler
             return
         if group_key is not None:
+            self.metrics.gang_cycles.labels("held").inc()
             ready = self.gang.hold(
                 group_key, queued.key, queued, placement.node_name, self._bound_members(group_key)
             )
@@ -445,7 +492,9 @@ class SchedulerRuntime:
             for member, node in ready or ():
                 self._binds.submit(self._bind, member, node)
             if ready is not None:
-                self._binds.submit(self._report_pod_group, group_key, "Scheduled", None)
+                self.podgroup_status.placed(group_key)
+            else:
+                self.podgroup_status.touch(group_key)
             return  # None: the member holds its place (assumed, in flight) until the gang is whole
         self._binds.submit(self._bind, queued, placement.node_name)
 
@@ -454,59 +503,138 @@ class SchedulerRuntime:
     def _bound_members(self, group_key: str) -> int:
         return sum(1 for pod in self.cache.bound_pods() if group_key_of(pod) == group_key)
 
-    def _gang_members(self, group_key: str) -> list[JsonDict]:
+    def _gang_members(self, group_key: str, finished: bool = False) -> list[JsonDict]:
         """Every live pod labelled into the group, bound or not, gated or not (as Coscheduling
-        counts them), from the Pod watch's store."""
+        counts them), from the Pod watch's store; ``finished`` adds Succeeded/Failed ones."""
         store = self._pod_reflector.store
         return [
             pod
             for pod in list(store.values())
             if group_key_of(pod) == group_key
-            and not is_terminal(pod)
+            and (finished or not is_terminal(pod))
             and not pod.get("metadata", {}).get("deletionTimestamp")
         ]
 
-    def _gang_prefilter(self, pod_key: str, group_key: str) -> str | None:
-        spec = self.gang.group(group_key)
-        if spec is None:
-            return not_found_message(group_key)
-        total = len(self._gang_members(group_key))
-        if total < spec.min_member:
-            return too_few_message(pod_key, total, spec.min_member)
-        return None
+    def _gang_pod_event(self, pod: JsonDict) -> None:
+        group_key = group_key_of(pod)
+        if group_key is not None:
+            self.podgroup_status.touch(group_key)
 
-    def _gang_let_go(self, group_key: str, members: list[tuple[Any, str]], message: str) -> None:
-        """Give up every place the group held; its members back off and are retried."""
+    def _gang_prefilter(self, pod_key: str, group_key: str) -> str | None:
+        """Why the member is turned away before the filters, or None to go on."""
+        spec = self.gang.group(group_key)
+        refusal: str | None = None
+        reason = "Unschedulable"
+        if spec is None:
+            refusal = not_found_message(group_key)
+        elif spec.invalid is not None:
+            refusal, reason = spec.invalid, "InvalidPodGroup"
+        elif self.gang.backoff_remaining(group_key) > 0:
+            self.metrics.gang_cycles.labels("backing_off").inc()
+            return backing_off_message(group_key, self.config.gang_backoff_s)
+        elif (total := len(self._gang_members(group_key))) < spec.min_member:
+            refusal, reason = too_few_message(pod_key, total, spec.min_member), "NotEnoughPods"
+        elif spec.min_resources and isinstance(self.framework, CoreFramework):
+            snapshot = self.framework.snapshot
+            wanted = [name for name, _ in spec.min_resources] + ["pods"]
+            with self.cache.lock:
+                gap = resource_gap(spec, free_capacity(snapshot, wanted, group_key))
+            if gap:
+                refusal, reason = min_resources_message(group_key, gap), "InsufficientResources"
+                self.gang.back_off(group_key, self.config.gang_backoff_s)
+        if refusal is None:
+            return None
+        self.metrics.gang_cycles.labels("refused").inc()
+        if spec is not None:
+            self.podgroup_status.turned_away(group_key, reason, refusal)
+        return refusal
+
+    def _gang_topology_required(self, group_key: str | None) -> bool:
+        spec = self.gang.group(group_key) if group_key is not None else None
+        return spec is not None and spec.topology is not None and spec.topology.required
+
+    def _gang_cycle_pod(self, pod: JsonDict, group_key: str) -> JsonDict | str:
+        """The member as this cycle schedules it: kept to the group's topology domain when
+        the PodGroup asks for one, or why no domain can take it (required). Cache lock held."""
+        spec = self.gang.group(group_key)
+        if spec is None or spec.topology is None or not isinstance(self.framework, CoreFramework):
+            return pod
+        label_key = spec.topology.label_key
+        snapshot = self.framework.snapshot
+        placed = self.gang.held_nodes(group_key) + [
+            node_name_of(other)
+            for other in self.cache.bound_pods()
+            if group_key_of(other) == group_key
+        ]
+        domain = self.gang.domain(group_key) or domain_of_placed(
+            node.labels.get(label_key) if (node := snapshot.node(name)) else None for name in placed
+        )
+        if domain is None:
+            domain = self._gang_plan_domain(pod, group_key, label_key, len(placed))
+        if domain is None:
+            if spec.topology.required:
+                self.gang.back_off(group_key, self.config.gang_backoff_s)
+                message = no_domain_message(group_key, spec.topology, spec.min_member)
+                self.podgroup_status.turned_away(group_key, "NoTopologyDomain", message)
+                return message
+            return pod
+        self.gang.choose_domain(group_key, domain)
+        return in_domain(pod, label_key, domain)
+
+    def _gang_plan_domain(
+        self, pod: JsonDict, group_key: str, label_key: str, placed: int
+    ) -> str | None:
+        """Try each value of ``label_key`` for the members still to place, this one first."""
+        assert isinstance(self.framework, CoreFramework)
+        framework, snapshot = self.framework, self.framework.snapshot
+        spec = self.gang.group(group_key)
+        needed = max((spec.min_member if spec else 1) - placed, 1)
+        own = pod_key(pod)
+        with self._pending_lock:
+            siblings = sorted(
+                (
+                    other
+                    for key, other in self._pending.items()
+                    if key != own
+                    and group_key_of(other) == group_key
+                    and not self.gang.is_waiting(group_key, key)
+                ),
+                key=pod_key,
+            )
+        members = [pod, *siblings][:needed]
+        values = {
+            value
+            for _, node in snapshot.iter_nodes()
+            if (value := node.labels.get(label_key)) is not None
+        }
+        trial: list[str] = []
+
+        def place(member: JsonDict) -> str | None:
+            node_name = framework.schedule(member).node_name
+            if node_name is not None:  # counted for the rest of the trial, not for the load
+                trial.append(snapshot.assume(parse_pod(member), node_name).key)
+            return node_name
+
+        def undo() -> None:
+            for key in trial:
+                snapshot.forget(key)
+            trial.clear()
+
+        return plan_domain(label_key, values, members, place, undo)
+
+    def _gang_let_go(
+        self, group_key: str, members: list[tuple[Any, str]], reason: str, message: str
+    ) -> None:
+        """Give up every place the group held; the whole group backs off, then is retried."""
         for member, _ in members:
             self.cache.forget(member.key)
             self.queue.requeue_error(member)
             self.recorder.failed_scheduling(member.pod, message)
+        self.gang.back_off(group_key, self.config.gang_backoff_s)
         log.info("pod group released its places", extra={"group": group_key, "reason": message})
-        self.queue.move_all_to_active_or_backoff()
-        self._binds.submit(self._report_pod_group, group_key, "Pending", message)
-
-    def _report_pod_group(self, group_key: str, phase: str, problem: str | None) -> None:
-        """PodGroup status.phase (Coscheduling's values), and a Warning event on a problem."""
-        pod_group = self._podgroups.store.get(group_key)
-        if pod_group is None:
-            return
-        namespace, name = group_key.split("/", 1)
-        status: JsonDict = {"phase": phase}
-        if phase == "Scheduled":
-            status["scheduleStartTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        try:
-            self.api.request(
-                "PATCH",
-                f"{PODGROUP_API}/namespaces/{namespace}/podgroups/{name}/status",
-                body={"status": status},
-                content_type="application/merge-patch+json",
-            )
-        except (KubeApiError, OSError) as err:
-            log.warning(
-                "cannot update PodGroup status", extra={"group": group_key, "error": str(err)}
-            )
-        if problem is not None:
-            self.recorder.pod_group(pod_group, "Warning", "FailedScheduling", problem)
+        if members:
+            self.queue.move_all_to_active_or_backoff()
+        self.podgroup_status.turned_away(group_key, reason, message)
 
     # -- preemption (scheduler/preemption.py plans; this carries the plan out) ---------------
 
@@ -526,12 +654,15 @@ class SchedulerRuntime:
             if node and self.priorities.priority_of(other) >= priority
         ]
 
-    def _plan_preemption(self, pod: JsonDict) -> PreemptionPlan | None:
-        if self._preemption is None or not may_preempt(pod):
+    def _plan_preemption(self, pod: JsonDict) -> PreemptionOutcome | None:
+        """None when preemption is off; else a plan or kube-scheduler's reason for none."""
+        if self._preemption is None:
             return None
+        if not may_preempt(pod):
+            return PreemptionOutcome(None, POLICY_NEVER_MESSAGE)
         priority_of = self.priorities.priority_of
         priority = priority_of(pod)
-        nominated = str(pod.get("status", {}).get("nominatedNodeName") or "")
+        nominated = _nominated_node(pod)
         bound = self.cache.bound_pods()
         if nominated and any(
             node_name_of(other) == nominated
@@ -539,33 +670,41 @@ class SchedulerRuntime:
             and priority_of(other) < priority
             for other in bound
         ):
-            return None  # the room it was promised is still being freed: wait for it
-        if not any(priority_of(other) < priority for other in bound):
-            return None  # nothing anywhere it could evict: no API call
-        try:
-            listed = self.api.request("GET", PDBS_PATH).get("items") or []
-        except (KubeApiError, OSError) as err:
-            log.warning("cannot list PodDisruptionBudgets", extra={"error": str(err)})
-            listed = []
+            return PreemptionOutcome(None, TERMINATING_MESSAGE)  # the room is being freed
+        listed: list[JsonDict] = []
+        if any(priority_of(other) < priority for other in bound):  # else: no API call
+            try:
+                listed = self.api.request("GET", PDBS_PATH).get("items") or []
+            except (KubeApiError, OSError) as err:
+                log.warning("cannot list PodDisruptionBudgets", extra={"error": str(err)})
         budgets = [DisruptionBudget.from_json(pdb) for pdb in listed]
         with self.cache.lock:
-            return self._preemption.plan(pod, bound, priority_of, budgets)
+            return self._preemption.evaluate(pod, bound, priority_of, budgets)
 
-    def _preempt(self, pod: JsonDict, plan: PreemptionPlan) -> None:
-        """Nominate the node, then delete the victims with their own grace period."""
+    def _set_nominated_node(self, pod: JsonDict, node: str | None) -> bool:
+        """Merge-patch status.nominatedNodeName (None clears it); False when that failed."""
         meta = pod["metadata"]
         namespace, name = str(meta.get("namespace") or "default"), str(meta["name"])
         try:
             self.api.request(
                 "PATCH",
                 f"/api/v1/namespaces/{namespace}/pods/{name}/status",
-                body={"status": {"nominatedNodeName": plan.node}},
+                body={"status": {"nominatedNodeName": node}},
                 content_type="application/merge-patch+json",
             )
-        except KubeApiError as err:
+        except (KubeApiError, OSError) as err:
             log.warning(
-                "cannot nominate node", extra={"pod": f"{namespace}/{name}", "error": str(err)}
+                "cannot set nominatedNodeName",
+                extra={"pod": f"{namespace}/{name}", "node": node, "error": str(err)},
             )
+            return False
+        return True
+
+    def _preempt(self, pod: JsonDict, plan: PreemptionPlan) -> None:
+        """Nominate the node, then delete the victims with their own grace period."""
+        meta = pod["metadata"]
+        namespace, name = str(meta.get("namespace") or "default"), str(meta["name"])
+        if not self._set_nominated_node(pod, plan.node):
             return
         note = f"Preempting {len(plan.victims)} pod(s) on node {plan.node}"
         violated = [victim.key for victim in plan.victims if victim.violates_pdb]
@@ -628,6 +767,8 @@ class SchedulerRuntime:
         self.metrics.attempts.labels("scheduled").inc()
         self.recorder.scheduled(pod, node_name)
         log.info("pod bound", extra={"pod": key, "node": node_name})
+        if _nominated_node(pod) not in ("", node_name):  # bound elsewhere: as kube-scheduler
+            self._set_nominated_node(pod, None)
 
     def _bind_failed(self, queued: QueuedPod, reason: str, detail: str) -> None:
         self.cache.forget(queued.key)
@@ -639,6 +780,10 @@ class SchedulerRuntime:
         if reason == "error":
             self.metrics.attempts.labels("error").inc()
         self.queue.requeue_error(queued)
+
+
+def _nominated_node(pod: JsonDict) -> str:
+    return str((pod.get("status") or {}).get("nominatedNodeName") or "")
 
 
 def _node_scheduling_changed(old: JsonDict, new: JsonDict) -> bool:
