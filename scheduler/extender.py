@@ -329,6 +329,10 @@ class Extender:
                         "Pods": [{"UID": uid} for uid in uids],
                         "NumPDBViolations": violations,
                     }
+        log.info(
+            "extender preempt",
+            extra={"pod": pod.key, "candidates": len(request.victims), "kept": sorted(kept)},
+        )
         return {"NodeNameToMetaVictims": kept}
 
     def bind(self, request: BindingRequest) -> JsonDict:
