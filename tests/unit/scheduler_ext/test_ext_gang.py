@@ -139,7 +139,10 @@ def test_topology_annotation_defaults_to_preferred() -> None:
         _annotated(
             "job",
             2,
-            **{TOPOLOGY_ANNOTATION: "nvidia.com/gpu.clique", TOPOLOGY_POLICY_ANNOTATION: "required"},
+            **{
+                TOPOLOGY_ANNOTATION: "nvidia.com/gpu.clique",
+                TOPOLOGY_POLICY_ANNOTATION: "required",
+            },
         )
     )
     assert spec.topology == GangTopology("nvidia.com/gpu.clique", required=True)
