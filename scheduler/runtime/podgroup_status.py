@@ -6,7 +6,7 @@ counts computed by `scheduler.gang.group_status` from the group's pods, plus a `
 condition saying why the group is not placed (turned away, released, backing off). A group is
 re-synced whenever one of its pods changes or the scheduler holds, releases or binds it;
 syncs are coalesced (one in flight per group) and a status equal to the stored one is never
-written, so a restart with nothing changed makes no write.
+written, so a restart with nothing changed makes no write. Only the leader writes.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class PodGroupStatusWriter:
         members: Callable[[str], list[JsonDict]],
         holding: Callable[[str], int],
         min_member: Callable[[str], int | None],
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self._api = api
         self._recorder = recorder
@@ -49,6 +50,7 @@ class PodGroupStatusWriter:
         self._members = members
         self._holding = holding
         self._min_member = min_member
+        self._active = active  # only the leader writes: a standby knows no held places
         self._lock = threading.Lock()
         self._dirty: set[str] = set()
         self._problems: dict[str, tuple[str, str]] = {}  # group -> (reason, message)
@@ -93,6 +95,8 @@ class PodGroupStatusWriter:
         with self._lock:
             self._dirty.discard(group_key)
             problem = self._problems.get(group_key)
+        if not self._active():
+            return
         pod_group = self._pod_group(group_key)
         min_member = self._min_member(group_key)
         if pod_group is None or min_member is None:

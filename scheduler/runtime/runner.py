@@ -170,6 +170,7 @@ class SchedulerRuntime:
             members=lambda key: self._gang_members(key, finished=True),
             holding=self.gang.waiting_count,
             min_member=lambda key: spec.min_member if (spec := self.gang.group(key)) else None,
+            active=self.is_leader,
         )
         self._preemption: Preemption | None = None
         if config.preemption and isinstance(framework, CoreFramework):
