@@ -17,27 +17,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
-from scheduler.gang import (
-    PODGROUP_API,
-    PODGROUPS_PATH,
-    GangCoordinator,
-    backing_off_message,
-    domain_of_placed,
-    free_capacity,
-    group_key_of,
-    in_domain,
-    min_resources_message,
-    no_domain_message,
-    not_found_message,
-    plan_domain,
-    rejected_message,
-    resource_gap,
-    timeout_message,
-    too_few_message,
-)
-from scheduler.model import parse_pod
+from scheduler.gang import PODGROUP_API, PODGROUPS_PATH, group_key_of
 from scheduler.preemption import (
     POLICY_NEVER_MESSAGE,
     TERMINATING_MESSAGE,
@@ -50,12 +31,12 @@ from scheduler.preemption import (
 )
 from scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
 from scheduler.runtime.events import EventRecorder
-from scheduler.runtime.framework import CoreFramework, Placement, SchedulingFramework
+from scheduler.runtime.framework import CoreFramework, SchedulingFramework
+from scheduler.runtime.gangs import GangHooks
 from scheduler.runtime.informer import Reflector
 from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from scheduler.runtime.leader import LeaderElector, LeaseConfig
 from scheduler.runtime.metrics import HealthServer, RuntimeState, SchedulerMetrics
-from scheduler.runtime.podgroup_status import PodGroupStatusWriter
 from scheduler.runtime.queue import QueuedPod, SchedulingQueue, pod_key
 
 log = logging.getLogger("gputopo.scheduler.runtime")
@@ -158,20 +139,26 @@ class SchedulerRuntime:
         self._pending: dict[str, JsonDict] = {}
         self._pending_lock = threading.Lock()
         self._nominated: set[str] = set()  # pending keys with status.nominatedNodeName
-        # Gangs (scheduler/gang.py). The PodGroup CRD is optional: its watch is not waited for.
-        self.gang = GangCoordinator(clock=clock)
+        # Gangs (scheduler/gang.py, runtime/gangs.py). The PodGroup CRD is optional: its watch
+        # is not waited for.
         self._podgroups = Reflector(
             api, "PodGroup", PODGROUPS_PATH, self, on_error=self._watch_error
         )
-        self.podgroup_status = PodGroupStatusWriter(
+        self.gangs = GangHooks(
             api,
             self.recorder,
+            self.cache,
+            self.queue,
+            framework,
+            self.metrics,
+            backoff_s=config.gang_backoff_s,
+            pods=lambda: list(self._pod_reflector.store.values()),
+            pending=self._pending_items,
             pod_group=lambda key: self._podgroups.store.get(key),
-            members=lambda key: self._gang_members(key, finished=True),
-            holding=self.gang.waiting_count,
-            min_member=lambda key: spec.min_member if (spec := self.gang.group(key)) else None,
-            active=self.is_leader,
+            is_leader=self.is_leader,
+            clock=clock,
         )
+        self.gang = self.gangs.gang
         self._preemption: Preemption | None = None
         if config.preemption and isinstance(framework, CoreFramework):
             self._preemption = Preemption(framework.snapshot, framework.profile)
@@ -230,7 +217,7 @@ class SchedulerRuntime:
         for reflector in self.reflectors:
             reflector.stop()
         self._podgroups.stop()
-        self.podgroup_status.close()
+        self.gangs.close()
         self.recorder.close()
         if self._server is not None:
             self._server.stop()
@@ -279,7 +266,7 @@ class SchedulerRuntime:
     def on_add(self, kind: str, obj: JsonDict) -> None:
         if kind == "Pod":
             self._pod_changed(None, obj)
-            self._gang_pod_event(obj)
+            self.gangs.pod_event(obj)
         elif kind == "Node":
             self.cache.upsert_node(obj)
             self.queue.move_all_to_active_or_backoff()
@@ -289,14 +276,12 @@ class SchedulerRuntime:
         elif kind == "PriorityClass":
             self.priorities.upsert(obj)
         elif kind == "PodGroup":
-            self.gang.upsert_group(obj)
-            self.queue.move_all_to_active_or_backoff()
-            self.podgroup_status.touch(pod_key(obj))
+            self.gangs.podgroup_upserted(obj)
 
     def on_update(self, kind: str, old: JsonDict, new: JsonDict) -> None:
         if kind == "Pod":
             self._pod_changed(old, new)
-            self._gang_pod_event(new)
+            self.gangs.pod_event(new)
         elif kind == "Node":
             self.cache.upsert_node(new)
             if _node_scheduling_changed(old, new):
@@ -308,9 +293,7 @@ class SchedulerRuntime:
         elif kind == "PriorityClass":
             self.priorities.upsert(new)
         elif kind == "PodGroup":
-            self.gang.upsert_group(new)
-            self.queue.move_all_to_active_or_backoff()
-            self.podgroup_status.touch(pod_key(new))
+            self.gangs.podgroup_upserted(new)
 
     def on_delete(self, kind: str, obj: JsonDict) -> None:
         if kind == "Pod":
@@ -320,8 +303,7 @@ class SchedulerRuntime:
             self.queue.delete(key)
             group_key = group_key_of(obj)
             if group_key is not None:
-                self.gang.drop(group_key, key)
-                self.podgroup_status.touch(group_key)
+                self.gangs.member_deleted(group_key, key)
             was_load = bool(node_name_of(obj)) or self.cache.is_assumed(key)
             self.cache.delete_pod(obj)
             if was_load:
@@ -334,8 +316,7 @@ class SchedulerRuntime:
         elif kind == "PriorityClass":
             self.priorities.delete(obj)
         elif kind == "PodGroup":
-            self.gang.delete_group(obj)
-            self.podgroup_status.forget(pod_key(obj))
+            self.gangs.podgroup_deleted(obj)
 
     def _pod_changed(self, old: JsonDict | None, pod: JsonDict) -> None:
         key = pod_key(pod)
@@ -402,10 +383,7 @@ class SchedulerRuntime:
             for key in self.cache.expire_assumptions():
                 self.metrics.assumptions_expired.inc()
                 log.warning("assumed pod expired unconfirmed", extra={"pod": key})
-            for group_key, members in self.gang.expired().items():
-                self._gang_let_go(group_key, members, "Timeout", timeout_message(group_key))
-            for group_key in self.gang.backoffs_ended():
-                self.queue.activate(pod_key(m) for m in self._gang_members(group_key))
+            self.gangs.tick()
             item = self.queue.pop(timeout_s=0.5)
             if item is None:
                 continue
@@ -429,7 +407,7 @@ class SchedulerRuntime:
         queued.pod = pod
         group_key = group_key_of(pod)
         if group_key is not None:
-            refusal = self._gang_prefilter(queued.key, group_key)
+            refusal = self.gangs.prefilter(queued.key, group_key)
             if refusal is not None:
                 self.metrics.attempts.labels("unschedulable").inc()
                 self.queue.requeue_unschedulable(queued, cycle)
@@ -443,17 +421,10 @@ class SchedulerRuntime:
             if snapshot is not None and nominated:  # room a preemption freed stays theirs
                 reserved = reserve_nominated(snapshot, nominated)
             try:
-                cycle_pod = pod if group_key is None else self._gang_cycle_pod(pod, group_key)
-                if isinstance(cycle_pod, str):  # required topology: no domain holds the gang
-                    placement = Placement(None, cycle_pod)
-                else:
-                    placement = self.framework.schedule(cycle_pod)
-                    if (
-                        placement.node_name is None
-                        and cycle_pod is not pod
-                        and not self._gang_topology_required(group_key)
-                    ):
-                        placement = self.framework.schedule(pod)  # preferred: anywhere else
+                if group_key is None:
+                    placement = self.framework.schedule(pod)
+                else:  # kept to the group's topology domain when it asks for one
+                    placement = self.gangs.schedule(pod, group_key)
             finally:
                 if snapshot is not None:
                     for key in reserved:
@@ -462,10 +433,7 @@ class SchedulerRuntime:
                 self.cache.assume(pod, placement.node_name)
         self.metrics.scheduling_duration.observe(time.perf_counter() - started)
         if placement.node_name is None and group_key is not None:
-            self.metrics.gang_cycles.labels("unschedulable").inc()
-            held = self.gang.release(group_key)
-            message = rejected_message(group_key, queued.key, placement.message)
-            self._gang_let_go(group_key, held, "Unschedulable", message)
+            self.gangs.unschedulable(group_key, queued, placement.message)
         if placement.node_name is None:
             self.metrics.attempts.labels("unschedulable").inc()
             log.info(
@@ -484,158 +452,17 @@ class SchedulerRuntime:
                 self._binds.submit(self._set_nominated_node, pod, None)  # as kube-scheduler
             return
         if group_key is not None:
-            self.metrics.gang_cycles.labels("held").inc()
-            ready = self.gang.hold(
-                group_key, queued.key, queued, placement.node_name, self._bound_members(group_key)
-            )
-            if ready is None:  # siblings in backoff would make this one wait out its timeout
-                self.queue.activate(pod_key(m) for m in self._gang_members(group_key))
+            ready = self.gangs.held(group_key, queued, placement.node_name)
             for member, node in ready or ():
                 self._binds.submit(self._bind, member, node)
-            if ready is not None:
-                self.podgroup_status.placed(group_key)
-            else:
-                self.podgroup_status.touch(group_key)
             return  # None: the member holds its place (assumed, in flight) until the gang is whole
         self._binds.submit(self._bind, queued, placement.node_name)
 
-    # -- gangs (scheduler/gang.py keeps the state) --------------------------------------------
+    # -- gangs (scheduler/gang.py keeps the state, scheduler/runtime/gangs.py the hooks) ------
 
-    def _bound_members(self, group_key: str) -> int:
-        return sum(1 for pod in self.cache.bound_pods() if group_key_of(pod) == group_key)
-
-    def _gang_members(self, group_key: str, finished: bool = False) -> list[JsonDict]:
-        """Every live pod labelled into the group, bound or not, gated or not (as Coscheduling
-        counts them), from the Pod watch's store; ``finished`` adds Succeeded/Failed ones."""
-        store = self._pod_reflector.store
-        return [
-            pod
-            for pod in list(store.values())
-            if group_key_of(pod) == group_key
-            and (finished or not is_terminal(pod))
-            and not pod.get("metadata", {}).get("deletionTimestamp")
-        ]
-
-    def _gang_pod_event(self, pod: JsonDict) -> None:
-        group_key = group_key_of(pod)
-        if group_key is not None:
-            self.podgroup_status.touch(group_key)
-
-    def _gang_prefilter(self, pod_key: str, group_key: str) -> str | None:
-        """Why the member is turned away before the filters, or None to go on."""
-        spec = self.gang.group(group_key)
-        refusal: str | None = None
-        reason = "Unschedulable"
-        if spec is None:
-            refusal = not_found_message(group_key)
-        elif spec.invalid is not None:
-            refusal, reason = spec.invalid, "InvalidPodGroup"
-        elif self.gang.backoff_remaining(group_key) > 0:
-            self.metrics.gang_cycles.labels("backing_off").inc()
-            return backing_off_message(group_key, self.config.gang_backoff_s)
-        elif (total := len(self._gang_members(group_key))) < spec.min_member:
-            refusal, reason = too_few_message(pod_key, total, spec.min_member), "NotEnoughPods"
-        elif spec.min_resources and isinstance(self.framework, CoreFramework):
-            snapshot = self.framework.snapshot
-            wanted = [name for name, _ in spec.min_resources] + ["pods"]
-            with self.cache.lock:
-                gap = resource_gap(spec, free_capacity(snapshot, wanted, group_key))
-            if gap:
-                refusal, reason = min_resources_message(group_key, gap), "InsufficientResources"
-                self.gang.back_off(group_key, self.config.gang_backoff_s)
-        if refusal is None:
-            return None
-        self.metrics.gang_cycles.labels("refused").inc()
-        if spec is not None:
-            self.podgroup_status.turned_away(group_key, reason, refusal)
-        return refusal
-
-    def _gang_topology_required(self, group_key: str | None) -> bool:
-        spec = self.gang.group(group_key) if group_key is not None else None
-        return spec is not None and spec.topology is not None and spec.topology.required
-
-    def _gang_cycle_pod(self, pod: JsonDict, group_key: str) -> JsonDict | str:
-        """The member as this cycle schedules it: kept to the group's topology domain when
-        the PodGroup asks for one, or why no domain can take it (required). Cache lock held."""
-        spec = self.gang.group(group_key)
-        if spec is None or spec.topology is None or not isinstance(self.framework, CoreFramework):
-            return pod
-        label_key = spec.topology.label_key
-        snapshot = self.framework.snapshot
-        placed = self.gang.held_nodes(group_key) + [
-            node_name_of(other)
-            for other in self.cache.bound_pods()
-            if group_key_of(other) == group_key
-        ]
-        domain = self.gang.domain(group_key) or domain_of_placed(
-            node.labels.get(label_key) if (node := snapshot.node(name)) else None for name in placed
-        )
-        if domain is None:
-            domain = self._gang_plan_domain(pod, group_key, label_key, len(placed))
-        if domain is None:
-            if spec.topology.required:
-                self.gang.back_off(group_key, self.config.gang_backoff_s)
-                message = no_domain_message(group_key, spec.topology, spec.min_member)
-                self.podgroup_status.turned_away(group_key, "NoTopologyDomain", message)
-                return message
-            return pod
-        self.gang.choose_domain(group_key, domain)
-        return in_domain(pod, label_key, domain)
-
-    def _gang_plan_domain(
-        self, pod: JsonDict, group_key: str, label_key: str, placed: int
-    ) -> str | None:
-        """Try each value of ``label_key`` for the members still to place, this one first."""
-        assert isinstance(self.framework, CoreFramework)
-        framework, snapshot = self.framework, self.framework.snapshot
-        spec = self.gang.group(group_key)
-        needed = max((spec.min_member if spec else 1) - placed, 1)
-        own = pod_key(pod)
+    def _pending_items(self) -> list[tuple[str, JsonDict]]:
         with self._pending_lock:
-            siblings = sorted(
-                (
-                    other
-                    for key, other in self._pending.items()
-                    if key != own
-                    and group_key_of(other) == group_key
-                    and not self.gang.is_waiting(group_key, key)
-                ),
-                key=pod_key,
-            )
-        members = [pod, *siblings][:needed]
-        values = {
-            value
-            for _, node in snapshot.iter_nodes()
-            if (value := node.labels.get(label_key)) is not None
-        }
-        trial: list[str] = []
-
-        def place(member: JsonDict) -> str | None:
-            node_name = framework.schedule(member).node_name
-            if node_name is not None:  # counted for the rest of the trial, not for the load
-                trial.append(snapshot.assume(parse_pod(member), node_name).key)
-            return node_name
-
-        def undo() -> None:
-            for key in trial:
-                snapshot.forget(key)
-            trial.clear()
-
-        return plan_domain(label_key, values, members, place, undo)
-
-    def _gang_let_go(
-        self, group_key: str, members: list[tuple[Any, str]], reason: str, message: str
-    ) -> None:
-        """Give up every place the group held; the whole group backs off, then is retried."""
-        for member, _ in members:
-            self.cache.forget(member.key)
-            self.queue.requeue_error(member)
-            self.recorder.failed_scheduling(member.pod, message)
-        self.gang.back_off(group_key, self.config.gang_backoff_s)
-        log.info("pod group released its places", extra={"group": group_key, "reason": message})
-        if members:
-            self.queue.move_all_to_active_or_backoff()
-        self.podgroup_status.turned_away(group_key, reason, message)
+            return list(self._pending.items())
 
     # -- preemption (scheduler/preemption.py plans; this carries the plan out) ---------------
 
