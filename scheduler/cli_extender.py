@@ -66,7 +66,7 @@ def extender_command(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise SchedulerInputError(str(err)) from None
     watch = ExtenderCache(api, framework)
-    extender = Extender(framework, watch.cache.lock)
+    extender = Extender(framework, watch.cache.lock, binder=api.bind)
     try:
         server = ExtenderServer(args.listen, extender, ready=watch.synced, healthy=watch.healthy)
     except ValueError as err:

@@ -1,10 +1,15 @@
-"""gputopo as a kube-scheduler extender: the `filter` and `prioritize` verbs over HTTP JSON.
+"""gputopo as a kube-scheduler extender: `filter`, `prioritize`, `preempt`, `bind` over HTTP JSON.
 
 kube-scheduler keeps scheduling (its own filters, scores, preemption and binding) and asks
 gputopo about the nodes that passed its filters. The wire format is
 `k8s.io/kube-scheduler/extender/v1` with Go's field names: `ExtenderArgs` {`Pod`, `Nodes`,
 `NodeNames`} in, `ExtenderFilterResult` {`Nodes`, `NodeNames`, `FailedNodes`,
-`FailedAndUnresolvableNodes`, `Error`} or a `HostPriorityList` [{`Host`, `Score`}] out.
+`FailedAndUnresolvableNodes`, `Error`} or a `HostPriorityList` [{`Host`, `Score`}] out;
+`ExtenderPreemptionArgs` {`Pod`, `NodeNameToVictims` | `NodeNameToMetaVictims`} in,
+`ExtenderPreemptionResult` {`NodeNameToMetaVictims`} out (the candidate nodes where gputopo's
+filters pass once the victims are gone); `ExtenderBindingArgs` {`PodName`, `PodNamespace`,
+`PodUID`, `Node`} in, `ExtenderBindingResult` {`Error`} out (the binding is made by the
+extender, UID-guarded).
 
 The extender always keeps its own cache of Nodes, Pods and Namespaces (list+watch, the same
 informers and ClusterSnapshot the `run` runtime uses), so `nodeCacheCapable: true` works and a
@@ -22,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
@@ -49,6 +54,7 @@ MIN_EXTENDER_PRIORITY: Final = 0
 MAX_EXTENDER_PRIORITY: Final = 10
 
 NOT_IN_CACHE_REASON: Final = "node(s) not yet in gputopo's cache"
+VERBS: Final = ("filter", "prioritize", "preempt", "bind")
 
 # Filters whose failure preemption cannot cure: kube-scheduler reports them as
 # UnschedulableAndUnresolvable, so the extender puts them in FailedAndUnresolvableNodes (which
@@ -104,6 +110,85 @@ class ExtenderRequest:
         return cls(pod=pod, node_names=tuple(names), nodes=None)
 
 
+def _object(body: object, what: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ExtenderArgsError(f"{what}: expected a JSON object")
+    return body
+
+
+def _pod_of(body: Mapping[str, Any], what: str) -> JsonDict:
+    pod = body.get("Pod")
+    if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict):
+        raise ExtenderArgsError(f"{what}.Pod: expected a v1 Pod object")
+    return pod
+
+
+@dataclass(frozen=True)
+class PreemptionRequest:
+    """An ExtenderPreemptionArgs: per candidate node, the victims' UIDs and PDB violations."""
+
+    pod: JsonDict
+    victims: Mapping[str, tuple[tuple[str, ...], int]]
+
+    @classmethod
+    def from_json(cls, body: object) -> PreemptionRequest:
+        args = _object(body, "ExtenderPreemptionArgs")
+        pod = _pod_of(args, "ExtenderPreemptionArgs")
+        meta, full = args.get("NodeNameToMetaVictims"), args.get("NodeNameToVictims")
+        field_name = "NodeNameToMetaVictims" if meta is not None else "NodeNameToVictims"
+        per_node = meta if meta is not None else full
+        if per_node is None:
+            per_node = {}
+        where = f"ExtenderPreemptionArgs.{field_name}"
+        if not isinstance(per_node, dict):
+            raise ExtenderArgsError(f"{where}: expected an object of node name to victims")
+        victims: dict[str, tuple[tuple[str, ...], int]] = {}
+        for node, entry in per_node.items():
+            entry = _object(entry, f"{where}[{node}]")
+            pods = entry.get("Pods") or []
+            if not isinstance(pods, list):
+                raise ExtenderArgsError(f"{where}[{node}].Pods: expected a list")
+            uids: list[str] = []
+            for index, victim in enumerate(pods):
+                victim = _object(victim, f"{where}[{node}].Pods[{index}]")
+                uid = (
+                    victim.get("UID") if meta is not None else victim.get("metadata", {}).get("uid")
+                )
+                if not isinstance(uid, str) or not uid:
+                    name = "UID" if meta is not None else "metadata.uid"
+                    raise ExtenderArgsError(f"{where}[{node}].Pods[{index}].{name}: expected a UID")
+                uids.append(uid)
+            violations = entry.get("NumPDBViolations") or 0
+            if not isinstance(violations, int):
+                raise ExtenderArgsError(f"{where}[{node}].NumPDBViolations: expected an integer")
+            victims[str(node)] = (tuple(uids), violations)
+        return cls(pod=pod, victims=victims)
+
+
+@dataclass(frozen=True)
+class BindingRequest:
+    """An ExtenderBindingArgs."""
+
+    name: str
+    namespace: str
+    uid: str
+    node: str
+
+    @classmethod
+    def from_json(cls, body: object) -> BindingRequest:
+        args = _object(body, "ExtenderBindingArgs")
+        values: dict[str, str] = {}
+        for field_name in ("PodName", "PodNamespace", "PodUID", "Node"):
+            value = args.get(field_name)
+            if not isinstance(value, str) or not value:
+                raise ExtenderArgsError(f"ExtenderBindingArgs.{field_name}: expected a string")
+            values[field_name] = value
+        return cls(values["PodName"], values["PodNamespace"], values["PodUID"], values["Node"])
+
+
+Binder = Callable[[str, str, str, str], None]  # (namespace, name, uid, node): KubeApi.bind
+
+
 @dataclass(frozen=True)
 class _Verdicts:
     """One cycle's outcome for the candidate nodes only."""
@@ -118,9 +203,15 @@ class Extender:
     ``lock`` is the lock the watch holds while it writes the snapshot (the ClusterCache's).
     """
 
-    def __init__(self, framework: CoreFramework, lock: threading.RLock | None = None) -> None:
+    def __init__(
+        self,
+        framework: CoreFramework,
+        lock: threading.RLock | None = None,
+        binder: Binder | None = None,
+    ) -> None:
         self.framework = framework
         self.lock = lock or threading.RLock()
+        self.binder = binder
         self._last: tuple[tuple[str, str, int], _Verdicts] | None = None
 
     def _evaluate(self, request: ExtenderRequest) -> _Verdicts:
@@ -206,6 +297,62 @@ class Extender:
             )
         ]
 
+    def preempt(self, request: PreemptionRequest) -> JsonDict:
+        """ExtenderPreemptionResult: the candidates where, with kube-scheduler's victims gone,
+        gputopo's filters pass too — victims unchanged (kube-scheduler chose them fewest and
+        lowest-priority already). A node gputopo would still refuse is dropped, so
+        kube-scheduler never evicts pods for a node gputopo's filter then turns down."""
+        kept: dict[str, JsonDict] = {}
+        with self.lock:
+            try:
+                pod = parse_pod(request.pod)
+            except SchedulerInputError:
+                return {"NodeNameToMetaVictims": kept}
+            snapshot = self.framework.snapshot
+            key_of_uid = {entry.pod.uid: key for key, entry in snapshot.pods.items()}
+            for node, (uids, violations) in request.victims.items():
+                removed = []
+                for uid in uids:
+                    key = key_of_uid.get(uid)
+                    victim = snapshot.pod(key) if key is not None else None
+                    if key is not None and victim is not None and not snapshot.is_assumed(key):
+                        removed.append(victim)
+                        snapshot.remove_pod(key)
+                try:
+                    verdict = schedule_one(pod, snapshot, self.framework.profile).diagnosis()
+                finally:
+                    for victim in removed:
+                        snapshot.add_pod(victim)
+                node_verdict = verdict.get(node)
+                if node_verdict is not None and node_verdict.feasible:
+                    kept[node] = {
+                        "Pods": [{"UID": uid} for uid in uids],
+                        "NumPDBViolations": violations,
+                    }
+        log.info(
+            "extender preempt",
+            extra={"pod": pod.key, "candidates": len(request.victims), "kept": sorted(kept)},
+        )
+        return {"NodeNameToMetaVictims": kept}
+
+    def bind(self, request: BindingRequest) -> JsonDict:
+        """ExtenderBindingResult: the pods/binding request made, or why it failed."""
+        if self.binder is None:
+            return {"Error": "bind: this extender has no API access to bind with"}
+        try:
+            self.binder(request.namespace, request.name, request.uid, request.node)
+        except Exception as err:  # the API's answer goes back to kube-scheduler as Error
+            log.warning(
+                "extender bind failed",
+                extra={"pod": f"{request.namespace}/{request.name}", "error": str(err)},
+            )
+            return {"Error": f"bind {request.namespace}/{request.name} to {request.node}: {err}"}
+        log.info(
+            "pod bound by the extender",
+            extra={"pod": f"{request.namespace}/{request.name}", "node": request.node},
+        )
+        return {"Error": ""}
+
 
 def rescale(names: Sequence[str], totals: Mapping[str, int]) -> list[int]:
     """Min-max onto 0..10 (rounded half up); all equal -> all 10; names without a total -> 0."""
@@ -289,7 +436,8 @@ def _host_port(address: str) -> tuple[str, int]:
 
 
 class ExtenderServer:
-    """HTTP: POST .../filter and .../prioritize (any path prefix), GET /healthz and /readyz."""
+    """HTTP: POST .../filter, .../prioritize, .../preempt and .../bind (any path prefix),
+    GET /healthz and /readyz."""
 
     def __init__(
         self,
@@ -317,8 +465,8 @@ class ExtenderServer:
 
             def do_POST(self) -> None:
                 verb = self.path.rstrip("/").rsplit("/", 1)[-1]
-                if verb not in ("filter", "prioritize"):
-                    self._answer(404, b"unknown verb: expected filter or prioritize\n")
+                if verb not in VERBS:
+                    self._answer(404, b"unknown verb: expected filter, prioritize, preempt, bind\n")
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
@@ -348,11 +496,16 @@ class ExtenderServer:
     def handle(self, verb: str, raw: bytes) -> tuple[int, Any]:
         """(HTTP status, JSON answer) for one verb; bad input is a 400 naming the field."""
         try:
-            request = ExtenderRequest.from_json(json.loads(raw or b"null"))
+            body = json.loads(raw or b"null")
+            if verb == "preempt":
+                return 200, self.extender.preempt(PreemptionRequest.from_json(body))
+            if verb == "bind":
+                return 200, self.extender.bind(BindingRequest.from_json(body))
+            request = ExtenderRequest.from_json(body)
         except (ValueError, ExtenderArgsError) as err:
             message = f"{verb}: {err}"
             log.warning("bad extender request", extra={"error": message})
-            if verb == "filter":
+            if verb in ("filter", "bind"):
                 return 400, {"Error": message}
             return 400, {"error": message}
         if verb == "filter":

@@ -13,6 +13,12 @@ kube-scheduler's DefaultPreemption, on one node at a time:
 4. Among candidates pick the fewest PDB violations, then the lowest highest-victim priority, then
    the smallest sum of victim priorities, then the fewest victims, then the node name.
 
+When no node qualifies, the outcome carries kube-scheduler's PostFilter message, which the
+runtime appends to the FailedScheduling message exactly as kube-scheduler's FitError does:
+"0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available:
+1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.."
+(the doubled period is kube-scheduler's too), and says to clear the pod's nominatedNodeName.
+
 The plan is computed on the live snapshot (victims are taken out and put back under the cache
 lock); carrying it out — nominating, deleting victims with their own grace period — is the
 runtime's job (`scheduler/runtime/runner.py`).
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from scheduler.errors import SchedulerInputError
-from scheduler.framework import schedule_one
+from scheduler.framework import fit_error_message, schedule_one
 from scheduler.model import Pod, parse_pod
 from scheduler.plugins import (
     inter_pod_affinity,
@@ -39,6 +45,12 @@ from scheduler.profile import SchedulerProfile
 from scheduler.snapshot import ClusterSnapshot
 
 JsonDict = dict[str, Any]
+
+# kube-scheduler's DefaultPreemption wording (pkg/scheduler/framework/preemption, v1.37).
+NO_VICTIMS_REASON: Final = "No preemption victims found for incoming pod"
+NOT_HELPFUL_REASON: Final = "Preemption is not helpful for scheduling"
+POLICY_NEVER_MESSAGE: Final = "not eligible due to preemptionPolicy=Never."
+TERMINATING_MESSAGE: Final = "not eligible due to a terminating pod on the nominated node."
 
 # Failures eviction cannot cure: kube-scheduler's UnschedulableAndUnresolvable.
 UNRESOLVABLE_PLUGINS: Final = frozenset(
@@ -130,6 +142,21 @@ class PreemptionPlan:
         )
 
 
+@dataclass(frozen=True)
+class PreemptionOutcome:
+    """What a preemption attempt decided: a plan, or kube-scheduler's reason there is none."""
+
+    plan: PreemptionPlan | None
+    message: str = ""  # PostFilter's message; "" when a plan was found
+    clear_nomination: bool = False  # no candidate at all: the nominated node is stale
+
+    def fit_message(self, fit_message: str) -> str:
+        """The FailedScheduling message: kube's FitError with its PostFilter part."""
+        if not self.message:
+            return fit_message
+        return f"{fit_message} preemption: {self.message}."
+
+
 def may_preempt(pod: JsonDict) -> bool:
     return (pod.get("spec") or {}).get("preemptionPolicy") != "Never"
 
@@ -172,34 +199,53 @@ class Preemption:
         budgets: Sequence[DisruptionBudget] = (),
     ) -> PreemptionPlan | None:
         """The best node and its victims, or None when no eviction would make room."""
+        return self.evaluate(preemptor, bound_pods, priority_of, budgets).plan
+
+    def evaluate(
+        self,
+        preemptor: JsonDict,
+        bound_pods: Sequence[JsonDict],
+        priority_of: Callable[[JsonDict], int],
+        budgets: Sequence[DisruptionBudget] = (),
+    ) -> PreemptionOutcome:
+        """The best plan, or kube-scheduler's per-node reasons why there is none."""
         if not may_preempt(preemptor):
-            return None
+            return PreemptionOutcome(None, POLICY_NEVER_MESSAGE)
         try:
             pod = parse_pod(preemptor)
         except SchedulerInputError:
-            return None
+            return PreemptionOutcome(None)
         priority = priority_of(preemptor)
         result = schedule_one(pod, self.snapshot, self.profile)
         if result.node is not None:
-            return None
+            return PreemptionOutcome(None)
         on_node: dict[str, list[JsonDict]] = {}
         for bound in bound_pods:
             node = str((bound.get("spec") or {}).get("nodeName") or "")
             if node and priority_of(bound) < priority:
                 on_node.setdefault(node, []).append(bound)
         plans: list[PreemptionPlan] = []
-        for node, verdict in result.diagnosis().items():
+        why_not: dict[str, int] = {}
+        diagnosis = result.diagnosis()
+        for node, verdict in diagnosis.items():
+            if verdict.feasible:
+                continue
+            if verdict.failed_plugin in UNRESOLVABLE_PLUGINS or UNRESOLVABLE_REASONS.intersection(
+                verdict.reasons
+            ):
+                why_not[NOT_HELPFUL_REASON] = why_not.get(NOT_HELPFUL_REASON, 0) + 1
+                continue
             lower = on_node.get(node)
-            if verdict.feasible or not lower:
-                continue
-            if verdict.failed_plugin in UNRESOLVABLE_PLUGINS:
-                continue
-            if UNRESOLVABLE_REASONS.intersection(verdict.reasons):
-                continue
-            plan = self._plan_on_node(pod, node, lower, priority_of, budgets)
-            if plan is not None:
+            plan = self._plan_on_node(pod, node, lower, priority_of, budgets) if lower else None
+            if plan is None:
+                why_not[NO_VICTIMS_REASON] = why_not.get(NO_VICTIMS_REASON, 0) + 1
+            else:
                 plans.append(plan)
-        return min(plans, key=PreemptionPlan.rank, default=None)
+        if plans:
+            return PreemptionOutcome(min(plans, key=PreemptionPlan.rank))
+        return PreemptionOutcome(
+            None, fit_error_message(len(diagnosis), why_not), clear_nomination=True
+        )
 
     def _plan_on_node(
         self,

@@ -107,6 +107,17 @@ class SchedulerMetrics:
             ["resource"],
             registry=self.registry,
         )
+        self.gang_cycles = Counter(
+            "gputopo_scheduler_gang_cycles",
+            "Gang members' scheduling cycles by outcome: held (found a node and holds it), "
+            "unschedulable (found none: the group lets go), refused (turned away before the "
+            "filters: too few pods, minResources not free, no topology domain, invalid "
+            "PodGroup), backing_off (turned away while the group backs off).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("held", "unschedulable", "refused", "backing_off"):
+            self.gang_cycles.labels(outcome)
         self.registry.register(RuntimeCollector(read_state))
 
     def render(self) -> bytes:

@@ -17,22 +17,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
-from scheduler.gang import (
-    PODGROUP_API,
-    PODGROUPS_PATH,
-    GangCoordinator,
-    group_key_of,
-    not_found_message,
-    rejected_message,
-    timeout_message,
-    too_few_message,
-)
+from scheduler.gang import PODGROUP_API, PODGROUPS_PATH, group_key_of
 from scheduler.preemption import (
+    POLICY_NEVER_MESSAGE,
+    TERMINATING_MESSAGE,
     DisruptionBudget,
     Preemption,
+    PreemptionOutcome,
     PreemptionPlan,
     may_preempt,
     reserve_nominated,
@@ -40,6 +32,7 @@ from scheduler.preemption import (
 from scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
 from scheduler.runtime.events import EventRecorder
 from scheduler.runtime.framework import CoreFramework, SchedulingFramework
+from scheduler.runtime.gangs import GangHooks
 from scheduler.runtime.informer import Reflector
 from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from scheduler.runtime.leader import LeaderElector, LeaseConfig
@@ -65,6 +58,7 @@ class RuntimeConfig:
     initial_backoff_s: float = 1.0
     max_backoff_s: float = 10.0
     preemption: bool = True  # evict lower-priority pods for a pod that fits nowhere
+    gang_backoff_s: float = 10.0  # a gang that failed an attempt waits this long as a whole
 
 
 @dataclass
@@ -145,11 +139,26 @@ class SchedulerRuntime:
         self._pending: dict[str, JsonDict] = {}
         self._pending_lock = threading.Lock()
         self._nominated: set[str] = set()  # pending keys with status.nominatedNodeName
-        # Gangs (scheduler/gang.py). The PodGroup CRD is optional: its watch is not waited for.
-        self.gang = GangCoordinator(clock=clock)
+        # Gangs (scheduler/gang.py, runtime/gangs.py). The PodGroup CRD is optional: its watch
+        # is not waited for.
         self._podgroups = Reflector(
             api, "PodGroup", PODGROUPS_PATH, self, on_error=self._watch_error
         )
+        self.gangs = GangHooks(
+            api,
+            self.recorder,
+            self.cache,
+            self.queue,
+            framework,
+            self.metrics,
+            backoff_s=config.gang_backoff_s,
+            pods=lambda: list(self._pod_reflector.store.values()),
+            pending=self._pending_items,
+            pod_group=lambda key: self._podgroups.store.get(key),
+            is_leader=self.is_leader,
+            clock=clock,
+        )
+        self.gang = self.gangs.gang
         self._preemption: Preemption | None = None
         if config.preemption and isinstance(framework, CoreFramework):
             self._preemption = Preemption(framework.snapshot, framework.profile)
@@ -208,6 +217,7 @@ class SchedulerRuntime:
         for reflector in self.reflectors:
             reflector.stop()
         self._podgroups.stop()
+        self.gangs.close()
         self.recorder.close()
         if self._server is not None:
             self._server.stop()
@@ -256,6 +266,7 @@ class SchedulerRuntime:
     def on_add(self, kind: str, obj: JsonDict) -> None:
         if kind == "Pod":
             self._pod_changed(None, obj)
+            self.gangs.pod_event(obj)
         elif kind == "Node":
             self.cache.upsert_node(obj)
             self.queue.move_all_to_active_or_backoff()
@@ -265,12 +276,12 @@ class SchedulerRuntime:
         elif kind == "PriorityClass":
             self.priorities.upsert(obj)
         elif kind == "PodGroup":
-            self.gang.upsert_group(obj)
-            self.queue.move_all_to_active_or_backoff()
+            self.gangs.podgroup_upserted(obj)
 
     def on_update(self, kind: str, old: JsonDict, new: JsonDict) -> None:
         if kind == "Pod":
             self._pod_changed(old, new)
+            self.gangs.pod_event(new)
         elif kind == "Node":
             self.cache.upsert_node(new)
             if _node_scheduling_changed(old, new):
@@ -282,8 +293,7 @@ class SchedulerRuntime:
         elif kind == "PriorityClass":
             self.priorities.upsert(new)
         elif kind == "PodGroup":
-            self.gang.upsert_group(new)
-            self.queue.move_all_to_active_or_backoff()
+            self.gangs.podgroup_upserted(new)
 
     def on_delete(self, kind: str, obj: JsonDict) -> None:
         if kind == "Pod":
@@ -293,7 +303,7 @@ class SchedulerRuntime:
             self.queue.delete(key)
             group_key = group_key_of(obj)
             if group_key is not None:
-                self.gang.drop(group_key, key)
+                self.gangs.member_deleted(group_key, key)
             was_load = bool(node_name_of(obj)) or self.cache.is_assumed(key)
             self.cache.delete_pod(obj)
             if was_load:
@@ -306,7 +316,7 @@ class SchedulerRuntime:
         elif kind == "PriorityClass":
             self.priorities.delete(obj)
         elif kind == "PodGroup":
-            self.gang.delete_group(obj)
+            self.gangs.podgroup_deleted(obj)
 
     def _pod_changed(self, old: JsonDict | None, pod: JsonDict) -> None:
         key = pod_key(pod)
@@ -373,8 +383,7 @@ class SchedulerRuntime:
             for key in self.cache.expire_assumptions():
                 self.metrics.assumptions_expired.inc()
                 log.warning("assumed pod expired unconfirmed", extra={"pod": key})
-            for group_key, members in self.gang.expired().items():
-                self._gang_let_go(group_key, members, timeout_message(group_key))
+            self.gangs.tick()
             item = self.queue.pop(timeout_s=0.5)
             if item is None:
                 continue
@@ -398,7 +407,7 @@ class SchedulerRuntime:
         queued.pod = pod
         group_key = group_key_of(pod)
         if group_key is not None:
-            refusal = self._gang_prefilter(queued.key, group_key)
+            refusal = self.gangs.prefilter(queued.key, group_key)
             if refusal is not None:
                 self.metrics.attempts.labels("unschedulable").inc()
                 self.queue.requeue_unschedulable(queued, cycle)
@@ -412,7 +421,10 @@ class SchedulerRuntime:
             if snapshot is not None and nominated:  # room a preemption freed stays theirs
                 reserved = reserve_nominated(snapshot, nominated)
             try:
-                placement = self.framework.schedule(pod)
+                if group_key is None:
+                    placement = self.framework.schedule(pod)
+                else:  # kept to the group's topology domain when it asks for one
+                    placement = self.gangs.schedule(pod, group_key)
             finally:
                 if snapshot is not None:
                     for key in reserved:
@@ -421,92 +433,36 @@ class SchedulerRuntime:
                 self.cache.assume(pod, placement.node_name)
         self.metrics.scheduling_duration.observe(time.perf_counter() - started)
         if placement.node_name is None and group_key is not None:
-            held = self.gang.release(group_key)
-            if held:
-                self._gang_let_go(group_key, held, rejected_message(group_key))
+            self.gangs.unschedulable(group_key, queued, placement.message)
         if placement.node_name is None:
             self.metrics.attempts.labels("unschedulable").inc()
             log.info(
                 "pod unschedulable",
                 extra={"pod": queued.key, "reason_message": placement.message},
             )
-            plan = self._plan_preemption(pod) if group_key is None else None
+            outcome = self._plan_preemption(pod) if group_key is None else None
             self.queue.requeue_unschedulable(queued, cycle)
-            self.recorder.failed_scheduling(pod, placement.message)
-            if plan is not None:
-                self._binds.submit(self._preempt, pod, plan)
+            message = (
+                placement.message if outcome is None else outcome.fit_message(placement.message)
+            )
+            self.recorder.failed_scheduling(pod, message)
+            if outcome is not None and outcome.plan is not None:
+                self._binds.submit(self._preempt, pod, outcome.plan)
+            elif outcome is not None and outcome.clear_nomination and _nominated_node(pod):
+                self._binds.submit(self._set_nominated_node, pod, None)  # as kube-scheduler
             return
         if group_key is not None:
-            ready = self.gang.hold(
-                group_key, queued.key, queued, placement.node_name, self._bound_members(group_key)
-            )
-            if ready is None:  # siblings in backoff would make this one wait out its timeout
-                self.queue.activate(pod_key(m) for m in self._gang_members(group_key))
+            ready = self.gangs.held(group_key, queued, placement.node_name)
             for member, node in ready or ():
                 self._binds.submit(self._bind, member, node)
-            if ready is not None:
-                self._binds.submit(self._report_pod_group, group_key, "Scheduled", None)
             return  # None: the member holds its place (assumed, in flight) until the gang is whole
         self._binds.submit(self._bind, queued, placement.node_name)
 
-    # -- gangs (scheduler/gang.py keeps the state) --------------------------------------------
+    # -- gangs (scheduler/gang.py keeps the state, scheduler/runtime/gangs.py the hooks) ------
 
-    def _bound_members(self, group_key: str) -> int:
-        return sum(1 for pod in self.cache.bound_pods() if group_key_of(pod) == group_key)
-
-    def _gang_members(self, group_key: str) -> list[JsonDict]:
-        """Every live pod labelled into the group, bound or not, gated or not (as Coscheduling
-        counts them), from the Pod watch's store."""
-        store = self._pod_reflector.store
-        return [
-            pod
-            for pod in list(store.values())
-            if group_key_of(pod) == group_key
-            and not is_terminal(pod)
-            and not pod.get("metadata", {}).get("deletionTimestamp")
-        ]
-
-    def _gang_prefilter(self, pod_key: str, group_key: str) -> str | None:
-        spec = self.gang.group(group_key)
-        if spec is None:
-            return not_found_message(group_key)
-        total = len(self._gang_members(group_key))
-        if total < spec.min_member:
-            return too_few_message(pod_key, total, spec.min_member)
-        return None
-
-    def _gang_let_go(self, group_key: str, members: list[tuple[Any, str]], message: str) -> None:
-        """Give up every place the group held; its members back off and are retried."""
-        for member, _ in members:
-            self.cache.forget(member.key)
-            self.queue.requeue_error(member)
-            self.recorder.failed_scheduling(member.pod, message)
-        log.info("pod group released its places", extra={"group": group_key, "reason": message})
-        self.queue.move_all_to_active_or_backoff()
-        self._binds.submit(self._report_pod_group, group_key, "Pending", message)
-
-    def _report_pod_group(self, group_key: str, phase: str, problem: str | None) -> None:
-        """PodGroup status.phase (Coscheduling's values), and a Warning event on a problem."""
-        pod_group = self._podgroups.store.get(group_key)
-        if pod_group is None:
-            return
-        namespace, name = group_key.split("/", 1)
-        status: JsonDict = {"phase": phase}
-        if phase == "Scheduled":
-            status["scheduleStartTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        try:
-            self.api.request(
-                "PATCH",
-                f"{PODGROUP_API}/namespaces/{namespace}/podgroups/{name}/status",
-                body={"status": status},
-                content_type="application/merge-patch+json",
-            )
-        except (KubeApiError, OSError) as err:
-            log.warning(
-                "cannot update PodGroup status", extra={"group": group_key, "error": str(err)}
-            )
-        if problem is not None:
-            self.recorder.pod_group(pod_group, "Warning", "FailedScheduling", problem)
+    def _pending_items(self) -> list[tuple[str, JsonDict]]:
+        with self._pending_lock:
+            return list(self._pending.items())
 
     # -- preemption (scheduler/preemption.py plans; this carries the plan out) ---------------
 
@@ -526,12 +482,15 @@ class SchedulerRuntime:
             if node and self.priorities.priority_of(other) >= priority
         ]
 
-    def _plan_preemption(self, pod: JsonDict) -> PreemptionPlan | None:
-        if self._preemption is None or not may_preempt(pod):
+    def _plan_preemption(self, pod: JsonDict) -> PreemptionOutcome | None:
+        """None when preemption is off; else a plan or kube-scheduler's reason for none."""
+        if self._preemption is None:
             return None
+        if not may_preempt(pod):
+            return PreemptionOutcome(None, POLICY_NEVER_MESSAGE)
         priority_of = self.priorities.priority_of
         priority = priority_of(pod)
-        nominated = str(pod.get("status", {}).get("nominatedNodeName") or "")
+        nominated = _nominated_node(pod)
         bound = self.cache.bound_pods()
         if nominated and any(
             node_name_of(other) == nominated
@@ -539,33 +498,41 @@ class SchedulerRuntime:
             and priority_of(other) < priority
             for other in bound
         ):
-            return None  # the room it was promised is still being freed: wait for it
-        if not any(priority_of(other) < priority for other in bound):
-            return None  # nothing anywhere it could evict: no API call
-        try:
-            listed = self.api.request("GET", PDBS_PATH).get("items") or []
-        except (KubeApiError, OSError) as err:
-            log.warning("cannot list PodDisruptionBudgets", extra={"error": str(err)})
-            listed = []
+            return PreemptionOutcome(None, TERMINATING_MESSAGE)  # the room is being freed
+        listed: list[JsonDict] = []
+        if any(priority_of(other) < priority for other in bound):  # else: no API call
+            try:
+                listed = self.api.request("GET", PDBS_PATH).get("items") or []
+            except (KubeApiError, OSError) as err:
+                log.warning("cannot list PodDisruptionBudgets", extra={"error": str(err)})
         budgets = [DisruptionBudget.from_json(pdb) for pdb in listed]
         with self.cache.lock:
-            return self._preemption.plan(pod, bound, priority_of, budgets)
+            return self._preemption.evaluate(pod, bound, priority_of, budgets)
 
-    def _preempt(self, pod: JsonDict, plan: PreemptionPlan) -> None:
-        """Nominate the node, then delete the victims with their own grace period."""
+    def _set_nominated_node(self, pod: JsonDict, node: str | None) -> bool:
+        """Merge-patch status.nominatedNodeName (None clears it); False when that failed."""
         meta = pod["metadata"]
         namespace, name = str(meta.get("namespace") or "default"), str(meta["name"])
         try:
             self.api.request(
                 "PATCH",
                 f"/api/v1/namespaces/{namespace}/pods/{name}/status",
-                body={"status": {"nominatedNodeName": plan.node}},
+                body={"status": {"nominatedNodeName": node}},
                 content_type="application/merge-patch+json",
             )
-        except KubeApiError as err:
+        except (KubeApiError, OSError) as err:
             log.warning(
-                "cannot nominate node", extra={"pod": f"{namespace}/{name}", "error": str(err)}
+                "cannot set nominatedNodeName",
+                extra={"pod": f"{namespace}/{name}", "node": node, "error": str(err)},
             )
+            return False
+        return True
+
+    def _preempt(self, pod: JsonDict, plan: PreemptionPlan) -> None:
+        """Nominate the node, then delete the victims with their own grace period."""
+        meta = pod["metadata"]
+        namespace, name = str(meta.get("namespace") or "default"), str(meta["name"])
+        if not self._set_nominated_node(pod, plan.node):
             return
         note = f"Preempting {len(plan.victims)} pod(s) on node {plan.node}"
         violated = [victim.key for victim in plan.victims if victim.violates_pdb]
@@ -628,6 +595,8 @@ class SchedulerRuntime:
         self.metrics.attempts.labels("scheduled").inc()
         self.recorder.scheduled(pod, node_name)
         log.info("pod bound", extra={"pod": key, "node": node_name})
+        if _nominated_node(pod) not in ("", node_name):  # bound elsewhere: as kube-scheduler
+            self._set_nominated_node(pod, None)
 
     def _bind_failed(self, queued: QueuedPod, reason: str, detail: str) -> None:
         self.cache.forget(queued.key)
@@ -639,6 +608,10 @@ class SchedulerRuntime:
         if reason == "error":
             self.metrics.attempts.labels("error").inc()
         self.queue.requeue_error(queued)
+
+
+def _nominated_node(pod: JsonDict) -> str:
+    return str((pod.get("status") or {}).get("nominatedNodeName") or "")
 
 
 def _node_scheduling_changed(old: JsonDict, new: JsonDict) -> bool:

@@ -201,11 +201,12 @@ def pod_scheduled_condition(pod: JsonDict) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def running_runtime(plane: ControlPlane) -> Iterator[SchedulerRuntime]:
+def running_runtime(plane: ControlPlane, **config_fields: Any) -> Iterator[SchedulerRuntime]:
     """The scheduler runtime acting as its ServiceAccount (the manifests' RBAC), watches synced,
-    no lease and no metrics server; stopped afterwards."""
+    no lease and no metrics server (``config_fields`` override RuntimeConfig's other fields);
+    stopped afterwards."""
     with scheduler_rbac(plane):
-        config = RuntimeConfig(lease=None, metrics_address=None)
+        config = RuntimeConfig(lease=None, metrics_address=None, **config_fields)
         runtime = SchedulerRuntime(service_account_api(plane), CoreFramework(), config)
         runtime.start()
         try:

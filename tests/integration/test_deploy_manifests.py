@@ -75,3 +75,46 @@ def test_base_is_accepted_by_the_real_apiserver(
         "gputopo-agent-metrics", namespace
     )
     assert service.spec.cluster_ip == "None"
+
+
+def test_extender_component_is_accepted_and_serves_from_its_own_service_account(
+    kube_admin: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    objects = render(overlay(tmp_path / "overlay", components=("extender",), namespace=namespace))
+    api = dynamic.DynamicClient(kube_admin)
+    extender = [o for o in objects if o["metadata"]["name"] == "gputopo-extender"]
+    assert sorted(o["kind"] for o in extender) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+    for body in extender:
+        if _namespaced(api, body):
+            _apply(api, body, dry_run=False)
+        else:
+            body["metadata"].pop("namespace", None)
+            _apply(api, body, dry_run=True)
+
+    binding = next(o for o in extender if o["kind"] == "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "gputopo-extender", "namespace": namespace}
+    ]
+    role = next(o for o in extender if o["kind"] == "ClusterRole")
+    verbs = {(r["resources"][0], v) for r in role["rules"] for v in r["verbs"]}
+    assert ("pods/binding", "create") in verbs  # bindVerb
+    assert not {v for _, v in verbs} & {"delete", "update", "patch"}  # nothing else written
+
+    deployment = client.AppsV1Api(kube_admin).read_namespaced_deployment(
+        "gputopo-extender", namespace
+    )
+    pod = deployment.spec.template.spec
+    assert pod.service_account_name == "gputopo-extender"
+    container = pod.containers[0]
+    assert container.command == ["gputopo-scheduler", "extender"]
+    assert {e.name: e.value for e in container.env}["GPUTOPO_EXTENDER_LISTEN"] == ":8888"
+    assert container.readiness_probe.http_get.path == "/readyz"
+    assert container.security_context.read_only_root_filesystem is True
+    service = client.CoreV1Api(kube_admin).read_namespaced_service("gputopo-extender", namespace)
+    assert [(p.port, p.target_port) for p in service.spec.ports] == [(8888, "extender")]

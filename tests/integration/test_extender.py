@@ -94,6 +94,8 @@ def _scheduler_configuration(extender_port: int) -> dict[str, object]:
                 "urlPrefix": f"http://127.0.0.1:{extender_port}/gputopo",
                 "filterVerb": "filter",
                 "prioritizeVerb": "prioritize",
+                "preemptVerb": "preempt",
+                "bindVerb": "bind",
                 "weight": 5,
                 "nodeCacheCapable": True,
                 "enableHTTPS": False,
@@ -102,6 +104,17 @@ def _scheduler_configuration(extender_port: int) -> dict[str, object]:
             }
         ],
     }
+
+
+def _logged(workdir: Path, message: str) -> list[JsonDict]:
+    """The extender's JSON log entries with this message, in order."""
+    entries = []
+    for line in (workdir / "extender.log").read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and entry.get("msg") == message:
+                entries.append(entry)
+    return entries
 
 
 def _pod(name: str, scheduler_name: str, gpus: int, cpu: str = "100m") -> JsonDict:
@@ -166,12 +179,88 @@ def test_kube_scheduler_with_the_extender_packs_gpus_where_alone_it_spreads(
         eventually(lambda: cluster.node_of(namespace, "second"), 30, "binding 'second'")
         assert cluster.node_of(namespace, "second") == "ext-empty"
 
+        # bindVerb: the extender made both bindings, kube-scheduler made none itself.
+        bound = _logged(tmp_path, "pod bound by the extender")
+        assert [entry["pod"] for entry in bound] == [
+            f"{namespace}/with-extender",
+            f"{namespace}/second",
+        ]
     finally:
         scheduler.stop()
         extender.stop()
         with contextlib.suppress(OSError):
             log = (tmp_path / "extender.log").read_text()
             assert "Traceback" not in log, log
+
+
+LOW, HIGH = "gputopo-test-ext-low", "gputopo-test-ext-high"
+
+
+@pytest.fixture
+def priority_classes(control_plane: ControlPlane) -> Iterator[None]:
+    api = Cluster(control_plane).api
+    path = "/apis/scheduling.k8s.io/v1/priorityclasses"
+    for name, value in ((LOW, 10), (HIGH, 1000)):
+        body = {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": name},
+            "value": value,
+        }
+        with contextlib.suppress(KubeApiError):
+            api.request("POST", path, body=body)
+    yield
+    for name in (LOW, HIGH):
+        with contextlib.suppress(KubeApiError):
+            api.request("DELETE", f"{path}/{name}")
+
+
+def test_kube_scheduler_preempts_through_the_extender_and_it_binds(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    rbac: None,
+    priority_classes: None,
+    tmp_path: Path,
+) -> None:
+    cluster.create_node(gpu_node("ext-preempt", 8, labels=POOL))
+    extender_port = free_port()
+    extender = _extender_process(control_plane, tmp_path, extender_port)
+    scheduler = control_plane.start_scheduler_with_config(
+        "kube-scheduler-extended-preempt", _scheduler_configuration(extender_port)
+    )
+    try:
+        low = _pod("low", EXTENDED_SCHEDULER, 8)
+        low["spec"]["priorityClassName"] = LOW
+        cluster.create_pod(namespace, low)
+        eventually(lambda: cluster.node_of(namespace, "low"), 30, "binding 'low'")
+        urgent = _pod("urgent", EXTENDED_SCHEDULER, 8)
+        urgent["spec"]["priorityClassName"] = HIGH
+        cluster.create_pod(namespace, urgent)
+        eventually(
+            lambda: cluster.node_of(namespace, "urgent") == "ext-preempt",
+            60,
+            "'urgent' bound on the node its preemption freed",
+        )
+
+        def low_gone() -> bool:
+            try:
+                cluster.pod(namespace, "low")
+            except KubeApiError as err:
+                return err.status == 404
+            return False
+
+        eventually(low_gone, 30, "the victim 'low' deleted")
+        # kube-scheduler asked gputopo about its preemption plan, and gputopo kept the node.
+        preempts = _logged(tmp_path, "extender preempt")
+        assert [(e["pod"], e["kept"]) for e in preempts][-1:] == [
+            (f"{namespace}/urgent", ["ext-preempt"])
+        ]
+        bound = [entry["pod"] for entry in _logged(tmp_path, "pod bound by the extender")]
+        assert bound == [f"{namespace}/low", f"{namespace}/urgent"]
+    finally:
+        scheduler.stop()
+        extender.stop()
 
 
 def test_extender_answers_kube_scheduler_wire_format_over_http(

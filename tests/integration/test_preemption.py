@@ -14,7 +14,7 @@ import pytest
 
 from scheduler.runtime.kube import JsonDict, KubeApiError
 from scheduler.runtime.runner import SchedulerRuntime
-from tests.controlplane import ControlPlane
+from tests.controlplane import KWOK_NODE_ANNOTATION, ControlPlane
 from tests.integration.scheduler_env import (
     Cluster,
     eventually,
@@ -126,6 +126,11 @@ def test_preemption_policy_never_waits_instead_of_evicting(
         return condition is not None and condition.get("status") == "False"
 
     eventually(unschedulable, 30, "polite marked unschedulable")
+    condition = pod_scheduled_condition(cluster.pod(namespace, "polite")) or {}
+    assert condition.get("message") == (
+        "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. "
+        "preemption: not eligible due to preemptionPolicy=Never.."
+    )
     assert _exists(cluster, namespace, "low")
     assert not cluster.pod(namespace, "polite")["status"].get("nominatedNodeName")
     assert "Preempting" not in {event.get("reason") for event in cluster.events(namespace)}
@@ -165,3 +170,71 @@ def test_pdb_protected_pod_is_spared_when_another_node_can_be_freed(
     assert cluster.node_of(namespace, "urgent") == "pre-open"
     assert _exists(cluster, namespace, "guarded")
     assert not _exists(cluster, namespace, "open")
+
+
+def _nominate(cluster: Cluster, namespace: str, name: str, node: str) -> None:
+    """What an earlier preemption would have left on the pod (admin writes pods/status)."""
+    cluster.api.request(
+        "PATCH",
+        f"/api/v1/namespaces/{namespace}/pods/{name}/status",
+        body={"status": {"nominatedNodeName": node}},
+        content_type="application/merge-patch+json",
+    )
+
+
+def _nominated(cluster: Cluster, namespace: str, name: str) -> str:
+    return str(cluster.pod(namespace, name).get("status", {}).get("nominatedNodeName") or "")
+
+
+def _unschedulable_message(cluster: Cluster, namespace: str, name: str) -> str:
+    condition = pod_scheduled_condition(cluster.pod(namespace, name)) or {}
+    return str(condition.get("message") or "") if condition.get("status") == "False" else ""
+
+
+def test_no_candidate_reports_kube_schedulers_preemption_reasons_and_clears_the_nomination(
+    cluster: Cluster, namespace: str, runtime: SchedulerRuntime
+) -> None:
+    cluster.create_node(gpu_node("pre-peer", 8))
+    taint = {"key": "gputopo.io/test-dedicated", "value": "infer", "effect": "NoSchedule"}
+    cluster.create_node(gpu_node("pre-tainted", 8, taints=[taint]))
+    _bound(cluster, namespace, gpu_pod("peer", 8, priority_class=HIGH))  # equal: no victim
+    cluster.create_pod(namespace, gpu_pod("urgent", 8, priority_class=HIGH))
+    suffix = (
+        " preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, "
+        "1 Preemption is not helpful for scheduling.."
+    )
+    message = eventually(
+        lambda: _unschedulable_message(cluster, namespace, "urgent"), 30, "urgent unschedulable"
+    )
+    assert message == (
+        "0/2 nodes are available: 1 Insufficient nvidia.com/gpu, "
+        "1 node(s) had untolerated taint {gputopo.io/test-dedicated: infer}." + suffix
+    )
+    # A nomination left from earlier no longer fits anywhere: the next attempt clears it.
+    _nominate(cluster, namespace, "urgent", "pre-peer")
+    assert _nominated(cluster, namespace, "urgent") == "pre-peer"
+    cluster.create_node(gpu_node("pre-small", 1))  # a cluster event: urgent is tried again
+    eventually(
+        lambda: _nominated(cluster, namespace, "urgent") == "", 30, "nominatedNodeName cleared"
+    )
+    assert cluster.node_of(namespace, "urgent") == ""
+
+
+def test_binding_elsewhere_than_the_nominated_node_clears_the_nomination(
+    cluster: Cluster, namespace: str, runtime: SchedulerRuntime
+) -> None:
+    cluster.create_node(gpu_node("pre-nominated", 8, labels={"pool": "pre-old"}))
+    waiting = gpu_pod("mover", 8, priority_class=HIGH, node_selector={"pool": "pre-new"})
+    cluster.create_pod(namespace, waiting)
+    eventually(
+        lambda: _unschedulable_message(cluster, namespace, "mover"), 30, "mover unschedulable"
+    )
+    _nominate(cluster, namespace, "mover", "pre-nominated")
+    # No kwok annotation: nothing but the scheduler writes this pod's status once it is bound.
+    plain = gpu_node("pre-plain", 8, labels={"pool": "pre-new"})
+    del plain["metadata"]["annotations"][KWOK_NODE_ANNOTATION]
+    cluster.create_node(plain)
+    eventually(lambda: cluster.node_of(namespace, "mover") == "pre-plain", 30, "mover bound")
+    eventually(
+        lambda: _nominated(cluster, namespace, "mover") == "", 30, "nominatedNodeName cleared"
+    )

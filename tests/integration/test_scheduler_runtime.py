@@ -204,9 +204,11 @@ def test_unschedulable_pod_reports_why_and_binds_once_a_node_fits(
     leading(start_runtime())
     cluster.create_pod(namespace, gpu_pod("needs-two", 2))
 
-    expected = (
+    expected = (  # kube-scheduler's words, its preemption verdict (docs/preemption.md) included
         "0/2 nodes are available: 1 Insufficient nvidia.com/gpu, "
-        "1 node(s) had untolerated taint {gputopo.io/sla: 900}."
+        "1 node(s) had untolerated taint {gputopo.io/sla: 900}. "
+        "preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, "
+        "1 Preemption is not helpful for scheduling.."
     )
     failed = eventually(
         lambda: [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,11 +15,13 @@ from ext_builders import GPU_PACKING_PROFILE, gpu_node, gpu_pod
 from scheduler.cli import main
 from scheduler.extender import (
     NOT_IN_CACHE_REASON,
+    BindingRequest,
     Extender,
     ExtenderArgsError,
     ExtenderCache,
     ExtenderRequest,
     ExtenderServer,
+    PreemptionRequest,
     rescale,
 )
 from scheduler.profile import parse_profile
@@ -139,7 +142,7 @@ def test_rescale_maps_totals_linearly_onto_zero_to_ten() -> None:
     ],
 )
 def test_bad_extender_args_name_the_field(body: object, field: str) -> None:
-    with pytest.raises(ExtenderArgsError, match=field.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ExtenderArgsError, match=re.escape(field)):
         ExtenderRequest.from_json(body)
 
 
@@ -218,3 +221,121 @@ def test_cli_extender_with_an_unreadable_kubeconfig_fails_in_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("gputopo-scheduler extender: kubeconfig '/nonexistent/kubeconfig'")
     assert "\n" not in err
+
+
+# -- preempt and bind --------------------------------------------------------------------------
+
+
+def _preemption_framework() -> CoreFramework:
+    framework = CoreFramework()
+    framework.upsert_node(gpu_node("full"))
+    framework.upsert_node(gpu_node("pinned"))
+    framework.upsert_pod(gpu_pod("low-a", gpus=4, node_name="full"))
+    framework.upsert_pod(gpu_pod("low-b", gpus=4, node_name="full"))
+    framework.upsert_pod(gpu_pod("low-c", gpus=4, node_name="pinned"))
+    framework.upsert_pod(gpu_pod("peer", gpus=4, node_name="pinned"))
+    return framework
+
+
+def test_preempt_keeps_the_nodes_where_gputopo_fits_once_the_victims_are_gone() -> None:
+    extender = Extender(_preemption_framework())
+    request = PreemptionRequest.from_json(
+        {
+            "Pod": gpu_pod("urgent", gpus=8),
+            "NodeNameToMetaVictims": {
+                "full": {
+                    "Pods": [{"UID": "uid-low-a"}, {"UID": "uid-low-b"}],
+                    "NumPDBViolations": 1,
+                },
+                # kube-scheduler's victims on "pinned" leave "peer" holding 4 GPUs: not enough
+                "pinned": {"Pods": [{"UID": "uid-low-c"}], "NumPDBViolations": 0},
+            },
+        }
+    )
+    assert extender.preempt(request) == {
+        "NodeNameToMetaVictims": {
+            "full": {"Pods": [{"UID": "uid-low-a"}, {"UID": "uid-low-b"}], "NumPDBViolations": 1}
+        }
+    }
+    # The victims were only taken out for the trial: they still count.
+    assert extender.filter(_names_request(gpu_pod("small", gpus=1), ["full"]))["NodeNames"] == []
+
+
+def test_preempt_reads_full_pods_when_not_node_cache_capable() -> None:
+    victims = [
+        gpu_pod("low-a", gpus=4, node_name="full"),
+        gpu_pod("low-b", gpus=4, node_name="full"),
+    ]
+    request = PreemptionRequest.from_json(
+        {
+            "Pod": gpu_pod("urgent", gpus=8),
+            "NodeNameToVictims": {"full": {"Pods": victims, "NumPDBViolations": 0}},
+        }
+    )
+    assert request.victims == {"full": (("uid-low-a", "uid-low-b"), 0)}
+    answer = Extender(_preemption_framework()).preempt(request)
+    assert list(answer["NodeNameToMetaVictims"]) == ["full"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"Pod": {}}, "ExtenderPreemptionArgs.Pod"),
+        (
+            {"Pod": gpu_pod("p"), "NodeNameToMetaVictims": {"n": {"Pods": [{"uid": "x"}]}}},
+            "ExtenderPreemptionArgs.NodeNameToMetaVictims[n].Pods[0].UID",
+        ),
+        (
+            {
+                "Pod": gpu_pod("p"),
+                "NodeNameToVictims": {"n": {"Pods": [], "NumPDBViolations": "1"}},
+            },
+            "ExtenderPreemptionArgs.NodeNameToVictims[n].NumPDBViolations",
+        ),
+    ],
+)
+def test_bad_preemption_args_name_the_field(body: object, field: str) -> None:
+    with pytest.raises(ExtenderArgsError, match=re.escape(field)):
+        PreemptionRequest.from_json(body)
+
+
+BINDING = {"PodName": "job", "PodNamespace": "ml", "PodUID": "uid-job", "Node": "n1"}
+
+
+def test_bind_posts_the_binding_and_reports_api_errors_in_error() -> None:
+    calls: list[tuple[str, str, str, str]] = []
+    extender = Extender(CoreFramework(), binder=lambda *args: calls.append(args))
+    assert extender.bind(BindingRequest.from_json(BINDING)) == {"Error": ""}
+    assert calls == [("ml", "job", "uid-job", "n1")]
+
+    def conflict(*_: str) -> None:
+        raise RuntimeError("409 Conflict: pod ml/job is already assigned to node n2")
+
+    refused = Extender(CoreFramework(), binder=conflict).bind(BindingRequest.from_json(BINDING))
+    assert refused == {
+        "Error": "bind ml/job to n1: 409 Conflict: pod ml/job is already assigned to node n2"
+    }
+
+
+def test_bad_binding_args_name_the_field() -> None:
+    with pytest.raises(ExtenderArgsError, match=r"ExtenderBindingArgs\.PodUID: expected a string"):
+        BindingRequest.from_json({**BINDING, "PodUID": 7})
+
+
+def test_http_preempt_and_bind_verbs(server: ExtenderServer) -> None:
+    status, answer = _post(
+        server.port,
+        "/gputopo/preempt",
+        {"Pod": gpu_pod("job", gpus=2), "NodeNameToMetaVictims": {"packed": {"Pods": []}}},
+    )
+    assert (status, answer) == (
+        200,
+        {"NodeNameToMetaVictims": {"packed": {"Pods": [], "NumPDBViolations": 0}}},
+    )
+    status, answer = _post(server.port, "/gputopo/bind", BINDING)
+    assert status == 200 and answer["Error"].startswith("bind:")  # the fixture has no API
+    status, answer = _post(server.port, "/gputopo/bind", {"PodName": "job"})
+    assert (status, answer) == (
+        400,
+        {"Error": "bind: ExtenderBindingArgs.PodNamespace: expected a string"},
+    )

@@ -9,8 +9,10 @@ from ext_builders import gpu_node, gpu_pod
 from scheduler.framework import schedule_one
 from scheduler.model import parse_pod
 from scheduler.preemption import (
+    POLICY_NEVER_MESSAGE,
     DisruptionBudget,
     Preemption,
+    PreemptionOutcome,
     PreemptionPlan,
     reserve_nominated,
     selector_matches,
@@ -162,3 +164,53 @@ def test_room_freed_for_a_nominated_pod_is_not_given_to_another_for_one_cycle() 
     assert snapshot.pod("default/urgent") is None
     assert snapshot.pod("default/resident") is not None
     assert schedule_one(thief, snapshot, default_profile()).node == "n1"
+
+
+# -- kube-scheduler's PostFilter message -----------------------------------------------------
+
+
+def _outcome(nodes: list[Any], bound: list[Any], preemptor: Any) -> PreemptionOutcome:
+    snapshot = ClusterSnapshot()
+    for node in nodes:
+        snapshot.add_node(node)
+    for pod in bound:
+        snapshot.add_pod(pod)
+    return Preemption(snapshot, default_profile()).evaluate(preemptor, bound, _priority, [])
+
+
+def test_no_candidate_says_why_per_node_as_kube_scheduler_and_clears_the_nomination() -> None:
+    taint = {"key": "dedicated", "value": "infer", "effect": "NoSchedule"}
+    nodes = [gpu_node("n1", gpus=8), gpu_node("n2", gpus=8), gpu_node("n3", gpus=8, taints=[taint])]
+    bound = [_pod("peer", 8, 100, "n1"), _pod("peer-2", 4, 100, "n2"), _pod("low", 4, 1, "n2")]
+    outcome = _outcome(nodes, bound, _pod("urgent", 8, 100))  # evicting "low" frees only 4
+    assert outcome.plan is None and outcome.clear_nomination
+    assert outcome.message == (  # "<count> <reason>" entries sorted as strings, as Go does
+        "0/3 nodes are available: 1 Preemption is not helpful for scheduling, "
+        "2 No preemption victims found for incoming pod."
+    )
+    fit = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: infer}."
+    assert outcome.fit_message(fit) == (
+        f"{fit} preemption: 0/3 nodes are available: 1 Preemption is not helpful for "
+        "scheduling, 2 No preemption victims found for incoming pod.."  # kube's doubled period
+    )
+
+
+def test_preemption_policy_never_is_kube_schedulers_not_eligible_message() -> None:
+    never = _pod("polite", 8, 100)
+    never["spec"]["preemptionPolicy"] = "Never"
+    outcome = _outcome([gpu_node("n1", gpus=8)], [_pod("low", 8, 1, "n1")], never)
+    assert (outcome.plan, outcome.message, outcome.clear_nomination) == (
+        None,
+        POLICY_NEVER_MESSAGE,
+        False,
+    )
+    assert outcome.fit_message("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.") == (
+        "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. "
+        "preemption: not eligible due to preemptionPolicy=Never.."
+    )
+
+
+def test_a_plan_adds_nothing_to_the_failed_scheduling_message() -> None:
+    outcome = _outcome([gpu_node("n1", gpus=8)], [_pod("low", 8, 1, "n1")], _pod("urgent", 8, 100))
+    assert outcome.plan is not None and outcome.message == ""
+    assert outcome.fit_message("0/1 nodes are available: x.") == "0/1 nodes are available: x."
