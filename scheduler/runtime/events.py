@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from scheduler.runtime.leader import micro_time
+from scheduler.runtime.workers import WorkerPool
 
 log = logging.getLogger("gputopo.scheduler.events")
 
@@ -39,50 +39,48 @@ class EventRecorder:
     controller: str
     instance: str
     workers: int = 4
-    _pool: ThreadPoolExecutor = field(init=False)
+    _pool: WorkerPool = field(init=False)
     _recorded: dict[tuple[str, str, str], _Recorded] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="events")
+        self._pool = WorkerPool("events", self.workers)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        self._pool.shutdown(wait=True)
 
-    def scheduled(self, pod: JsonDict, node_name: str) -> Future[None]:
+    def scheduled(self, pod: JsonDict, node_name: str) -> None:
         meta = pod.get("metadata", {})
         note = f"Successfully assigned {meta.get('namespace')}/{meta.get('name')} to {node_name}"
-        return self._pool.submit(self._emit, pod, "Normal", "Scheduled", "Binding", note)
+        self._pool.submit(self._emit, pod, "Normal", "Scheduled", "Binding", note)
 
-    def failed_scheduling(self, pod: JsonDict, message: str) -> Future[None]:
+    def failed_scheduling(self, pod: JsonDict, message: str) -> None:
         """FailedScheduling event plus PodScheduled=False/Unschedulable, both saying ``message``."""
-        return self._pool.submit(self._failed, pod, message)
+        self._pool.submit(self._failed, pod, message)
 
     def _failed(self, pod: JsonDict, message: str) -> None:
         self._emit(pod, "Warning", "FailedScheduling", "Scheduling", message)
         self._set_pod_scheduled_false(pod, "Unschedulable", message)
 
-    def preempted(self, victim: JsonDict, preemptor: JsonDict, node_name: str) -> Future[None]:
+    def preempted(self, victim: JsonDict, preemptor: JsonDict, node_name: str) -> None:
         """kube-scheduler's event on a preemption victim."""
         uid = preemptor.get("metadata", {}).get("uid")
         note = f"Preempted by pod {uid} on node {node_name}"
-        return self._pool.submit(self._emit, victim, "Normal", "Preempted", "Preempting", note)
+        self._pool.submit(self._emit, victim, "Normal", "Preempted", "Preempting", note)
 
-    def preempting(self, preemptor: JsonDict, note: str) -> Future[None]:
+    def preempting(self, preemptor: JsonDict, note: str) -> None:
         """On the preemptor: which pods it evicts where, and any PodDisruptionBudget violated."""
-        return self._pool.submit(self._emit, preemptor, "Normal", "Preempting", "Preempting", note)
+        self._pool.submit(self._emit, preemptor, "Normal", "Preempting", "Preempting", note)
 
-    def scheduling_gated(self, pod: JsonDict) -> Future[None]:
+    def scheduling_gated(self, pod: JsonDict) -> None:
         """PodScheduled=False/SchedulingGated, as kube-scheduler marks a gated pod (no event)."""
-        return self._pool.submit(
+        self._pool.submit(
             self._set_pod_scheduled_false, pod, "SchedulingGated", SCHEDULING_GATED_MESSAGE
         )
 
-    def pod_group(
-        self, pod_group: JsonDict, event_type: str, reason: str, note: str
-    ) -> Future[None]:
+    def pod_group(self, pod_group: JsonDict, event_type: str, reason: str, note: str) -> None:
         """An event regarding a PodGroup (scheduling.x-k8s.io/v1alpha1)."""
-        return self._pool.submit(
+        self._pool.submit(
             self._emit,
             pod_group,
             event_type,

@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from scheduler.gang import PODGROUP_API, PODGROUPS_PATH, group_key_of
@@ -38,6 +37,7 @@ from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from scheduler.runtime.leader import LeaderElector, LeaseConfig
 from scheduler.runtime.metrics import HealthServer, RuntimeState, SchedulerMetrics
 from scheduler.runtime.queue import QueuedPod, SchedulingQueue, pod_key
+from scheduler.runtime.workers import WorkerPool
 
 log = logging.getLogger("gputopo.scheduler.runtime")
 
@@ -124,7 +124,7 @@ class SchedulerRuntime:
             )
         self._leading = threading.Event()
         self._stop = threading.Event()
-        self._binds = ThreadPoolExecutor(max_workers=config.bind_workers, thread_name_prefix="bind")
+        self._binds = WorkerPool("bind", config.bind_workers)
         self._loop: threading.Thread | None = None
         self._server: HealthServer | None = None
         self._pod_reflector = Reflector(api, "Pod", PODS_PATH, self, on_error=self._watch_error)
