@@ -14,11 +14,13 @@ scheduler predicts that choice so it can score nodes by what the pod will really
   the preferred allocation gives it, in the order the pods arrived; a deleted pod frees them.
 * **NodeResourceTopology** — the agent's per-NUMA ``available`` count of ``nvidia.com/gpu``
   reveals GPUs held by pods the scheduler does not know (other schedulers, static pods). It is
-  used only while *fresh*: observed at most ``nrt_max_age_s`` ago **and** after the last change
-  the scheduler saw in that node's GPU pods (an NRT older than our own last bind cannot know
-  about it). A fresh NRT can only lower a zone's free count below the bookkeeping's, never raise
-  it: a pod the scheduler knows stays counted until its deletion is watched, because NRT lags
-  the kubelet's admission. A stale NRT is ignored; bookkeeping alone decides.
+  used only while *fresh*: observed after the last change the scheduler saw in that node's GPU
+  pods (an NRT older than our own last bind cannot know about it) **and**, when
+  ``nrt_max_age_s`` is set, at most that long ago. The agent writes its NRT only when it
+  changes, so by default a watched NRT has no age limit: an unchanged object is current. A
+  fresh NRT can only lower a zone's free count below the bookkeeping's, never raise it: a pod
+  the scheduler knows stays counted until its deletion is watched, because NRT lags the
+  kubelet's admission. A stale NRT is ignored; bookkeeping alone decides.
 
 Failed GPUs (annotation ``health: failed``) are never free, and neither are their MIG devices.
 
@@ -54,7 +56,7 @@ log = logging.getLogger(__name__)
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX: Final = "nvidia.com/mig-"
 NRT_GPU_ZONE_PREFIX: Final = "node-"
-DEFAULT_NRT_MAX_AGE_S: Final = 30.0
+DEFAULT_NRT_MAX_AGE_S: Final[float | None] = None  # no age limit: the watch keeps NRTs current
 
 # Placement levels, best last.
 LEVEL_SPREAD: Final = 0  # spans NUMA nodes and NVLink domains
@@ -372,7 +374,7 @@ class GpuAllocator:
         snapshot: ClusterSnapshot,
         *,
         contract: Contract = DEFAULT_CONTRACT,
-        nrt_max_age_s: float = DEFAULT_NRT_MAX_AGE_S,
+        nrt_max_age_s: float | None = DEFAULT_NRT_MAX_AGE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.snapshot = snapshot
@@ -415,7 +417,9 @@ class GpuAllocator:
         report = self.nrt.get(name)
         if report is None:
             return None
-        if now - report.observed_at > self.nrt_max_age_s or report.observed_at < state.changed_at:
+        if report.observed_at < state.changed_at:
+            return None
+        if self.nrt_max_age_s is not None and now - report.observed_at > self.nrt_max_age_s:
             return None
         return report
 
@@ -508,7 +512,7 @@ class GpuAllocator:
         state.sync_pods(pods, now, initial)
         report = self.fresh_nrt(node.name, state, now)
         state.apply_nrt(report)
-        if report is not None:
+        if report is not None and self.nrt_max_age_s is not None:
             self._nrt_until[slot] = report.observed_at + self.nrt_max_age_s
         self._summarise(slot, state, node)
 
