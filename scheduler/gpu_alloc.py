@@ -366,7 +366,9 @@ class GpuAllocator:
 
     For each node slot it keeps the free-GPU count of every aligned group (NVLink domain x NUMA
     node), every NVLink domain and every NUMA node, padded with -1, so a request of `k` GPUs is
-    scored over all nodes with a handful of vector operations.
+    scored over all nodes with a handful of vector operations. Beside each aligned group it
+    keeps the free and the healthy GPUs of the group's whole NVLink domain (a GPU without
+    NVLink peers is a domain of its own), for the score's packing terms.
     """
 
     def __init__(
@@ -392,6 +394,8 @@ class GpuAllocator:
         self._nrt_until: npt.NDArray[np.float64] = np.zeros(0)
         self.free_total: IntArray = np.zeros(0, dtype=np.int64)
         self.aligned_free: IntArray = np.zeros((0, 1), dtype=np.int64)
+        self.aligned_domain_free: IntArray = np.zeros((0, 1), dtype=np.int64)
+        self.aligned_domain_size: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.domain_free: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.numa_free: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.sla: IntArray = np.zeros(0, dtype=np.int64)
@@ -437,6 +441,8 @@ class GpuAllocator:
         self.sla = np.concatenate([self.sla, np.zeros(extra, dtype=np.int64)])
         filler = np.full((extra, self._width), -1, dtype=np.int64)
         self.aligned_free = np.vstack([self.aligned_free, filler])
+        self.aligned_domain_free = np.vstack([self.aligned_domain_free, filler])
+        self.aligned_domain_size = np.vstack([self.aligned_domain_size, filler])
         self.domain_free = np.vstack([self.domain_free, filler])
         self.numa_free = np.vstack([self.numa_free, filler])
         self._capacity = capacity
@@ -448,6 +454,8 @@ class GpuAllocator:
             return out
 
         self.aligned_free = widen(self.aligned_free)
+        self.aligned_domain_free = widen(self.aligned_domain_free)
+        self.aligned_domain_size = widen(self.aligned_domain_size)
         self.domain_free = widen(self.domain_free)
         self.numa_free = widen(self.numa_free)
         self._width = width
@@ -519,6 +527,8 @@ class GpuAllocator:
     def _clear(self, slot: int) -> None:
         self.free_total[slot] = 0
         self.aligned_free[slot] = -1
+        self.aligned_domain_free[slot] = -1
+        self.aligned_domain_size[slot] = -1
         self.domain_free[slot] = -1
         self.numa_free[slot] = -1
         self.sla[slot] = 0
@@ -526,7 +536,17 @@ class GpuAllocator:
     def _summarise(self, slot: int, state: NodeGpuState, node: Node) -> None:
         free = state.free_gpus()
         domain_key = NodeGpuLayout.domain_key
-        aligned = [len(g) for g in _groups(free, lambda g: (domain_key(g), g.numa_node))]
+        aligned_groups = _groups(free, lambda g: (domain_key(g), g.numa_node))
+        aligned = [len(g) for g in aligned_groups]
+        domain_free_of: dict[object, int] = {}
+        for gpu in free:
+            domain_free_of[domain_key(gpu)] = domain_free_of.get(domain_key(gpu), 0) + 1
+        domain_size_of: dict[object, int] = {}
+        for gpu in state.layout.gpus:
+            if gpu.healthy:
+                domain_size_of[domain_key(gpu)] = domain_size_of.get(domain_key(gpu), 0) + 1
+        aligned_domain = [domain_free_of[domain_key(g[0])] for g in aligned_groups]
+        aligned_size = [domain_size_of[domain_key(g[0])] for g in aligned_groups]
         domains = [
             len(g) for g in _groups([g for g in free if g.nvlink_domain is not None], domain_key)
         ]
@@ -536,6 +556,8 @@ class GpuAllocator:
             self._widen(width)
         for matrix, counts in (
             (self.aligned_free, aligned),
+            (self.aligned_domain_free, aligned_domain),
+            (self.aligned_domain_size, aligned_size),
             (self.domain_free, domains),
             (self.numa_free, numas),
         ):
