@@ -214,6 +214,6 @@ def test_gpu_topology_scores_are_tier_then_packing_then_sla() -> None:
     )
     result = schedule_one(parse_pod(gpu_pod("p", 2)), snapshot)
     scores = {name: d.plugin_scores["GpuTopology"] for name, d in result.diagnosis().items()}
-    # dgx: aligned 60 + domain size 0 (6 GPUs beyond the request) + group fit 6 (2 left in the
+    # dgx: aligned 60 + domain size 1 (6 GPUs beyond the request) + group fit 8 (2 left in the
     # quad) + packing 0 (intact NVSwitch domain) + SLA 4; PCIe: one NUMA node over PCIe (20).
-    assert scores == {"dgx": 70, "pcie": 20}
+    assert scores == {"dgx": 73, "pcie": 20}
