@@ -403,8 +403,15 @@ class GpuAllocator:
     # ------------------------------------------------------------ inputs
 
     def observe_nrt(self, obj: Mapping[str, Any]) -> None:
-        """Record a NodeResourceTopology (a watch ADDED/MODIFIED event) as seen now."""
+        """Record a NodeResourceTopology (a watch ADDED/MODIFIED event) as seen now.
+
+        The node's pod changes the snapshot already holds are synced first, so they are stamped
+        before this NRT and it counts as newer than them (a lazy sync at the next cycle would
+        stamp them later and wrongly make this NRT look older)."""
         name, available = parse_nrt(obj)
+        slot = self.snapshot.slot_of(name)
+        if slot is not None:
+            self.refresh(np.array([slot], dtype=np.int64))
         self.nrt[name] = NrtReport(available, self.clock())
         self._invalidate(name)
 

@@ -30,8 +30,7 @@ the best set of free GPUs the node can offer (see `scheduler.gpu_alloc.preferred
 Among a node's aligned groups the best-scoring one counts. MIG requests score 60 + the group
 fit term over the free devices of the profile on one GPU. The node's ``gputopo.io/sla``
 (0..1000) adds 0..4 (``sla * 5 // 1001``), so among nodes that place the pod equally well the
-higher SLA wins. Pods that request no GPU and no MIG device get no score
-from this plugin.
+higher SLA wins. Pods that request no GPU and no MIG device get no score from this plugin.
 """
 
 from __future__ import annotations
@@ -82,10 +81,9 @@ TIER_ALIGNED: Final = 60  # plus domain size, group fit and domain packing
 SIZE_POINTS: Final = (12, 9, 6, 6, 1)  # GPUs of the NVLink domain beyond the request
 FIT_POINTS: Final = (12, 9, 8, 7, 3)  # free GPUs left in the aligned group
 PACK_POINTS: Final = (12, 9, 7, 6, 3)  # free GPUs left in the domain (0: intact)
-# An intact NVLink domain of at least this many GPUs earns no packing points (every multi-GPU
-# domain). Tried and measured worse on the placement benchmark (fragmentation 10 instead of 4
-# pod-minutes, imbalance 0.34 instead of 0.26): size first (16/12/8/8/0), fit 10/8/6/5/2,
-# packing 10/7/5/4/2, sparing only domains of 4+ GPUs.
+# An intact NVLink domain of at least this many GPUs earns no packing points: every multi-GPU
+# domain. (A size-first variant sparing only domains of 4+ GPUs was no better on the placement
+# benchmark; see docs/benchmarks.md.)
 PROTECTED_DOMAIN: Final = 2
 TIER_ALIGNED_BEST: Final = 96
 SLA_BONUS_MAX: Final = 4

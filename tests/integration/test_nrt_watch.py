@@ -139,19 +139,20 @@ def place(cluster: Cluster, namespace: str, name: str, gpus: int) -> str:
     return eventually(lambda: cluster.node_of(namespace, name), 30, f"{name} bound")
 
 
-def test_nrt_written_after_start_moves_a_four_gpu_pod_then_its_update_moves_it_back(
+def test_nrt_written_after_start_moves_a_four_gpu_pod_and_its_update_makes_room(
     runtime: SchedulerRuntime, cluster: Cluster, nrts: Nrts, namespace: str
 ) -> None:
     two_dgx(cluster)
     # Another scheduler's pods hold 2 GPUs on each of nrt-a's NUMA nodes: 4 free, but no 4 of
-    # them on one NUMA node. nrt-b can give the pod 4 GPUs on one NUMA node.
+    # them on one NUMA node. nrt-b can give the pod 4 GPUs on one NUMA node; without the NRT
+    # nrt-a (higher SLA, same placement) would win.
     nrts.write("nrt-a", {0: 2, 1: 2})
     eventually(lambda: seen(runtime, "nrt-a", {0: 2, 1: 2}), 30, "the NRT through the watch")
     assert place(cluster, namespace, "first", 4) == "nrt-b"
-    # Those pods ended; the agent rewrites the NRT and nrt-a (higher SLA) wins again.
+    # Those pods ended; the agent rewrites the NRT: nrt-a is whole again, the only node with 8.
     nrts.write("nrt-a", {0: 4, 1: 4})
     eventually(lambda: seen(runtime, "nrt-a", {0: 4, 1: 4}), 30, "the NRT update")
-    assert place(cluster, namespace, "second", 4) == "nrt-a"
+    assert place(cluster, namespace, "whole", 8) == "nrt-a"
 
 
 def test_nrt_saying_a_node_is_full_parks_the_pod_until_it_changes(
@@ -181,14 +182,28 @@ def test_nrt_older_than_max_age_is_ignored_and_deleting_it_forgets_it(
     two_dgx(cluster)
     nrts.write("nrt-a", {0: 0, 1: 0})
     eventually(lambda: seen(runtime, "nrt-a", {0: 0, 1: 0}), 30, "the NRT through the watch")
-    assert place(cluster, namespace, "fresh", 4) == "nrt-b"
+    assert place(cluster, namespace, "fresh", 8) == "nrt-b"
     clock.now += MAX_AGE_S + 1  # older than --nrt-max-age: bookkeeping alone decides
-    assert place(cluster, namespace, "stale", 4) == "nrt-a"
-    nrts.write("nrt-b", {0: 0, 1: 0})  # nrt-b full (fresh), nrt-a: 4 GPUs by bookkeeping
+    assert place(cluster, namespace, "stale", 8) == "nrt-a"
+    # nrt-b empties; then its NRT says someone else holds all of it (fresh: written after the
+    # deletion the scheduler saw), so the next 8-GPU pod waits...
+    cluster.api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/fresh")
+    eventually(
+        lambda: not any(p["metadata"]["name"] == "fresh" for p in runtime.cache.bound_pods()),
+        30,
+        "the deletion through the watch",
+    )
+    nrts.write("nrt-b", {0: 0, 1: 0})
     eventually(lambda: seen(runtime, "nrt-b", {0: 0, 1: 0}), 30, "nrt-b's NRT")
-    assert place(cluster, namespace, "third", 4) == "nrt-a"
+    cluster.create_pod(namespace, gpu_pod("third", 8, node_selector=SELECTOR))
+    eventually(
+        lambda: any(
+            event.get("reason") == "FailedScheduling"
+            for event in cluster.events(namespace, "third")
+        ),
+        30,
+        "FailedScheduling for 'third'",
+    )
+    # ...until the NRT is deleted: forgotten, and the parked pod is retried at once.
     nrts.api.request("DELETE", f"{NRTS_PATH}/nrt-b")
-    framework = runtime.framework
-    assert isinstance(framework, CoreFramework)
-    eventually(lambda: "nrt-b" not in framework.gpus.nrt, 30, "the NRT deletion")
-    assert place(cluster, namespace, "fourth", 4) == "nrt-b"
+    assert eventually(lambda: cluster.node_of(namespace, "third"), 30, "bound") == "nrt-b"

@@ -196,6 +196,18 @@ def test_nrt_older_than_our_last_bind_is_ignored_and_never_raises_free() -> None
     assert allocator.free_total[0] == 4
 
 
+def test_nrt_observed_after_a_deletion_is_fresh_without_a_cycle_in_between() -> None:
+    allocator, clock = allocator_with(gpu_node("dgx", NVSWITCH_8), gpu_pod("a", 4, node_name="dgx"))
+    allocator.refresh(np.array([0]))
+    clock.now += 1
+    allocator.snapshot.remove_pod("default/a")  # watched; no scheduling cycle looks yet
+    clock.now += 1
+    allocator.observe_nrt(nrt("dgx", {0: 4, 1: 0}))  # the agent's NRT after the deletion
+    clock.now += 1
+    allocator.refresh(np.array([0]))
+    assert allocator.free_total[0] == 4  # the NRT is trusted: GPUs 4-7 held by someone else
+
+
 def test_parse_nrt_reads_gpu_availability_per_numa_zone() -> None:
     assert parse_nrt(nrt("n1", {0: 2, 1: 3})) == ("n1", {0: 2, 1: 3})
 
