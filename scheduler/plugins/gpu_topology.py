@@ -16,11 +16,11 @@ the best set of free GPUs the node can offer (see `scheduler.gpu_alloc.preferred
     60..96       one NVLink domain and one NUMA node ("aligned"): 60 plus three terms, each
                  by how many GPUs are left over (0 / 1 / 2 / 3 / 4-7 / more):
                  * domain size: GPUs of the group's NVLink domain beyond the request,
-                   12/9/6/6/1/0 — small pods prefer small domains, so 1-GPU pods take PCIe
-                   GPUs and NVLink pairs before an NVSwitch machine;
-                 * group fit: free GPUs left in the aligned group, 12/9/8/7/3/0 (best fit);
-                 * domain packing: free GPUs left in the domain, 12/9/7/6/3/0, and 0 when the
-                   pod would be the first in an intact multi-GPU domain larger than it — so a
+                   16/12/8/8/0/0 — small pods go to small domains first, so 1-GPU pods take
+                   PCIe GPUs and NVLink pairs before an NVSwitch machine, even a half-used one;
+                 * group fit: free GPUs left in the aligned group, 10/8/6/5/2/0 (best fit);
+                 * domain packing: free GPUs left in the domain, 10/7/5/4/2/0, and 0 when the
+                   pod would be the first in an intact domain of 4+ GPUs larger than it — so a
                    4-GPU pod fills the half-used NVSwitch machine and leaves whole ones whole
     40           the requested scope met otherwise (one NVLink domain across NUMA nodes for
                  single-nvlink-domain or no annotation, one NUMA node for single-numa)
@@ -78,13 +78,12 @@ TIER_NVLINK: Final = 30
 TIER_REQUESTED_SCOPE: Final = 40
 TIER_ALIGNED: Final = 60  # plus domain size, group fit and domain packing
 # Points for 0, 1, 2, 3 and 4-7 GPUs left over (more: 0).
-SIZE_POINTS: Final = (12, 9, 6, 6, 1)  # GPUs of the NVLink domain beyond the request
-FIT_POINTS: Final = (12, 9, 8, 7, 3)  # free GPUs left in the aligned group
-PACK_POINTS: Final = (12, 9, 7, 6, 3)  # free GPUs left in the domain (0: intact)
-# An intact NVLink domain of at least this many GPUs earns no packing points: every multi-GPU
-# domain. (A size-first variant sparing only domains of 4+ GPUs was no better on the placement
-# benchmark; see docs/benchmarks.md.)
-PROTECTED_DOMAIN: Final = 2
+SIZE_POINTS: Final = (16, 12, 8, 8, 0)  # GPUs of the NVLink domain beyond the request
+FIT_POINTS: Final = (10, 8, 6, 5, 2)  # free GPUs left in the aligned group
+PACK_POINTS: Final = (10, 7, 5, 4, 2)  # free GPUs left in the domain (0: intact)
+# An intact NVLink domain of at least this many GPUs earns no packing points. NVLink pairs are
+# left out: group fit already keeps them for 2-GPU pods.
+PROTECTED_DOMAIN: Final = 4
 TIER_ALIGNED_BEST: Final = 96
 SLA_BONUS_MAX: Final = 4
 

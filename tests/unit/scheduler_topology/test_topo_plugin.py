@@ -214,6 +214,17 @@ def test_gpu_topology_scores_are_tier_then_packing_then_sla() -> None:
     )
     result = schedule_one(parse_pod(gpu_pod("p", 2)), snapshot)
     scores = {name: d.plugin_scores["GpuTopology"] for name, d in result.diagnosis().items()}
-    # dgx: aligned 60 + domain size 1 (6 GPUs beyond the request) + group fit 8 (2 left in the
+    # dgx: aligned 60 + domain size 0 (6 GPUs beyond the request) + group fit 6 (2 left in the
     # quad) + packing 0 (intact NVSwitch domain) + SLA 4; PCIe: one NUMA node over PCIe (20).
-    assert scores == {"dgx": 73, "pcie": 20}
+    assert scores == {"dgx": 70, "pcie": 20}
+
+
+def test_single_gpu_pod_takes_a_free_nvlink_pair_before_the_rest_of_a_half_used_dgx() -> None:
+    snapshot = cluster(
+        gpu_node("dgx", NVSWITCH_8),
+        gpu_node("pairs", NVLINK_PAIRS_4, 4),
+        pods=(gpu_pod("old", 6, node_name="dgx"), gpu_pod("old-2", 2, node_name="pairs")),
+    )
+    # The DGX has 2 GPUs left in one quad, the pairs node one whole pair: the small pod goes
+    # to the pair, so the DGX is whole again as soon as its 6-GPU pod ends.
+    assert place(snapshot, gpu_pod("small", 1)) == "pairs"
