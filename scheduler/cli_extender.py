@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from agent.envtwins import apply_env_twins
+from scheduler.cli_load import add_load_arguments, build_load_tracker
 from scheduler.errors import SchedulerInputError
 from scheduler.runtime.logs import configure_json_logging
 from scheduler.runtime.signals import stop_on_signals
@@ -23,7 +24,8 @@ def add_extender_parser(subparsers: Any) -> None:
             "Answer kube-scheduler's extender calls (POST <urlPrefix>/filter and "
             "<urlPrefix>/prioritize) with gputopo's filters and scores, on a cache of Nodes, "
             "Pods and Namespaces kept by list+watch (so nodeCacheCapable: true works). "
-            "GET /healthz and /readyz (ready once the cache has listed everything)."
+            "GET /healthz and /readyz (ready once the cache has listed everything). With "
+            "--prometheus-url the scores are load-aware, as with `run`."
         ),
     )
     parser.add_argument(
@@ -48,6 +50,7 @@ def add_extender_parser(subparsers: Any) -> None:
         choices=("debug", "info", "warning", "error"),
         help="JSON log verbosity ($GPUTOPO_LOG_LEVEL)",
     )
+    add_load_arguments(parser)
     apply_env_twins(parser, "gputopo-scheduler extender", {"--listen": "GPUTOPO_EXTENDER_LISTEN"})
     parser.set_defaults(handler=extender_command)
 
@@ -60,10 +63,13 @@ def extender_command(args: argparse.Namespace) -> int:
     from scheduler.runtime.framework import CoreFramework
     from scheduler.runtime.kube import KubeApi, load_api_client
 
-    framework = CoreFramework.from_profile(args.profile)
     try:
+        load = build_load_tracker(args)
+        framework = CoreFramework.from_profile(args.profile, load)
         api = KubeApi(load_api_client(args.kubeconfig))
-    except ValueError as err:
+    except SchedulerInputError:
+        raise
+    except ValueError as err:  # a bad --load-* flag, an unreadable kubeconfig
         raise SchedulerInputError(str(err)) from None
     watch = ExtenderCache(api, framework)
     extender = Extender(framework, watch.cache.lock, binder=api.bind)
@@ -74,11 +80,18 @@ def extender_command(args: argparse.Namespace) -> int:
     except OSError as err:
         raise SchedulerInputError(f"--listen {args.listen!r}: {err}") from None
     stopping = stop_on_signals()
+    if load is not None:
+        load.start()
     watch.start()
     server.start()
-    log.info("extender serving", extra={"listen": args.listen, "port": server.port})
+    log.info(
+        "extender serving",
+        extra={"listen": args.listen, "port": server.port, "prometheus": args.prometheus_url},
+    )
     while not stopping.wait(1.0):
         pass
     server.stop()
     watch.stop()
+    if load is not None:
+        load.stop()
     return 0

@@ -9,8 +9,8 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from agent.envtwins import apply_env_twins
+from scheduler.cli_load import add_load_arguments, build_load_tracker
 from scheduler.errors import SchedulerInputError
-from scheduler.load import DEFAULT_QUERIES, LoadConfig, LoadTracker
 from scheduler.runtime.logs import configure_json_logging
 from scheduler.runtime.signals import stop_on_signals
 
@@ -113,89 +113,15 @@ def add_run_parser(subparsers: Any) -> None:
         help="JSON log verbosity ($GPUTOPO_LOG_LEVEL)",
     )
     parser.add_argument(
-        "--prometheus-url",
-        default=None,
-        help="Prometheus base URL for load-aware scoring ($GPUTOPO_PROMETHEUS_URL; off if unset)",
-    )
-    parser.add_argument(
-        "--load-window",
+        "--nrt-max-age",
         type=float,
-        default=60.0,
-        help="seconds of samples averaged per load query ($GPUTOPO_LOAD_WINDOW)",
+        default=0.0,
+        help="seconds after which a watched NodeResourceTopology is ignored ($GPUTOPO_NRT_MAX_AGE; "
+        "0, the default: no age limit, the agent rewrites it whenever it changes)",
     )
-    parser.add_argument(
-        "--load-timeout",
-        type=float,
-        default=2.0,
-        help="seconds one PromQL query may take ($GPUTOPO_LOAD_TIMEOUT)",
-    )
-    parser.add_argument(
-        "--load-refresh-interval",
-        type=float,
-        default=10.0,
-        help="seconds between background load reads ($GPUTOPO_LOAD_REFRESH_INTERVAL)",
-    )
-    parser.add_argument(
-        "--load-max-age",
-        type=float,
-        default=120.0,
-        help="seconds after which load is unknown, i.e. neutral ($GPUTOPO_LOAD_MAX_AGE)",
-    )
-    parser.add_argument(
-        "--load-threshold",
-        action="append",
-        default=[],
-        metavar="RESOURCE=RATIO",
-        help="refuse nodes above this load: gpu_utilization, gpu_memory or node_cpu "
-        "(repeatable; none by default)",
-    )
-    parser.add_argument(
-        "--load-query",
-        action="append",
-        default=[],
-        metavar="RESOURCE=PROMQL",
-        help="replace a resource's PromQL ({window} is substituted; result labels node[, gpu])",
-    )
+    add_load_arguments(parser)
     apply_env_twins(parser, "gputopo-scheduler run")
     parser.set_defaults(handler=run_command)
-
-
-def _pairs(flag: str, values: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for value in values:
-        name, sep, rest = value.partition("=")
-        if not sep or not name or not rest:
-            raise ValueError(f"{flag} {value!r}: expected NAME=VALUE")
-        out[name.strip()] = rest
-    return out
-
-
-def build_load_tracker(args: argparse.Namespace) -> LoadTracker | None:
-    """The Prometheus load tracker the flags describe; None without --prometheus-url."""
-    if not args.prometheus_url:
-        return None
-    thresholds: dict[str, float] = {}
-    for name, text in _pairs("--load-threshold", args.load_threshold).items():
-        try:
-            thresholds[name] = float(text)
-        except ValueError:
-            raise ValueError(f"--load-threshold {name}={text}: expected a ratio") from None
-    queries = dict(DEFAULT_QUERIES)
-    for name, promql in _pairs("--load-query", args.load_query).items():
-        if name not in queries:
-            raise ValueError(f"--load-query {name}: expected one of {', '.join(queries)}")
-        queries[name] = promql
-    return LoadTracker(
-        LoadConfig(
-            url=args.prometheus_url,
-            queries=queries,
-            window_s=args.load_window,
-            timeout_s=args.load_timeout,
-            refresh_interval_s=args.load_refresh_interval,
-            max_age_s=args.load_max_age,
-            thresholds=thresholds,
-        )
-    )
 
 
 def _build_runtime(args: argparse.Namespace) -> SchedulerRuntime:
@@ -224,8 +150,12 @@ def _build_runtime(args: argparse.Namespace) -> SchedulerRuntime:
         metrics_address=args.metrics_address or None,
         bind_workers=args.bind_workers,
     )
+    if args.nrt_max_age < 0:
+        raise ValueError(f"--nrt-max-age {args.nrt_max_age}: expected seconds >= 0 (0: no limit)")
     load = build_load_tracker(args)
-    framework = CoreFramework.from_profile(args.profile, load)
+    framework = CoreFramework.from_profile(
+        args.profile, load, nrt_max_age_s=args.nrt_max_age or None
+    )
     api = KubeApi(load_api_client(args.kubeconfig))
     if load is not None:
         load.start()

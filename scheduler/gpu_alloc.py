@@ -14,11 +14,13 @@ scheduler predicts that choice so it can score nodes by what the pod will really
   the preferred allocation gives it, in the order the pods arrived; a deleted pod frees them.
 * **NodeResourceTopology** — the agent's per-NUMA ``available`` count of ``nvidia.com/gpu``
   reveals GPUs held by pods the scheduler does not know (other schedulers, static pods). It is
-  used only while *fresh*: observed at most ``nrt_max_age_s`` ago **and** after the last change
-  the scheduler saw in that node's GPU pods (an NRT older than our own last bind cannot know
-  about it). A fresh NRT can only lower a zone's free count below the bookkeeping's, never raise
-  it: a pod the scheduler knows stays counted until its deletion is watched, because NRT lags
-  the kubelet's admission. A stale NRT is ignored; bookkeeping alone decides.
+  used only while *fresh*: observed after the last change the scheduler saw in that node's GPU
+  pods (an NRT older than our own last bind cannot know about it) **and**, when
+  ``nrt_max_age_s`` is set, at most that long ago. The agent writes its NRT only when it
+  changes, so by default a watched NRT has no age limit: an unchanged object is current. A
+  fresh NRT can only lower a zone's free count below the bookkeeping's, never raise it: a pod
+  the scheduler knows stays counted until its deletion is watched, because NRT lags the
+  kubelet's admission. A stale NRT is ignored; bookkeeping alone decides.
 
 Failed GPUs (annotation ``health: failed``) are never free, and neither are their MIG devices.
 
@@ -54,7 +56,7 @@ log = logging.getLogger(__name__)
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX: Final = "nvidia.com/mig-"
 NRT_GPU_ZONE_PREFIX: Final = "node-"
-DEFAULT_NRT_MAX_AGE_S: Final = 30.0
+DEFAULT_NRT_MAX_AGE_S: Final[float | None] = None  # no age limit: the watch keeps NRTs current
 
 # Placement levels, best last.
 LEVEL_SPREAD: Final = 0  # spans NUMA nodes and NVLink domains
@@ -364,7 +366,9 @@ class GpuAllocator:
 
     For each node slot it keeps the free-GPU count of every aligned group (NVLink domain x NUMA
     node), every NVLink domain and every NUMA node, padded with -1, so a request of `k` GPUs is
-    scored over all nodes with a handful of vector operations.
+    scored over all nodes with a handful of vector operations. Beside each aligned group it
+    keeps the free and the healthy GPUs of the group's whole NVLink domain (a GPU without
+    NVLink peers is a domain of its own), for the score's packing terms.
     """
 
     def __init__(
@@ -372,7 +376,7 @@ class GpuAllocator:
         snapshot: ClusterSnapshot,
         *,
         contract: Contract = DEFAULT_CONTRACT,
-        nrt_max_age_s: float = DEFAULT_NRT_MAX_AGE_S,
+        nrt_max_age_s: float | None = DEFAULT_NRT_MAX_AGE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.snapshot = snapshot
@@ -390,6 +394,8 @@ class GpuAllocator:
         self._nrt_until: npt.NDArray[np.float64] = np.zeros(0)
         self.free_total: IntArray = np.zeros(0, dtype=np.int64)
         self.aligned_free: IntArray = np.zeros((0, 1), dtype=np.int64)
+        self.aligned_domain_free: IntArray = np.zeros((0, 1), dtype=np.int64)
+        self.aligned_domain_size: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.domain_free: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.numa_free: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.sla: IntArray = np.zeros(0, dtype=np.int64)
@@ -397,8 +403,15 @@ class GpuAllocator:
     # ------------------------------------------------------------ inputs
 
     def observe_nrt(self, obj: Mapping[str, Any]) -> None:
-        """Record a NodeResourceTopology (a watch ADDED/MODIFIED event) as seen now."""
+        """Record a NodeResourceTopology (a watch ADDED/MODIFIED event) as seen now.
+
+        The node's pod changes the snapshot already holds are synced first, so they are stamped
+        before this NRT and it counts as newer than them (a lazy sync at the next cycle would
+        stamp them later and wrongly make this NRT look older)."""
         name, available = parse_nrt(obj)
+        slot = self.snapshot.slot_of(name)
+        if slot is not None:
+            self.refresh(np.array([slot], dtype=np.int64))
         self.nrt[name] = NrtReport(available, self.clock())
         self._invalidate(name)
 
@@ -415,7 +428,9 @@ class GpuAllocator:
         report = self.nrt.get(name)
         if report is None:
             return None
-        if now - report.observed_at > self.nrt_max_age_s or report.observed_at < state.changed_at:
+        if report.observed_at < state.changed_at:
+            return None
+        if self.nrt_max_age_s is not None and now - report.observed_at > self.nrt_max_age_s:
             return None
         return report
 
@@ -433,6 +448,8 @@ class GpuAllocator:
         self.sla = np.concatenate([self.sla, np.zeros(extra, dtype=np.int64)])
         filler = np.full((extra, self._width), -1, dtype=np.int64)
         self.aligned_free = np.vstack([self.aligned_free, filler])
+        self.aligned_domain_free = np.vstack([self.aligned_domain_free, filler])
+        self.aligned_domain_size = np.vstack([self.aligned_domain_size, filler])
         self.domain_free = np.vstack([self.domain_free, filler])
         self.numa_free = np.vstack([self.numa_free, filler])
         self._capacity = capacity
@@ -444,6 +461,8 @@ class GpuAllocator:
             return out
 
         self.aligned_free = widen(self.aligned_free)
+        self.aligned_domain_free = widen(self.aligned_domain_free)
+        self.aligned_domain_size = widen(self.aligned_domain_size)
         self.domain_free = widen(self.domain_free)
         self.numa_free = widen(self.numa_free)
         self._width = width
@@ -508,13 +527,15 @@ class GpuAllocator:
         state.sync_pods(pods, now, initial)
         report = self.fresh_nrt(node.name, state, now)
         state.apply_nrt(report)
-        if report is not None:
+        if report is not None and self.nrt_max_age_s is not None:
             self._nrt_until[slot] = report.observed_at + self.nrt_max_age_s
         self._summarise(slot, state, node)
 
     def _clear(self, slot: int) -> None:
         self.free_total[slot] = 0
         self.aligned_free[slot] = -1
+        self.aligned_domain_free[slot] = -1
+        self.aligned_domain_size[slot] = -1
         self.domain_free[slot] = -1
         self.numa_free[slot] = -1
         self.sla[slot] = 0
@@ -522,7 +543,17 @@ class GpuAllocator:
     def _summarise(self, slot: int, state: NodeGpuState, node: Node) -> None:
         free = state.free_gpus()
         domain_key = NodeGpuLayout.domain_key
-        aligned = [len(g) for g in _groups(free, lambda g: (domain_key(g), g.numa_node))]
+        aligned_groups = _groups(free, lambda g: (domain_key(g), g.numa_node))
+        aligned = [len(g) for g in aligned_groups]
+        domain_free_of: dict[object, int] = {}
+        for gpu in free:
+            domain_free_of[domain_key(gpu)] = domain_free_of.get(domain_key(gpu), 0) + 1
+        domain_size_of: dict[object, int] = {}
+        for gpu in state.layout.gpus:
+            if gpu.healthy:
+                domain_size_of[domain_key(gpu)] = domain_size_of.get(domain_key(gpu), 0) + 1
+        aligned_domain = [domain_free_of[domain_key(g[0])] for g in aligned_groups]
+        aligned_size = [domain_size_of[domain_key(g[0])] for g in aligned_groups]
         domains = [
             len(g) for g in _groups([g for g in free if g.nvlink_domain is not None], domain_key)
         ]
@@ -532,6 +563,8 @@ class GpuAllocator:
             self._widen(width)
         for matrix, counts in (
             (self.aligned_free, aligned),
+            (self.aligned_domain_free, aligned_domain),
+            (self.aligned_domain_size, aligned_size),
             (self.domain_free, domains),
             (self.numa_free, numas),
         ):

@@ -10,20 +10,27 @@ The filter also refuses, for every GPU pod, a node whose *healthy free* GPUs (or
 devices of the requested profile) are too few — failed GPUs still count in the node's
 ``nvidia.com/gpu`` allocatable, so NodeResourcesFit alone would place pods on them.
 
-The score (0..100) is a placement tier plus an SLA tie-break. Tiers, by the best set of free
-GPUs the node can offer (see `scheduler.gpu_alloc.preferred_allocation`):
+The score (0..100) is a placement tier, then packing terms, then an SLA tie-break. Tiers, by
+the best set of free GPUs the node can offer (see `scheduler.gpu_alloc.preferred_allocation`):
 
-    90..60       one NVLink domain and one NUMA node: 90 leaving no GPU free in that group,
-                 80/75/70 leaving 1/2/3, 65 leaving 4-7, 60 leaving more (best fit keeps large
-                 groups whole for large pods)
+    60..96       one NVLink domain and one NUMA node ("aligned"): 60 plus three terms, each
+                 by how many GPUs are left over (0 / 1 / 2 / 3 / 4-7 / more):
+                 * domain size: GPUs of the group's NVLink domain beyond the request,
+                   16/12/8/8/0/0 — small pods go to small domains first, so 1-GPU pods take
+                   PCIe GPUs and NVLink pairs before an NVSwitch machine, even a half-used one;
+                 * group fit: free GPUs left in the aligned group, 10/8/6/5/2/0 (best fit);
+                 * domain packing: free GPUs left in the domain, 10/7/5/4/2/0, and 0 when the
+                   pod would be the first in an intact domain of 4+ GPUs larger than it — so a
+                   4-GPU pod fills the half-used NVSwitch machine and leaves whole ones whole
     40           the requested scope met otherwise (one NVLink domain across NUMA nodes for
                  single-nvlink-domain or no annotation, one NUMA node for single-numa)
     30/20        one NVLink domain across NUMA nodes / one NUMA node over PCIe otherwise
     0            spread over NUMA nodes and NVLink domains
 
-MIG requests use the same fit tiers over the free devices of the profile on one GPU. The
-node's ``gputopo.io/sla`` (0..1000) adds 0..9, so among nodes of one tier the higher SLA wins.
-Pods that request no GPU and no MIG device get no score from this plugin.
+Among a node's aligned groups the best-scoring one counts. MIG requests score 60 + the group
+fit term over the free devices of the profile on one GPU. The node's ``gputopo.io/sla``
+(0..1000) adds 0..4 (``sla * 5 // 1001``), so among nodes that place the pod equally well the
+higher SLA wins. Pods that request no GPU and no MIG device get no score from this plugin.
 """
 
 from __future__ import annotations
@@ -69,8 +76,16 @@ TIER_SPREAD: Final = 0
 TIER_NUMA: Final = 20
 TIER_NVLINK: Final = 30
 TIER_REQUESTED_SCOPE: Final = 40
-TIER_ALIGNED: Final = 90  # an exact fit; see _fit_tier
-SLA_BONUS_MAX: Final = 9
+TIER_ALIGNED: Final = 60  # plus domain size, group fit and domain packing
+# Points for 0, 1, 2, 3 and 4-7 GPUs left over (more: 0).
+SIZE_POINTS: Final = (16, 12, 8, 8, 0)  # GPUs of the NVLink domain beyond the request
+FIT_POINTS: Final = (10, 8, 6, 5, 2)  # free GPUs left in the aligned group
+PACK_POINTS: Final = (10, 7, 5, 4, 2)  # free GPUs left in the domain (0: intact)
+# An intact NVLink domain of at least this many GPUs earns no packing points. NVLink pairs are
+# left out: group fit already keeps them for 2-GPU pods.
+PROTECTED_DOMAIN: Final = 4
+TIER_ALIGNED_BEST: Final = 96
+SLA_BONUS_MAX: Final = 4
 
 # The filter stage after kube-scheduler's (scheduler.plugins.node_filters numbers 1..9).
 STAGE: Final = 10
@@ -141,14 +156,36 @@ def filter_nodes(pod: Pod, snapshot: ClusterSnapshot, candidates: IntArray) -> C
     return codes
 
 
-def _fit_tier(leftover: IntArray) -> IntArray:
-    """90 for an exact fit, then 80/75/70 for 1/2/3 GPUs left in the group, 65 for 4-7, 60."""
+def _steps(leftover: IntArray, values: tuple[int, int, int, int, int]) -> IntArray:
+    """`values` for 0, 1, 2, 3 and 4-7 GPUs left over; 0 for more."""
     tier: IntArray = np.select(
         [leftover <= 0, leftover == 1, leftover == 2, leftover == 3, leftover < 8],
-        [90, 80, 75, 70, 65],
-        60,
+        list(values),
+        0,
     )
     return tier
+
+
+def _fit_tier(leftover: IntArray) -> IntArray:
+    """Group fit: GPUs left free in the aligned group."""
+    return _steps(leftover, FIT_POINTS)
+
+
+def aligned_scores(allocator: gpu_alloc.GpuAllocator, slots: IntArray, count: int) -> IntArray:
+    """Per slot, the best aligned group's 60 + domain size + fit + packing, or -1 where none
+    holds `count`."""
+    groups = allocator.aligned_free[slots]
+    domain_free = allocator.aligned_domain_free[slots]
+    domain_size = allocator.aligned_domain_size[slots]
+    intact = (domain_free == domain_size) & (domain_size > count)
+    intact &= domain_size >= PROTECTED_DOMAIN
+    pack = np.where(intact, 0, _steps(domain_free - count, PACK_POINTS))
+    size = _steps(domain_size - count, SIZE_POINTS)
+    per_group = np.where(
+        groups >= count, TIER_ALIGNED + _fit_tier(groups - count) + pack + size, -1
+    )
+    best: IntArray = per_group.max(axis=1) if per_group.shape[1] else np.full(len(slots), -1)
+    return best
 
 
 def score(pod: Pod, snapshot: ClusterSnapshot, feasible: IntArray) -> IntArray | None:
@@ -158,10 +195,11 @@ def score(pod: Pod, snapshot: ClusterSnapshot, feasible: IntArray) -> IntArray |
     allocator = gpu_alloc.allocator_for(snapshot)
     allocator.refresh(feasible)
     no_fit = gpu_alloc.NO_FIT
-    tier = np.full(len(feasible), TIER_ALIGNED, dtype=np.int64)
+    tier = np.full(len(feasible), TIER_ALIGNED_BEST, dtype=np.int64)
     count = request.gpus
     if count:
-        aligned = allocator.best_leftover(allocator.aligned_free, feasible, count)
+        aligned_score = aligned_scores(allocator, feasible, count)
+        aligned = np.where(aligned_score >= 0, 0, no_fit)
         domain = allocator.best_leftover(allocator.domain_free, feasible, count)
         numa = allocator.best_leftover(allocator.numa_free, feasible, count)
         scope = request.scope
@@ -171,7 +209,7 @@ def score(pod: Pod, snapshot: ClusterSnapshot, feasible: IntArray) -> IntArray |
             domain = numa = np.full(len(feasible), no_fit, dtype=np.int64)
         tier = np.where(
             aligned != no_fit,
-            _fit_tier(aligned),
+            aligned_score,
             np.where(
                 domain != no_fit,
                 domain_tier,
@@ -195,14 +233,14 @@ def _mig_tiers(
         state = allocator.states.get(slot)
         if state is None or state.layout.source != "annotation":
             continue  # unknown layout: neutral
-        worst = TIER_ALIGNED
+        worst = TIER_ALIGNED_BEST
         for resource, amount in migs.items():
             per_gpu: dict[int, int] = {}
             for mig in state.free_migs(resource):
                 per_gpu[mig.gpu] = per_gpu.get(mig.gpu, 0) + 1
             leftovers = [free - amount for free in per_gpu.values() if free >= amount]
             if leftovers:
-                fit = int(_fit_tier(np.array([min(leftovers)], dtype=np.int64))[0])
+                fit = TIER_ALIGNED + int(_fit_tier(np.array([min(leftovers)], dtype=np.int64))[0])
             else:
                 fit = TIER_SPREAD
             worst = min(worst, fit)

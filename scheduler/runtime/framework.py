@@ -7,7 +7,8 @@ Everything the runtime knows about filters, scores and the core's snapshot goes 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,6 +40,8 @@ class SchedulingFramework(Protocol):
     def confirm(self, key: str, labels: Mapping[str, str] | None) -> bool: ...
     def upsert_namespace(self, namespace: JsonDict) -> None: ...
     def delete_namespace(self, name: str) -> None: ...
+    def upsert_nrt(self, nrt: JsonDict) -> None: ...
+    def delete_nrt(self, name: str) -> None: ...
     def schedule(self, pod: JsonDict) -> Placement: ...
 
 
@@ -46,20 +49,33 @@ class CoreFramework:
     """``SchedulingFramework`` on the core: its ClusterSnapshot, profile and schedule_one."""
 
     def __init__(
-        self, profile: SchedulerProfile | None = None, load: LoadTracker | None = None
+        self,
+        profile: SchedulerProfile | None = None,
+        load: LoadTracker | None = None,
+        *,
+        nrt_max_age_s: float | None = gpu_alloc.DEFAULT_NRT_MAX_AGE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.profile = profile or default_profile()
         self.snapshot = ClusterSnapshot()
         self._last_parsed: tuple[int, Pod] | None = None
-        self.gpus = gpu_alloc.allocator_for(self.snapshot)
+        self.gpus = gpu_alloc.GpuAllocator(self.snapshot, nrt_max_age_s=nrt_max_age_s, clock=clock)
+        gpu_alloc.attach_allocator(self.gpus)
         self.load = load
         if load is not None:
             attach_tracker(self.snapshot, load)
 
     @classmethod
-    def from_profile(cls, path: str | None, load: LoadTracker | None = None) -> CoreFramework:
+    def from_profile(
+        cls,
+        path: str | None,
+        load: LoadTracker | None = None,
+        *,
+        nrt_max_age_s: float | None = gpu_alloc.DEFAULT_NRT_MAX_AGE_S,
+    ) -> CoreFramework:
         """Load --profile (validated; SchedulerInputError names the file and field)."""
-        return cls(load_profile(path) if path else default_profile(), load)
+        profile = load_profile(path) if path else default_profile()
+        return cls(profile, load, nrt_max_age_s=nrt_max_age_s)
 
     def upsert_node(self, node: JsonDict) -> None:
         self.snapshot.add_node(node)
@@ -84,7 +100,9 @@ class CoreFramework:
             self.load.note_bound(node_name, held[0] if held else ())
 
     def upsert_nrt(self, nrt: JsonDict) -> None:
-        """A NodeResourceTopology ADDED/MODIFIED event (GPU availability per NUMA zone)."""
+        """A NodeResourceTopology ADDED/MODIFIED event (GPU availability per NUMA zone).
+
+        ValueError names the object and zone when ``available`` is not a count."""
         self.gpus.observe_nrt(nrt)
 
     def delete_nrt(self, name: str) -> None:

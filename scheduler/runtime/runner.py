@@ -1,9 +1,10 @@
 """`gputopo-scheduler run`: watch the cluster, schedule pending pods, bind them.
 
-Threads: one reflector per resource (Nodes, Pods, Namespaces, PriorityClasses) feeding the
-cache and the queue; the leader elector; one scheduling loop (cycles are sequential, like
-kube-scheduler's, so each decision sees every earlier assumption); a small bind pool (the
-binding request is the slow part); the events pool; the metrics server.
+Threads: one reflector per resource (Nodes, Pods, Namespaces, PriorityClasses; PodGroups and
+NodeResourceTopologies where their CRDs are installed) feeding the cache and the queue; the
+leader elector; one scheduling loop (cycles are sequential, like kube-scheduler's, so each
+decision sees every earlier assumption); a small bind pool (the binding request is the slow
+part); the events pool; the metrics server.
 
 Only the Lease holder pops the queue and binds. Losing the Lease stops new cycles at once and
 makes queued binds give their pods back; the informers keep running so a standby is warm.
@@ -46,6 +47,9 @@ PODS_PATH = "/api/v1/pods"
 NAMESPACES_PATH = "/api/v1/namespaces"
 PRIORITY_CLASSES_PATH = "/apis/scheduling.k8s.io/v1/priorityclasses"
 PDBS_PATH = "/apis/policy/v1/poddisruptionbudgets"
+NRT_API = "/apis/topology.node.k8s.io/v1alpha2"
+NRTS_PATH = f"{NRT_API}/noderesourcetopologies"
+NRT_KIND = "NodeResourceTopology"
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,9 @@ class SchedulerRuntime:
             clock=clock,
         )
         self.gang = self.gangs.gang
+        # The agent's NodeResourceTopologies (GPUs held by pods this scheduler does not know).
+        # Optional like PodGroup: without the CRD the GPU bookkeeping alone decides.
+        self._nrts = Reflector(api, NRT_KIND, NRTS_PATH, self, on_error=self._watch_error)
         self._preemption: Preemption | None = None
         if config.preemption and isinstance(framework, CoreFramework):
             self._preemption = Preemption(framework.snapshot, framework.profile)
@@ -173,12 +180,20 @@ class SchedulerRuntime:
             self._server.start()
         for reflector in self.reflectors:
             reflector.start()
-        if self._podgroups_served():
+        if self._api_served(PODGROUP_API):
             self._podgroups.start()
         else:
             log.info(
                 "PodGroup CRD not installed: gang scheduling off until restart",
                 extra={"api": PODGROUP_API},
+            )
+        if self._api_served(NRT_API):
+            self._nrts.start()
+        else:
+            log.info(
+                "NodeResourceTopology CRD not installed: GPU availability from the scheduler's "
+                "own bookkeeping only, until restart",
+                extra={"api": NRT_API},
             )
         self._loop = threading.Thread(target=self._schedule_loop, name="schedule", daemon=True)
         self._loop.start()
@@ -194,10 +209,10 @@ class SchedulerRuntime:
             },
         )
 
-    def _podgroups_served(self) -> bool:
-        """False only when the API server says scheduling.x-k8s.io/v1alpha1 does not exist."""
+    def _api_served(self, api_path: str) -> bool:
+        """False only when the API server says the group/version (a CRD's) does not exist."""
         try:
-            self.api.request("GET", PODGROUP_API, timeout_s=10)
+            self.api.request("GET", api_path, timeout_s=10)
         except KubeApiError as err:
             return err.status != 404
         except OSError:
@@ -218,6 +233,7 @@ class SchedulerRuntime:
             reflector.stop()
         self._podgroups.stop()
         self.gangs.close()
+        self._nrts.stop()
         self.recorder.close()
         if self._server is not None:
             self._server.stop()
@@ -277,6 +293,8 @@ class SchedulerRuntime:
             self.priorities.upsert(obj)
         elif kind == "PodGroup":
             self.gangs.podgroup_upserted(obj)
+        elif kind == NRT_KIND:
+            self._nrt_changed(obj)
 
     def on_update(self, kind: str, old: JsonDict, new: JsonDict) -> None:
         if kind == "Pod":
@@ -294,6 +312,8 @@ class SchedulerRuntime:
             self.priorities.upsert(new)
         elif kind == "PodGroup":
             self.gangs.podgroup_upserted(new)
+        elif kind == NRT_KIND:
+            self._nrt_changed(new)
 
     def on_delete(self, kind: str, obj: JsonDict) -> None:
         if kind == "Pod":
@@ -317,6 +337,16 @@ class SchedulerRuntime:
             self.priorities.delete(obj)
         elif kind == "PodGroup":
             self.gangs.podgroup_deleted(obj)
+        elif kind == NRT_KIND:
+            with self.cache.lock:
+                self.framework.delete_nrt(str(obj["metadata"]["name"]))
+            self.queue.move_all_to_active_or_backoff()
+
+    def _nrt_changed(self, nrt: JsonDict) -> None:
+        """Fewer or more GPUs held by others: pods waiting for GPUs may fit now, or not."""
+        with self.cache.lock:
+            self.framework.upsert_nrt(nrt)  # a malformed NRT raises: the reflector logs it
+        self.queue.move_all_to_active_or_backoff()
 
     def _pod_changed(self, old: JsonDict | None, pod: JsonDict) -> None:
         key = pod_key(pod)

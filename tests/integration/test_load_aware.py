@@ -8,9 +8,12 @@ server scraping both every second; the scheduler's `LoadTracker` reads it with P
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -27,7 +30,17 @@ from scheduler.model import parse_pod
 from scheduler.runtime.framework import CoreFramework
 from scheduler.snapshot import ClusterSnapshot
 from tests.conftest import StartPrometheus
-from tests.controlplane import PrometheusServer
+from tests.controlplane import ControlPlane, ManagedProcess, PrometheusServer, free_port
+from tests.controlplane.kubeconfig import write_kubeconfig
+from tests.integration.scheduler_env import (
+    REPO,
+    SCHEDULER_NAMESPACE,
+    SERVICE_ACCOUNT,
+    Cluster,
+    eventually,
+    scheduler_rbac,
+)
+from tests.integration.scheduler_env import gpu_node as env_gpu_node
 from tests.unit.runtime.fake_kubelet import fake_kubelet, short_socket_dir
 
 pytestmark = pytest.mark.integration
@@ -276,3 +289,75 @@ def test_background_refresh_never_blocks_scheduling(prometheus: PrometheusServer
         assert set(tracker.snapshot.node_cpu if tracker.snapshot else {}) == set(NODES)
     finally:
         tracker.stop()
+
+
+def _post(port: int, verb: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/{verb}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def test_extender_process_with_prometheus_flags_filters_and_ranks_by_load(
+    nodes: dict[str, MockedNode],
+    prometheus: PrometheusServer,
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    tmp_path: Path,
+) -> None:
+    nodes["node-busy"].set_all(95)
+    nodes["node-idle"].set_all(5)
+    wait_until_loaded(tracker_for(prometheus), "node-busy", 0.9)
+    for name in NODES:
+        cluster.create_node(env_gpu_node(name, 8, labels=gpu_node(name)["metadata"]["labels"]))
+    port = free_port()
+    with scheduler_rbac(control_plane):
+        token = control_plane.service_account_token(SCHEDULER_NAMESPACE, SERVICE_ACCOUNT)
+        kubeconfig = tmp_path / "extender.kubeconfig"
+        assert control_plane.pki is not None
+        write_kubeconfig(kubeconfig, control_plane.url, control_plane.pki.ca_file, token=token)
+        extender = ManagedProcess(
+            "gputopo-extender-load",
+            [
+                sys.executable,
+                "-m",
+                "scheduler.cli",
+                "extender",
+                f"--listen=127.0.0.1:{port}",
+                f"--kubeconfig={kubeconfig}",
+                f"--prometheus-url={prometheus.url}",
+                "--load-window=2",
+                "--load-refresh-interval=0.5",
+                "--load-timeout=2",
+                "--load-threshold=gpu_utilization=0.9",
+            ],
+            tmp_path / "extender.log",
+            REPO,
+        )
+        try:
+            extender.wait_until(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").read() == b"ok",
+                30,
+                "ready (/readyz)",
+            )
+            args = {"Pod": gpu_pod("job"), "NodeNames": list(NODES)}
+            answer = eventually(
+                lambda: (reply := _post(port, "filter", args))["FailedNodes"] and reply,
+                30,
+                "the extender's filter to see node-busy's load",
+            )
+            assert answer["NodeNames"] == ["node-idle"]
+            assert answer["FailedNodes"] == {
+                "node-busy": "node(s) had GPU utilization above the threshold"
+            }
+            assert _post(port, "prioritize", args) == [
+                {"Host": "node-busy", "Score": 0},
+                {"Host": "node-idle", "Score": 10},
+            ]
+        finally:
+            extender.stop()
+    log = (tmp_path / "extender.log").read_text()
+    assert "Traceback" not in log, log

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from scheduler.cli import build_parser, main
+from scheduler.cli_load import build_load_tracker
 
 
 @pytest.fixture(autouse=True)
@@ -96,3 +97,68 @@ def test_extender_listen_keeps_its_documented_variable(monkeypatch: pytest.Monke
     monkeypatch.setenv("GPUTOPO_LOG_LEVEL", "debug")
     args = build_parser().parse_args(["extender"])
     assert (args.listen, args.log_level) == ("127.0.0.1:9999", "debug")
+
+
+def test_extender_takes_the_same_load_flags_and_twins_as_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GPUTOPO_PROMETHEUS_URL", "http://prometheus.monitoring:9090")
+    monkeypatch.setenv("GPUTOPO_LOAD_WINDOW", "120")
+    monkeypatch.setenv("GPUTOPO_LOAD_THRESHOLD", "gpu_utilization=0.9")
+    for command in ("run", "extender"):
+        args = build_parser().parse_args(
+            [command, "--load-timeout", "0.5", "--load-max-age", "30", "--load-query", "node_cpu=x"]
+        )
+        assert args.prometheus_url == "http://prometheus.monitoring:9090"
+        assert (args.load_window, args.load_timeout, args.load_max_age) == (120.0, 0.5, 30.0)
+        assert args.load_threshold == ["gpu_utilization=0.9"]
+        assert args.load_query == ["node_cpu=x"]
+
+
+def test_extender_load_flags_build_the_tracker_run_would() -> None:
+    args = build_parser().parse_args(
+        [
+            "extender",
+            "--prometheus-url",
+            "http://127.0.0.1:9090",
+            "--load-threshold",
+            "node_cpu=0.8",
+            "--load-query",
+            "gpu_memory=max(x[{window}])",
+        ]
+    )
+    tracker = build_load_tracker(args)
+    assert tracker is not None
+    assert tracker.config.thresholds == {"node_cpu": 0.8}
+    assert tracker.config.queries["gpu_memory"] == "max(x[{window}])"
+    assert build_load_tracker(build_parser().parse_args(["extender"])) is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--load-threshold", "gpu_utilization=most"], "--load-threshold gpu_utilization=most:"),
+        (["--load-query", "disk=up"], "--load-query disk: expected one of"),
+        (["--load-threshold", "gpu_utilization"], "--load-threshold 'gpu_utilization':"),
+    ],
+)
+def test_extender_bad_load_flag_is_one_line_naming_it(
+    flags: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["extender", "--kubeconfig", "/nonexistent", "--listen", ":0"]
+    assert main([*argv, "--prometheus-url", "http://127.0.0.1:1", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"gputopo-scheduler extender: {expected}")
+    assert "\n" not in err
+
+
+def test_negative_nrt_max_age_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--kubeconfig", "/nonexistent", "--nrt-max-age", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "gputopo-scheduler run: --nrt-max-age -1.0: expected seconds >= 0 (0: no limit)"
+
+
+def test_nrt_max_age_twin_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build_parser().parse_args(["run"]).nrt_max_age == 0.0
+    monkeypatch.setenv("GPUTOPO_NRT_MAX_AGE", "300")
+    assert build_parser().parse_args(["run"]).nrt_max_age == 300.0

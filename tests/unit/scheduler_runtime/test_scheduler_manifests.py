@@ -57,7 +57,6 @@ def test_cluster_role_grants_exactly_what_the_runtime_uses(objects: list[dict[st
         ("", "pods/status", "patch"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
-        ("topology.node.k8s.io", "noderesourcetopologies", "get"),
         ("topology.node.k8s.io", "noderesourcetopologies", "list"),
         ("topology.node.k8s.io", "noderesourcetopologies", "watch"),
     }

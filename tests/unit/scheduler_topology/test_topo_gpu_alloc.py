@@ -168,6 +168,19 @@ def test_stale_nrt_is_ignored() -> None:
     assert allocator.free_total[0] == 8
 
 
+def test_unchanged_nrt_has_no_age_limit_by_default() -> None:
+    snapshot = ClusterSnapshot()
+    snapshot.add_node(gpu_node("dgx", NVSWITCH_8))
+    clock = Clock()
+    allocator = GpuAllocator(snapshot, clock=clock)  # the runtime's default: no max age
+    allocator.observe_nrt(nrt("dgx", {0: 0, 1: 4}))
+    allocator.refresh(np.array([0]))
+    assert allocator.free_total[0] == 4
+    clock.now += 3600  # the agent writes only on change: an hour-old NRT is still current
+    allocator.refresh(np.array([0]))
+    assert allocator.free_total[0] == 4
+
+
 def test_nrt_older_than_our_last_bind_is_ignored_and_never_raises_free() -> None:
     allocator, clock = allocator_with(gpu_node("dgx", NVSWITCH_8))
     allocator.observe_nrt(nrt("dgx", {0: 4, 1: 4}))
@@ -181,6 +194,18 @@ def test_nrt_older_than_our_last_bind_is_ignored_and_never_raises_free() -> None
     allocator.observe_nrt(nrt("dgx", {0: 4, 1: 4}))
     allocator.refresh(np.array([0]))
     assert allocator.free_total[0] == 4
+
+
+def test_nrt_observed_after_a_deletion_is_fresh_without_a_cycle_in_between() -> None:
+    allocator, clock = allocator_with(gpu_node("dgx", NVSWITCH_8), gpu_pod("a", 4, node_name="dgx"))
+    allocator.refresh(np.array([0]))
+    clock.now += 1
+    allocator.snapshot.remove_pod("default/a")  # watched; no scheduling cycle looks yet
+    clock.now += 1
+    allocator.observe_nrt(nrt("dgx", {0: 4, 1: 0}))  # the agent's NRT after the deletion
+    clock.now += 1
+    allocator.refresh(np.array([0]))
+    assert allocator.free_total[0] == 4  # the NRT is trusted: GPUs 4-7 held by someone else
 
 
 def test_parse_nrt_reads_gpu_availability_per_numa_zone() -> None:

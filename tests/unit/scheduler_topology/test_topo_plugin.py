@@ -172,3 +172,59 @@ def test_labels_only_nodes_still_get_domain_aware_scores() -> None:
     pcie = {"gputopo.io/gpu.nvlink-domain-size": "1", "gputopo.io/gpu.numa-max": "4"}
     snapshot = cluster(gpu_node("a100", None, 8, quads), gpu_node("l4", None, 8, pcie))
     assert place(snapshot, gpu_pod("p", 4)) == "a100"
+
+
+NVLINK_PAIRS_4 = annotation([0, 0, 1, 1], [0, 0, 1, 1])  # a100-pcie-nvlink-pairs
+
+
+def test_four_gpu_pod_fills_the_half_used_nvswitch_machine_and_keeps_the_other_whole() -> None:
+    snapshot = cluster(
+        gpu_node("dgx-used", NVSWITCH_8),
+        gpu_node("dgx-whole", NVSWITCH_8),
+        pods=(gpu_pod("old", 4, node_name="dgx-used"),),
+    )
+    # Both offer an exact aligned quad; the used machine's NVSwitch domain ends full.
+    assert place(snapshot, gpu_pod("p", 4)) == "dgx-used"
+    assert place(snapshot, gpu_pod("big", 8)) == "dgx-whole"
+
+
+def test_single_gpu_pod_avoids_an_intact_nvswitch_machine() -> None:
+    snapshot = cluster(
+        gpu_node("dgx", NVSWITCH_8, labels={"gputopo.io/sla": "1000"}),
+        gpu_node("pairs", NVLINK_PAIRS_4, 4),
+    )
+    # Even against a higher SLA, the small pod breaks an NVLink pair rather than the DGX.
+    assert place(snapshot, gpu_pod("small", 1)) == "pairs"
+    # The second one completes that pair (exact fit, domain full) instead of opening another.
+    assert place(snapshot, gpu_pod("small-2", 1)) == "pairs"
+    assert place(snapshot, gpu_pod("big", 8)) == "dgx"
+
+
+def test_two_gpu_pod_prefers_a_whole_pair_over_a_quad_of_a_larger_domain() -> None:
+    snapshot = cluster(gpu_node("dgx", NVSWITCH_8), gpu_node("pairs", NVLINK_PAIRS_4, 4))
+    assert place(snapshot, gpu_pod("p", 2)) == "pairs"
+    assert place(snapshot, gpu_pod("q", 2)) == "pairs"
+    assert place(snapshot, gpu_pod("r", 2)) == "dgx"  # the pairs are gone: aligned still wins
+
+
+def test_gpu_topology_scores_are_tier_then_packing_then_sla() -> None:
+    snapshot = cluster(
+        gpu_node("dgx", NVSWITCH_8, labels={"gputopo.io/sla": "1000"}),
+        gpu_node("pcie", PCIE_4, 4),
+    )
+    result = schedule_one(parse_pod(gpu_pod("p", 2)), snapshot)
+    scores = {name: d.plugin_scores["GpuTopology"] for name, d in result.diagnosis().items()}
+    # dgx: aligned 60 + domain size 0 (6 GPUs beyond the request) + group fit 6 (2 left in the
+    # quad) + packing 0 (intact NVSwitch domain) + SLA 4; PCIe: one NUMA node over PCIe (20).
+    assert scores == {"dgx": 70, "pcie": 20}
+
+
+def test_single_gpu_pod_takes_a_free_nvlink_pair_before_the_rest_of_a_half_used_dgx() -> None:
+    snapshot = cluster(
+        gpu_node("dgx", NVSWITCH_8),
+        gpu_node("pairs", NVLINK_PAIRS_4, 4),
+        pods=(gpu_pod("old", 6, node_name="dgx"), gpu_pod("old-2", 2, node_name="pairs")),
+    )
+    # The DGX has 2 GPUs left in one quad, the pairs node one whole pair: the small pod goes
+    # to the pair, so the DGX is whole again as soon as its 6-GPU pod ends.
+    assert place(snapshot, gpu_pod("small", 1)) == "pairs"

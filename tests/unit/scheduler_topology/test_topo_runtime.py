@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from topo_builders import QUADS_8, gpu_node, gpu_pod
 
 from scheduler.runtime.framework import CoreFramework
@@ -39,6 +40,25 @@ def test_fresh_nrt_showing_foreign_use_steers_an_aligned_pod_elsewhere() -> None
     assert framework.schedule(
         gpu_pod("q", 4, topology="nvlink-and-numa", policy="required")
     ).node_name in ("a", "b")
+
+
+def test_nrt_max_age_makes_an_old_nrt_stale_for_the_framework() -> None:
+    now = [100.0]
+    framework = CoreFramework(nrt_max_age_s=30, clock=lambda: now[0])
+    framework.upsert_node(gpu_node("a", QUADS_8))
+    framework.upsert_nrt(nrt("a", {0: 0, 1: 0}))  # someone else holds all eight
+    pod = gpu_pod("p", 4)
+    assert framework.schedule(pod).node_name is None
+    now[0] += 31
+    assert framework.schedule(pod).node_name == "a"
+
+
+def test_a_malformed_nrt_is_refused_naming_object_and_zone() -> None:
+    framework = CoreFramework()
+    bad = nrt("a", {0: 1})
+    bad["zones"][0]["resources"][0]["available"] = "lots"
+    with pytest.raises(ValueError, match=r"^NodeResourceTopology a: zone node-0: nvidia.com/gpu"):
+        framework.upsert_nrt(bad)
 
 
 def test_assumed_pods_hold_their_predicted_gpus() -> None:
