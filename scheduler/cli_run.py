@@ -15,7 +15,7 @@ from scheduler.runtime.logs import configure_json_logging
 from scheduler.runtime.signals import stop_on_signals
 
 if TYPE_CHECKING:
-    from scheduler.runtime.runner import SchedulerRuntime
+    from scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
 
 log = logging.getLogger("gputopo.scheduler.cli")
 
@@ -107,6 +107,13 @@ def add_run_parser(subparsers: Any) -> None:
         help="concurrent pods/binding requests ($GPUTOPO_BIND_WORKERS)",
     )
     parser.add_argument(
+        "--gang-backoff",
+        type=float,
+        default=10.0,
+        help="seconds a pod group waits as a whole after a failed attempt "
+        "($GPUTOPO_GANG_BACKOFF; Coscheduling's podGroupBackoffSeconds)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
@@ -124,13 +131,10 @@ def add_run_parser(subparsers: Any) -> None:
     parser.set_defaults(handler=run_command)
 
 
-def _build_runtime(args: argparse.Namespace) -> SchedulerRuntime:
-    # Imported here, not at module level: the kubernetes client costs every other subcommand
-    # (`simulate`) half a second of start-up it does not need.
-    from scheduler.runtime.framework import CoreFramework
-    from scheduler.runtime.kube import KubeApi, load_api_client
+def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
+    """The runtime's settings from `run`'s flags; ValueError (one line) names a bad one."""
     from scheduler.runtime.leader import LeaseConfig
-    from scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
+    from scheduler.runtime.runner import RuntimeConfig
 
     lease = None
     if args.leader_elect:
@@ -144,12 +148,25 @@ def _build_runtime(args: argparse.Namespace) -> SchedulerRuntime:
         )
     if args.bind_workers < 1:
         raise ValueError(f"--bind-workers {args.bind_workers}: expected at least 1")
-    config = RuntimeConfig(
+    if args.gang_backoff < 0:
+        raise ValueError(f"--gang-backoff {args.gang_backoff}: expected seconds >= 0")
+    return RuntimeConfig(
         scheduler_name=args.scheduler_name,
         lease=lease,
         metrics_address=args.metrics_address or None,
         bind_workers=args.bind_workers,
+        gang_backoff_s=args.gang_backoff,
     )
+
+
+def _build_runtime(args: argparse.Namespace) -> SchedulerRuntime:
+    # Imported here, not at module level: the kubernetes client costs every other subcommand
+    # (`simulate`) half a second of start-up it does not need.
+    from scheduler.runtime.framework import CoreFramework
+    from scheduler.runtime.kube import KubeApi, load_api_client
+    from scheduler.runtime.runner import SchedulerRuntime
+
+    config = runtime_config(args)
     if args.nrt_max_age < 0:
         raise ValueError(f"--nrt-max-age {args.nrt_max_age}: expected seconds >= 0 (0: no limit)")
     load = build_load_tracker(args)

@@ -9,6 +9,7 @@ import pytest
 
 from scheduler.cli import build_parser, main
 from scheduler.cli_load import build_load_tracker
+from scheduler.cli_run import runtime_config
 
 
 @pytest.fixture(autouse=True)
@@ -162,3 +163,14 @@ def test_nrt_max_age_twin_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert build_parser().parse_args(["run"]).nrt_max_age == 0.0
     monkeypatch.setenv("GPUTOPO_NRT_MAX_AGE", "300")
     assert build_parser().parse_args(["run"]).nrt_max_age == 300.0
+
+
+def test_gang_backoff_reaches_the_runtime_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUTOPO_GANG_BACKOFF", "45")
+    config = runtime_config(build_parser().parse_args(["run", "--bind-workers", "4"]))
+    assert (config.gang_backoff_s, config.bind_workers) == (45.0, 4)
+
+
+def test_negative_gang_backoff_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--kubeconfig", "/nonexistent", "--gang-backoff", "-1"]) == 2
+    assert "--gang-backoff -1.0: expected seconds >= 0" in capsys.readouterr().err
