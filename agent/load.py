@@ -40,6 +40,7 @@ NVLINK_ERROR_COUNTERS: tuple[tuple[int, str], ...] = (
 _GPU_IS_LOST = 15
 _FUNCTION_NOT_FOUND = 13
 _DEFAULT_MAX_LINKS = 18
+_ERROR_COUNTER = "nvmlDeviceGetNvLinkErrorCounter"
 
 
 @dataclass(frozen=True)
@@ -134,18 +135,30 @@ def _ratio(percent: Any) -> float | None:
     return max(0.0, min(1.0, float(percent) / 100.0))
 
 
-def _sample_nvlinks(query: _Query, max_links: int) -> tuple[NvlinkSample, ...]:
+def _sample_nvlinks(
+    query: _Query, max_links: int, states: Sequence[bool] | None = None
+) -> tuple[NvlinkSample, ...]:
+    """Each link's state and error counters. ``states``: the link states the health poll has
+    just read (not read again); without them they are asked for here."""
+    if states is None:
+        read = []
+        for link in range(max_links):
+            state = query.device("nvmlDeviceGetNvLinkState", link)
+            if state is None:
+                break  # no NVLink, or past the GPU's last link
+            read.append(bool(int(state)))
+        states = read
     links = []
-    for link in range(max_links):
-        state = query.device("nvmlDeviceGetNvLinkState", link)
-        if state is None:
-            break  # no NVLink, or past the GPU's last link
-        errors = {}
+    for link, active in enumerate(states):
+        errors: dict[str, int] = {}
+        if _ERROR_COUNTER in query.absent:  # an old driver: nothing to ask for, every second
+            links.append(NvlinkSample(link=link, active=active, errors=errors))
+            continue
         for counter, name in NVLINK_ERROR_COUNTERS:
-            value = query.device("nvmlDeviceGetNvLinkErrorCounter", link, counter)
+            value = query.device(_ERROR_COUNTER, link, counter)
             if value is not None:
                 errors[name] = int(value)
-        links.append(NvlinkSample(link=link, active=bool(int(state)), errors=errors))
+        links.append(NvlinkSample(link=link, active=active, errors=errors))
     return tuple(links)
 
 
@@ -177,10 +190,12 @@ def sample_gpus(
     module: Any,
     signals: Mapping[int, HealthSignals] | None = None,
     absent: set[str] | None = None,
+    nvlink_states: Mapping[int, Sequence[bool]] | None = None,
 ) -> dict[int, GpuLoad]:
     """Sample every GPU NVML can see, through ``module`` (the adapter's pynvml-like object).
 
-    ``signals`` are the adapter's latest health signals per GPU index, attached as they are.
+    ``signals`` are the adapter's latest health signals per GPU index, attached as they are;
+    ``nvlink_states`` the link states its health poll read (a GPU missing there is asked).
     ``absent``: NVML functions known to be missing from this library (updated here); pass the
     same set on every call with the same ``module``. An unavailable NVML (``module`` None)
     gives no GPUs.
@@ -207,7 +222,7 @@ def sample_gpus(
         uuid = query.device("nvmlDeviceGetUUID")
         utilization = query.device("nvmlDeviceGetUtilizationRates")
         memory = query.device("nvmlDeviceGetMemoryInfo")
-        nvlinks = _sample_nvlinks(query, max_links)
+        nvlinks = _sample_nvlinks(query, max_links, (nvlink_states or {}).get(index))
         mig_devices = _sample_mig(query)
         gpu_signals = signals.get(index)
         result[index] = GpuLoad(
@@ -323,6 +338,7 @@ class LoadSampler:
         module: Any,
         topology: NodeTopology | None,
         signals: Mapping[int, HealthSignals] | None = None,
+        nvlink_states: Mapping[int, Sequence[bool]] | None = None,
     ) -> LoadSample:
         if module is not self._module:
             self._module, self._absent_functions = module, set()
@@ -332,7 +348,7 @@ class LoadSampler:
             node_ratio = sum(per_cpu.values()) / len(per_cpu)
         return LoadSample(
             timestamp=self.clock(),
-            gpus=sample_gpus(module, signals, self._absent_functions),
+            gpus=sample_gpus(module, signals, self._absent_functions, nvlink_states),
             cpu_utilization_ratio=node_ratio,
             numa_cpu_utilization_ratio=numa_cpu_ratios(per_cpu or {}, topology),
             numa_memory=read_numa_memory(self.sysfs_root),

@@ -219,6 +219,15 @@ class NvmlGpu:
 
 
 @dataclass(frozen=True)
+class HealthPoll:
+    """One fast poll: the health signals and each GPU's NVLink up/down states. The load sampler
+    takes the states from here, so the once-a-second tick reads every link's state once."""
+
+    signals: dict[int, HealthSignals] = field(default_factory=dict)
+    nvlink_states: dict[int, tuple[bool, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class NvmlSnapshot:
     status: NvmlStatus
     driver: DriverInfo = field(default_factory=DriverInfo)
@@ -271,6 +280,9 @@ class NvmlAdapter:
         self._lock = threading.Lock()
         self._xid_counts: dict[int, Counter[int]] = {}
         self._handle_keys: dict[Any, int] = {}
+        # NVLinks per GPU index, learnt by discovery (a GPU's link count does not change while
+        # the driver is loaded): the health poll then asks only for links that exist.
+        self._link_counts: dict[int, int] = {}
 
     @property
     def status(self) -> NvmlStatus:
@@ -447,18 +459,25 @@ class NvmlAdapter:
 
     def health_signals(self) -> dict[int, HealthSignals]:
         """Only the fast-changing health signals, for the once-a-second poller."""
+        return self.health_poll().signals
+
+    def health_poll(self) -> HealthPoll:
+        """The fast health signals plus the NVLink states they were computed from."""
         if not self._status.available:
-            return {}
+            return HealthPoll()
         xids = self.drain_xid_events()
-        result = {}
+        signals = {}
+        link_states = {}
         for index, handle in self._handles():
             query = _GpuQuery(self._module, handle)
-            states = self._nvlink_states(query)
-            active = [NvmlLink(link=n, active=state) for n, state in enumerate(states)]
-            result[index] = self._read_signals(
-                query, xids.get(index, ()), nvlinks_down=nvlinks_down(tuple(active))
+            states = self._nvlink_states(index, query)
+            active = tuple(NvmlLink(link=n, active=state) for n, state in enumerate(states))
+            signals[index] = self._read_signals(
+                query, xids.get(index, ()), nvlinks_down=nvlinks_down(active)
             )
-        return result
+            if not query.lost:
+                link_states[index] = states
+        return HealthPoll(signals, link_states)
 
     def _with_p2p(self, gpus: list[NvmlGpu], handles: list[tuple[int, Any]]) -> list[NvmlGpu]:
         levels: dict[int, dict[int, P2PLevel]] = {index: {} for index, _ in handles}
@@ -513,6 +532,8 @@ class NvmlAdapter:
         numa = query.device("nvmlDeviceGetNumaNodeId")
         affinity = query.device("nvmlDeviceGetCpuAffinity", cpu_set_words)
         nvlinks = self._read_nvlinks(query)
+        if not query.lost:
+            self._link_counts[index] = len(nvlinks)
         mig = self._read_mig(query, memory_bytes)
         fabric = self._read_fabric(query)
         signals = self._read_signals(query, xids, nvlinks_down=nvlinks_down(nvlinks))
@@ -534,15 +555,22 @@ class NvmlAdapter:
             errors=tuple(query.errors),
         )
 
-    def _nvlink_states(self, query: _GpuQuery) -> list[bool]:
-        """Only whether each link is up: what the once-a-second poll needs."""
+    def _nvlink_states(self, index: int, query: _GpuQuery) -> tuple[bool, ...]:
+        """Only whether each link is up: what the once-a-second poll needs. Past the last
+        link NVML answers an error; once the link count is known it is not asked again."""
+        known = self._link_counts.get(index)
+        limit = (
+            known if known is not None else int(getattr(self._module, "NVML_NVLINK_MAX_LINKS", 18))
+        )
         states = []
-        for link in range(int(getattr(self._module, "NVML_NVLINK_MAX_LINKS", 18))):
+        for link in range(limit):
             state = query.device("nvmlDeviceGetNvLinkState", link)
             if state is None:
                 break
             states.append(bool(int(state)))
-        return states
+        if known is None and not query.lost:
+            self._link_counts[index] = len(states)
+        return tuple(states)
 
     def _read_nvlinks(self, query: _GpuQuery) -> tuple[NvmlLink, ...]:
         max_links = int(getattr(self._module, "NVML_NVLINK_MAX_LINKS", 18))

@@ -254,17 +254,19 @@ class PodResourcesClient:
         response = self._call("GetAllocatableResources", api_pb2.AllocatableResourcesRequest())
         return allocatable_from_response(response)
 
-    def snapshot(self) -> PodResourcesSnapshot:
+    def snapshot(self, previous: PodResourcesSnapshot | None = None) -> PodResourcesSnapshot:
         """Both calls, never raising: an unreachable kubelet gives an unavailable snapshot.
 
         ``List`` failing makes the snapshot unavailable; ``GetAllocatableResources`` failing
         alone (an old kubelet or a disabled feature gate) keeps the allocations and leaves
-        ``allocatable`` unknown.
+        ``allocatable`` unknown. With a ``previous`` snapshot whose allocatable devices are
+        known, only ``List`` is called and those are kept: what the kubelet may hand out
+        changes with device plugins, not with pods, and the discovery cycle re-reads it.
         """
         with self._lock:
-            return self._snapshot()
+            return self._snapshot(previous)
 
-    def _snapshot(self) -> PodResourcesSnapshot:
+    def _snapshot(self, previous: PodResourcesSnapshot | None) -> PodResourcesSnapshot:
         if not self.socket_present():
             error = f"kubelet pod-resources socket {self.socket_path} not found"
             self._log_state("missing", logging.INFO, "%s; GPU allocations are unknown", error)
@@ -278,6 +280,13 @@ class PodResourcesClient:
             )
         allocatable: tuple[AllocatableDevice, ...] | None
         error_text: str | None = None
+        if previous is not None and previous.available and previous.allocatable is not None:
+            return PodResourcesSnapshot(
+                available=True,
+                allocations=allocations,
+                allocatable=previous.allocatable,
+                socket_path=self.socket_path,
+            )
         try:
             allocatable = self.allocatable()
         except PodResourcesError as exc:

@@ -44,6 +44,7 @@ from agent.metrics import (
     SnapshotHolder,
     build_registry,
 )
+from agent.nvml import HealthPoll
 from agent.podresources import (
     DEFAULT_SOCKET,
     PodResourcesClient,
@@ -67,6 +68,10 @@ NVIDIA_PCI_VENDOR = "10DE"
 UDEV_ACTIONS = frozenset({"add", "remove", "bind", "unbind"})
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# How often the health tick asks the kubelet which GPUs are allocated. NFD's topology-updater
+# re-reads pod-resources every 60 s; 10 s keeps the NodeResourceTopology's "available" within
+# a few seconds of a pod starting at a fraction of the CPU of a 5 s poll (docs/performance.md).
+DEFAULT_POD_RESOURCES_INTERVAL_S = 10.0
 
 
 # -- flags with environment twins -------------------------------------------------------------
@@ -88,6 +93,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="the kubelet's pod-resources socket; empty to not read it "
         f"(env {env_name('--pod-resources-socket')}; default {DEFAULT_SOCKET})",
+    )
+    parser.add_argument(
+        "--pod-resources-interval",
+        type=float,
+        default=DEFAULT_POD_RESOURCES_INTERVAL_S,
+        metavar="SECONDS",
+        help="how often to ask the kubelet which GPUs are allocated, between discoveries "
+        f"(env {env_name('--pod-resources-interval')}; "
+        f"default {DEFAULT_POD_RESOURCES_INTERVAL_S:g})",
     )
     parser.add_argument(
         "--health-interval",
@@ -205,7 +219,7 @@ class RunLoopConfig:
     jitter: float = 0.1
     health_interval_s: float = 1.0
     xid_interval_s: float = 0.2
-    pod_resources_interval_s: float = 5.0
+    pod_resources_interval_s: float = DEFAULT_POD_RESOURCES_INTERVAL_S
     min_trigger_interval_s: float = 5.0
     dry_run: bool = False
     udev: bool = True
@@ -217,6 +231,10 @@ class RunLoopConfig:
             raise ValueError(f"--health-interval {self.health_interval_s}: must be positive")
         if not 0 <= self.jitter <= 0.5:
             raise ValueError(f"--jitter {self.jitter}: must be between 0 and 0.5")
+        if self.pod_resources_interval_s <= 0:
+            raise ValueError(
+                f"--pod-resources-interval {self.pod_resources_interval_s}: must be positive"
+            )
         if self.min_trigger_interval_s < 0:
             raise ValueError(f"--min-trigger-interval {self.min_trigger_interval_s}: negative")
 
@@ -307,10 +325,12 @@ class Agent:
 
     # -- one cycle --------------------------------------------------------------------------
 
-    def _pods(self) -> PodResourcesSnapshot:
+    def _pods(self, previous: PodResourcesSnapshot | None = None) -> PodResourcesSnapshot:
+        """The kubelet's view; with ``previous``, allocatable devices are carried over and only
+        allocations are read (the poll between discoveries)."""
         if self.pod_resources is None:
             return unavailable("pod-resources disabled (--pod-resources-socket '')")
-        return self.pod_resources.snapshot()
+        return self.pod_resources.snapshot(previous)
 
     def run_cycle(self) -> CycleResult:
         """Discover, publish, refresh the metrics snapshot; what every trigger ends in."""
@@ -400,18 +420,20 @@ class Agent:
         so the NodeResourceTopology's "available" follows pods)."""
         if time.monotonic() - self._pods_read_at >= self.config.pod_resources_interval_s:
             self._pods_read_at = time.monotonic()
-            pods = self._pods()
+            pods = self._pods(self.holder.get().pod_resources)
             self.holder.update(pod_resources=pods)
             allocated = pods.allocated_device_ids() if pods.available else None
             if allocated != self._published_allocations:
                 self._published_allocations = allocated
                 self.trigger("GPU allocations changed")
         adapter = self.discoverer.adapter
-        signals = adapter.health_signals() if adapter.status.available else {}
+        poll = adapter.health_poll() if adapter.status.available else HealthPoll()
         topology = self.holder.get().topology
-        load = self.load_sampler.sample(adapter.module, topology, signals)
+        load = self.load_sampler.sample(
+            adapter.module, topology, poll.signals, nvlink_states=poll.nvlink_states
+        )
         self.holder.update(load=load)
-        lost = frozenset(index for index, s in signals.items() if s.lost)
+        lost = frozenset(index for index, s in poll.signals.items() if s.lost)
         if lost - self._lost:
             self._lost = lost | self._lost
             self.trigger(f"GPU lost: {sorted(lost)}")
@@ -552,6 +574,7 @@ def run_agent(
             interval_s=args.interval,
             jitter=args.jitter,
             health_interval_s=args.health_interval,
+            pod_resources_interval_s=args.pod_resources_interval,
             min_trigger_interval_s=args.min_trigger_interval,
             dry_run=getattr(args, "dry_run", False),
             udev=not args.no_udev,

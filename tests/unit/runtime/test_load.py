@@ -198,3 +198,29 @@ def test_mig_device_memory() -> None:
     assert sample_gpus(_OneCallNvml())[3].mig_devices == (
         MigDeviceLoad("MIG-0000", 2**30, 10 * 2**30),
     )
+
+
+def test_a_health_tick_reads_each_nvlink_state_once_dgx_h100(tmp_path: Path) -> None:
+    """The health poll's NVLink states feed the load sample; the link count discovery learnt
+    means no call past the last link (8 GPUs x 18 links on a DGX H100)."""
+    from agent.discovery import Discoverer
+    from agent.runloop import Agent, RunLoopConfig
+    from mocks.fake_pynvml import make_fake_pynvml
+    from mocks.profile import load_profile
+    from mocks.sysfs import build_sysfs
+
+    machine = load_profile("dgx-h100")
+    nvml = make_fake_pynvml(machine)
+    build_sysfs(machine, tmp_path)
+    with Discoverer(nvml, tmp_path, "node") as discoverer:
+        agent = Agent(discoverer, publisher=None, config=RunLoopConfig(udev=False))
+        agent.run_cycle()
+        nvml.control.set_nvlink_active(3, 5, False)
+        before = nvml.control.calls["nvmlDeviceGetNvLinkState"]
+        agent.health_tick()
+        assert nvml.control.calls["nvmlDeviceGetNvLinkState"] - before == 8 * 18
+    load = agent.holder.get().load
+    assert load is not None
+    assert [link.active for link in load.gpus[3].nvlinks].count(False) == 1
+    assert len(load.gpus[0].nvlinks) == 18
+    assert load.gpus[3].signals is not None and load.gpus[3].signals.nvlinks_down == 1
