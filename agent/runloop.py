@@ -8,8 +8,10 @@ changed); this module only decides *when*:
   agents do not hit the apiserver in step;
 - a health tick every ``--health-interval`` second(s): the adapter's fast health signals plus a
   load sample for ``/metrics``; a GPU newly lost triggers an immediate cycle;
-- an XID watcher draining NVML's XID events every 0.2 s: a new XID triggers an immediate
-  cycle, so the health taint follows within about a second;
+- an event watcher draining NVML's XID and ECC events every 0.2 s: a new XID or uncorrectable
+  (double-bit) ECC error triggers an immediate cycle, so the health taint follows within about
+  a second; an XID that has not recurred for ``--xid-window`` stops counting for health, except
+  those that need a GPU reset (:class:`agent.nvml.XidDecay`);
 - a udev monitor: an NVIDIA PCI device added, removed, bound or unbound triggers an immediate
   rediscovery (GPU hotplug, driver reload);
 - SIGHUP triggers a cycle; SIGTERM/SIGINT stop the agent cleanly.
@@ -44,7 +46,7 @@ from agent.metrics import (
     SnapshotHolder,
     build_registry,
 )
-from agent.nvml import HealthPoll
+from agent.nvml import DEFAULT_XID_WINDOW_S, HealthPoll, XidDecay
 from agent.podresources import (
     DEFAULT_SOCKET,
     PodResourcesClient,
@@ -125,6 +127,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="least time between two event-triggered cycles "
         f"(env {env_name('--min-trigger-interval')}; default 5)",
+    )
+    parser.add_argument(
+        "--xid-window",
+        type=float,
+        default=DEFAULT_XID_WINDOW_S,
+        metavar="SECONDS",
+        help="an XID not seen again for this long stops counting for GPU health, except XIDs "
+        "that need a GPU reset (48, 63, 64, 79, 94, 95); 0: XIDs count until the agent "
+        f"restarts (env {env_name('--xid-window')}; default {DEFAULT_XID_WINDOW_S:g})",
     )
     parser.add_argument(
         "--no-udev",
@@ -276,6 +287,7 @@ class Agent:
         self._last_loop_beat = time.monotonic()
         self._last_health_beat = time.monotonic()
         self._xid_total = 0
+        self._ecc_total = 0
         self._lost: frozenset[int] = frozenset()
         self._counter_baseline: dict[str, int] = {}
         self._published_allocations: frozenset[str] | None = None
@@ -438,15 +450,28 @@ class Agent:
             self._lost = lost | self._lost
             self.trigger(f"GPU lost: {sorted(lost)}")
 
-    def xid_tick(self) -> None:
+    def _event_totals(self) -> tuple[int, int]:
+        """XID events and uncorrectable (double-bit) ECC events seen so far, all GPUs."""
         adapter = self.discoverer.adapter
-        if not adapter.status.available:
-            return
         counts = adapter.drain_xid_events()
-        total = sum(event.count for events in counts.values() for event in events)
-        if total > self._xid_total:
-            self._xid_total = total
-            self.trigger("XID")
+        xids = sum(event.count for events in counts.values() for event in events)
+        ecc = sum(c.get("uncorrected", 0) for c in adapter.ecc_event_counts().values())
+        return xids, ecc
+
+    def xid_tick(self) -> None:
+        """Drain NVML's event set; a new XID or uncorrectable ECC error triggers a cycle, so
+        the health taint follows as fast for either."""
+        if not self.discoverer.adapter.status.available:
+            return
+        xids, ecc = self._event_totals()
+        reasons = []
+        if xids > self._xid_total:
+            reasons.append("XID")
+        if ecc > self._ecc_total:
+            reasons.append("uncorrectable ECC error")
+        self._xid_total, self._ecc_total = max(xids, self._xid_total), max(ecc, self._ecc_total)
+        if reasons:
+            self.trigger(" and ".join(reasons))
 
     def _every(self, name: str, period: float, work: Callable[[], None]) -> None:
         while not self._stop.is_set():
@@ -491,8 +516,7 @@ class Agent:
         """Until :meth:`stop`: cycles on schedule and on triggers. 0 on a clean stop."""
         self.run_cycle()
         if self.discoverer.adapter.status.available:
-            counts = self.discoverer.adapter.xid_counts()
-            self._xid_total = sum(e.count for events in counts.values() for e in events)
+            self._xid_total, self._ecc_total = self._event_totals()
         self._start(
             "health", lambda: self._every("health", self.config.health_interval_s, self.health_tick)
         )
@@ -579,9 +603,11 @@ def run_agent(
             dry_run=getattr(args, "dry_run", False),
             udev=not args.no_udev,
         )
+        xid_decay = XidDecay(window_s=args.xid_window)
         parse_address(args.metrics_address)
     except ValueError as error:
         raise SystemExit(f"gputopo-agent run: {error}") from None
+    discoverer.adapter.xid_decay = xid_decay
     socket_path = args.pod_resources_socket
     pod_client = PodResourcesClient(socket_path) if socket_path else None
     agent = Agent(discoverer, publisher=publisher, nrt=nrt, pod_resources=pod_client, config=config)
