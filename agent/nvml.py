@@ -322,6 +322,9 @@ class NvmlAdapter:
         self._xid_last_seen: dict[tuple[int, int], float] = {}  # (GPU, code) -> clock()
         self._ecc_events: dict[int, Counter[str]] = {}  # GPU -> "corrected"/"uncorrected"
         self._uuids: dict[int, str] = {}  # GPU index -> UUID, to notice re-enumeration
+        # Told "XID" or "uncorrectable ECC error" whenever a drain records a new one, from
+        # whichever thread drained it (the run loop's trigger).
+        self.on_event: Callable[[str], None] | None = None
         self._handle_keys: dict[Any, int] = {}
         # NVLinks per GPU index, learnt by discovery (a GPU's link count does not change while
         # the driver is loaded): the health poll then asks only for links that exist.
@@ -409,29 +412,55 @@ class NvmlAdapter:
         """
         module = self._module
         if self._event_set is not None and module is not None:
+            reasons: set[str] = set()
             for _ in range(_MAX_EVENTS_PER_DRAIN):
                 try:
                     data = module.nvmlEventSetWait(self._event_set, 0)
-                except module.NVMLError as error:
-                    if _code(error) != _TIMEOUT:
-                        pass  # nothing readable now; try again next cycle
-                    break
-                event_type = int(data.eventType)
-                if not event_type & _WATCHED_EVENTS:
-                    continue
-                index = self._event_gpu_index(data.device)
-                if index is None:
-                    continue
-                with self._lock:
-                    if event_type & _XID_CRITICAL_ERROR_EVENT:
-                        code = int(data.eventData)
-                        self._xid_counts.setdefault(index, Counter())[code] += 1
-                        self._xid_last_seen[(index, code)] = self._clock()
-                    elif event_type & _DOUBLE_BIT_ECC_EVENT:
-                        self._ecc_events.setdefault(index, Counter())["uncorrected"] += 1
-                    else:
-                        self._ecc_events.setdefault(index, Counter())["corrected"] += 1
+                except module.NVMLError:
+                    break  # TIMEOUT: nothing pending (anything else: try again next time)
+                reasons.update(self._record_event(data))
+            self._notify(reasons)
         return self.xid_counts()
+
+    def wait_for_events(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` for the next event — NVML waits in the driver, costing
+        no CPU — then drain whatever else is pending. False when there is nothing to wait on
+        (no event set) or the wait failed other than by timing out, so that the caller paces
+        itself instead of spinning."""
+        module = self._module
+        if self._event_set is None or module is None:
+            return False
+        try:
+            data = module.nvmlEventSetWait(self._event_set, max(1, int(timeout_s * 1000)))
+        except module.NVMLError as error:
+            return _code(error) == _TIMEOUT
+        self._notify(self._record_event(data))
+        self.drain_xid_events()
+        return True
+
+    def _record_event(self, data: Any) -> tuple[str, ...]:
+        """Count one event; the trigger reason it gives (none for a corrected ECC error)."""
+        event_type = int(data.eventType)
+        if not event_type & _WATCHED_EVENTS:
+            return ()
+        index = self._event_gpu_index(data.device)
+        if index is None:
+            return ()
+        with self._lock:
+            if event_type & _XID_CRITICAL_ERROR_EVENT:
+                code = int(data.eventData)
+                self._xid_counts.setdefault(index, Counter())[code] += 1
+                self._xid_last_seen[(index, code)] = self._clock()
+                return ("XID",)
+            if event_type & _DOUBLE_BIT_ECC_EVENT:
+                self._ecc_events.setdefault(index, Counter())["uncorrected"] += 1
+                return ("uncorrectable ECC error",)
+            self._ecc_events.setdefault(index, Counter())["corrected"] += 1
+            return ()
+
+    def _notify(self, reasons: set[str] | tuple[str, ...]) -> None:
+        if reasons and self.on_event is not None:
+            self.on_event(" and ".join(sorted(reasons)))
 
     def ecc_event_counts(self) -> dict[int, dict[str, int]]:
         """ECC error events per GPU index since ``open()``: ``corrected`` (single-bit) and

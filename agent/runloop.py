@@ -8,10 +8,11 @@ changed); this module only decides *when*:
   agents do not hit the apiserver in step;
 - a health tick every ``--health-interval`` second(s): the adapter's fast health signals plus a
   load sample for ``/metrics``; a GPU newly lost triggers an immediate cycle;
-- an event watcher draining NVML's XID and ECC events every 0.2 s: a new XID or uncorrectable
-  (double-bit) ECC error triggers an immediate cycle, so the health taint follows within about
-  a second; an XID that has not recurred for ``--xid-window`` stops counting for health, except
-  those that need a GPU reset (:class:`agent.nvml.XidDecay`);
+- an event watcher asleep in NVML's event wait (``nvmlEventSetWait``): a new XID or
+  uncorrectable (double-bit) ECC error wakes it and triggers an immediate cycle, so the health
+  taint follows within a fraction of a second (where NVML cannot wait, it polls every 0.2 s);
+  an XID that has not recurred for ``--xid-window`` stops counting for health, except those
+  that need a GPU reset (:class:`agent.nvml.XidDecay`);
 - a udev monitor: an NVIDIA PCI device added, removed, bound or unbound triggers an immediate
   rediscovery (GPU hotplug, driver reload);
 - SIGHUP triggers a cycle; SIGTERM/SIGINT stop the agent cleanly.
@@ -229,7 +230,8 @@ class RunLoopConfig:
     interval_s: float = 60.0
     jitter: float = 0.1
     health_interval_s: float = 1.0
-    xid_interval_s: float = 0.2
+    xid_interval_s: float = 0.2  # event poll period where NVML cannot block on events
+    event_wait_s: float = 1.0  # longest single wait in NVML for an event (stop latency)
     pod_resources_interval_s: float = DEFAULT_POD_RESOURCES_INTERVAL_S
     min_trigger_interval_s: float = 5.0
     dry_run: bool = False
@@ -458,11 +460,16 @@ class Agent:
         ecc = sum(c.get("uncorrected", 0) for c in adapter.ecc_event_counts().values())
         return xids, ecc
 
-    def xid_tick(self) -> None:
-        """Drain NVML's event set; a new XID or uncorrectable ECC error triggers a cycle, so
-        the health taint follows as fast for either."""
-        if not self.discoverer.adapter.status.available:
-            return
+    def xid_tick(self, wait_s: float = 0.0) -> bool:
+        """Drain NVML's event set — first waiting up to ``wait_s`` for an event — and trigger a
+        cycle for a new XID or uncorrectable ECC error, so the health taint follows as fast for
+        either. (The adapter also calls :meth:`trigger` itself from whichever thread drained
+        the event; the totals here catch up on anything drained before the listener was set.)
+        True when the wait blocked as it should; False: pace the next call."""
+        adapter = self.discoverer.adapter
+        if not adapter.status.available:
+            return False
+        waited = adapter.wait_for_events(wait_s) if wait_s > 0 else False
         xids, ecc = self._event_totals()
         reasons = []
         if xids > self._xid_total:
@@ -472,6 +479,19 @@ class Agent:
         self._xid_total, self._ecc_total = max(xids, self._xid_total), max(ecc, self._ecc_total)
         if reasons:
             self.trigger(" and ".join(reasons))
+        return waited
+
+    def _watch_events(self) -> None:
+        """The event thread: asleep in NVML's event wait until an XID or ECC error arrives
+        (woken at once, no polling); polls every ``xid_interval_s`` where NVML cannot wait."""
+        while not self._stop.is_set():
+            try:
+                blocked = self.xid_tick(wait_s=self.config.event_wait_s)
+            except Exception:  # a bug in one tick must not end the event watch
+                log.exception("event watch failed")
+                blocked = False
+            if not blocked:
+                self._stop.wait(self.config.xid_interval_s)
 
     def _every(self, name: str, period: float, work: Callable[[], None]) -> None:
         while not self._stop.is_set():
@@ -517,10 +537,11 @@ class Agent:
         self.run_cycle()
         if self.discoverer.adapter.status.available:
             self._xid_total, self._ecc_total = self._event_totals()
+        self.discoverer.adapter.on_event = self.trigger
         self._start(
             "health", lambda: self._every("health", self.config.health_interval_s, self.health_tick)
         )
-        self._start("xid", lambda: self._every("xid", self.config.xid_interval_s, self.xid_tick))
+        self._start("events", self._watch_events)
         if self.udev_monitor_factory is not None:
             self._start("udev", self._watch_udev)
         last_cycle = time.monotonic()
