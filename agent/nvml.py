@@ -591,11 +591,10 @@ class NvmlAdapter:
         for index, handle in self._handles():
             query = _GpuQuery(self._module, handle)
             states = self._nvlink_states(index, query)
-            active = tuple(NvmlLink(link=n, active=state) for n, state in enumerate(states))
             signals[index] = self._read_signals(
                 query,
                 xids.get(index, ()),
-                nvlinks_down=nvlinks_down(active),
+                nvlinks_down=links_down(states),
                 stale_xids=stale.get(index, ()),
                 uncorrected_ecc_events=ecc_events.get(index, {}).get("uncorrected", 0),
             )
@@ -970,6 +969,11 @@ def nvlinks_down(links: tuple[NvmlLink, ...]) -> int:
     if not any(link.active for link in links):
         return 0
     return sum(1 for link in links if link.active is False)
+
+
+def links_down(states: tuple[bool, ...]) -> int:
+    """:func:`nvlinks_down` for the health poll's bare up/down states."""
+    return states.count(False) if True in states else 0
 
 
 def _replace_p2p(gpu: NvmlGpu, levels: dict[int, P2PLevel]) -> NvmlGpu:
