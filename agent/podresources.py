@@ -187,9 +187,14 @@ class PodResourcesClient:
     :meth:`snapshot` never raises and is what the run loop calls.
     """
 
-    def __init__(self, socket_path: str = DEFAULT_SOCKET, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, socket_path: str = DEFAULT_SOCKET, *, timeout_s: float = 5.0, keep_open: bool = True
+    ) -> None:
         self.socket_path = socket_path
         self.timeout_s = timeout_s
+        # False: a channel per snapshot, closed after it. Between the run loop's polls gRPC
+        # then has no channel and stops its own threads (docs/performance.md).
+        self.keep_open = keep_open
         self._channel: Any = None
         self._stub: Any = None
         self._last_state: str | None = None  # the last state logged, to log changes only
@@ -264,7 +269,11 @@ class PodResourcesClient:
         changes with device plugins, not with pods, and the discovery cycle re-reads it.
         """
         with self._lock:
-            return self._snapshot(previous)
+            try:
+                return self._snapshot(previous)
+            finally:
+                if not self.keep_open:
+                    self.close()
 
     def _snapshot(self, previous: PodResourcesSnapshot | None) -> PodResourcesSnapshot:
         if not self.socket_present():

@@ -630,7 +630,9 @@ def run_agent(
         raise SystemExit(f"gputopo-agent run: {error}") from None
     discoverer.adapter.xid_decay = xid_decay
     socket_path = args.pod_resources_socket
-    pod_client = PodResourcesClient(socket_path) if socket_path else None
+    # A channel per poll: between polls gRPC has none and its own threads stop; reconnecting to
+    # a local unix socket every --pod-resources-interval is cheaper than keeping them.
+    pod_client = PodResourcesClient(socket_path, keep_open=False) if socket_path else None
     agent = Agent(discoverer, publisher=publisher, nrt=nrt, pod_resources=pod_client, config=config)
     try:
         server = serve(agent, args.metrics_address)

@@ -68,6 +68,19 @@ def test_poll_with_a_previous_snapshot_reads_only_allocations(
     assert polled.allocated_device_ids() == {UUIDS[2]}
 
 
+def test_a_client_that_does_not_keep_the_channel_open_reconnects_each_time(
+    socket_path: str, kubelet: FakeKubeletState
+) -> None:
+    client = PodResourcesClient(socket_path, keep_open=False)
+    first = client.snapshot()
+    assert client._channel is None  # closed after the snapshot
+    kubelet.allocate("ml", "trainer-0", "main", "nvidia.com/gpu", [(UUIDS[1], 0)])
+    second = client.snapshot(first)
+    assert client._channel is None
+    assert second.allocated_device_ids() == {UUIDS[1]}
+    assert (kubelet.list_calls, kubelet.allocatable_calls) == (2, 1)
+
+
 def test_poll_after_an_unknown_allocatable_asks_for_it_again(
     socket_path: str, kubelet: FakeKubeletState
 ) -> None:
