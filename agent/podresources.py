@@ -20,12 +20,16 @@ import stat
 import threading
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
-
-from agent.podresources_pb import api_pb2, api_pb2_grpc
 from agent.topology import NodeTopology
+
+if TYPE_CHECKING:
+    from agent.podresources_pb import api_pb2
+
+# grpc and the generated messages (about 15 MiB of the agent's memory) are imported by the
+# client on first use, so an agent without a kubelet socket (--pod-resources-socket '',
+# demos on --mock) never loads them.
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +230,10 @@ class PodResourcesClient:
     def _lister(self) -> Any:
         if self._stub is None:
             # An absolute path after "unix:" is gRPC's unix-socket target form.
+            import grpc
+
+            from agent.podresources_pb import api_pb2_grpc
+
             target = "unix:" + os.path.abspath(self.socket_path)
             self._channel = grpc.insecure_channel(
                 target,
@@ -238,6 +246,8 @@ class PodResourcesClient:
         return self._stub
 
     def _call(self, method: str, request: Any) -> Any:
+        import grpc
+
         try:
             return getattr(self._lister(), method)(request, timeout=self.timeout_s)
         except grpc.RpcError as error:
@@ -251,11 +261,15 @@ class PodResourcesClient:
 
     def list_allocations(self) -> tuple[DeviceAllocation, ...]:
         """GPU and MIG devices held by containers (``List``)."""
+        from agent.podresources_pb import api_pb2
+
         response = self._call("List", api_pb2.ListPodResourcesRequest())
         return allocations_from_response(response)
 
     def allocatable(self) -> tuple[AllocatableDevice, ...]:
         """GPU and MIG devices the kubelet may hand out (``GetAllocatableResources``)."""
+        from agent.podresources_pb import api_pb2
+
         response = self._call("GetAllocatableResources", api_pb2.AllocatableResourcesRequest())
         return allocatable_from_response(response)
 

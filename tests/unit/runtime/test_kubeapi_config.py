@@ -208,14 +208,17 @@ def test_default_kubeconfig_is_the_first_existing_file_of_kubeconfig(
 
 
 def test_the_agent_run_path_does_not_import_the_kubernetes_package(tmp_path: Path) -> None:
-    """The official client costs ~30 MiB of RSS on every node; the agent must not load it."""
+    """The official client costs ~30 MiB of RSS on every node; the agent must not load it (nor
+    the scheduler, numpy, or grpc before a pod-resources client is used)."""
     path = write(tmp_path / "config", {"token": "t"})
     script = f"""
 import sys
 import agent.cli
 import agent.cli_publish, agent.runloop, agent.nrt, agent.publisher, agent.kubeapi
 agent.cli_publish._api_client({path!r})
-heavy = sorted(m for m in ("kubernetes", "scheduler", "numpy", "urllib3") if m in sys.modules)
+heavy = sorted(
+    m for m in ("kubernetes", "scheduler", "numpy", "urllib3", "grpc") if m in sys.modules
+)
 print(",".join(heavy))
 """
     result = subprocess.run(
