@@ -329,6 +329,8 @@ class NvmlAdapter:
         # NVLinks per GPU index, learnt by discovery (a GPU's link count does not change while
         # the driver is loaded): the health poll then asks only for links that exist.
         self._link_counts: dict[int, int] = {}
+        # GPU index -> (NVLink states, signals) of the last full health poll (health_poll).
+        self._slow_signals: dict[int, tuple[tuple[bool, ...], HealthSignals]] = {}
 
     @property
     def status(self) -> NvmlStatus:
@@ -579,8 +581,15 @@ class NvmlAdapter:
         """Only the fast-changing health signals, for the once-a-second poller."""
         return self.health_poll().signals
 
-    def health_poll(self) -> HealthPoll:
-        """The fast health signals plus the NVLink states they were computed from."""
+    def health_poll(self, *, slow: bool = True) -> HealthPoll:
+        """The fast health signals plus the NVLink states they were computed from.
+
+        ``slow=False`` re-reads only what changes from second to second (volatile ECC counts,
+        clocks, temperature, power, lost) and takes the slow-changing rest — NVLink states,
+        lifetime ECC counts, retired pages and remapped rows — from the last poll that read
+        them: they are most of the NVML calls, and what the Node shows comes from discovery,
+        which reads everything. A GPU without such a poll yet is read in full.
+        """
         if not self._status.available:
             return HealthPoll()
         xids = self.drain_xid_events()
@@ -590,16 +599,22 @@ class NvmlAdapter:
         link_states = {}
         for index, handle in self._handles():
             query = _GpuQuery(self._module, handle)
-            states = self._nvlink_states(index, query)
+            cached = None if slow else self._slow_signals.get(index)
+            states = cached[0] if cached is not None else self._nvlink_states(index, query)
             signals[index] = self._read_signals(
                 query,
                 xids.get(index, ()),
                 nvlinks_down=links_down(states),
                 stale_xids=stale.get(index, ()),
                 uncorrected_ecc_events=ecc_events.get(index, {}).get("uncorrected", 0),
+                slow=cached[1] if cached is not None else None,
             )
-            if not query.lost:
-                link_states[index] = states
+            if query.lost:
+                self._slow_signals.pop(index, None)
+                continue
+            link_states[index] = states
+            if cached is None:
+                self._slow_signals[index] = (states, signals[index])
         return HealthPoll(signals, link_states)
 
     def _with_p2p(self, gpus: list[NvmlGpu], handles: list[tuple[int, Any]]) -> list[NvmlGpu]:
@@ -888,44 +903,12 @@ class NvmlAdapter:
         clique = int(getattr(info, "cliqueId", 0)) if state == "completed" else None
         return FabricInfo(cluster_uuid=cluster_uuid, clique_id=clique, state=state)
 
-    def _read_signals(
-        self,
-        query: _GpuQuery,
-        xids: tuple[XidEvent, ...],
-        *,
-        nvlinks_down: int,
-        stale_xids: tuple[int, ...] = (),
-        uncorrected_ecc_events: int = 0,
-    ) -> HealthSignals:
-        """``uncorrected_ecc_events``: double-bit ECC events seen since ``open()``; the volatile
-        uncorrected count is at least that, even if the counter query fails or lags."""
-        module = self._module
-        corrected = int(getattr(module, "NVML_MEMORY_ERROR_TYPE_CORRECTED", 0))
-        uncorrected = int(getattr(module, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", 1))
-        volatile = int(getattr(module, "NVML_VOLATILE_ECC", 0))
-        aggregate = int(getattr(module, "NVML_AGGREGATE_ECC", 1))
-        volatile_uncorrected = _int(
-            query.device("nvmlDeviceGetTotalEccErrors", uncorrected, volatile)
-        )
-        if uncorrected_ecc_events:
-            volatile_uncorrected = max(volatile_uncorrected or 0, uncorrected_ecc_events)
-        ecc = EccCounts(
-            volatile_corrected=_int(
-                query.device("nvmlDeviceGetTotalEccErrors", corrected, volatile)
-            ),
-            volatile_uncorrected=volatile_uncorrected,
-            aggregate_corrected=_int(
-                query.device("nvmlDeviceGetTotalEccErrors", corrected, aggregate)
-            ),
-            aggregate_uncorrected=_int(
-                query.device("nvmlDeviceGetTotalEccErrors", uncorrected, aggregate)
-            ),
-        )
+    def _read_memory_repair(self, query: _GpuQuery) -> MemoryRepair:
         single_bit = query.device("nvmlDeviceGetRetiredPages", 0)
         double_bit = query.device("nvmlDeviceGetRetiredPages", 1)
         retired_pending = query.device("nvmlDeviceGetRetiredPagesPendingStatus")
         remapped = query.device("nvmlDeviceGetRemappedRows")
-        repair = MemoryRepair(
+        return MemoryRepair(
             retired_pages_single_bit=len(single_bit) if single_bit is not None else None,
             retired_pages_double_bit=len(double_bit) if double_bit is not None else None,
             retired_pages_pending=bool(int(retired_pending))
@@ -936,6 +919,51 @@ class NvmlAdapter:
             remapped_rows_pending=bool(int(remapped[2])) if remapped is not None else None,
             remapped_rows_failure=bool(int(remapped[3])) if remapped is not None else None,
         )
+
+    def _read_signals(
+        self,
+        query: _GpuQuery,
+        xids: tuple[XidEvent, ...],
+        *,
+        nvlinks_down: int,
+        stale_xids: tuple[int, ...] = (),
+        uncorrected_ecc_events: int = 0,
+        slow: HealthSignals | None = None,
+    ) -> HealthSignals:
+        """``uncorrected_ecc_events``: double-bit ECC events seen since ``open()``; the volatile
+        uncorrected count is at least that, even if the counter query fails or lags.
+        ``slow``: signals whose lifetime ECC counts and memory repair state are taken as they
+        are instead of being asked for again."""
+        module = self._module
+        corrected = int(getattr(module, "NVML_MEMORY_ERROR_TYPE_CORRECTED", 0))
+        uncorrected = int(getattr(module, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", 1))
+        volatile = int(getattr(module, "NVML_VOLATILE_ECC", 0))
+        aggregate = int(getattr(module, "NVML_AGGREGATE_ECC", 1))
+        volatile_uncorrected = _int(
+            query.device("nvmlDeviceGetTotalEccErrors", uncorrected, volatile)
+        )
+        if uncorrected_ecc_events:
+            volatile_uncorrected = max(volatile_uncorrected or 0, uncorrected_ecc_events)
+        volatile_corrected = _int(query.device("nvmlDeviceGetTotalEccErrors", corrected, volatile))
+        if slow is not None:
+            ecc = replace(
+                slow.ecc,
+                volatile_corrected=volatile_corrected,
+                volatile_uncorrected=volatile_uncorrected,
+            )
+            repair = slow.memory_repair
+        else:
+            ecc = EccCounts(
+                volatile_corrected=volatile_corrected,
+                volatile_uncorrected=volatile_uncorrected,
+                aggregate_corrected=_int(
+                    query.device("nvmlDeviceGetTotalEccErrors", corrected, aggregate)
+                ),
+                aggregate_uncorrected=_int(
+                    query.device("nvmlDeviceGetTotalEccErrors", uncorrected, aggregate)
+                ),
+            )
+            repair = self._read_memory_repair(query)
         reasons = query.device("nvmlDeviceGetCurrentClocksEventReasons")
         if reasons is None and query.last_code == _NOT_SUPPORTED:
             reasons = query.device("nvmlDeviceGetCurrentClocksThrottleReasons")

@@ -71,6 +71,10 @@ NVIDIA_PCI_VENDOR = "10DE"
 UDEV_ACTIONS = frozenset({"add", "remove", "bind", "unbind"})
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Every how many health ticks the slow-changing signals (NVLink states, lifetime ECC counts,
+# retired pages, remapped rows) are re-read; in between the tick reuses them (most of its NVML
+# calls). The Node is unaffected: discovery reads everything. At the default 1 s: every 10 s.
+SLOW_SIGNALS_EVERY = 10
 # How often the health tick asks the kubelet which GPUs are allocated. NFD's topology-updater
 # re-reads pod-resources every 60 s; 10 s keeps the NodeResourceTopology's "available" within
 # a few seconds of a pod starting at a fraction of the CPU of a 5 s poll (docs/performance.md).
@@ -289,6 +293,7 @@ class Agent:
         self._last_loop_beat = time.monotonic()
         self._last_health_beat = time.monotonic()
         self._xid_total = 0
+        self._health_ticks = 0
         self._ecc_total = 0
         self._lost: frozenset[int] = frozenset()
         self._counter_baseline: dict[str, int] = {}
@@ -441,7 +446,9 @@ class Agent:
                 self._published_allocations = allocated
                 self.trigger("GPU allocations changed")
         adapter = self.discoverer.adapter
-        poll = adapter.health_poll() if adapter.status.available else HealthPoll()
+        slow = self._health_ticks % SLOW_SIGNALS_EVERY == 0
+        self._health_ticks += 1
+        poll = adapter.health_poll(slow=slow) if adapter.status.available else HealthPoll()
         topology = self.holder.get().topology
         load = self.load_sampler.sample(
             adapter.module, topology, poll.signals, nvlink_states=poll.nvlink_states
