@@ -15,9 +15,7 @@ import logging
 import os
 import sys
 from types import ModuleType
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from agent.contract import DEFAULT_PREFIX, MIG_STRATEGIES, TAINT_EFFECTS, Contract
 from agent.publisher import (
@@ -31,6 +29,9 @@ from agent.publisher import (
 )
 from agent.topology import NodeTopology
 from agent.validate import ValidationError, ValidationGate, is_qualified_name
+
+if TYPE_CHECKING:
+    from agent.kubeapi import KubeClient
 
 log = logging.getLogger(__name__)
 
@@ -144,32 +145,17 @@ def add_run_parser(subparsers: Any) -> None:
     parser.set_defaults(handler=run_run)
 
 
-def _api_client(kubeconfig: str | None) -> Any:
-    from kubernetes import client, config
+def _api_client(kubeconfig: str | None) -> KubeClient:
+    """The agent's own small REST client (:mod:`agent.kubeapi`), not the ``kubernetes``
+    package: importing that costs about 30 MiB on every node."""
+    from agent.kubeapi import KubeConfigError, client_from_config
 
     try:
+        return client_from_config(kubeconfig)
+    except KubeConfigError as error:
         if kubeconfig:
-            return config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return client.ApiClient(configuration)
-        return config.new_client_from_config()  # type: ignore[no-untyped-call]
-    except (config.ConfigException, OSError) as error:
-        where = f"--kubeconfig {kubeconfig!r}" if kubeconfig else "cluster config"
-        raise _cli().CliError(f"{where}: {error}") from None
-    except yaml.YAMLError as error:
-        where = f"--kubeconfig {kubeconfig!r}" if kubeconfig else "kubeconfig"
-        raise _cli().CliError(f"{where}: not YAML: {_one_line(error)}") from None
-    except (TypeError, KeyError, AttributeError, ValueError) as error:
-        # The client library indexes the parsed document without checking its shape.
-        where = f"--kubeconfig {kubeconfig!r}" if kubeconfig else "kubeconfig"
-        message = f"{where}: not a kubeconfig ({type(error).__name__}: {error})"
-        raise _cli().CliError(message) from None
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
+            raise _cli().CliError(f"--kubeconfig {kubeconfig!r}: {error.detail}") from None
+        raise _cli().CliError(str(error)) from None
 
 
 def _print_result(what: str, result: PublishResult | None) -> None:
@@ -191,15 +177,11 @@ def run_run(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         raise _cli().CliError(f"--interval {args.interval}: must be positive")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from kubernetes import client
-
     from agent.nrt import NrtPublisher
 
-    api_client = _api_client(args.kubeconfig)
-    core_api: Any = client.CoreV1Api(api_client)
-    custom_api: Any = client.CustomObjectsApi(api_client)
-    publisher = Publisher(core_api, node_name, options)
-    nrt = NrtPublisher(custom_api, node_name) if args.publish_nrt else None
+    api = _api_client(args.kubeconfig)
+    publisher = Publisher(api, node_name, options)
+    nrt = NrtPublisher(api, node_name) if args.publish_nrt else None
 
     if args.prune:
         result = publisher.prune(dry_run=args.dry_run)

@@ -93,8 +93,8 @@ def assess(
         failed.append("GPU is lost (NVML GPU_IS_LOST)")
 
     for event in signals.xid_events:
-        if event.code in policy.ignored_xids:
-            continue
+        if event.code in policy.ignored_xids or event.code in signals.stale_xids:
+            continue  # the application's fault, or past the XID window (agent.nvml.XidDecay)
         text = f"XID {event.code} ({xid_description(event.code)}) x{event.count}"
         (failed if event.code in policy.fatal_xids else degraded).append(text)
 

@@ -40,6 +40,7 @@ NVLINK_ERROR_COUNTERS: tuple[tuple[int, str], ...] = (
 _GPU_IS_LOST = 15
 _FUNCTION_NOT_FOUND = 13
 _DEFAULT_MAX_LINKS = 18
+_ERROR_COUNTER = "nvmlDeviceGetNvLinkErrorCounter"
 
 
 @dataclass(frozen=True)
@@ -134,19 +135,40 @@ def _ratio(percent: Any) -> float | None:
     return max(0.0, min(1.0, float(percent) / 100.0))
 
 
-def _sample_nvlinks(query: _Query, max_links: int) -> tuple[NvlinkSample, ...]:
+def _sample_nvlinks(
+    query: _Query,
+    max_links: int,
+    states: Sequence[bool] | None = None,
+    previous: tuple[NvlinkSample, ...] = (),
+) -> tuple[NvlinkSample, ...]:
+    """Each link's state and error counters. ``states``: the link states the health poll has
+    just read (not read again); without them they are asked for here. ``previous``: the last
+    sample of this GPU, returned as it is when nothing changed (the usual second)."""
+    if states is None:
+        read = []
+        for link in range(max_links):
+            state = query.device("nvmlDeviceGetNvLinkState", link)
+            if state is None:
+                break  # no NVLink, or past the GPU's last link
+            read.append(bool(int(state)))
+        states = read
+    if _ERROR_COUNTER in query.absent:  # an old driver: no counters to ask for, every second
+        if len(previous) == len(states) and all(
+            sample.active == active and not sample.errors
+            for sample, active in zip(previous, states, strict=True)
+        ):
+            return previous
+        return tuple(NvlinkSample(link=n, active=active) for n, active in enumerate(states))
     links = []
-    for link in range(max_links):
-        state = query.device("nvmlDeviceGetNvLinkState", link)
-        if state is None:
-            break  # no NVLink, or past the GPU's last link
-        errors = {}
+    for link, active in enumerate(states):
+        errors: dict[str, int] = {}
         for counter, name in NVLINK_ERROR_COUNTERS:
-            value = query.device("nvmlDeviceGetNvLinkErrorCounter", link, counter)
+            value = query.device(_ERROR_COUNTER, link, counter)
             if value is not None:
                 errors[name] = int(value)
-        links.append(NvlinkSample(link=link, active=bool(int(state)), errors=errors))
-    return tuple(links)
+        links.append(NvlinkSample(link=link, active=active, errors=errors))
+    result = tuple(links)
+    return previous if result == previous else result
 
 
 def _sample_mig(query: _Query) -> tuple[MigDeviceLoad, ...]:
@@ -177,10 +199,14 @@ def sample_gpus(
     module: Any,
     signals: Mapping[int, HealthSignals] | None = None,
     absent: set[str] | None = None,
+    nvlink_states: Mapping[int, Sequence[bool]] | None = None,
+    previous: Mapping[int, GpuLoad] | None = None,
 ) -> dict[int, GpuLoad]:
     """Sample every GPU NVML can see, through ``module`` (the adapter's pynvml-like object).
 
-    ``signals`` are the adapter's latest health signals per GPU index, attached as they are.
+    ``signals`` are the adapter's latest health signals per GPU index, attached as they are;
+    ``nvlink_states`` the link states its health poll read (a GPU missing there is asked);
+    ``previous`` the last sample's GPUs, whose unchanged NVLink samples are reused.
     ``absent``: NVML functions known to be missing from this library (updated here); pass the
     same set on every call with the same ``module``. An unavailable NVML (``module`` None)
     gives no GPUs.
@@ -207,7 +233,13 @@ def sample_gpus(
         uuid = query.device("nvmlDeviceGetUUID")
         utilization = query.device("nvmlDeviceGetUtilizationRates")
         memory = query.device("nvmlDeviceGetMemoryInfo")
-        nvlinks = _sample_nvlinks(query, max_links)
+        before = (previous or {}).get(index)
+        nvlinks = _sample_nvlinks(
+            query,
+            max_links,
+            (nvlink_states or {}).get(index),
+            before.nvlinks if before is not None else (),
+        )
         mig_devices = _sample_mig(query)
         gpu_signals = signals.get(index)
         result[index] = GpuLoad(
@@ -317,22 +349,28 @@ class LoadSampler:
         self.clock = clock
         self._module: Any = None
         self._absent_functions: set[str] = set()
+        self._previous_gpus: Mapping[int, GpuLoad] = {}
 
     def sample(
         self,
         module: Any,
         topology: NodeTopology | None,
         signals: Mapping[int, HealthSignals] | None = None,
+        nvlink_states: Mapping[int, Sequence[bool]] | None = None,
     ) -> LoadSample:
         if module is not self._module:
-            self._module, self._absent_functions = module, set()
+            self._module, self._absent_functions, self._previous_gpus = module, set(), {}
         per_cpu = self.cpu.sample()
         node_ratio = None
         if per_cpu:
             node_ratio = sum(per_cpu.values()) / len(per_cpu)
+        gpus = sample_gpus(
+            module, signals, self._absent_functions, nvlink_states, self._previous_gpus
+        )
+        self._previous_gpus = gpus
         return LoadSample(
             timestamp=self.clock(),
-            gpus=sample_gpus(module, signals, self._absent_functions),
+            gpus=gpus,
             cpu_utilization_ratio=node_ratio,
             numa_cpu_utilization_ratio=numa_cpu_ratios(per_cpu or {}, topology),
             numa_memory=read_numa_memory(self.sysfs_root),

@@ -98,16 +98,28 @@ def build_nrt(
 
 
 class CustomObjectsApi(Protocol):
+    """The calls of ``kubernetes.client.CustomObjectsApi`` used here; :class:`agent.kubeapi.
+    KubeClient` has them with the same names and keywords."""
+
     def get_cluster_custom_object(
-        self, group: str, version: str, plural: str, name: str, **kwargs: Any
+        self, group: str, version: str, plural: str, name: str
     ) -> Any: ...
 
     def patch_cluster_custom_object(
-        self, group: str, version: str, plural: str, name: str, body: Any, **kwargs: Any
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        name: str,
+        body: Any,
+        *,
+        field_manager: str | None = ...,
+        force: bool | None = ...,
+        _content_type: str = ...,
     ) -> Any: ...
 
     def delete_cluster_custom_object(
-        self, group: str, version: str, plural: str, name: str, **kwargs: Any
+        self, group: str, version: str, plural: str, name: str
     ) -> Any: ...
 
 

@@ -7,8 +7,14 @@ from ``mocks/``). NVML failing to load or initialise is a normal state, reported
 ``None`` and the rest of the GPU is still read; ``GPU_IS_LOST`` additionally marks the GPU lost.
 
 The adapter stays open across discovery cycles (the run loop discovers every 60 s and polls health
-every second), keeps the XID event set registered at :meth:`NvmlAdapter.open`, and accumulates XID
-counts per GPU each time :meth:`NvmlAdapter.drain_xid_events` is called.
+every second), keeps the event set registered at :meth:`NvmlAdapter.open` (XIDs, and single- and
+double-bit ECC errors where the GPU supports them), and accumulates XID and ECC event counts per
+GPU each time :meth:`NvmlAdapter.drain_xid_events` is called.
+
+XID counts never decrease (they feed a Prometheus counter), but an XID stops counting for health
+once it has not recurred for :attr:`XidDecay.window_s` — except the XIDs that need a GPU reset
+(:data:`RESET_REQUIRED_XIDS`), which count until the GPU is re-enumerated (a different UUID at
+its index) or the agent restarts. docs/health.md has the rule.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import contextlib
 import ctypes
 import math
 import threading
+import time
 import uuid as uuid_module
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -93,12 +100,37 @@ _INVALID_ARGUMENT = 2
 _NOT_FOUND = 6
 _TIMEOUT = 10
 _GPU_IS_LOST = 15
+# nvmlEventType* bits (pynvml's nvmlEventTypeSingleBitEccError, ...DoubleBitEccError,
+# ...XidCriticalError). ECC events carry no data; an XID event's data is the XID code.
+_SINGLE_BIT_ECC_EVENT = 0x1
+_DOUBLE_BIT_ECC_EVENT = 0x2
 _XID_CRITICAL_ERROR_EVENT = 0x8
+_WATCHED_EVENTS = _XID_CRITICAL_ERROR_EVENT | _SINGLE_BIT_ECC_EVENT | _DOUBLE_BIT_ECC_EVENT
 _MIG_ENABLE = 1
 _GI_PROFILE_COUNT_FALLBACK = 0x12
 # GPU-instance profile indices that carry media extensions ("+me"), as go-nvlib names them.
 _MEDIA_EXTENSION_PROFILES = (0x7, 0x8)  # 1_SLICE_REV1, 2_SLICE_REV1
 _MAX_EVENTS_PER_DRAIN = 4096
+
+
+# XIDs whose resolution in NVIDIA's XID catalogue is a GPU reset (or more): double-bit ECC (48),
+# page retirement / row remapping recorded or failed (63, 64: "reset GPU to activate"), fallen
+# off the bus (79), contained and uncontained ECC errors (94, 95). Waiting does not heal them.
+RESET_REQUIRED_XIDS: frozenset[int] = frozenset({48, 63, 64, 79, 94, 95})
+DEFAULT_XID_WINDOW_S = 3600.0
+
+
+@dataclass(frozen=True)
+class XidDecay:
+    """When an XID stops counting for health: ``window_s`` after it last occurred (0: never),
+    unless its code is in ``reset_required``."""
+
+    window_s: float = DEFAULT_XID_WINDOW_S
+    reset_required: frozenset[int] = RESET_REQUIRED_XIDS
+
+    def __post_init__(self) -> None:
+        if self.window_s < 0 or math.isnan(self.window_s):
+            raise ValueError(f"--xid-window {self.window_s}: must be 0 (never) or positive")
 
 
 class NvmlLoadError(Exception):
@@ -219,6 +251,15 @@ class NvmlGpu:
 
 
 @dataclass(frozen=True)
+class HealthPoll:
+    """One fast poll: the health signals and each GPU's NVLink up/down states. The load sampler
+    takes the states from here, so the once-a-second tick reads every link's state once."""
+
+    signals: dict[int, HealthSignals] = field(default_factory=dict)
+    nvlink_states: dict[int, tuple[bool, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class NvmlSnapshot:
     status: NvmlStatus
     driver: DriverInfo = field(default_factory=DriverInfo)
@@ -263,14 +304,33 @@ class _GpuQuery:
 class NvmlAdapter:
     """An open NVML session. ``open()`` once, ``snapshot()`` per discovery, ``close()`` at exit."""
 
-    def __init__(self, module: ModuleType | Any | None = None) -> None:
+    def __init__(
+        self,
+        module: ModuleType | Any | None = None,
+        *,
+        xid_decay: XidDecay | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._injected = module
+        self.xid_decay = xid_decay or XidDecay()
+        self._clock = clock
         self._module: Any = None
         self._status = NvmlStatus(available=False, error="NVML not opened")
         self._event_set: Any = None
         self._lock = threading.Lock()
         self._xid_counts: dict[int, Counter[int]] = {}
+        self._xid_last_seen: dict[tuple[int, int], float] = {}  # (GPU, code) -> clock()
+        self._ecc_events: dict[int, Counter[str]] = {}  # GPU -> "corrected"/"uncorrected"
+        self._uuids: dict[int, str] = {}  # GPU index -> UUID, to notice re-enumeration
+        # Told "XID" or "uncorrectable ECC error" whenever a drain records a new one, from
+        # whichever thread drained it (the run loop's trigger).
+        self.on_event: Callable[[str], None] | None = None
         self._handle_keys: dict[Any, int] = {}
+        # NVLinks per GPU index, learnt by discovery (a GPU's link count does not change while
+        # the driver is loaded): the health poll then asks only for links that exist.
+        self._link_counts: dict[int, int] = {}
+        # GPU index -> (NVLink states, signals) of the last full health poll (health_poll).
+        self._slow_signals: dict[int, tuple[tuple[bool, ...], HealthSignals]] = {}
 
     @property
     def status(self) -> NvmlStatus:
@@ -298,7 +358,7 @@ class NvmlAdapter:
             return self._status
         self._module = module
         self._status = NvmlStatus(available=True)
-        self._register_xid_events()
+        self._register_events()
         return self._status
 
     def close(self) -> None:
@@ -322,7 +382,10 @@ class NvmlAdapter:
 
     # -- XID events -----------------------------------------------------------------------------
 
-    def _register_xid_events(self) -> None:
+    def _register_events(self) -> None:
+        """XID and ECC events on every GPU, as far as each supports them. NVML refuses the
+        whole registration (NOT_SUPPORTED) when one asked-for type is unsupported, so a GPU
+        whose supported types are unknown is retried with XIDs alone."""
         module = self._module
         try:
             self._event_set = module.nvmlEventSetCreate()
@@ -332,36 +395,108 @@ class NvmlAdapter:
         for index, handle in self._handles():
             query = _GpuQuery(module, handle)
             supported = query.device("nvmlDeviceGetSupportedEventTypes")
-            if supported is not None and not int(supported) & _XID_CRITICAL_ERROR_EVENT:
+            wanted = _WATCHED_EVENTS if supported is None else _WATCHED_EVENTS & int(supported)
+            if not wanted:
                 continue
-            query.call(
-                "nvmlDeviceRegisterEvents", handle, _XID_CRITICAL_ERROR_EVENT, self._event_set
-            )
+            query.call("nvmlDeviceRegisterEvents", handle, wanted, self._event_set)
+            if query.last_code == _NOT_SUPPORTED and wanted != _XID_CRITICAL_ERROR_EVENT:
+                wanted &= _XID_CRITICAL_ERROR_EVENT
+                if wanted:
+                    query.call("nvmlDeviceRegisterEvents", handle, wanted, self._event_set)
             self._handle_keys[_handle_key(handle)] = index
 
     def drain_xid_events(self) -> dict[int, tuple[XidEvent, ...]]:
-        """Read every pending XID event without waiting and add it to the per-GPU counts.
+        """Read every pending event without waiting and add it to the per-GPU counts (XIDs by
+        code; ECC errors by corrected/uncorrected, see :meth:`ecc_event_counts`).
 
-        Returns the accumulated counts per GPU index (since ``open()``), sorted by XID code.
+        Returns the accumulated XID counts per GPU index (since ``open()``), sorted by code.
         Safe to call from a separate event thread and from discovery.
         """
         module = self._module
         if self._event_set is not None and module is not None:
+            reasons: set[str] = set()
             for _ in range(_MAX_EVENTS_PER_DRAIN):
                 try:
                     data = module.nvmlEventSetWait(self._event_set, 0)
-                except module.NVMLError as error:
-                    if _code(error) != _TIMEOUT:
-                        pass  # nothing readable now; try again next cycle
-                    break
-                if not int(data.eventType) & _XID_CRITICAL_ERROR_EVENT:
-                    continue
-                index = self._event_gpu_index(data.device)
-                if index is None:
-                    continue
-                with self._lock:
-                    self._xid_counts.setdefault(index, Counter())[int(data.eventData)] += 1
+                except module.NVMLError:
+                    break  # TIMEOUT: nothing pending (anything else: try again next time)
+                reasons.update(self._record_event(data))
+            self._notify(reasons)
         return self.xid_counts()
+
+    def wait_for_events(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` for the next event — NVML waits in the driver, costing
+        no CPU — then drain whatever else is pending. False when there is nothing to wait on
+        (no event set) or the wait failed other than by timing out, so that the caller paces
+        itself instead of spinning."""
+        module = self._module
+        if self._event_set is None or module is None:
+            return False
+        try:
+            data = module.nvmlEventSetWait(self._event_set, max(1, int(timeout_s * 1000)))
+        except module.NVMLError as error:
+            return _code(error) == _TIMEOUT
+        self._notify(self._record_event(data))
+        self.drain_xid_events()
+        return True
+
+    def _record_event(self, data: Any) -> tuple[str, ...]:
+        """Count one event; the trigger reason it gives (none for a corrected ECC error)."""
+        event_type = int(data.eventType)
+        if not event_type & _WATCHED_EVENTS:
+            return ()
+        index = self._event_gpu_index(data.device)
+        if index is None:
+            return ()
+        with self._lock:
+            if event_type & _XID_CRITICAL_ERROR_EVENT:
+                code = int(data.eventData)
+                self._xid_counts.setdefault(index, Counter())[code] += 1
+                self._xid_last_seen[(index, code)] = self._clock()
+                return ("XID",)
+            if event_type & _DOUBLE_BIT_ECC_EVENT:
+                self._ecc_events.setdefault(index, Counter())["uncorrected"] += 1
+                return ("uncorrectable ECC error",)
+            self._ecc_events.setdefault(index, Counter())["corrected"] += 1
+            return ()
+
+    def _notify(self, reasons: set[str] | tuple[str, ...]) -> None:
+        if reasons and self.on_event is not None:
+            self.on_event(" and ".join(sorted(reasons)))
+
+    def ecc_event_counts(self) -> dict[int, dict[str, int]]:
+        """ECC error events per GPU index since ``open()``: ``corrected`` (single-bit) and
+        ``uncorrected`` (double-bit) counts."""
+        with self._lock:
+            return {index: dict(counts) for index, counts in self._ecc_events.items()}
+
+    def stale_xids(self) -> dict[int, tuple[int, ...]]:
+        """Per GPU, the XID codes that no longer count for health (:class:`XidDecay`)."""
+        window = self.xid_decay.window_s
+        if window <= 0:
+            return {}
+        cutoff = self._clock() - window
+        stale: dict[int, list[int]] = {}
+        with self._lock:
+            for (index, code), seen in sorted(self._xid_last_seen.items()):
+                if seen <= cutoff and code not in self.xid_decay.reset_required:
+                    stale.setdefault(index, []).append(code)
+        return {index: tuple(codes) for index, codes in stale.items()}
+
+    def _forget_if_reenumerated(self, index: int, uuid: str | None) -> None:
+        """A different GPU at ``index`` (hotplug, re-enumeration): its XIDs, sticky ones
+        included, and ECC events belonged to the GPU that was there before."""
+        if uuid is None:
+            return
+        previous = self._uuids.get(index)
+        self._uuids[index] = uuid
+        if previous is None or previous == uuid:
+            return
+        with self._lock:
+            self._xid_counts.pop(index, None)
+            self._ecc_events.pop(index, None)
+            for key in [key for key in self._xid_last_seen if key[0] == index]:
+                del self._xid_last_seen[key]
 
     def xid_counts(self) -> dict[int, tuple[XidEvent, ...]]:
         with self._lock:
@@ -417,7 +552,7 @@ class NvmlAdapter:
         if not self._status.available:
             return NvmlSnapshot(status=self._status)
         module = self._module
-        xids = self.drain_xid_events()
+        self.drain_xid_events()
         handles: list[tuple[int, Any]] = []
         handle_errors: list[tuple[int, str]] = []
         try:
@@ -432,10 +567,7 @@ class NvmlAdapter:
                 handles.append((index, module.nvmlDeviceGetHandleByIndex(index)))
             except module.NVMLError as error:
                 handle_errors.append((index, error_name(error)))
-        gpus = [
-            self._read_gpu(index, handle, cpu_set_words, xids.get(index, ()))
-            for index, handle in handles
-        ]
+        gpus = [self._read_gpu(index, handle, cpu_set_words) for index, handle in handles]
         if with_p2p:
             gpus = self._with_p2p(gpus, handles)
         return NvmlSnapshot(
@@ -447,18 +579,43 @@ class NvmlAdapter:
 
     def health_signals(self) -> dict[int, HealthSignals]:
         """Only the fast-changing health signals, for the once-a-second poller."""
+        return self.health_poll().signals
+
+    def health_poll(self, *, slow: bool = True) -> HealthPoll:
+        """The fast health signals plus the NVLink states they were computed from.
+
+        ``slow=False`` re-reads only what changes from second to second (volatile ECC counts,
+        clocks, temperature, power, lost) and takes the slow-changing rest — NVLink states,
+        lifetime ECC counts, retired pages and remapped rows — from the last poll that read
+        them: they are most of the NVML calls, and what the Node shows comes from discovery,
+        which reads everything. A GPU without such a poll yet is read in full.
+        """
         if not self._status.available:
-            return {}
+            return HealthPoll()
         xids = self.drain_xid_events()
-        result = {}
+        stale = self.stale_xids()
+        ecc_events = self.ecc_event_counts()
+        signals = {}
+        link_states = {}
         for index, handle in self._handles():
             query = _GpuQuery(self._module, handle)
-            states = self._nvlink_states(query)
-            active = [NvmlLink(link=n, active=state) for n, state in enumerate(states)]
-            result[index] = self._read_signals(
-                query, xids.get(index, ()), nvlinks_down=nvlinks_down(tuple(active))
+            cached = None if slow else self._slow_signals.get(index)
+            states = cached[0] if cached is not None else self._nvlink_states(index, query)
+            signals[index] = self._read_signals(
+                query,
+                xids.get(index, ()),
+                nvlinks_down=links_down(states),
+                stale_xids=stale.get(index, ()),
+                uncorrected_ecc_events=ecc_events.get(index, {}).get("uncorrected", 0),
+                slow=cached[1] if cached is not None else None,
             )
-        return result
+            if query.lost:
+                self._slow_signals.pop(index, None)
+                continue
+            link_states[index] = states
+            if cached is None:
+                self._slow_signals[index] = (states, signals[index])
+        return HealthPoll(signals, link_states)
 
     def _with_p2p(self, gpus: list[NvmlGpu], handles: list[tuple[int, Any]]) -> list[NvmlGpu]:
         levels: dict[int, dict[int, P2PLevel]] = {index: {} for index, _ in handles}
@@ -479,9 +636,7 @@ class NvmlAdapter:
 
     # -- one GPU --------------------------------------------------------------------------------
 
-    def _read_gpu(
-        self, index: int, handle: Any, cpu_set_words: int, xids: tuple[XidEvent, ...]
-    ) -> NvmlGpu:
+    def _read_gpu(self, index: int, handle: Any, cpu_set_words: int) -> NvmlGpu:
         query = _GpuQuery(self._module, handle)
         pci = query.device("nvmlDeviceGetPciInfo")
         bus_id = None
@@ -513,9 +668,18 @@ class NvmlAdapter:
         numa = query.device("nvmlDeviceGetNumaNodeId")
         affinity = query.device("nvmlDeviceGetCpuAffinity", cpu_set_words)
         nvlinks = self._read_nvlinks(query)
+        if not query.lost:
+            self._link_counts[index] = len(nvlinks)
         mig = self._read_mig(query, memory_bytes)
         fabric = self._read_fabric(query)
-        signals = self._read_signals(query, xids, nvlinks_down=nvlinks_down(nvlinks))
+        self._forget_if_reenumerated(index, _text(uuid) if uuid is not None else None)
+        signals = self._read_signals(
+            query,
+            self.xid_counts().get(index, ()),
+            nvlinks_down=nvlinks_down(nvlinks),
+            stale_xids=self.stale_xids().get(index, ()),
+            uncorrected_ecc_events=self.ecc_event_counts().get(index, {}).get("uncorrected", 0),
+        )
         return NvmlGpu(
             index=index,
             pci_bus_id=bus_id,
@@ -534,15 +698,22 @@ class NvmlAdapter:
             errors=tuple(query.errors),
         )
 
-    def _nvlink_states(self, query: _GpuQuery) -> list[bool]:
-        """Only whether each link is up: what the once-a-second poll needs."""
+    def _nvlink_states(self, index: int, query: _GpuQuery) -> tuple[bool, ...]:
+        """Only whether each link is up: what the once-a-second poll needs. Past the last
+        link NVML answers an error; once the link count is known it is not asked again."""
+        known = self._link_counts.get(index)
+        limit = (
+            known if known is not None else int(getattr(self._module, "NVML_NVLINK_MAX_LINKS", 18))
+        )
         states = []
-        for link in range(int(getattr(self._module, "NVML_NVLINK_MAX_LINKS", 18))):
+        for link in range(limit):
             state = query.device("nvmlDeviceGetNvLinkState", link)
             if state is None:
                 break
             states.append(bool(int(state)))
-        return states
+        if known is None and not query.lost:
+            self._link_counts[index] = len(states)
+        return tuple(states)
 
     def _read_nvlinks(self, query: _GpuQuery) -> tuple[NvmlLink, ...]:
         max_links = int(getattr(self._module, "NVML_NVLINK_MAX_LINKS", 18))
@@ -732,33 +903,12 @@ class NvmlAdapter:
         clique = int(getattr(info, "cliqueId", 0)) if state == "completed" else None
         return FabricInfo(cluster_uuid=cluster_uuid, clique_id=clique, state=state)
 
-    def _read_signals(
-        self, query: _GpuQuery, xids: tuple[XidEvent, ...], *, nvlinks_down: int
-    ) -> HealthSignals:
-        module = self._module
-        corrected = int(getattr(module, "NVML_MEMORY_ERROR_TYPE_CORRECTED", 0))
-        uncorrected = int(getattr(module, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", 1))
-        volatile = int(getattr(module, "NVML_VOLATILE_ECC", 0))
-        aggregate = int(getattr(module, "NVML_AGGREGATE_ECC", 1))
-        ecc = EccCounts(
-            volatile_corrected=_int(
-                query.device("nvmlDeviceGetTotalEccErrors", corrected, volatile)
-            ),
-            volatile_uncorrected=_int(
-                query.device("nvmlDeviceGetTotalEccErrors", uncorrected, volatile)
-            ),
-            aggregate_corrected=_int(
-                query.device("nvmlDeviceGetTotalEccErrors", corrected, aggregate)
-            ),
-            aggregate_uncorrected=_int(
-                query.device("nvmlDeviceGetTotalEccErrors", uncorrected, aggregate)
-            ),
-        )
+    def _read_memory_repair(self, query: _GpuQuery) -> MemoryRepair:
         single_bit = query.device("nvmlDeviceGetRetiredPages", 0)
         double_bit = query.device("nvmlDeviceGetRetiredPages", 1)
         retired_pending = query.device("nvmlDeviceGetRetiredPagesPendingStatus")
         remapped = query.device("nvmlDeviceGetRemappedRows")
-        repair = MemoryRepair(
+        return MemoryRepair(
             retired_pages_single_bit=len(single_bit) if single_bit is not None else None,
             retired_pages_double_bit=len(double_bit) if double_bit is not None else None,
             retired_pages_pending=bool(int(retired_pending))
@@ -769,6 +919,51 @@ class NvmlAdapter:
             remapped_rows_pending=bool(int(remapped[2])) if remapped is not None else None,
             remapped_rows_failure=bool(int(remapped[3])) if remapped is not None else None,
         )
+
+    def _read_signals(
+        self,
+        query: _GpuQuery,
+        xids: tuple[XidEvent, ...],
+        *,
+        nvlinks_down: int,
+        stale_xids: tuple[int, ...] = (),
+        uncorrected_ecc_events: int = 0,
+        slow: HealthSignals | None = None,
+    ) -> HealthSignals:
+        """``uncorrected_ecc_events``: double-bit ECC events seen since ``open()``; the volatile
+        uncorrected count is at least that, even if the counter query fails or lags.
+        ``slow``: signals whose lifetime ECC counts and memory repair state are taken as they
+        are instead of being asked for again."""
+        module = self._module
+        corrected = int(getattr(module, "NVML_MEMORY_ERROR_TYPE_CORRECTED", 0))
+        uncorrected = int(getattr(module, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", 1))
+        volatile = int(getattr(module, "NVML_VOLATILE_ECC", 0))
+        aggregate = int(getattr(module, "NVML_AGGREGATE_ECC", 1))
+        volatile_uncorrected = _int(
+            query.device("nvmlDeviceGetTotalEccErrors", uncorrected, volatile)
+        )
+        if uncorrected_ecc_events:
+            volatile_uncorrected = max(volatile_uncorrected or 0, uncorrected_ecc_events)
+        volatile_corrected = _int(query.device("nvmlDeviceGetTotalEccErrors", corrected, volatile))
+        if slow is not None:
+            ecc = replace(
+                slow.ecc,
+                volatile_corrected=volatile_corrected,
+                volatile_uncorrected=volatile_uncorrected,
+            )
+            repair = slow.memory_repair
+        else:
+            ecc = EccCounts(
+                volatile_corrected=volatile_corrected,
+                volatile_uncorrected=volatile_uncorrected,
+                aggregate_corrected=_int(
+                    query.device("nvmlDeviceGetTotalEccErrors", corrected, aggregate)
+                ),
+                aggregate_uncorrected=_int(
+                    query.device("nvmlDeviceGetTotalEccErrors", uncorrected, aggregate)
+                ),
+            )
+            repair = self._read_memory_repair(query)
         reasons = query.device("nvmlDeviceGetCurrentClocksEventReasons")
         if reasons is None and query.last_code == _NOT_SUPPORTED:
             reasons = query.device("nvmlDeviceGetCurrentClocksThrottleReasons")
@@ -780,6 +975,7 @@ class NvmlAdapter:
         return HealthSignals(
             lost=query.lost,
             xid_events=xids,
+            stale_xids=stale_xids,
             ecc=ecc,
             memory_repair=repair,
             throttle_reasons=decode_clock_event_reasons(int(reasons))
@@ -801,6 +997,11 @@ def nvlinks_down(links: tuple[NvmlLink, ...]) -> int:
     if not any(link.active for link in links):
         return 0
     return sum(1 for link in links if link.active is False)
+
+
+def links_down(states: tuple[bool, ...]) -> int:
+    """:func:`nvlinks_down` for the health poll's bare up/down states."""
+    return states.count(False) if True in states else 0
 
 
 def _replace_p2p(gpu: NvmlGpu, levels: dict[int, P2PLevel]) -> NvmlGpu:

@@ -20,12 +20,16 @@ import stat
 import threading
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
-
-from agent.podresources_pb import api_pb2, api_pb2_grpc
 from agent.topology import NodeTopology
+
+if TYPE_CHECKING:
+    from agent.podresources_pb import api_pb2
+
+# grpc and the generated messages (about 15 MiB of the agent's memory) are imported by the
+# client on first use, so an agent without a kubelet socket (--pod-resources-socket '',
+# demos on --mock) never loads them.
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +191,14 @@ class PodResourcesClient:
     :meth:`snapshot` never raises and is what the run loop calls.
     """
 
-    def __init__(self, socket_path: str = DEFAULT_SOCKET, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, socket_path: str = DEFAULT_SOCKET, *, timeout_s: float = 5.0, keep_open: bool = True
+    ) -> None:
         self.socket_path = socket_path
         self.timeout_s = timeout_s
+        # False: a channel per snapshot, closed after it. Between the run loop's polls gRPC
+        # then has no channel and stops its own threads (docs/performance.md).
+        self.keep_open = keep_open
         self._channel: Any = None
         self._stub: Any = None
         self._last_state: str | None = None  # the last state logged, to log changes only
@@ -221,6 +230,10 @@ class PodResourcesClient:
     def _lister(self) -> Any:
         if self._stub is None:
             # An absolute path after "unix:" is gRPC's unix-socket target form.
+            import grpc
+
+            from agent.podresources_pb import api_pb2_grpc
+
             target = "unix:" + os.path.abspath(self.socket_path)
             self._channel = grpc.insecure_channel(
                 target,
@@ -233,6 +246,8 @@ class PodResourcesClient:
         return self._stub
 
     def _call(self, method: str, request: Any) -> Any:
+        import grpc
+
         try:
             return getattr(self._lister(), method)(request, timeout=self.timeout_s)
         except grpc.RpcError as error:
@@ -246,25 +261,35 @@ class PodResourcesClient:
 
     def list_allocations(self) -> tuple[DeviceAllocation, ...]:
         """GPU and MIG devices held by containers (``List``)."""
+        from agent.podresources_pb import api_pb2
+
         response = self._call("List", api_pb2.ListPodResourcesRequest())
         return allocations_from_response(response)
 
     def allocatable(self) -> tuple[AllocatableDevice, ...]:
         """GPU and MIG devices the kubelet may hand out (``GetAllocatableResources``)."""
+        from agent.podresources_pb import api_pb2
+
         response = self._call("GetAllocatableResources", api_pb2.AllocatableResourcesRequest())
         return allocatable_from_response(response)
 
-    def snapshot(self) -> PodResourcesSnapshot:
+    def snapshot(self, previous: PodResourcesSnapshot | None = None) -> PodResourcesSnapshot:
         """Both calls, never raising: an unreachable kubelet gives an unavailable snapshot.
 
         ``List`` failing makes the snapshot unavailable; ``GetAllocatableResources`` failing
         alone (an old kubelet or a disabled feature gate) keeps the allocations and leaves
-        ``allocatable`` unknown.
+        ``allocatable`` unknown. With a ``previous`` snapshot whose allocatable devices are
+        known, only ``List`` is called and those are kept: what the kubelet may hand out
+        changes with device plugins, not with pods, and the discovery cycle re-reads it.
         """
         with self._lock:
-            return self._snapshot()
+            try:
+                return self._snapshot(previous)
+            finally:
+                if not self.keep_open:
+                    self.close()
 
-    def _snapshot(self) -> PodResourcesSnapshot:
+    def _snapshot(self, previous: PodResourcesSnapshot | None) -> PodResourcesSnapshot:
         if not self.socket_present():
             error = f"kubelet pod-resources socket {self.socket_path} not found"
             self._log_state("missing", logging.INFO, "%s; GPU allocations are unknown", error)
@@ -278,6 +303,13 @@ class PodResourcesClient:
             )
         allocatable: tuple[AllocatableDevice, ...] | None
         error_text: str | None = None
+        if previous is not None and previous.available and previous.allocatable is not None:
+            return PodResourcesSnapshot(
+                available=True,
+                allocations=allocations,
+                allocatable=previous.allocatable,
+                socket_path=self.socket_path,
+            )
         try:
             allocatable = self.allocatable()
         except PodResourcesError as exc:

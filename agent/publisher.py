@@ -383,11 +383,14 @@ def fresh_node_publication(
 
 
 class NodeApi(Protocol):
-    """The slice of ``kubernetes.client.CoreV1Api`` the publisher uses."""
+    """The slice of ``kubernetes.client.CoreV1Api`` the publisher uses; the agent runs with
+    :class:`agent.kubeapi.KubeClient`, which has the same names and keywords."""
 
-    def read_node(self, name: str, **kwargs: Any) -> Any: ...
+    def read_node(self, name: str) -> Any: ...
 
-    def patch_node(self, name: str, body: Any, **kwargs: Any) -> Any: ...
+    def patch_node(
+        self, name: str, body: Any, *, field_manager: str | None = ..., _content_type: str = ...
+    ) -> Any: ...
 
 
 @dataclass
@@ -430,7 +433,8 @@ def status_of(error: BaseException) -> int | None:
 def is_retryable(error: BaseException) -> bool:
     status = status_of(error)
     if status is None:
-        # connection refused / reset / timeout from urllib3 or the socket layer
+        # connection refused / reset / timeout: agent.kubeapi's KubeConnectionError (an
+        # OSError), or urllib3's from the official client
         return isinstance(error, OSError) or type(error).__module__.startswith("urllib3")
     return status == 429 or status >= 500
 
@@ -620,7 +624,7 @@ class Publisher:
 
 def _to_dict(obj: Any) -> dict[str, Any]:
     if isinstance(obj, dict):
-        return obj
+        return obj  # agent.kubeapi answers JSON; only the official client's models go on
     from kubernetes.client import ApiClient
 
     result = ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]

@@ -8,8 +8,11 @@ changed); this module only decides *when*:
   agents do not hit the apiserver in step;
 - a health tick every ``--health-interval`` second(s): the adapter's fast health signals plus a
   load sample for ``/metrics``; a GPU newly lost triggers an immediate cycle;
-- an XID watcher draining NVML's XID events every 0.2 s: a new XID triggers an immediate
-  cycle, so the health taint follows within about a second;
+- an event watcher asleep in NVML's event wait (``nvmlEventSetWait``): a new XID or
+  uncorrectable (double-bit) ECC error wakes it and triggers an immediate cycle, so the health
+  taint follows within a fraction of a second (where NVML cannot wait, it polls every 0.2 s);
+  an XID that has not recurred for ``--xid-window`` stops counting for health, except those
+  that need a GPU reset (:class:`agent.nvml.XidDecay`);
 - a udev monitor: an NVIDIA PCI device added, removed, bound or unbound triggers an immediate
   rediscovery (GPU hotplug, driver reload);
 - SIGHUP triggers a cycle; SIGTERM/SIGINT stop the agent cleanly.
@@ -44,6 +47,7 @@ from agent.metrics import (
     SnapshotHolder,
     build_registry,
 )
+from agent.nvml import DEFAULT_XID_WINDOW_S, HealthPoll, XidDecay
 from agent.podresources import (
     DEFAULT_SOCKET,
     PodResourcesClient,
@@ -67,6 +71,14 @@ NVIDIA_PCI_VENDOR = "10DE"
 UDEV_ACTIONS = frozenset({"add", "remove", "bind", "unbind"})
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Every how many health ticks the slow-changing signals (NVLink states, lifetime ECC counts,
+# retired pages, remapped rows) are re-read; in between the tick reuses them (most of its NVML
+# calls). The Node is unaffected: discovery reads everything. At the default 1 s: every 10 s.
+SLOW_SIGNALS_EVERY = 10
+# How often the health tick asks the kubelet which GPUs are allocated. NFD's topology-updater
+# re-reads pod-resources every 60 s; 10 s keeps the NodeResourceTopology's "available" within
+# a few seconds of a pod starting at a fraction of the CPU of a 5 s poll (docs/performance.md).
+DEFAULT_POD_RESOURCES_INTERVAL_S = 10.0
 
 
 # -- flags with environment twins -------------------------------------------------------------
@@ -90,6 +102,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(env {env_name('--pod-resources-socket')}; default {DEFAULT_SOCKET})",
     )
     parser.add_argument(
+        "--pod-resources-interval",
+        type=float,
+        default=DEFAULT_POD_RESOURCES_INTERVAL_S,
+        metavar="SECONDS",
+        help="how often to ask the kubelet which GPUs are allocated, between discoveries "
+        f"(env {env_name('--pod-resources-interval')}; "
+        f"default {DEFAULT_POD_RESOURCES_INTERVAL_S:g})",
+    )
+    parser.add_argument(
         "--health-interval",
         type=float,
         default=1.0,
@@ -111,6 +132,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="least time between two event-triggered cycles "
         f"(env {env_name('--min-trigger-interval')}; default 5)",
+    )
+    parser.add_argument(
+        "--xid-window",
+        type=float,
+        default=DEFAULT_XID_WINDOW_S,
+        metavar="SECONDS",
+        help="an XID not seen again for this long stops counting for GPU health, except XIDs "
+        "that need a GPU reset (48, 63, 64, 79, 94, 95); 0: XIDs count until the agent "
+        f"restarts (env {env_name('--xid-window')}; default {DEFAULT_XID_WINDOW_S:g})",
     )
     parser.add_argument(
         "--no-udev",
@@ -204,8 +234,9 @@ class RunLoopConfig:
     interval_s: float = 60.0
     jitter: float = 0.1
     health_interval_s: float = 1.0
-    xid_interval_s: float = 0.2
-    pod_resources_interval_s: float = 5.0
+    xid_interval_s: float = 0.2  # event poll period where NVML cannot block on events
+    event_wait_s: float = 1.0  # longest single wait in NVML for an event (stop latency)
+    pod_resources_interval_s: float = DEFAULT_POD_RESOURCES_INTERVAL_S
     min_trigger_interval_s: float = 5.0
     dry_run: bool = False
     udev: bool = True
@@ -217,6 +248,10 @@ class RunLoopConfig:
             raise ValueError(f"--health-interval {self.health_interval_s}: must be positive")
         if not 0 <= self.jitter <= 0.5:
             raise ValueError(f"--jitter {self.jitter}: must be between 0 and 0.5")
+        if self.pod_resources_interval_s <= 0:
+            raise ValueError(
+                f"--pod-resources-interval {self.pod_resources_interval_s}: must be positive"
+            )
         if self.min_trigger_interval_s < 0:
             raise ValueError(f"--min-trigger-interval {self.min_trigger_interval_s}: negative")
 
@@ -258,6 +293,8 @@ class Agent:
         self._last_loop_beat = time.monotonic()
         self._last_health_beat = time.monotonic()
         self._xid_total = 0
+        self._health_ticks = 0
+        self._ecc_total = 0
         self._lost: frozenset[int] = frozenset()
         self._counter_baseline: dict[str, int] = {}
         self._published_allocations: frozenset[str] | None = None
@@ -307,10 +344,12 @@ class Agent:
 
     # -- one cycle --------------------------------------------------------------------------
 
-    def _pods(self) -> PodResourcesSnapshot:
+    def _pods(self, previous: PodResourcesSnapshot | None = None) -> PodResourcesSnapshot:
+        """The kubelet's view; with ``previous``, allocatable devices are carried over and only
+        allocations are read (the poll between discoveries)."""
         if self.pod_resources is None:
             return unavailable("pod-resources disabled (--pod-resources-socket '')")
-        return self.pod_resources.snapshot()
+        return self.pod_resources.snapshot(previous)
 
     def run_cycle(self) -> CycleResult:
         """Discover, publish, refresh the metrics snapshot; what every trigger ends in."""
@@ -400,31 +439,66 @@ class Agent:
         so the NodeResourceTopology's "available" follows pods)."""
         if time.monotonic() - self._pods_read_at >= self.config.pod_resources_interval_s:
             self._pods_read_at = time.monotonic()
-            pods = self._pods()
+            pods = self._pods(self.holder.get().pod_resources)
             self.holder.update(pod_resources=pods)
             allocated = pods.allocated_device_ids() if pods.available else None
             if allocated != self._published_allocations:
                 self._published_allocations = allocated
                 self.trigger("GPU allocations changed")
         adapter = self.discoverer.adapter
-        signals = adapter.health_signals() if adapter.status.available else {}
+        slow = self._health_ticks % SLOW_SIGNALS_EVERY == 0
+        self._health_ticks += 1
+        poll = adapter.health_poll(slow=slow) if adapter.status.available else HealthPoll()
         topology = self.holder.get().topology
-        load = self.load_sampler.sample(adapter.module, topology, signals)
+        load = self.load_sampler.sample(
+            adapter.module, topology, poll.signals, nvlink_states=poll.nvlink_states
+        )
         self.holder.update(load=load)
-        lost = frozenset(index for index, s in signals.items() if s.lost)
+        lost = frozenset(index for index, s in poll.signals.items() if s.lost)
         if lost - self._lost:
             self._lost = lost | self._lost
             self.trigger(f"GPU lost: {sorted(lost)}")
 
-    def xid_tick(self) -> None:
+    def _event_totals(self) -> tuple[int, int]:
+        """XID events and uncorrectable (double-bit) ECC events seen so far, all GPUs."""
+        adapter = self.discoverer.adapter
+        counts = adapter.drain_xid_events()
+        xids = sum(event.count for events in counts.values() for event in events)
+        ecc = sum(c.get("uncorrected", 0) for c in adapter.ecc_event_counts().values())
+        return xids, ecc
+
+    def xid_tick(self, wait_s: float = 0.0) -> bool:
+        """Drain NVML's event set — first waiting up to ``wait_s`` for an event — and trigger a
+        cycle for a new XID or uncorrectable ECC error, so the health taint follows as fast for
+        either. (The adapter also calls :meth:`trigger` itself from whichever thread drained
+        the event; the totals here catch up on anything drained before the listener was set.)
+        True when the wait blocked as it should; False: pace the next call."""
         adapter = self.discoverer.adapter
         if not adapter.status.available:
-            return
-        counts = adapter.drain_xid_events()
-        total = sum(event.count for events in counts.values() for event in events)
-        if total > self._xid_total:
-            self._xid_total = total
-            self.trigger("XID")
+            return False
+        waited = adapter.wait_for_events(wait_s) if wait_s > 0 else False
+        xids, ecc = self._event_totals()
+        reasons = []
+        if xids > self._xid_total:
+            reasons.append("XID")
+        if ecc > self._ecc_total:
+            reasons.append("uncorrectable ECC error")
+        self._xid_total, self._ecc_total = max(xids, self._xid_total), max(ecc, self._ecc_total)
+        if reasons:
+            self.trigger(" and ".join(reasons))
+        return waited
+
+    def _watch_events(self) -> None:
+        """The event thread: asleep in NVML's event wait until an XID or ECC error arrives
+        (woken at once, no polling); polls every ``xid_interval_s`` where NVML cannot wait."""
+        while not self._stop.is_set():
+            try:
+                blocked = self.xid_tick(wait_s=self.config.event_wait_s)
+            except Exception:  # a bug in one tick must not end the event watch
+                log.exception("event watch failed")
+                blocked = False
+            if not blocked:
+                self._stop.wait(self.config.xid_interval_s)
 
     def _every(self, name: str, period: float, work: Callable[[], None]) -> None:
         while not self._stop.is_set():
@@ -469,12 +543,12 @@ class Agent:
         """Until :meth:`stop`: cycles on schedule and on triggers. 0 on a clean stop."""
         self.run_cycle()
         if self.discoverer.adapter.status.available:
-            counts = self.discoverer.adapter.xid_counts()
-            self._xid_total = sum(e.count for events in counts.values() for e in events)
+            self._xid_total, self._ecc_total = self._event_totals()
+        self.discoverer.adapter.on_event = self.trigger
         self._start(
             "health", lambda: self._every("health", self.config.health_interval_s, self.health_tick)
         )
-        self._start("xid", lambda: self._every("xid", self.config.xid_interval_s, self.xid_tick))
+        self._start("events", self._watch_events)
         if self.udev_monitor_factory is not None:
             self._start("udev", self._watch_udev)
         last_cycle = time.monotonic()
@@ -552,15 +626,20 @@ def run_agent(
             interval_s=args.interval,
             jitter=args.jitter,
             health_interval_s=args.health_interval,
+            pod_resources_interval_s=args.pod_resources_interval,
             min_trigger_interval_s=args.min_trigger_interval,
             dry_run=getattr(args, "dry_run", False),
             udev=not args.no_udev,
         )
+        xid_decay = XidDecay(window_s=args.xid_window)
         parse_address(args.metrics_address)
     except ValueError as error:
         raise SystemExit(f"gputopo-agent run: {error}") from None
+    discoverer.adapter.xid_decay = xid_decay
     socket_path = args.pod_resources_socket
-    pod_client = PodResourcesClient(socket_path) if socket_path else None
+    # A channel per poll: between polls gRPC has none and its own threads stop; reconnecting to
+    # a local unix socket every --pod-resources-interval is cheaper than keeping them.
+    pod_client = PodResourcesClient(socket_path, keep_open=False) if socket_path else None
     agent = Agent(discoverer, publisher=publisher, nrt=nrt, pod_resources=pod_client, config=config)
     try:
         server = serve(agent, args.metrics_address)

@@ -80,8 +80,9 @@ def _gpu_penalty(gpu: Gpu, policy: SlaPolicy) -> tuple[int, list[str]]:
 
     if s.lost or gpu.health is Health.FAILED:
         add(policy.failed_gpu, "lost" if s.lost else "failed")
-    critical = sorted({e.code for e in s.xid_events if e.code in CRITICAL_XIDS})
-    warning = sorted({e.code for e in s.xid_events if e.code not in CRITICAL_XIDS | IGNORED_XIDS})
+    recent = {e.code for e in s.xid_events if e.code not in s.stale_xids}
+    critical = sorted(recent & CRITICAL_XIDS)
+    warning = sorted(recent - CRITICAL_XIDS - IGNORED_XIDS)
     if critical:
         add(policy.critical_xid, f"critical XID {', '.join(map(str, critical))}")
     if warning:

@@ -165,7 +165,10 @@ class MemoryRepair:
 @dataclass(frozen=True)
 class HealthSignals:
     lost: bool = False
-    xid_events: tuple[XidEvent, ...] = ()
+    xid_events: tuple[XidEvent, ...] = ()  # every XID since the agent started (a counter)
+    # codes among xid_events that no longer count for health: not seen within the XID window
+    # and not among the XIDs that need a GPU reset (agent.nvml.XidDecay)
+    stale_xids: tuple[int, ...] = ()
     ecc: EccCounts = field(default_factory=EccCounts)
     memory_repair: MemoryRepair = field(default_factory=MemoryRepair)
     throttle_reasons: tuple[str, ...] | None = None

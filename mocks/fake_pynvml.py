@@ -80,9 +80,9 @@ class _Entity:
 
 @dataclass
 class _EventSet:
-    queue: collections.deque[tuple[int, int]] = field(
+    queue: collections.deque[tuple[int, int, int]] = field(
         default_factory=collections.deque
-    )  # (gpu, xid)
+    )  # (gpu, nvmlEventType*, eventData): the XID code, 0 for ECC events as in NVML
     registered: dict[int, int] = field(default_factory=dict)  # gpu -> event mask
     freed: bool = False
 
@@ -929,7 +929,9 @@ class FakeNvml:
         return event_set
 
     def nvmlDeviceGetSupportedEventTypes(self, handle: Any) -> int:
-        state = self._gpu("nvmlDeviceGetSupportedEventTypes", handle)
+        return self._supported_events(self._gpu("nvmlDeviceGetSupportedEventTypes", handle))
+
+    def _supported_events(self, state: _GpuState) -> int:
         supported = (
             _real.nvmlEventTypeXidCriticalError
             | _real.nvmlEventTypePState
@@ -942,12 +944,17 @@ class FakeNvml:
     def nvmlDeviceRegisterEvents(self, handle: Any, eventTypes: int, eventSet: Any) -> None:
         state = self._gpu("nvmlDeviceRegisterEvents", handle)
         event_set = self._event_set(eventSet)
+        if eventTypes & ~self._supported_events(state):
+            self._raise("NOT_SUPPORTED")  # NVML refuses the whole call for one unsupported type
         with self.lock:
             event_set.registered[state.index] = (
                 event_set.registered.get(state.index, 0) | eventTypes
             )
             if eventTypes & _real.nvmlEventTypeXidCriticalError:
-                event_set.queue.extend((state.index, xid) for xid in state.spec.health.xid_events)
+                xid_type = _real.nvmlEventTypeXidCriticalError
+                event_set.queue.extend(
+                    (state.index, xid_type, xid) for xid in state.spec.health.xid_events
+                )
                 self.lock.notify_all()
 
     def nvmlEventSetWait_v2(self, eventSet: Any, timeoutms: int) -> Any:
@@ -960,11 +967,11 @@ class FakeNvml:
                 if left <= 0:
                     self._raise("TIMEOUT")
                 self.lock.wait(left)
-            gpu, xid = event_set.queue.popleft()
+            gpu, event_type, event_data = event_set.queue.popleft()
         data = _real.c_nvmlEventData_t()
         data.device = self._device_handle(gpu)
-        data.eventType = _real.nvmlEventTypeXidCriticalError
-        data.eventData = xid
+        data.eventType = event_type
+        data.eventData = event_data
         data.gpuInstanceId = _NO_INSTANCE
         data.computeInstanceId = _NO_INSTANCE
         return data
@@ -978,13 +985,14 @@ class FakeNvml:
 
     # ------------------------------------------------------------------ runtime changes
     def deliver_xid(self, gpu: int, xid: int) -> None:
+        self.deliver_event(gpu, _real.nvmlEventTypeXidCriticalError, xid)
+
+    def deliver_event(self, gpu: int, event_type: int, event_data: int = 0) -> None:
+        """Queue one event on every live event set that registered ``gpu`` for its type."""
         with self.lock:
             for event_set in self.event_sets.values():
-                if (
-                    not event_set.freed
-                    and event_set.registered.get(gpu, 0) & _real.nvmlEventTypeXidCriticalError
-                ):
-                    event_set.queue.append((gpu, xid))
+                if not event_set.freed and event_set.registered.get(gpu, 0) & event_type:
+                    event_set.queue.append((gpu, event_type, event_data))
             self.lock.notify_all()
 
 
@@ -1016,6 +1024,42 @@ class FakeNvmlControl:
         """Deliver an XID now to every event set that registered this GPU for XID events."""
         self._gpu(index)
         self._nvml.deliver_xid(index, xid)
+
+    def inject_ecc_error(self, index: int, *, uncorrectable: bool = True, count: int = 1) -> None:
+        """ECC errors as the hardware reports them: the volatile and aggregate counters go up
+        by ``count`` and each error is one event (nvmlEventTypeDoubleBitEccError when
+        ``uncorrectable``, else nvmlEventTypeSingleBitEccError; event data 0) for every event
+        set that registered this GPU for that type."""
+        import dataclasses
+
+        state = self._gpu(index)
+        if state.ecc is None:
+            raise ValueError(f"{self.profile.name}: GPU {index} has no ECC (ecc: null in profile)")
+        if count < 1:
+            raise ValueError(f"inject_ecc_error: count must be >= 1, got {count}")
+        kind = "uncorrected" if uncorrectable else "corrected"
+        state.ecc = dataclasses.replace(
+            state.ecc,
+            **{
+                f"volatile_{kind}": getattr(state.ecc, f"volatile_{kind}") + count,
+                f"aggregate_{kind}": getattr(state.ecc, f"aggregate_{kind}") + count,
+            },
+        )
+        event_type = (
+            _real.nvmlEventTypeDoubleBitEccError
+            if uncorrectable
+            else _real.nvmlEventTypeSingleBitEccError
+        )
+        for _ in range(count):
+            self._nvml.deliver_event(index, event_type)
+
+    def replace_gpu(self, index: int, uuid: str) -> None:
+        """The GPU at NVML ``index`` is now another board with ``uuid`` (a swap or
+        re-enumeration); everything else about it stays as the profile says."""
+        import dataclasses
+
+        state = self._gpu(index)
+        state.spec = dataclasses.replace(state.spec, uuid=uuid)
 
     def set_lost(self, index: int, lost: bool = True) -> None:
         self._gpu(index).lost = lost

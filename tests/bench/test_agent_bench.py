@@ -1,10 +1,12 @@
 """The agent's runtime costs, against a real kube-apiserver + etcd, on the mocked DGX H100.
 
-* ``xid``: an XID injected into the fake NVML -> the health taint seen by a watch on the Node.
-  Each sample is independent: a fresh Node, a fresh agent (in-process, default run-loop
-  settings: XID drain every 0.2 s, triggered cycles at most every 5 s, discovery every 60 s),
-  and the XID is injected once the agent has been idle longer than the trigger rate limit, the
-  steady state of a node. p50/p99 over GPUTOPO_BENCH_XID_SAMPLES (default 30).
+* ``xid`` / ``ecc``: an XID (79) or an uncorrectable ECC error injected into the fake NVML ->
+  the health taint seen by a watch on the Node. Each sample is independent: a fresh Node, a
+  fresh agent (in-process, default run-loop settings: the event thread asleep in NVML's event
+  wait, triggered cycles at most every 5 s, discovery every 60 s; publishing through the agent's
+  own client, agent/kubeapi.py), and the error is injected once the agent has been idle longer
+  than the trigger rate limit, the steady state of a node. p50/p99 over
+  GPUTOPO_BENCH_XID_SAMPLES (default 30) each.
 * ``footprint``: ``gputopo-agent run`` as the DaemonSet starts it (``--publish-nrt``, the
   pod-resources socket of a fake kubelet, udev on, default intervals) as a subprocess, scraped
   every 15 s as the shipped ServiceMonitor does, for GPUTOPO_BENCH_FOOTPRINT_S seconds
@@ -66,18 +68,22 @@ def _wait(check: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def xid_sample(admin: client.ApiClient, sysfs_root: Path, gpu: int) -> float:
-    """Seconds from inject_xid to the taint arriving at a Node watch; fresh Node and agent."""
+def xid_sample(plane: ControlPlane, sysfs_root: Path, gpu: int, error: str = "xid") -> float:
+    """Seconds from injecting an XID 79 (``error="xid"``) or an uncorrectable ECC error
+    (``"ecc"``) to the taint arriving at a Node watch; fresh Node and agent."""
+    from agent.kubeapi import KubeClient, load_kubeconfig
     from mocks.fake_pynvml import make_fake_pynvml
 
+    admin = plane.admin
     core = client.CoreV1Api(admin)
+    api = KubeClient(load_kubeconfig(str(plane.admin_kubeconfig)))
     node_name = f"xid-{uuid.uuid4().hex[:8]}"
     core.create_node(node_body(node_name))
     nvml = make_fake_pynvml("dgx-h100")
     config = RunLoopConfig(udev=False)  # defaults otherwise; no netlink in a test
     try:
         with Discoverer(nvml, sysfs_root, node_name) as discoverer:
-            agent = Agent(discoverer, publisher=Publisher(core, node_name), config=config)
+            agent = Agent(discoverer, publisher=Publisher(api, node_name), config=config)
             thread = threading.Thread(target=agent.run, daemon=True)
             thread.start()
             try:
@@ -87,7 +93,10 @@ def xid_sample(admin: client.ApiClient, sysfs_root: Path, gpu: int) -> float:
                 taint = TaintWatch(admin, node_name, HEALTH_TAINT)
                 try:
                     injected = time.monotonic()
-                    nvml.control.inject_xid(gpu, 79)
+                    if error == "xid":
+                        nvml.control.inject_xid(gpu, 79)
+                    else:
+                        nvml.control.inject_ecc_error(gpu, uncorrectable=True)
                     seen = taint.wait(timeout=30)
                 finally:
                     taint.close()
@@ -98,11 +107,13 @@ def xid_sample(admin: client.ApiClient, sysfs_root: Path, gpu: int) -> float:
                 agent.stop()
                 thread.join(timeout=30)
     finally:
+        api.close()
         core.delete_node(node_name)
 
 
+@pytest.mark.parametrize("error", ["xid", "ecc"])
 def test_agent_xid_to_health_taint_latency(
-    benchmark: Any, control_plane: ControlPlane, tmp_path: Path
+    benchmark: Any, control_plane: ControlPlane, tmp_path: Path, error: str
 ) -> None:
     from mocks.profile import load_profile
     from mocks.sysfs import build_sysfs
@@ -112,7 +123,7 @@ def test_agent_xid_to_health_taint_latency(
 
     def run() -> None:
         for sample in range(XID_SAMPLES):
-            latencies.append(xid_sample(control_plane.admin, tmp_path / "sys", sample % 8))
+            latencies.append(xid_sample(control_plane, tmp_path / "sys", sample % 8, error))
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     result = {
@@ -124,7 +135,8 @@ def test_agent_xid_to_health_taint_latency(
         "mean_s": round(statistics.fmean(latencies), 3),
     }
     benchmark.extra_info.update(result)
-    print(f"\nXID -> health taint on the Node (watch): {result}")
+    what = "XID 79" if error == "xid" else "uncorrectable ECC error"
+    print(f"\n{what} -> health taint on the Node (watch): {result}")
 
 
 def test_agent_footprint_dgx_h100_default_intervals(

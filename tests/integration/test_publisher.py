@@ -28,6 +28,7 @@ import yaml
 from kubernetes import client
 
 from agent.contract import Contract
+from agent.kubeapi import ClusterConfig, KubeClient
 from agent.nrt import GROUP, PLURAL, VERSION, NrtPublisher
 from agent.publisher import Backoff, Publisher, PublishOptions, run_cycle
 from agent.topology import PciOnlyGpu
@@ -83,8 +84,25 @@ def taints_of(node: dict[str, Any]) -> list[dict[str, Any]]:
     return list(node["spec"].get("taints") or [])
 
 
+def agent_client(api_client: client.ApiClient) -> KubeClient:
+    """The agent's own REST client (agent.kubeapi) with the same server and credentials as an
+    official-client ``ApiClient``: what the publisher talks through when the agent runs."""
+    configuration = api_client.configuration
+    token = (configuration.api_key or {}).get("authorization")
+    return KubeClient(
+        ClusterConfig(
+            server=configuration.host,
+            source="test client",
+            ca_file=configuration.ssl_ca_cert,
+            client_cert_file=configuration.cert_file,
+            client_key_file=configuration.key_file,
+            token=token,
+        )
+    )
+
+
 def publisher(admin: client.ApiClient, name: str, **kwargs: Any) -> Publisher:
-    return Publisher(client.CoreV1Api(admin), name, backoff=fast_backoff(), **kwargs)
+    return Publisher(agent_client(admin), name, backoff=fast_backoff(), **kwargs)
 
 
 # --- ownership -----------------------------------------------------------------------------------
@@ -124,15 +142,16 @@ def test_foreign_labels_annotations_and_taints_are_untouched(
 
 
 class TaintInjectingApi:
-    """The real CoreV1Api, but someone adds a taint between our read and our first write."""
+    """The agent's client, but someone adds a taint between our read and our first write."""
 
     def __init__(self, admin: client.ApiClient, node_name: str) -> None:
+        self.api = agent_client(admin)
         self.core = client.CoreV1Api(admin)
         self.node_name = node_name
         self.injected = False
 
-    def read_node(self, name: str, **kwargs: Any) -> Any:
-        return self.core.read_node(name, **kwargs)
+    def read_node(self, name: str) -> Any:
+        return self.api.read_node(name)
 
     def patch_node(self, name: str, body: Any, **kwargs: Any) -> Any:
         if not self.injected:
@@ -140,7 +159,7 @@ class TaintInjectingApi:
             node = self.core.read_node(self.node_name)
             taints = [*(node.spec.taints or []), client.V1Taint(key="maint", effect="NoExecute")]
             self.core.patch_node(self.node_name, {"spec": {"taints": taints}})
-        return self.core.patch_node(name, body, **kwargs)
+        return self.api.patch_node(name, body, **kwargs)
 
 
 def test_taint_added_concurrently_survives_conflict_and_retry(
@@ -346,7 +365,7 @@ def test_api_server_errors_are_retried(
     flaky_proxy: Callable[[int], FlakyProxy],
 ) -> None:
     proxy = flaky_proxy(3)
-    api = client.CoreV1Api(proxy.client(control_plane.admin_token))
+    api = agent_client(proxy.client(control_plane.admin_token))
     pub = Publisher(api, node_name, backoff=fast_backoff())
     assert pub.publish(dgx_h100()).status == "written"
     assert pub.counters.retries == 3
@@ -357,7 +376,7 @@ def test_api_server_outage_is_reported_not_raised(
     control_plane: ControlPlane, node_name: str, flaky_proxy: Callable[[int], FlakyProxy]
 ) -> None:
     proxy = flaky_proxy(10**6)
-    api = client.CoreV1Api(proxy.client(control_plane.admin_token))
+    api = agent_client(proxy.client(control_plane.admin_token))
     result = Publisher(api, node_name, backoff=fast_backoff(4)).publish(dgx_h100())
     assert result.status == "error"
     assert "HTTP 503" in result.message and "gave up after 4 attempts" in result.message
@@ -379,7 +398,7 @@ def test_nrt_applied_with_zones_costs_and_gpus(
     kube_admin: client.ApiClient, gputopo_crds: list[str], node_name: str
 ) -> None:
     custom = client.CustomObjectsApi(kube_admin)
-    nrt = NrtPublisher(custom, node_name, backoff=fast_backoff())
+    nrt = NrtPublisher(agent_client(kube_admin), node_name, backoff=fast_backoff())
     try:
         result = nrt.publish(dgx_h100(), {0: {"nvidia.com/gpu": 1}})
         assert result.status == "written", result.message
@@ -515,7 +534,7 @@ def test_agent_can_publish_to_its_own_node(
             _content_type="application/merge-patch+json",
         ),
     )
-    result = Publisher(core, node_a, backoff=fast_backoff()).publish(dgx_h100())
+    result = Publisher(agent_client(agent), node_a, backoff=fast_backoff()).publish(dgx_h100())
     assert result.status == "written", result.message
     node = read_node(kube_admin, node_a)
     admission = client.AdmissionregistrationV1Api(kube_admin)
@@ -548,7 +567,7 @@ def test_agent_cannot_touch_another_node(
     )
     assert "only change the Node its token is bound to" in str(error.body)
     assert "gputopo.io/sla" not in labels_of(read_node(kube_admin, node_b))
-    result = Publisher(core, node_b, backoff=fast_backoff()).publish(dgx_h100())
+    result = Publisher(agent_client(agent), node_b, backoff=fast_backoff()).publish(dgx_h100())
     assert result.status == "error" and "HTTP 403" in result.message
 
 
@@ -639,7 +658,7 @@ def test_agent_writes_only_its_own_node_resource_topology(
     kube_admin: client.ApiClient,
 ) -> None:
     agent, node_a, node_b = agent_on_node_a
-    custom = client.CustomObjectsApi(agent)
+    custom = agent_client(agent)
     admin_custom = client.CustomObjectsApi(kube_admin)
 
     def delete_b() -> None:

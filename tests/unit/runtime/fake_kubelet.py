@@ -31,6 +31,7 @@ class FakeKubeletState:
     allocatable: dict[str, list[tuple[str, int | None]]] = field(default_factory=dict)
     allocatable_status: grpc.StatusCode | None = None  # set to fail GetAllocatableResources
     list_calls: int = 0
+    allocatable_calls: int = 0
 
     def allocate(
         self,
@@ -84,6 +85,7 @@ class _Servicer(api_pb2_grpc.PodResourcesListerServicer):  # type: ignore[misc]
     def GetAllocatableResources(
         self, request: Any, context: Any
     ) -> api_pb2.AllocatableResourcesResponse:
+        self.state.allocatable_calls += 1
         if self.state.allocatable_status is not None:
             context.abort(self.state.allocatable_status, "disabled by the test")
         devices: list[api_pb2.ContainerDevices] = []

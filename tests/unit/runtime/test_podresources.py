@@ -55,6 +55,45 @@ def test_list_maps_gpu_uuids_to_pod_namespace_container(
     ]
 
 
+def test_poll_with_a_previous_snapshot_reads_only_allocations(
+    socket_path: str, kubelet: FakeKubeletState
+) -> None:
+    with PodResourcesClient(socket_path) as client:
+        full = client.snapshot()
+        assert (kubelet.list_calls, kubelet.allocatable_calls) == (1, 1)
+        kubelet.allocate("ml", "trainer-0", "main", "nvidia.com/gpu", [(UUIDS[2], 0)])
+        polled = client.snapshot(full)
+    assert (kubelet.list_calls, kubelet.allocatable_calls) == (2, 1)
+    assert polled.available and polled.allocatable == full.allocatable
+    assert polled.allocated_device_ids() == {UUIDS[2]}
+
+
+def test_a_client_that_does_not_keep_the_channel_open_reconnects_each_time(
+    socket_path: str, kubelet: FakeKubeletState
+) -> None:
+    client = PodResourcesClient(socket_path, keep_open=False)
+    first = client.snapshot()
+    assert client._channel is None  # closed after the snapshot
+    kubelet.allocate("ml", "trainer-0", "main", "nvidia.com/gpu", [(UUIDS[1], 0)])
+    second = client.snapshot(first)
+    assert client._channel is None
+    assert second.allocated_device_ids() == {UUIDS[1]}
+    assert (kubelet.list_calls, kubelet.allocatable_calls) == (2, 1)
+
+
+def test_poll_after_an_unknown_allocatable_asks_for_it_again(
+    socket_path: str, kubelet: FakeKubeletState
+) -> None:
+    kubelet.allocatable_status = grpc.StatusCode.UNIMPLEMENTED
+    with PodResourcesClient(socket_path) as client:
+        first = client.snapshot()
+        assert first.allocatable is None
+        kubelet.allocatable_status = None
+        second = client.snapshot(first)
+    assert kubelet.allocatable_calls == 2
+    assert second.allocatable is not None and len(second.allocatable) == 8
+
+
 def test_allocatable_gpus_grouped_by_numa_node_ignores_other_resources(
     socket_path: str, kubelet: FakeKubeletState
 ) -> None:

@@ -206,9 +206,13 @@ def test_flags_default_to_their_environment_twins(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("GPUTOPO_HEALTH_INTERVAL", "2.5")
     monkeypatch.setenv("GPUTOPO_NO_UDEV", "true")
     monkeypatch.setenv("GPUTOPO_POD_RESOURCES_SOCKET", "")
+    monkeypatch.setenv("GPUTOPO_POD_RESOURCES_INTERVAL", "30")
+    monkeypatch.setenv("GPUTOPO_XID_WINDOW", "0")
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args([])
+    assert args.pod_resources_interval == 30.0
+    assert args.xid_window == 0.0
     assert args.metrics_address == "127.0.0.1:9999"
     assert args.health_interval == 2.5
     assert args.no_udev is True
@@ -235,6 +239,15 @@ def test_config_rejects_nonsense() -> None:
         RunLoopConfig(jitter=0.9)
     with pytest.raises(ValueError, match="--interval"):
         RunLoopConfig(interval_s=0)
+    with pytest.raises(ValueError, match="--pod-resources-interval 0"):
+        RunLoopConfig(pod_resources_interval_s=0)
+
+
+def test_pod_resources_poll_defaults_to_every_ten_seconds() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).pod_resources_interval == 10.0
+    assert RunLoopConfig().pod_resources_interval_s == 10.0
 
 
 def test_json_log_lines() -> None:
@@ -318,6 +331,18 @@ def test_run_agent_serves_until_sigterm(discoverer: _CountingDiscoverer) -> None
     helper.join(timeout=10)
     assert status == 0
     assert answers == [200]
+
+
+def test_run_agent_negative_xid_window_is_one_line(discoverer: _CountingDiscoverer) -> None:
+    from agent.runloop import run_agent
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        with pytest.raises(SystemExit, match=r"^gputopo-agent run: --xid-window -5.0: must be"):
+            run_agent(discoverer, None, _run_args(xid_window=-5.0))
+    finally:
+        root.handlers[:], root.level = handlers, level
 
 
 def test_run_agent_bad_address_is_one_line(discoverer: _CountingDiscoverer) -> None:

@@ -115,6 +115,28 @@ def test_fatal_xid_taints_the_node_within_seconds(
     assert agent.stats.snapshot().last_successful_publish is not None
 
 
+def test_uncorrectable_ecc_error_taints_the_node_like_an_xid(
+    running: tuple[Agent, Any, Any], kube_admin: client.ApiClient, node_name: str
+) -> None:
+    """A double-bit ECC error arrives as an NVML event and triggers a cycle of its own: the
+    discovery interval is an hour, so the taint cannot come from the schedule."""
+    agent, control, _ = running
+    _eventually(lambda: agent.readiness()[0])
+    assert "gputopo.io/gpu-health" not in _taints(kube_admin, node_name)
+    cycles = agent.cycles
+    control.inject_ecc_error(6, uncorrectable=True)
+    _eventually(lambda: "gputopo.io/gpu-health" in _taints(kube_admin, node_name), timeout=10)
+    assert _taints(kube_admin, node_name)["gputopo.io/gpu-health"] == "failed:NoSchedule"
+    assert agent.cycles == cycles + 1
+    topology = agent.holder.get().topology
+    assert topology is not None
+    reasons = topology.gpu(6).health_reasons
+    assert "uncorrectable ECC errors since boot: 1" in reasons
+    control.inject_ecc_error(6, uncorrectable=False)  # a corrected error: no cycle for it
+    time.sleep(1.0)
+    assert agent.cycles == cycles + 1
+
+
 def test_gpu_allocation_reaches_the_node_resource_topology(
     running: tuple[Agent, Any, Any], kube_admin: client.ApiClient, node_name: str
 ) -> None:

@@ -1,0 +1,512 @@
+"""A small Kubernetes REST client: the few calls the agent makes, over ``http.client`` + ``ssl``.
+
+Why not the official ``kubernetes`` package: importing it costs the agent about 30 MiB of
+resident memory (its generated models, ``urllib3``, ``requests``, ``oauthlib``), on every GPU
+node, for a handful of calls. The agent reads and patches its own Node and gets, applies and
+deletes its NodeResourceTopology; that is all this module does. The scheduler keeps the
+official client.
+
+Method names and keyword arguments are those of ``kubernetes.client.CoreV1Api`` and
+``CustomObjectsApi`` (``read_node``, ``patch_node``, ``get_cluster_custom_object``, ...), so the
+publisher takes either; answers are plain JSON dicts. An HTTP error status raises
+:class:`KubeApiError` (``status``, ``reason``, ``body``, as ``ApiException`` has them); a
+connection that fails raises :class:`KubeConnectionError`, an ``OSError``, which the publisher
+retries like any connection failure.
+
+Configuration (:func:`load_config`): an explicit kubeconfig; else the in-cluster ServiceAccount
+when ``KUBERNETES_SERVICE_HOST`` is set; else ``$KUBECONFIG`` (its first existing file) or
+``~/.kube/config``. Supported credentials: bearer ``token``, ``tokenFile``, client certificate
+and key (files or ``-data``); the CA as a file or ``-data``, or ``insecure-skip-tls-verify``.
+Exec plugins, auth providers, basic auth, impersonation and proxies are refused with a one-line
+:class:`KubeConfigError` naming the file. A token that lives in a file (the in-cluster
+ServiceAccount's bound token, ``tokenFile``) is re-read for every request, so rotation works.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http.client
+import json
+import os
+import ssl
+import tempfile
+import threading
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+SERVICE_ACCOUNT_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
+MERGE_PATCH: Final = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH: Final = "application/strategic-merge-patch+json"
+JSON_PATCH: Final = "application/json-patch+json"
+APPLY_PATCH: Final = "application/apply-patch+yaml"
+PATCH_TYPES: Final = frozenset({MERGE_PATCH, STRATEGIC_MERGE_PATCH, JSON_PATCH, APPLY_PATCH})
+DEFAULT_TIMEOUT_S: Final = 30.0
+USER_AGENT: Final = "gputopo-agent"
+
+_UNSUPPORTED_USER_FIELDS: Final = {
+    "exec": "an exec credential plugin",
+    "auth-provider": "an auth provider",
+    "username": "basic authentication",
+    "password": "basic authentication",
+    "as": "impersonation",
+    "as-groups": "impersonation",
+    "as-uid": "impersonation",
+    "as-user-extra": "impersonation",
+}
+_UNSUPPORTED_CLUSTER_FIELDS: Final = {"proxy-url": "a proxy"}
+
+
+class KubeConfigError(ValueError):
+    """A kubeconfig or in-cluster configuration the agent cannot use: one line naming it."""
+
+    def __init__(self, source: str, detail: str) -> None:
+        super().__init__(f"{source}: {detail}")
+        self.source = source
+        self.detail = detail
+
+
+class KubeApiError(Exception):
+    """The API server answered with an error status (``status``, ``reason``, ``body``)."""
+
+    def __init__(self, method: str, path: str, status: int, reason: str, body: str) -> None:
+        self.method = method
+        self.path = path
+        self.status = status
+        self.reason = reason
+        self.body = body
+        message = ""
+        try:
+            document = json.loads(body)
+            if isinstance(document, dict):
+                message = str(document.get("message", ""))
+        except ValueError:
+            message = ""
+        text = f"{method} {path}: HTTP {status} {reason}".rstrip()
+        super().__init__(f"{text}: {message}" if message else text)
+
+
+class KubeConnectionError(ConnectionError):
+    """No answer from the API server (refused, reset, timed out, TLS failure)."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where the API server is and how to authenticate to it."""
+
+    server: str  # https://host:port[/path]
+    source: str  # "kubeconfig /path (context c)" or "in-cluster ServiceAccount": for errors
+    ca_file: str | None = None
+    ca_data: bytes | None = None
+    insecure_skip_tls_verify: bool = False
+    tls_server_name: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+    client_cert_data: bytes | None = None
+    client_key_data: bytes | None = None
+    token: str | None = None
+    token_file: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context for ``server``; a bad certificate or key is a KubeConfigError."""
+        context = ssl.create_default_context()
+        try:
+            if self.insecure_skip_tls_verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            elif self.ca_data is not None:
+                context.load_verify_locations(cadata=self.ca_data.decode("ascii", "replace"))
+            elif self.ca_file is not None:
+                context.load_verify_locations(cafile=self.ca_file)
+            if self.client_cert_file is not None or self.client_cert_data is not None:
+                self._load_client_certificate(context)
+        except (ssl.SSLError, OSError) as error:
+            raise KubeConfigError(self.source, f"TLS setup failed: {_one_line(error)}") from None
+        return context
+
+    def _load_client_certificate(self, context: ssl.SSLContext) -> None:
+        if self.client_cert_data is None and self.client_key_data is None:
+            assert self.client_cert_file is not None
+            context.load_cert_chain(self.client_cert_file, self.client_key_file)
+            return
+        # ssl loads certificates only from files: a private temporary file, removed at once.
+        with tempfile.TemporaryDirectory(prefix="gputopo-kube-") as directory:
+            cert = self.client_cert_data or Path(self.client_cert_file or "").read_bytes()
+            key = self.client_key_data or Path(self.client_key_file or "").read_bytes()
+            pem = Path(directory) / "client.pem"
+            pem.touch(mode=0o600)
+            pem.write_bytes(cert.rstrip(b"\n") + b"\n" + key)
+            context.load_cert_chain(str(pem))
+
+    def bearer_token(self) -> str | None:
+        """The token to send now: a token file is re-read every time (bound tokens rotate)."""
+        if self.token_file is not None:
+            try:
+                return Path(self.token_file).read_text(encoding="utf-8").strip() or self.token
+            except OSError as error:
+                if self.token is not None:
+                    return self.token
+                raise KubeConnectionError(
+                    f"{self.source}: token file {self.token_file}: {error.strerror}"
+                ) from None
+        return self.token
+
+
+# -- loading configuration --------------------------------------------------------------------
+
+
+def load_config(kubeconfig: str | None = None, *, context: str | None = None) -> ClusterConfig:
+    """The agent's rule: ``kubeconfig`` if given; else in-cluster when
+    ``KUBERNETES_SERVICE_HOST`` is set; else ``$KUBECONFIG`` or ``~/.kube/config``."""
+    if kubeconfig:
+        return load_kubeconfig(kubeconfig, context=context)
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return load_incluster_config()
+    return load_kubeconfig(default_kubeconfig_path(), context=context)
+
+
+def default_kubeconfig_path() -> str:
+    """The first existing file of ``$KUBECONFIG`` (colon-separated), else ``~/.kube/config``."""
+    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    for path in paths:
+        if os.path.exists(path):
+            return path
+    return paths[0] if paths else os.path.join(os.path.expanduser("~"), ".kube", "config")
+
+
+def load_incluster_config(service_account_dir: str = SERVICE_ACCOUNT_DIR) -> ClusterConfig:
+    """The pod's ServiceAccount: API server from the environment, token and CA from files."""
+    source = "in-cluster ServiceAccount"
+    host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "")
+    if not host or not port:
+        raise KubeConfigError(source, "KUBERNETES_SERVICE_HOST and _PORT must both be set")
+    if not port.isdigit():
+        raise KubeConfigError(source, f"KUBERNETES_SERVICE_PORT={port!r}: not a port number")
+    token_file = os.path.join(service_account_dir, "token")
+    ca_file = os.path.join(service_account_dir, "ca.crt")
+    for path in (token_file, ca_file):
+        if not os.path.isfile(path):
+            raise KubeConfigError(source, f"{path} is missing (no ServiceAccount token mounted?)")
+    netloc = f"[{host}]" if ":" in host else host
+    return ClusterConfig(
+        server=f"https://{netloc}:{port}",
+        source=source,
+        ca_file=ca_file,
+        token_file=token_file,
+    )
+
+
+def load_kubeconfig(path: str, *, context: str | None = None) -> ClusterConfig:
+    """One context of a kubeconfig file (``current-context`` unless ``context`` is given)."""
+    source = f"kubeconfig {path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise KubeConfigError(source, f"cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise KubeConfigError(source, "not UTF-8 text") from None
+    try:
+        document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as error:
+        raise KubeConfigError(source, f"not YAML: {_one_line(error)}") from None
+    return kubeconfig_from_document(document, Path(path).resolve().parent, source, context)
+
+
+def kubeconfig_from_document(
+    document: Any, base: Path, source: str, context: str | None = None
+) -> ClusterConfig:
+    """Resolve a parsed kubeconfig; relative file paths are relative to ``base``."""
+    if not isinstance(document, dict):
+        raise KubeConfigError(source, f"not a kubeconfig (a {type(document).__name__}, not a map)")
+    name = context or document.get("current-context")
+    if not name:
+        raise KubeConfigError(source, "no current-context and no context given")
+    context_entry = _named(document, "contexts", "context", str(name), source)
+    cluster_name = context_entry.get("cluster")
+    user_name = context_entry.get("user")
+    if not cluster_name:
+        raise KubeConfigError(source, f"context {name!r} names no cluster")
+    cluster = _named(document, "clusters", "cluster", str(cluster_name), source)
+    user = _named(document, "users", "user", str(user_name), source) if user_name else {}
+    where = f"{source} (context {name})"
+
+    for key, what in _UNSUPPORTED_CLUSTER_FIELDS.items():
+        if cluster.get(key):
+            raise KubeConfigError(
+                where,
+                f"cluster {cluster_name!r} uses {what} ({key}): not supported by gputopo-agent",
+            )
+    for key, what in _UNSUPPORTED_USER_FIELDS.items():
+        if user.get(key):
+            raise KubeConfigError(
+                where,
+                f"user {user_name!r} authenticates with {what} ({key}), which gputopo-agent "
+                "does not support; use a token, tokenFile or client certificate",
+            )
+    server = cluster.get("server")
+    if not isinstance(server, str) or urllib.parse.urlsplit(server).scheme not in ("https", "http"):
+        raise KubeConfigError(where, f"cluster {cluster_name!r}: server {server!r} is not a URL")
+
+    def file(mapping: Mapping[str, Any], key: str) -> str | None:
+        value = mapping.get(key)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise KubeConfigError(where, f"{key}: expected a file path, got {value!r}")
+        return str(base / os.path.expanduser(value))
+
+    def data(mapping: Mapping[str, Any], key: str) -> bytes | None:
+        value = mapping.get(key)
+        if value is None or value == "":
+            return None
+        try:
+            return base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError):
+            raise KubeConfigError(where, f"{key}: not base64") from None
+
+    token = user.get("token")
+    if token is not None and not isinstance(token, str):
+        raise KubeConfigError(where, f"user {user_name!r}: token is not a string")
+    config = ClusterConfig(
+        server=server.rstrip("/"),
+        source=where,
+        ca_file=file(cluster, "certificate-authority"),
+        ca_data=data(cluster, "certificate-authority-data"),
+        insecure_skip_tls_verify=cluster.get("insecure-skip-tls-verify") is True,
+        tls_server_name=cluster.get("tls-server-name") or None,
+        client_cert_file=file(user, "client-certificate"),
+        client_key_file=file(user, "client-key"),
+        client_cert_data=data(user, "client-certificate-data"),
+        client_key_data=data(user, "client-key-data"),
+        token=token or None,
+        token_file=file(user, "tokenFile"),
+    )
+    has_cert = config.client_cert_file is not None or config.client_cert_data is not None
+    has_key = config.client_key_file is not None or config.client_key_data is not None
+    if has_cert != has_key:
+        raise KubeConfigError(where, f"user {user_name!r}: a client certificate needs its key")
+    return config
+
+
+def _named(document: Mapping[str, Any], section: str, field: str, name: str, source: str) -> Any:
+    entries = document.get(section)
+    if not isinstance(entries, list):
+        raise KubeConfigError(source, f"not a kubeconfig ({section} is not a list)")
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            value = entry.get(field)
+            if value is None:
+                return {}
+            if not isinstance(value, dict):
+                raise KubeConfigError(source, f"{section} entry {name!r}: {field} is not a map")
+            return value
+    raise KubeConfigError(source, f"no {section[:-1]} named {name!r}")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+# -- the client -------------------------------------------------------------------------------
+
+
+class KubeClient:
+    """One keep-alive connection to the API server; calls are serialised by a lock."""
+
+    def __init__(self, config: ClusterConfig, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.config = config
+        self.timeout_s = timeout_s
+        url = urllib.parse.urlsplit(config.server)
+        self._https = url.scheme == "https"
+        self._host = url.hostname or ""
+        self._port = url.port
+        self._base_path = url.path.rstrip("/")
+        self._ssl = config.ssl_context() if self._https else None
+        self._lock = threading.Lock()
+        self._connection: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._https:
+            assert self._ssl is not None
+            return _HTTPSConnection(
+                self._host,
+                self._port,
+                timeout=self.timeout_s,
+                context=self._ssl,
+                server_hostname=self.config.tls_server_name,
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: Mapping[str, str] | None = None,
+    ) -> Any:
+        """One call; the answer's JSON (None for an empty body)."""
+        target = self._base_path + path
+        if query:
+            target += "?" + urllib.parse.urlencode(query)
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        token = self.config.bearer_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        payload = None
+        if body is not None:
+            payload = json.dumps(body, separators=(",", ":")).encode()
+            headers["Content-Type"] = content_type
+        with self._lock:
+            status, reason, data = self._exchange(method, target, payload, headers)
+        if status >= 400:
+            raise KubeApiError(method, path, status, reason, data.decode("utf-8", "replace"))
+        return json.loads(data) if data else None
+
+    def _exchange(
+        self, method: str, target: str, payload: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, str, bytes]:
+        for attempt in range(2):
+            reused = self._connection is not None
+            connection = self._connection or self._connect()
+            self._connection = None
+            try:
+                connection.request(method, target, body=payload, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                # A kept-alive connection the server (or a load balancer) closed while idle:
+                # nothing was processed, so one fresh attempt is safe.
+                stale = isinstance(
+                    error,
+                    http.client.RemoteDisconnected | BrokenPipeError | ConnectionResetError,
+                )
+                if reused and stale and attempt == 0:
+                    continue
+                where = f"{method} {self.config.server}{target}"
+                raise KubeConnectionError(f"{where}: {type(error).__name__}: {error}") from None
+            if not response.will_close:
+                self._connection = connection
+            else:
+                connection.close()
+            return response.status, response.reason, data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the calls the agent makes (names and keywords of the official client) ----------------
+
+    def read_node(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/v1/nodes/{_quote(name)}")
+        return result
+
+    def patch_node(
+        self,
+        name: str,
+        body: Any,
+        *,
+        field_manager: str | None = None,
+        _content_type: str = STRATEGIC_MERGE_PATCH,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "PATCH",
+            f"/api/v1/nodes/{_quote(name)}",
+            body=body,
+            content_type=_patch_type(_content_type),
+            query=_patch_query(field_manager, None),
+        )
+        return result
+
+    def get_cluster_custom_object(
+        self, group: str, version: str, plural: str, name: str
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", _custom_path(group, version, plural, name))
+        return result
+
+    def patch_cluster_custom_object(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        name: str,
+        body: Any,
+        *,
+        field_manager: str | None = None,
+        force: bool | None = None,
+        _content_type: str = MERGE_PATCH,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "PATCH",
+            _custom_path(group, version, plural, name),
+            body=body,
+            content_type=_patch_type(_content_type),
+            query=_patch_query(field_manager, force),
+        )
+        return result
+
+    def delete_cluster_custom_object(self, group: str, version: str, plural: str, name: str) -> Any:
+        return self.request("DELETE", _custom_path(group, version, plural, name))
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection that can verify against a name other than the host it dials
+    (the kubeconfig's ``tls-server-name``)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None,
+        *,
+        timeout: float,
+        context: ssl.SSLContext,
+        server_hostname: str | None,
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._server_hostname = server_hostname or host
+        self._tls_context = context
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._tls_context.wrap_socket(self.sock, server_hostname=self._server_hostname)
+
+
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def _custom_path(group: str, version: str, plural: str, name: str) -> str:
+    return f"/apis/{_quote(group)}/{_quote(version)}/{_quote(plural)}/{_quote(name)}"
+
+
+def _patch_type(content_type: str) -> str:
+    if content_type not in PATCH_TYPES:
+        raise ValueError(
+            f"patch content type {content_type!r}: expected one of {sorted(PATCH_TYPES)}"
+        )
+    return content_type
+
+
+def _patch_query(field_manager: str | None, force: bool | None) -> dict[str, str]:
+    query = {}
+    if field_manager is not None:
+        query["fieldManager"] = field_manager
+    if force is not None:
+        query["force"] = "true" if force else "false"
+    return query
+
+
+def client_from_config(kubeconfig: str | None = None, *, context: str | None = None) -> KubeClient:
+    """:func:`load_config` then a :class:`KubeClient` (TLS set up, nothing sent yet)."""
+    return KubeClient(load_config(kubeconfig, context=context))
