@@ -29,9 +29,9 @@ import binascii
 import http.client
 import json
 import os
+import queue
 import ssl
 import tempfile
-import threading
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -316,75 +316,77 @@ def _one_line(error: BaseException) -> str:
 # -- the client -------------------------------------------------------------------------------
 
 
-class KubeClient:
-    """One keep-alive connection to the API server; calls are serialised by a lock."""
+class HttpConnections:
+    """Kept-alive HTTP(S) connections to one API server, shared by any number of threads.
 
-    def __init__(self, config: ClusterConfig, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self.config = config
+    A LIFO pool: a thread takes an idle connection (or opens one), sends one request, reads
+    the whole answer and puts the connection back. The agent uses one at a time; the
+    scheduler's bind and event workers use many (``scheduler/runtime/kube.py``).
+    """
+
+    def __init__(
+        self,
+        server: str,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        tls_server_name: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        url = urllib.parse.urlsplit(server)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"API server URL {server!r}: not an http(s) URL")
+        if url.scheme == "https" and ssl_context is None:
+            raise ValueError(f"API server URL {server!r}: https needs a TLS context")
+        self.server = server
         self.timeout_s = timeout_s
-        url = urllib.parse.urlsplit(config.server)
-        self._https = url.scheme == "https"
-        self._host = url.hostname or ""
+        self._host = url.hostname
         self._port = url.port
         self._base_path = url.path.rstrip("/")
-        self._ssl = config.ssl_context() if self._https else None
-        self._lock = threading.Lock()
-        self._connection: http.client.HTTPConnection | None = None
+        self._ssl = ssl_context if url.scheme == "https" else None
+        self._tls_server_name = tls_server_name
+        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue()
 
     def close(self) -> None:
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
 
-    def _connect(self) -> http.client.HTTPConnection:
-        if self._https:
-            assert self._ssl is not None
+    def _connect(self, timeout_s: float) -> http.client.HTTPConnection:
+        if self._ssl is not None:
             return _HTTPSConnection(
                 self._host,
                 self._port,
-                timeout=self.timeout_s,
+                timeout=timeout_s,
                 context=self._ssl,
-                server_hostname=self.config.tls_server_name,
+                server_hostname=self._tls_server_name,
             )
-        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout_s)
 
-    def request(
+    def exchange(
         self,
         method: str,
-        path: str,
-        *,
-        body: Any = None,
-        content_type: str = "application/json",
-        query: Mapping[str, str] | None = None,
-    ) -> Any:
-        """One call; the answer's JSON (None for an empty body)."""
-        target = self._base_path + path
-        if query:
-            target += "?" + urllib.parse.urlencode(query)
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-        token = self.config.bearer_token()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        payload = None
-        if body is not None:
-            payload = json.dumps(body, separators=(",", ":")).encode()
-            headers["Content-Type"] = content_type
-        with self._lock:
-            status, reason, data = self._exchange(method, target, payload, headers)
-        if status >= 400:
-            raise KubeApiError(method, path, status, reason, data.decode("utf-8", "replace"))
-        return json.loads(data) if data else None
-
-    def _exchange(
-        self, method: str, target: str, payload: bytes | None, headers: dict[str, str]
+        target: str,
+        payload: bytes | None,
+        headers: Mapping[str, str],
+        timeout_s: float | None = None,
     ) -> tuple[int, str, bytes]:
+        """Send one request (``target``: path and query) and read the whole answer:
+        (status, reason, body). No answer raises :class:`KubeConnectionError`."""
+        timeout = timeout_s or self.timeout_s
+        target = self._base_path + target
         for attempt in range(2):
-            reused = self._connection is not None
-            connection = self._connection or self._connect()
-            self._connection = None
             try:
-                connection.request(method, target, body=payload, headers=headers)
+                connection = self._idle.get_nowait()
+                reused = True
+            except queue.Empty:
+                connection = self._connect(timeout)
+                reused = False
+            try:
+                if connection.sock is not None:
+                    connection.sock.settimeout(timeout)
+                connection.request(method, target, body=payload, headers=dict(headers))
                 response = connection.getresponse()
                 data = response.read()
             except (OSError, http.client.HTTPException) as error:
@@ -397,14 +399,58 @@ class KubeClient:
                 )
                 if reused and stale and attempt == 0:
                     continue
-                where = f"{method} {self.config.server}{target}"
+                where = f"{method} {self.server}{target}"
                 raise KubeConnectionError(f"{where}: {type(error).__name__}: {error}") from None
-            if not response.will_close:
-                self._connection = connection
-            else:
+            if response.will_close:
                 connection.close()
+            else:
+                self._idle.put(connection)
             return response.status, response.reason, data
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class KubeClient:
+    """The agent's calls over :class:`HttpConnections`; safe to share between threads."""
+
+    def __init__(self, config: ClusterConfig, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.config = config
+        self.timeout_s = timeout_s
+        https = urllib.parse.urlsplit(config.server).scheme == "https"
+        self._http = HttpConnections(
+            config.server,
+            ssl_context=config.ssl_context() if https else None,
+            tls_server_name=config.tls_server_name,
+            timeout_s=timeout_s,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: Mapping[str, str] | None = None,
+    ) -> Any:
+        """One call; the answer's JSON (None for an empty body)."""
+        target = path
+        if query:
+            target += "?" + urllib.parse.urlencode(query)
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        token = self.config.bearer_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        payload = None
+        if body is not None:
+            payload = json.dumps(body, separators=(",", ":")).encode()
+            headers["Content-Type"] = content_type
+        status, reason, data = self._http.exchange(method, target, payload, headers)
+        if status >= 400:
+            raise KubeApiError(method, path, status, reason, data.decode("utf-8", "replace"))
+        return json.loads(data) if data else None
 
     # -- the calls the agent makes (names and keywords of the official client) ----------------
 

@@ -6,19 +6,17 @@ where and how to connect, but requests skip its model layer: deserialisation is 
 path and the generated models reformat MicroTime fields.
 
 One-shot requests (binds, events, status patches: two or three per scheduled pod) go through
-``_Connections``, kept-alive ``http.client`` connections. Profiled on the end-to-end benchmark,
-the client's ``call_api`` and urllib3 cost about 0.7 ms of CPU per request against 0.3 ms here,
-and that CPU is taken from the scheduling loop under the GIL. Watches stream through the
+``agent.kubeapi.HttpConnections``, the agent's pool of kept-alive ``http.client`` connections.
+Profiled on the end-to-end benchmark, the client's ``call_api`` and urllib3 cost about 0.7 ms of
+CPU per request against 0.3 ms there, CPU taken from the scheduling loop under the GIL. Watches stream through the
 ApiClient (a handful of long requests). Configurations the lean path does not speak (an HTTP
 proxy, basic auth) use the ApiClient for everything.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import queue
 import ssl
 import threading
 import urllib.parse
@@ -28,6 +26,8 @@ from typing import Any, cast
 
 import kubernetes.client
 import kubernetes.config
+
+from agent.kubeapi import HttpConnections
 
 JsonDict = dict[str, Any]
 USER_AGENT = "gputopo-scheduler"
@@ -83,79 +83,6 @@ def load_api_client(kubeconfig: str | None) -> Any:
     return kubernetes.client.ApiClient(configuration)
 
 
-class _Connections:
-    """Kept-alive HTTP(S) connections to one API server, shared by the runtime's threads."""
-
-    def __init__(self, configuration: Any) -> None:
-        url = urllib.parse.urlsplit(str(configuration.host))
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"API server URL {configuration.host!r}: not an http(s) URL")
-        self._configuration = configuration
-        self._https = url.scheme == "https"
-        self._host = url.hostname
-        self._port = url.port or (443 if self._https else 80)
-        self._prefix = url.path.rstrip("/")
-        self._context: ssl.SSLContext | None = None
-        self._server_hostname: str | None = None
-        if self._https:
-            self._context = _ssl_context(configuration)
-            self._server_hostname = configuration.tls_server_name or None
-        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue()
-
-    def _connect(self, timeout_s: float) -> http.client.HTTPConnection:
-        if self._context is None:
-            return http.client.HTTPConnection(self._host, self._port, timeout=timeout_s)
-        return _HTTPSConnection(
-            self._host, self._port, timeout_s, self._context, self._server_hostname
-        )
-
-    def request(
-        self, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout_s: float
-    ) -> tuple[int, bytes]:
-        """(status, body). A kept-alive connection the server has closed is retried once on a
-        fresh one; transport failures are raised as OSError (ConnectionError)."""
-        auth = self._configuration.auth_settings().get("BearerToken")
-        if auth and auth.get("value"):
-            headers["Authorization"] = str(auth["value"])
-        target = self._prefix + path
-        for attempt in (0, 1):
-            try:
-                connection = self._idle.get_nowait()
-                reused = True
-            except queue.Empty:
-                connection = self._connect(timeout_s)
-                reused = False
-            try:
-                if connection.sock is not None:
-                    connection.sock.settimeout(timeout_s)
-                connection.request(method, target, body=body, headers=headers)
-                response = connection.getresponse()
-                data = response.read()
-            except (http.client.HTTPException, OSError) as err:
-                connection.close()
-                stale = isinstance(
-                    err, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
-                )
-                if reused and stale and attempt == 0:
-                    continue
-                if isinstance(err, OSError):
-                    raise
-                raise ConnectionError(f"{method} {path}: {type(err).__name__}: {err}") from err
-            if response.will_close:
-                connection.close()
-            else:
-                self._idle.put(connection)
-            return response.status, data
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
-
-
 def _ssl_context(configuration: Any) -> ssl.SSLContext:
     if not configuration.verify_ssl:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -170,26 +97,6 @@ def _ssl_context(configuration: Any) -> ssl.SSLContext:
     return context
 
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS that verifies ``server_hostname`` (kubeconfig ``tls-server-name``) when set."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        timeout: float,
-        context: ssl.SSLContext,
-        server_hostname: str | None,
-    ) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._tls_context = context
-        self._server_hostname = server_hostname or host
-
-    def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)
-        self.sock = self._tls_context.wrap_socket(self.sock, server_hostname=self._server_hostname)
-
-
 def _query_pairs(query: Mapping[str, str | int | bool] | None) -> list[tuple[str, str]]:
     """Kubernetes spells booleans in query strings lower-case."""
     return [
@@ -198,11 +105,23 @@ def _query_pairs(query: Mapping[str, str | int | bool] | None) -> list[tuple[str
     ]
 
 
-def _lean_transport(api_client: Any) -> _Connections | None:
+def _lean_transport(api_client: Any) -> HttpConnections | None:
     configuration = getattr(api_client, "configuration", None)
     if configuration is None or configuration.proxy or configuration.username:
         return None
-    return _Connections(configuration)
+    https = urllib.parse.urlsplit(str(configuration.host)).scheme == "https"
+    return HttpConnections(
+        str(configuration.host),
+        ssl_context=_ssl_context(configuration) if https else None,
+        tls_server_name=configuration.tls_server_name or None,
+    )
+
+
+def _authorization(configuration: Any) -> str | None:
+    """The Authorization header the client would send (its refresh hook runs: in-cluster
+    bound tokens rotate)."""
+    auth = configuration.auth_settings().get("BearerToken")
+    return str(auth["value"]) if auth and auth.get("value") else None
 
 
 @dataclass
@@ -211,11 +130,11 @@ class KubeApi:
 
     api_client: Any
     request_timeout_s: float = 30.0
-    _lean: _Connections | None = field(default=None, init=False, repr=False)
+    _lean: HttpConnections | None = field(default=None, init=False, repr=False)
     _lean_checked: bool = field(default=False, init=False, repr=False)
     _lean_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def _transport(self) -> _Connections | None:
+    def _transport(self) -> HttpConnections | None:
         if not self._lean_checked:
             with self._lean_lock:
                 if not self._lean_checked:
@@ -269,11 +188,14 @@ class KubeApi:
             if query:
                 target += "?" + urllib.parse.urlencode(_query_pairs(query))
             headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+            authorization = _authorization(self.api_client.configuration)
+            if authorization:
+                headers["Authorization"] = authorization
             payload = None
             if body is not None:
                 headers["Content-Type"] = content_type
                 payload = json.dumps(body, separators=(",", ":")).encode()
-            status, data = lean.request(
+            status, _, data = lean.exchange(
                 method, target, payload, headers, timeout_s or self.request_timeout_s
             )
         else:
