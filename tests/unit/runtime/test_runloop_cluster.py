@@ -104,10 +104,10 @@ def test_fatal_xid_taints_the_node_within_seconds(
     assert node.metadata.labels["nvidia.com/gpu.count"] == "8"
     assert "gputopo.io/gpu-health" not in _taints(kube_admin, node_name)
     cycles = agent.cycles
-    injected = time.monotonic()
     control.inject_xid(4, 79)  # "GPU has fallen off the bus": fatal
     _eventually(lambda: "gputopo.io/gpu-health" in _taints(kube_admin, node_name), timeout=10)
-    assert time.monotonic() - injected < 5  # the discovery interval is an hour
+    # One cycle, triggered by the event: the discovery interval is an hour, so the taint cannot
+    # come from the schedule (how fast it comes is the benchmark's to measure, not this test's).
     assert _taints(kube_admin, node_name)["gputopo.io/gpu-health"] == "failed:NoSchedule"
     assert agent.cycles == cycles + 1
     writes = agent.stats.snapshot().api_writes
