@@ -498,9 +498,12 @@ class SchedulerRuntime:
 
     def _nominated_besides(self, pod: JsonDict) -> list[tuple[JsonDict, str]]:
         """Pending pods nominated by a preemption, of at least ``pod``'s priority."""
+        if not self._nominated:
+            return []  # the common case: nothing to reserve, no lock, no priority lookup
         key, priority = pod_key(pod), self.priorities.priority_of(pod)
         with self._pending_lock:
-            self._nominated.intersection_update(self._pending)  # drop bound or deleted ones
+            # Drop bound or deleted ones (intersection_update would walk all of _pending).
+            self._nominated = {k for k in self._nominated if k in self._pending}
             candidates = [
                 (other, str(other.get("status", {}).get("nominatedNodeName") or ""))
                 for other_key in self._nominated
