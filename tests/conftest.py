@@ -7,6 +7,15 @@ fixture fails (never skips) and says so.
 
 from __future__ import annotations
 
+import os
+
+# Test components are spawned with a preexec_fn (die with the parent), so subprocess forks; with
+# gRPC's fork support on, its at-fork handler restarts the event-engine poller in the child,
+# which can abort it (seen: an extender child killed by SIGABRT, "epoll_wait error: Bad file
+# descriptor") when a pod-resources test left gRPC running in this process. Nothing here relies
+# on gRPC across a fork. Set before anything imports grpc.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import re
 import secrets
 import time
