@@ -14,8 +14,8 @@ A pod gets a reservation only when all of these hold:
 1. it requests at least ``reservation.minGpus`` GPUs (profile, default 8; 0 switches this off) —
    the requests that need a whole NVLink domain of an NVSwitch machine and so fragment;
 2. it fits on no node now (the cycle failed) and preemption has no plan for it;
-3. the cluster has at least that many free GPUs in total (it waits because they are scattered,
-   not because the cluster is full);
+3. the nodes it could use at all (taints, affinity and the like allow it) have at least that many
+   free GPUs in total: it waits because they are scattered, not because they are taken;
 4. some node without another pod's nomination would take it once that node's current GPU pods
    finished: every filter passes on the node with those pods taken out (taints, affinity,
    capacity, topology: nothing a finishing pod cannot cure is overlooked).
@@ -73,17 +73,15 @@ def choose_node(
     count = gpu_alloc.pod_gpu_count(pod)
     if profile.reservation_min_gpus <= 0 or count < profile.reservation_min_gpus:
         return None
-    allocator = gpu_alloc.allocator_for(snapshot)
-    slots = np.flatnonzero(snapshot.alive).astype(np.int64)
-    allocator.refresh(slots)
-    if int(allocator.free_total[slots].sum()) < count:
-        return None  # the cluster is full, not fragmented
     result = schedule_one(pod, snapshot, profile)
     if result.node is not None:
         return None
+    allocator = gpu_alloc.allocator_for(snapshot)
+    allocator.refresh(np.flatnonzero(snapshot.alive).astype(np.int64))
+    usable_free = 0  # free GPUs on nodes the pod could use at all
     candidates: list[tuple[int, str, int]] = []
     for name, verdict in result.diagnosis().items():
-        if name in taken or verdict.feasible or verdict.failed_plugin in UNRESOLVABLE_PLUGINS:
+        if verdict.failed_plugin in UNRESOLVABLE_PLUGINS:
             continue
         if UNRESOLVABLE_REASONS.intersection(verdict.reasons):
             continue
@@ -91,10 +89,14 @@ def choose_node(
         state = allocator.states.get(slot) if slot is not None else None
         if slot is None or state is None:
             continue  # no GPU layout
+        free = int(allocator.free_total[slot])
+        usable_free += free
         healthy = sum(1 for gpu in state.layout.gpus if gpu.healthy)
-        held = healthy - int(allocator.free_total[slot])
-        if healthy >= count and held > 0:
+        held = healthy - free
+        if name not in taken and healthy >= count and held > 0:
             candidates.append((held, name, slot))
+    if usable_free < count:
+        return None  # the usable part of the cluster is full, not fragmented
     for held, name, slot in sorted(candidates):
         if _fits_once_gpu_pods_finish(pod, snapshot, profile, name, slot):
             return NodeChoice(name, held)

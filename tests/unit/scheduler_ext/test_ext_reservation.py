@@ -197,3 +197,11 @@ def test_profile_reservation_defaults_and_validation() -> None:
         parse_profile({"reservation": {"ttlSeconds": 0}}, "p.yaml")
     with pytest.raises(SchedulerInputError, match=r"reservation.ttl: unknown field"):
         parse_profile({"reservation": {"ttl": 30}}, "p.yaml")
+
+
+def test_free_gpus_on_nodes_the_pod_cannot_use_do_not_count() -> None:
+    taint = [{"key": "dedicated", "value": "infer", "effect": "NoSchedule"}]
+    snapshot = _snapshot(
+        [gpu_node("dgx-a"), gpu_node("dgx-tainted", taints=taint)], _held("dgx-a", 4)
+    )
+    assert _choose(snapshot) is None  # 12 free, but only dgx-a's 4 are usable
