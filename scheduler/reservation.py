@@ -165,6 +165,10 @@ class Reservations:
     def enabled(self) -> bool:
         return self.profile.reservation_min_gpus > 0
 
+    def held(self) -> dict[str, str]:
+        """Pod key -> node of every reservation made and not yet expired or released."""
+        return {key: held.node for key, held in self._held.items()}
+
     def node_of(self, key: str) -> str | None:
         held = self._held.get(key)
         return held.node if held is not None else None
@@ -183,7 +187,8 @@ class Reservations:
             return held.node if now < held.expires_at else None  # `expire` clears it
         if now < self._cooldown.get(pod.key, -np.inf):
             return None
-        choice = choose_node(pod, self.snapshot, self.profile, taken)
+        others = {held.node for key, held in self._held.items() if key != pod.key}
+        choice = choose_node(pod, self.snapshot, self.profile, set(taken) | others)
         if choice is None:
             return None
         self._held[pod.key] = Reservation(choice.node, now + self.ttl_s)

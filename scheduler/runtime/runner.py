@@ -513,13 +513,15 @@ class SchedulerRuntime:
     # -- preemption (scheduler/preemption.py plans; this carries the plan out) ---------------
 
     def _nominated_besides(self, pod: JsonDict) -> list[tuple[JsonDict, str]]:
-        """Pending pods nominated by a preemption, of at least ``pod``'s priority."""
+        """Pending pods nominated (a preemption, a reservation), of at least ``pod``'s priority."""
         key, priority = pod_key(pod), self.priorities.priority_of(pod)
+        # Reservations count from the moment they are made, before their nomination is watched.
+        held = self._reservations.held() if self._reservations is not None else {}
         with self._pending_lock:
             self._nominated.intersection_update(self._pending)  # drop bound or deleted ones
             candidates = [
-                (other, str(other.get("status", {}).get("nominatedNodeName") or ""))
-                for other_key in self._nominated
+                (other, held.get(other_key) or _nominated_node(other))
+                for other_key in self._nominated | held.keys()
                 if other_key != key and (other := self._pending.get(other_key)) is not None
             ]
         return [

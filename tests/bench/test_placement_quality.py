@@ -18,8 +18,9 @@ order) — the same model for both schedulers' placements. Reported:
   that got one — the issue's target is 100 %; pods for which no node had one (every 8-GPU pod:
   no built-in profile has 8 GPUs on one NUMA node; 2-GPU pods when only L4 GPUs are left) are
   not counted. A node held for another pending pod of equal priority (its
-  ``status.nominatedNodeName``, see `held_nodes`) does not count as having free GPUs, as under
-  kube-scheduler's nominated-pod semantics; the row also gives the count ignoring holds
+  ``status.nominatedNodeName`` in the poll before or at the bind, see `held_nodes`) does not
+  count as having free GPUs, as under kube-scheduler's nominated-pod semantics; the row also
+  gives the count ignoring holds
 * fragmentation pod-minutes: pending GPU pods per step while the cluster had enough free GPUs
   (and, as the issue defines it, 8-GPU pods pending while at least 8 GPUs were free); for each
   such step the pods holding the nodes that could host an 8-GPU pod are printed, which is what
@@ -248,12 +249,11 @@ def nominations(pods: list[client.V1Pod]) -> dict[str, str]:
 
 
 def held_nodes(before: dict[str, str], after: dict[str, str], pod: str) -> frozenset[str]:
-    """Nodes held for another pod of equal priority throughout the window in which `pod` was
-    bound (nominated in the poll before and the poll that saw the bind): a scheduler with
-    kube-scheduler's nominated-pod semantics keeps their free GPUs for that pod."""
-    return frozenset(
-        node for node, owner in before.items() if owner != pod and after.get(node) == owner
-    )
+    """Nodes held for another pod of equal priority in the window in which `pod` was bound
+    (nominated in the poll before or the poll that saw the bind; a hold made in that window is
+    not seen by the poll before): a scheduler with kube-scheduler's nominated-pod semantics
+    keeps their free GPUs for that pod."""
+    return frozenset(node for node, owner in (before | after).items() if owner != pod)
 
 
 def bind_order(pod: client.V1Pod, first_seen: dict[str, int]) -> tuple[int, Any, Any]:

@@ -205,3 +205,11 @@ def test_free_gpus_on_nodes_the_pod_cannot_use_do_not_count() -> None:
         [gpu_node("dgx-a"), gpu_node("dgx-tainted", taints=taint)], _held("dgx-a", 4)
     )
     assert _choose(snapshot) is None  # 12 free, but only dgx-a's 4 are usable
+
+
+def test_one_reservation_per_node_even_before_the_nomination_is_watched() -> None:
+    clock = _Clock()
+    book, _ = _book(clock)
+    assert book.reserve(gpu_pod("big", gpus=8), taken=()) == "dgx-a"
+    assert book.reserve(gpu_pod("bigger", gpus=8), taken=()) == "dgx-b"  # dgx-a is held
+    assert book.held() == {"default/big": "dgx-a", "default/bigger": "dgx-b"}
