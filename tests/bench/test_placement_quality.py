@@ -137,6 +137,8 @@ class Outcome:
     # The same counting held nodes' free GPUs as available too (a reservation's cost).
     aligned_possible_ignoring_holds: int = 0
     aligned_when_possible_ignoring_holds: int = 0
+    # Multi-GPU pods bound unaligned while some node had an aligned free set, and the holds then.
+    unaligned_notes: list[str] = field(default_factory=list)
     fragmentation_pod_minutes: int = 0
     fragmentation_8gpu_pod_minutes: int = 0
     # Per step with an 8-GPU pod counted as fragmentation: the GPU counts of the pods holding
@@ -344,6 +346,12 @@ def run_trace(
                 if possible_anywhere:
                     outcome.aligned_possible_ignoring_holds += 1
                     outcome.aligned_when_possible_ignoring_holds += level == LEVEL_ALIGNED
+                    if level != LEVEL_ALIGNED:
+                        outcome.unaligned_notes.append(
+                            f"step {step}: {name} ({trace_pod.gpus} GPUs) on "
+                            f"{item.spec.node_name.removeprefix('pq-')}, held then: "
+                            + (", ".join(sorted(n.removeprefix("pq-") for n in held)) or "-")
+                        )
         free_total = sum(len(state.free_gpus()) for state in states.values())
         for item in live:
             if not item.spec.node_name:
@@ -453,4 +461,6 @@ def test_placement_quality(
     for outcome in rows:
         print(f"\n{outcome.scheduler}: 8-GPU nodes while an 8-GPU pod waited (GPUs per pod)")
         print("\n".join(f"  {line}" for line in outcome.big_nodes_held_by) or "  (never)")
+        print(f"{outcome.scheduler}: unaligned although an aligned set was free somewhere")
+        print("\n".join(f"  {line}" for line in outcome.unaligned_notes) or "  (none)")
     assert all(outcome.bound > 0 for outcome in rows)
