@@ -8,6 +8,7 @@ once the node's pods finish. The runtime runs as the shipped ServiceAccount and 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator
 
@@ -15,7 +16,7 @@ import pytest
 
 from scheduler.profile import default_profile
 from scheduler.runtime.framework import CoreFramework
-from scheduler.runtime.kube import JsonDict
+from scheduler.runtime.kube import JsonDict, KubeApiError
 from scheduler.runtime.runner import SchedulerRuntime
 from tests.controlplane import ControlPlane
 from tests.integration.scheduler_env import (
@@ -30,6 +31,24 @@ from tests.integration.scheduler_env import (
 pytestmark = pytest.mark.integration
 
 RESERVED = "reservation: nominated node resv-big reserved until its GPUs free up."
+HIGH = "gputopo-test-resv-high"
+PRIORITY_CLASSES = "/apis/scheduling.k8s.io/v1/priorityclasses"
+
+
+@pytest.fixture(scope="module")
+def high_priority(control_plane: ControlPlane) -> Iterator[str]:
+    api = Cluster(control_plane).api
+    body = {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": HIGH},
+        "value": 1000,
+    }
+    with contextlib.suppress(KubeApiError):
+        api.request("POST", PRIORITY_CLASSES, body=body)
+    yield HIGH
+    with contextlib.suppress(KubeApiError):
+        api.request("DELETE", f"{PRIORITY_CLASSES}/{HIGH}")
 
 
 @pytest.fixture
@@ -123,6 +142,18 @@ def test_waiting_8_gpu_pod_holds_a_node_small_pods_go_elsewhere_and_it_binds_the
         cluster.api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")
     assert eventually(lambda: cluster.node_of(namespace, "big"), 30, "big bound") == "resv-big"
     assert cluster.node_of(namespace, "late") == ""
+
+
+def test_a_higher_priority_pod_may_take_the_held_gpus(
+    cluster: Cluster, namespace: str, runtime: SchedulerRuntime, high_priority: str
+) -> None:
+    _setup(cluster, namespace)
+    cluster.create_pod(namespace, gpu_pod("big", 8))
+    eventually(lambda: _nominated(cluster, namespace, "big") == "resv-big", 30, "big nominated")
+    assert _bound(cluster, namespace, _small("peer")) == "resv-other"  # equal priority: held
+    urgent = _small("urgent")
+    urgent["spec"]["priorityClassName"] = high_priority
+    assert _bound(cluster, namespace, urgent) == "resv-big"  # kube semantics: it does not see it
 
 
 def test_an_expired_reservation_clears_the_nomination(
