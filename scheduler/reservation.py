@@ -123,14 +123,14 @@ def _fits_once_gpu_pods_finish(
         if not snapshot.is_assumed(key)
         and (gpu_alloc.pod_gpu_count(entry.pod) or gpu_alloc.pod_mig_requests(entry.pod))
     ]
-    for held in removed:
-        snapshot.remove_pod(held.key)
+    for gpu_pod in removed:
+        snapshot.remove_pod(gpu_pod.key)
     try:
         verdict = schedule_one(pod, snapshot, profile).diagnosis().get(node)
         return verdict is not None and verdict.feasible
     finally:
-        for held in removed:
-            snapshot.add_pod(held)
+        for gpu_pod in removed:
+            snapshot.add_pod(gpu_pod)
         allocator.states[slot] = saved
         allocator.refresh(np.array([slot], dtype=np.int64))
 
@@ -145,7 +145,7 @@ class Reservations:
     """Which pending pods hold a node, until when; and which may not hold one again yet.
 
     State only (no API calls): the runtime patches ``status.nominatedNodeName`` on what this
-    decides. Use under the runtime's cache lock for `reserve`.
+    decides. Used from the scheduling loop's thread only; `reserve` under the cache lock.
     """
 
     def __init__(
@@ -160,10 +160,6 @@ class Reservations:
         self.ttl_s = float(profile.reservation_ttl_s)
         self._held: dict[str, Reservation] = {}
         self._cooldown: dict[str, float] = {}  # pod key -> may reserve again from then
-
-    @property
-    def enabled(self) -> bool:
-        return self.profile.reservation_min_gpus > 0
 
     def held(self) -> dict[str, str]:
         """Pod key -> node of every reservation made and not yet expired or released."""
@@ -185,9 +181,10 @@ class Reservations:
             del self._held[pod.key]  # the node is gone: choose again
         elif held is not None:
             return held.node if now < held.expires_at else None  # `expire` clears it
-        if now < self._cooldown.get(pod.key, -np.inf):
+        until = self._cooldown.get(pod.key)
+        if until is not None and now < until:
             return None
-        others = {held.node for key, held in self._held.items() if key != pod.key}
+        others = {other.node for key, other in self._held.items() if key != pod.key}
         choice = choose_node(pod, self.snapshot, self.profile, set(taken) | others)
         if choice is None:
             return None
