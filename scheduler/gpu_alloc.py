@@ -278,6 +278,16 @@ class NodeGpuState:
         self.foreign: frozenset[int] = frozenset()
         self.changed_at = -math.inf
 
+    def copy(self) -> NodeGpuState:
+        """An independent copy (which pod holds which device), to put back after a what-if."""
+        twin = NodeGpuState(self.node, self.layout)
+        twin.owner = dict(self.owner)
+        twin.mig_owner = dict(self.mig_owner)
+        twin.pod_gpus = dict(self.pod_gpus)
+        twin.foreign = self.foreign
+        twin.changed_at = self.changed_at
+        return twin
+
     def sync_pods(self, pods: Iterable[Pod], now: float, initial: bool = False) -> None:
         """Free GPUs of pods gone, then allocate for new pods in arrival order.
 

@@ -46,6 +46,10 @@ class SchedulerProfile:
     fit_resources: tuple[tuple[str, int], ...]
     balanced_resources: tuple[tuple[str, int], ...]
     hard_pod_affinity_weight: int
+    # GPU reservations (scheduler/reservation.py): pods requesting at least this many GPUs
+    # (0: never) get a node held for them, for at most reservation_ttl_s seconds.
+    reservation_min_gpus: int = 8
+    reservation_ttl_s: int = 300
 
     def weight(self, plugin: str) -> int:
         return self.weights.get(plugin, 0)
@@ -59,6 +63,7 @@ _TOP_LEVEL = frozenset(
         "nodeResourcesFit",
         "nodeResourcesBalancedAllocation",
         "interPodAffinity",
+        "reservation",
     }
 )
 
@@ -155,12 +160,31 @@ def parse_profile(document: object, source: str) -> SchedulerProfile:
         0,
         100,
     )
+    reservation = _mapping(
+        source, "reservation", top.get("reservation"), frozenset({"minGpus", "ttlSeconds"})
+    )
+    min_gpus = _int(
+        source,
+        "reservation.minGpus",
+        reservation.get("minGpus", base.reservation_min_gpus if base else 8),
+        0,
+        1024,
+    )
+    ttl_s = _int(
+        source,
+        "reservation.ttlSeconds",
+        reservation.get("ttlSeconds", base.reservation_ttl_s if base else 300),
+        1,
+        86400,
+    )
     return SchedulerProfile(
         weights=weights,
         fit_strategy=str(strategy),
         fit_resources=fit_resources,
         balanced_resources=balanced_resources,
         hard_pod_affinity_weight=hard_weight,
+        reservation_min_gpus=min_gpus,
+        reservation_ttl_s=ttl_s,
     )
 
 

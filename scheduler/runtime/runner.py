@@ -29,6 +29,7 @@ from scheduler.preemption import (
     may_preempt,
     reserve_nominated,
 )
+from scheduler.reservation import Reservations, reservation_message
 from scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
 from scheduler.runtime.events import EventRecorder
 from scheduler.runtime.framework import CoreFramework, SchedulingFramework
@@ -169,6 +170,10 @@ class SchedulerRuntime:
         self._preemption: Preemption | None = None
         if config.preemption and isinstance(framework, CoreFramework):
             self._preemption = Preemption(framework.snapshot, framework.profile)
+        # Nodes held for large GPU pods (scheduler/reservation.py), on the same nominations.
+        self._reservations: Reservations | None = None
+        if isinstance(framework, CoreFramework) and framework.profile.reservation_min_gpus > 0:
+            self._reservations = Reservations(framework.snapshot, framework.profile, clock)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -414,6 +419,7 @@ class SchedulerRuntime:
                 self.metrics.assumptions_expired.inc()
                 log.warning("assumed pod expired unconfirmed", extra={"pod": key})
             self.gangs.tick()
+            self._expire_reservations()
             item = self.queue.pop(timeout_s=0.5)
             if item is None:
                 continue
@@ -471,13 +477,23 @@ class SchedulerRuntime:
                 extra={"pod": queued.key, "reason_message": placement.message},
             )
             outcome = self._plan_preemption(pod) if group_key is None else None
+            held = None
+            if group_key is None and (outcome is None or outcome.plan is None):
+                held = self._reserve(pod)
             self.queue.requeue_unschedulable(queued, cycle)
             message = (
                 placement.message if outcome is None else outcome.fit_message(placement.message)
             )
+            if held is not None:
+                message = reservation_message(message, held)
             self.recorder.failed_scheduling(pod, message)
             if outcome is not None and outcome.plan is not None:
+                if self._reservations is not None:
+                    self._reservations.release(queued.key)
                 self._binds.submit(self._preempt, pod, outcome.plan)
+            elif held is not None:
+                if _nominated_node(pod) != held:
+                    self._binds.submit(self._set_nominated_node, pod, held)
             elif outcome is not None and outcome.clear_nomination and _nominated_node(pod):
                 self._binds.submit(self._set_nominated_node, pod, None)  # as kube-scheduler
             return
@@ -497,16 +513,18 @@ class SchedulerRuntime:
     # -- preemption (scheduler/preemption.py plans; this carries the plan out) ---------------
 
     def _nominated_besides(self, pod: JsonDict) -> list[tuple[JsonDict, str]]:
-        """Pending pods nominated by a preemption, of at least ``pod``'s priority."""
-        if not self._nominated:
+        """Pending pods nominated (a preemption, a reservation), of at least ``pod``'s priority."""
+        # Reservations count from the moment they are made, before their nomination is watched.
+        held = self._reservations.held() if self._reservations is not None else {}
+        if not self._nominated and not held:
             return []  # the common case: nothing to reserve, no lock, no priority lookup
         key, priority = pod_key(pod), self.priorities.priority_of(pod)
         with self._pending_lock:
             # Drop bound or deleted ones (intersection_update would walk all of _pending).
             self._nominated = {k for k in self._nominated if k in self._pending}
             candidates = [
-                (other, str(other.get("status", {}).get("nominatedNodeName") or ""))
-                for other_key in self._nominated
+                (other, held.get(other_key) or _nominated_node(other))
+                for other_key in self._nominated | held.keys()
                 if other_key != key and (other := self._pending.get(other_key)) is not None
             ]
         return [
@@ -514,6 +532,36 @@ class SchedulerRuntime:
             for other, node in candidates
             if node and self.priorities.priority_of(other) >= priority
         ]
+
+    # -- reservations (scheduler/reservation.py decides; this nominates and clears) ----------
+
+    def _reserve(self, pod: JsonDict) -> str | None:
+        """The node held for this large unschedulable pod, if any (one pod per node)."""
+        if self._reservations is None:
+            return None
+        key = pod_key(pod)
+        with self._pending_lock:
+            taken = {
+                _nominated_node(other)
+                for other_key in self._nominated
+                if other_key != key and (other := self._pending.get(other_key)) is not None
+            }
+        with self.cache.lock:
+            node = self._reservations.reserve(pod, taken)
+        if node is not None and _nominated_node(pod) != node:
+            log.info("node reserved", extra={"pod": key, "node": node})
+        return node
+
+    def _expire_reservations(self) -> None:
+        """Clear the nominations of pods whose reservation ran out: the room is everyone's."""
+        if self._reservations is None:
+            return
+        for key, node in self._reservations.expire(lambda k: self._still_pending(k) is not None):
+            log.info("reservation expired", extra={"pod": key, "node": node})
+            pod = self._still_pending(key)
+            if pod is not None and _nominated_node(pod) == node:
+                self._binds.submit(self._set_nominated_node, pod, None)
+            self.queue.move_all_to_active_or_backoff()
 
     def _plan_preemption(self, pod: JsonDict) -> PreemptionOutcome | None:
         """None when preemption is off; else a plan or kube-scheduler's reason for none."""

@@ -17,7 +17,10 @@ order) — the same model for both schedulers' placements. Reported:
   node had an aligned set of free GPUs (replayed in bind order, see `bind_order`), the share
   that got one — the issue's target is 100 %; pods for which no node had one (every 8-GPU pod:
   no built-in profile has 8 GPUs on one NUMA node; 2-GPU pods when only L4 GPUs are left) are
-  not counted
+  not counted. A node held for another pending pod of equal priority (its
+  ``status.nominatedNodeName`` in the poll before or at the bind, see `held_nodes`) does not
+  count as having free GPUs, as under kube-scheduler's nominated-pod semantics; the row also
+  gives the count ignoring holds
 * fragmentation pod-minutes: pending GPU pods per step while the cluster had enough free GPUs
   (and, as the issue defines it, 8-GPU pods pending while at least 8 GPUs were free); for each
   such step the pods holding the nodes that could host an 8-GPU pod are printed, which is what
@@ -131,6 +134,11 @@ class Outcome:
     levels: dict[int, int] = field(default_factory=dict)  # multi-GPU pods per level
     aligned_possible: int = 0  # multi-GPU pods for which some node had an aligned free set
     aligned_when_possible: int = 0  # ... and that got one
+    # The same counting held nodes' free GPUs as available too (a reservation's cost).
+    aligned_possible_ignoring_holds: int = 0
+    aligned_when_possible_ignoring_holds: int = 0
+    # Multi-GPU pods bound unaligned while some node had an aligned free set, and the holds then.
+    unaligned_notes: list[str] = field(default_factory=list)
     fragmentation_pod_minutes: int = 0
     fragmentation_8gpu_pod_minutes: int = 0
     # Per step with an 8-GPU pod counted as fragmentation: the GPU counts of the pods holding
@@ -152,7 +160,9 @@ class Outcome:
         when_possible = 100.0 * self.aligned_when_possible / max(1, self.aligned_possible)
         return (
             f"| {self.scheduler} | {when_possible:.1f} ({self.aligned_when_possible}/"
-            f"{self.aligned_possible}) | {self.share(LEVEL_ALIGNED):.1f}"
+            f"{self.aligned_possible}; {self.aligned_when_possible_ignoring_holds}/"
+            f"{self.aligned_possible_ignoring_holds} ignoring holds)"
+            f" | {self.share(LEVEL_ALIGNED):.1f}"
             f" | {self.share(LEVEL_NVLINK):.1f}"
             f" | {self.share(LEVEL_NUMA):.1f} | {self.share(LEVEL_SPREAD):.1f}"
             f" | {self.fragmentation_pod_minutes} | {self.fragmentation_8gpu_pod_minutes}"
@@ -217,13 +227,35 @@ def can_host(layout: NodeGpuLayout, count: int) -> bool:
     return max(sizes.values(), default=0) >= count
 
 
-def aligned_set_exists(states: dict[str, NodeGpuState], count: int) -> bool:
-    """Whether any node has `count` free GPUs in one NVLink domain and one NUMA node."""
-    for state in states.values():
+def aligned_set_exists(
+    states: dict[str, NodeGpuState], count: int, held: frozenset[str] = frozenset()
+) -> bool:
+    """Whether any node but `held` has `count` free GPUs in one NVLink domain and one NUMA
+    node."""
+    for name, state in states.items():
+        if name in held:
+            continue
         choice = preferred_allocation(state.free_gpus(), count)
         if choice is not None and choice.level == LEVEL_ALIGNED:
             return True
     return False
+
+
+def nominations(pods: list[client.V1Pod]) -> dict[str, str]:
+    """Node -> pending pod nominated to it (a preemption's or a reservation's hold)."""
+    return {
+        p.status.nominated_node_name: p.metadata.name
+        for p in pods
+        if not p.spec.node_name and p.status is not None and p.status.nominated_node_name
+    }
+
+
+def held_nodes(before: dict[str, str], after: dict[str, str], pod: str) -> frozenset[str]:
+    """Nodes held for another pod of equal priority in the window in which `pod` was bound
+    (nominated in the poll before or the poll that saw the bind; a hold made in that window is
+    not seen by the poll before): a scheduler with kube-scheduler's nominated-pod semantics
+    keeps their free GPUs for that pod."""
+    return frozenset(node for node, owner in (before | after).items() if owner != pod)
 
 
 def bind_order(pod: client.V1Pod, first_seen: dict[str, int]) -> tuple[int, Any, Any]:
@@ -250,7 +282,9 @@ def run_trace(
     on_node: dict[str, dict[str, Pod]] = {name: {} for name in layouts}
     ends: dict[str, int] = {}
     placed: dict[str, str] = {}
+    nominated_by_poll: list[dict[str, str]] = [{}]  # index 0: before the first poll
     for step in range(STEPS + 6):
+        step_polls = len(nominated_by_poll) - 1  # first_seen counts from this step's polls
         # The step's completions end together: one deletecollection, not a loop of deletes
         # between which the scheduler would already place pods into the first freed GPUs.
         if step in ends.values():
@@ -275,6 +309,7 @@ def run_trace(
         while True:
             pods = core.list_namespaced_pod(namespace).items
             live = [p for p in pods if p.metadata.deletion_timestamp is None]
+            nominated_by_poll.append(nominations(live))
             for p in live:
                 if p.spec.node_name and p.metadata.name not in placed:
                     first_seen.setdefault(p.metadata.name, polls)
@@ -287,7 +322,10 @@ def run_trace(
         for item in newly_bound:
             name = item.metadata.name
             trace_pod = by_name[name]
-            possible = trace_pod.gpus > 1 and aligned_set_exists(states, trace_pod.gpus)
+            seen_at = step_polls + first_seen[name] + 1
+            held = held_nodes(nominated_by_poll[seen_at - 1], nominated_by_poll[seen_at], name)
+            possible_anywhere = trace_pod.gpus > 1 and aligned_set_exists(states, trace_pod.gpus)
+            possible = trace_pod.gpus > 1 and aligned_set_exists(states, trace_pod.gpus, held)
             placed[name] = item.spec.node_name
             ends[name] = step + trace_pod.lifetime
             core.patch_namespaced_pod(
@@ -305,6 +343,15 @@ def run_trace(
                 if possible:
                     outcome.aligned_possible += 1
                     outcome.aligned_when_possible += level == LEVEL_ALIGNED
+                if possible_anywhere:
+                    outcome.aligned_possible_ignoring_holds += 1
+                    outcome.aligned_when_possible_ignoring_holds += level == LEVEL_ALIGNED
+                    if level != LEVEL_ALIGNED:
+                        outcome.unaligned_notes.append(
+                            f"step {step}: {name} ({trace_pod.gpus} GPUs) on "
+                            f"{item.spec.node_name.removeprefix('pq-')}, held then: "
+                            + (", ".join(sorted(n.removeprefix("pq-") for n in held)) or "-")
+                        )
         free_total = sum(len(state.free_gpus()) for state in states.values())
         for item in live:
             if not item.spec.node_name:
@@ -414,4 +461,6 @@ def test_placement_quality(
     for outcome in rows:
         print(f"\n{outcome.scheduler}: 8-GPU nodes while an 8-GPU pod waited (GPUs per pod)")
         print("\n".join(f"  {line}" for line in outcome.big_nodes_held_by) or "  (never)")
+        print(f"{outcome.scheduler}: unaligned although an aligned set was free somewhere")
+        print("\n".join(f"  {line}" for line in outcome.unaligned_notes) or "  (none)")
     assert all(outcome.bound > 0 for outcome in rows)

@@ -201,13 +201,15 @@ def pod_scheduled_condition(pod: JsonDict) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def running_runtime(plane: ControlPlane, **config_fields: Any) -> Iterator[SchedulerRuntime]:
+def running_runtime(
+    plane: ControlPlane, framework: CoreFramework | None = None, **config_fields: Any
+) -> Iterator[SchedulerRuntime]:
     """The scheduler runtime acting as its ServiceAccount (the manifests' RBAC), watches synced,
-    no lease and no metrics server (``config_fields`` override RuntimeConfig's other fields);
-    stopped afterwards."""
+    no lease and no metrics server (``config_fields`` override RuntimeConfig's other fields;
+    ``framework`` defaults to the default profile's); stopped afterwards."""
     with scheduler_rbac(plane):
         config = RuntimeConfig(lease=None, metrics_address=None, **config_fields)
-        runtime = SchedulerRuntime(service_account_api(plane), CoreFramework(), config)
+        runtime = SchedulerRuntime(service_account_api(plane), framework or CoreFramework(), config)
         runtime.start()
         try:
             assert runtime.wait_synced(30), "runtime watches never synced"
