@@ -11,12 +11,17 @@ kube-scheduler runs with its default plugins, leader election off, and client QP
 to 5000 so its 50 QPS default rate limit does not decide the result; gputopo-scheduler runs with
 leader election off and its defaults. Both bind to the same nodes, emptied in between.
 
+Also reported: ``cpu_s``, the scheduler process's CPU seconds (user + system, from /proc) when
+the last pod was bound. GPUTOPO_BENCH_ROUNDS (default 1) alternates the two schedulers that
+many times on the same control plane: on a shared machine one pair of runs is noise.
+
 Run: ``make bench BENCH_ARGS="-k e2e -s"``; scale with GPUTOPO_BENCH_NODES / GPUTOPO_BENCH_PODS.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -37,6 +42,8 @@ from tests.integration.scheduler_env import GPU, REPO, eventually, gpu_node, gpu
 pytestmark = pytest.mark.bench
 
 NODES = int(os.environ.get("GPUTOPO_BENCH_NODES", "200"))
+ROUNDS = int(os.environ.get("GPUTOPO_BENCH_ROUNDS", "1"))
+_ROUND = itertools.count()  # a fresh namespace per run: the last one may still be terminating
 PODS = int(os.environ.get("GPUTOPO_BENCH_PODS", "1000"))
 KUBE_NAME = "bench-kube-scheduler"
 GPUTOPO_NAME = "bench-gputopo-scheduler"
@@ -194,7 +201,7 @@ def _namespace(plane: ControlPlane, name: str) -> Iterator[str]:
 def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
     api = KubeApi(plane.admin)
     name = KUBE_NAME if which == "kube-scheduler" else GPUTOPO_NAME
-    with _namespace(plane, f"bench-{which}") as namespace:
+    with _namespace(plane, f"bench-{which}-{next(_ROUND)}") as namespace:
         _create_pods(api, namespace, name)
         watch = BindWatch(api, namespace)
         spawned = time.monotonic()
@@ -210,6 +217,7 @@ def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
                 f"{which} bound {watch.count()}/{PODS}; watch errors {watch.errors[-3:]}; "
                 f"log: {process.log_tail()}"
             )
+            cpu_s = _cpu_seconds(process.pid)
         finally:
             watch.stop()
             process.stop(grace=20)
@@ -225,7 +233,14 @@ def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
             "steady_pods_per_s": round((len(times) - 1) / (last - first), 1),
             "end_to_end_pods_per_s": round(len(times) / (last - spawned), 1),
             "max_gpus_on_one_node": max(gpus.values()),
+            "cpu_s": cpu_s,
         }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (fields 14 and 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
 
 def _gpus_per_node(api: KubeApi, namespace: str) -> dict[str, int]:
@@ -263,8 +278,9 @@ def test_e2e_scheduler_throughput(
     try:
 
         def run_both() -> None:
-            for which in ("kube-scheduler", "gputopo-scheduler"):
-                results.append(_measure(control_plane, tmp_path, which))
+            for _ in range(ROUNDS):
+                for which in ("kube-scheduler", "gputopo-scheduler"):
+                    results.append(_measure(control_plane, tmp_path, which))
 
         benchmark.pedantic(run_both, rounds=1, iterations=1)
     finally:
@@ -274,6 +290,6 @@ def test_e2e_scheduler_throughput(
     for result in results:
         print(json.dumps(result))
     benchmark.extra_info["results"] = results
-    assert len(results) == 2
+    assert len(results) == 2 * ROUNDS
     assert all(result["pods"] == PODS for result in results)
     assert all(result["max_gpus_on_one_node"] <= 8 for result in results), "overcommit"
