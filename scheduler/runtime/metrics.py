@@ -30,6 +30,7 @@ class RuntimeState:
     leader: bool
     assumed_pods: int
     nodes: int
+    reserved_nodes: int = 0
 
 
 class RuntimeCollector(Collector):
@@ -62,6 +63,11 @@ class RuntimeCollector(Collector):
             "gputopo_scheduler_cache_nodes",
             "Nodes in the scheduler's cluster cache.",
             value=state.nodes,
+        )
+        yield GaugeMetricFamily(
+            "gputopo_scheduler_reserved_nodes",
+            "Nodes held now for a waiting large GPU pod (GPU reservations).",
+            value=state.reserved_nodes,
         )
 
 
@@ -118,6 +124,15 @@ class SchedulerMetrics:
         )
         for outcome in ("held", "unschedulable", "refused", "backing_off"):
             self.gang_cycles.labels(outcome)
+        self.reservations = Counter(
+            "gputopo_scheduler_reservations",
+            "GPU reservations by event: made (a node newly held for a waiting large GPU pod), "
+            "expired (its time ran out before the pod fit; the nomination is cleared).",
+            ["event"],
+            registry=self.registry,
+        )
+        for event in ("made", "expired"):
+            self.reservations.labels(event)
         self.registry.register(RuntimeCollector(read_state))
 
     def render(self) -> bytes:

@@ -277,6 +277,7 @@ class SchedulerRuntime:
             leader=self.is_leader(),
             assumed_pods=self.cache.assumed_count(),
             nodes=self.cache.node_count(),
+            reserved_nodes=len(self._reservations.held()) if self._reservations is not None else 0,
         )
 
     def _watch_error(self, kind: str, _: Exception) -> None:
@@ -547,8 +548,10 @@ class SchedulerRuntime:
                 if other_key != key and (other := self._pending.get(other_key)) is not None
             }
         with self.cache.lock:
+            before = self._reservations.node_of(key)
             node = self._reservations.reserve(pod, taken)
-        if node is not None and _nominated_node(pod) != node:
+        if node is not None and node != before:
+            self.metrics.reservations.labels("made").inc()
             log.info("node reserved", extra={"pod": key, "node": node})
         return node
 
@@ -558,6 +561,7 @@ class SchedulerRuntime:
             return
         for key, node in self._reservations.expire(lambda k: self._still_pending(k) is not None):
             log.info("reservation expired", extra={"pod": key, "node": node})
+            self.metrics.reservations.labels("expired").inc()
             pod = self._still_pending(key)
             if pod is not None and _nominated_node(pod) == node:
                 self._binds.submit(self._set_nominated_node, pod, None)

@@ -125,6 +125,9 @@ def test_waiting_8_gpu_pod_holds_a_node_small_pods_go_elsewhere_and_it_binds_the
     assert message.startswith("0/2 nodes are available: 2 Insufficient nvidia.com/gpu.")
     assert message.endswith(RESERVED), message
     eventually(lambda: _nominated(cluster, namespace, "big") == "resv-big", 30, "big nominated")
+    metrics = runtime.metrics.render().decode()
+    assert 'gputopo_scheduler_reservations_total{event="made"} 1.0' in metrics
+    assert "gputopo_scheduler_reserved_nodes 1.0" in metrics
 
     # 1-GPU pods keep arriving: they fill resv-other, never resv-big's four free GPUs.
     for i in range(4):
@@ -160,9 +163,12 @@ def test_an_expired_reservation_clears_the_nomination(
     cluster: Cluster, namespace: str, control_plane: ControlPlane
 ) -> None:
     profile = dataclasses.replace(default_profile(), reservation_ttl_s=2)
-    with running_runtime(control_plane, framework=CoreFramework(profile)):
+    with running_runtime(control_plane, framework=CoreFramework(profile)) as runtime:
         _setup(cluster, namespace)
         cluster.create_pod(namespace, gpu_pod("big", 8))
         eventually(lambda: _nominated(cluster, namespace, "big") == "resv-big", 30, "nominated")
         eventually(lambda: _nominated(cluster, namespace, "big") == "", 30, "nomination cleared")
         assert cluster.node_of(namespace, "big") == ""
+        metrics = runtime.metrics.render().decode()
+        assert 'gputopo_scheduler_reservations_total{event="expired"} 1.0' in metrics
+        assert "gputopo_scheduler_reserved_nodes 0.0" in metrics
