@@ -136,6 +136,11 @@ def add_run_parser(subparsers: Any) -> None:
         help="seconds between cycles without --once (default 60)",
     )
     parser.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster)")
+    parser.add_argument(
+        "--context",
+        metavar="NAME",
+        help="kubeconfig context (default: its current-context; ignored in-cluster)",
+    )
     parser.add_argument("--publish-nrt", action="store_true", help="also apply the NRT object")
     parser.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
     parser.add_argument("--prune", action="store_true", help="remove everything gputopo owns")
@@ -145,13 +150,13 @@ def add_run_parser(subparsers: Any) -> None:
     parser.set_defaults(handler=run_run)
 
 
-def _api_client(kubeconfig: str | None) -> KubeClient:
+def _api_client(kubeconfig: str | None, context: str | None = None) -> KubeClient:
     """The agent's own small REST client (:mod:`agent.kubeapi`), not the ``kubernetes``
     package: importing that costs about 30 MiB on every node."""
     from agent.kubeapi import KubeConfigError, client_from_config
 
     try:
-        return client_from_config(kubeconfig)
+        return client_from_config(kubeconfig, context=context)
     except KubeConfigError as error:
         if kubeconfig:
             raise _cli().CliError(f"--kubeconfig {kubeconfig!r}: {error.detail}") from None
@@ -179,7 +184,7 @@ def run_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from agent.nrt import NrtPublisher
 
-    api = _api_client(args.kubeconfig)
+    api = _api_client(args.kubeconfig, args.context)
     publisher = Publisher(api, node_name, options)
     nrt = NrtPublisher(api, node_name) if args.publish_nrt else None
 

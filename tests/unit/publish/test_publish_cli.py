@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from agent.cli import main
 
@@ -43,4 +46,26 @@ def test_unreadable_kubeconfig_is_a_one_line_error(capsys: pytest.CaptureFixture
     )
     assert status == 2
     assert err.startswith("gputopo-agent: error: --kubeconfig '/nonexistent/kubeconfig':")
+    assert err.count("\n") == 1
+
+
+def test_an_unknown_kubeconfig_context_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "main", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "main",
+            }
+        )
+    )
+    argv = ["run", "--once", "--node-name", "n1", "--kubeconfig", str(kubeconfig)]
+    status, _, err = run([*argv, "--context", "staging"], capsys)
+    assert status == 2
+    assert err.startswith(f"gputopo-agent: error: --kubeconfig '{kubeconfig}':")
+    assert "staging" in err
     assert err.count("\n") == 1
