@@ -15,12 +15,12 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from scheduler.gang import PHASE_PENDING, PODGROUP_API, group_status
 from scheduler.runtime.events import EventRecorder
 from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
+from scheduler.runtime.workers import WorkerPool
 
 log = logging.getLogger("gputopo.scheduler.podgroups")
 
@@ -55,7 +55,7 @@ class PodGroupStatusWriter:
         self._dirty: set[str] = set()
         self._problems: dict[str, tuple[str, str]] = {}  # group -> (reason, message)
         self._written: dict[str, JsonDict] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="podgroup-status")
+        self._pool = WorkerPool("podgroup-status", 1)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
