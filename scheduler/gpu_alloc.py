@@ -402,6 +402,11 @@ class GpuAllocator:
         self._seen_gpus: IntArray = np.zeros(0, dtype=np.int64)
         self._seen_migs: IntArray = np.zeros(0, dtype=np.int64)
         self._nrt_until: npt.NDArray[np.float64] = np.zeros(0)
+        # Slots already refreshed against this snapshot generation (a cycle refreshes in its
+        # filter and again in its score; the second is then free), valid until _fresh_until.
+        self._fresh: npt.NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
+        self._fresh_generation = -1
+        self._fresh_until = math.inf
         self.free_total: IntArray = np.zeros(0, dtype=np.int64)
         self.aligned_free: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.aligned_domain_free: IntArray = np.zeros((0, 1), dtype=np.int64)
@@ -433,6 +438,7 @@ class GpuAllocator:
         slot = self.snapshot.slot_of(name)
         if slot is not None and slot < self._capacity:
             self._seen_nodes[slot] = None
+            self._fresh[slot] = False
 
     def fresh_nrt(self, name: str, state: NodeGpuState, now: float) -> NrtReport | None:
         report = self.nrt.get(name)
@@ -454,6 +460,7 @@ class GpuAllocator:
         self._seen_gpus = np.concatenate([self._seen_gpus, pad])
         self._seen_migs = np.concatenate([self._seen_migs, pad])
         self._nrt_until = np.concatenate([self._nrt_until, np.full(extra, math.inf)])
+        self._fresh = np.concatenate([self._fresh, np.zeros(extra, dtype=np.bool_)])
         self.free_total = np.concatenate([self.free_total, np.zeros(extra, dtype=np.int64)])
         self.sla = np.concatenate([self.sla, np.zeros(extra, dtype=np.int64)])
         filler = np.full((extra, self._width), -1, dtype=np.int64)
@@ -492,6 +499,14 @@ class GpuAllocator:
         if not len(slots):
             return
         now = self.clock()
+        if snapshot.generation != self._fresh_generation or now >= self._fresh_until:
+            self._fresh[:] = False
+            self._fresh_generation = snapshot.generation
+            self._fresh_until = math.inf
+        else:
+            slots = slots[~self._fresh[slots]]
+            if not len(slots):
+                return
         _, gpu_requested = snapshot.resource_arrays(GPU_RESOURCE)
         mig_requested = self._mig_requested()
         changed = (
@@ -510,6 +525,8 @@ class GpuAllocator:
         self._seen_pods[slots] = snapshot.pod_count[slots]
         self._seen_gpus[slots] = gpu_requested[slots]
         self._seen_migs[slots] = mig_requested[slots]
+        self._fresh[slots] = True
+        self._fresh_until = min(self._fresh_until, float(self._nrt_until[slots].min()))
 
     def _update(self, slot: int, now: float) -> None:
         node = self.snapshot.nodes[slot]

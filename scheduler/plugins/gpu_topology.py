@@ -156,13 +156,22 @@ def filter_nodes(pod: Pod, snapshot: ClusterSnapshot, candidates: IntArray) -> C
     return codes
 
 
+def _step_table(values: tuple[int, int, int, int, int]) -> IntArray:
+    """Lookup table for `_steps`: index = leftover clipped to 0..8."""
+    return np.array([*values[:4], values[4], values[4], values[4], values[4], 0], dtype=np.int64)
+
+
+_STEP_TABLES: Final = {
+    points: _step_table(points) for points in (SIZE_POINTS, FIT_POINTS, PACK_POINTS)
+}
+
+
 def _steps(leftover: IntArray, values: tuple[int, int, int, int, int]) -> IntArray:
-    """`values` for 0, 1, 2, 3 and 4-7 GPUs left over; 0 for more."""
-    tier: IntArray = np.select(
-        [leftover <= 0, leftover == 1, leftover == 2, leftover == 3, leftover < 8],
-        list(values),
-        0,
-    )
+    """`values` for 0 (or fewer), 1, 2, 3 and 4-7 GPUs left over; 0 for 8 or more."""
+    table = _STEP_TABLES.get(values)
+    if table is None:
+        table = _step_table(values)
+    tier: IntArray = table[np.clip(leftover, 0, 8)]
     return tier
 
 

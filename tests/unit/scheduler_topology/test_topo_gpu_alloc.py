@@ -234,3 +234,28 @@ def test_mig_devices_are_bookkept_per_profile() -> None:
     assert len(state.free_migs("nvidia.com/mig-3g.40gb")) == 1
     # The MIG-enabled GPU 0 is not a whole GPU.
     assert [g.index for g in state.free_gpus()] == [1]
+
+
+def test_refresh_recomputes_only_what_changed_since_the_last_refresh(monkeypatch: Any) -> None:
+    snapshot = ClusterSnapshot()
+    snapshot.add_node(gpu_node("a", NVSWITCH_8))
+    snapshot.add_node(gpu_node("b", NVSWITCH_8))
+    allocator = GpuAllocator(snapshot)
+    updates: list[int] = []
+    real_update = allocator._update
+    monkeypatch.setattr(
+        allocator, "_update", lambda slot, now: (updates.append(slot), real_update(slot, now))
+    )
+    both = np.array([0, 1])
+    allocator.refresh(both)
+    assert sorted(updates) == [0, 1]
+    allocator.refresh(both)  # a cycle's score after its filter: nothing changed
+    allocator.refresh(np.array([1]))
+    assert sorted(updates) == [0, 1]
+    snapshot.add_pod(gpu_pod("p", 2, node_name="b"))
+    allocator.refresh(both)
+    assert sorted(updates) == [0, 1, 1]
+    assert allocator.free_total[1] == 6
+    snapshot.update_node(gpu_node("a", NVSWITCH_8, labels={"x": "y"}))  # a new Node object
+    allocator.refresh(both)
+    assert sorted(updates) == [0, 0, 1, 1]
