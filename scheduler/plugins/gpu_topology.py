@@ -171,7 +171,7 @@ def _steps(leftover: IntArray, values: tuple[int, int, int, int, int]) -> IntArr
     table = _STEP_TABLES.get(values)
     if table is None:
         table = _step_table(values)
-    tier: IntArray = table[np.clip(leftover, 0, 8)]
+    tier: IntArray = table[np.minimum(np.maximum(leftover, 0), 8)]
     return tier
 
 
