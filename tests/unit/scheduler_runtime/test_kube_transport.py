@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes.client
 import pytest
 
-from scheduler.runtime.kube import KubeApi, KubeApiError
+from scheduler.runtime.kube import CachedAuthorization, KubeApi, KubeApiError
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -131,3 +131,49 @@ def test_a_configuration_with_a_proxy_uses_the_client_transport() -> None:
     configuration.proxy = "http://proxy.example:3128"
     api = KubeApi(kubernetes.client.ApiClient(configuration))
     assert api._transport() is None
+
+
+class _RotatingToken:
+    """A refresh hook like the in-cluster one: it puts the current token file's value in."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.calls = 0
+
+    def __call__(self, configuration: Any) -> None:
+        self.calls += 1
+        configuration.api_key = {"authorization": self.token}
+
+
+def _configuration_with_hook(hook: _RotatingToken, host: str) -> Any:
+    configuration: Any = kubernetes.client.Configuration()
+    configuration.host = host
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+    configuration.refresh_api_key_hook = hook
+    hook(configuration)
+    return configuration
+
+
+def test_a_rotated_token_is_sent_once_the_authorization_ttl_has_passed() -> None:
+    hook = _RotatingToken("first")
+    now = [100.0]
+    authorization = CachedAuthorization(
+        _configuration_with_hook(hook, "http://127.0.0.1:1"), ttl_s=1.0, clock=lambda: now[0]
+    )
+    assert authorization() == "Bearer first"
+    hook.token = "second"  # the kubelet rotated the bound token
+    now[0] += 0.5
+    assert authorization() == "Bearer first"
+    now[0] += 0.6
+    assert authorization() == "Bearer second"
+
+
+def test_the_refresh_hook_is_not_run_for_every_request(server: _Server) -> None:
+    hook = _RotatingToken("s3cret")
+    configuration = _configuration_with_hook(hook, f"http://127.0.0.1:{server.server_address[1]}")
+    api = KubeApi(kubernetes.client.ApiClient(configuration))
+    hook.calls = 0
+    for _ in range(20):
+        api.request("GET", "/api/v1/nodes")
+    assert hook.calls <= 2  # once, or twice if the 1 s TTL lapsed mid-loop
+    assert all(headers["Authorization"] == "Bearer s3cret" for _, _, headers in server.seen)
