@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -12,6 +13,7 @@ import kubernetes.client
 import pytest
 
 from scheduler.runtime.kube import CachedAuthorization, KubeApi, KubeApiError
+from tests.unit.runtime.scripted_http import CHUNKED_HEAD, ScriptedServer, answer, chunked, pieces
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -177,3 +179,66 @@ def test_the_refresh_hook_is_not_run_for_every_request(server: _Server) -> None:
         api.request("GET", "/api/v1/nodes")
     assert hook.calls <= 2  # once, or twice if the 1 s TTL lapsed mid-loop
     assert all(headers["Authorization"] == "Bearer s3cret" for _, _, headers in server.seen)
+
+
+@pytest.fixture()
+def scripted() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+def _scripted_api(server: ScriptedServer) -> KubeApi:
+    configuration = kubernetes.client.Configuration()
+    configuration.host = f"http://127.0.0.1:{server.port}"
+    configuration.api_key = {"authorization": "s3cret"}
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+    return KubeApi(kubernetes.client.ApiClient(configuration))
+
+
+def _event(name: str) -> bytes:
+    return json.dumps({"type": "ADDED", "object": {"metadata": {"name": name}}}).encode() + b"\n"
+
+
+def test_a_watch_line_split_across_chunks_is_one_event(scripted: ScriptedServer) -> None:
+    first, second = _event("a"), _event("b")
+    body = chunked(first[:7], first[7:] + second[:3], second[3:])
+    scripted.replies = [pieces(CHUNKED_HEAD, body[:20], body[20:])]
+    events = list(_scripted_api(scripted).stream_lines("/api/v1/pods", {"watch": True}, 5))
+    assert [e["object"]["metadata"]["name"] for e in events] == ["a", "b"]
+    (request,) = scripted.requests
+    assert request.line == "GET /api/v1/pods?watch=true HTTP/1.1"
+    assert request.headers["authorization"] == "Bearer s3cret"
+
+
+def test_a_watch_the_server_cuts_raises_after_the_events_it_sent(scripted: ScriptedServer) -> None:
+    scripted.replies = [
+        pieces(CHUNKED_HEAD, chunked(_event("a"))[:-5], keep_open=False)  # no last chunk
+    ]
+    received = []
+    with pytest.raises(OSError, match="closed inside a chunked body"):
+        for event in _scripted_api(scripted).stream_lines("/api/v1/pods", {}, 5):
+            received.append(event["object"]["metadata"]["name"])
+    assert received == ["a"]
+
+
+def test_a_watch_refused_with_a_status_raises_it(scripted: ScriptedServer) -> None:
+    gone = b'{"kind":"Status","reason":"Expired","message":"too old","code":410}'
+    scripted.replies = [answer(410, gone)]
+    with pytest.raises(KubeApiError, match="HTTP 410 Expired: too old") as raised:
+        list(_scripted_api(scripted).stream_lines("/api/v1/pods", {}, 5))
+    assert raised.value.status == 410
+
+
+def test_shutdown_through_on_open_ends_a_blocked_watch(scripted: ScriptedServer) -> None:
+    scripted.replies = [pieces(CHUNKED_HEAD + chunked(_event("a"))[:-5], pause_s=30)]
+    opened: list[Any] = []
+    received = []
+    stream = _scripted_api(scripted).stream_lines("/api/v1/pods", {}, 60, on_open=opened.append)
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        for event in stream:
+            received.append(event["object"]["metadata"]["name"])
+            threading.Timer(0.1, opened[0].shutdown).start()  # as Reflector.stop() does
+    assert received == ["a"]
+    assert time.monotonic() - started < 5
