@@ -29,10 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import kubernetes.client
-import kubernetes.config
-
-from agent.kubeapi import HttpConnections
+from agent.kubeapi import ClusterConfig, HttpConnections, KubeConfigError, load_config
 
 JsonDict = dict[str, Any]
 USER_AGENT = "gputopo-scheduler"
@@ -63,11 +60,33 @@ def _status_error(method: str, path: str, status: int, body: bytes) -> KubeApiEr
     return KubeApiError(method, path, status, reason, message)
 
 
+def load_kube_api(kubeconfig: str | None) -> KubeApi:
+    """A KubeApi from --kubeconfig, the in-cluster ServiceAccount, $KUBECONFIG, or ~/.kube.
+
+    Read by the agent's own loader (``agent.kubeapi.load_config``: tokens, token files, client
+    certificates, CAs) where it can, so the common cases never import the official client
+    (about 0.2 s of start-up). Whatever it refuses (exec plugins, auth providers, proxies, basic
+    auth, a $KUBECONFIG list to merge) or cannot read goes to the official client's loaders,
+    whose error is the one reported. Raises ValueError naming the source when none works.
+    """
+    merged = os.pathsep in os.environ.get("KUBECONFIG", "").strip(os.pathsep)
+    if kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST") or not merged:
+        try:
+            return KubeApi.from_cluster_config(load_config(kubeconfig))
+        except KubeConfigError:
+            pass
+    return KubeApi(load_api_client(kubeconfig))
+
+
 def load_api_client(kubeconfig: str | None) -> Any:
     """An ApiClient from --kubeconfig, $KUBECONFIG, the in-cluster ServiceAccount, or ~/.kube.
 
     Raises ValueError naming the source when none works.
     """
+    # Imported here: 0.2 s of start-up that the common configurations never pay.
+    import kubernetes.client
+    import kubernetes.config
+
     configuration = kubernetes.client.Configuration()
     loader: Any = kubernetes.config  # its loaders are untyped
     try:
@@ -133,21 +152,22 @@ AUTHORIZATION_TTL_S = 1.0
 
 
 class CachedAuthorization:
-    """The Authorization header, asked of the configuration at most once per ``ttl_s``.
+    """The Authorization header, fetched at most once per ``ttl_s``.
 
-    Asking runs the client's refresh hook, and through it ``Configuration.host``, which walks
-    the whole environment for proxy variables: about 50 µs of CPU, on every bind and event.
-    The in-cluster hook re-reads a rotated token file only once a minute anyway, so a second
-    more of the old value changes nothing.
+    From an official-client configuration, fetching runs its refresh hook, and through it
+    ``Configuration.host``, which walks the whole environment for proxy variables: about 50 µs
+    of CPU, on every bind and event. From a token file it is a file read. The in-cluster hook
+    re-reads a rotated token file only once a minute anyway, so a second more of the old
+    value changes nothing.
     """
 
     def __init__(
         self,
-        configuration: Any,
+        fetch: Callable[[], str | None],
         ttl_s: float = AUTHORIZATION_TTL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._configuration = configuration
+        self._fetch = fetch
         self._ttl_s = ttl_s
         self._clock = clock
         self._cached: tuple[str | None, float] = (None, -float("inf"))
@@ -157,7 +177,7 @@ class CachedAuthorization:
         value, expires = self._cached
         if now < expires:
             return value
-        value = _authorization(self._configuration)
+        value = self._fetch()
         self._cached = (value, now + self._ttl_s)  # one tuple: threads see old or new, whole
         return value
 
@@ -199,13 +219,41 @@ class KubeApi:
     _lean_checked: bool = field(default=False, init=False, repr=False)
     _lean_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
+    @classmethod
+    def from_cluster_config(
+        cls,
+        config: ClusterConfig,
+        *,
+        request_timeout_s: float = 30.0,
+        authorization_ttl_s: float = AUTHORIZATION_TTL_S,
+    ) -> KubeApi:
+        """Requests and watches over the lean transport only, without the official client."""
+        api = cls(api_client=None, request_timeout_s=request_timeout_s)
+        https = urllib.parse.urlsplit(config.server).scheme == "https"
+        api._lean = HttpConnections(
+            config.server,
+            ssl_context=config.ssl_context() if https else None,
+            tls_server_name=config.tls_server_name,
+        )
+
+        def bearer() -> str | None:
+            token = config.bearer_token()  # a token file is re-read: bound tokens rotate
+            return f"Bearer {token}" if token else None
+
+        api._authorization = CachedAuthorization(bearer, authorization_ttl_s)
+        api._lean_checked = True
+        return api
+
     def _transport(self) -> HttpConnections | None:
         if not self._lean_checked:
             with self._lean_lock:
                 if not self._lean_checked:
                     self._lean = _lean_transport(self.api_client)
                     if self._lean is not None:
-                        self._authorization = CachedAuthorization(self.api_client.configuration)
+                        configuration = self.api_client.configuration
+                        self._authorization = CachedAuthorization(
+                            lambda: _authorization(configuration)
+                        )
                     self._lean_checked = True
         return self._lean
 

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import kubernetes.client
 import pytest
+import yaml
 
-from scheduler.runtime.kube import CachedAuthorization, KubeApi, KubeApiError
+from agent.kubeapi import load_config
+from scheduler.runtime.kube import (
+    CachedAuthorization,
+    KubeApi,
+    KubeApiError,
+    _authorization,
+    load_kube_api,
+)
 from tests.unit.runtime.scripted_http import CHUNKED_HEAD, ScriptedServer, answer, chunked, pieces
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -159,8 +172,9 @@ def _configuration_with_hook(hook: _RotatingToken, host: str) -> Any:
 def test_a_rotated_token_is_sent_once_the_authorization_ttl_has_passed() -> None:
     hook = _RotatingToken("first")
     now = [100.0]
+    configuration = _configuration_with_hook(hook, "http://127.0.0.1:1")
     authorization = CachedAuthorization(
-        _configuration_with_hook(hook, "http://127.0.0.1:1"), ttl_s=1.0, clock=lambda: now[0]
+        lambda: _authorization(configuration), ttl_s=1.0, clock=lambda: now[0]
     )
     assert authorization() == "Bearer first"
     hook.token = "second"  # the kubelet rotated the bound token
@@ -242,3 +256,61 @@ def test_shutdown_through_on_open_ends_a_blocked_watch(scripted: ScriptedServer)
             threading.Timer(0.1, opened[0].shutdown).start()  # as Reflector.stop() does
     assert received == ["a"]
     assert time.monotonic() - started < 5
+
+
+def _kubeconfig(path: Path, server: str, user: dict[str, Any]) -> str:
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+def test_a_token_kubeconfig_is_served_without_importing_the_official_client(
+    tmp_path: Path,
+) -> None:
+    path = _kubeconfig(tmp_path / "config", "https://127.0.0.1:1", {"token": "t"})
+    script = f"""
+import sys
+from scheduler.runtime.kube import load_kube_api
+api = load_kube_api({path!r})
+assert api._transport() is not None
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("kubernetes", "urllib3"))
+assert not loaded, loaded
+"""
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_a_rotated_token_file_is_sent_after_the_ttl(
+    scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("one\n")
+    config = load_config(
+        _kubeconfig(
+            tmp_path / "config", f"http://127.0.0.1:{scripted.port}", {"tokenFile": str(token_file)}
+        )
+    )
+    api = KubeApi.from_cluster_config(config, authorization_ttl_s=0.0)
+    api.request("GET", "/api/v1/nodes")
+    token_file.write_text("two\n")
+    api.request("GET", "/api/v1/nodes")
+    assert [r.headers["authorization"] for r in scripted.requests] == ["Bearer one", "Bearer two"]
+
+
+def test_an_exec_plugin_kubeconfig_falls_back_to_the_official_client(tmp_path: Path) -> None:
+    exec_user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "true"}}
+    path = _kubeconfig(tmp_path / "config", "https://127.0.0.1:1", exec_user)
+    api = load_kube_api(path)
+    assert isinstance(api.api_client, kubernetes.client.ApiClient)
+
+
+def test_an_unreadable_kubeconfig_keeps_the_one_line_error() -> None:
+    with pytest.raises(ValueError, match=r"^kubeconfig '/nonexistent/kubeconfig': cannot load"):
+        load_kube_api("/nonexistent/kubeconfig")
