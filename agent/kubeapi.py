@@ -1,10 +1,11 @@
-"""A small Kubernetes REST client: the few calls the agent makes, over HTTP/1.1 on `ssl` sockets.
+"""A small Kubernetes REST client: the agent's few calls, over HTTP/1.1 on ``ssl`` sockets.
 
 Why not the official ``kubernetes`` package: importing it costs the agent about 30 MiB of
 resident memory (its generated models, ``urllib3``, ``requests``, ``oauthlib``), on every GPU
 node, for a handful of calls. The agent reads and patches its own Node and gets, applies and
-deletes its NodeResourceTopology; that is all this module does. The scheduler keeps the
-official client.
+deletes its NodeResourceTopology; that is all this module does. The scheduler sends its
+requests and watches through the same transport (:class:`HttpConnections`) and reads its
+configuration with :func:`load_config` where it can, keeping the official client for the rest.
 
 Method names and keyword arguments are those of ``kubernetes.client.CoreV1Api`` and
 ``CustomObjectsApi`` (``read_node``, ``patch_node``, ``get_cluster_custom_object``, ...), so the
