@@ -1,20 +1,20 @@
-"""A thin JSON-dict layer over the API server, configured by the official client.
+"""A thin JSON-dict layer over the API server.
 
-The runtime works on Kubernetes JSON dicts (the scheduler core's currency). The official
-client's ``Configuration`` (kubeconfig, in-cluster ServiceAccount with token refresh, TLS) says
-where and how to connect, but requests skip its model layer: deserialisation is slow on the hot
-path and the generated models reformat MicroTime fields.
+The runtime works on Kubernetes JSON dicts (the scheduler core's currency). Where and how to
+connect (kubeconfig, in-cluster ServiceAccount with rotating tokens, TLS) is read by the agent's
+loader, ``agent.kubeapi.load_config``, or, for what only it understands, the official client's
+``Configuration``; either way requests skip the official client's model layer: deserialisation
+is slow on the hot path and the generated models reformat MicroTime fields.
 
 One-shot requests (binds, events, status patches: two or three per scheduled pod) go through
 ``agent.kubeapi.HttpConnections``, the agent's pool of kept-alive connections speaking HTTP/1.1
-directly on the TLS socket. Profiled on the end-to-end benchmark, the client's ``call_api`` and
-urllib3 cost about 0.7 ms of CPU per request; ``http.client`` 0.3 ms; the lean exchange with a
-cached Authorization header about 0.14 ms (``reqbench``: a GET against a real API server), CPU
-taken from the scheduling loop under the GIL. Watches
-stream over dedicated connections of the same transport (``HttpConnections.open_stream``:
-chunked decoding here, line splitting in :func:`_json_lines`), since the Pod watch decodes
-about three events per scheduled pod. Configurations the lean path does not speak (an HTTP
-proxy, basic auth) use the ApiClient for everything, watches included.
+directly on the TLS socket. Measured, the client's ``call_api`` and urllib3 cost about 0.7 ms of
+CPU per request, ``http.client`` 0.3 ms, this transport with the Authorization header cached
+for a second 0.12-0.16 ms (``reqbench``: GETs and Event POSTs against a real API server): CPU
+taken from the scheduling loop under the GIL. Watches stream over dedicated connections of the
+same transport (``HttpConnections.open_stream``; lines split in :func:`_json_lines`): the Pod
+watch carries about three events per scheduled pod. Configurations the lean path does not speak
+(an HTTP proxy, basic auth) use the official ApiClient for everything, watches included.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def load_kube_api(kubeconfig: str | None) -> KubeApi:
 
     Read by the agent's own loader (``agent.kubeapi.load_config``: tokens, token files, client
     certificates, CAs) where it can, so the common cases never import the official client
-    (about 0.2 s of start-up). Whatever it refuses (exec plugins, auth providers, proxies, basic
+    (about 0.1 s of start-up). Whatever it refuses (exec plugins, auth providers, proxies, basic
     auth, a $KUBECONFIG list to merge) or cannot read goes to the official client's loaders,
     whose error is the one reported. Raises ValueError naming the source when none works.
     """
@@ -83,7 +83,7 @@ def load_api_client(kubeconfig: str | None) -> Any:
 
     Raises ValueError naming the source when none works.
     """
-    # Imported here: 0.2 s of start-up that the common configurations never pay.
+    # Imported here: start-up time that the common configurations never pay.
     import kubernetes.client
     import kubernetes.config
 
@@ -210,7 +210,8 @@ def _json_lines(chunks: Iterable[bytes]) -> Iterator[JsonDict]:
 
 @dataclass
 class KubeApi:
-    """JSON requests against one API server, configured by an official-client ApiClient."""
+    """JSON requests against one API server, configured by an official-client ApiClient or,
+    without one, by :meth:`from_cluster_config`."""
 
     api_client: Any
     request_timeout_s: float = 30.0
