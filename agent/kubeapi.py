@@ -1,10 +1,11 @@
-"""A small Kubernetes REST client: the few calls the agent makes, over ``http.client`` + ``ssl``.
+"""A small Kubernetes REST client: the agent's few calls, over HTTP/1.1 on ``ssl`` sockets.
 
 Why not the official ``kubernetes`` package: importing it costs the agent about 30 MiB of
 resident memory (its generated models, ``urllib3``, ``requests``, ``oauthlib``), on every GPU
 node, for a handful of calls. The agent reads and patches its own Node and gets, applies and
-deletes its NodeResourceTopology; that is all this module does. The scheduler keeps the
-official client.
+deletes its NodeResourceTopology; that is all this module does. The scheduler sends its
+requests and watches through the same transport (:class:`HttpConnections`) and reads its
+configuration with :func:`load_config` where it can, keeping the official client for the rest.
 
 Method names and keyword arguments are those of ``kubernetes.client.CoreV1Api`` and
 ``CustomObjectsApi`` (``read_node``, ``patch_node``, ``get_cluster_custom_object``, ...), so the
@@ -26,17 +27,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import http.client
+import contextlib
+import io
 import json
 import os
 import queue
+import socket
 import ssl
 import tempfile
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import yaml
 
@@ -317,11 +320,17 @@ def _one_line(error: BaseException) -> str:
 
 
 class HttpConnections:
-    """Kept-alive HTTP(S) connections to one API server, shared by any number of threads.
+    """Kept-alive HTTP/1.1 connections to one API server, shared by any number of threads.
 
     A LIFO pool: a thread takes an idle connection (or opens one), sends one request, reads
     the whole answer and puts the connection back. The agent uses one at a time; the
-    scheduler's bind and event workers use many (``scheduler/runtime/kube.py``).
+    scheduler's bind and event workers use many (``scheduler/runtime/kube.py``), and its
+    watches each take a dedicated connection of their own (:meth:`open_stream`).
+
+    HTTP/1.1 is spoken directly on the (TLS) socket rather than through ``http.client``:
+    one ``sendall`` per request and a status line and a few headers parsed from a buffered
+    reader, without the ``email`` package's header parser. Measured on a real API server
+    that halves the transport's CPU per request (the scheduler makes two per pod).
     """
 
     def __init__(
@@ -340,11 +349,13 @@ class HttpConnections:
         self.server = server
         self.timeout_s = timeout_s
         self._host = url.hostname
-        self._port = url.port
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._host_header = url.netloc.rpartition("@")[2]
+        self._origin = f"{url.scheme}://{self._host_header}"  # errors name origin + target
         self._base_path = url.path.rstrip("/")
         self._ssl = ssl_context if url.scheme == "https" else None
         self._tls_server_name = tls_server_name
-        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue()
+        self._idle: queue.LifoQueue[_Connection] = queue.LifoQueue()
 
     def close(self) -> None:
         while True:
@@ -353,16 +364,32 @@ class HttpConnections:
             except queue.Empty:
                 return
 
-    def _connect(self, timeout_s: float) -> http.client.HTTPConnection:
-        if self._ssl is not None:
-            return _HTTPSConnection(
-                self._host,
-                self._port,
-                timeout=timeout_s,
-                context=self._ssl,
-                server_hostname=self._tls_server_name,
-            )
-        return http.client.HTTPConnection(self._host, self._port, timeout=timeout_s)
+    def _connect(self, timeout_s: float) -> _Connection:
+        sock = socket.create_connection((self._host, self._port), timeout_s)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl is not None:
+                sock = self._ssl.wrap_socket(
+                    sock, server_hostname=self._tls_server_name or self._host
+                )
+        except BaseException:
+            sock.close()
+            raise
+        return _Connection(sock)
+
+    def _request_bytes(
+        self, method: str, target: str, payload: bytes | None, headers: Mapping[str, str]
+    ) -> bytes:
+        lines = [f"{method} {target} HTTP/1.1\r\nHost: {self._host_header}\r\n"]
+        for name, value in headers.items():
+            if "\n" in value or "\r" in value:
+                raise ValueError(f"HTTP header {name}: a value must be one line")
+            lines.append(f"{name}: {value}\r\n")
+        if payload is not None:
+            lines.append(f"Content-Length: {len(payload)}\r\n")
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1")
+        return head + payload if payload else head
 
     def exchange(
         self,
@@ -376,37 +403,235 @@ class HttpConnections:
         (status, reason, body). No answer raises :class:`KubeConnectionError`."""
         timeout = timeout_s or self.timeout_s
         target = self._base_path + target
+        request = self._request_bytes(method, target, payload, headers)
         for attempt in range(2):
+            connection: _Connection | None = None
+            reused = False
+            answered = False
             try:
-                connection = self._idle.get_nowait()
-                reused = True
-            except queue.Empty:
-                connection = self._connect(timeout)
-                reused = False
-            try:
-                if connection.sock is not None:
+                try:
+                    connection = self._idle.get_nowait()
+                    reused = True
                     connection.sock.settimeout(timeout)
-                connection.request(method, target, body=payload, headers=dict(headers))
-                response = connection.getresponse()
-                data = response.read()
-            except (OSError, http.client.HTTPException) as error:
-                connection.close()
+                except queue.Empty:
+                    connection = self._connect(timeout)
+                connection.sock.sendall(request)
+                head = _read_head(connection.reader)
+                answered = True
+                data = _read_body(connection.reader, head, method)
+            except (OSError, HttpProtocolError) as error:
+                if connection is not None:
+                    connection.close()
                 # A kept-alive connection the server (or a load balancer) closed while idle:
-                # nothing was processed, so one fresh attempt is safe.
-                stale = isinstance(
-                    error,
-                    http.client.RemoteDisconnected | BrokenPipeError | ConnectionResetError,
-                )
-                if reused and stale and attempt == 0:
+                # nothing was answered, so nothing was processed and one fresh attempt is safe.
+                stale = isinstance(error, BrokenPipeError | ConnectionResetError | ssl.SSLEOFError)
+                if reused and stale and not answered and attempt == 0:
                     continue
-                where = f"{method} {self.server}{target}"
+                where = f"{method} {self._origin}{target}"
                 raise KubeConnectionError(f"{where}: {type(error).__name__}: {error}") from None
-            if response.will_close:
+            if head.will_close:
                 connection.close()
             else:
                 self._idle.put(connection)
-            return response.status, response.reason, data
+            return head.status, head.reason, data
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def open_stream(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        timeout_s: float,
+        connect_timeout_s: float = 10.0,
+    ) -> HttpStream:
+        """Send one request on a connection of its own and return once the answer's head is
+        read; the body is read as it arrives (a watch). Never pooled: closed when done."""
+        target = self._base_path + target
+        request = self._request_bytes(method, target, None, headers)
+        connection: _Connection | None = None
+        try:
+            connection = self._connect(connect_timeout_s)
+            connection.sock.settimeout(timeout_s)
+            connection.sock.sendall(request)
+            head = _read_head(connection.reader)
+        except (OSError, HttpProtocolError) as error:
+            if connection is not None:
+                connection.close()
+            where = f"{method} {self._origin}{target}"
+            raise KubeConnectionError(f"{where}: {type(error).__name__}: {error}") from None
+        return HttpStream(connection, head, method, f"{method} {self._origin}{target}")
+
+
+class HttpProtocolError(Exception):
+    """An answer that is not the HTTP/1.1 this client reads."""
+
+
+class ServerDisconnected(ConnectionResetError):
+    """The server closed the connection before answering."""
+
+
+_MAX_LINE: Final = 65536
+_MAX_HEADERS: Final = 100
+
+
+class _Connection:
+    """One HTTP/1.1 connection: a socket (TLS-wrapped for https) and a buffered reader on it."""
+
+    __slots__ = ("reader", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = cast(io.BufferedReader, sock.makefile("rb", buffering=65536))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.reader.close()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def interrupt(self) -> None:
+        """End a read blocked in another thread: shut the socket itself down (under any TLS,
+        whose state only the reading thread touches)."""
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+
+@dataclass(frozen=True)
+class _Head:
+    status: int
+    reason: str
+    headers: dict[str, str]  # names lower-cased
+    will_close: bool
+
+
+def _read_head(reader: io.BufferedReader) -> _Head:
+    while True:
+        line = reader.readline(_MAX_LINE + 1)
+        if not line:
+            raise ServerDisconnected("the server closed the connection without answering")
+        version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+            raise HttpProtocolError(f"not an HTTP/1.x status line: {line[:80]!r}")
+        headers: dict[str, str] = {}
+        while True:
+            field = reader.readline(_MAX_LINE + 1)
+            if field in (b"\r\n", b"\n"):
+                break
+            if not field:
+                raise HttpProtocolError("the connection closed inside the response headers")
+            if len(field) > _MAX_LINE or len(headers) >= _MAX_HEADERS:
+                raise HttpProtocolError("response headers too long")
+            name, colon, value = field.decode("latin-1").partition(":")
+            if not colon:
+                raise HttpProtocolError(f"not a header line: {field[:80]!r}")
+            key = name.strip().lower()
+            value = value.strip()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        status = int(code)
+        if 100 <= status < 200:
+            continue  # an interim answer (100 Continue): the real one follows
+        tokens = headers.get("connection", "").lower()
+        will_close = "close" in tokens or (version == "HTTP/1.0" and "keep-alive" not in tokens)
+        if "transfer-encoding" not in headers and "content-length" not in headers:
+            will_close = will_close or status not in (204, 304)  # the body ends at close
+        return _Head(status, reason, headers, will_close)
+
+
+def _body_length(head: _Head, method: str) -> int | None:
+    """The body's length in bytes; None for chunked, -1 for "until the server closes"."""
+    if method == "HEAD" or head.status in (204, 304):
+        return 0
+    encoding = head.headers.get("transfer-encoding")
+    if encoding is not None:
+        if encoding.lower() != "chunked":
+            raise HttpProtocolError(f"unsupported Transfer-Encoding {encoding!r}")
+        return None
+    length = head.headers.get("content-length")
+    if length is None:
+        return -1
+    if not length.isdigit():
+        raise HttpProtocolError(f"bad Content-Length {length!r}")
+    return int(length)
+
+
+def _read_exactly(reader: io.BufferedReader, size: int) -> bytes:
+    data = reader.read(size)
+    if len(data) < size:
+        raise HttpProtocolError(f"the connection closed after {len(data)} of {size} body bytes")
+    return data
+
+
+def _read_body(reader: io.BufferedReader, head: _Head, method: str) -> bytes:
+    length = _body_length(head, method)
+    if length is None:
+        return b"".join(_chunks(reader))
+    if length < 0:
+        return reader.read()
+    return _read_exactly(reader, length) if length else b""
+
+
+def _chunks(reader: io.BufferedReader) -> Iterator[bytes]:
+    """A chunked body's chunks, each as soon as it has arrived whole."""
+    while True:
+        line = reader.readline(_MAX_LINE + 1)
+        if not line:
+            raise HttpProtocolError("the connection closed inside a chunked body")
+        size_text = line.split(b";", 1)[0].strip()
+        if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+            raise HttpProtocolError(f"bad chunk size line {line[:80]!r}")
+        size = int(size_text, 16)
+        if size == 0:
+            while reader.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n", b""):
+                pass  # trailer fields: none that matter here
+            return
+        data = _read_exactly(reader, size)
+        if reader.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n"):
+            raise HttpProtocolError("a chunk not followed by CRLF")
+        yield data
+
+
+class HttpStream:
+    """An answer read as it arrives, on a connection of its own (``open_stream``).
+
+    :meth:`shutdown` may be called from another thread to end a read blocked on it promptly.
+    """
+
+    def __init__(self, connection: _Connection, head: _Head, method: str, where: str) -> None:
+        self._connection = connection
+        self._head = head
+        self._method = method
+        self._where = where
+        self.status = head.status
+        self.reason = head.reason
+        self.headers = head.headers
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body, piece by piece; a broken connection raises :class:`KubeConnectionError`."""
+        reader = self._connection.reader
+        try:
+            length = _body_length(self._head, self._method)
+            if length is None:
+                yield from _chunks(reader)
+            elif length < 0:
+                while data := reader.read1(65536):
+                    yield data
+            elif length:
+                yield _read_exactly(reader, length)
+        except (OSError, HttpProtocolError, ValueError) as error:
+            # ValueError: the reader was closed under us (shutdown then close).
+            raise KubeConnectionError(f"{self._where}: {type(error).__name__}: {error}") from None
+
+    def read(self) -> bytes:
+        """The whole body (an error answer's Status)."""
+        return b"".join(self.chunks())
+
+    def shutdown(self) -> None:
+        """End the stream now, from any thread: a blocked read returns."""
+        self._connection.interrupt()
+
+    def close(self) -> None:
+        self._connection.close()
 
 
 class KubeClient:
@@ -504,28 +729,6 @@ class KubeClient:
 
     def delete_cluster_custom_object(self, group: str, version: str, plural: str, name: str) -> Any:
         return self.request("DELETE", _custom_path(group, version, plural, name))
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    """An HTTPS connection that can verify against a name other than the host it dials
-    (the kubeconfig's ``tls-server-name``)."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int | None,
-        *,
-        timeout: float,
-        context: ssl.SSLContext,
-        server_hostname: str | None,
-    ) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._server_hostname = server_hostname or host
-        self._tls_context = context
-
-    def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)
-        self.sock = self._tls_context.wrap_socket(self.sock, server_hostname=self._server_hostname)
 
 
 def _quote(segment: str) -> str:

@@ -61,12 +61,12 @@ def extender_command(args: argparse.Namespace) -> int:
     # Imported here: the kubernetes client costs `simulate` start-up time it does not need.
     from scheduler.extender import Extender, ExtenderCache, ExtenderServer
     from scheduler.runtime.framework import CoreFramework
-    from scheduler.runtime.kube import KubeApi, load_api_client
+    from scheduler.runtime.kube import load_kube_api
 
     try:
         load = build_load_tracker(args)
         framework = CoreFramework.from_profile(args.profile, load)
-        api = KubeApi(load_api_client(args.kubeconfig))
+        api = load_kube_api(args.kubeconfig)
     except SchedulerInputError:
         raise
     except ValueError as err:  # a bad --load-* flag, an unreadable kubeconfig

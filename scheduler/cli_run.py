@@ -163,7 +163,7 @@ def _build_runtime(args: argparse.Namespace) -> SchedulerRuntime:
     # Imported here, not at module level: the kubernetes client costs every other subcommand
     # (`simulate`) half a second of start-up it does not need.
     from scheduler.runtime.framework import CoreFramework
-    from scheduler.runtime.kube import KubeApi, load_api_client
+    from scheduler.runtime.kube import load_kube_api
     from scheduler.runtime.runner import SchedulerRuntime
 
     config = runtime_config(args)
@@ -173,7 +173,7 @@ def _build_runtime(args: argparse.Namespace) -> SchedulerRuntime:
     framework = CoreFramework.from_profile(
         args.profile, load, nrt_max_age_s=args.nrt_max_age or None
     )
-    api = KubeApi(load_api_client(args.kubeconfig))
+    api = load_kube_api(args.kubeconfig)
     if load is not None:
         load.start()
     return SchedulerRuntime(api, framework, config)

@@ -1,16 +1,20 @@
-"""A thin JSON-dict layer over the API server, configured by the official client.
+"""A thin JSON-dict layer over the API server.
 
-The runtime works on Kubernetes JSON dicts (the scheduler core's currency). The official
-client's ``Configuration`` (kubeconfig, in-cluster ServiceAccount with token refresh, TLS) says
-where and how to connect, but requests skip its model layer: deserialisation is slow on the hot
-path and the generated models reformat MicroTime fields.
+The runtime works on Kubernetes JSON dicts (the scheduler core's currency). Where and how to
+connect (kubeconfig, in-cluster ServiceAccount with rotating tokens, TLS) is read by the agent's
+loader, ``agent.kubeapi.load_config``, or, for what only it understands, the official client's
+``Configuration``; either way requests skip the official client's model layer: deserialisation
+is slow on the hot path and the generated models reformat MicroTime fields.
 
 One-shot requests (binds, events, status patches: two or three per scheduled pod) go through
-``agent.kubeapi.HttpConnections``, the agent's pool of kept-alive ``http.client`` connections.
-Profiled on the end-to-end benchmark, the client's ``call_api`` and urllib3 cost about 0.7 ms of
-CPU per request against 0.3 ms there, CPU taken from the scheduling loop under the GIL. Watches
-stream through the ApiClient (a handful of long requests). Configurations the lean path does not
-speak (an HTTP proxy, basic auth) use the ApiClient for everything.
+``agent.kubeapi.HttpConnections``, the agent's pool of kept-alive connections speaking HTTP/1.1
+directly on the TLS socket. Measured, the client's ``call_api`` and urllib3 cost about 0.7 ms of
+CPU per request, ``http.client`` 0.3 ms, this transport with the Authorization header cached
+for a second 0.12-0.16 ms (``reqbench``: GETs and Event POSTs against a real API server): CPU
+taken from the scheduling loop under the GIL. Watches stream over dedicated connections of the
+same transport (``HttpConnections.open_stream``; lines split in :func:`_json_lines`): the Pod
+watch carries about three events per scheduled pod. Configurations the lean path does not speak
+(an HTTP proxy, basic auth) use the official ApiClient for everything, watches included.
 """
 
 from __future__ import annotations
@@ -19,15 +23,13 @@ import json
 import os
 import ssl
 import threading
+import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import kubernetes.client
-import kubernetes.config
-
-from agent.kubeapi import HttpConnections
+from agent.kubeapi import ClusterConfig, HttpConnections, KubeConfigError, load_config
 
 JsonDict = dict[str, Any]
 USER_AGENT = "gputopo-scheduler"
@@ -58,11 +60,33 @@ def _status_error(method: str, path: str, status: int, body: bytes) -> KubeApiEr
     return KubeApiError(method, path, status, reason, message)
 
 
+def load_kube_api(kubeconfig: str | None) -> KubeApi:
+    """A KubeApi from --kubeconfig, the in-cluster ServiceAccount, $KUBECONFIG, or ~/.kube.
+
+    Read by the agent's own loader (``agent.kubeapi.load_config``: tokens, token files, client
+    certificates, CAs) where it can, so the common cases never import the official client
+    (about 0.1 s of start-up). Whatever it refuses (exec plugins, auth providers, proxies, basic
+    auth, a $KUBECONFIG list to merge) or cannot read goes to the official client's loaders,
+    whose error is the one reported. Raises ValueError naming the source when none works.
+    """
+    merged = os.pathsep in os.environ.get("KUBECONFIG", "").strip(os.pathsep)
+    if kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST") or not merged:
+        try:
+            return KubeApi.from_cluster_config(load_config(kubeconfig))
+        except KubeConfigError:
+            pass
+    return KubeApi(load_api_client(kubeconfig))
+
+
 def load_api_client(kubeconfig: str | None) -> Any:
     """An ApiClient from --kubeconfig, $KUBECONFIG, the in-cluster ServiceAccount, or ~/.kube.
 
     Raises ValueError naming the source when none works.
     """
+    # Imported here: start-up time that the common configurations never pay.
+    import kubernetes.client
+    import kubernetes.config
+
     configuration = kubernetes.client.Configuration()
     loader: Any = kubernetes.config  # its loaders are untyped
     try:
@@ -124,21 +148,113 @@ def _authorization(configuration: Any) -> str | None:
     return str(auth["value"]) if auth and auth.get("value") else None
 
 
+AUTHORIZATION_TTL_S = 1.0
+
+
+class CachedAuthorization:
+    """The Authorization header, fetched at most once per ``ttl_s``.
+
+    From an official-client configuration, fetching runs its refresh hook, and through it
+    ``Configuration.host``, which walks the whole environment for proxy variables: about 50 µs
+    of CPU, on every bind and event. From a token file it is a file read. The in-cluster hook
+    re-reads a rotated token file only once a minute anyway, so a second more of the old
+    value changes nothing.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], str | None],
+        ttl_s: float = AUTHORIZATION_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._cached: tuple[str | None, float] = (None, -float("inf"))
+
+    def __call__(self) -> str | None:
+        now = self._clock()
+        value, expires = self._cached
+        if now < expires:
+            return value
+        value = self._fetch()
+        self._cached = (value, now + self._ttl_s)  # one tuple: threads see old or new, whole
+        return value
+
+
+def _target(path: str, query: Mapping[str, str | int | bool] | None) -> str:
+    return path + "?" + urllib.parse.urlencode(_query_pairs(query)) if query else path
+
+
+def _headers(authorization: str | None) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    if authorization:
+        headers["Authorization"] = authorization
+    return headers
+
+
+def _json_lines(chunks: Iterable[bytes]) -> Iterator[JsonDict]:
+    """One decoded JSON document per line, whatever chunk boundaries split the lines."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        if b"\n" not in chunk:
+            continue
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+    if pending.strip():
+        yield json.loads(pending)
+
+
 @dataclass
 class KubeApi:
-    """JSON requests against one API server, configured by an official-client ApiClient."""
+    """JSON requests against one API server, configured by an official-client ApiClient or,
+    without one, by :meth:`from_cluster_config`."""
 
     api_client: Any
     request_timeout_s: float = 30.0
     _lean: HttpConnections | None = field(default=None, init=False, repr=False)
+    _authorization: CachedAuthorization | None = field(default=None, init=False, repr=False)
     _lean_checked: bool = field(default=False, init=False, repr=False)
     _lean_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @classmethod
+    def from_cluster_config(
+        cls,
+        config: ClusterConfig,
+        *,
+        request_timeout_s: float = 30.0,
+        authorization_ttl_s: float = AUTHORIZATION_TTL_S,
+    ) -> KubeApi:
+        """Requests and watches over the lean transport only, without the official client."""
+        api = cls(api_client=None, request_timeout_s=request_timeout_s)
+        https = urllib.parse.urlsplit(config.server).scheme == "https"
+        api._lean = HttpConnections(
+            config.server,
+            ssl_context=config.ssl_context() if https else None,
+            tls_server_name=config.tls_server_name,
+        )
+
+        def bearer() -> str | None:
+            token = config.bearer_token()  # a token file is re-read: bound tokens rotate
+            return f"Bearer {token}" if token else None
+
+        api._authorization = CachedAuthorization(bearer, authorization_ttl_s)
+        api._lean_checked = True
+        return api
 
     def _transport(self) -> HttpConnections | None:
         if not self._lean_checked:
             with self._lean_lock:
                 if not self._lean_checked:
                     self._lean = _lean_transport(self.api_client)
+                    if self._lean is not None:
+                        configuration = self.api_client.configuration
+                        self._authorization = CachedAuthorization(
+                            lambda: _authorization(configuration)
+                        )
                     self._lean_checked = True
         return self._lean
 
@@ -183,14 +299,9 @@ class KubeApi:
         binding's Status) and returns {}.
         """
         lean = self._transport()
-        if lean is not None:
-            target = path
-            if query:
-                target += "?" + urllib.parse.urlencode(_query_pairs(query))
-            headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-            authorization = _authorization(self.api_client.configuration)
-            if authorization:
-                headers["Authorization"] = authorization
+        if lean is not None and self._authorization is not None:
+            target = _target(path, query)
+            headers = _headers(self._authorization())
             payload = None
             if body is not None:
                 headers["Content-Type"] = content_type
@@ -220,9 +331,24 @@ class KubeApi:
     ) -> Iterator[JsonDict]:
         """A watch: one decoded JSON event per line until the server closes the stream.
 
-        ``on_open`` receives the open urllib3 response, so another thread can ``shutdown()`` it
-        to end a blocked read at once.
+        ``on_open`` receives the open response (an ``agent.kubeapi.HttpStream``, or urllib3's
+        where the ApiClient carries the watch), so another thread can ``shutdown()`` it to end
+        a blocked read at once.
         """
+        lean = self._transport()
+        if lean is not None and self._authorization is not None:
+            stream = lean.open_stream(
+                "GET", _target(path, query), _headers(self._authorization()), timeout_s
+            )
+            if on_open is not None:
+                on_open(stream)
+            try:
+                if not 200 <= stream.status <= 299:
+                    raise _status_error("GET", path, stream.status, stream.read())
+                yield from _json_lines(stream.chunks())
+            finally:
+                stream.close()
+            return
         request = self._serialize("GET", path, query, None, "application/json")
         response = self.api_client.call_api(*request, _request_timeout=(10.0, timeout_s))
         raw = response.response
@@ -231,15 +357,7 @@ class KubeApi:
         try:
             if not 200 <= int(response.status) <= 299:
                 raise _status_error("GET", path, int(response.status), raw.data)
-            pending = b""
-            for chunk in raw.stream(amt=65536, decode_content=True):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield json.loads(line)
-            if pending.strip():
-                yield json.loads(pending)
+            yield from _json_lines(raw.stream(amt=65536, decode_content=True))
         finally:
             raw.release_conn()
 

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import kubernetes.client
 import pytest
+import yaml
 
-from scheduler.runtime.kube import KubeApi, KubeApiError
+from agent.kubeapi import load_config
+from scheduler.runtime.kube import (
+    CachedAuthorization,
+    KubeApi,
+    KubeApiError,
+    _authorization,
+    load_kube_api,
+)
+from tests.unit.runtime.scripted_http import CHUNKED_HEAD, ScriptedServer, answer, chunked, pieces
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -131,3 +146,171 @@ def test_a_configuration_with_a_proxy_uses_the_client_transport() -> None:
     configuration.proxy = "http://proxy.example:3128"
     api = KubeApi(kubernetes.client.ApiClient(configuration))
     assert api._transport() is None
+
+
+class _RotatingToken:
+    """A refresh hook like the in-cluster one: it puts the current token file's value in."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.calls = 0
+
+    def __call__(self, configuration: Any) -> None:
+        self.calls += 1
+        configuration.api_key = {"authorization": self.token}
+
+
+def _configuration_with_hook(hook: _RotatingToken, host: str) -> Any:
+    configuration: Any = kubernetes.client.Configuration()
+    configuration.host = host
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+    configuration.refresh_api_key_hook = hook
+    hook(configuration)
+    return configuration
+
+
+def test_a_rotated_token_is_sent_once_the_authorization_ttl_has_passed() -> None:
+    hook = _RotatingToken("first")
+    now = [100.0]
+    configuration = _configuration_with_hook(hook, "http://127.0.0.1:1")
+    authorization = CachedAuthorization(
+        lambda: _authorization(configuration), ttl_s=1.0, clock=lambda: now[0]
+    )
+    assert authorization() == "Bearer first"
+    hook.token = "second"  # the kubelet rotated the bound token
+    now[0] += 0.5
+    assert authorization() == "Bearer first"
+    now[0] += 0.6
+    assert authorization() == "Bearer second"
+
+
+def test_the_refresh_hook_is_not_run_for_every_request(server: _Server) -> None:
+    hook = _RotatingToken("s3cret")
+    configuration = _configuration_with_hook(hook, f"http://127.0.0.1:{server.server_address[1]}")
+    api = KubeApi(kubernetes.client.ApiClient(configuration))
+    hook.calls = 0
+    for _ in range(20):
+        api.request("GET", "/api/v1/nodes")
+    assert hook.calls <= 2  # once, or twice if the 1 s TTL lapsed mid-loop
+    assert all(headers["Authorization"] == "Bearer s3cret" for _, _, headers in server.seen)
+
+
+@pytest.fixture()
+def scripted() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+def _scripted_api(server: ScriptedServer) -> KubeApi:
+    configuration = kubernetes.client.Configuration()
+    configuration.host = f"http://127.0.0.1:{server.port}"
+    configuration.api_key = {"authorization": "s3cret"}
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+    return KubeApi(kubernetes.client.ApiClient(configuration))
+
+
+def _event(name: str) -> bytes:
+    return json.dumps({"type": "ADDED", "object": {"metadata": {"name": name}}}).encode() + b"\n"
+
+
+def test_a_watch_line_split_across_chunks_is_one_event(scripted: ScriptedServer) -> None:
+    first, second = _event("a"), _event("b")
+    body = chunked(first[:7], first[7:] + second[:3], second[3:])
+    scripted.replies = [pieces(CHUNKED_HEAD, body[:20], body[20:])]
+    events = list(_scripted_api(scripted).stream_lines("/api/v1/pods", {"watch": True}, 5))
+    assert [e["object"]["metadata"]["name"] for e in events] == ["a", "b"]
+    (request,) = scripted.requests
+    assert request.line == "GET /api/v1/pods?watch=true HTTP/1.1"
+    assert request.headers["authorization"] == "Bearer s3cret"
+
+
+def test_a_watch_the_server_cuts_raises_after_the_events_it_sent(scripted: ScriptedServer) -> None:
+    scripted.replies = [
+        pieces(CHUNKED_HEAD, chunked(_event("a"))[:-5], keep_open=False)  # no last chunk
+    ]
+    received = []
+    with pytest.raises(OSError, match="closed inside a chunked body"):
+        for event in _scripted_api(scripted).stream_lines("/api/v1/pods", {}, 5):
+            received.append(event["object"]["metadata"]["name"])
+    assert received == ["a"]
+
+
+def test_a_watch_refused_with_a_status_raises_it(scripted: ScriptedServer) -> None:
+    gone = b'{"kind":"Status","reason":"Expired","message":"too old","code":410}'
+    scripted.replies = [answer(410, gone)]
+    with pytest.raises(KubeApiError, match="HTTP 410 Expired: too old") as raised:
+        list(_scripted_api(scripted).stream_lines("/api/v1/pods", {}, 5))
+    assert raised.value.status == 410
+
+
+def test_shutdown_through_on_open_ends_a_blocked_watch(scripted: ScriptedServer) -> None:
+    scripted.replies = [pieces(CHUNKED_HEAD + chunked(_event("a"))[:-5], pause_s=30)]
+    opened: list[Any] = []
+    received = []
+    stream = _scripted_api(scripted).stream_lines("/api/v1/pods", {}, 60, on_open=opened.append)
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        for event in stream:
+            received.append(event["object"]["metadata"]["name"])
+            threading.Timer(0.1, opened[0].shutdown).start()  # as Reflector.stop() does
+    assert received == ["a"]
+    assert time.monotonic() - started < 5
+
+
+def _kubeconfig(path: Path, server: str, user: dict[str, Any]) -> str:
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+def test_a_token_kubeconfig_is_served_without_importing_the_official_client(
+    tmp_path: Path,
+) -> None:
+    path = _kubeconfig(tmp_path / "config", "https://127.0.0.1:1", {"token": "t"})
+    script = f"""
+import sys
+from scheduler.runtime.kube import load_kube_api
+api = load_kube_api({path!r})
+assert api._transport() is not None
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("kubernetes", "urllib3"))
+assert not loaded, loaded
+"""
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_a_rotated_token_file_is_sent_after_the_ttl(
+    scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("one\n")
+    config = load_config(
+        _kubeconfig(
+            tmp_path / "config", f"http://127.0.0.1:{scripted.port}", {"tokenFile": str(token_file)}
+        )
+    )
+    api = KubeApi.from_cluster_config(config, authorization_ttl_s=0.0)
+    api.request("GET", "/api/v1/nodes")
+    token_file.write_text("two\n")
+    api.request("GET", "/api/v1/nodes")
+    assert [r.headers["authorization"] for r in scripted.requests] == ["Bearer one", "Bearer two"]
+
+
+def test_an_exec_plugin_kubeconfig_falls_back_to_the_official_client(tmp_path: Path) -> None:
+    exec_user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "true"}}
+    path = _kubeconfig(tmp_path / "config", "https://127.0.0.1:1", exec_user)
+    api = load_kube_api(path)
+    assert isinstance(api.api_client, kubernetes.client.ApiClient)
+
+
+def test_an_unreadable_kubeconfig_keeps_the_one_line_error() -> None:
+    with pytest.raises(ValueError, match=r"^kubeconfig '/nonexistent/kubeconfig': cannot load"):
+        load_kube_api("/nonexistent/kubeconfig")
