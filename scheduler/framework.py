@@ -370,6 +370,9 @@ def _score(
     if profile.weight(profiles.LOAD_AWARE):
         load = load_aware.score(pod, snapshot, feasible)
         if load is not None:
+            topology = scores.get(profiles.GPU_TOPOLOGY)
+            if topology is not None:
+                load = load_aware.keep_topology_order(load, topology)
             scores[profiles.LOAD_AWARE] = load
     return scores
 

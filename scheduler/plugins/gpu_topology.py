@@ -234,6 +234,13 @@ def score(pod: Pod, snapshot: ClusterSnapshot, feasible: IntArray) -> IntArray |
     return np.asarray(tier + bonus, dtype=np.int64)
 
 
+def placement_class(scores: IntArray) -> IntArray:
+    """The tier class of `score` results: 6 aligned (60..100), 4 the requested scope, 3 one
+    NVLink domain, 2 one NUMA node, 0 spread (the SLA bonus never crosses a ten)."""
+    classes: IntArray = np.minimum(scores // 10, TIER_ALIGNED // 10)
+    return classes
+
+
 def _mig_tiers(
     allocator: gpu_alloc.GpuAllocator, feasible: IntArray, migs: dict[str, int]
 ) -> IntArray:

@@ -9,6 +9,11 @@ GPUs, see `scheduler.gpu_alloc`); CPU load is the node's. Pods without GPUs only
   the threshold fails with a fixed reason. Unknown load passes.
 * Score: 100 x (1 - weighted mean load). A node with unknown load scores the mean of the known
   ones (neutral); if no feasible node's load is known there is no score at all.
+* Load never buys a worse GPU topology (`keep_topology_order`): for a GPU pod, a node whose
+  placement is in a worse GpuTopology class (aligned > the requested scope > one NVLink domain >
+  one NUMA node > spread) scores at most what the worst node of every better class scores. Load
+  picks among equally aligned placements; an aligned set on busy GPUs still beats an unaligned
+  one on idle GPUs. A load threshold (the filter) is how busy GPUs are ruled out.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from scheduler import gpu_alloc
 from scheduler import load as load_source
 from scheduler.load import GPU_MEMORY, GPU_UTILIZATION, NODE_CPU, LoadTracker, NodeLoad
 from scheduler.model import Pod
+from scheduler.plugins import gpu_topology
 from scheduler.plugins.normalize import MAX_NODE_SCORE
 from scheduler.snapshot import ClusterSnapshot, IntArray
 
@@ -114,3 +120,22 @@ def score(pod: Pod, snapshot: ClusterSnapshot, feasible: IntArray) -> IntArray |
         return None
     neutral = int(scores[known].mean())
     return np.where(known, scores, neutral)
+
+
+def keep_topology_order(load: IntArray, topology: IntArray) -> IntArray:
+    """Cap each node's load score at the lowest one among nodes of a better topology class.
+
+    ``topology`` is GpuTopology's score for the same feasible nodes; its class is the score's
+    tens (`gpu_topology.placement_class`), so fit, packing and SLA points within a class do not
+    order anything here.
+    """
+    classes = gpu_topology.placement_class(topology)
+    capped = load.copy()
+    cap: int | None = None
+    for level in sorted(set(classes.tolist()), reverse=True):
+        members = classes == level
+        if cap is not None:
+            capped[members] = np.minimum(capped[members], cap)
+        lowest = int(capped[members].min())
+        cap = lowest if cap is None else min(cap, lowest)
+    return capped

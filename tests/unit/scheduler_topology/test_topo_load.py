@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import socket
 
+import numpy as np
 import pytest
-from topo_builders import NVSWITCH_8, gpu_node, gpu_pod
+from topo_builders import NVSWITCH_8, PCIE_4, gpu_node, gpu_pod
 
 from scheduler.errors import SchedulerInputError
 from scheduler.framework import schedule_one
 from scheduler.load import LoadConfig, LoadSnapshot, LoadTracker, attach_tracker
 from scheduler.model import parse_pod
+from scheduler.plugins.load_aware import keep_topology_order
 from scheduler.snapshot import ClusterSnapshot
 
 
@@ -134,3 +136,38 @@ def test_refresh_against_a_closed_port_fails_fast_and_keeps_scheduling() -> None
     snapshot = cluster("a")
     attach_tracker(snapshot, load)
     assert schedule_one(parse_pod(gpu_pod("p", 1)), snapshot).node == "a"
+
+
+def test_load_never_buys_a_worse_gpu_topology() -> None:
+    """An aligned quad on busy GPUs beats a PCIe-only machine on idle ones: load chooses among
+    equally aligned placements (a threshold is how busy GPUs are ruled out)."""
+    clock = Clock()
+    load = tracker(clock)
+    load.snapshot = read(clock, {"busy-dgx": 0.95, "idle-pcie": 0.0})
+    snapshot = ClusterSnapshot()
+    snapshot.add_node(gpu_node("busy-dgx", NVSWITCH_8))
+    snapshot.add_node(gpu_node("idle-pcie", PCIE_4, gpus=4))
+    attach_tracker(snapshot, load)
+    result = schedule_one(parse_pod(gpu_pod("p", 4)), snapshot)
+    assert result.node == "busy-dgx"
+    scores = result.diagnosis()
+    assert (
+        scores["idle-pcie"].plugin_scores["LoadAware"]
+        <= scores["busy-dgx"].plugin_scores["LoadAware"]
+    )
+    # The same pod on two equally aligned machines goes to the idle one.
+    snapshot.add_node(gpu_node("idle-dgx", NVSWITCH_8))
+    load.snapshot = read(clock, {"busy-dgx": 0.95, "idle-pcie": 0.0, "idle-dgx": 0.0})
+    assert schedule_one(parse_pod(gpu_pod("p", 4)), snapshot).node == "idle-dgx"
+    # With a threshold the busy machine is out, and the unaligned idle one takes the pod.
+    load.config = LoadConfig(url="http://127.0.0.1:9", thresholds={"gpu_utilization": 0.8})
+    load.snapshot = read(clock, {"busy-dgx": 0.95, "idle-pcie": 0.0})
+    snapshot.remove_node("idle-dgx")
+    assert schedule_one(parse_pod(gpu_pod("p", 4)), snapshot).node == "idle-pcie"
+
+
+def test_keep_topology_order_caps_worse_classes_only() -> None:
+    load = np.array([10, 90, 80, 100, 50])
+    topology = np.array([96, 62, 44, 31, 3])  # aligned, aligned, requested scope, NVLink, spread
+    assert keep_topology_order(load, topology).tolist() == [10, 90, 10, 10, 10]
+    assert keep_topology_order(load, np.array([70, 70, 70, 70, 70])).tolist() == load.tolist()
