@@ -60,6 +60,7 @@ def extender_command(args: argparse.Namespace) -> int:
     configure_json_logging(args.log_level)
     # Imported here: the kubernetes client costs `simulate` start-up time it does not need.
     from scheduler.extender import Extender, ExtenderCache, ExtenderServer
+    from scheduler.runtime import gctune
     from scheduler.runtime.framework import CoreFramework
     from scheduler.runtime.kube import load_kube_api
 
@@ -88,8 +89,12 @@ def extender_command(args: argparse.Namespace) -> int:
         "extender serving",
         extra={"listen": args.listen, "port": server.port, "prometheus": args.prometheus_url},
     )
-    while not stopping.wait(1.0):
-        pass
+    gctune.tune()
+    frozen = False
+    while not stopping.wait(0.2 if not frozen else 1.0):
+        if not frozen and watch.synced():
+            gctune.freeze_startup_heap()
+            frozen = True
     server.stop()
     watch.stop()
     if load is not None:

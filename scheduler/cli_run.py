@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from agent.envtwins import apply_env_twins
 from scheduler.cli_load import add_load_arguments, build_load_tracker
 from scheduler.errors import SchedulerInputError
+from scheduler.runtime import gctune
 from scheduler.runtime.logs import configure_json_logging
 from scheduler.runtime.signals import stop_on_signals
 
@@ -189,11 +190,15 @@ def run_command(args: argparse.Namespace) -> int:
     except ValueError as err:  # bad flag combination, unreadable kubeconfig
         raise SchedulerInputError(str(err)) from None
     stopping = stop_on_signals()
+    gctune.tune()
     try:
         runtime.start()
     except OSError as err:
         raise SchedulerInputError(f"--metrics-address {args.metrics_address!r}: {err}") from None
-    while not stopping.wait(1.0):
-        pass
+    frozen = False
+    while not stopping.wait(0.2 if not frozen else 1.0):
+        if not frozen and runtime.ready():
+            gctune.freeze_startup_heap()  # the initial lists are in the cache now
+            frozen = True
     runtime.stop()
     return 0

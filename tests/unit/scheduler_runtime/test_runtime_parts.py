@@ -166,3 +166,19 @@ def test_nrt_events_reach_the_allocator_and_a_delete_forgets() -> None:
     assert dict(framework.gpus.nrt["dgx-a"].available) == {1: 1}
     runtime.on_delete(NRT_KIND, newer)
     assert "dgx-a" not in framework.gpus.nrt
+
+
+def test_gc_tuning_raises_thresholds_and_freezes_the_startup_heap() -> None:
+    import gc
+
+    from scheduler.runtime import gctune
+
+    before = gc.get_threshold()
+    try:
+        gctune.tune()
+        assert gc.get_threshold() == gctune.THRESHOLDS
+        gctune.freeze_startup_heap()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
