@@ -514,18 +514,31 @@ def can_host(layout: NodeGpuLayout, count: int) -> bool:
     return max(sizes.values(), default=0) >= count
 
 
-def aligned_set_exists(
+def aligned_sets(
     states: dict[str, NodeGpuState], count: int, held: frozenset[str] = frozenset()
-) -> bool:
-    """Whether any node but `held` has `count` free GPUs in one NVLink domain and one NUMA
-    node."""
+) -> dict[str, tuple[int, ...]]:
+    """Node -> the aligned set (`count` free GPUs in one NVLink domain and one NUMA node) the
+    device plugin would give, for every node but `held` that has one."""
+    found: dict[str, tuple[int, ...]] = {}
     for name, state in states.items():
         if name in held:
             continue
         choice = preferred_allocation(state.free_gpus(), count)
         if choice is not None and choice.level == LEVEL_ALIGNED:
-            return True
-    return False
+            found[name] = choice.gpus
+    return found
+
+
+def load_of(background: dict[str, list[float]], node: str, gpus: tuple[int, ...]) -> str:
+    """'<node> <mean background load of `gpus`>', for the printed diagnostics."""
+    mean = statistics.fmean(background[node][i] for i in gpus)
+    return f"{node.removeprefix('pq-')} {mean:.2f}"
+
+
+def aligned_set_exists(
+    states: dict[str, NodeGpuState], count: int, held: frozenset[str] = frozenset()
+) -> bool:
+    return bool(aligned_sets(states, count, held))
 
 
 def nominations(pods: list[client.V1Pod]) -> dict[str, str]:
@@ -634,7 +647,8 @@ def run_trace(
             trace_pod = by_name[name]
             seen_at = step_polls + first_seen[name] + 1
             held = held_nodes(nominated_by_poll[seen_at - 1], nominated_by_poll[seen_at], name)
-            possible_anywhere = trace_pod.gpus > 1 and aligned_set_exists(states, trace_pod.gpus)
+            options = aligned_sets(states, trace_pod.gpus) if trace_pod.gpus > 1 else {}
+            possible_anywhere = bool(options)
             possible = trace_pod.gpus > 1 and aligned_set_exists(states, trace_pod.gpus, held)
             placed[name] = item.spec.node_name
             ends[name] = step + trace_pod.lifetime
@@ -663,9 +677,14 @@ def run_trace(
                     outcome.aligned_possible_ignoring_holds += 1
                     outcome.aligned_when_possible_ignoring_holds += level == LEVEL_ALIGNED
                     if level != LEVEL_ALIGNED:
+                        # What LoadAware saw: the background load of the GPUs taken and of
+                        # the aligned sets that were free (free GPUs carry no trace pod).
+                        load = background[step]
                         outcome.unaligned_notes.append(
                             f"seed {seed} step {step}: {name} ({trace_pod.gpus} GPUs) on "
-                            f"{item.spec.node_name.removeprefix('pq-')}, held then: "
+                            f"{load_of(load, item.spec.node_name, gpus)}, aligned free: "
+                            + ", ".join(load_of(load, n, g) for n, g in sorted(options.items()))
+                            + "; held then: "
                             + (", ".join(sorted(n.removeprefix("pq-") for n in held)) or "-")
                         )
         free_total = sum(len(state.free_gpus()) for state in states.values())
