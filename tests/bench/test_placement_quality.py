@@ -3,7 +3,8 @@
 A heterogeneous cluster of kwok nodes on a real kube-apiserver, each labelled and annotated by
 the agent's own label logic from a built-in machine profile (``dgx-h100``, ``dgx-a100-mig``,
 ``a100-pcie-nvlink-pairs``, ``l4-pcie``, ``gb200-nvl4``). For each seed (``GPUTOPO_BENCH_SEEDS``,
-comma-separated; default `DEFAULT_SEEDS`) a trace of 1/2/4/8-GPU pods and MIG-slice pods
+comma-separated; default `DEFAULT_SEEDS`; ``GPUTOPO_BENCH_LOAD_AWARE=0`` runs gputopo without
+its load tracker) a trace of 1/2/4/8-GPU pods and MIG-slice pods
 arrives in steps (one step = one simulated minute) and pods complete after a seeded number of
 steps. Every seed runs once with kube-scheduler (default plugins, its own schedulerName) and
 once with the gputopo scheduler runtime (in-process, default profile, LoadAware reading
@@ -125,6 +126,9 @@ MIG_ARRIVALS_PER_STEP = 1
 # the next two integers, fixed before any of them was run (not chosen for their outcome).
 DEFAULT_SEEDS = (20261123, 20261124, 20261125)
 SEEDS_ENV = "GPUTOPO_BENCH_SEEDS"
+# "0": gputopo runs without a LoadTracker (LoadAware silent; the load is still served and
+# waited for), to tell what the load-aware score changes.
+LOAD_AWARE_ENV = "GPUTOPO_BENCH_LOAD_AWARE"
 STEP_TIMEOUT_S = 60.0
 RETRY_GRACE_S = 2.5
 BURST_PODS = 60  # one GPU each (the cluster's GPU count before the MIG nodes were added)
@@ -285,6 +289,8 @@ class Outcome:
     burst_pods_per_s: list[float] = field(default_factory=list)
     # LoadAware's view: per 1- and 2-GPU pod bound, the background load of the GPUs it got.
     background_on_bind: list[float] = field(default_factory=list)
+    # 1- and 2-GPU pods bound on a node with an 8-GPU NVLink domain (one an 8-GPU pod needs).
+    small_on_big_nodes: list[str] = field(default_factory=list)
 
     @property
     def multi(self) -> int:
@@ -667,6 +673,11 @@ def run_trace(
             if 0 < trace_pod.gpus <= 2 and gpus:
                 ratios = background[step][item.spec.node_name]
                 outcome.background_on_bind.append(statistics.fmean(ratios[i] for i in gpus))
+                if can_host(state.layout, 8):
+                    outcome.small_on_big_nodes.append(
+                        f"step {step}: {name} ({trace_pod.gpus}) on "
+                        f"{load_of(background[step], item.spec.node_name, gpus)}"
+                    )
             if trace_pod.gpus > 1 and len(gpus) == trace_pod.gpus:
                 level = level_of(state.layout, gpus)
                 outcome.levels[level] = outcome.levels.get(level, 0) + 1
@@ -758,7 +769,8 @@ def run_one(
     kube: ManagedProcess | None = None
     rig.tracker = None
     if scheduler == GPUTOPO_SCHEDULER:
-        rig.tracker = LoadTracker(load_config(rig.prometheus))
+        if os.environ.get(LOAD_AWARE_ENV, "1") != "0":
+            rig.tracker = LoadTracker(load_config(rig.prometheus))
         api = KubeApi(load_api_client(str(control_plane.admin_kubeconfig)))
         runtime = SchedulerRuntime(
             api,
@@ -770,7 +782,8 @@ def run_one(
                 max_backoff_s=BACKOFF_S,
             ),
         )
-        rig.tracker.start()
+        if rig.tracker is not None:
+            rig.tracker.start()
         runtime.start()
     else:
         kube = control_plane.start_scheduler_with_config(
@@ -835,11 +848,19 @@ def test_placement_quality(
         "| --- | --- | --- |"
     )
     ordered = sorted(rows, key=lambda o: (o.scheduler != KUBE_SCHEDULER, seeds.index(int(o.seed))))
-    print(f"\nseeds {', '.join(map(str, seeds))}; {time.monotonic() - started:.0f} s")
+    load_aware = os.environ.get(LOAD_AWARE_ENV, "1") != "0"
+    print(
+        f"\nseeds {', '.join(map(str, seeds))}; {time.monotonic() - started:.0f} s; "
+        f"gputopo LoadAware {'on' if load_aware else 'off'}"
+    )
     print(header + "\n" + "\n".join(o.row() for o in [*ordered, *totals.values()]))
     for outcome in ordered:
         print(f"\n{outcome.scheduler} seed {outcome.seed}: 8-GPU nodes while an 8-GPU pod waited")
         print("\n".join(f"  {line}" for line in outcome.big_nodes_held_by) or "  (never)")
+        print(
+            f"{outcome.scheduler}: 1-2 GPU pods bound on 8-GPU nodes (background load there): "
+            + (", ".join(outcome.small_on_big_nodes) or "none")
+        )
         print(f"{outcome.scheduler}: unaligned although an aligned set was free somewhere")
         print("\n".join(f"  {line}" for line in outcome.unaligned_notes) or "  (none)")
     assert all(outcome.bound > 0 for outcome in rows)
