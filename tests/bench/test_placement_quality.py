@@ -1,16 +1,35 @@
-"""Placement quality: gputopo-scheduler vs kube-scheduler on one seeded trace, real control plane.
+"""Placement quality: gputopo-scheduler vs kube-scheduler on seeded traces, real control plane.
 
 A heterogeneous cluster of kwok nodes on a real kube-apiserver, each labelled and annotated by
-the agent's own label logic from a built-in machine profile (``dgx-h100``,
-``a100-pcie-nvlink-pairs``, ``l4-pcie``, ``gb200-nvl4``). A seeded trace of 1/2/4/8-GPU pods
+the agent's own label logic from a built-in machine profile (``dgx-h100``, ``dgx-a100-mig``,
+``a100-pcie-nvlink-pairs``, ``l4-pcie``, ``gb200-nvl4``). For each seed (``GPUTOPO_BENCH_SEEDS``,
+comma-separated; default `DEFAULT_SEEDS`; ``GPUTOPO_BENCH_LOAD_AWARE=0`` runs gputopo without
+its load tracker) a trace of 1/2/4/8-GPU pods and MIG-slice pods
 arrives in steps (one step = one simulated minute) and pods complete after a seeded number of
-steps. The same trace runs once with kube-scheduler (default plugins, its own schedulerName)
-and once with the gputopo scheduler runtime (in-process, default profile). Completions of a step
-are one deletecollection; both schedulers retry unschedulable pods after 1 s (see BACKOFF_S).
+steps. Every seed runs once with kube-scheduler (default plugins, its own schedulerName) and
+once with the gputopo scheduler runtime (in-process, default profile, LoadAware reading
+Prometheus), each in a fresh namespace on the same nodes. Completions of a step are one
+deletecollection; both schedulers retry unschedulable pods after 1 s (see BACKOFF_S).
+
+The ``dgx-a100-mig`` nodes are labelled with MIG strategy ``mixed``: their capacity is the
+device plugin's under that strategy, ``nvidia.com/gpu`` = the GPUs not in MIG mode (4) and
+``nvidia.com/mig-<profile>`` = the ``nvidia.com/mig-<profile>.count`` labels.
+
+Background load: every node is served by the agent's own metrics code (``agent.metrics``'s
+collector and server over the node's discovered topology and a `LoadSample` taken by the
+agent's NVML sampler, ``agent.load.sample_gpus``, from the mocked ``pynvml`` of its profile) and
+a real Prometheus scrapes all of them every second. Per seed and step a seeded background
+utilisation (other tenants' time-sliced work: a few nodes busy at 0.5-0.9 per GPU, the rest at
+0-0.1; a node starts or stops being busy with a small chance each step) plus 0.9 on every GPU
+the device-plugin model gives a trace pod (a MIG pod: 0.9 x its share of the GPU's 7 compute
+slices) is set on the mocked NVML and sampled; the step's pods are created only once the
+LoadAware query (the tracker's own PromQL) returns the new values. kube-scheduler does not
+read load; gputopo's LoadAware score does.
 
 kwok runs no device plugin, so which GPUs a pod holds is what the NVIDIA device plugin's
 preferred allocation would give it on its node (`scheduler.gpu_alloc`'s model, replayed in bind
-order) — the same model for both schedulers' placements. Reported:
+order) — the same model for both schedulers' placements. Reported per scheduler and seed, and
+in a total row per scheduler:
 
 * aligned %: multi-GPU pods inside one NVLink domain and one NUMA node (and each level apart)
 * aligned when possible: of the multi-GPU pods for which, at the moment they were bound, some
@@ -21,15 +40,19 @@ order) — the same model for both schedulers' placements. Reported:
   ``status.nominatedNodeName`` in the poll before or at the bind, see `held_nodes`) does not
   count as having free GPUs, as under kube-scheduler's nominated-pod semantics; the row also
   gives the count ignoring holds
-* fragmentation pod-minutes: pending GPU pods per step while the cluster had enough free GPUs
-  (and, as the issue defines it, 8-GPU pods pending while at least 8 GPUs were free); for each
-  such step the pods holding the nodes that could host an 8-GPU pod are printed, which is what
-  shows whether the waiting was forced
-* utilisation imbalance: mean over steps of the std-dev of per-node GPU allocation ratios
-* pods/s: a separate burst of 60 one-GPU pods (the cluster's GPU count) created at once on the
-  emptied cluster, bound pods / seconds from the first create to the last bind seen
+* fragmentation pod-minutes: pending GPU pods per step while the cluster had enough free whole
+  GPUs (and, as the issue defines it, 8-GPU pods pending while at least 8 GPUs were free); MIG
+  devices are not GPUs here. For each such step the pods holding the nodes that could host an
+  8-GPU pod are printed, which is what shows whether the waiting was forced
+* imbalance: mean over steps of the std-dev across nodes of the node's allocated share of its
+  GPUs (a MIG-mode GPU counts the held devices' compute slices / 7)
+* imbalance under load: mean over steps of the std-dev across nodes of the node's mean GPU
+  utilisation (background + trace pods, capped at 1.0 per GPU), at the end of each step
+* MIG bound / MIG pending pod-minutes: the trace's MIG-slice pods
+* pods/s: a separate burst of 60 one-GPU pods created at once on the emptied cluster, bound
+  pods / seconds from the first create to the last bind seen (after each seed's trace)
 
-Run on demand (needs the control-plane binaries, like the integration suite):
+Run on demand (needs the control-plane binaries and Prometheus, like the integration suite):
 ``.venv/bin/python -m pytest tests/bench/test_placement_quality.py -o addopts="" -s``
 """
 
@@ -37,9 +60,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import random
 import statistics
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,34 +74,64 @@ from kubernetes import client
 
 from agent.cli import discover_topology, machine_source
 from agent.cli_publish import labels_document
+from agent.load import GpuLoad, LoadSample, sample_gpus
+from agent.metrics import (
+    AgentStats,
+    MetricsCollector,
+    MetricsServer,
+    MetricsSnapshot,
+    SnapshotHolder,
+    build_registry,
+)
 from agent.publisher import PublishOptions
+from agent.topology import NodeTopology
+from mocks.fake_pynvml import make_fake_pynvml
+from mocks.profile import load_profile
 from scheduler.gpu_alloc import (
     LEVEL_ALIGNED,
     LEVEL_NUMA,
     LEVEL_NVLINK,
     LEVEL_SPREAD,
+    MIG_RESOURCE_PREFIX,
     GpuSlot,
     NodeGpuLayout,
     NodeGpuState,
     layout_of,
     preferred_allocation,
 )
+from scheduler.load import GPU_UTILIZATION, LoadConfig, LoadTracker, PromQLError, instant_query
 from scheduler.model import Node, Pod, parse_node, parse_pod
 from scheduler.runtime.framework import CoreFramework
 from scheduler.runtime.kube import KubeApi, load_api_client
 from scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
-from tests.controlplane import ControlPlane, ManagedProcess, kwok_node
+from tests.conftest import StartPrometheus
+from tests.controlplane import ControlPlane, ManagedProcess, PrometheusServer, kwok_node
 
 pytestmark = [pytest.mark.bench, pytest.mark.integration]
 
-PROFILES = (("dgx-h100", 3), ("a100-pcie-nvlink-pairs", 3), ("l4-pcie", 3), ("gb200-nvl4", 3))
+PROFILES = (
+    ("dgx-h100", 3),
+    ("dgx-a100-mig", 3),
+    ("a100-pcie-nvlink-pairs", 3),
+    ("l4-pcie", 3),
+    ("gb200-nvl4", 3),
+)
+MIG_PROFILES = frozenset({"dgx-a100-mig"})  # labelled with MIG strategy "mixed"
 SIZES = ((1, 0.4), (2, 0.3), (4, 0.2), (8, 0.1))
+MIG_SIZES = (("1g.10gb", 0.6), ("2g.20gb", 0.2), ("3g.40gb", 0.2))
 STEPS = 10
 ARRIVALS_PER_STEP = 7
-SEED = 20261123
+MIG_ARRIVALS_PER_STEP = 1
+# The first seed is the one the single-seed tables of docs/benchmarks.md used; the others are
+# the next two integers, fixed before any of them was run (not chosen for their outcome).
+DEFAULT_SEEDS = (20261123, 20261124, 20261125)
+SEEDS_ENV = "GPUTOPO_BENCH_SEEDS"
+# "0": gputopo runs without a LoadTracker (LoadAware silent; the load is still served and
+# waited for), to tell what the load-aware score changes.
+LOAD_AWARE_ENV = "GPUTOPO_BENCH_LOAD_AWARE"
 STEP_TIMEOUT_S = 60.0
 RETRY_GRACE_S = 2.5
-BURST_PODS = 60  # one GPU each: exactly the cluster's GPUs
+BURST_PODS = 60  # one GPU each (the cluster's GPU count before the MIG nodes were added)
 GPU = "nvidia.com/gpu"
 TOPOLOGY = "gputopo.io/topology"
 GPUTOPO_SCHEDULER = "gputopo-scheduler"
@@ -85,14 +141,47 @@ KUBE_SCHEDULER = "pq-kube-scheduler"  # kube-scheduler's default plugins, under 
 # 1..10 s defaults, which would leave a pod that fits waiting for steps that stand for minutes.
 BACKOFF_S = 1
 ENDS_LABEL = "bench.gputopo.io/ends-at-step"
+# Background load (other tenants' time-sliced work), drawn per seed from its own stream.
+BUSY_SHARE = 0.3  # chance that a node starts busy
+BUSY_FLIP = 0.15  # chance per step that a node's other tenants start or stop
+BUSY_UTILIZATION = (0.5, 0.9)
+IDLE_UTILIZATION = (0.0, 0.1)
+POD_UTILIZATION = 0.9  # a trace pod's GPUs (the device-plugin model's choice)
+MIG_SLICES = 7  # compute slices of an A100/H100 GPU; a MIG pod's share is <g>/7
+SCRAPE_INTERVAL = "1s"
+LOAD_WINDOW_S = 2.0
+LOAD_WAIT_S = 30.0
+
+
+def bench_seeds() -> tuple[int, ...]:
+    text = os.environ.get(SEEDS_ENV, "").strip()
+    if not text:
+        return DEFAULT_SEEDS
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{SEEDS_ENV}={text!r}: expected comma-separated integers") from None
 
 
 @functools.cache
-def node_document(profile: str) -> tuple[dict[str, Any], int]:
-    args = argparse.Namespace(mock=profile, sysfs_root=None, node_name=None)
+def node_topology(profile: str, node_name: str | None = None) -> NodeTopology:
+    args = argparse.Namespace(mock=profile, sysfs_root=None, node_name=node_name)
     with machine_source(args) as source:
-        topology = discover_topology(source)
-    return labels_document(topology, PublishOptions(mig_strategy="none")), len(topology.gpus)
+        return discover_topology(source)
+
+
+@functools.cache
+def node_document(profile: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The agent's labels/annotations for the profile and the device plugin's capacity."""
+    topology = node_topology(profile)
+    strategy = "mixed" if profile in MIG_PROFILES else "none"
+    document = labels_document(topology, PublishOptions(mig_strategy=strategy))
+    capacity = {GPU: str(sum(1 for gpu in topology.gpus if not gpu.mig.enabled))}
+    if strategy == "mixed":
+        for key, value in document["labels"].items():
+            if key.startswith(MIG_RESOURCE_PREFIX) and key.endswith(".count"):
+                capacity[key.removesuffix(".count")] = value
+    return document, capacity
 
 
 @dataclass(frozen=True)
@@ -101,17 +190,63 @@ class TracePod:
     gpus: int
     arrives: int
     lifetime: int
+    mig: str | None = None  # a MIG pod's resource, e.g. "nvidia.com/mig-1g.10gb"
+
+    @property
+    def requests(self) -> dict[str, str]:
+        return {self.mig: "1"} if self.mig else {GPU: str(self.gpus)}
 
 
-def make_trace(seed: int = SEED) -> list[TracePod]:
+def make_trace(seed: int) -> list[TracePod]:
+    """The GPU pods exactly as the single-seed benchmark drew them, then the MIG pods from a
+    stream of their own (so adding them left each seed's GPU trace as it was)."""
     rng = random.Random(seed)
     sizes = [size for size, _ in SIZES]
     weights = [weight for _, weight in SIZES]
-    return [
+    trace = [
         TracePod(f"job-{step:02d}-{i}", rng.choices(sizes, weights)[0], step, rng.randint(2, 5))
         for step in range(STEPS)
         for i in range(ARRIVALS_PER_STEP)
     ]
+    mig_rng = random.Random(f"{seed}:mig")
+    profiles = [profile for profile, _ in MIG_SIZES]
+    mig_weights = [weight for _, weight in MIG_SIZES]
+    trace += [
+        TracePod(
+            f"mig-{step:02d}-{i}",
+            0,
+            step,
+            mig_rng.randint(2, 5),
+            MIG_RESOURCE_PREFIX + mig_rng.choices(profiles, mig_weights)[0],
+        )
+        for step in range(STEPS)
+        for i in range(MIG_ARRIVALS_PER_STEP)
+    ]
+    return trace
+
+
+def background_schedule(
+    seed: int, gpu_counts: dict[str, int], steps: int
+) -> list[dict[str, list[float]]]:
+    """Per step, per node, per GPU: the other tenants' utilisation (seeded, own stream)."""
+    rng = random.Random(f"{seed}:background")
+    names = sorted(gpu_counts)
+    busy = {name: rng.random() < BUSY_SHARE for name in names}
+    schedule = []
+    for _ in range(steps):
+        for name in names:
+            if rng.random() < BUSY_FLIP:
+                busy[name] = not busy[name]
+        schedule.append(
+            {
+                name: [
+                    round(rng.uniform(*(BUSY_UTILIZATION if busy[name] else IDLE_UTILIZATION)), 2)
+                    for _ in range(gpu_counts[name])
+                ]
+                for name in names
+            }
+        )
+    return schedule
 
 
 def level_of(layout: NodeGpuLayout, gpus: tuple[int, ...]) -> int:
@@ -131,6 +266,7 @@ def level_of(layout: NodeGpuLayout, gpus: tuple[int, ...]) -> int:
 @dataclass
 class Outcome:
     scheduler: str
+    seed: str
     levels: dict[int, int] = field(default_factory=dict)  # multi-GPU pods per level
     aligned_possible: int = 0  # multi-GPU pods for which some node had an aligned free set
     aligned_when_possible: int = 0  # ... and that got one
@@ -146,8 +282,15 @@ class Outcome:
     big_nodes_held_by: list[str] = field(default_factory=list)
     pending_pod_minutes: int = 0
     imbalance: list[float] = field(default_factory=list)
+    load_imbalance: list[float] = field(default_factory=list)
     bound: int = 0
-    burst_pods_per_s: float = 0.0
+    mig_bound: int = 0
+    mig_pending_pod_minutes: int = 0
+    burst_pods_per_s: list[float] = field(default_factory=list)
+    # LoadAware's view: per 1- and 2-GPU pod bound, the background load of the GPUs it got.
+    background_on_bind: list[float] = field(default_factory=list)
+    # 1- and 2-GPU pods bound on a node with an 8-GPU NVLink domain (one an 8-GPU pod needs).
+    small_on_big_nodes: list[str] = field(default_factory=list)
 
     @property
     def multi(self) -> int:
@@ -156,10 +299,33 @@ class Outcome:
     def share(self, level: int) -> float:
         return 100.0 * self.levels.get(level, 0) / max(1, self.multi)
 
+    def add(self, other: Outcome) -> None:
+        """Fold a seed's outcome into a total (imbalances: one mean per seed)."""
+        for level, count in other.levels.items():
+            self.levels[level] = self.levels.get(level, 0) + count
+        for name in (
+            "aligned_possible",
+            "aligned_when_possible",
+            "aligned_possible_ignoring_holds",
+            "aligned_when_possible_ignoring_holds",
+            "fragmentation_pod_minutes",
+            "fragmentation_8gpu_pod_minutes",
+            "pending_pod_minutes",
+            "bound",
+            "mig_bound",
+            "mig_pending_pod_minutes",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.imbalance.append(statistics.fmean(other.imbalance))
+        self.load_imbalance.append(statistics.fmean(other.load_imbalance))
+        self.burst_pods_per_s += other.burst_pods_per_s
+        self.background_on_bind += other.background_on_bind
+
     def row(self) -> str:
         when_possible = 100.0 * self.aligned_when_possible / max(1, self.aligned_possible)
         return (
-            f"| {self.scheduler} | {when_possible:.1f} ({self.aligned_when_possible}/"
+            f"| {self.scheduler} | {self.seed}"
+            f" | {when_possible:.1f} ({self.aligned_when_possible}/"
             f"{self.aligned_possible}; {self.aligned_when_possible_ignoring_holds}/"
             f"{self.aligned_possible_ignoring_holds} ignoring holds)"
             f" | {self.share(LEVEL_ALIGNED):.1f}"
@@ -167,25 +333,152 @@ class Outcome:
             f" | {self.share(LEVEL_NUMA):.1f} | {self.share(LEVEL_SPREAD):.1f}"
             f" | {self.fragmentation_pod_minutes} | {self.fragmentation_8gpu_pod_minutes}"
             f" | {self.pending_pod_minutes}"
-            f" | {statistics.fmean(self.imbalance):.3f} | {self.bound}"
-            f" | {self.burst_pods_per_s:.1f} |"
+            f" | {statistics.fmean(self.imbalance):.3f}"
+            f" | {statistics.fmean(self.load_imbalance):.3f}"
+            f" | {statistics.fmean(self.background_on_bind or [0.0]):.3f}"
+            f" | {self.bound} | {self.mig_bound} | {self.mig_pending_pod_minutes}"
+            f" | {statistics.fmean(self.burst_pods_per_s or [0.0]):.1f} |"
         )
 
 
-def create_cluster(core: client.CoreV1Api) -> dict[str, tuple[Node, NodeGpuLayout, int]]:
-    layouts: dict[str, tuple[Node, NodeGpuLayout, int]] = {}
+@dataclass
+class ClusterNode:
+    node: Node
+    layout: NodeGpuLayout
+    gpus: int  # physical GPUs, MIG mode or not
+
+
+def create_cluster(core: client.CoreV1Api) -> dict[str, ClusterNode]:
+    nodes: dict[str, ClusterNode] = {}
     for profile, count in PROFILES:
-        document, gpus = node_document(profile)
+        document, capacity = node_document(profile)
         for i in range(count):
             name = f"pq-{profile}-{i}"
-            body = kwok_node(name, labels=document["labels"], capacity={GPU: str(gpus)})
+            body = kwok_node(name, labels=document["labels"], capacity=capacity)
             body.metadata.annotations[TOPOLOGY] = document["annotations"][TOPOLOGY]
             core.create_node(body)
             node = parse_node(client.ApiClient().sanitize_for_serialization(body))
             layout = layout_of(node)
             assert layout is not None
-            layouts[name] = (node, layout, gpus)
-    return layouts
+            nodes[name] = ClusterNode(node, layout, len(node_topology(profile).gpus))
+    return nodes
+
+
+class NodeAgentMetrics:
+    """One kwok node's /metrics as its agent would serve them: the agent's collector and
+    server over the node's discovered topology and a LoadSample the agent's NVML sampler takes
+    from the mocked pynvml of the profile, whose utilisation the benchmark sets."""
+
+    def __init__(self, name: str, profile: str) -> None:
+        self.name = name
+        self.topology = node_topology(profile, name)
+        self.nvml: Any = make_fake_pynvml(load_profile(profile))
+        self.nvml.nvmlInit()
+        self._absent: set[str] = set()
+        self._previous: dict[int, GpuLoad] = {}
+        self.holder = SnapshotHolder(MetricsSnapshot(topology=self.topology))
+        collector = MetricsCollector(self.holder, AgentStats(), version="bench")
+        self.server = MetricsServer(build_registry(collector), host="127.0.0.1", port=0)
+        self.set_utilization([0.0] * len(self.topology.gpus))
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def set_utilization(self, ratios: Sequence[float]) -> None:
+        """Set every GPU's utilisation (and memory use alike) and take one sample."""
+        for gpu, ratio in zip(self.topology.gpus, ratios, strict=True):
+            percent = round(100 * min(1.0, ratio))
+            self.nvml.control.set_utilization(gpu.index, gpu=percent, memory=percent)
+            self.nvml.control.set_memory_used(gpu.index, (gpu.memory_mib or 0) * percent // 100)
+        gpus = sample_gpus(self.nvml, None, self._absent, None, self._previous)
+        self._previous = gpus
+        self.holder.update(load=LoadSample(timestamp=time.time(), gpus=gpus))
+
+
+@contextmanager
+def agent_metrics(nodes: dict[str, ClusterNode]) -> Iterator[dict[str, NodeAgentMetrics]]:
+    served: dict[str, NodeAgentMetrics] = {}
+    with ExitStack() as stack:
+        for name in nodes:
+            profile = name.removeprefix("pq-").rsplit("-", 1)[0]
+            metrics = NodeAgentMetrics(name, profile)
+            stack.enter_context(metrics.server)
+            served[name] = metrics
+        yield served
+
+
+def load_config(prometheus: PrometheusServer) -> LoadConfig:
+    return LoadConfig(
+        url=prometheus.url,
+        window_s=LOAD_WINDOW_S,
+        timeout_s=2.0,
+        refresh_interval_s=0.5,
+        max_age_s=120.0,
+    )
+
+
+def gpu_utilization(
+    cluster: ClusterNode, state: NodeGpuState, background: Sequence[float]
+) -> list[float]:
+    """Per physical GPU: background + POD_UTILIZATION on GPUs (MIG slices) held by trace pods."""
+    utilization = list(background)
+    for index in state.owner:
+        utilization[index] += POD_UTILIZATION
+    slices = {(mig.gpu, mig.instance): mig_share(mig.resource) for mig in cluster.layout.migs}
+    for device in state.mig_owner:
+        utilization[device[0]] += POD_UTILIZATION * slices[device]
+    return [min(1.0, value) for value in utilization]
+
+
+def mig_share(resource: str) -> float:
+    """A MIG device's share of its GPU's compute: '<g>g' of MIG_SLICES ('1c.3g.40gb': 3)."""
+    profile = resource.removeprefix(MIG_RESOURCE_PREFIX)
+    instance = profile.split(".")[-2] if profile.count(".") >= 2 else profile.split(".")[0]
+    return int(instance.removesuffix("g")) / MIG_SLICES
+
+
+def allocated_share(cluster: ClusterNode, state: NodeGpuState) -> float:
+    """Share of the node's physical GPUs held: whole GPUs, plus MIG devices' compute slices."""
+    held = float(len(cluster.layout.gpus) - len(state.free_gpus()))
+    slices = {(mig.gpu, mig.instance): mig_share(mig.resource) for mig in cluster.layout.migs}
+    held += sum(slices[device] for device in state.mig_owner)
+    return held / cluster.gpus
+
+
+def apply_load(
+    metrics: dict[str, NodeAgentMetrics],
+    expected: dict[str, list[float]],
+    prometheus: PrometheusServer,
+    tracker: LoadTracker | None,
+) -> None:
+    """Set the load, then wait until the LoadAware query (the tracker's own PromQL over its
+    window) returns it for every GPU; refresh the tracker then, if there is one."""
+    for name, ratios in expected.items():
+        metrics[name].set_utilization(ratios)
+    config = load_config(prometheus)
+    want = {
+        (name, metrics[name].topology.gpus[i].index): round(100 * min(1.0, ratio)) / 100
+        for name, ratios in expected.items()
+        for i, ratio in enumerate(ratios)
+    }
+    deadline = time.monotonic() + LOAD_WAIT_S
+    while True:
+        try:
+            got = {
+                (labels.get("node", ""), int(labels.get("gpu", "-1"))): value
+                for labels, value in instant_query(
+                    config.url, config.promql(GPU_UTILIZATION), config.timeout_s
+                )
+            }
+        except PromQLError:
+            got = {}
+        if all(abs(got.get(key, -1.0) - value) < 0.005 for key, value in want.items()):
+            break
+        assert time.monotonic() < deadline, "Prometheus never showed the step's load"
+        time.sleep(0.2)
+    if tracker is not None:
+        tracker.refresh_once()
 
 
 def pod_body(pod: TracePod, scheduler: str) -> client.V1Pod:
@@ -200,8 +493,8 @@ def pod_body(pod: TracePod, scheduler: str) -> client.V1Pod:
                     name="main",
                     image="busybox",
                     resources=client.V1ResourceRequirements(
-                        requests={GPU: str(pod.gpus), "cpu": "100m"},
-                        limits={GPU: str(pod.gpus)},
+                        requests={**pod.requests, "cpu": "100m"},
+                        limits=pod.requests,
                     ),
                 )
             ],
@@ -227,18 +520,31 @@ def can_host(layout: NodeGpuLayout, count: int) -> bool:
     return max(sizes.values(), default=0) >= count
 
 
-def aligned_set_exists(
+def aligned_sets(
     states: dict[str, NodeGpuState], count: int, held: frozenset[str] = frozenset()
-) -> bool:
-    """Whether any node but `held` has `count` free GPUs in one NVLink domain and one NUMA
-    node."""
+) -> dict[str, tuple[int, ...]]:
+    """Node -> the aligned set (`count` free GPUs in one NVLink domain and one NUMA node) the
+    device plugin would give, for every node but `held` that has one."""
+    found: dict[str, tuple[int, ...]] = {}
     for name, state in states.items():
         if name in held:
             continue
         choice = preferred_allocation(state.free_gpus(), count)
         if choice is not None and choice.level == LEVEL_ALIGNED:
-            return True
-    return False
+            found[name] = choice.gpus
+    return found
+
+
+def load_of(background: dict[str, list[float]], node: str, gpus: tuple[int, ...]) -> str:
+    """'<node> <mean background load of `gpus`>', for the printed diagnostics."""
+    mean = statistics.fmean(background[node][i] for i in gpus)
+    return f"{node.removeprefix('pq-')} {mean:.2f}"
+
+
+def aligned_set_exists(
+    states: dict[str, NodeGpuState], count: int, held: frozenset[str] = frozenset()
+) -> bool:
+    return bool(aligned_sets(states, count, held))
 
 
 def nominations(pods: list[client.V1Pod]) -> dict[str, str]:
@@ -269,17 +575,29 @@ def bind_order(pod: client.V1Pod, first_seen: dict[str, int]) -> tuple[int, Any,
     return (first_seen[name], scheduled or pod.metadata.creation_timestamp, name)
 
 
+@dataclass
+class LoadRig:
+    """The agents' metrics, Prometheus scraping them, and the tracker (gputopo's runs only)."""
+
+    metrics: dict[str, NodeAgentMetrics]
+    prometheus: PrometheusServer
+    tracker: LoadTracker | None = None
+
+
 def run_trace(
     core: client.CoreV1Api,
     namespace: str,
     scheduler: str,
-    layouts: dict[str, tuple[Node, NodeGpuLayout, int]],
+    nodes: dict[str, ClusterNode],
+    seed: int,
+    rig: LoadRig,
 ) -> Outcome:
-    trace = make_trace()
+    trace = make_trace(seed)
     by_name = {pod.name: pod for pod in trace}
-    outcome = Outcome(scheduler)
-    states = {name: NodeGpuState(node, layout) for name, (node, layout, _) in layouts.items()}
-    on_node: dict[str, dict[str, Pod]] = {name: {} for name in layouts}
+    outcome = Outcome(scheduler, str(seed))
+    background = background_schedule(seed, {n: c.gpus for n, c in nodes.items()}, STEPS + 6)
+    states = {name: NodeGpuState(c.node, c.layout) for name, c in nodes.items()}
+    on_node: dict[str, dict[str, Pod]] = {name: {} for name in nodes}
     ends: dict[str, int] = {}
     placed: dict[str, str] = {}
     nominated_by_poll: list[dict[str, str]] = [{}]  # index 0: before the first poll
@@ -297,6 +615,17 @@ def run_trace(
                 node = placed.pop(name)
                 on_node[node].pop(name)
                 states[node].sync_pods(on_node[node].values(), 0.0)
+        # The step's load (other tenants + the trace pods still running), seen by Prometheus
+        # before any of the step's pods exists.
+        apply_load(
+            rig.metrics,
+            {
+                name: gpu_utilization(nodes[name], state, background[step][name])
+                for name, state in states.items()
+            },
+            rig.prometheus,
+            rig.tracker,
+        )
         for pod in trace:
             if pod.arrives == step:
                 core.create_namespaced_pod(namespace, pod_body(pod, scheduler))
@@ -324,19 +653,31 @@ def run_trace(
             trace_pod = by_name[name]
             seen_at = step_polls + first_seen[name] + 1
             held = held_nodes(nominated_by_poll[seen_at - 1], nominated_by_poll[seen_at], name)
-            possible_anywhere = trace_pod.gpus > 1 and aligned_set_exists(states, trace_pod.gpus)
+            options = aligned_sets(states, trace_pod.gpus) if trace_pod.gpus > 1 else {}
+            possible_anywhere = bool(options)
             possible = trace_pod.gpus > 1 and aligned_set_exists(states, trace_pod.gpus, held)
             placed[name] = item.spec.node_name
             ends[name] = step + trace_pod.lifetime
             core.patch_namespaced_pod(
                 name, namespace, {"metadata": {"labels": {ENDS_LABEL: str(ends[name])}}}
             )
-            outcome.bound += 1
+            if trace_pod.mig:
+                outcome.mig_bound += 1
+            else:
+                outcome.bound += 1
             state = states[item.spec.node_name]
             parsed = parse_pod(client.ApiClient().sanitize_for_serialization(item))
             on_node[item.spec.node_name][name] = parsed
             state.sync_pods(on_node[item.spec.node_name].values(), 0.0)
             gpus = state.pod_gpus[parsed.key][0]
+            if 0 < trace_pod.gpus <= 2 and gpus:
+                ratios = background[step][item.spec.node_name]
+                outcome.background_on_bind.append(statistics.fmean(ratios[i] for i in gpus))
+                if can_host(state.layout, 8):
+                    outcome.small_on_big_nodes.append(
+                        f"step {step}: {name} ({trace_pod.gpus}) on "
+                        f"{load_of(background[step], item.spec.node_name, gpus)}"
+                    )
             if trace_pod.gpus > 1 and len(gpus) == trace_pod.gpus:
                 level = level_of(state.layout, gpus)
                 outcome.levels[level] = outcome.levels.get(level, 0) + 1
@@ -347,31 +688,44 @@ def run_trace(
                     outcome.aligned_possible_ignoring_holds += 1
                     outcome.aligned_when_possible_ignoring_holds += level == LEVEL_ALIGNED
                     if level != LEVEL_ALIGNED:
+                        # What LoadAware saw: the background load of the GPUs taken and of
+                        # the aligned sets that were free (free GPUs carry no trace pod).
+                        load = background[step]
                         outcome.unaligned_notes.append(
-                            f"step {step}: {name} ({trace_pod.gpus} GPUs) on "
-                            f"{item.spec.node_name.removeprefix('pq-')}, held then: "
+                            f"seed {seed} step {step}: {name} ({trace_pod.gpus} GPUs) on "
+                            f"{load_of(load, item.spec.node_name, gpus)}, aligned free: "
+                            + ", ".join(load_of(load, n, g) for n, g in sorted(options.items()))
+                            + "; held then: "
                             + (", ".join(sorted(n.removeprefix("pq-") for n in held)) or "-")
                         )
         free_total = sum(len(state.free_gpus()) for state in states.values())
         for item in live:
             if not item.spec.node_name:
+                pending = by_name[item.metadata.name]
+                if pending.mig:
+                    outcome.mig_pending_pod_minutes += 1
+                    continue
                 outcome.pending_pod_minutes += 1
-                gpus = by_name[item.metadata.name].gpus
-                if gpus <= free_total:
+                if pending.gpus <= free_total:
                     outcome.fragmentation_pod_minutes += 1
-                    outcome.fragmentation_8gpu_pod_minutes += gpus == 8
+                    outcome.fragmentation_8gpu_pod_minutes += pending.gpus == 8
         if any(not p.spec.node_name and by_name[p.metadata.name].gpus == 8 for p in live) and (
             free_total >= 8
         ):
             held = [
                 f"{name.removeprefix('pq-')}: "
                 + ("+".join(str(by_name[pod.name].gpus) for pod in on_node[name].values()) or "-")
-                for name, (_, layout, _) in layouts.items()
-                if can_host(layout, 8)
+                for name, cluster in nodes.items()
+                if can_host(cluster.layout, 8)
             ]
-            outcome.big_nodes_held_by.append(f"step {step}: " + ", ".join(held))
-        ratios = [1 - len(state.free_gpus()) / layouts[name][2] for name, state in states.items()]
+            outcome.big_nodes_held_by.append(f"seed {seed} step {step}: " + ", ".join(held))
+        ratios = [allocated_share(nodes[name], state) for name, state in states.items()]
         outcome.imbalance.append(statistics.pstdev(ratios))
+        node_utilization = [
+            statistics.fmean(gpu_utilization(nodes[name], state, background[step][name]))
+            for name, state in states.items()
+        ]
+        outcome.load_imbalance.append(statistics.pstdev(node_utilization))
     return outcome
 
 
@@ -401,66 +755,112 @@ def burst(core: client.CoreV1Api, namespace: str, scheduler: str) -> float:
     return bound / elapsed
 
 
+def run_one(
+    control_plane: ControlPlane,
+    core: client.CoreV1Api,
+    scheduler: str,
+    nodes: dict[str, ClusterNode],
+    seed: int,
+    rig: LoadRig,
+) -> Outcome:
+    """One seed's trace and a burst under a freshly started scheduler, in a fresh namespace."""
+    namespace = control_plane.create_namespace(f"pq-{scheduler}-{seed}")
+    runtime = None
+    kube: ManagedProcess | None = None
+    rig.tracker = None
+    if scheduler == GPUTOPO_SCHEDULER:
+        if os.environ.get(LOAD_AWARE_ENV, "1") != "0":
+            rig.tracker = LoadTracker(load_config(rig.prometheus))
+        api = KubeApi(load_api_client(str(control_plane.admin_kubeconfig)))
+        runtime = SchedulerRuntime(
+            api,
+            CoreFramework(load=rig.tracker),
+            RuntimeConfig(
+                scheduler_name=GPUTOPO_SCHEDULER,
+                metrics_address=None,
+                initial_backoff_s=BACKOFF_S,
+                max_backoff_s=BACKOFF_S,
+            ),
+        )
+        if rig.tracker is not None:
+            rig.tracker.start()
+        runtime.start()
+    else:
+        kube = control_plane.start_scheduler_with_config(
+            KUBE_SCHEDULER,
+            {
+                "apiVersion": "kubescheduler.config.k8s.io/v1",
+                "kind": "KubeSchedulerConfiguration",
+                "profiles": [{"schedulerName": KUBE_SCHEDULER}],
+                "podInitialBackoffSeconds": BACKOFF_S,
+                "podMaxBackoffSeconds": BACKOFF_S,
+            },
+        )
+    try:
+        outcome = run_trace(core, namespace, scheduler, nodes, seed, rig)
+        outcome.burst_pods_per_s.append(burst(core, namespace, scheduler))
+        return outcome
+    finally:
+        if runtime is not None:
+            runtime.stop()
+        if rig.tracker is not None:
+            rig.tracker.stop()
+            rig.tracker = None
+        if kube is not None:
+            kube.stop()
+        control_plane.delete_namespace(namespace)
+
+
 def test_placement_quality(
     control_plane: ControlPlane,
     kube_admin: client.ApiClient,
     kwok: ManagedProcess,
+    start_prometheus: StartPrometheus,
 ) -> None:
     core = client.CoreV1Api(kube_admin)
-    layouts = create_cluster(core)
-    rows = []
+    seeds = bench_seeds()
+    nodes = create_cluster(core)
+    rows: list[Outcome] = []
+    totals = {name: Outcome(name, "total") for name in (KUBE_SCHEDULER, GPUTOPO_SCHEDULER)}
+    started = time.monotonic()
     try:
-        for scheduler in (KUBE_SCHEDULER, GPUTOPO_SCHEDULER):
-            namespace = control_plane.create_namespace(f"pq-{scheduler}")
-            runtime = None
-            kube: ManagedProcess | None = None
-            if scheduler == GPUTOPO_SCHEDULER:
-                api = KubeApi(load_api_client(str(control_plane.admin_kubeconfig)))
-                runtime = SchedulerRuntime(
-                    api,
-                    CoreFramework(),
-                    RuntimeConfig(
-                        scheduler_name=GPUTOPO_SCHEDULER,
-                        metrics_address=None,
-                        initial_backoff_s=BACKOFF_S,
-                        max_backoff_s=BACKOFF_S,
-                    ),
-                )
-                runtime.start()
-            else:
-                kube = control_plane.start_scheduler_with_config(
-                    KUBE_SCHEDULER,
-                    {
-                        "apiVersion": "kubescheduler.config.k8s.io/v1",
-                        "kind": "KubeSchedulerConfiguration",
-                        "profiles": [{"schedulerName": KUBE_SCHEDULER}],
-                        "podInitialBackoffSeconds": BACKOFF_S,
-                        "podMaxBackoffSeconds": BACKOFF_S,
-                    },
-                )
-            try:
-                outcome = run_trace(core, namespace, scheduler, layouts)
-                outcome.burst_pods_per_s = burst(core, namespace, scheduler)
-                rows.append(outcome)
-            finally:
-                if runtime is not None:
-                    runtime.stop()
-                if kube is not None:
-                    kube.stop()
-                control_plane.delete_namespace(namespace)
+        with agent_metrics(nodes) as metrics:
+            prometheus = start_prometheus(
+                {"gputopo-agent": [m.target for m in metrics.values()]},
+                scrape_interval=SCRAPE_INTERVAL,
+            )
+            prometheus.wait_for(f"count(gputopo_node_info) == {len(nodes)}", timeout=30)
+            rig = LoadRig(metrics, prometheus)
+            for seed in seeds:
+                for scheduler in (KUBE_SCHEDULER, GPUTOPO_SCHEDULER):
+                    outcome = run_one(control_plane, core, scheduler, nodes, seed, rig)
+                    rows.append(outcome)
+                    totals[scheduler].add(outcome)
     finally:
-        for name in layouts:
+        for name in nodes:
             core.delete_node(name)
     header = (
-        "| scheduler | aligned when possible % | aligned % | NVLink only % | NUMA only % "
+        "| scheduler | seed | aligned when possible % | aligned % | NVLink only % | NUMA only % "
         "| spread % | fragmentation pod-min | of which 8-GPU | pending pod-min | imbalance "
-        "| bound | pods/s |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| imbalance under load | background on 1-2 GPU binds | bound | MIG bound "
+        "| MIG pending pod-min | pods/s |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+        "| --- | --- | --- |"
     )
-    print("\n" + header + "\n" + "\n".join(outcome.row() for outcome in rows))
-    for outcome in rows:
-        print(f"\n{outcome.scheduler}: 8-GPU nodes while an 8-GPU pod waited (GPUs per pod)")
+    ordered = sorted(rows, key=lambda o: (o.scheduler != KUBE_SCHEDULER, seeds.index(int(o.seed))))
+    load_aware = os.environ.get(LOAD_AWARE_ENV, "1") != "0"
+    print(
+        f"\nseeds {', '.join(map(str, seeds))}; {time.monotonic() - started:.0f} s; "
+        f"gputopo LoadAware {'on' if load_aware else 'off'}"
+    )
+    print(header + "\n" + "\n".join(o.row() for o in [*ordered, *totals.values()]))
+    for outcome in ordered:
+        print(f"\n{outcome.scheduler} seed {outcome.seed}: 8-GPU nodes while an 8-GPU pod waited")
         print("\n".join(f"  {line}" for line in outcome.big_nodes_held_by) or "  (never)")
+        print(
+            f"{outcome.scheduler}: 1-2 GPU pods bound on 8-GPU nodes (background load there): "
+            + (", ".join(outcome.small_on_big_nodes) or "none")
+        )
         print(f"{outcome.scheduler}: unaligned although an aligned set was free somewhere")
         print("\n".join(f"  {line}" for line in outcome.unaligned_notes) or "  (none)")
     assert all(outcome.bound > 0 for outcome in rows)
