@@ -47,7 +47,13 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from agent.contract import DEFAULT_CONTRACT, Contract, ContractError, parse_topology_annotation
+from agent.contract import (
+    DEFAULT_CONTRACT,
+    AnnotatedMigInstance,
+    Contract,
+    ContractError,
+    parse_topology_annotation,
+)
 from scheduler.model import Node, Pod
 from scheduler.snapshot import ClusterSnapshot, IntArray
 
@@ -82,9 +88,16 @@ class GpuSlot:
 
 @dataclass(frozen=True, slots=True)
 class MigSlot:
+    """One MIG device: a compute instance of a GPU instance (the device plugin's unit)."""
+
     gpu: int
-    instance: int
+    instance: int  # GPU instance id
     resource: str
+    compute: int = 0  # compute instance id within the GPU instance
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (self.gpu, self.instance, self.compute)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +124,20 @@ def _label_int(labels: Mapping[str, str], key: str) -> int | None:
     return int(value)
 
 
+def _mig_slots(gpu: int, instances: Iterable[AnnotatedMigInstance]) -> list[MigSlot]:
+    """The device plugin's MIG devices: one per compute instance, named by its profile
+    (``1c.3g.40gb`` for a GPU instance split into compute instances), as the agent's
+    ``nvidia.com/mig-*.count`` labels count them. A GPU instance listed without compute
+    instances (an annotation written by hand) counts as one device of its own profile."""
+    slots: list[MigSlot] = []
+    for gi in instances:
+        if not gi.compute_instances:
+            slots.append(MigSlot(gpu, gi.id, mig_resource(gi.profile)))
+        for ci in gi.compute_instances:
+            slots.append(MigSlot(gpu, gi.id, mig_resource(ci.profile), ci.id))
+    return slots
+
+
 def layout_of(node: Node, contract: Contract = DEFAULT_CONTRACT) -> NodeGpuLayout | None:
     """The node's GPU layout (annotation first, labels second); None for a node without GPUs."""
     text = node.annotations.get(contract.topology_annotation)
@@ -126,9 +153,7 @@ def layout_of(node: Node, contract: Contract = DEFAULT_CONTRACT) -> NodeGpuLayou
                 healthy = gpu.health != "failed"
                 if gpu.mig_enabled:
                     if healthy:
-                        migs.extend(
-                            MigSlot(gpu.index, gi.id, mig_resource(gi.profile)) for gi in gpu.mig
-                        )
+                        migs.extend(_mig_slots(gpu.index, gpu.mig))
                     continue
                 gpus.append(GpuSlot(gpu.index, gpu.numa_node, gpu.nvlink_domain, healthy))
             if gpus or migs:
@@ -273,8 +298,8 @@ class NodeGpuState:
         self.node = node
         self.layout = layout
         self.owner: dict[int, str] = {}
-        self.mig_owner: dict[tuple[int, int], str] = {}
-        self.pod_gpus: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...]]] = {}
+        self.mig_owner: dict[tuple[int, int, int], str] = {}
+        self.pod_gpus: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int, int], ...]]] = {}
         self.foreign: frozenset[int] = frozenset()
         self.changed_at = -math.inf
 
@@ -319,7 +344,7 @@ class NodeGpuState:
             gpus = choice.gpus if choice else tuple(g.index for g in free[:count])
             for index in gpus:
                 self.owner[index] = pod.key
-        migs: list[tuple[int, int]] = []
+        migs: list[tuple[int, int, int]] = []
         for resource, amount in sorted(pod_mig_requests(pod).items()):
             for device in self._best_mig_devices(resource, amount):
                 self.mig_owner[device] = pod.key
@@ -338,20 +363,20 @@ class NodeGpuState:
         return [
             mig
             for mig in self.layout.migs
-            if mig.resource == resource and (mig.gpu, mig.instance) not in self.mig_owner
+            if mig.resource == resource and mig.key not in self.mig_owner
         ]
 
-    def _best_mig_devices(self, resource: str, amount: int) -> list[tuple[int, int]]:
+    def _best_mig_devices(self, resource: str, amount: int) -> list[tuple[int, int, int]]:
         """Best fit for MIG: devices from the GPU with the fewest free ones of the profile."""
         by_gpu: dict[int, list[MigSlot]] = {}
         for mig in self.free_migs(resource):
             by_gpu.setdefault(mig.gpu, []).append(mig)
-        chosen: list[tuple[int, int]] = []
+        chosen: list[tuple[int, int, int]] = []
         for _, devices in sorted(by_gpu.items(), key=lambda item: (len(item[1]), item[0])):
             for mig in devices:
                 if len(chosen) == amount:
                     return chosen
-                chosen.append((mig.gpu, mig.instance))
+                chosen.append(mig.key)
         return chosen
 
     def apply_nrt(self, report: NrtReport | None) -> None:

@@ -425,7 +425,7 @@ def gpu_utilization(
     utilization = list(background)
     for index in state.owner:
         utilization[index] += POD_UTILIZATION
-    slices = {(mig.gpu, mig.instance): mig_share(mig.resource) for mig in cluster.layout.migs}
+    slices = {mig.key: mig_share(mig.resource) for mig in cluster.layout.migs}
     for device in state.mig_owner:
         utilization[device[0]] += POD_UTILIZATION * slices[device]
     return [min(1.0, value) for value in utilization]
@@ -441,7 +441,7 @@ def mig_share(resource: str) -> float:
 def allocated_share(cluster: ClusterNode, state: NodeGpuState) -> float:
     """Share of the node's physical GPUs held: whole GPUs, plus MIG devices' compute slices."""
     held = float(len(cluster.layout.gpus) - len(state.free_gpus()))
-    slices = {(mig.gpu, mig.instance): mig_share(mig.resource) for mig in cluster.layout.migs}
+    slices = {mig.key: mig_share(mig.resource) for mig in cluster.layout.migs}
     held += sum(slices[device] for device in state.mig_owner)
     return held / cluster.gpus
 

@@ -259,3 +259,32 @@ def test_refresh_recomputes_only_what_changed_since_the_last_refresh(monkeypatch
     snapshot.update_node(gpu_node("a", NVSWITCH_8, labels={"x": "y"}))  # a new Node object
     allocator.refresh(both)
     assert sorted(updates) == [0, 0, 1, 1]
+
+
+def test_mig_devices_match_the_agents_count_labels_split_compute_instances_included() -> None:
+    """dgx-a100-mig has a 3g.40gb GPU instance split into 1c and 2c compute instances: the
+    device plugin (and the agent's labels) count one device per compute instance."""
+    import argparse
+
+    from agent.cli import discover_topology, machine_source
+    from agent.cli_publish import labels_document
+    from agent.publisher import PublishOptions
+
+    args = argparse.Namespace(mock="dgx-a100-mig", sysfs_root=None, node_name=None)
+    with machine_source(args) as source:
+        topology = discover_topology(source)
+    document = labels_document(topology, PublishOptions(mig_strategy="mixed"))
+    counts = {
+        key.removesuffix(".count"): int(value)
+        for key, value in document["labels"].items()
+        if key.startswith("nvidia.com/mig-") and key.endswith(".count")
+    }
+    node = gpu_node("a100", document["annotations"]["gputopo.io/topology"], 4)
+    layout = layout_of(parse_node(node))
+    assert layout is not None
+    modelled: dict[str, int] = {}
+    for mig in layout.migs:
+        modelled[mig.resource] = modelled.get(mig.resource, 0) + 1
+    assert modelled == counts
+    assert counts["nvidia.com/mig-1c.3g.40gb"] == 1
+    assert len({mig.key for mig in layout.migs}) == len(layout.migs)
