@@ -35,6 +35,7 @@ import queue
 import socket
 import ssl
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -319,6 +320,12 @@ def _one_line(error: BaseException) -> str:
 # -- the client -------------------------------------------------------------------------------
 
 
+# Pooled connections idle longer than this are closed rather than reused: kube-apiserver's
+# HTTP/1.1 server closes connections idle for 90 s, and a request sent on one it has closed
+# fails (retried once, on a fresh connection).
+MAX_IDLE_S: Final = 60.0
+
+
 class HttpConnections:
     """Kept-alive HTTP/1.1 connections to one API server, shared by any number of threads.
 
@@ -363,6 +370,19 @@ class HttpConnections:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+    def _take_idle(self) -> _Connection | None:
+        """A pooled connection idle for less than MAX_IDLE_S, or None; older ones are closed
+        (kube-apiserver closes HTTP/1.1 connections idle for 90 s)."""
+        now = time.monotonic()
+        while True:
+            try:
+                connection = self._idle.get_nowait()
+            except queue.Empty:
+                return None
+            if now - connection.idle_since < MAX_IDLE_S:
+                return connection
+            connection.close()
 
     def _connect(self, timeout_s: float) -> _Connection:
         sock = socket.create_connection((self._host, self._port), timeout_s)
@@ -409,11 +429,13 @@ class HttpConnections:
             reused = False
             answered = False
             try:
-                try:
-                    connection = self._idle.get_nowait()
+                # The retry never takes another pooled connection: after a quiet spell every
+                # one of them may have been closed by the server.
+                connection = self._take_idle() if attempt == 0 else None
+                if connection is not None:
                     reused = True
                     connection.sock.settimeout(timeout)
-                except queue.Empty:
+                else:
                     connection = self._connect(timeout)
                 connection.sock.sendall(request)
                 head = _read_head(connection.reader)
@@ -432,6 +454,7 @@ class HttpConnections:
             if head.will_close:
                 connection.close()
             else:
+                connection.idle_since = time.monotonic()
                 self._idle.put(connection)
             return head.status, head.reason, data
         raise AssertionError("unreachable")  # pragma: no cover
@@ -477,11 +500,12 @@ _MAX_HEADERS: Final = 100
 class _Connection:
     """One HTTP/1.1 connection: a socket (TLS-wrapped for https) and a buffered reader on it."""
 
-    __slots__ = ("reader", "sock")
+    __slots__ = ("idle_since", "reader", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.reader = cast(io.BufferedReader, sock.makefile("rb", buffering=65536))
+        self.idle_since = time.monotonic()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.kubeapi import HttpConnections, KubeConnectionError
+from agent.kubeapi import MAX_IDLE_S, HttpConnections, KubeConnectionError
 from tests.controlplane.certs import CertificateAuthority
 from tests.unit.runtime.scripted_http import CHUNKED_HEAD, ScriptedServer, answer, chunked, pieces
 
@@ -94,6 +94,44 @@ def test_an_idle_connection_the_server_closed_is_retried_once(server: ScriptedSe
     assert pool.exchange("POST", "/y", b"{}", {})[0] == 200
     assert [r.line.split()[0] for r in server.requests] == ["GET", "POST"]  # POSTed once
     assert server.connections == 2
+
+
+def test_the_retry_opens_a_fresh_connection_when_every_pooled_one_went_stale(
+    server: ScriptedServer,
+) -> None:
+    """After a quiet spell the server may have closed *all* pooled connections (16 bind workers'
+    worth): the retry must not take the next stale one."""
+
+    def slow_answer_then_close(sock: socket.socket) -> bool:
+        time.sleep(0.1)  # keeps both requests in flight: two pooled connections
+        answer(200, b"{}")(sock)
+        return False
+
+    server.replies = [slow_answer_then_close, slow_answer_then_close]
+    pool = connections(server)
+    threads = [
+        threading.Thread(target=pool.exchange, args=("GET", "/x", None, {})) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert server.connections == 2
+    time.sleep(0.05)
+    assert pool.exchange("POST", "/y", b"{}", {})[0] == 200
+    assert server.connections == 3
+    assert [r.line.split()[0] for r in server.requests].count("POST") == 1
+
+
+def test_connections_idle_past_the_servers_idle_timeout_are_not_reused(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = connections(server)
+    pool.exchange("GET", "/x", None, {})
+    now = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: now + MAX_IDLE_S + 1)
+    pool.exchange("GET", "/x", None, {})
+    assert server.connections == 2  # a fresh one; the old one closed, not tried
 
 
 def test_a_connection_dropped_mid_answer_is_not_retried(server: ScriptedServer) -> None:
