@@ -188,15 +188,21 @@ def test_a_stream_the_server_cuts_is_a_connection_error(server: ScriptedServer) 
     assert received == [b"one\n"]
 
 
-def test_shutdown_from_another_thread_ends_a_blocked_stream_read(server: ScriptedServer) -> None:
-    server.replies = [pieces(CHUNKED_HEAD, pause_s=30)]  # headers, then silence
-    stream = connections(server).open_stream("GET", "/w", {}, timeout_s=60)
+def assert_shutdown_ends_a_blocked_read(pool: HttpConnections) -> None:
+    """Open a watch the server answers with headers and then silence; another thread's
+    shutdown() must end the blocked read at once."""
+    stream = pool.open_stream("GET", "/w", {}, timeout_s=60)
     threading.Timer(0.1, stream.shutdown).start()
     started = time.monotonic()
     with pytest.raises(KubeConnectionError):
         list(stream.chunks())
     assert time.monotonic() - started < 5
     stream.close()
+
+
+def test_shutdown_from_another_thread_ends_a_blocked_stream_read(server: ScriptedServer) -> None:
+    server.replies = [pieces(CHUNKED_HEAD, pause_s=30)]  # headers, then silence
+    assert_shutdown_ends_a_blocked_read(connections(server))
 
 
 def _tls_server(tmp_path: Path, dns_name: str) -> tuple[ScriptedServer, ssl.SSLContext]:
@@ -232,12 +238,6 @@ def test_shutdown_ends_a_blocked_tls_stream_read(tmp_path: Path) -> None:
             ssl_context=client,
             tls_server_name="apiserver.internal",
         )
-        stream = pool.open_stream("GET", "/w", {}, timeout_s=60)
-        threading.Timer(0.1, stream.shutdown).start()
-        started = time.monotonic()
-        with pytest.raises(KubeConnectionError):
-            list(stream.chunks())
-        assert time.monotonic() - started < 5
-        stream.close()
+        assert_shutdown_ends_a_blocked_read(pool)
     finally:
         server.close()
