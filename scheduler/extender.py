@@ -36,6 +36,7 @@ from scheduler.errors import SchedulerInputError
 from scheduler.framework import NodeDiagnosis, schedule_one
 from scheduler.model import parse_pod
 from scheduler.plugins import (
+    headroom,
     inter_pod_affinity,
     node_affinity,
     node_name,
@@ -244,6 +245,7 @@ class Extender:
         passed: list[str] = []
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
+        kept: list[str] = []  # failed only the headroom rule, which judged all nodes we know
         for name in request.node_names:
             if verdicts.refusal is not None:
                 failed[name] = verdicts.refusal
@@ -259,6 +261,15 @@ class Extender:
                 unresolvable[name] = ", ".join(verdict.reasons)
             else:
                 failed[name] = ", ".join(verdict.reasons)
+                if verdict.failed_plugin == headroom.NAME:
+                    kept.append(name)
+        if not passed and kept:
+            # The nodes headroom would send the pod to are not among kube-scheduler's
+            # candidates (its own filters refused them): headroom steps aside, as it does
+            # in-process when no other node fits.
+            passed = kept
+            for name in kept:
+                del failed[name]
         result: JsonDict = {
             "Nodes": None,
             "NodeNames": None,

@@ -26,6 +26,7 @@ from scheduler.model import Pod
 from scheduler.plugins import (
     balanced_allocation,
     gpu_topology,
+    headroom,
     inter_pod_affinity,
     load_aware,
     node_affinity,
@@ -90,6 +91,8 @@ class _Evaluation:
         "feasible_slots",
         "fit_failures",
         "gpu_topology",
+        "headroom",
+        "headroom_reason",
         "inter_pod",
         "load",
         "names",
@@ -120,6 +123,8 @@ class _Evaluation:
         self.inter_pod = inter_pod
         self.gpu_topology: npt.NDArray[np.int8] | None = None
         self.load: npt.NDArray[np.int8] | None = None
+        self.headroom: npt.NDArray[np.int8] | None = None
+        self.headroom_reason = ""
         self.feasible_slots: IntArray = np.zeros(0, dtype=np.int64)
         self.total: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
         self.plugin_scores: dict[str, npt.NDArray[np.uint8]] = {}
@@ -145,6 +150,8 @@ class _Evaluation:
         if stage == load_aware.STAGE:
             assert self.load is not None
             return (load_aware.REASONS[int(self.load[slot])],)
+        if stage == headroom.STAGE:
+            return (self.headroom_reason,)
         assert self.inter_pod is not None
         return (inter_pod_affinity.REASONS[int(self.inter_pod[slot])],)
 
@@ -180,6 +187,7 @@ class _Evaluation:
             chosen = codes[self.slots[stage == stage_code]]
             for code, reason in names.items():
                 add(reason, int((chosen == code).sum()))
+        add(self.headroom_reason, int((stage == headroom.STAGE).sum()))
         return counts
 
 
@@ -240,6 +248,7 @@ class ScheduleResult:
                     or {
                         gpu_topology.STAGE: gpu_topology.NAME,
                         load_aware.STAGE: load_aware.NAME,
+                        headroom.STAGE: headroom.NAME,
                     }.get(stage),
                 )
             else:
@@ -308,11 +317,22 @@ def schedule_one(
             if slot is not None:
                 pinned[slot] = True
         stage[~pinned] = STAGE_NODE_AFFINITY_PREFILTER
+    headroom_codes = headroom.filter_nodes(
+        pod,
+        snapshot,
+        slots[stage[slots] == 0],
+        profile.headroom_min_gpus,
+        static.preferred_affinity if pod.preferred_node_affinity else None,
+    )
+    if headroom_codes is not None:
+        stage[(stage == 0) & (headroom_codes > 0)] = headroom.STAGE
     evaluation = _Evaluation(
         snapshot.names_view(), slots, stage, static, fit_failures, spread, inter_pod
     )
     evaluation.gpu_topology = gpu_codes
     evaluation.load = load_codes
+    evaluation.headroom = headroom_codes
+    evaluation.headroom_reason = headroom.reason(profile.headroom_min_gpus)
     feasible = slots[stage[slots] == 0]
     evaluation.feasible_slots = feasible
     if len(feasible) == 0:

@@ -50,6 +50,9 @@ class SchedulerProfile:
     # (0: never) get a node held for them, for at most reservation_ttl_s seconds.
     reservation_min_gpus: int = 8
     reservation_ttl_s: int = 300
+    # Headroom (scheduler/plugins/headroom.py): nodes with an NVLink domain of at least this many
+    # GPUs are kept for pods of that many GPUs while smaller pods fit elsewhere (0: off).
+    headroom_min_gpus: int = 8
 
     def weight(self, plugin: str) -> int:
         return self.weights.get(plugin, 0)
@@ -64,6 +67,7 @@ _TOP_LEVEL = frozenset(
         "nodeResourcesBalancedAllocation",
         "interPodAffinity",
         "reservation",
+        "headroom",
     }
 )
 
@@ -177,6 +181,14 @@ def parse_profile(document: object, source: str) -> SchedulerProfile:
         1,
         86400,
     )
+    headroom = _mapping(source, "headroom", top.get("headroom"), frozenset({"minGpus"}))
+    headroom_min_gpus = _int(
+        source,
+        "headroom.minGpus",
+        headroom.get("minGpus", base.headroom_min_gpus if base else 8),
+        0,
+        1024,
+    )
     return SchedulerProfile(
         weights=weights,
         fit_strategy=str(strategy),
@@ -185,6 +197,7 @@ def parse_profile(document: object, source: str) -> SchedulerProfile:
         hard_pod_affinity_weight=hard_weight,
         reservation_min_gpus=min_gpus,
         reservation_ttl_s=ttl_s,
+        headroom_min_gpus=headroom_min_gpus,
     )
 
 

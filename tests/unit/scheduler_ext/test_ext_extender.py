@@ -339,3 +339,20 @@ def test_http_preempt_and_bind_verbs(server: ExtenderServer) -> None:
         400,
         {"Error": "bind: ExtenderBindingArgs.PodNamespace: expected a string"},
     )
+
+
+def test_filter_headroom_steps_aside_for_kube_schedulers_own_candidates() -> None:
+    """A DGX is kept for 8-GPU pods while an NVLink domain elsewhere takes a 4-GPU pod; when
+    kube-scheduler's own filters left only the DGX, the DGX passes."""
+    framework = CoreFramework()
+    for name, gpus in (("dgx", 8), ("nvl4", 4)):
+        node = gpu_node(name, gpus=gpus)
+        node["metadata"]["labels"]["gputopo.io/gpu.nvlink-domain-size"] = str(gpus)
+        framework.upsert_node(node)
+    extender = Extender(framework)
+    both = extender.filter(_names_request(gpu_pod("job", gpus=4), ["dgx", "nvl4"]))
+    assert both["NodeNames"] == ["nvl4"]
+    assert both["FailedNodes"] == {"dgx": "node(s) kept for pods of 8 or more GPUs (headroom)"}
+    only_dgx = extender.filter(_names_request(gpu_pod("job", gpus=4), ["dgx"]))
+    assert only_dgx["NodeNames"] == ["dgx"]
+    assert only_dgx["FailedNodes"] == {}
