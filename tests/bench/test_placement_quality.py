@@ -59,6 +59,7 @@ Run on demand (needs the control-plane binaries and Prometheus, like the integra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import random
@@ -101,6 +102,7 @@ from scheduler.gpu_alloc import (
 )
 from scheduler.load import GPU_UTILIZATION, LoadConfig, LoadTracker, PromQLError, instant_query
 from scheduler.model import Node, Pod, parse_node, parse_pod
+from scheduler.profile import default_profile
 from scheduler.runtime.framework import CoreFramework
 from scheduler.runtime.kube import KubeApi, load_api_client
 from scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
@@ -129,12 +131,17 @@ SEEDS_ENV = "GPUTOPO_BENCH_SEEDS"
 # "0": gputopo runs without a LoadTracker (LoadAware silent; the load is still served and
 # waited for), to tell what the load-aware score changes.
 LOAD_AWARE_ENV = "GPUTOPO_BENCH_LOAD_AWARE"
+# "1": every seed also runs under gputopo with headroom off (profile headroom.minGpus 0), the
+# placement before the headroom rule, to show what the rule trades.
+NO_HEADROOM_ENV = "GPUTOPO_BENCH_NO_HEADROOM"
+HEADROOM_MIN_GPUS = 8  # the default profile's headroom.minGpus
 STEP_TIMEOUT_S = 60.0
 RETRY_GRACE_S = 2.5
 BURST_PODS = 60  # one GPU each (the cluster's GPU count before the MIG nodes were added)
 GPU = "nvidia.com/gpu"
 TOPOLOGY = "gputopo.io/topology"
 GPUTOPO_SCHEDULER = "gputopo-scheduler"
+GPUTOPO_NO_HEADROOM = "gputopo-scheduler (no headroom)"  # same scheduler name, headroom off
 KUBE_SCHEDULER = "pq-kube-scheduler"  # kube-scheduler's default plugins, under its own name
 # One step stands for a minute but lasts seconds here, so both schedulers retry unschedulable
 # pods after 1 s (kube-scheduler's smallest podInitial/podMaxBackoffSeconds) instead of their
@@ -273,6 +280,9 @@ class Outcome:
     # The same counting held nodes' free GPUs as available too (a reservation's cost).
     aligned_possible_ignoring_holds: int = 0
     aligned_when_possible_ignoring_holds: int = 0
+    # The same leaving out, besides holds, the nodes gputopo's headroom rule keeps the pod off.
+    aligned_possible_outside_kept: int = 0
+    aligned_when_possible_outside_kept: int = 0
     # Multi-GPU pods bound unaligned while some node had an aligned free set, and the holds then.
     unaligned_notes: list[str] = field(default_factory=list)
     fragmentation_pod_minutes: int = 0
@@ -308,6 +318,8 @@ class Outcome:
             "aligned_when_possible",
             "aligned_possible_ignoring_holds",
             "aligned_when_possible_ignoring_holds",
+            "aligned_possible_outside_kept",
+            "aligned_when_possible_outside_kept",
             "fragmentation_pod_minutes",
             "fragmentation_8gpu_pod_minutes",
             "pending_pod_minutes",
@@ -327,7 +339,9 @@ class Outcome:
             f"| {self.scheduler} | {self.seed}"
             f" | {when_possible:.1f} ({self.aligned_when_possible}/"
             f"{self.aligned_possible}; {self.aligned_when_possible_ignoring_holds}/"
-            f"{self.aligned_possible_ignoring_holds} ignoring holds)"
+            f"{self.aligned_possible_ignoring_holds} ignoring holds;"
+            f" {self.aligned_when_possible_outside_kept}/{self.aligned_possible_outside_kept}"
+            " outside kept nodes)"
             f" | {self.share(LEVEL_ALIGNED):.1f}"
             f" | {self.share(LEVEL_NVLINK):.1f}"
             f" | {self.share(LEVEL_NUMA):.1f} | {self.share(LEVEL_SPREAD):.1f}"
@@ -485,7 +499,7 @@ def pod_body(pod: TracePod, scheduler: str) -> client.V1Pod:
     return client.V1Pod(
         metadata=client.V1ObjectMeta(name=pod.name),
         spec=client.V1PodSpec(
-            scheduler_name=scheduler,
+            scheduler_name=GPUTOPO_SCHEDULER if scheduler == GPUTOPO_NO_HEADROOM else scheduler,
             termination_grace_period_seconds=0,
             tolerations=[client.V1Toleration(operator="Exists")],
             containers=[
@@ -518,6 +532,25 @@ def can_host(layout: NodeGpuLayout, count: int) -> bool:
         if gpu.nvlink_domain is not None:
             sizes[gpu.nvlink_domain] = sizes.get(gpu.nvlink_domain, 0) + 1
     return max(sizes.values(), default=0) >= count
+
+
+def kept_nodes(
+    states: dict[str, NodeGpuState], count: int, held: frozenset[str] = frozenset()
+) -> frozenset[str]:
+    """The nodes gputopo's headroom rule keeps a `count`-GPU pod off (`scheduler.plugins.
+    headroom`): those with an NVLink domain of HEADROOM_MIN_GPUS GPUs, when the pod asks fewer
+    and some other node (not held) has `count` free GPUs inside one NVLink domain (any free GPU,
+    for one GPU). Every node here passes every other filter for the trace's pods."""
+    if count >= HEADROOM_MIN_GPUS:
+        return frozenset()
+    big = {name for name, state in states.items() if can_host(state.layout, HEADROOM_MIN_GPUS)}
+    for name, state in states.items():
+        if name in big or name in held:
+            continue
+        choice = preferred_allocation(state.free_gpus(), count)
+        if choice is not None and (count == 1 or choice.level in (LEVEL_ALIGNED, LEVEL_NVLINK)):
+            return frozenset(big)
+    return frozenset()
 
 
 def aligned_sets(
@@ -656,6 +689,10 @@ def run_trace(
             options = aligned_sets(states, trace_pod.gpus) if trace_pod.gpus > 1 else {}
             possible_anywhere = bool(options)
             possible = trace_pod.gpus > 1 and aligned_set_exists(states, trace_pod.gpus, held)
+            kept = kept_nodes(states, trace_pod.gpus, held) if trace_pod.gpus > 1 else frozenset()
+            possible_outside_kept = possible and aligned_set_exists(
+                states, trace_pod.gpus, held | kept
+            )
             placed[name] = item.spec.node_name
             ends[name] = step + trace_pod.lifetime
             core.patch_namespaced_pod(
@@ -684,6 +721,9 @@ def run_trace(
                 if possible:
                     outcome.aligned_possible += 1
                     outcome.aligned_when_possible += level == LEVEL_ALIGNED
+                if possible_outside_kept:
+                    outcome.aligned_possible_outside_kept += 1
+                    outcome.aligned_when_possible_outside_kept += level == LEVEL_ALIGNED
                 if possible_anywhere:
                     outcome.aligned_possible_ignoring_holds += 1
                     outcome.aligned_when_possible_ignoring_holds += level == LEVEL_ALIGNED
@@ -764,17 +804,22 @@ def run_one(
     rig: LoadRig,
 ) -> Outcome:
     """One seed's trace and a burst under a freshly started scheduler, in a fresh namespace."""
-    namespace = control_plane.create_namespace(f"pq-{scheduler}-{seed}")
+    namespace = control_plane.create_namespace(
+        f"pq-{scheduler.replace(' (no headroom)', '-no-headroom')}-{seed}"
+    )
     runtime = None
     kube: ManagedProcess | None = None
     rig.tracker = None
-    if scheduler == GPUTOPO_SCHEDULER:
+    if scheduler in (GPUTOPO_SCHEDULER, GPUTOPO_NO_HEADROOM):
         if os.environ.get(LOAD_AWARE_ENV, "1") != "0":
             rig.tracker = LoadTracker(load_config(rig.prometheus))
         api = KubeApi(load_api_client(str(control_plane.admin_kubeconfig)))
+        profile = default_profile()
+        if scheduler == GPUTOPO_NO_HEADROOM:
+            profile = dataclasses.replace(profile, headroom_min_gpus=0)
         runtime = SchedulerRuntime(
             api,
-            CoreFramework(load=rig.tracker),
+            CoreFramework(profile, load=rig.tracker),
             RuntimeConfig(
                 scheduler_name=GPUTOPO_SCHEDULER,
                 metrics_address=None,
@@ -821,7 +866,10 @@ def test_placement_quality(
     seeds = bench_seeds()
     nodes = create_cluster(core)
     rows: list[Outcome] = []
-    totals = {name: Outcome(name, "total") for name in (KUBE_SCHEDULER, GPUTOPO_SCHEDULER)}
+    schedulers = [KUBE_SCHEDULER, GPUTOPO_SCHEDULER]
+    if os.environ.get(NO_HEADROOM_ENV, "0") == "1":
+        schedulers.append(GPUTOPO_NO_HEADROOM)
+    totals = {name: Outcome(name, "total") for name in schedulers}
     started = time.monotonic()
     try:
         with agent_metrics(nodes) as metrics:
@@ -832,7 +880,7 @@ def test_placement_quality(
             prometheus.wait_for(f"count(gputopo_node_info) == {len(nodes)}", timeout=30)
             rig = LoadRig(metrics, prometheus)
             for seed in seeds:
-                for scheduler in (KUBE_SCHEDULER, GPUTOPO_SCHEDULER):
+                for scheduler in schedulers:
                     outcome = run_one(control_plane, core, scheduler, nodes, seed, rig)
                     rows.append(outcome)
                     totals[scheduler].add(outcome)
@@ -847,7 +895,7 @@ def test_placement_quality(
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
         "| --- | --- | --- |"
     )
-    ordered = sorted(rows, key=lambda o: (o.scheduler != KUBE_SCHEDULER, seeds.index(int(o.seed))))
+    ordered = sorted(rows, key=lambda o: (schedulers.index(o.scheduler), seeds.index(int(o.seed))))
     load_aware = os.environ.get(LOAD_AWARE_ENV, "1") != "0"
     print(
         f"\nseeds {', '.join(map(str, seeds))}; {time.monotonic() - started:.0f} s; "
