@@ -6,36 +6,16 @@ import dataclasses
 from typing import Any
 
 import pytest
-from topo_builders import NVSWITCH_8, PCIE_4, annotation, gpu_node, gpu_pod
+from topo_builders import NVSWITCH_8, PCIE_4, annotation, cluster, gpu_node, gpu_pod, place
 
 from scheduler.errors import SchedulerInputError
 from scheduler.framework import schedule_one
 from scheduler.model import parse_pod
-from scheduler.profile import SchedulerProfile, default_profile, parse_profile
-from scheduler.snapshot import ClusterSnapshot
+from scheduler.profile import default_profile, parse_profile
 
 # 4 GPUs in one NVLink domain, 2 per NUMA node (GB200 NVL4-like): one NVLink domain, not aligned.
 NVLINK_4 = annotation([0, 0, 1, 1], [0, 0, 0, 0])
 KEPT = "node(s) kept for pods of 8 or more GPUs (headroom)"
-
-
-def cluster(*nodes: dict[str, Any], pods: tuple[dict[str, Any], ...] = ()) -> ClusterSnapshot:
-    snapshot = ClusterSnapshot()
-    for node in nodes:
-        snapshot.add_node(node)
-    for pod in pods:
-        snapshot.add_pod(pod)
-    return snapshot
-
-
-def place(
-    snapshot: ClusterSnapshot, pod: dict[str, Any], profile: SchedulerProfile | None = None
-) -> str | None:
-    parsed = parse_pod(pod)
-    result = schedule_one(parsed, snapshot, profile)
-    if result.node is not None:
-        snapshot.assume(parsed, result.node)
-    return result.node
 
 
 def with_affinity(pod: dict[str, Any], key: str, value: str) -> dict[str, Any]:

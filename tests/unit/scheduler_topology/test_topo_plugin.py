@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from topo_builders import CROSSED_8, NVSWITCH_8, PCIE_4, QUADS_8, annotation, gpu_node, gpu_pod
+from topo_builders import (
+    CROSSED_8,
+    NVSWITCH_8,
+    PCIE_4,
+    QUADS_8,
+    annotation,
+    cluster,
+    gpu_node,
+    gpu_pod,
+    place,
+)
 
 from scheduler.framework import schedule_one
 from scheduler.model import parse_pod
-from scheduler.snapshot import ClusterSnapshot
-
-
-def cluster(*nodes: dict[str, Any], pods: tuple[dict[str, Any], ...] = ()) -> ClusterSnapshot:
-    snapshot = ClusterSnapshot()
-    for node in nodes:
-        snapshot.add_node(node)
-    for pod in pods:
-        snapshot.add_pod(pod)
-    return snapshot
-
-
-def place(snapshot: ClusterSnapshot, pod: dict[str, Any]) -> str | None:
-    parsed = parse_pod(pod)
-    result = schedule_one(parsed, snapshot)
-    if result.node is not None:
-        snapshot.assume(parsed, result.node)
-    return result.node
 
 
 def test_multi_gpu_pod_without_annotation_prefers_an_aligned_node() -> None:

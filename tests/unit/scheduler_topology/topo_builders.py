@@ -12,6 +12,10 @@ from agent.contract import (
     AnnotatedNvlinkDomain,
     TopologyAnnotation,
 )
+from scheduler.framework import schedule_one
+from scheduler.model import parse_pod
+from scheduler.profile import SchedulerProfile
+from scheduler.snapshot import ClusterSnapshot
 
 
 def annotation(
@@ -127,3 +131,23 @@ def gpu_pod(
         "metadata": {"name": name, "namespace": "default", "annotations": annotations},
         "spec": spec,
     }
+
+
+def cluster(*nodes: dict[str, Any], pods: tuple[dict[str, Any], ...] = ()) -> ClusterSnapshot:
+    snapshot = ClusterSnapshot()
+    for node in nodes:
+        snapshot.add_node(node)
+    for pod in pods:
+        snapshot.add_pod(pod)
+    return snapshot
+
+
+def place(
+    snapshot: ClusterSnapshot, pod: dict[str, Any], profile: SchedulerProfile | None = None
+) -> str | None:
+    """Schedule ``pod`` and, when it lands, assume it there (the next pod sees it)."""
+    parsed = parse_pod(pod)
+    result = schedule_one(parsed, snapshot, profile)
+    if result.node is not None:
+        snapshot.assume(parsed, result.node)
+    return result.node
