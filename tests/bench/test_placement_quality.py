@@ -232,6 +232,27 @@ def make_trace(seed: int) -> list[TracePod]:
     return trace
 
 
+def dedicated_floor(trace: Sequence[TracePod], machines: int) -> int:
+    """8-GPU pod-minutes of waiting if `machines` 8-GPU machines served 8-GPU pods alone, first
+    come first served, each pod on the machine that frees first: the floor any placement of the
+    trace's smaller pods can reach (they can only add to it)."""
+    free_at = [0] * machines
+    waiting: list[TracePod] = []
+    total = 0
+    for step in range(STEPS + 6):
+        waiting += [pod for pod in trace if pod.arrives == step and pod.gpus == 8 and not pod.mig]
+        still = []
+        for pod in waiting:
+            machine = min(range(machines), key=free_at.__getitem__)
+            if free_at[machine] <= step:
+                free_at[machine] = step + pod.lifetime
+            else:
+                still.append(pod)
+        waiting = still
+        total += len(waiting)
+    return total
+
+
 def background_schedule(
     seed: int, gpu_counts: dict[str, int], steps: int
 ) -> list[dict[str, list[float]]]:
@@ -902,6 +923,12 @@ def test_placement_quality(
         f"gputopo LoadAware {'on' if load_aware else 'off'}"
     )
     print(header + "\n" + "\n".join(o.row() for o in [*ordered, *totals.values()]))
+    machines = sum(1 for cluster in nodes.values() if can_host(cluster.layout, 8))
+    floors = [dedicated_floor(make_trace(seed), machines) for seed in seeds]
+    print(
+        f"8-GPU waiting floor ({machines} 8-GPU machines for 8-GPU pods alone, first come first"
+        f" served): {' + '.join(map(str, floors))} = {sum(floors)} pod-min"
+    )
     for outcome in ordered:
         print(f"\n{outcome.scheduler} seed {outcome.seed}: 8-GPU nodes while an 8-GPU pod waited")
         print("\n".join(f"  {line}" for line in outcome.big_nodes_held_by) or "  (never)")
