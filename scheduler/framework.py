@@ -91,8 +91,7 @@ class _Evaluation:
         "feasible_slots",
         "fit_failures",
         "gpu_topology",
-        "headroom",
-        "headroom_reason",
+        "headroom_min_gpus",
         "inter_pod",
         "load",
         "names",
@@ -123,8 +122,7 @@ class _Evaluation:
         self.inter_pod = inter_pod
         self.gpu_topology: npt.NDArray[np.int8] | None = None
         self.load: npt.NDArray[np.int8] | None = None
-        self.headroom: npt.NDArray[np.int8] | None = None
-        self.headroom_reason = ""
+        self.headroom_min_gpus = 0  # the profile's, for the Headroom reason
         self.feasible_slots: IntArray = np.zeros(0, dtype=np.int64)
         self.total: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
         self.plugin_scores: dict[str, npt.NDArray[np.uint8]] = {}
@@ -151,7 +149,7 @@ class _Evaluation:
             assert self.load is not None
             return (load_aware.REASONS[int(self.load[slot])],)
         if stage == headroom.STAGE:
-            return (self.headroom_reason,)
+            return (headroom.reason(self.headroom_min_gpus),)
         assert self.inter_pod is not None
         return (inter_pod_affinity.REASONS[int(self.inter_pod[slot])],)
 
@@ -187,7 +185,9 @@ class _Evaluation:
             chosen = codes[self.slots[stage == stage_code]]
             for code, reason in names.items():
                 add(reason, int((chosen == code).sum()))
-        add(self.headroom_reason, int((stage == headroom.STAGE).sum()))
+        kept = int((stage == headroom.STAGE).sum())
+        if kept:
+            add(headroom.reason(self.headroom_min_gpus), kept)
         return counts
 
 
@@ -331,8 +331,7 @@ def schedule_one(
     )
     evaluation.gpu_topology = gpu_codes
     evaluation.load = load_codes
-    evaluation.headroom = headroom_codes
-    evaluation.headroom_reason = headroom.reason(profile.headroom_min_gpus)
+    evaluation.headroom_min_gpus = profile.headroom_min_gpus
     feasible = slots[stage[slots] == 0]
     evaluation.feasible_slots = feasible
     if len(feasible) == 0:
