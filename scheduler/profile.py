@@ -97,6 +97,19 @@ def _mapping(source: str, path: str, value: object, allowed: frozenset[str]) -> 
     return value
 
 
+def _field_int(
+    source: str,
+    section: str,
+    values: Mapping[str, Any],
+    field: str,
+    default: int,
+    low: int = 0,
+    high: int = 1024,
+) -> int:
+    """``section.field`` as an integer in low..high, ``default`` when the field is absent."""
+    return _int(source, f"{section}.{field}", values.get(field, default), low, high)
+
+
 def _resources(source: str, path: str, value: object) -> tuple[tuple[str, int], ...]:
     if not isinstance(value, list) or not value:
         raise _fail(source, path, "expected a non-empty list of {name, weight}")
@@ -157,37 +170,33 @@ def parse_profile(document: object, source: str) -> SchedulerProfile:
         top.get("interPodAffinity"),
         frozenset({"hardPodAffinityWeight"}),
     )
-    hard_weight = _int(
+    hard_weight = _field_int(
         source,
-        "interPodAffinity.hardPodAffinityWeight",
-        inter_pod.get("hardPodAffinityWeight", base.hard_pod_affinity_weight if base else 1),
+        "interPodAffinity",
+        inter_pod,
+        "hardPodAffinityWeight",
+        base.hard_pod_affinity_weight if base else 1,
         0,
         100,
     )
     reservation = _mapping(
         source, "reservation", top.get("reservation"), frozenset({"minGpus", "ttlSeconds"})
     )
-    min_gpus = _int(
-        source,
-        "reservation.minGpus",
-        reservation.get("minGpus", base.reservation_min_gpus if base else 8),
-        0,
-        1024,
+    min_gpus = _field_int(
+        source, "reservation", reservation, "minGpus", base.reservation_min_gpus if base else 8
     )
-    ttl_s = _int(
+    ttl_s = _field_int(
         source,
-        "reservation.ttlSeconds",
-        reservation.get("ttlSeconds", base.reservation_ttl_s if base else 300),
+        "reservation",
+        reservation,
+        "ttlSeconds",
+        base.reservation_ttl_s if base else 300,
         1,
         86400,
     )
     headroom = _mapping(source, "headroom", top.get("headroom"), frozenset({"minGpus"}))
-    headroom_min_gpus = _int(
-        source,
-        "headroom.minGpus",
-        headroom.get("minGpus", base.headroom_min_gpus if base else 8),
-        0,
-        1024,
+    headroom_min_gpus = _field_int(
+        source, "headroom", headroom, "minGpus", base.headroom_min_gpus if base else 8
     )
     return SchedulerProfile(
         weights=weights,
