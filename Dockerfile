@@ -14,6 +14,7 @@ COPY pyproject.toml README.md ./
 COPY agent/ agent/
 COPY scheduler/ scheduler/
 COPY mocks/ mocks/
+COPY gputopo/ gputopo/
 RUN pip wheel --wheel-dir /wheels .
 
 # -- final: the package installed from its wheel, nothing else --------------------------------

@@ -8,7 +8,7 @@ Node — change only when hardware or the MIG layout does. The schema and its pa
 
 from __future__ import annotations
 
-from agent.contract import (
+from gputopo.agent.contract import (
     AnnotatedComputeInstance,
     AnnotatedGpu,
     AnnotatedMigInstance,
@@ -17,7 +17,7 @@ from agent.contract import (
     AnnotatedRdmaNic,
     TopologyAnnotation,
 )
-from agent.topology import NodeTopology
+from gputopo.agent.topology import NodeTopology
 
 
 def build_topology_annotation(topology: NodeTopology) -> TopologyAnnotation:

@@ -21,11 +21,11 @@ from typing import Any, NoReturn
 
 import yaml
 
-from agent.cli_publish import add_labels_parser, add_run_parser
-from agent.discovery import Discoverer
-from agent.render import render_text
-from agent.sysfs import SysfsReader
-from agent.topology import NodeTopology
+from gputopo.agent.cli_publish import add_labels_parser, add_run_parser
+from gputopo.agent.discovery import Discoverer
+from gputopo.agent.render import render_text
+from gputopo.agent.sysfs import SysfsReader
+from gputopo.agent.topology import NodeTopology
 
 PROG = "gputopo-agent"
 EXIT_USAGE = 2
@@ -114,7 +114,7 @@ def _check_sysfs_root(path: str) -> None:
 
 
 def _load_profile(name_or_path: str) -> Any:
-    from mocks.profile import ProfileError, load_profile
+    from gputopo.mocks.profile import ProfileError, load_profile
 
     try:
         return load_profile(name_or_path)
@@ -125,13 +125,13 @@ def _load_profile(name_or_path: str) -> Any:
 
 
 def _fake_nvml(profile: Any) -> Any:
-    from mocks.fake_pynvml import make_fake_pynvml
+    from gputopo.mocks.fake_pynvml import make_fake_pynvml
 
     return make_fake_pynvml(profile)
 
 
 def _build_fake_sysfs(profile: Any, name: str, directory: str) -> None:
-    from mocks.sysfs import build_sysfs
+    from gputopo.mocks.sysfs import build_sysfs
 
     build_sysfs(profile, Path(directory))
 
@@ -198,7 +198,7 @@ def add_record_parser(subparsers: Subparsers) -> None:
 
 
 def run_record(args: argparse.Namespace) -> int:
-    from mocks.record import dump_profile, profile_from_topology
+    from gputopo.mocks.record import dump_profile, profile_from_topology
 
     with machine_source(args) as source:
         topology = discover_topology(source)

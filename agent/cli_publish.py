@@ -17,8 +17,8 @@ import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from agent.contract import DEFAULT_PREFIX, MIG_STRATEGIES, TAINT_EFFECTS, Contract
-from agent.publisher import (
+from gputopo.agent.contract import DEFAULT_PREFIX, MIG_STRATEGIES, TAINT_EFFECTS, Contract
+from gputopo.agent.publisher import (
     CycleResult,
     Publisher,
     PublishOptions,
@@ -27,20 +27,20 @@ from agent.publisher import (
     fresh_node_publication,
     run_cycle,
 )
-from agent.topology import NodeTopology
-from agent.validate import ValidationError, ValidationGate, is_qualified_name
+from gputopo.agent.topology import NodeTopology
+from gputopo.agent.validate import ValidationError, ValidationGate, is_qualified_name
 
 if TYPE_CHECKING:
-    from agent.kubeapi import KubeClient
+    from gputopo.agent.kubeapi import KubeClient
 
 log = logging.getLogger(__name__)
 
 
 def _cli() -> ModuleType:
     """``agent.cli``, imported late: it imports this module to register the subcommands."""
-    import agent.cli
+    import gputopo.agent.cli
 
-    return agent.cli
+    return gputopo.agent.cli
 
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +144,7 @@ def add_run_parser(subparsers: Any) -> None:
     parser.add_argument("--publish-nrt", action="store_true", help="also apply the NRT object")
     parser.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
     parser.add_argument("--prune", action="store_true", help="remove everything gputopo owns")
-    from agent.runloop import add_arguments as add_runloop_arguments
+    from gputopo.agent.runloop import add_arguments as add_runloop_arguments
 
     add_runloop_arguments(parser)
     parser.set_defaults(handler=run_run)
@@ -153,7 +153,7 @@ def add_run_parser(subparsers: Any) -> None:
 def _api_client(kubeconfig: str | None, context: str | None = None) -> KubeClient:
     """The agent's own small REST client (:mod:`agent.kubeapi`), not the ``kubernetes``
     package: importing that costs about 30 MiB on every node."""
-    from agent.kubeapi import KubeConfigError, client_from_config
+    from gputopo.agent.kubeapi import KubeConfigError, client_from_config
 
     try:
         return client_from_config(kubeconfig, context=context)
@@ -182,7 +182,7 @@ def run_run(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         raise _cli().CliError(f"--interval {args.interval}: must be positive")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from agent.nrt import NrtPublisher
+    from gputopo.agent.nrt import NrtPublisher
 
     api = _api_client(args.kubeconfig, args.context)
     publisher = Publisher(api, node_name, options)
@@ -197,7 +197,7 @@ def run_run(args: argparse.Namespace) -> int:
 
     with _cli().machine_source(args) as source:
         if not args.once:
-            from agent.runloop import run_agent
+            from gputopo.agent.runloop import run_agent
 
             return run_agent(source.discoverer, publisher, args, nrt=nrt)
         cycle = run_cycle(

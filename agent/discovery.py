@@ -17,10 +17,10 @@ from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
-from agent.health import DEFAULT_POLICY, HealthPolicy, assess
-from agent.nvml import NvmlAdapter, NvmlGpu, NvmlSnapshot
-from agent.sysfs import PciDevice, SysfsReader, SysNumaNode, SysRdmaNic
-from agent.topology import (
+from gputopo.agent.health import DEFAULT_POLICY, HealthPolicy, assess
+from gputopo.agent.nvml import NvmlAdapter, NvmlGpu, NvmlSnapshot
+from gputopo.agent.sysfs import PciDevice, SysfsReader, SysNumaNode, SysRdmaNic
+from gputopo.agent.topology import (
     Gpu,
     Interconnect,
     NodeInfo,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.topology import FabricInfo, Health, HealthSignals
+from gputopo.agent.topology import FabricInfo, Health, HealthSignals
 
 # XIDs that mean the GPU needs a reset or replacement.
 FATAL_XIDS: dict[int, str] = {

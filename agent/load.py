@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from agent.topology import HealthSignals, NodeTopology
+from gputopo.agent.topology import HealthSignals, NodeTopology
 
 log = logging.getLogger(__name__)
 

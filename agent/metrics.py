@@ -35,10 +35,17 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from agent.load import NVLINK_ERROR_COUNTERS, GpuLoad, LoadSample
-from agent.nvml import CLOCK_EVENT_REASONS
-from agent.podresources import DeviceAllocation, PodResourcesSnapshot
-from agent.topology import ComputeInstance, Gpu, GpuInstance, Health, HealthSignals, NodeTopology
+from gputopo.agent.load import NVLINK_ERROR_COUNTERS, GpuLoad, LoadSample
+from gputopo.agent.nvml import CLOCK_EVENT_REASONS
+from gputopo.agent.podresources import DeviceAllocation, PodResourcesSnapshot
+from gputopo.agent.topology import (
+    ComputeInstance,
+    Gpu,
+    GpuInstance,
+    Health,
+    HealthSignals,
+    NodeTopology,
+)
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
-from agent.publisher import (
+from gputopo.agent.publisher import (
     FIELD_MANAGER,
     ApiCallFailed,
     Backoff,
@@ -29,7 +29,7 @@ from agent.publisher import (
     is_retryable,
     status_of,
 )
-from agent.topology import NodeTopology
+from gputopo.agent.topology import NodeTopology
 
 log = logging.getLogger(__name__)
 

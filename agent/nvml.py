@@ -31,8 +31,8 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
-from agent.sysfs import normalize_bus_id
-from agent.topology import (
+from gputopo.agent.sysfs import normalize_bus_id
+from gputopo.agent.topology import (
     ComputeCapability,
     ComputeInstance,
     DriverInfo,

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from agent.topology import NodeTopology
+from gputopo.agent.topology import NodeTopology
 
 if TYPE_CHECKING:
-    from agent.podresources_pb import api_pb2
+    from gputopo.agent.podresources_pb import api_pb2
 
 # grpc and the generated messages (about 15 MiB of the agent's memory) are imported by the
 # client on first use, so an agent without a kubelet socket (--pod-resources-socket '',
@@ -232,7 +232,7 @@ class PodResourcesClient:
             # An absolute path after "unix:" is gRPC's unix-socket target form.
             import grpc
 
-            from agent.podresources_pb import api_pb2_grpc
+            from gputopo.agent.podresources_pb import api_pb2_grpc
 
             target = "unix:" + os.path.abspath(self.socket_path)
             self._channel = grpc.insecure_channel(
@@ -261,14 +261,14 @@ class PodResourcesClient:
 
     def list_allocations(self) -> tuple[DeviceAllocation, ...]:
         """GPU and MIG devices held by containers (``List``)."""
-        from agent.podresources_pb import api_pb2
+        from gputopo.agent.podresources_pb import api_pb2
 
         response = self._call("List", api_pb2.ListPodResourcesRequest())
         return allocations_from_response(response)
 
     def allocatable(self) -> tuple[AllocatableDevice, ...]:
         """GPU and MIG devices the kubelet may hand out (``GetAllocatableResources``)."""
-        from agent.podresources_pb import api_pb2
+        from gputopo.agent.podresources_pb import api_pb2
 
         response = self._call("GetAllocatableResources", api_pb2.AllocatableResourcesRequest())
         return allocatable_from_response(response)

@@ -30,8 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from agent.annotation import topology_annotation_value
-from agent.contract import (
+from gputopo.agent.annotation import topology_annotation_value
+from gputopo.agent.contract import (
     DEFAULT_CONTRACT,
     DEFAULT_HEALTH_TAINT_EFFECT,
     DEFAULT_SLA_TAINT_EFFECT,
@@ -39,11 +39,11 @@ from agent.contract import (
     format_key_list,
     parse_key_list,
 )
-from agent.labels import LabelOptions, compute_labels
-from agent.sla import SlaHysteresis, SlaState, SlaStateError, assess
-from agent.taints import TaintOptions, compute_taints
-from agent.topology import NodeTopology
-from agent.validate import Taint, ValidationError, ValidationGate
+from gputopo.agent.labels import LabelOptions, compute_labels
+from gputopo.agent.sla import SlaHysteresis, SlaState, SlaStateError, assess
+from gputopo.agent.taints import TaintOptions, compute_taints
+from gputopo.agent.topology import NodeTopology
+from gputopo.agent.validate import Taint, ValidationError, ValidationGate
 
 log = logging.getLogger(__name__)
 

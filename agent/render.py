@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.sysfs import format_cpulist
-from agent.topology import (
+from gputopo.agent.sysfs import format_cpulist
+from gputopo.agent.topology import (
     Gpu,
     Health,
     MigInfo,

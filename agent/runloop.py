@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
 
-from agent.discovery import Discoverer
-from agent.envtwins import apply_env_twins, env_name
-from agent.load import LoadSampler
-from agent.metrics import (
+from gputopo.agent.discovery import Discoverer
+from gputopo.agent.envtwins import apply_env_twins, env_name
+from gputopo.agent.load import LoadSampler
+from gputopo.agent.metrics import (
     AgentStats,
     MetricsCollector,
     MetricsServer,
@@ -47,15 +47,15 @@ from agent.metrics import (
     SnapshotHolder,
     build_registry,
 )
-from agent.nvml import DEFAULT_XID_WINDOW_S, HealthPoll, XidDecay
-from agent.podresources import (
+from gputopo.agent.nvml import DEFAULT_XID_WINDOW_S, HealthPoll, XidDecay
+from gputopo.agent.podresources import (
     DEFAULT_SOCKET,
     PodResourcesClient,
     PodResourcesSnapshot,
     available_gpus_by_numa_node,
     unavailable,
 )
-from agent.publisher import (
+from gputopo.agent.publisher import (
     CycleResult,
     NrtWriter,
     Publisher,
@@ -63,7 +63,7 @@ from agent.publisher import (
     is_successful_discovery,
     run_cycle,
 )
-from agent.topology import NodeTopology
+from gputopo.agent.topology import NodeTopology
 
 log = logging.getLogger(__name__)
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.contract import (
+from gputopo.agent.contract import (
     DEFAULT_CONTRACT,
     DEFAULT_HEALTH_TAINT_EFFECT,
     DEFAULT_SLA_TAINT_EFFECT,
     TAINT_EFFECTS,
     Contract,
 )
-from agent.labels.health import gpu_health
-from agent.topology import Health, NodeTopology
-from agent.validate import Taint
+from gputopo.agent.labels.health import gpu_health
+from gputopo.agent.topology import Health, NodeTopology
+from gputopo.agent.validate import Taint
 
 
 class InvalidTaintEffect(ValueError):

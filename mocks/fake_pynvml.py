@@ -25,8 +25,8 @@ from typing import Any, NoReturn
 
 import pynvml as _real
 
-from mocks import mig as mig_tables
-from mocks.profile import (
+from gputopo.mocks import mig as mig_tables
+from gputopo.mocks.profile import (
     ARCHITECTURES,
     FABRIC_STATES,
     MIB,
@@ -260,7 +260,7 @@ class FakeNvml:
         return self._find("nvmlDeviceGetHandleBySerial", lambda g: g.serial == text)
 
     def nvmlDeviceGetHandleByPciBusId(self, pciBusId: str | bytes) -> Any:
-        from mocks.profile import normalise_bus_id
+        from gputopo.mocks.profile import normalise_bus_id
 
         text = pciBusId.decode() if isinstance(pciBusId, bytes) else pciBusId
         wanted = normalise_bus_id(text)

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from mocks import mig as mig_tables
+from gputopo.mocks import mig as mig_tables
 
 MIB = 1024 * 1024
 
@@ -420,7 +420,7 @@ def format_cpulist(cpus: Sequence[int]) -> str:
 
 
 def builtin_profile_names() -> tuple[str, ...]:
-    folder = importlib.resources.files("mocks") / "profiles"
+    folder = importlib.resources.files("gputopo.mocks") / "profiles"
     return tuple(
         sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
     )
@@ -465,7 +465,9 @@ def _read_with_bases(
     if source in seen:
         raise ProfileError(f"{source}: base: inheritance cycle {' -> '.join((*seen, source))}")
     if path is None:
-        text = (importlib.resources.files("mocks") / "profiles" / f"{reference}.yaml").read_text()
+        text = (
+            importlib.resources.files("gputopo.mocks") / "profiles" / f"{reference}.yaml"
+        ).read_text()
         name = reference
     else:
         try:

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from agent.topology import Gpu, NodeTopology, NvlinkRemote
-from mocks import mig as mig_tables
-from mocks.profile import ARCHITECTURES, MIB, format_cpulist
+from gputopo.agent.topology import Gpu, NodeTopology, NvlinkRemote
+from gputopo.mocks import mig as mig_tables
+from gputopo.mocks.profile import ARCHITECTURES, MIB, format_cpulist
 
 # nvmlClocksEventReason* bits by the snake_case name of the constant ("sw_power_cap").
 _REASON_BITS: dict[str, int] = {

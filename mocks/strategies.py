@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mocks.profile import MachineProfile, parse_profile
+from gputopo.mocks.profile import MachineProfile, parse_profile
 
 if TYPE_CHECKING:
     from hypothesis.strategies import DrawFn, SearchStrategy

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mocks.profile import (
+from gputopo.mocks.profile import (
     MELLANOX_VENDOR,
     NVIDIA_VENDOR,
     MachineProfile,

@@ -15,17 +15,17 @@ The public surface of the core, for the runtime (list+watch, queue, binder), the
 - `fit_error_message(num_nodes, reason_counts)`: kube-scheduler's FitError wording.
 """
 
-from scheduler.errors import SchedulerInputError
-from scheduler.framework import (
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.framework import (
     NodeDiagnosis,
     ScheduleResult,
     fit_error_message,
     reason_counts,
     schedule_one,
 )
-from scheduler.model import Pod, parse_namespace, parse_node, parse_pod
-from scheduler.profile import SchedulerProfile, default_profile, load_profile
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler.model import Pod, parse_namespace, parse_node, parse_pod
+from gputopo.scheduler.profile import SchedulerProfile, default_profile, load_profile
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 __all__ = [
     "ClusterSnapshot",

@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from scheduler.cli_extender import add_extender_parser
-from scheduler.cli_run import add_run_parser
-from scheduler.errors import SchedulerInputError
-from scheduler.profile import default_profile, load_profile
-from scheduler.simulate import load_cluster, render_json, render_text, simulate
+from gputopo.scheduler.cli_extender import add_extender_parser
+from gputopo.scheduler.cli_run import add_run_parser
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.profile import default_profile, load_profile
+from gputopo.scheduler.simulate import load_cluster, render_json, render_text, simulate
 
 PROG = "gputopo-scheduler"
 

@@ -6,11 +6,11 @@ import argparse
 import logging
 from typing import Any
 
-from agent.envtwins import apply_env_twins
-from scheduler.cli_load import add_load_arguments, build_load_tracker
-from scheduler.errors import SchedulerInputError
-from scheduler.runtime.logs import configure_json_logging
-from scheduler.runtime.signals import stop_on_signals
+from gputopo.agent.envtwins import apply_env_twins
+from gputopo.scheduler.cli_load import add_load_arguments, build_load_tracker
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.runtime.logs import configure_json_logging
+from gputopo.scheduler.runtime.signals import stop_on_signals
 
 log = logging.getLogger("gputopo.scheduler.cli")
 
@@ -59,10 +59,10 @@ def extender_command(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT."""
     configure_json_logging(args.log_level)
     # Imported here: the kubernetes client costs `simulate` start-up time it does not need.
-    from scheduler.extender import Extender, ExtenderCache, ExtenderServer
-    from scheduler.runtime import gctune
-    from scheduler.runtime.framework import CoreFramework
-    from scheduler.runtime.kube import load_kube_api
+    from gputopo.scheduler.extender import Extender, ExtenderCache, ExtenderServer
+    from gputopo.scheduler.runtime import gctune
+    from gputopo.scheduler.runtime.framework import CoreFramework
+    from gputopo.scheduler.runtime.kube import load_kube_api
 
     try:
         load = build_load_tracker(args)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from scheduler.load import DEFAULT_QUERIES, LoadConfig, LoadTracker
+from gputopo.scheduler.load import DEFAULT_QUERIES, LoadConfig, LoadTracker
 
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:

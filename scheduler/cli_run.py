@@ -8,15 +8,15 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from agent.envtwins import apply_env_twins
-from scheduler.cli_load import add_load_arguments, build_load_tracker
-from scheduler.errors import SchedulerInputError
-from scheduler.runtime import gctune
-from scheduler.runtime.logs import configure_json_logging
-from scheduler.runtime.signals import stop_on_signals
+from gputopo.agent.envtwins import apply_env_twins
+from gputopo.scheduler.cli_load import add_load_arguments, build_load_tracker
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.runtime import gctune
+from gputopo.scheduler.runtime.logs import configure_json_logging
+from gputopo.scheduler.runtime.signals import stop_on_signals
 
 if TYPE_CHECKING:
-    from scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
+    from gputopo.scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
 
 log = logging.getLogger("gputopo.scheduler.cli")
 
@@ -134,8 +134,8 @@ def add_run_parser(subparsers: Any) -> None:
 
 def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
     """The runtime's settings from `run`'s flags; ValueError (one line) names a bad one."""
-    from scheduler.runtime.leader import LeaseConfig
-    from scheduler.runtime.runner import RuntimeConfig
+    from gputopo.scheduler.runtime.leader import LeaseConfig
+    from gputopo.scheduler.runtime.runner import RuntimeConfig
 
     lease = None
     if args.leader_elect:
@@ -163,9 +163,9 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
 def _build_runtime(args: argparse.Namespace) -> SchedulerRuntime:
     # Imported here, not at module level: the kubernetes client costs every other subcommand
     # (`simulate`) half a second of start-up it does not need.
-    from scheduler.runtime.framework import CoreFramework
-    from scheduler.runtime.kube import load_kube_api
-    from scheduler.runtime.runner import SchedulerRuntime
+    from gputopo.scheduler.runtime.framework import CoreFramework
+    from gputopo.scheduler.runtime.kube import load_kube_api
+    from gputopo.scheduler.runtime.runner import SchedulerRuntime
 
     config = runtime_config(args)
     if args.nrt_max_age < 0:

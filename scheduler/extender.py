@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
-from scheduler.errors import SchedulerInputError
-from scheduler.framework import NodeDiagnosis, schedule_one
-from scheduler.model import parse_pod
-from scheduler.plugins import (
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.framework import NodeDiagnosis, schedule_one
+from gputopo.scheduler.model import parse_pod
+from gputopo.scheduler.plugins import (
     headroom,
     inter_pod_affinity,
     node_affinity,
@@ -44,10 +44,10 @@ from scheduler.plugins import (
     taint_toleration,
     topology_spread,
 )
-from scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
-from scheduler.runtime.framework import CoreFramework
-from scheduler.runtime.informer import Reflector
-from scheduler.runtime.kube import JsonDict, KubeApi
+from gputopo.scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
+from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.informer import Reflector
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApi
 
 log = logging.getLogger("gputopo.scheduler.extender")
 

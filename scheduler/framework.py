@@ -21,9 +21,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from scheduler import profile as profiles
-from scheduler.model import Pod
-from scheduler.plugins import (
+from gputopo.scheduler import profile as profiles
+from gputopo.scheduler.model import Pod
+from gputopo.scheduler.plugins import (
     balanced_allocation,
     gpu_topology,
     headroom,
@@ -35,7 +35,7 @@ from scheduler.plugins import (
     resources_fit,
     topology_spread,
 )
-from scheduler.plugins.node_filters import (
+from gputopo.scheduler.plugins.node_filters import (
     STAGE_INTER_POD_AFFINITY,
     STAGE_NODE_AFFINITY_PREFILTER,
     STAGE_NODE_PORTS,
@@ -43,9 +43,9 @@ from scheduler.plugins.node_filters import (
     STAGE_POD_TOPOLOGY_SPREAD,
     NodeFilterResult,
 )
-from scheduler.plugins.normalize import default_normalize
-from scheduler.profile import SchedulerProfile, default_profile
-from scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray
+from gputopo.scheduler.plugins.normalize import default_normalize
+from gputopo.scheduler.profile import SchedulerProfile, default_profile
+from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray
 
 NO_NODES_MESSAGE: Final = "no nodes available to schedule pods"
 SCHEDULING_GATED_MESSAGE: Final = "Scheduling is blocked due to non-empty scheduling gates"

@@ -37,9 +37,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from agent.validate import is_qualified_name
-from scheduler.quantity import CPU, PODS, resource_amount
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.agent.validate import is_qualified_name
+from gputopo.scheduler.quantity import CPU, PODS, resource_amount
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 POD_GROUP_LABEL: Final = "scheduling.x-k8s.io/pod-group"
 PODGROUP_GROUP: Final = "scheduling.x-k8s.io"

@@ -47,15 +47,15 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from agent.contract import (
+from gputopo.agent.contract import (
     DEFAULT_CONTRACT,
     AnnotatedMigInstance,
     Contract,
     ContractError,
     parse_topology_annotation,
 )
-from scheduler.model import Node, Pod
-from scheduler.snapshot import ClusterSnapshot, IntArray
+from gputopo.scheduler.model import Node, Pod
+from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from scheduler.errors import SchedulerInputError
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 log = logging.getLogger(__name__)
 

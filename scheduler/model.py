@@ -17,8 +17,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from scheduler.errors import SchedulerInputError
-from scheduler.quantity import CPU, MEMORY, PODS, resource_amount
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.quantity import CPU, MEMORY, PODS, resource_amount
 
 JsonObject = Mapping[str, Any]
 

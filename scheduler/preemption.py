@@ -30,10 +30,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from scheduler.errors import SchedulerInputError
-from scheduler.framework import fit_error_message, schedule_one
-from scheduler.model import Pod, parse_pod
-from scheduler.plugins import (
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.framework import fit_error_message, schedule_one
+from gputopo.scheduler.model import Pod, parse_pod
+from gputopo.scheduler.plugins import (
     inter_pod_affinity,
     node_affinity,
     node_name,
@@ -41,8 +41,8 @@ from scheduler.plugins import (
     taint_toleration,
     topology_spread,
 )
-from scheduler.profile import SchedulerProfile
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler.profile import SchedulerProfile
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 JsonDict = dict[str, Any]
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import yaml
 
-from scheduler.errors import SchedulerInputError
+from gputopo.scheduler.errors import SchedulerInputError
 
 TAINT_TOLERATION: Final = "TaintToleration"
 NODE_AFFINITY: Final = "NodeAffinity"
@@ -215,7 +215,7 @@ _DEFAULT_SOURCE = "scheduler/profiles/default.yaml"
 
 @cache
 def default_profile() -> SchedulerProfile:
-    text = resources.files("scheduler").joinpath("profiles/default.yaml").read_text()
+    text = resources.files("gputopo.scheduler").joinpath("profiles/default.yaml").read_text()
     return parse_profile(yaml.safe_load(text), _DEFAULT_SOURCE)
 
 

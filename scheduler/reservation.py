@@ -35,13 +35,13 @@ from typing import Any, Final
 
 import numpy as np
 
-from scheduler import gpu_alloc
-from scheduler.errors import SchedulerInputError
-from scheduler.framework import schedule_one
-from scheduler.model import Pod, parse_pod
-from scheduler.preemption import UNRESOLVABLE_PLUGINS, UNRESOLVABLE_REASONS
-from scheduler.profile import SchedulerProfile
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler import gpu_alloc
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.framework import schedule_one
+from gputopo.scheduler.model import Pod, parse_pod
+from gputopo.scheduler.preemption import UNRESOLVABLE_PLUGINS, UNRESOLVABLE_REASONS
+from gputopo.scheduler.profile import SchedulerProfile
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 JsonDict = dict[str, Any]
 

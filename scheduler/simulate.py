@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from scheduler.errors import SchedulerInputError
-from scheduler.framework import ScheduleResult, schedule_one
-from scheduler.model import (
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.framework import ScheduleResult, schedule_one
+from gputopo.scheduler.model import (
     BUILTIN_PRIORITY_CLASSES,
     Namespace,
     Node,
@@ -31,8 +31,8 @@ from scheduler.model import (
     parse_pod,
     parse_priority_class,
 )
-from scheduler.profile import SchedulerProfile, default_profile
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler.profile import SchedulerProfile, default_profile
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 try:  # libyaml is much faster on large clusters; fall back to the pure-Python loader
     _Loader: Any = yaml.CSafeLoader

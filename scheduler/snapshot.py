@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.errors import SchedulerInputError
-from scheduler.model import (
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.model import (
     LABEL_NAMESPACE_NAME,
     AffinityTerm,
     JsonObject,
@@ -37,7 +37,7 @@ from scheduler.model import (
     parse_node,
     parse_pod,
 )
-from scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
+from gputopo.scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]

@@ -12,18 +12,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agent.contract import DEFAULT_CONTRACT, MIG_STRATEGIES, Contract
-from agent.labels.gfd_fabric import CliqueLabeler
-from agent.labels.gfd_machine import MachineTypeLabeler
-from agent.labels.gfd_mig import MigCapableLabeler, MigStrategyLabeler
-from agent.labels.gfd_mode import GpuModeLabeler
-from agent.labels.gfd_resources import FullGpuLabeler
-from agent.labels.gfd_sharing import SharingLabeler
-from agent.labels.gfd_versions import VersionLabeler
-from agent.labels.health import HealthLabeler, SlaLabeler
-from agent.labels.model import ModelLabeler
-from agent.labels.topology import TopologyLabeler
-from agent.topology import NodeTopology
+from gputopo.agent.contract import DEFAULT_CONTRACT, MIG_STRATEGIES, Contract
+from gputopo.agent.labels.gfd_fabric import CliqueLabeler
+from gputopo.agent.labels.gfd_machine import MachineTypeLabeler
+from gputopo.agent.labels.gfd_mig import MigCapableLabeler, MigStrategyLabeler
+from gputopo.agent.labels.gfd_mode import GpuModeLabeler
+from gputopo.agent.labels.gfd_resources import FullGpuLabeler
+from gputopo.agent.labels.gfd_sharing import SharingLabeler
+from gputopo.agent.labels.gfd_versions import VersionLabeler
+from gputopo.agent.labels.health import HealthLabeler, SlaLabeler
+from gputopo.agent.labels.model import ModelLabeler
+from gputopo.agent.labels.topology import TopologyLabeler
+from gputopo.agent.topology import NodeTopology
 
 
 class Labeler(Protocol):

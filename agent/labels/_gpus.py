@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.topology import Gpu, GpuInstance
+from gputopo.agent.topology import Gpu, GpuInstance
 
 _PRODUCT_INVALID = re.compile(r"[^A-Za-z0-9-_. ]")
 

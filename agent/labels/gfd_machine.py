@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent.contract import Gfd
-from agent.labels._gpus import sanitise
-from agent.topology import NodeTopology
+from gputopo.agent.contract import Gfd
+from gputopo.agent.labels._gpus import sanitise
+from gputopo.agent.topology import NodeTopology
 
 
 class MachineTypeLabeler:

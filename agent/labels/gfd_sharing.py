@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.contract import FALSE, Gfd
-from agent.topology import NodeTopology
+from gputopo.agent.contract import FALSE, Gfd
+from gputopo.agent.topology import NodeTopology
 
 
 class SharingLabeler:

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from agent.podresources_pb import api_pb2 as agent_dot_podresources__pb_dot_api__pb2
+from gputopo.agent.podresources_pb import api_pb2 as agent_dot_podresources__pb_dot_api__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

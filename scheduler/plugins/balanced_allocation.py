@@ -12,11 +12,11 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.model import Pod
-from scheduler.plugins.normalize import MAX_NODE_SCORE
-from scheduler.profile import SchedulerProfile
-from scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
-from scheduler.snapshot import ClusterSnapshot, IntArray
+from gputopo.scheduler.model import Pod
+from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE
+from gputopo.scheduler.profile import SchedulerProfile
+from gputopo.scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
+from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
 
 NAME: Final = "NodeResourcesBalancedAllocation"
 

@@ -41,9 +41,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from scheduler import gpu_alloc
-from scheduler.model import Pod
-from scheduler.snapshot import ClusterSnapshot, IntArray
+from gputopo.scheduler import gpu_alloc
+from gputopo.scheduler.model import Pod
+from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
 
 NAME: Final = "GpuTopology"
 ANNOTATION_TOPOLOGY: Final = "gputopo.io/gpu-topology"

@@ -37,10 +37,10 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from scheduler import gpu_alloc
-from scheduler.model import Pod
-from scheduler.plugins import gpu_topology
-from scheduler.snapshot import ClusterSnapshot, IntArray
+from gputopo.scheduler import gpu_alloc
+from gputopo.scheduler.model import Pod
+from gputopo.scheduler.plugins import gpu_topology
+from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
 
 NAME: Final = "Headroom"
 STAGE: Final = 12  # after LoadAware's threshold filter (11)

@@ -13,9 +13,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.model import AffinityTerm, Pod
-from scheduler.profile import SchedulerProfile
-from scheduler.snapshot import (
+from gputopo.scheduler.model import AffinityTerm, Pod
+from gputopo.scheduler.profile import SchedulerProfile
+from gputopo.scheduler.snapshot import (
     PREFERRED_AFFINITY,
     PREFERRED_ANTI_AFFINITY,
     REQUIRED_AFFINITY,

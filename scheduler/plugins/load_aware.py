@@ -23,13 +23,13 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from scheduler import gpu_alloc
-from scheduler import load as load_source
-from scheduler.load import GPU_MEMORY, GPU_UTILIZATION, NODE_CPU, LoadTracker, NodeLoad
-from scheduler.model import Pod
-from scheduler.plugins import gpu_topology
-from scheduler.plugins.normalize import MAX_NODE_SCORE
-from scheduler.snapshot import ClusterSnapshot, IntArray
+from gputopo.scheduler import gpu_alloc
+from gputopo.scheduler import load as load_source
+from gputopo.scheduler.load import GPU_MEMORY, GPU_UTILIZATION, NODE_CPU, LoadTracker, NodeLoad
+from gputopo.scheduler.model import Pod
+from gputopo.scheduler.plugins import gpu_topology
+from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE
+from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
 
 NAME: Final = "LoadAware"
 STAGE: Final = 11  # after GpuTopology's

@@ -13,9 +13,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.model import Pod
-from scheduler.plugins import node_affinity, node_name, node_unschedulable, taint_toleration
-from scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray
+from gputopo.scheduler.model import Pod
+from gputopo.scheduler.plugins import node_affinity, node_name, node_unschedulable, taint_toleration
+from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray
 
 # Filter stages in kube-scheduler's default plugin order; a node reports its first failure.
 STAGE_NODE_UNSCHEDULABLE: Final = 1

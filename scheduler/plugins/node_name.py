@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from scheduler.model import Node, Pod
+from gputopo.scheduler.model import Node, Pod
 
 NAME: Final = "NodeName"
 REASON: Final = "node(s) didn't match the requested node name"

@@ -10,8 +10,8 @@ from typing import Final
 
 import numpy as np
 
-from scheduler.model import Pod
-from scheduler.snapshot import BoolArray, ClusterSnapshot
+from gputopo.scheduler.model import Pod
+from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot
 
 NAME: Final = "NodePorts"
 REASON: Final = "node(s) didn't have free ports for the requested pod ports"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Final
 
-from scheduler.model import NO_SCHEDULE, TAINT_NODE_UNSCHEDULABLE, Node, Pod, Taint, tolerated
+from gputopo.scheduler.model import (
+    NO_SCHEDULE,
+    TAINT_NODE_UNSCHEDULABLE,
+    Node,
+    Pod,
+    Taint,
+    tolerated,
+)
 
 NAME: Final = "NodeUnschedulable"
 REASON: Final = "node(s) were unschedulable"

@@ -6,7 +6,7 @@ from typing import Final
 
 import numpy as np
 
-from scheduler.snapshot import IntArray
+from gputopo.scheduler.snapshot import IntArray
 
 MAX_NODE_SCORE: Final = 100
 

@@ -13,11 +13,11 @@ from typing import Final
 
 import numpy as np
 
-from scheduler.model import Pod
-from scheduler.plugins.normalize import MAX_NODE_SCORE
-from scheduler.profile import SchedulerProfile
-from scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
-from scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray
+from gputopo.scheduler.model import Pod
+from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE
+from gputopo.scheduler.profile import SchedulerProfile
+from gputopo.scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
+from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray
 
 NAME: Final = "NodeResourcesFit"
 REASON_TOO_MANY_PODS: Final = "Too many pods"

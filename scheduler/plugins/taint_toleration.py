@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Final
 
-from scheduler.model import NO_EXECUTE, NO_SCHEDULE, PREFER_NO_SCHEDULE, Node, Pod, Taint, tolerated
+from gputopo.scheduler.model import (
+    NO_EXECUTE,
+    NO_SCHEDULE,
+    PREFER_NO_SCHEDULE,
+    Node,
+    Pod,
+    Taint,
+    tolerated,
+)
 
 NAME: Final = "TaintToleration"
 

@@ -16,10 +16,10 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.model import LABEL_HOSTNAME, Pod, SpreadConstraint
-from scheduler.plugins.node_filters import NodeFilterResult
-from scheduler.plugins.normalize import MAX_NODE_SCORE
-from scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray, TopologyIndex
+from gputopo.scheduler.model import LABEL_HOSTNAME, Pod, SpreadConstraint
+from gputopo.scheduler.plugins.node_filters import NodeFilterResult
+from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE
+from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray, TopologyIndex
 
 NAME: Final = "PodTopologySpread"
 REASON_CONSTRAINTS: Final = "node(s) didn't match pod topology spread constraints"

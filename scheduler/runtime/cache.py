@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from scheduler.runtime.framework import SchedulingFramework
-from scheduler.runtime.kube import JsonDict
-from scheduler.runtime.queue import pod_key
+from gputopo.scheduler.runtime.framework import SchedulingFramework
+from gputopo.scheduler.runtime.kube import JsonDict
+from gputopo.scheduler.runtime.queue import pod_key
 
 
 def is_terminal(pod: JsonDict) -> bool:

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
-from scheduler.runtime.leader import micro_time
-from scheduler.runtime.workers import WorkerPool
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
+from gputopo.scheduler.runtime.leader import micro_time
+from gputopo.scheduler.runtime.workers import WorkerPool
 
 log = logging.getLogger("gputopo.scheduler.events")
 

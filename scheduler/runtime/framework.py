@@ -12,14 +12,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from scheduler import gpu_alloc
-from scheduler.errors import SchedulerInputError
-from scheduler.framework import schedule_one
-from scheduler.load import LoadTracker, attach_tracker
-from scheduler.model import Pod, parse_pod
-from scheduler.profile import SchedulerProfile, default_profile, load_profile
-from scheduler.runtime.kube import JsonDict
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler import gpu_alloc
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.framework import schedule_one
+from gputopo.scheduler.load import LoadTracker, attach_tracker
+from gputopo.scheduler.model import Pod, parse_pod
+from gputopo.scheduler.profile import SchedulerProfile, default_profile, load_profile
+from gputopo.scheduler.runtime.kube import JsonDict
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 
 @dataclass(frozen=True)

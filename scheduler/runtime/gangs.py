@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from scheduler.gang import (
+from gputopo.scheduler.gang import (
     GangCoordinator,
     backing_off_message,
     domain_of_placed,
@@ -31,14 +31,14 @@ from scheduler.gang import (
     timeout_message,
     too_few_message,
 )
-from scheduler.model import parse_pod
-from scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
-from scheduler.runtime.events import EventRecorder
-from scheduler.runtime.framework import CoreFramework, Placement, SchedulingFramework
-from scheduler.runtime.kube import JsonDict, KubeApi
-from scheduler.runtime.metrics import SchedulerMetrics
-from scheduler.runtime.podgroup_status import PodGroupStatusWriter
-from scheduler.runtime.queue import QueuedPod, SchedulingQueue, pod_key
+from gputopo.scheduler.model import parse_pod
+from gputopo.scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
+from gputopo.scheduler.runtime.events import EventRecorder
+from gputopo.scheduler.runtime.framework import CoreFramework, Placement, SchedulingFramework
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApi
+from gputopo.scheduler.runtime.metrics import SchedulerMetrics
+from gputopo.scheduler.runtime.podgroup_status import PodGroupStatusWriter
+from gputopo.scheduler.runtime.queue import QueuedPod, SchedulingQueue, pod_key
 
 log = logging.getLogger("gputopo.scheduler.runtime")
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 
 log = logging.getLogger("gputopo.scheduler.informer")
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 
 log = logging.getLogger("gputopo.scheduler.leader")
 

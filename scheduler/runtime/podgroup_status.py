@@ -17,10 +17,10 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from scheduler.gang import PHASE_PENDING, PODGROUP_API, group_status
-from scheduler.runtime.events import EventRecorder
-from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
-from scheduler.runtime.workers import WorkerPool
+from gputopo.scheduler.gang import PHASE_PENDING, PODGROUP_API, group_status
+from gputopo.scheduler.runtime.events import EventRecorder
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
+from gputopo.scheduler.runtime.workers import WorkerPool
 
 log = logging.getLogger("gputopo.scheduler.podgroups")
 

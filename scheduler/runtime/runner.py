@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from scheduler.gang import PODGROUP_API, PODGROUPS_PATH, group_key_of
-from scheduler.preemption import (
+from gputopo.scheduler.gang import PODGROUP_API, PODGROUPS_PATH, group_key_of
+from gputopo.scheduler.preemption import (
     POLICY_NEVER_MESSAGE,
     TERMINATING_MESSAGE,
     DisruptionBudget,
@@ -29,17 +29,17 @@ from scheduler.preemption import (
     may_preempt,
     reserve_nominated,
 )
-from scheduler.reservation import Reservations, reservation_message
-from scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
-from scheduler.runtime.events import EventRecorder
-from scheduler.runtime.framework import CoreFramework, SchedulingFramework
-from scheduler.runtime.gangs import GangHooks
-from scheduler.runtime.informer import Reflector
-from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
-from scheduler.runtime.leader import LeaderElector, LeaseConfig
-from scheduler.runtime.metrics import HealthServer, RuntimeState, SchedulerMetrics
-from scheduler.runtime.queue import QueuedPod, SchedulingQueue, pod_key
-from scheduler.runtime.workers import WorkerPool
+from gputopo.scheduler.reservation import Reservations, reservation_message
+from gputopo.scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
+from gputopo.scheduler.runtime.events import EventRecorder
+from gputopo.scheduler.runtime.framework import CoreFramework, SchedulingFramework
+from gputopo.scheduler.runtime.gangs import GangHooks
+from gputopo.scheduler.runtime.informer import Reflector
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
+from gputopo.scheduler.runtime.leader import LeaderElector, LeaseConfig
+from gputopo.scheduler.runtime.metrics import HealthServer, RuntimeState, SchedulerMetrics
+from gputopo.scheduler.runtime.queue import QueuedPod, SchedulingQueue, pod_key
+from gputopo.scheduler.runtime.workers import WorkerPool
 
 log = logging.getLogger("gputopo.scheduler.runtime")
 

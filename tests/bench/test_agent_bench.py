@@ -35,9 +35,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from agent.discovery import Discoverer
-from agent.publisher import Publisher
-from agent.runloop import Agent, RunLoopConfig
+from gputopo.agent.discovery import Discoverer
+from gputopo.agent.publisher import Publisher
+from gputopo.agent.runloop import Agent, RunLoopConfig
 from tests.bench.agent_env import (
     TaintWatch,
     agent_process,
@@ -71,8 +71,8 @@ def _wait(check: Any, timeout: float, what: str) -> None:
 def xid_sample(plane: ControlPlane, sysfs_root: Path, gpu: int, error: str = "xid") -> float:
     """Seconds from injecting an XID 79 (``error="xid"``) or an uncorrectable ECC error
     (``"ecc"``) to the taint arriving at a Node watch; fresh Node and agent."""
-    from agent.kubeapi import KubeClient, load_kubeconfig
-    from mocks.fake_pynvml import make_fake_pynvml
+    from gputopo.agent.kubeapi import KubeClient, load_kubeconfig
+    from gputopo.mocks.fake_pynvml import make_fake_pynvml
 
     admin = plane.admin
     core = client.CoreV1Api(admin)
@@ -115,8 +115,8 @@ def xid_sample(plane: ControlPlane, sysfs_root: Path, gpu: int, error: str = "xi
 def test_agent_xid_to_health_taint_latency(
     benchmark: Any, control_plane: ControlPlane, tmp_path: Path, error: str
 ) -> None:
-    from mocks.profile import load_profile
-    from mocks.sysfs import build_sysfs
+    from gputopo.mocks.profile import load_profile
+    from gputopo.mocks.sysfs import build_sysfs
 
     build_sysfs(load_profile("dgx-h100"), tmp_path / "sys")
     latencies: list[float] = []
@@ -238,9 +238,9 @@ def test_agent_node_writes_over_an_idle_hour_of_cycles(
 
 @pytest.mark.parametrize("nvml", ["fake", "replayed"])
 def test_agent_health_tick_dgx_h100(benchmark: Any, tmp_path: Path, nvml: str) -> None:
-    from mocks.fake_pynvml import make_fake_pynvml
-    from mocks.profile import load_profile
-    from mocks.sysfs import build_sysfs
+    from gputopo.mocks.fake_pynvml import make_fake_pynvml
+    from gputopo.mocks.profile import load_profile
+    from gputopo.mocks.sysfs import build_sysfs
 
     profile = load_profile("dgx-h100")
     build_sysfs(profile, tmp_path / "sys")

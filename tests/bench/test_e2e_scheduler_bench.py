@@ -36,8 +36,8 @@ from typing import Any
 
 import pytest
 
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from hack.testenv.tools import KUBE_SCHEDULER
-from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from tests.controlplane import FEATURE_GATES, ControlPlane, ManagedProcess, free_port
 from tests.integration.scheduler_env import GPU, REPO, eventually, gpu_node, gpu_pod
 
@@ -168,7 +168,7 @@ def _start_gputopo(plane: ControlPlane, workdir: Path) -> ManagedProcess:
         [
             sys.executable,
             "-m",
-            "scheduler.cli",
+            "gputopo.scheduler.cli",
             "run",
             f"--kubeconfig={plane.admin_kubeconfig}",
             f"--scheduler-name={GPUTOPO_NAME}",

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from scheduler.extender import Extender, ExtenderRequest, ExtenderServer
-from scheduler.model import parse_node, parse_pod
-from scheduler.runtime.framework import CoreFramework
-from scheduler.simulate import ClusterInput, simulate
+from gputopo.scheduler.extender import Extender, ExtenderRequest, ExtenderServer
+from gputopo.scheduler.model import parse_node, parse_pod
+from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.simulate import ClusterInput, simulate
 from tests.bench.test_simulate_bench import generate
 
 

@@ -73,10 +73,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from agent.cli import discover_topology, machine_source
-from agent.cli_publish import labels_document
-from agent.load import GpuLoad, LoadSample, sample_gpus
-from agent.metrics import (
+from gputopo.agent.cli import discover_topology, machine_source
+from gputopo.agent.cli_publish import labels_document
+from gputopo.agent.load import GpuLoad, LoadSample, sample_gpus
+from gputopo.agent.metrics import (
     AgentStats,
     MetricsCollector,
     MetricsServer,
@@ -84,11 +84,11 @@ from agent.metrics import (
     SnapshotHolder,
     build_registry,
 )
-from agent.publisher import PublishOptions
-from agent.topology import NodeTopology
-from mocks.fake_pynvml import make_fake_pynvml
-from mocks.profile import load_profile
-from scheduler.gpu_alloc import (
+from gputopo.agent.publisher import PublishOptions
+from gputopo.agent.topology import NodeTopology
+from gputopo.mocks.fake_pynvml import make_fake_pynvml
+from gputopo.mocks.profile import load_profile
+from gputopo.scheduler.gpu_alloc import (
     LEVEL_ALIGNED,
     LEVEL_NUMA,
     LEVEL_NVLINK,
@@ -100,12 +100,18 @@ from scheduler.gpu_alloc import (
     layout_of,
     preferred_allocation,
 )
-from scheduler.load import GPU_UTILIZATION, LoadConfig, LoadTracker, PromQLError, instant_query
-from scheduler.model import Node, Pod, parse_node, parse_pod
-from scheduler.profile import default_profile
-from scheduler.runtime.framework import CoreFramework
-from scheduler.runtime.kube import KubeApi, load_api_client
-from scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
+from gputopo.scheduler.load import (
+    GPU_UTILIZATION,
+    LoadConfig,
+    LoadTracker,
+    PromQLError,
+    instant_query,
+)
+from gputopo.scheduler.model import Node, Pod, parse_node, parse_pod
+from gputopo.scheduler.profile import default_profile
+from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.kube import KubeApi, load_api_client
+from gputopo.scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
 from tests.conftest import StartPrometheus
 from tests.controlplane import ControlPlane, ManagedProcess, PrometheusServer, kwok_node
 

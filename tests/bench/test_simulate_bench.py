@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from scheduler.model import parse_node, parse_pod
-from scheduler.simulate import ClusterInput, simulate
+from gputopo.scheduler.model import parse_node, parse_pod
+from gputopo.scheduler.simulate import ClusterInput, simulate
 
 ZONE = "topology.kubernetes.io/zone"
 HOST = "kubernetes.io/hostname"

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client
 
-from scheduler.runtime.framework import CoreFramework
-from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
-from scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
+from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
+from gputopo.scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
 from tests.controlplane import KWOK_NODE_ANNOTATION, ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]

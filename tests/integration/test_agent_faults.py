@@ -27,10 +27,10 @@ import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.discovery import Discoverer
-from agent.metrics import MetricsServer
-from agent.publisher import Publisher
-from agent.runloop import Agent, RunLoopConfig, serve
+from gputopo.agent.discovery import Discoverer
+from gputopo.agent.metrics import MetricsServer
+from gputopo.agent.publisher import Publisher
+from gputopo.agent.runloop import Agent, RunLoopConfig, serve
 from hack.testenv import Tools
 from tests.controlplane import ClusterObjects, ControlPlane, ManagedProcess, running_control_plane
 
@@ -93,9 +93,9 @@ class RunningAgent:
 def running_agent(
     api: client.ApiClient, node_name: str, sysfs_root: Path, config: RunLoopConfig
 ) -> Iterator[RunningAgent]:
-    from mocks.fake_pynvml import make_fake_pynvml
-    from mocks.profile import load_profile
-    from mocks.sysfs import build_sysfs
+    from gputopo.mocks.fake_pynvml import make_fake_pynvml
+    from gputopo.mocks.profile import load_profile
+    from gputopo.mocks.sysfs import build_sysfs
 
     profile = load_profile(PROFILE)
     nvml = make_fake_pynvml(profile)

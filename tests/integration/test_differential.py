@@ -26,10 +26,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-from scheduler.framework import schedule_one
-from scheduler.model import parse_pod
-from scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler.framework import schedule_one
+from gputopo.scheduler.model import parse_pod
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
+from gputopo.scheduler.snapshot import ClusterSnapshot
 from tests.controlplane import ControlPlane, ManagedProcess
 from tests.integration.scheduler_env import eventually, pod_scheduled_condition
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scheduler.runtime.kube import JsonDict, KubeApiError
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApiError
 from tests.controlplane import ControlPlane, ManagedProcess, free_port
 from tests.controlplane.kubeconfig import write_kubeconfig
 from tests.integration.scheduler_env import (
@@ -64,7 +64,7 @@ def _extender_process(plane: ControlPlane, workdir: Path, port: int) -> ManagedP
         [
             sys.executable,
             "-m",
-            "scheduler.cli",
+            "gputopo.scheduler.cli",
             "extender",
             f"--listen=127.0.0.1:{port}",
             f"--kubeconfig={kubeconfig}",

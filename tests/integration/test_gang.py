@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from scheduler.gang import POD_GROUP_LABEL, TOPOLOGY_ANNOTATION, TOPOLOGY_POLICY_ANNOTATION
-from scheduler.runtime.kube import JsonDict
-from scheduler.runtime.runner import SchedulerRuntime
+from gputopo.scheduler.gang import POD_GROUP_LABEL, TOPOLOGY_ANNOTATION, TOPOLOGY_POLICY_ANNOTATION
+from gputopo.scheduler.runtime.kube import JsonDict
+from gputopo.scheduler.runtime.runner import SchedulerRuntime
 from tests.controlplane import ControlPlane
 from tests.integration.scheduler_env import (
     Cluster,

@@ -1,4 +1,4 @@
-"""agent.kubeapi against a real kube-apiserver: every credential kind the agent accepts, the
+"""gputopo.agent.kubeapi against a real kube-apiserver: every credential kind the agent accepts, the
 error statuses the publisher classifies, and server-side apply for the NodeResourceTopology."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.kubeapi import (
+from gputopo.agent.kubeapi import (
     APPLY_PATCH,
     MERGE_PATCH,
     KubeApiError,
@@ -20,8 +20,8 @@ from agent.kubeapi import (
     load_incluster_config,
     load_kubeconfig,
 )
-from agent.nrt import GROUP, PLURAL, VERSION
-from agent.publisher import describe_api_error, is_retryable
+from gputopo.agent.nrt import GROUP, PLURAL, VERSION
+from gputopo.agent.publisher import describe_api_error, is_retryable
 from tests.controlplane import ClusterObjects, ControlPlane, free_port
 
 pytestmark = pytest.mark.integration

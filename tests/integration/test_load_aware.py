@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 
-from agent.discovery import Discoverer
-from agent.podresources import PodResourcesClient
-from agent.runloop import Agent, RunLoopConfig, serve
-from scheduler.framework import schedule_one
-from scheduler.load import LoadConfig, LoadTracker, attach_tracker
-from scheduler.model import parse_pod
-from scheduler.runtime.framework import CoreFramework
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.agent.discovery import Discoverer
+from gputopo.agent.podresources import PodResourcesClient
+from gputopo.agent.runloop import Agent, RunLoopConfig, serve
+from gputopo.scheduler.framework import schedule_one
+from gputopo.scheduler.load import LoadConfig, LoadTracker, attach_tracker
+from gputopo.scheduler.model import parse_pod
+from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.snapshot import ClusterSnapshot
 from tests.conftest import StartPrometheus
 from tests.controlplane import ControlPlane, ManagedProcess, PrometheusServer, free_port
 from tests.controlplane.kubeconfig import write_kubeconfig
@@ -51,9 +51,9 @@ NODES = ("node-busy", "node-idle")
 
 class MockedNode:
     def __init__(self, name: str, sysfs_root: Path) -> None:
-        from mocks.fake_pynvml import make_fake_pynvml
-        from mocks.profile import load_profile
-        from mocks.sysfs import build_sysfs
+        from gputopo.mocks.fake_pynvml import make_fake_pynvml
+        from gputopo.mocks.profile import load_profile
+        from gputopo.mocks.sysfs import build_sysfs
 
         self.name = name
         self.profile = load_profile(PROFILE)
@@ -324,7 +324,7 @@ def test_extender_process_with_prometheus_flags_filters_and_ranks_by_load(
             [
                 sys.executable,
                 "-m",
-                "scheduler.cli",
+                "gputopo.scheduler.cli",
                 "extender",
                 f"--listen=127.0.0.1:{port}",
                 f"--kubeconfig={kubeconfig}",

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from agent.discovery import Discoverer
-from agent.podresources import PodResourcesClient
-from agent.runloop import Agent, RunLoopConfig, serve
+from gputopo.agent.discovery import Discoverer
+from gputopo.agent.podresources import PodResourcesClient
+from gputopo.agent.runloop import Agent, RunLoopConfig, serve
 from tests.conftest import StartPrometheus
 from tests.controlplane import PrometheusServer
 from tests.unit.runtime.fake_kubelet import FakeKubeletState, fake_kubelet, short_socket_dir
@@ -33,9 +33,9 @@ class MockedNode:
     """The mocked DGX H100 and the knobs the tests turn (the mocks' control object)."""
 
     def __init__(self, sysfs_root: Path) -> None:
-        from mocks.fake_pynvml import make_fake_pynvml
-        from mocks.profile import load_profile
-        from mocks.sysfs import build_sysfs
+        from gputopo.mocks.fake_pynvml import make_fake_pynvml
+        from gputopo.mocks.profile import load_profile
+        from gputopo.mocks.sysfs import build_sysfs
 
         self.profile = load_profile(PROFILE)
         self.nvml = make_fake_pynvml(self.profile)

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from agent.contract import DEFAULT_CONTRACT
-from scheduler.runtime.framework import CoreFramework
-from scheduler.runtime.kube import KubeApi, KubeApiError
-from scheduler.runtime.runner import NRTS_PATH, RuntimeConfig, SchedulerRuntime
+from gputopo.agent.contract import DEFAULT_CONTRACT
+from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.kube import KubeApi, KubeApiError
+from gputopo.scheduler.runtime.runner import NRTS_PATH, RuntimeConfig, SchedulerRuntime
 from tests.controlplane import ControlPlane
 from tests.integration.scheduler_env import (
     Cluster,

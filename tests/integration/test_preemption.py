@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from scheduler.runtime.kube import JsonDict, KubeApiError
-from scheduler.runtime.runner import SchedulerRuntime
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApiError
+from gputopo.scheduler.runtime.runner import SchedulerRuntime
 from tests.controlplane import KWOK_NODE_ANNOTATION, ControlPlane
 from tests.integration.scheduler_env import (
     Cluster,

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from scheduler.runtime.framework import CoreFramework, Placement
-from scheduler.runtime.informer import Reflector
-from scheduler.runtime.kube import JsonDict, KubeApi
-from scheduler.runtime.leader import LeaseConfig, micro_time
-from scheduler.runtime.queue import QueuedPod
-from scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
+from gputopo.scheduler.runtime.framework import CoreFramework, Placement
+from gputopo.scheduler.runtime.informer import Reflector
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApi
+from gputopo.scheduler.runtime.leader import LeaseConfig, micro_time
+from gputopo.scheduler.runtime.queue import QueuedPod
+from gputopo.scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
 from tests.controlplane import ControlPlane, ManagedProcess, free_port
 from tests.controlplane.kubeconfig import write_kubeconfig
 from tests.integration.scheduler_env import (
@@ -503,7 +503,7 @@ def _cli_replica(
         [
             sys.executable,
             "-m",
-            "scheduler.cli",
+            "gputopo.scheduler.cli",
             "run",
             f"--kubeconfig={kubeconfig}",
             f"--identity={identity}",

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from agent_fixtures import PciFunction, build_tree
 
-from agent.cli import main
-from agent.topology import NodeTopology
+from gputopo.agent.cli import main
+from gputopo.agent.topology import NodeTopology
 
 NUMA = {0: ("0-55,112-167", "10 21", 1024), 1: ("56-111,168-223", "21 10", 1024)}
 

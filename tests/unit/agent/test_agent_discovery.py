@@ -7,8 +7,8 @@ from pathlib import Path
 import pynvml
 from agent_fixtures import PciFunction, TinyGpu, build_tree, tiny_nvml
 
-from agent.discovery import Discoverer, discover
-from agent.topology import Health, Interconnect, NodeTopology, NvlinkRemote
+from gputopo.agent.discovery import Discoverer, discover
+from gputopo.agent.topology import Health, Interconnect, NodeTopology, NvlinkRemote
 
 NUMA = {0: ("0-3", "10 21", 1024), 1: ("4-7", "21 10", 1024)}
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from agent.health import assess
-from agent.nvml import RESET_REQUIRED_XIDS, NvmlAdapter, XidDecay
-from agent.topology import Health, XidEvent
-from mocks.fake_pynvml import make_fake_pynvml
+from gputopo.agent.health import assess
+from gputopo.agent.nvml import RESET_REQUIRED_XIDS, NvmlAdapter, XidDecay
+from gputopo.agent.topology import Health, XidEvent
+from gputopo.mocks.fake_pynvml import make_fake_pynvml
 
 
 class FakeClock:

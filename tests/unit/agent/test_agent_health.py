@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from agent.health import HealthPolicy, assess
-from agent.topology import (
+from gputopo.agent.health import HealthPolicy, assess
+from gputopo.agent.topology import (
     EccCounts,
     FabricInfo,
     Health,

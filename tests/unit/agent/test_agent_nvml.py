@@ -4,7 +4,7 @@ import pynvml
 import pytest
 from agent_fixtures import TinyGpu, tiny_nvml
 
-from agent.nvml import (
+from gputopo.agent.nvml import (
     NvmlAdapter,
     cpus_from_affinity,
     decode_clock_event_reasons,
@@ -12,7 +12,7 @@ from agent.nvml import (
     mig_memory_gb,
     mig_profile_name,
 )
-from agent.topology import ComputeCapability, NvlinkRemote, P2PLevel, XidEvent
+from gputopo.agent.topology import ComputeCapability, NvlinkRemote, P2PLevel, XidEvent
 
 SWITCH_BUS = "00000000:A5:00.0"
 

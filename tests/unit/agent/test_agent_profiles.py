@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import discover_topology, machine_source
-from agent.discovery import Discoverer
-from agent.topology import Health, Interconnect, NodeTopology, NvlinkRemote, XidEvent
-from mocks.fake_pynvml import make_fake_pynvml
-from mocks.profile import builtin_profile_names, load_profile
-from mocks.sysfs import build_sysfs
+from gputopo.agent.cli import discover_topology, machine_source
+from gputopo.agent.discovery import Discoverer
+from gputopo.agent.topology import Health, Interconnect, NodeTopology, NvlinkRemote, XidEvent
+from gputopo.mocks.fake_pynvml import make_fake_pynvml
+from gputopo.mocks.profile import builtin_profile_names, load_profile
+from gputopo.mocks.sysfs import build_sysfs
 
 
 def discover_profile(name: str) -> NodeTopology:

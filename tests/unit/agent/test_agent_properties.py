@@ -10,12 +10,12 @@ from agent_fixtures import PciFunction, TinyGpu, build_tree, tiny_nvml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.discovery import discover
-from agent.topology import NodeTopology
-from mocks.fake_pynvml import make_fake_pynvml
-from mocks.profile import MachineProfile
-from mocks.strategies import profiles as random_profiles
-from mocks.sysfs import build_sysfs
+from gputopo.agent.discovery import discover
+from gputopo.agent.topology import NodeTopology
+from gputopo.mocks.fake_pynvml import make_fake_pynvml
+from gputopo.mocks.profile import MachineProfile
+from gputopo.mocks.strategies import profiles as random_profiles
+from gputopo.mocks.sysfs import build_sysfs
 
 DEVICE_QUERIES = [
     "nvmlDeviceGetPciInfo",

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from agent_fixtures import PciFunction, build_tree
 
-from agent.sysfs import (
+from gputopo.agent.sysfs import (
     SysfsReader,
     format_cpulist,
     nearest_pcie_switch,

@@ -8,7 +8,7 @@ from types import ModuleType
 import pynvml
 import pytest
 
-from mocks.fake_pynvml import make_fake_pynvml
+from gputopo.mocks.fake_pynvml import make_fake_pynvml
 
 MIB = 1024 * 1024
 

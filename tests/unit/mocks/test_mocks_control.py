@@ -10,8 +10,8 @@ import pynvml
 import pytest
 import yaml
 
-from mocks.fake_pynvml import make_fake_pynvml
-from mocks.profile import load_profile
+from gputopo.mocks.fake_pynvml import make_fake_pynvml
+from gputopo.mocks.profile import load_profile
 
 
 def test_injected_xid_reaches_registered_event_sets_only() -> None:

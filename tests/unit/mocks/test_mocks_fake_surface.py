@@ -8,7 +8,7 @@ import sys
 import pynvml
 import pytest
 
-from mocks.fake_pynvml import installed, make_fake_pynvml, modelled_functions
+from gputopo.mocks.fake_pynvml import installed, make_fake_pynvml, modelled_functions
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mocks.profile import (
+from gputopo.mocks.profile import (
     NVLINK_VERSIONS,
     ProfileError,
     builtin_profile_names,

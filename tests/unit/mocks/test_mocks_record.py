@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from agent.topology import (
+from gputopo.agent.topology import (
     ComputeCapability,
     ComputeInstance,
     EccCounts,
@@ -25,8 +25,8 @@ from agent.topology import (
     RdmaNic,
     XidEvent,
 )
-from mocks.profile import load_profile, parse_profile
-from mocks.record import dump_profile, profile_from_topology
+from gputopo.mocks.profile import load_profile, parse_profile
+from gputopo.mocks.record import dump_profile, profile_from_topology
 
 
 def two_gpu_topology() -> NodeTopology:

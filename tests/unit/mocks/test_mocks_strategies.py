@@ -8,10 +8,10 @@ from tempfile import TemporaryDirectory
 import pynvml
 from hypothesis import HealthCheck, given, settings
 
-from mocks.fake_pynvml import make_fake_pynvml
-from mocks.profile import MachineProfile
-from mocks.strategies import profiles
-from mocks.sysfs import build_sysfs
+from gputopo.mocks.fake_pynvml import make_fake_pynvml
+from gputopo.mocks.profile import MachineProfile
+from gputopo.mocks.strategies import profiles
+from gputopo.mocks.sysfs import build_sysfs
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mocks.profile import load_profile
-from mocks.sysfs import build_sysfs, cpumask
+from gputopo.mocks.profile import load_profile
+from gputopo.mocks.sysfs import build_sysfs, cpumask
 
 
 @pytest.fixture(scope="module")

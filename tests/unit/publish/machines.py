@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from agent.topology import (
+from gputopo.agent.topology import (
     ComputeCapability,
     ComputeInstance,
     DriverInfo,

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from agent.annotation import build_topology_annotation, topology_annotation_value
-from agent.contract import (
+from gputopo.agent.annotation import build_topology_annotation, topology_annotation_value
+from gputopo.agent.contract import (
     ContractError,
     format_cpu_list,
     parse_cpu_list,
     parse_topology_annotation,
 )
-from agent.topology import EccCounts, Health
+from gputopo.agent.topology import EccCounts, Health
 from tests.unit.publish.machines import a100_mig, degraded, dgx_h100, one_g, three_g
 
 

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from agent.contract import Contract, Gfd
-from agent.labels import InvalidOption, LabelOptions, compute_labels, merge
-from agent.labels._gpus import arch_family, sanitise
-from agent.topology import ComputeCapability, Health
+from gputopo.agent.contract import Contract, Gfd
+from gputopo.agent.labels import InvalidOption, LabelOptions, compute_labels, merge
+from gputopo.agent.labels._gpus import arch_family, sanitise
+from gputopo.agent.topology import ComputeCapability, Health
 from tests.unit.publish.machines import (
     a100_mig,
     cpu_only,
@@ -230,7 +230,7 @@ def test_health_labels_take_the_worst_gpu() -> None:
 
 
 def test_pci_only_gpu_makes_the_node_failed() -> None:
-    from agent.topology import PciOnlyGpu
+    from gputopo.agent.topology import PciOnlyGpu
 
     topology = replace(dgx_h100(), pci_only_gpus=(PciOnlyGpu("0000:99:00.0", reason="no driver"),))
     assert labels_of(topology)["gputopo.io/gpu.health"] == "failed"
@@ -290,7 +290,7 @@ def test_gpu_with_unknown_name_does_not_make_the_node_heterogeneous() -> None:
     ],
 )
 def test_short_model_drops_vendor_memory_and_form_factor(name: str, model: str) -> None:
-    from agent.labels.model import short_model
+    from gputopo.agent.labels.model import short_model
 
     assert short_model(name) == model
 

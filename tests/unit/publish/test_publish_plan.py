@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent.contract import Contract
-from agent.publisher import (
+from gputopo.agent.contract import Contract
+from gputopo.agent.publisher import (
     DesiredState,
     NodeView,
     PublishOptions,
@@ -15,7 +15,7 @@ from agent.publisher import (
     plan,
     plan_prune,
 )
-from agent.validate import Taint, ValidationGate
+from gputopo.agent.validate import Taint, ValidationGate
 from tests.unit.publish.machines import dgx_h100
 
 C = Contract()

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from agent.sla import SlaHysteresis, SlaState, SlaStateError, assess
-from agent.topology import EccCounts, Health, MemoryRepair, PciOnlyGpu, XidEvent
+from gputopo.agent.sla import SlaHysteresis, SlaState, SlaStateError, assess
+from gputopo.agent.topology import EccCounts, Health, MemoryRepair, PciOnlyGpu, XidEvent
 from tests.unit.publish.machines import cpu_only, degraded, dgx_h100
 
 

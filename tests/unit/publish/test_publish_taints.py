@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from agent.contract import Contract
-from agent.taints import InvalidTaintEffect, TaintOptions, compute_taints
-from agent.topology import Health
-from agent.validate import Taint
+from gputopo.agent.contract import Contract
+from gputopo.agent.taints import InvalidTaintEffect, TaintOptions, compute_taints
+from gputopo.agent.topology import Health
+from gputopo.agent.validate import Taint
 from tests.unit.publish.machines import cpu_only, degraded, dgx_h100
 
 

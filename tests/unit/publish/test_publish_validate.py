@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.validate import (
+from gputopo.agent.validate import (
     VALUE_MAX,
     ValidationCounter,
     ValidationError,

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from agent.podresources_pb import api_pb2, api_pb2_grpc
+from gputopo.agent.podresources_pb import api_pb2, api_pb2_grpc
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""agent.kubeapi's configuration loading (no cluster): what is accepted, and a one-line error
-naming the file for everything else. The calls themselves are tested against a real apiserver
+"""gputopo.agent.kubeapi's configuration loading (no cluster): what is accepted, and a one-line
+error naming the file for everything else. The calls themselves are tested against a real apiserver
 in tests/integration/test_kubeapi.py."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.kubeapi import (
+from gputopo.agent.kubeapi import (
     KubeConfigError,
     KubeConnectionError,
     default_kubeconfig_path,
@@ -213,11 +213,12 @@ def test_the_agent_run_path_does_not_import_the_kubernetes_package(tmp_path: Pat
     path = write(tmp_path / "config", {"token": "t"})
     script = f"""
 import sys
-import agent.cli
-import agent.cli_publish, agent.runloop, agent.nrt, agent.publisher, agent.kubeapi
-agent.cli_publish._api_client({path!r})
+import gputopo.agent.cli
+import gputopo.agent.cli_publish, gputopo.agent.runloop, gputopo.agent.nrt
+import gputopo.agent.publisher, gputopo.agent.kubeapi
+gputopo.agent.cli_publish._api_client({path!r})
 heavy = sorted(
-    m for m in ("kubernetes", "scheduler", "numpy", "urllib3", "grpc") if m in sys.modules
+    m for m in ("kubernetes", "gputopo.scheduler", "numpy", "urllib3", "grpc") if m in sys.modules
 )
 print(",".join(heavy))
 """

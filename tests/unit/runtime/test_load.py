@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import namedtuple
 from pathlib import Path
 
-from agent.load import CpuUtilization, LoadSampler, numa_cpu_ratios, read_numa_memory
-from agent.topology import NodeInfo, NodeTopology, NumaNode, NvmlStatus
+from gputopo.agent.load import CpuUtilization, LoadSampler, numa_cpu_ratios, read_numa_memory
+from gputopo.agent.topology import NodeInfo, NodeTopology, NumaNode, NvmlStatus
 
 CpuTimes = namedtuple("CpuTimes", "user nice system idle iowait irq softirq steal guest guest_nice")
 
@@ -160,7 +160,7 @@ class _OneCallNvml:
 
 
 def test_gpu_utilisation_memory_and_nvlink_sample() -> None:
-    from agent.load import sample_gpus
+    from gputopo.agent.load import sample_gpus
 
     gpus = sample_gpus(_OneCallNvml())
     busy = gpus[0]
@@ -173,7 +173,7 @@ def test_gpu_utilisation_memory_and_nvlink_sample() -> None:
 
 
 def test_unsupported_queries_are_unknown_not_zero() -> None:
-    from agent.load import sample_gpus
+    from gputopo.agent.load import sample_gpus
 
     consumer = sample_gpus(_OneCallNvml())[1]
     assert consumer.utilization_ratio is None
@@ -183,7 +183,7 @@ def test_unsupported_queries_are_unknown_not_zero() -> None:
 
 
 def test_gpu_lost_mid_sample_stops_querying_it() -> None:
-    from agent.load import sample_gpus
+    from gputopo.agent.load import sample_gpus
 
     nvml = _OneCallNvml()
     lost = sample_gpus(nvml)[2]
@@ -193,7 +193,7 @@ def test_gpu_lost_mid_sample_stops_querying_it() -> None:
 
 
 def test_mig_device_memory() -> None:
-    from agent.load import MigDeviceLoad, sample_gpus
+    from gputopo.agent.load import MigDeviceLoad, sample_gpus
 
     assert sample_gpus(_OneCallNvml())[3].mig_devices == (
         MigDeviceLoad("MIG-0000", 2**30, 10 * 2**30),
@@ -203,11 +203,11 @@ def test_mig_device_memory() -> None:
 def test_a_health_tick_reads_each_nvlink_state_once_dgx_h100(tmp_path: Path) -> None:
     """The health poll's NVLink states feed the load sample; the link count discovery learnt
     means no call past the last link (8 GPUs x 18 links on a DGX H100)."""
-    from agent.discovery import Discoverer
-    from agent.runloop import Agent, RunLoopConfig
-    from mocks.fake_pynvml import make_fake_pynvml
-    from mocks.profile import load_profile
-    from mocks.sysfs import build_sysfs
+    from gputopo.agent.discovery import Discoverer
+    from gputopo.agent.runloop import Agent, RunLoopConfig
+    from gputopo.mocks.fake_pynvml import make_fake_pynvml
+    from gputopo.mocks.profile import load_profile
+    from gputopo.mocks.sysfs import build_sysfs
 
     machine = load_profile("dgx-h100")
     nvml = make_fake_pynvml(machine)
@@ -229,11 +229,11 @@ def test_a_health_tick_reads_each_nvlink_state_once_dgx_h100(tmp_path: Path) -> 
 def test_slow_signals_are_re_read_every_tenth_tick_dgx_h100(tmp_path: Path) -> None:
     """NVLink states, lifetime ECC counts and memory repair state every 10th health tick;
     temperature, clocks, volatile ECC every tick."""
-    from agent.discovery import Discoverer
-    from agent.runloop import SLOW_SIGNALS_EVERY, Agent, RunLoopConfig
-    from mocks.fake_pynvml import make_fake_pynvml
-    from mocks.profile import load_profile
-    from mocks.sysfs import build_sysfs
+    from gputopo.agent.discovery import Discoverer
+    from gputopo.agent.runloop import SLOW_SIGNALS_EVERY, Agent, RunLoopConfig
+    from gputopo.mocks.fake_pynvml import make_fake_pynvml
+    from gputopo.mocks.profile import load_profile
+    from gputopo.mocks.sysfs import build_sysfs
 
     machine = load_profile("dgx-h100")
     nvml = make_fake_pynvml(machine)

@@ -155,7 +155,7 @@ def test_runtimeclass_and_root_components_patch_only_what_they_say(tmp_path: Pat
 
 def test_daemonset_arguments_are_accepted_by_the_agent_cli(base: list[dict[str, Any]]) -> None:
     """The DaemonSet and the CLI must not drift: every flag it passes is a real flag."""
-    from agent.cli import build_parser
+    from gputopo.agent.cli import build_parser
 
     args = [arg.replace("$(NODE_NAME)", "node-a") for arg in _agent_container(base)["args"]]
     parsed = build_parser().parse_args(args)

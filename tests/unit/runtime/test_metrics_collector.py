@@ -12,8 +12,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from agent.load import GpuLoad, LoadSample, MigDeviceLoad, NumaMemory, NvlinkSample
-from agent.metrics import (
+from gputopo.agent.load import GpuLoad, LoadSample, MigDeviceLoad, NumaMemory, NvlinkSample
+from gputopo.agent.metrics import (
     GPU_LABELS,
     AgentStats,
     MetricsCollector,
@@ -23,13 +23,13 @@ from agent.metrics import (
     SnapshotHolder,
     build_registry,
 )
-from agent.podresources import (
+from gputopo.agent.podresources import (
     AllocatableDevice,
     DeviceAllocation,
     PodResourcesSnapshot,
     unavailable,
 )
-from agent.topology import (
+from gputopo.agent.topology import (
     ComputeInstance,
     EccCounts,
     Gpu,
@@ -341,7 +341,7 @@ def test_server_serves_metrics_and_probes_on_a_free_port() -> None:
 
 
 def test_nrt_available_counts_gpus_free_of_whole_and_mig_allocations() -> None:
-    from agent.podresources import available_gpus_by_numa_node
+    from gputopo.agent.podresources import available_gpus_by_numa_node
 
     assert available_gpus_by_numa_node(pods(), small_dgx()) == {
         0: {"nvidia.com/gpu": 0},  # GPU 0 held, GPU 1 time-sliced
@@ -356,11 +356,11 @@ def test_nrt_available_counts_gpus_free_of_whole_and_mig_allocations() -> None:
 )
 def test_every_builtin_profile_renders_one_series_set_per_gpu(profile: str, tmp_path: Path) -> None:
     """Discovery + load sampling + collection over the mocks' machines, parsed back."""
-    from agent.discovery import Discoverer
-    from agent.load import LoadSampler
-    from mocks.fake_pynvml import make_fake_pynvml
-    from mocks.profile import load_profile
-    from mocks.sysfs import build_sysfs
+    from gputopo.agent.discovery import Discoverer
+    from gputopo.agent.load import LoadSampler
+    from gputopo.mocks.fake_pynvml import make_fake_pynvml
+    from gputopo.mocks.profile import load_profile
+    from gputopo.mocks.sysfs import build_sysfs
 
     machine = load_profile(profile)
     nvml = make_fake_pynvml(machine)

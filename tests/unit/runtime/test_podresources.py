@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from agent.podresources import (
+from gputopo.agent.podresources import (
     DeviceAllocation,
     PodResourcesClient,
     PodResourcesError,
@@ -154,7 +154,7 @@ def test_unimplemented_get_allocatable_keeps_allocations(
 def test_missing_socket_is_reported_once_not_every_cycle(
     socket_path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="agent.podresources")
+    caplog.set_level(logging.INFO, logger="gputopo.agent.podresources")
     with PodResourcesClient(socket_path) as client:
         snapshots = [client.snapshot() for _ in range(5)]
     assert all(not s.available for s in snapshots)
@@ -167,7 +167,7 @@ def test_missing_socket_is_reported_once_not_every_cycle(
 def test_kubelet_appearing_later_is_picked_up_by_the_same_client(
     socket_path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="agent.podresources")
+    caplog.set_level(logging.INFO, logger="gputopo.agent.podresources")
     with PodResourcesClient(socket_path) as client:
         assert not client.snapshot().available
         state = FakeKubeletState()
@@ -199,7 +199,7 @@ def test_stale_socket_without_a_kubelet_is_unavailable_and_logged_once(
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(socket_path)
     stale.close()  # the file stays, nobody listens: what a crashed kubelet leaves behind
-    caplog.set_level(logging.INFO, logger="agent.podresources")
+    caplog.set_level(logging.INFO, logger="gputopo.agent.podresources")
     with PodResourcesClient(socket_path, timeout_s=2) as client:
         snapshots = [client.snapshot() for _ in range(3)]
     assert all(not s.available for s in snapshots)

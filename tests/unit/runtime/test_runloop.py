@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from agent.discovery import Discoverer
-from agent.metrics import SnapshotHolder
-from agent.runloop import (
+from gputopo.agent.discovery import Discoverer
+from gputopo.agent.metrics import SnapshotHolder
+from gputopo.agent.runloop import (
     Agent,
     JsonFormatter,
     RunLoopConfig,
@@ -30,7 +30,7 @@ from agent.runloop import (
     serve,
     signal_handlers,
 )
-from agent.topology import NodeTopology
+from gputopo.agent.topology import NodeTopology
 
 
 class _NoNvml:
@@ -251,10 +251,12 @@ def test_pod_resources_poll_defaults_to_every_ten_seconds() -> None:
 
 
 def test_json_log_lines() -> None:
-    record = logging.LogRecord("agent.x", logging.WARNING, __file__, 1, "GPU %d lost", (3,), None)
+    record = logging.LogRecord(
+        "gputopo.agent.x", logging.WARNING, __file__, 1, "GPU %d lost", (3,), None
+    )
     document = json.loads(JsonFormatter().format(record))
     assert document["level"] == "warning"
-    assert document["logger"] == "agent.x"
+    assert document["logger"] == "gputopo.agent.x"
     assert document["msg"] == "GPU 3 lost"
     assert document["ts"].endswith("Z")
 
@@ -262,7 +264,7 @@ def test_json_log_lines() -> None:
 def test_new_gpu_allocation_from_the_kubelet_triggers_a_cycle(
     discoverer: _CountingDiscoverer,
 ) -> None:
-    from agent.podresources import PodResourcesClient
+    from gputopo.agent.podresources import PodResourcesClient
 
     from .fake_kubelet import fake_kubelet, short_socket_dir
 
@@ -309,7 +311,7 @@ def _run_args(**overrides: Any) -> argparse.Namespace:
 
 
 def test_run_agent_serves_until_sigterm(discoverer: _CountingDiscoverer) -> None:
-    from agent.runloop import run_agent
+    from gputopo.agent.runloop import run_agent
 
     port = _free_port()
     answers: list[int] = []
@@ -334,7 +336,7 @@ def test_run_agent_serves_until_sigterm(discoverer: _CountingDiscoverer) -> None
 
 
 def test_run_agent_negative_xid_window_is_one_line(discoverer: _CountingDiscoverer) -> None:
-    from agent.runloop import run_agent
+    from gputopo.agent.runloop import run_agent
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -346,7 +348,7 @@ def test_run_agent_negative_xid_window_is_one_line(discoverer: _CountingDiscover
 
 
 def test_run_agent_bad_address_is_one_line(discoverer: _CountingDiscoverer) -> None:
-    from agent.runloop import run_agent
+    from gputopo.agent.runloop import run_agent
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -358,7 +360,7 @@ def test_run_agent_bad_address_is_one_line(discoverer: _CountingDiscoverer) -> N
 
 
 def test_real_kernel_uevent_monitor_opens_and_polls() -> None:
-    from agent.runloop import open_udev_monitor
+    from gputopo.agent.runloop import open_udev_monitor
 
     monitor = open_udev_monitor()
     event = monitor.poll(timeout=0.1)
@@ -366,7 +368,7 @@ def test_real_kernel_uevent_monitor_opens_and_polls() -> None:
 
 
 def test_every_run_option_has_an_environment_twin(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.cli import build_parser
+    from gputopo.agent.cli import build_parser
 
     monkeypatch.setenv("GPUTOPO_INTERVAL", "30")
     monkeypatch.setenv("GPUTOPO_MIG_STRATEGY", "mixed")
@@ -402,7 +404,7 @@ def test_every_run_option_has_an_environment_twin(monkeypatch: pytest.MonkeyPatc
 def test_bad_run_option_twin_is_one_clear_line(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
 ) -> None:
-    from agent.cli import build_parser
+    from gputopo.agent.cli import build_parser
 
     monkeypatch.setenv(variable, value)
     with pytest.raises(SystemExit, match=f"{variable}='{value}': {expected}"):

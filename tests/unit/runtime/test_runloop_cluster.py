@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from agent.discovery import Discoverer
-from agent.nrt import GROUP, PLURAL, VERSION, NrtPublisher
-from agent.podresources import PodResourcesClient
-from agent.publisher import Publisher
-from agent.runloop import Agent, RunLoopConfig, serve
+from gputopo.agent.discovery import Discoverer
+from gputopo.agent.nrt import GROUP, PLURAL, VERSION, NrtPublisher
+from gputopo.agent.podresources import PodResourcesClient
+from gputopo.agent.publisher import Publisher
+from gputopo.agent.runloop import Agent, RunLoopConfig, serve
 from tests.controlplane import ClusterObjects
 
 from .fake_kubelet import fake_kubelet, short_socket_dir
@@ -53,9 +53,9 @@ def node_name(cluster_objects: ClusterObjects, gputopo_crds: list[str]) -> str:
 def running(
     node_name: str, kube_admin: client.ApiClient, tmp_path: Path
 ) -> Iterator[tuple[Agent, Any, Any]]:
-    from mocks.fake_pynvml import make_fake_pynvml
-    from mocks.profile import load_profile
-    from mocks.sysfs import build_sysfs
+    from gputopo.mocks.fake_pynvml import make_fake_pynvml
+    from gputopo.mocks.profile import load_profile
+    from gputopo.mocks.sysfs import build_sysfs
 
     profile = load_profile("dgx-h100")
     nvml = make_fake_pynvml(profile)

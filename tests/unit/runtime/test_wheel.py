@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import venv
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,8 +35,8 @@ def _run(args: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> st
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A virtualenv with only the built wheel and its declared dependencies; yields its bin/."""
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The project's wheel, built from this tree."""
     work = tmp_path_factory.mktemp("wheel")
     wheels = work / "wheels"
     _run(
@@ -43,6 +44,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         cwd=work,
     )
     (wheel,) = wheels.glob("gputopo-*.whl")
+    yield wheel
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A virtualenv with only the built wheel and its declared dependencies; yields its bin/."""
+    work = tmp_path_factory.mktemp("venv")
     environment = work / "venv"
     # No ensurepip in the new environment: this interpreter's pip installs into it (--python).
     venv.EnvBuilder(with_pip=False, clear=True).create(environment)
@@ -66,11 +74,29 @@ def _image_env(bin_dir: Path) -> dict[str, str]:
     return env
 
 
+def test_wheel_adds_exactly_one_top_level_import_package(wheel: Path) -> None:
+    """Installed, gputopo must not claim `agent`, `scheduler` or `mocks` in site-packages."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (top_level,) = [name for name in names if name.endswith(".dist-info/top_level.txt")]
+        declared = archive.read(top_level).decode().split()
+    roots = {
+        name.split("/", 1)[0] for name in names if not name.split("/", 1)[0].endswith(".dist-info")
+    }
+    assert declared == ["gputopo"]
+    assert roots == {"gputopo"}
+    for package in ("agent", "scheduler", "mocks", "core"):
+        assert f"gputopo/{package}/__init__.py" in names
+    assert "gputopo/mocks/profiles/dgx-h100.yaml" in names
+    assert "gputopo/scheduler/profiles/default.yaml" in names
+
+
 def test_wheel_contains_the_packages_and_generated_stubs(installed: Path) -> None:
     python = installed / "python"
     code = (
-        "import agent, scheduler, mocks, agent.podresources_pb.api_pb2 as pb;"
-        "print(agent.__file__); print(pb.DESCRIPTOR.package)"
+        "import gputopo.agent, gputopo.scheduler, gputopo.mocks;"
+        "import gputopo.agent.podresources_pb.api_pb2 as pb;"
+        "print(gputopo.agent.__file__); print(pb.DESCRIPTOR.package)"
     )
     out = _run([str(python), "-c", code], cwd=installed, env=_image_env(installed)).split()
     assert "site-packages" in out[0] and str(REPO) not in out[0]

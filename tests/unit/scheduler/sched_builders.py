@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from scheduler.framework import ScheduleResult, schedule_one
-from scheduler.model import parse_pod
-from scheduler.profile import SchedulerProfile
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler.framework import ScheduleResult, schedule_one
+from gputopo.scheduler.model import parse_pod
+from gputopo.scheduler.profile import SchedulerProfile
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 
 def node(

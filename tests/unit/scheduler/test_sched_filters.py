@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from sched_builders import cluster, namespace, node, pod, reasons, schedule
 
-from scheduler.framework import fit_error_message
-from scheduler.model import Taint, Toleration
+from gputopo.scheduler.framework import fit_error_message
+from gputopo.scheduler.model import Taint, Toleration
 
 SLA = "gputopo.io/sla"
 ZONE = "topology.kubernetes.io/zone"

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from sched_builders import pod
 
-from scheduler.errors import SchedulerInputError
-from scheduler.model import parse_namespace, parse_node, parse_pod
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.model import parse_namespace, parse_node, parse_pod
 
 
 def _containers(*resources: dict[str, Any], sidecar: bool = False) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@ from fractions import Fraction
 
 import pytest
 
-from scheduler.quantity import (
+from gputopo.scheduler.quantity import (
     parse_quantity,
     quantity_milli_value,
     quantity_value,

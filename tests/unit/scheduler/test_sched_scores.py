@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from sched_builders import cluster, node, pod, schedule
 
-from scheduler.errors import SchedulerInputError
-from scheduler.plugins.normalize import default_normalize
-from scheduler.profile import default_profile, load_profile
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.plugins.normalize import default_normalize
+from gputopo.scheduler.profile import default_profile, load_profile
 
 ZONE = "topology.kubernetes.io/zone"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import main
+from gputopo.scheduler.cli import main
 
 SAMPLE = str(resources.files("scheduler").joinpath("samples/cluster.yaml"))
 
@@ -192,7 +192,7 @@ def test_entry_point_prints_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("kind: Pod\nmetadata: {name: p}\nspec: {containers: 3}\n")
     completed = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "simulate", "--cluster", str(path)],
+        [sys.executable, "-m", "gputopo.scheduler.cli", "simulate", "--cluster", str(path)],
         capture_output=True,
         text=True,
         check=False,

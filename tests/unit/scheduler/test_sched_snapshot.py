@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sched_builders import cluster, node, pod, schedule
 
-from scheduler.model import parse_pod
+from gputopo.scheduler.model import parse_pod
 
 GPU_NODE = {"cpu": "8", "memory": "32Gi", "pods": "110", "nvidia.com/gpu": "2"}
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from ext_builders import GPU_PACKING_PROFILE, gpu_node, gpu_pod
 
-from scheduler.cli import main
-from scheduler.extender import (
+from gputopo.scheduler.cli import main
+from gputopo.scheduler.extender import (
     NOT_IN_CACHE_REASON,
     BindingRequest,
     Extender,
@@ -24,9 +24,9 @@ from scheduler.extender import (
     PreemptionRequest,
     rescale,
 )
-from scheduler.profile import parse_profile
-from scheduler.runtime.framework import CoreFramework
-from scheduler.runtime.kube import KubeApi
+from gputopo.scheduler.profile import parse_profile
+from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.kube import KubeApi
 
 NO_SCHEDULE_SLA = {"key": "gputopo.io/sla", "value": "900", "effect": "NoSchedule"}
 

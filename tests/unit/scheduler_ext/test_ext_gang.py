@@ -6,7 +6,7 @@ from typing import Any
 
 from ext_builders import gpu_node, gpu_pod
 
-from scheduler.gang import (
+from gputopo.scheduler.gang import (
     DEFAULT_TIMEOUT_S,
     POD_GROUP_LABEL,
     TOPOLOGY_ANNOTATION,
@@ -24,7 +24,7 @@ from scheduler.gang import (
     resource_gap,
     too_few_message,
 )
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 
 class FakeClock:

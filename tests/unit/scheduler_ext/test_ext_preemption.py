@@ -6,9 +6,9 @@ from typing import Any
 
 from ext_builders import gpu_node, gpu_pod
 
-from scheduler.framework import schedule_one
-from scheduler.model import parse_pod
-from scheduler.preemption import (
+from gputopo.scheduler.framework import schedule_one
+from gputopo.scheduler.model import parse_pod
+from gputopo.scheduler.preemption import (
     POLICY_NEVER_MESSAGE,
     DisruptionBudget,
     Preemption,
@@ -17,8 +17,8 @@ from scheduler.preemption import (
     reserve_nominated,
     selector_matches,
 )
-from scheduler.profile import default_profile
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler.profile import default_profile
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 
 def _priority(pod: dict[str, Any]) -> int:

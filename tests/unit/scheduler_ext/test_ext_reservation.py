@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from ext_builders import gpu_node, gpu_pod
 
-from scheduler import gpu_alloc
-from scheduler.errors import SchedulerInputError
-from scheduler.model import parse_pod
-from scheduler.profile import default_profile, parse_profile
-from scheduler.reservation import Reservations, choose_node, reservation_message
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler import gpu_alloc
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.model import parse_pod
+from gputopo.scheduler.profile import default_profile, parse_profile
+from gputopo.scheduler.reservation import Reservations, choose_node, reservation_message
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 
 def _snapshot(nodes: list[Any], bound: list[Any]) -> ClusterSnapshot:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from scheduler.model import LabelSelector, Requirement
-from scheduler.runtime.cache import ClusterCache
-from scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.model import LabelSelector, Requirement
+from gputopo.scheduler.runtime.cache import ClusterCache
+from gputopo.scheduler.runtime.framework import CoreFramework
 
 GPU = "nvidia.com/gpu"
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from scheduler.cli import build_parser, main
-from scheduler.cli_load import build_load_tracker
-from scheduler.cli_run import runtime_config
+from gputopo.scheduler.cli import build_parser, main
+from gputopo.scheduler.cli_load import build_load_tracker
+from gputopo.scheduler.cli_run import runtime_config
 
 
 @pytest.fixture(autouse=True)

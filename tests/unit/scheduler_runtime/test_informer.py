@@ -6,8 +6,8 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from scheduler.runtime.informer import Reflector
-from scheduler.runtime.kube import JsonDict
+from gputopo.scheduler.runtime.informer import Reflector
+from gputopo.scheduler.runtime.kube import JsonDict
 
 
 def _node(name: str, version: str) -> JsonDict:

@@ -16,8 +16,8 @@ import kubernetes.client
 import pytest
 import yaml
 
-from agent.kubeapi import load_config
-from scheduler.runtime.kube import (
+from gputopo.agent.kubeapi import load_config
+from gputopo.scheduler.runtime.kube import (
     CachedAuthorization,
     KubeApi,
     KubeApiError,
@@ -277,7 +277,7 @@ def test_a_token_kubeconfig_is_served_without_importing_the_official_client(
     path = _kubeconfig(tmp_path / "config", "https://127.0.0.1:1", {"token": "t"})
     script = f"""
 import sys
-from scheduler.runtime.kube import load_kube_api
+from gputopo.scheduler.runtime.kube import load_kube_api
 api = load_kube_api({path!r})
 assert api._transport() is not None
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("kubernetes", "urllib3"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from scheduler.gang import POD_GROUP_LABEL
-from scheduler.runtime.podgroup_status import PodGroupStatusWriter
+from gputopo.scheduler.gang import POD_GROUP_LABEL
+from gputopo.scheduler.runtime.podgroup_status import PodGroupStatusWriter
 
 
 class RecordingApi:

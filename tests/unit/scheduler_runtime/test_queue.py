@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.runtime.queue import SchedulingQueue
+from gputopo.scheduler.runtime.queue import SchedulingQueue
 
 
 class FakeClock:

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 import yaml
 
-from scheduler.profile import default_profile, parse_profile
-from scheduler.runtime.framework import CoreFramework
-from scheduler.runtime.kube import KubeApiError
-from scheduler.runtime.leader import LeaseConfig, micro_time
-from scheduler.runtime.logs import JsonFormatter
-from scheduler.runtime.metrics import RuntimeState, SchedulerMetrics
-from scheduler.runtime.queue import QueueDepth
-from scheduler.runtime.runner import (
+from gputopo.scheduler.profile import default_profile, parse_profile
+from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.kube import KubeApiError
+from gputopo.scheduler.runtime.leader import LeaseConfig, micro_time
+from gputopo.scheduler.runtime.logs import JsonFormatter
+from gputopo.scheduler.runtime.metrics import RuntimeState, SchedulerMetrics
+from gputopo.scheduler.runtime.queue import QueueDepth
+from gputopo.scheduler.runtime.runner import (
     NRT_API,
     NRT_KIND,
     PriorityClasses,
@@ -171,7 +171,7 @@ def test_nrt_events_reach_the_allocator_and_a_delete_forgets() -> None:
 def test_gc_tuning_raises_thresholds_and_freezes_the_startup_heap() -> None:
     import gc
 
-    from scheduler.runtime import gctune
+    from gputopo.scheduler.runtime import gctune
 
     before = gc.get_threshold()
     try:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from scheduler.runtime.workers import WorkerPool
+from gputopo.scheduler.runtime.workers import WorkerPool
 
 
 def test_every_submitted_task_runs_before_shutdown_returns() -> None:

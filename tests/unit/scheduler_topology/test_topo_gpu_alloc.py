@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from topo_builders import CROSSED_8, NVSWITCH_8, PCIE_4, QUADS_8, annotation, gpu_node, gpu_pod
 
-from scheduler.gpu_alloc import (
+from gputopo.scheduler.gpu_alloc import (
     LEVEL_ALIGNED,
     LEVEL_NUMA,
     LEVEL_NVLINK,
@@ -18,8 +18,8 @@ from scheduler.gpu_alloc import (
     parse_nrt,
     preferred_allocation,
 )
-from scheduler.model import parse_node
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler.model import parse_node
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 
 class Clock:
@@ -266,9 +266,9 @@ def test_mig_devices_match_the_agents_count_labels_split_compute_instances_inclu
     device plugin (and the agent's labels) count one device per compute instance."""
     import argparse
 
-    from agent.cli import discover_topology, machine_source
-    from agent.cli_publish import labels_document
-    from agent.publisher import PublishOptions
+    from gputopo.agent.cli import discover_topology, machine_source
+    from gputopo.agent.cli_publish import labels_document
+    from gputopo.agent.publisher import PublishOptions
 
     args = argparse.Namespace(mock="dgx-a100-mig", sysfs_root=None, node_name=None)
     with machine_source(args) as source:

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from topo_builders import NVSWITCH_8, PCIE_4, annotation, cluster, gpu_node, gpu_pod, place
 
-from scheduler.errors import SchedulerInputError
-from scheduler.framework import schedule_one
-from scheduler.model import parse_pod
-from scheduler.profile import default_profile, parse_profile
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.framework import schedule_one
+from gputopo.scheduler.model import parse_pod
+from gputopo.scheduler.profile import default_profile, parse_profile
 
 # 4 GPUs in one NVLink domain, 2 per NUMA node (GB200 NVL4-like): one NVLink domain, not aligned.
 NVLINK_4 = annotation([0, 0, 1, 1], [0, 0, 0, 0])

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from topo_builders import NVSWITCH_8, PCIE_4, gpu_node, gpu_pod
 
-from scheduler.errors import SchedulerInputError
-from scheduler.framework import schedule_one
-from scheduler.load import LoadConfig, LoadSnapshot, LoadTracker, attach_tracker
-from scheduler.model import parse_pod
-from scheduler.plugins.load_aware import keep_topology_order
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.framework import schedule_one
+from gputopo.scheduler.load import LoadConfig, LoadSnapshot, LoadTracker, attach_tracker
+from gputopo.scheduler.model import parse_pod
+from gputopo.scheduler.plugins.load_aware import keep_topology_order
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 
 class Clock:

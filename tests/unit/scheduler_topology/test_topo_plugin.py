@@ -14,8 +14,8 @@ from topo_builders import (
     place,
 )
 
-from scheduler.framework import schedule_one
-from scheduler.model import parse_pod
+from gputopo.scheduler.framework import schedule_one
+from gputopo.scheduler.model import parse_pod
 
 
 def test_multi_gpu_pod_without_annotation_prefers_an_aligned_node() -> None:

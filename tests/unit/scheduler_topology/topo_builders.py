@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.contract import (
+from gputopo.agent.contract import (
     AnnotatedGpu,
     AnnotatedMigInstance,
     AnnotatedNumaNode,
     AnnotatedNvlinkDomain,
     TopologyAnnotation,
 )
-from scheduler.framework import schedule_one
-from scheduler.model import parse_pod
-from scheduler.profile import SchedulerProfile
-from scheduler.snapshot import ClusterSnapshot
+from gputopo.scheduler.framework import schedule_one
+from gputopo.scheduler.model import parse_pod
+from gputopo.scheduler.profile import SchedulerProfile
+from gputopo.scheduler.snapshot import ClusterSnapshot
 
 
 def annotation(
