@@ -8,7 +8,8 @@ Node — change only when hardware or the MIG layout does. The schema and its pa
 
 from __future__ import annotations
 
-from gputopo.agent.contract import (
+from gputopo.agent.topology import NodeTopology
+from gputopo.core.contract import (
     AnnotatedComputeInstance,
     AnnotatedGpu,
     AnnotatedMigInstance,
@@ -17,7 +18,6 @@ from gputopo.agent.contract import (
     AnnotatedRdmaNic,
     TopologyAnnotation,
 )
-from gputopo.agent.topology import NodeTopology
 
 
 def build_topology_annotation(topology: NodeTopology) -> TopologyAnnotation:

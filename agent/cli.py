@@ -198,7 +198,7 @@ def add_record_parser(subparsers: Subparsers) -> None:
 
 
 def run_record(args: argparse.Namespace) -> int:
-    from gputopo.mocks.record import dump_profile, profile_from_topology
+    from gputopo.agent.record import dump_profile, profile_from_topology
 
     with machine_source(args) as source:
         topology = discover_topology(source)

@@ -17,7 +17,6 @@ import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from gputopo.agent.contract import DEFAULT_PREFIX, MIG_STRATEGIES, TAINT_EFFECTS, Contract
 from gputopo.agent.publisher import (
     CycleResult,
     Publisher,
@@ -28,10 +27,11 @@ from gputopo.agent.publisher import (
     run_cycle,
 )
 from gputopo.agent.topology import NodeTopology
-from gputopo.agent.validate import ValidationError, ValidationGate, is_qualified_name
+from gputopo.core.contract import DEFAULT_PREFIX, MIG_STRATEGIES, TAINT_EFFECTS, Contract
+from gputopo.core.validate import ValidationError, ValidationGate, is_qualified_name
 
 if TYPE_CHECKING:
-    from gputopo.agent.kubeapi import KubeClient
+    from gputopo.core.kubeapi import KubeClient
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def add_run_parser(subparsers: Any) -> None:
 def _api_client(kubeconfig: str | None, context: str | None = None) -> KubeClient:
     """The agent's own small REST client (:mod:`agent.kubeapi`), not the ``kubernetes``
     package: importing that costs about 30 MiB on every node."""
-    from gputopo.agent.kubeapi import KubeConfigError, client_from_config
+    from gputopo.core.kubeapi import KubeConfigError, client_from_config
 
     try:
         return client_from_config(kubeconfig, context=context)

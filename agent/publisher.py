@@ -31,7 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from gputopo.agent.annotation import topology_annotation_value
-from gputopo.agent.contract import (
+from gputopo.agent.labels import LabelOptions, compute_labels
+from gputopo.agent.sla import SlaHysteresis, SlaState, SlaStateError, assess
+from gputopo.agent.taints import TaintOptions, compute_taints
+from gputopo.agent.topology import NodeTopology
+from gputopo.core.contract import (
     DEFAULT_CONTRACT,
     DEFAULT_HEALTH_TAINT_EFFECT,
     DEFAULT_SLA_TAINT_EFFECT,
@@ -39,11 +43,7 @@ from gputopo.agent.contract import (
     format_key_list,
     parse_key_list,
 )
-from gputopo.agent.labels import LabelOptions, compute_labels
-from gputopo.agent.sla import SlaHysteresis, SlaState, SlaStateError, assess
-from gputopo.agent.taints import TaintOptions, compute_taints
-from gputopo.agent.topology import NodeTopology
-from gputopo.agent.validate import Taint, ValidationError, ValidationGate
+from gputopo.core.validate import Taint, ValidationError, ValidationGate
 
 log = logging.getLogger(__name__)
 

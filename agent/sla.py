@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
-from gputopo.agent.contract import SLA_MAX, SLA_MIN
 from gputopo.agent.health import APPLICATION_XIDS, FATAL_XIDS
 from gputopo.agent.topology import Gpu, Health, NodeTopology
+from gputopo.core.contract import SLA_MAX, SLA_MIN
 
 # XID classes come from agent.health (the per-GPU classification the SLA builds on): fatal XIDs
 # need a reset or replacement; every other XID not caused by the application is a warning.

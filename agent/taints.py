@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gputopo.agent.contract import (
+from gputopo.agent.labels.health import gpu_health
+from gputopo.agent.topology import Health, NodeTopology
+from gputopo.core.contract import (
     DEFAULT_CONTRACT,
     DEFAULT_HEALTH_TAINT_EFFECT,
     DEFAULT_SLA_TAINT_EFFECT,
     TAINT_EFFECTS,
     Contract,
 )
-from gputopo.agent.labels.health import gpu_health
-from gputopo.agent.topology import Health, NodeTopology
-from gputopo.agent.validate import Taint
+from gputopo.core.validate import Taint
 
 
 class InvalidTaintEffect(ValueError):

@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from gputopo.agent.envtwins import apply_env_twins
+from gputopo.core.flags import apply_env_twins
 from gputopo.scheduler.cli_load import add_load_arguments, build_load_tracker
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.runtime.logs import configure_json_logging

@@ -8,7 +8,7 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from gputopo.agent.envtwins import apply_env_twins
+from gputopo.core.flags import apply_env_twins
 from gputopo.scheduler.cli_load import add_load_arguments, build_load_tracker
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.runtime import gctune

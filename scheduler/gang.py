@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from gputopo.agent.validate import is_qualified_name
+from gputopo.core.validate import is_qualified_name
 from gputopo.scheduler.quantity import CPU, PODS, resource_amount
 from gputopo.scheduler.snapshot import ClusterSnapshot
 

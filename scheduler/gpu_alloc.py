@@ -47,7 +47,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from gputopo.agent.contract import (
+from gputopo.core.contract import (
     DEFAULT_CONTRACT,
     AnnotatedMigInstance,
     Contract,

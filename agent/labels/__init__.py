@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gputopo.agent.contract import DEFAULT_CONTRACT, MIG_STRATEGIES, Contract
 from gputopo.agent.labels.gfd_fabric import CliqueLabeler
 from gputopo.agent.labels.gfd_machine import MachineTypeLabeler
 from gputopo.agent.labels.gfd_mig import MigCapableLabeler, MigStrategyLabeler
@@ -24,6 +23,7 @@ from gputopo.agent.labels.health import HealthLabeler, SlaLabeler
 from gputopo.agent.labels.model import ModelLabeler
 from gputopo.agent.labels.topology import TopologyLabeler
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.contract import DEFAULT_CONTRACT, MIG_STRATEGIES, Contract
 
 
 class Labeler(Protocol):

@@ -6,8 +6,8 @@ cluster UUID or clique id the label is left out rather than guessed.
 
 from __future__ import annotations
 
-from gputopo.agent.contract import Gfd
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.contract import Gfd
 
 
 class CliqueLabeler:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gputopo.agent.contract import Gfd
 from gputopo.agent.labels._gpus import sanitise
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.contract import Gfd
 
 
 class MachineTypeLabeler:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 
-from gputopo.agent.contract import FALSE, NVIDIA_PREFIX, TRUE, Gfd
 from gputopo.agent.labels._gpus import MigDevice, mig_devices, model_of, product_name
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.contract import FALSE, NVIDIA_PREFIX, TRUE, Gfd
 
 log = logging.getLogger(__name__)
 

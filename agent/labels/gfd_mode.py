@@ -5,8 +5,8 @@ GFD reads the first GPU's class (its loop stops at the first GPU that differs); 
 
 from __future__ import annotations
 
-from gputopo.agent.contract import Gfd
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.contract import Gfd
 
 _MODES = {"0x030000": "graphics", "0x030200": "compute"}
 

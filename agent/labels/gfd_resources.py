@@ -9,9 +9,9 @@ GPU index — with that model's count, and publishes ``gputopo.io/gpu.heterogene
 
 from __future__ import annotations
 
-from gputopo.agent.contract import Gfd
 from gputopo.agent.labels._gpus import arch_family, model_groups, product_name
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.contract import Gfd
 
 
 class FullGpuLabeler:

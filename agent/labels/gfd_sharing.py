@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gputopo.agent.contract import FALSE, Gfd
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.contract import FALSE, Gfd
 
 
 class SharingLabeler:

@@ -7,8 +7,8 @@ container; gputopo keeps that meaning so existing selectors keep working.
 
 from __future__ import annotations
 
-from gputopo.agent.contract import Gfd
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.contract import Gfd
 
 
 class VersionLabeler:

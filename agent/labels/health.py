@@ -6,8 +6,8 @@ failed. The SLA label carries the hysteresis-filtered score (``agent.sla``), not
 
 from __future__ import annotations
 
-from gputopo.agent.contract import Contract
 from gputopo.agent.topology import Health, NodeTopology
+from gputopo.core.contract import Contract
 
 _ORDER = {Health.OK: 0, Health.DEGRADED: 1, Health.FAILED: 2}
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from gputopo.agent.contract import Contract
 from gputopo.agent.labels._gpus import model_groups, sanitise
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.contract import Contract
 
 _PREFIXES = frozenset({"NVIDIA", "GEFORCE", "TESLA", "QUADRO"})
 # The first of these ends the model: "80GB", "SXM4", "PCIe", "HBM3", "HBM3e", "NVL", "MIG".

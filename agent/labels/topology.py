@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gputopo.agent.contract import FALSE, TRUE, Contract
 from gputopo.agent.labels._gpus import model_groups
 from gputopo.agent.topology import Interconnect, NodeTopology
+from gputopo.core.contract import FALSE, TRUE, Contract
 
 
 class TopologyLabeler:

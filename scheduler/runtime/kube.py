@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from gputopo.agent.kubeapi import ClusterConfig, HttpConnections, KubeConfigError, load_config
+from gputopo.core.kubeapi import ClusterConfig, HttpConnections, KubeConfigError, load_config
 
 JsonDict = dict[str, Any]
 USER_AGENT = "gputopo-scheduler"

@@ -1,4 +1,4 @@
-"""gputopo.agent.kubeapi against a real kube-apiserver: every credential kind the agent accepts, the
+"""gputopo.core.kubeapi against a real kube-apiserver: every credential kind the agent accepts, the
 error statuses the publisher classifies, and server-side apply for the NodeResourceTopology."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gputopo.agent.kubeapi import (
+from gputopo.agent.nrt import GROUP, PLURAL, VERSION
+from gputopo.agent.publisher import describe_api_error, is_retryable
+from gputopo.core.kubeapi import (
     APPLY_PATCH,
     MERGE_PATCH,
     KubeApiError,
@@ -20,8 +22,6 @@ from gputopo.agent.kubeapi import (
     load_incluster_config,
     load_kubeconfig,
 )
-from gputopo.agent.nrt import GROUP, PLURAL, VERSION
-from gputopo.agent.publisher import describe_api_error, is_retryable
 from tests.controlplane import ClusterObjects, ControlPlane, free_port
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gputopo.agent.contract import DEFAULT_CONTRACT
+from gputopo.core.contract import DEFAULT_CONTRACT
 from gputopo.scheduler.runtime.framework import CoreFramework
 from gputopo.scheduler.runtime.kube import KubeApi, KubeApiError
 from gputopo.scheduler.runtime.runner import NRTS_PATH, RuntimeConfig, SchedulerRuntime

@@ -27,11 +27,11 @@ import pytest
 import yaml
 from kubernetes import client
 
-from gputopo.agent.contract import Contract
-from gputopo.agent.kubeapi import ClusterConfig, KubeClient
 from gputopo.agent.nrt import GROUP, PLURAL, VERSION, NrtPublisher
 from gputopo.agent.publisher import Backoff, Publisher, PublishOptions, run_cycle
 from gputopo.agent.topology import PciOnlyGpu
+from gputopo.core.contract import Contract
+from gputopo.core.kubeapi import ClusterConfig, KubeClient
 from tests.controlplane import ClusterObjects, ControlPlane
 from tests.unit.publish.machines import dgx_h100, gb200_fabric, nvml_down_with_gpus
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from gputopo.agent.record import dump_profile, profile_from_topology
 from gputopo.agent.topology import (
     ComputeCapability,
     ComputeInstance,
@@ -26,7 +27,6 @@ from gputopo.agent.topology import (
     XidEvent,
 )
 from gputopo.mocks.profile import load_profile, parse_profile
-from gputopo.mocks.record import dump_profile, profile_from_topology
 
 
 def two_gpu_topology() -> NodeTopology:

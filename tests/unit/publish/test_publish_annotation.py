@@ -7,13 +7,13 @@ import json
 import pytest
 
 from gputopo.agent.annotation import build_topology_annotation, topology_annotation_value
-from gputopo.agent.contract import (
+from gputopo.agent.topology import EccCounts, Health
+from gputopo.core.contract import (
     ContractError,
     format_cpu_list,
     parse_cpu_list,
     parse_topology_annotation,
 )
-from gputopo.agent.topology import EccCounts, Health
 from tests.unit.publish.machines import a100_mig, degraded, dgx_h100, one_g, three_g
 
 

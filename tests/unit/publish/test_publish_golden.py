@@ -23,7 +23,7 @@ from gputopo.agent.cli import discover_topology, machine_source, main
 from gputopo.agent.cli_publish import labels_document
 from gputopo.agent.publisher import PublishOptions
 from gputopo.agent.topology import NodeTopology
-from gputopo.agent.validate import is_label_value, is_qualified_name
+from gputopo.core.validate import is_label_value, is_qualified_name
 
 GOLDEN = Path(__file__).parent / "golden"
 PROFILES = (

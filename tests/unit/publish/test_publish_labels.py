@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from gputopo.agent.contract import Contract, Gfd
 from gputopo.agent.labels import InvalidOption, LabelOptions, compute_labels, merge
 from gputopo.agent.labels._gpus import arch_family, sanitise
 from gputopo.agent.topology import ComputeCapability, Health
+from gputopo.core.contract import Contract, Gfd
 from tests.unit.publish.machines import (
     a100_mig,
     cpu_only,

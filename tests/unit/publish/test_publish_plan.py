@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gputopo.agent.contract import Contract
 from gputopo.agent.publisher import (
     DesiredState,
     NodeView,
@@ -15,7 +14,8 @@ from gputopo.agent.publisher import (
     plan,
     plan_prune,
 )
-from gputopo.agent.validate import Taint, ValidationGate
+from gputopo.core.contract import Contract
+from gputopo.core.validate import Taint, ValidationGate
 from tests.unit.publish.machines import dgx_h100
 
 C = Contract()

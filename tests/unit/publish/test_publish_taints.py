@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gputopo.agent.contract import Contract
 from gputopo.agent.taints import InvalidTaintEffect, TaintOptions, compute_taints
 from gputopo.agent.topology import Health
-from gputopo.agent.validate import Taint
+from gputopo.core.contract import Contract
+from gputopo.core.validate import Taint
 from tests.unit.publish.machines import cpu_only, degraded, dgx_h100
 
 

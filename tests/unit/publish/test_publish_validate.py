@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gputopo.agent.validate import (
+from gputopo.core.validate import (
     VALUE_MAX,
     ValidationCounter,
     ValidationError,

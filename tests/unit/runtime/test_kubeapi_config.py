@@ -1,4 +1,4 @@
-"""gputopo.agent.kubeapi's configuration loading (no cluster): what is accepted, and a one-line
+"""gputopo.core.kubeapi's configuration loading (no cluster): what is accepted, and a one-line
 error naming the file for everything else. The calls themselves are tested against a real apiserver
 in tests/integration/test_kubeapi.py."""
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gputopo.agent.kubeapi import (
+from gputopo.core.kubeapi import (
     KubeConfigError,
     KubeConnectionError,
     default_kubeconfig_path,
@@ -215,7 +215,7 @@ def test_the_agent_run_path_does_not_import_the_kubernetes_package(tmp_path: Pat
 import sys
 import gputopo.agent.cli
 import gputopo.agent.cli_publish, gputopo.agent.runloop, gputopo.agent.nrt
-import gputopo.agent.publisher, gputopo.agent.kubeapi
+import gputopo.agent.publisher, gputopo.core.kubeapi
 gputopo.agent.cli_publish._api_client({path!r})
 heavy = sorted(
     m for m in ("kubernetes", "gputopo.scheduler", "numpy", "urllib3", "grpc") if m in sys.modules

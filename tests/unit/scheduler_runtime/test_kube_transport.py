@@ -16,7 +16,7 @@ import kubernetes.client
 import pytest
 import yaml
 
-from gputopo.agent.kubeapi import load_config
+from gputopo.core.kubeapi import load_config
 from gputopo.scheduler.runtime.kube import (
     CachedAuthorization,
     KubeApi,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gputopo.agent.contract import (
+from gputopo.core.contract import (
     AnnotatedGpu,
     AnnotatedMigInstance,
     AnnotatedNumaNode,

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from gputopo.agent.contract import ANNOTATIONS_TOTAL_LIMIT_BYTES, TAINT_EFFECTS
+from gputopo.core.contract import ANNOTATIONS_TOTAL_LIMIT_BYTES, TAINT_EFFECTS
 
 log = logging.getLogger(__name__)
 
