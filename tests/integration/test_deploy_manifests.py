@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client, dynamic
 
-from tests.unit.runtime.kustomize import overlay, render
+from tests.packaging.kustomize import overlay, render
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ import yaml
 KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
 # v5.8.1 is the newest release that builds with Go 1.24+ (v5.8.2 and later need Go 1.27).
 KUSTOMIZE_VERSION = "v5.8.1"
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class KustomizeUnavailableError(RuntimeError):

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.runtime.kustomize import REPO, find, render
+from tests.packaging.kustomize import REPO, find, render
 
 
 @pytest.fixture(scope="module")

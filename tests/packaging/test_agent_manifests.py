@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .kustomize import REPO, find, overlay, render
+from tests.packaging.kustomize import REPO, find, overlay, render
 
 
 @pytest.fixture(scope="module")
