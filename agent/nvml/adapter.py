@@ -163,14 +163,15 @@ class NvmlAdapter:
         query = GpuQuery(self._session.module, handle)
         gpu = read_gpu(query, index, cpu_set_words, self._link_counts)
         self._events.forget_if_reenumerated(index, gpu.uuid)
+        xids = self._events.xid_counts().get(index, ())
+        stale = self._events.stale_xids().get(index, ())
+        ecc_events = self._events.ecc_event_counts().get(index, {})
         signals = read_signals(
             query,
-            self._events.xid_counts().get(index, ()),
+            xids,
             nvlinks_down=nvlinks_down(gpu.nvlinks),
-            stale_xids=self._events.stale_xids().get(index, ()),
-            uncorrected_ecc_events=self._events.ecc_event_counts()
-            .get(index, {})
-            .get("uncorrected", 0),
+            stale_xids=stale,
+            uncorrected_ecc_events=ecc_events.get("uncorrected", 0),
         )
         return replace(gpu, signals=signals, errors=tuple(query.errors))
 
