@@ -35,8 +35,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from gputopo.agent.load import NVLINK_ERROR_COUNTERS, GpuLoad, LoadSample
-from gputopo.agent.nvml import CLOCK_EVENT_REASONS
+from gputopo.agent.nvml import CLOCK_EVENT_REASONS, NVLINK_ERROR_COUNTERS, GpuLoad
 from gputopo.agent.podresources import DeviceAllocation, PodResourcesSnapshot
 from gputopo.agent.topology import (
     ComputeInstance,
@@ -46,6 +45,7 @@ from gputopo.agent.topology import (
     HealthSignals,
     NodeTopology,
 )
+from gputopo.agent.usage import LoadSample
 
 log = logging.getLogger(__name__)
 

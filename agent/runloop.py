@@ -37,7 +37,6 @@ from types import FrameType
 from typing import Any, Protocol
 
 from gputopo.agent.discovery import Discoverer
-from gputopo.agent.load import LoadSampler
 from gputopo.agent.metrics import (
     AgentStats,
     MetricsCollector,
@@ -63,6 +62,7 @@ from gputopo.agent.publisher import (
     run_cycle,
 )
 from gputopo.agent.topology import NodeTopology
+from gputopo.agent.usage import LoadSampler
 from gputopo.core.flags import apply_env_twins, env_name
 
 log = logging.getLogger(__name__)

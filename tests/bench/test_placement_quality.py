@@ -17,7 +17,7 @@ device plugin's under that strategy, ``nvidia.com/gpu`` = the GPUs not in MIG mo
 
 Background load: every node is served by the agent's own metrics code (``agent.metrics``'s
 collector and server over the node's discovered topology and a `LoadSample` taken by the
-agent's NVML sampler, ``agent.load.sample_gpus``, from the mocked ``pynvml`` of its profile) and
+agent's NVML sampler, ``agent.nvml.sample_gpus``, from the mocked ``pynvml`` of its profile) and
 a real Prometheus scrapes all of them every second. Per seed and step a seeded background
 utilisation (other tenants' time-sliced work: a few nodes busy at 0.5-0.9 per GPU, the rest at
 0-0.1; a node starts or stops being busy with a small chance each step) plus 0.9 on every GPU
@@ -75,7 +75,6 @@ from kubernetes import client
 
 from gputopo.agent.cli import discover_topology, machine_source
 from gputopo.agent.cli_publish import labels_document
-from gputopo.agent.load import GpuLoad, LoadSample, sample_gpus
 from gputopo.agent.metrics import (
     AgentStats,
     MetricsCollector,
@@ -84,8 +83,10 @@ from gputopo.agent.metrics import (
     SnapshotHolder,
     build_registry,
 )
+from gputopo.agent.nvml import GpuLoad, sample_gpus
 from gputopo.agent.publisher import PublishOptions
 from gputopo.agent.topology import NodeTopology
+from gputopo.agent.usage import LoadSample
 from gputopo.mocks.fake_pynvml import make_fake_pynvml
 from gputopo.mocks.profile import load_profile
 from gputopo.scheduler.gpu_alloc import (

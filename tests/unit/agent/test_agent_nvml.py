@@ -4,14 +4,10 @@ import pynvml
 import pytest
 from agent_fixtures import TinyGpu, tiny_nvml
 
-from gputopo.agent.nvml import (
-    NvmlAdapter,
-    cpus_from_affinity,
-    decode_clock_event_reasons,
-    family_from_compute_capability,
-    mig_memory_gb,
-    mig_profile_name,
-)
+from gputopo.agent.nvml import NvmlAdapter
+from gputopo.agent.nvml.mig import mig_memory_gb, mig_profile_name
+from gputopo.agent.nvml.reads import cpus_from_affinity, family_from_compute_capability
+from gputopo.agent.nvml.signals import decode_clock_event_reasons
 from gputopo.agent.topology import ComputeCapability, NvlinkRemote, P2PLevel, XidEvent
 
 SWITCH_BUS = "00000000:A5:00.0"

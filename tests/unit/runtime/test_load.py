@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import namedtuple
 from pathlib import Path
 
-from gputopo.agent.load import CpuUtilization, LoadSampler, numa_cpu_ratios, read_numa_memory
 from gputopo.agent.topology import NodeInfo, NodeTopology, NumaNode, NvmlStatus
+from gputopo.agent.usage import CpuUtilization, LoadSampler, numa_cpu_ratios, read_numa_memory
 
 CpuTimes = namedtuple("CpuTimes", "user nice system idle iowait irq softirq steal guest guest_nice")
 
@@ -160,7 +160,7 @@ class _OneCallNvml:
 
 
 def test_gpu_utilisation_memory_and_nvlink_sample() -> None:
-    from gputopo.agent.load import sample_gpus
+    from gputopo.agent.nvml import sample_gpus
 
     gpus = sample_gpus(_OneCallNvml())
     busy = gpus[0]
@@ -173,7 +173,7 @@ def test_gpu_utilisation_memory_and_nvlink_sample() -> None:
 
 
 def test_unsupported_queries_are_unknown_not_zero() -> None:
-    from gputopo.agent.load import sample_gpus
+    from gputopo.agent.nvml import sample_gpus
 
     consumer = sample_gpus(_OneCallNvml())[1]
     assert consumer.utilization_ratio is None
@@ -183,7 +183,7 @@ def test_unsupported_queries_are_unknown_not_zero() -> None:
 
 
 def test_gpu_lost_mid_sample_stops_querying_it() -> None:
-    from gputopo.agent.load import sample_gpus
+    from gputopo.agent.nvml import sample_gpus
 
     nvml = _OneCallNvml()
     lost = sample_gpus(nvml)[2]
@@ -193,7 +193,7 @@ def test_gpu_lost_mid_sample_stops_querying_it() -> None:
 
 
 def test_mig_device_memory() -> None:
-    from gputopo.agent.load import MigDeviceLoad, sample_gpus
+    from gputopo.agent.nvml import MigDeviceLoad, sample_gpus
 
     assert sample_gpus(_OneCallNvml())[3].mig_devices == (
         MigDeviceLoad("MIG-0000", 2**30, 10 * 2**30),

@@ -12,7 +12,6 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from gputopo.agent.load import GpuLoad, LoadSample, MigDeviceLoad, NumaMemory, NvlinkSample
 from gputopo.agent.metrics import (
     GPU_LABELS,
     AgentStats,
@@ -23,6 +22,7 @@ from gputopo.agent.metrics import (
     SnapshotHolder,
     build_registry,
 )
+from gputopo.agent.nvml import GpuLoad, MigDeviceLoad, NvlinkSample
 from gputopo.agent.podresources import (
     AllocatableDevice,
     DeviceAllocation,
@@ -45,6 +45,7 @@ from gputopo.agent.topology import (
     NvmlStatus,
     XidEvent,
 )
+from gputopo.agent.usage import LoadSample, NumaMemory
 
 MODEL = "NVIDIA H100 80GB HBM3"
 UUIDS = [f"GPU-aaaaaaaa-0000-4000-8000-00000000000{i}" for i in range(4)]
@@ -357,7 +358,7 @@ def test_nrt_available_counts_gpus_free_of_whole_and_mig_allocations() -> None:
 def test_every_builtin_profile_renders_one_series_set_per_gpu(profile: str, tmp_path: Path) -> None:
     """Discovery + load sampling + collection over the mocks' machines, parsed back."""
     from gputopo.agent.discovery import Discoverer
-    from gputopo.agent.load import LoadSampler
+    from gputopo.agent.usage import LoadSampler
     from gputopo.mocks.fake_pynvml import make_fake_pynvml
     from gputopo.mocks.profile import load_profile
     from gputopo.mocks.sysfs import build_sysfs
