@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from gputopo.agent.nvml.session import load_pynvml
 from gputopo.agent.topology import Gpu, NodeTopology, NvlinkRemote
 from gputopo.mocks import mig as mig_tables
 from gputopo.mocks.profile import ARCHITECTURES, MIB, format_cpulist
@@ -37,8 +38,7 @@ _FAMILY_TO_ARCH = {"ada-lovelace": "ada"}
 
 def _error_names() -> dict[str, str]:
     """``LibraryNotFound`` / ``NVMLError_LibraryNotFound`` / ``LIBRARY_NOT_FOUND`` -> the name."""
-    import pynvml
-
+    pynvml = load_pynvml()
     names: dict[str, str] = {}
     for constant in dir(pynvml):
         if constant.startswith("NVML_ERROR_"):
