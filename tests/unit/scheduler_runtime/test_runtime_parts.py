@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import yaml
 
-from gputopo.scheduler.profile import default_profile, parse_profile
 from gputopo.scheduler.runtime.framework import CoreFramework
 from gputopo.scheduler.runtime.kube import KubeApiError
 from gputopo.scheduler.runtime.leader import LeaseConfig, micro_time
@@ -25,6 +24,7 @@ from gputopo.scheduler.runtime.runner import (
     SchedulerRuntime,
     _node_scheduling_changed,
 )
+from gputopo.scheduler.scheduling_profile import default_profile, parse_profile
 
 REPO = Path(__file__).resolve().parents[3]
 
