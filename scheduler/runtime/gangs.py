@@ -33,8 +33,8 @@ from gputopo.scheduler.gang import (
 )
 from gputopo.scheduler.model import parse_pod
 from gputopo.scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
+from gputopo.scheduler.runtime.core_adapter import CoreFramework, Placement, SchedulingFramework
 from gputopo.scheduler.runtime.events import EventRecorder
-from gputopo.scheduler.runtime.framework import CoreFramework, Placement, SchedulingFramework
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi
 from gputopo.scheduler.runtime.metrics import SchedulerMetrics
 from gputopo.scheduler.runtime.podgroup_status import PodGroupStatusWriter

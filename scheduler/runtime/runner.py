@@ -31,8 +31,8 @@ from gputopo.scheduler.preemption import (
 )
 from gputopo.scheduler.reservation import Reservations, reservation_message
 from gputopo.scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
+from gputopo.scheduler.runtime.core_adapter import CoreFramework, SchedulingFramework
 from gputopo.scheduler.runtime.events import EventRecorder
-from gputopo.scheduler.runtime.framework import CoreFramework, SchedulingFramework
 from gputopo.scheduler.runtime.gangs import GangHooks
 from gputopo.scheduler.runtime.informer import Reflector
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError

@@ -108,7 +108,7 @@ from gputopo.scheduler.prometheus_load import (
     PromQLError,
     instant_query,
 )
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.kube import KubeApi, load_api_client
 from gputopo.scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
 from gputopo.scheduler.scheduling_profile import default_profile

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApiError
 from gputopo.scheduler.runtime.runner import SchedulerRuntime
 from gputopo.scheduler.scheduling_profile import default_profile

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gputopo.scheduler.runtime.framework import CoreFramework, Placement
+from gputopo.scheduler.runtime.core_adapter import CoreFramework, Placement
 from gputopo.scheduler.runtime.informer import Reflector
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi
 from gputopo.scheduler.runtime.leader import LeaseConfig, micro_time

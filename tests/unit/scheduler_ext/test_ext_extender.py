@@ -24,7 +24,7 @@ from gputopo.scheduler.extender import (
     PreemptionRequest,
     rescale,
 )
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.kube import KubeApi
 from gputopo.scheduler.scheduling_profile import parse_profile
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.kube import KubeApiError
 from gputopo.scheduler.runtime.leader import LeaseConfig, micro_time
 from gputopo.scheduler.runtime.logs import JsonFormatter
