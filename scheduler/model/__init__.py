@@ -10,8 +10,9 @@ ports, affinity `matchLabelKeys`/`mismatchLabelKeys` are merged into the label s
 Namespace carries `kubernetes.io/metadata.name`.
 
 One module per object or concern: `reader` (the field reader that names the path in every
-error), `selectors`, `taints`, `affinity` (pod affinity and topology spread), `pod_resources`
-(requests and host ports), `pod`, `node`, `namespace`, `priority_class`. Import from here.
+error), `selectors`, `tolerations` (taints and tolerations), `affinity` (pod affinity and
+topology spread), `pod_resources` (requests and host ports), `pod`, `node`, `namespace`,
+`priority_class`. Import from here.
 """
 
 from gputopo.scheduler.model.affinity import AffinityTerm, SpreadConstraint, WeightedAffinityTerm
@@ -37,7 +38,7 @@ from gputopo.scheduler.model.selectors import (
     Requirement,
     parse_label_selector,
 )
-from gputopo.scheduler.model.taints import (
+from gputopo.scheduler.model.tolerations import (
     NO_EXECUTE,
     NO_SCHEDULE,
     PREFER_NO_SCHEDULE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from gputopo.scheduler.model.reader import FieldReader, JsonObject
-from gputopo.scheduler.model.taints import Taint, parse_taint
+from gputopo.scheduler.model.tolerations import Taint, parse_taint
 from gputopo.scheduler.quantity import PODS
 
 LABEL_HOSTNAME: Final = "kubernetes.io/hostname"

@@ -25,7 +25,7 @@ from gputopo.scheduler.model.selectors import (
     parse_node_selector_term,
     required_node_names,
 )
-from gputopo.scheduler.model.taints import Toleration, parse_toleration
+from gputopo.scheduler.model.tolerations import Toleration, parse_toleration
 
 
 class Pod:
