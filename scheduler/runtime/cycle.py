@@ -4,7 +4,7 @@ Cycles run one at a time on the scheduling loop, as in kube-scheduler, so each d
 every earlier assumption. A pod that fits nowhere may get a preemption plan
 (`scheduler/preemption.py` plans, the binder carries it out) or, when large, a node held for it
 (`scheduler/reservation.py` decides, the binder nominates); gang members go through the gang
-hooks (`runtime/gangs.py`).
+hooks (`runtime/gang_hooks.py`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from gputopo.scheduler.runtime.binder import Binder
 from gputopo.scheduler.runtime.cache import ClusterCache, node_name_of
 from gputopo.scheduler.runtime.core_adapter import SchedulingFramework
 from gputopo.scheduler.runtime.events import EventRecorder
-from gputopo.scheduler.runtime.gangs import GangHooks
+from gputopo.scheduler.runtime.gang_hooks import GangHooks
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from gputopo.scheduler.runtime.metrics import SchedulerMetrics
 from gputopo.scheduler.runtime.pending import PendingPods, nominated_node

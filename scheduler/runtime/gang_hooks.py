@@ -2,10 +2,11 @@
 
 `scheduler/gang.py` keeps the state (groups, held places, back-off, the chosen domain) and the
 pure logic; this module wires it to the runtime's cache, queue, events and metrics, and owns the
-PodGroup status writer. The runner calls, per member cycle: `prefilter` (turned away before the
-filters?), `schedule` (the cycle, kept to the group's topology domain), then `unschedulable`
-or `held`; per loop turn: `tick` (timeouts, ended back-offs); per watch event: `pod_event`,
-`podgroup_upserted`, `podgroup_deleted`, `member_deleted`.
+PodGroup status writer. The runtime calls, per member cycle (`cycle.py`): `prefilter` (turned
+away before the filters?), `schedule` (the cycle, kept to the group's topology domain), then
+`unschedulable` or `held`; per loop turn (`runner.py`): `tick` (timeouts, ended back-offs); per
+watch event (`handlers.py`): `pod_event`, `podgroup_upserted`, `podgroup_deleted`,
+`member_deleted`.
 """
 
 from __future__ import annotations

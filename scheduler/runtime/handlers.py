@@ -14,7 +14,7 @@ from gputopo.scheduler.gang import group_key_of
 from gputopo.scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
 from gputopo.scheduler.runtime.core_adapter import SchedulingFramework
 from gputopo.scheduler.runtime.events import EventRecorder
-from gputopo.scheduler.runtime.gangs import GangHooks
+from gputopo.scheduler.runtime.gang_hooks import GangHooks
 from gputopo.scheduler.runtime.kube import JsonDict
 from gputopo.scheduler.runtime.pending import PendingPods
 from gputopo.scheduler.runtime.priorities import PriorityClasses

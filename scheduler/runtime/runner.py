@@ -30,7 +30,7 @@ from gputopo.scheduler.runtime.cache import ClusterCache
 from gputopo.scheduler.runtime.core_adapter import CoreFramework, SchedulingFramework
 from gputopo.scheduler.runtime.cycle import SchedulingCycle
 from gputopo.scheduler.runtime.events import EventRecorder
-from gputopo.scheduler.runtime.gangs import GangHooks
+from gputopo.scheduler.runtime.gang_hooks import GangHooks
 from gputopo.scheduler.runtime.handlers import NRT_KIND, ClusterEventHandlers
 from gputopo.scheduler.runtime.informer import Reflector
 from gputopo.scheduler.runtime.kube import KubeApi, KubeApiError
@@ -95,7 +95,7 @@ class SchedulerRuntime:
         self._loop: threading.Thread | None = None
         self._server: HealthServer | None = None
         self.pending = PendingPods()
-        # Gangs (scheduler/gang.py, runtime/gangs.py). The PodGroup CRD is optional: its watch
+        # Gangs (scheduler/gang.py, runtime/gang_hooks.py). The PodGroup CRD is optional: its watch
         # is not waited for.
         self.gangs = GangHooks(
             api,
