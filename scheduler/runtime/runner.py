@@ -95,6 +95,16 @@ class SchedulerRuntime:
         self._loop: threading.Thread | None = None
         self._server: HealthServer | None = None
         self.pending = PendingPods()
+        self.binder = Binder(
+            api,
+            self.cache,
+            self.queue,
+            self.pending,
+            self.metrics,
+            self.recorder,
+            workers=config.bind_workers,
+            is_leader=self.is_leader,
+        )
         # Gangs (scheduler/gang.py, runtime/gang_hooks.py). The PodGroup CRD is optional: its watch
         # is not waited for.
         self.gangs = GangHooks(
@@ -119,16 +129,6 @@ class SchedulerRuntime:
         self._reservations: Reservations | None = None
         if isinstance(framework, CoreFramework) and framework.profile.reservation_min_gpus > 0:
             self._reservations = Reservations(framework.snapshot, framework.profile, clock)
-        self.binder = Binder(
-            api,
-            self.cache,
-            self.queue,
-            self.pending,
-            self.metrics,
-            self.recorder,
-            workers=config.bind_workers,
-            is_leader=self.is_leader,
-        )
         self.cycle = SchedulingCycle(
             api,
             framework,
