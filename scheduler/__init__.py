@@ -24,7 +24,7 @@ from gputopo.scheduler.framework import (
     schedule_one,
 )
 from gputopo.scheduler.model import Pod, parse_namespace, parse_node, parse_pod
-from gputopo.scheduler.profile import SchedulerProfile, default_profile, load_profile
+from gputopo.scheduler.scheduling_profile import SchedulerProfile, default_profile, load_profile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
 __all__ = [

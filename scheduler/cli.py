@@ -15,7 +15,7 @@ from typing import Any
 from gputopo.scheduler.cli_extender import add_extender_parser
 from gputopo.scheduler.cli_run import add_run_parser
 from gputopo.scheduler.errors import SchedulerInputError
-from gputopo.scheduler.profile import default_profile, load_profile
+from gputopo.scheduler.scheduling_profile import default_profile, load_profile
 from gputopo.scheduler.simulate import load_cluster, render_json, render_text, simulate
 
 PROG = "gputopo-scheduler"

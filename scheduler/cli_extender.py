@@ -61,7 +61,7 @@ def extender_command(args: argparse.Namespace) -> int:
     # Imported here: the kubernetes client costs `simulate` start-up time it does not need.
     from gputopo.scheduler.extender import Extender, ExtenderCache, ExtenderServer
     from gputopo.scheduler.runtime import gctune
-    from gputopo.scheduler.runtime.framework import CoreFramework
+    from gputopo.scheduler.runtime.core_adapter import CoreFramework
     from gputopo.scheduler.runtime.kube import load_kube_api
 
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from gputopo.scheduler.load import DEFAULT_QUERIES, LoadConfig, LoadTracker
+from gputopo.scheduler.prometheus_load import DEFAULT_QUERIES, LoadConfig, LoadTracker
 
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:

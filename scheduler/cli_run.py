@@ -163,7 +163,7 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
 def _build_runtime(args: argparse.Namespace) -> SchedulerRuntime:
     # Imported here, not at module level: the kubernetes client costs every other subcommand
     # (`simulate`) half a second of start-up it does not need.
-    from gputopo.scheduler.runtime.framework import CoreFramework
+    from gputopo.scheduler.runtime.core_adapter import CoreFramework
     from gputopo.scheduler.runtime.kube import load_kube_api
     from gputopo.scheduler.runtime.runner import SchedulerRuntime
 

@@ -45,7 +45,7 @@ from gputopo.scheduler.plugins import (
     topology_spread,
 )
 from gputopo.scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.informer import Reflector
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi
 

@@ -21,7 +21,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from gputopo.scheduler import profile as profiles
+from gputopo.scheduler import scheduling_profile as profiles
 from gputopo.scheduler.model import Pod
 from gputopo.scheduler.plugins import (
     balanced_allocation,
@@ -44,7 +44,7 @@ from gputopo.scheduler.plugins.node_filters import (
     NodeFilterResult,
 )
 from gputopo.scheduler.plugins.normalize import default_normalize
-from gputopo.scheduler.profile import SchedulerProfile, default_profile
+from gputopo.scheduler.scheduling_profile import SchedulerProfile, default_profile
 from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray
 
 NO_NODES_MESSAGE: Final = "no nodes available to schedule pods"

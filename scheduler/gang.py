@@ -25,7 +25,7 @@ until `minMember` members have a place:
   required` or `preferred`, the default).
 - Status: `group_status` computes the PodGroup's status (Coscheduling's v1alpha1 phases).
 
-This module keeps the state and the pure logic; `scheduler/runtime/runner.py` makes the calls.
+This module keeps the state and the pure logic; `scheduler/runtime/gang_hooks.py` makes the calls.
 """
 
 from __future__ import annotations

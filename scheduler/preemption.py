@@ -41,7 +41,7 @@ from gputopo.scheduler.plugins import (
     taint_toleration,
     topology_spread,
 )
-from gputopo.scheduler.profile import SchedulerProfile
+from gputopo.scheduler.scheduling_profile import SchedulerProfile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
 JsonDict = dict[str, Any]

@@ -40,7 +40,7 @@ from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import schedule_one
 from gputopo.scheduler.model import Pod, parse_pod
 from gputopo.scheduler.preemption import UNRESOLVABLE_PLUGINS, UNRESOLVABLE_REASONS
-from gputopo.scheduler.profile import SchedulerProfile
+from gputopo.scheduler.scheduling_profile import SchedulerProfile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
 JsonDict = dict[str, Any]

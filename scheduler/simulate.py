@@ -31,7 +31,7 @@ from gputopo.scheduler.model import (
     parse_pod,
     parse_priority_class,
 )
-from gputopo.scheduler.profile import SchedulerProfile, default_profile
+from gputopo.scheduler.scheduling_profile import SchedulerProfile, default_profile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
 try:  # libyaml is much faster on large clusters; fall back to the pure-Python loader

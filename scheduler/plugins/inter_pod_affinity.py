@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gputopo.scheduler.model import AffinityTerm, Pod
-from gputopo.scheduler.profile import SchedulerProfile
+from gputopo.scheduler.scheduling_profile import SchedulerProfile
 from gputopo.scheduler.snapshot import (
     PREFERRED_AFFINITY,
     PREFERRED_ANTI_AFFINITY,

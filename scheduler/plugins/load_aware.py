@@ -1,6 +1,6 @@
 """LoadAware: prefer less-loaded GPUs and nodes, optionally refuse overloaded ones.
 
-Load comes from the snapshot's `scheduler.load.LoadTracker` (Prometheus, read in the
+Load comes from the snapshot's `scheduler.prometheus_load.LoadTracker` (Prometheus, read in the
 background); with no tracker attached the plugin does nothing. For a GPU pod the GPU load is
 the mean over the GPUs it would get (the predicted device-plugin choice among the node's free
 GPUs, see `scheduler.gpu_alloc`); CPU load is the node's. Pods without GPUs only see CPU.
@@ -24,11 +24,17 @@ import numpy as np
 import numpy.typing as npt
 
 from gputopo.scheduler import gpu_alloc
-from gputopo.scheduler import load as load_source
-from gputopo.scheduler.load import GPU_MEMORY, GPU_UTILIZATION, NODE_CPU, LoadTracker, NodeLoad
+from gputopo.scheduler import prometheus_load as load_source
 from gputopo.scheduler.model import Pod
 from gputopo.scheduler.plugins import gpu_topology
 from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE
+from gputopo.scheduler.prometheus_load import (
+    GPU_MEMORY,
+    GPU_UTILIZATION,
+    NODE_CPU,
+    LoadTracker,
+    NodeLoad,
+)
 from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
 
 NAME: Final = "LoadAware"

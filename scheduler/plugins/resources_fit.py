@@ -15,8 +15,8 @@ import numpy as np
 
 from gputopo.scheduler.model import Pod
 from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE
-from gputopo.scheduler.profile import SchedulerProfile
 from gputopo.scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
+from gputopo.scheduler.scheduling_profile import SchedulerProfile
 from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray
 
 NAME: Final = "NodeResourcesFit"

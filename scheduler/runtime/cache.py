@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gputopo.scheduler.runtime.framework import SchedulingFramework
+from gputopo.scheduler.runtime.core_adapter import SchedulingFramework
 from gputopo.scheduler.runtime.kube import JsonDict
 from gputopo.scheduler.runtime.queue import pod_key
 

@@ -25,7 +25,7 @@ import pytest
 
 from gputopo.scheduler.extender import Extender, ExtenderRequest, ExtenderServer
 from gputopo.scheduler.model import parse_node, parse_pod
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.simulate import ClusterInput, simulate
 from tests.bench.test_simulate_bench import generate
 

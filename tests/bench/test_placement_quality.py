@@ -101,18 +101,18 @@ from gputopo.scheduler.gpu_alloc import (
     layout_of,
     preferred_allocation,
 )
-from gputopo.scheduler.load import (
+from gputopo.scheduler.model import Node, Pod, parse_node, parse_pod
+from gputopo.scheduler.prometheus_load import (
     GPU_UTILIZATION,
     LoadConfig,
     LoadTracker,
     PromQLError,
     instant_query,
 )
-from gputopo.scheduler.model import Node, Pod, parse_node, parse_pod
-from gputopo.scheduler.profile import default_profile
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.kube import KubeApi, load_api_client
 from gputopo.scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
+from gputopo.scheduler.scheduling_profile import default_profile
 from tests.conftest import StartPrometheus
 from tests.controlplane import ControlPlane, ManagedProcess, PrometheusServer, kwok_node
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client
 
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from gputopo.scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
 from tests.controlplane import KWOK_NODE_ANNOTATION, ControlPlane

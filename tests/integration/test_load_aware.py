@@ -25,9 +25,9 @@ from gputopo.agent.discovery import Discoverer
 from gputopo.agent.podresources import PodResourcesClient
 from gputopo.agent.runloop import Agent, RunLoopConfig, serve
 from gputopo.scheduler.framework import schedule_one
-from gputopo.scheduler.load import LoadConfig, LoadTracker, attach_tracker
 from gputopo.scheduler.model import parse_pod
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.prometheus_load import LoadConfig, LoadTracker, attach_tracker
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.snapshot import ClusterSnapshot
 from tests.conftest import StartPrometheus
 from tests.controlplane import ControlPlane, ManagedProcess, PrometheusServer, free_port

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from gputopo.core.contract import DEFAULT_CONTRACT
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.kube import KubeApi, KubeApiError
 from gputopo.scheduler.runtime.runner import NRTS_PATH, RuntimeConfig, SchedulerRuntime
 from tests.controlplane import ControlPlane

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from gputopo.scheduler.profile import default_profile
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApiError
 from gputopo.scheduler.runtime.runner import SchedulerRuntime
+from gputopo.scheduler.scheduling_profile import default_profile
 from tests.controlplane import ControlPlane
 from tests.integration.scheduler_env import (
     Cluster,

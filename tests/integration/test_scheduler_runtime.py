@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from gputopo.scheduler.runtime.framework import CoreFramework, Placement
+from gputopo.scheduler.runtime.binder import Binder
+from gputopo.scheduler.runtime.core_adapter import CoreFramework, Placement
 from gputopo.scheduler.runtime.informer import Reflector
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi
 from gputopo.scheduler.runtime.leader import LeaseConfig, micro_time
@@ -75,11 +76,12 @@ class BindGatedRuntime(SchedulerRuntime):
         super().__init__(*args, **kwargs)
         self.bind_entered = threading.Event()
         self.bind_release = threading.Event()
+        self.binder.bind = self._gated_bind  # type: ignore[method-assign]
 
-    def _bind(self, queued: QueuedPod, node_name: str) -> None:
+    def _gated_bind(self, queued: QueuedPod, node_name: str) -> None:
         self.bind_entered.set()
         self.bind_release.wait(30)
-        super()._bind(queued, node_name)
+        Binder.bind(self.binder, queued, node_name)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from typing import Any
 
 from gputopo.scheduler.framework import ScheduleResult, schedule_one
 from gputopo.scheduler.model import parse_pod
-from gputopo.scheduler.profile import SchedulerProfile
+from gputopo.scheduler.scheduling_profile import SchedulerProfile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
 

@@ -197,6 +197,40 @@ def test_malformed_pod_errors_name_object_and_field(mutate: Any, expected: str) 
     assert str(error.value).startswith("Pod default/p: ")
 
 
+def test_of_several_malformed_fields_the_first_in_reading_order_is_named() -> None:
+    """Resources before node selection before pod affinity before spread: always the same one."""
+    raw = pod("p", labels={})
+    raw["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "lots"}}
+    raw["spec"]["tolerations"] = "all"
+    raw["spec"]["affinity"] = {
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{}]},
+        "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{}]},
+    }
+    raw["spec"]["topologySpreadConstraints"] = [{"maxSkew": 0}]
+    messages = []
+    for field in ("containers", "tolerations", "podAffinity", "podAntiAffinity"):
+        with pytest.raises(SchedulerInputError) as error:
+            parse_pod(raw)
+        messages.append(str(error.value))
+        if field == "containers":
+            raw["spec"]["containers"][0]["resources"] = {}
+        elif field == "tolerations":
+            del raw["spec"]["tolerations"]
+        else:
+            del raw["spec"]["affinity"][field]
+    with pytest.raises(SchedulerInputError) as error:
+        parse_pod(raw)
+    messages.append(str(error.value))
+    assert [message.split(": ")[1] for message in messages] == [
+        "spec.containers[0].resources.requests.cpu",
+        "spec.tolerations",
+        "spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey",
+        "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0]"
+        ".topologyKey",
+        "spec.topologySpreadConstraints[0].maxSkew",
+    ]
+
+
 def test_malformed_node_errors() -> None:
     with pytest.raises(SchedulerInputError, match=r"^Node n1: spec.taints\[0\].effect: unknown"):
         parse_node({"metadata": {"name": "n1"}, "spec": {"taints": [{"key": "k", "effect": "X"}]}})

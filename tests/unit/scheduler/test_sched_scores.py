@@ -11,7 +11,7 @@ from sched_builders import cluster, node, pod, schedule
 
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.plugins.normalize import default_normalize
-from gputopo.scheduler.profile import default_profile, load_profile
+from gputopo.scheduler.scheduling_profile import default_profile, load_profile
 
 ZONE = "topology.kubernetes.io/zone"
 

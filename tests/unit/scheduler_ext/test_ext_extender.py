@@ -24,9 +24,9 @@ from gputopo.scheduler.extender import (
     PreemptionRequest,
     rescale,
 )
-from gputopo.scheduler.profile import parse_profile
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.kube import KubeApi
+from gputopo.scheduler.scheduling_profile import parse_profile
 
 NO_SCHEDULE_SLA = {"key": "gputopo.io/sla", "value": "900", "effect": "NoSchedule"}
 

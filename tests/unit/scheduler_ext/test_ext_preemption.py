@@ -17,7 +17,7 @@ from gputopo.scheduler.preemption import (
     reserve_nominated,
     selector_matches,
 )
-from gputopo.scheduler.profile import default_profile
+from gputopo.scheduler.scheduling_profile import default_profile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
 

@@ -11,8 +11,8 @@ from ext_builders import gpu_node, gpu_pod
 from gputopo.scheduler import gpu_alloc
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.model import parse_pod
-from gputopo.scheduler.profile import default_profile, parse_profile
 from gputopo.scheduler.reservation import Reservations, choose_node, reservation_message
+from gputopo.scheduler.scheduling_profile import default_profile, parse_profile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from gputopo.scheduler.model import LabelSelector, Requirement
 from gputopo.scheduler.runtime.cache import ClusterCache
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 
 GPU = "nvidia.com/gpu"
 

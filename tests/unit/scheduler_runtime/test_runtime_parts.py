@@ -10,21 +10,16 @@ from typing import Any
 import pytest
 import yaml
 
-from gputopo.scheduler.profile import default_profile, parse_profile
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
+from gputopo.scheduler.runtime.handlers import NRT_KIND, _node_scheduling_changed
 from gputopo.scheduler.runtime.kube import KubeApiError
 from gputopo.scheduler.runtime.leader import LeaseConfig, micro_time
 from gputopo.scheduler.runtime.logs import JsonFormatter
 from gputopo.scheduler.runtime.metrics import RuntimeState, SchedulerMetrics
+from gputopo.scheduler.runtime.priorities import PriorityClasses
 from gputopo.scheduler.runtime.queue import QueueDepth
-from gputopo.scheduler.runtime.runner import (
-    NRT_API,
-    NRT_KIND,
-    PriorityClasses,
-    RuntimeConfig,
-    SchedulerRuntime,
-    _node_scheduling_changed,
-)
+from gputopo.scheduler.runtime.runner import NRT_API, RuntimeConfig, SchedulerRuntime
+from gputopo.scheduler.scheduling_profile import default_profile, parse_profile
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -156,15 +151,15 @@ def test_nrt_events_reach_the_allocator_and_a_delete_forgets() -> None:
         "metadata": {"name": "dgx-a", "resourceVersion": "7"},
         "zones": [{"name": "node-1", "resources": [{"name": "nvidia.com/gpu", "available": 3}]}],
     }
-    runtime.on_add(NRT_KIND, nrt)
+    runtime.handlers.on_add(NRT_KIND, nrt)
     assert dict(framework.gpus.nrt["dgx-a"].available) == {1: 3}
     newer = {
         **nrt,
         "zones": [{"name": "node-1", "resources": [{"name": "nvidia.com/gpu", "available": 1}]}],
     }
-    runtime.on_update(NRT_KIND, nrt, newer)
+    runtime.handlers.on_update(NRT_KIND, nrt, newer)
     assert dict(framework.gpus.nrt["dgx-a"].available) == {1: 1}
-    runtime.on_delete(NRT_KIND, newer)
+    runtime.handlers.on_delete(NRT_KIND, newer)
     assert "dgx-a" not in framework.gpus.nrt
 
 

@@ -11,7 +11,7 @@ from topo_builders import NVSWITCH_8, PCIE_4, annotation, cluster, gpu_node, gpu
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import schedule_one
 from gputopo.scheduler.model import parse_pod
-from gputopo.scheduler.profile import default_profile, parse_profile
+from gputopo.scheduler.scheduling_profile import default_profile, parse_profile
 
 # 4 GPUs in one NVLink domain, 2 per NUMA node (GB200 NVL4-like): one NVLink domain, not aligned.
 NVLINK_4 = annotation([0, 0, 1, 1], [0, 0, 0, 0])

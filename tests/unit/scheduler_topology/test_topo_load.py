@@ -14,9 +14,9 @@ from topo_builders import NVSWITCH_8, PCIE_4, gpu_node, gpu_pod
 
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import schedule_one
-from gputopo.scheduler.load import LoadConfig, LoadSnapshot, LoadTracker, attach_tracker
 from gputopo.scheduler.model import parse_pod
 from gputopo.scheduler.plugins.load_aware import keep_topology_order
+from gputopo.scheduler.prometheus_load import LoadConfig, LoadSnapshot, LoadTracker, attach_tracker
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from topo_builders import QUADS_8, gpu_node, gpu_pod
 
-from gputopo.scheduler.runtime.framework import CoreFramework
+from gputopo.scheduler.runtime.core_adapter import CoreFramework
 
 
 def nrt(name: str, available: dict[int, int]) -> dict[str, Any]:

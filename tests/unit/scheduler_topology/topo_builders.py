@@ -14,7 +14,7 @@ from gputopo.core.contract import (
 )
 from gputopo.scheduler.framework import schedule_one
 from gputopo.scheduler.model import parse_pod
-from gputopo.scheduler.profile import SchedulerProfile
+from gputopo.scheduler.scheduling_profile import SchedulerProfile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
 

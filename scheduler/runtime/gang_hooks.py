@@ -2,10 +2,11 @@
 
 `scheduler/gang.py` keeps the state (groups, held places, back-off, the chosen domain) and the
 pure logic; this module wires it to the runtime's cache, queue, events and metrics, and owns the
-PodGroup status writer. The runner calls, per member cycle: `prefilter` (turned away before the
-filters?), `schedule` (the cycle, kept to the group's topology domain), then `unschedulable`
-or `held`; per loop turn: `tick` (timeouts, ended back-offs); per watch event: `pod_event`,
-`podgroup_upserted`, `podgroup_deleted`, `member_deleted`.
+PodGroup status writer. The runtime calls, per member cycle (`cycle.py`): `prefilter` (turned
+away before the filters?), `schedule` (the cycle, kept to the group's topology domain), then
+`unschedulable` or `held`; per loop turn (`runner.py`): `tick` (timeouts, ended back-offs); per
+watch event (`handlers.py`): `pod_event`, `podgroup_upserted`, `podgroup_deleted`,
+`member_deleted`.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from gputopo.scheduler.gang import (
 )
 from gputopo.scheduler.model import parse_pod
 from gputopo.scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
+from gputopo.scheduler.runtime.core_adapter import CoreFramework, Placement, SchedulingFramework
 from gputopo.scheduler.runtime.events import EventRecorder
-from gputopo.scheduler.runtime.framework import CoreFramework, Placement, SchedulingFramework
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi
 from gputopo.scheduler.runtime.metrics import SchedulerMetrics
 from gputopo.scheduler.runtime.podgroup_status import PodGroupStatusWriter

@@ -15,10 +15,10 @@ from typing import Protocol
 from gputopo.scheduler import gpu_alloc
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import schedule_one
-from gputopo.scheduler.load import LoadTracker, attach_tracker
 from gputopo.scheduler.model import Pod, parse_pod
-from gputopo.scheduler.profile import SchedulerProfile, default_profile, load_profile
+from gputopo.scheduler.prometheus_load import LoadTracker, attach_tracker
 from gputopo.scheduler.runtime.kube import JsonDict
+from gputopo.scheduler.scheduling_profile import SchedulerProfile, default_profile, load_profile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
 
