@@ -54,14 +54,10 @@ from gputopo.agent.podresources import (
     available_gpus_by_numa_node,
     unavailable,
 )
-from gputopo.agent.publisher import (
-    CycleResult,
-    NrtWriter,
-    Publisher,
-    PublishResult,
-    is_successful_discovery,
-    run_cycle,
-)
+from gputopo.agent.publish.calls import PublishResult
+from gputopo.agent.publish.cycle import CycleResult, NrtWriter, run_cycle
+from gputopo.agent.publish.desired import is_successful_discovery
+from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.topology import NodeTopology
 from gputopo.core.flags import apply_env_twins, env_name
 

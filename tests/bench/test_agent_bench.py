@@ -36,7 +36,7 @@ import pytest
 from kubernetes import client
 
 from gputopo.agent.discovery import Discoverer
-from gputopo.agent.publisher import Publisher
+from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.runloop import Agent, RunLoopConfig
 from tests.bench.agent_env import (
     TaintWatch,

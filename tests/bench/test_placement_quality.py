@@ -84,7 +84,7 @@ from gputopo.agent.metrics import (
     SnapshotHolder,
     build_registry,
 )
-from gputopo.agent.publisher import PublishOptions
+from gputopo.agent.publish.desired import PublishOptions
 from gputopo.agent.topology import NodeTopology
 from gputopo.mocks.fake_pynvml import make_fake_pynvml
 from gputopo.mocks.profile import load_profile

@@ -29,8 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gputopo.agent.discovery import Discoverer
 from gputopo.agent.metrics import MetricsServer
-from gputopo.agent.publisher import Publisher
+from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.runloop import Agent, RunLoopConfig, serve
+from gputopo.core.kubeapi import KubeClient, load_kubeconfig
 from hack.testenv import Tools
 from tests.controlplane import ClusterObjects, ControlPlane, ManagedProcess, running_control_plane
 
@@ -91,8 +92,9 @@ class RunningAgent:
 
 @contextlib.contextmanager
 def running_agent(
-    api: client.ApiClient, node_name: str, sysfs_root: Path, config: RunLoopConfig
+    plane: ControlPlane, node_name: str, sysfs_root: Path, config: RunLoopConfig
 ) -> Iterator[RunningAgent]:
+    """The agent publishing through its own client (gputopo.core.kubeapi), as the admin."""
     from gputopo.mocks.fake_pynvml import make_fake_pynvml
     from gputopo.mocks.profile import load_profile
     from gputopo.mocks.sysfs import build_sysfs
@@ -100,10 +102,9 @@ def running_agent(
     profile = load_profile(PROFILE)
     nvml = make_fake_pynvml(profile)
     build_sysfs(profile, sysfs_root)
+    api = KubeClient(load_kubeconfig(str(plane.admin_kubeconfig)))
     with Discoverer(nvml, sysfs_root, node_name) as discoverer:
-        agent = Agent(
-            discoverer, publisher=Publisher(client.CoreV1Api(api), node_name), config=config
-        )
+        agent = Agent(discoverer, publisher=Publisher(api, node_name), config=config)
         server = serve(agent, "127.0.0.1:0", registry_version="test")
         thread = threading.Thread(target=agent.run, name="agent-under-test", daemon=True)
         thread.start()
@@ -113,6 +114,7 @@ def running_agent(
             agent.stop()
             thread.join(timeout=30)
             server.stop()
+            api.close()
         assert not thread.is_alive(), "the agent did not stop"
 
 
@@ -180,7 +182,7 @@ def test_api_server_outage_during_run_keeps_the_agent_alive_and_it_converges(
     config = RunLoopConfig(
         interval_s=2.0, health_interval_s=0.2, min_trigger_interval_s=0.5, udev=False
     )
-    with running_agent(admin, node_name, tmp_path / "sys", config) as running:
+    with running_agent(plane, node_name, tmp_path / "sys", config) as running:
         agent = running.agent
         eventually(lambda: agent.readiness()[0], what="first publish")
         before = read_node(admin, node_name)
@@ -233,12 +235,12 @@ def node_name(cluster_objects: ClusterObjects) -> str:
 
 
 def test_gpu_lost_mid_run_keeps_metrics_and_labels_and_taints_the_node(
-    kube_admin: client.ApiClient, node_name: str, tmp_path: Path
+    control_plane: ControlPlane, kube_admin: client.ApiClient, node_name: str, tmp_path: Path
 ) -> None:
     config = RunLoopConfig(
         interval_s=3600, health_interval_s=0.2, min_trigger_interval_s=0.5, udev=False
     )
-    with running_agent(kube_admin, node_name, tmp_path / "sys", config) as running:
+    with running_agent(control_plane, node_name, tmp_path / "sys", config) as running:
         agent, control = running.agent, running.control
         eventually(lambda: agent.readiness()[0], what="first publish")
         before = read_node(kube_admin, node_name)
@@ -285,12 +287,12 @@ def test_gpu_lost_mid_run_keeps_metrics_and_labels_and_taints_the_node(
 
 
 def test_nvml_failing_for_several_cycles_changes_nothing_on_the_node(
-    kube_admin: client.ApiClient, node_name: str, tmp_path: Path
+    control_plane: ControlPlane, kube_admin: client.ApiClient, node_name: str, tmp_path: Path
 ) -> None:
     config = RunLoopConfig(
         interval_s=0.5, jitter=0.0, health_interval_s=0.2, min_trigger_interval_s=0.5, udev=False
     )
-    with running_agent(kube_admin, node_name, tmp_path / "sys", config) as running:
+    with running_agent(control_plane, node_name, tmp_path / "sys", config) as running:
         agent, control = running.agent, running.control
         eventually(lambda: agent.readiness()[0], what="first publish")
         before = read_node(kube_admin, node_name)
@@ -321,14 +323,14 @@ def test_nvml_failing_for_several_cycles_changes_nothing_on_the_node(
 
 
 def test_an_nvml_function_the_driver_lacks_is_not_asked_every_second(
-    kube_admin: client.ApiClient, node_name: str, tmp_path: Path
+    control_plane: ControlPlane, node_name: str, tmp_path: Path
 ) -> None:
     """The fake, like an older driver, has no nvmlDeviceGetNvLinkErrorCounter: FUNCTION_NOT_FOUND
     once, then the once-a-second load sample stops asking (8 GPUs x 18 links x 4 counters)."""
     config = RunLoopConfig(
         interval_s=3600, health_interval_s=0.1, min_trigger_interval_s=0.5, udev=False
     )
-    with running_agent(kube_admin, node_name, tmp_path / "sys", config) as running:
+    with running_agent(control_plane, node_name, tmp_path / "sys", config) as running:
         eventually(lambda: running.agent.readiness()[0], what="first publish")
         calls = running.control.calls
         ticks = calls["nvmlDeviceGetUtilizationRates"]
@@ -338,14 +340,14 @@ def test_an_nvml_function_the_driver_lacks_is_not_asked_every_second(
 
 
 def test_an_idle_hour_of_cycles_makes_no_node_writes(
-    kube_admin: client.ApiClient, node_name: str, tmp_path: Path
+    control_plane: ControlPlane, kube_admin: client.ApiClient, node_name: str, tmp_path: Path
 ) -> None:
     """Sixty cycles, the discoveries of an hour at the default 60 s interval, on a node where
     nothing changes: the first cycle writes, the other sixty write nothing."""
     config = RunLoopConfig(
         interval_s=0.2, jitter=0.0, health_interval_s=0.2, min_trigger_interval_s=0.2, udev=False
     )
-    with running_agent(kube_admin, node_name, tmp_path / "sys", config) as running:
+    with running_agent(control_plane, node_name, tmp_path / "sys", config) as running:
         agent = running.agent
         eventually(lambda: agent.readiness()[0], what="first publish")
         version = read_node(kube_admin, node_name).metadata.resource_version

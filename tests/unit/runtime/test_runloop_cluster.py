@@ -19,11 +19,12 @@ import pytest
 from kubernetes import client
 
 from gputopo.agent.discovery import Discoverer
-from gputopo.agent.nrt import GROUP, PLURAL, VERSION, NrtPublisher
 from gputopo.agent.podresources import PodResourcesClient
-from gputopo.agent.publisher import Publisher
+from gputopo.agent.publish.nrt import GROUP, PLURAL, VERSION, NrtPublisher
+from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.runloop import Agent, RunLoopConfig, serve
-from tests.controlplane import ClusterObjects
+from gputopo.core.kubeapi import KubeClient, load_kubeconfig
+from tests.controlplane import ClusterObjects, ControlPlane
 
 from .fake_kubelet import fake_kubelet, short_socket_dir
 
@@ -51,8 +52,9 @@ def node_name(cluster_objects: ClusterObjects, gputopo_crds: list[str]) -> str:
 
 @pytest.fixture
 def running(
-    node_name: str, kube_admin: client.ApiClient, tmp_path: Path
+    node_name: str, control_plane: ControlPlane, tmp_path: Path
 ) -> Iterator[tuple[Agent, Any, Any]]:
+    """The agent publishing through its own client (gputopo.core.kubeapi), as the admin."""
     from gputopo.mocks.fake_pynvml import make_fake_pynvml
     from gputopo.mocks.profile import load_profile
     from gputopo.mocks.sysfs import build_sysfs
@@ -60,6 +62,7 @@ def running(
     profile = load_profile("dgx-h100")
     nvml = make_fake_pynvml(profile)
     build_sysfs(profile, tmp_path / "sys")
+    api = KubeClient(load_kubeconfig(str(control_plane.admin_kubeconfig)))
     with short_socket_dir() as directory:
         socket_path = os.path.join(directory, "kubelet.sock")
         with (
@@ -68,8 +71,8 @@ def running(
         ):
             agent = Agent(
                 discoverer,
-                publisher=Publisher(client.CoreV1Api(kube_admin), node_name),
-                nrt=NrtPublisher(client.CustomObjectsApi(kube_admin), node_name),
+                publisher=Publisher(api, node_name),
+                nrt=NrtPublisher(api, node_name),
                 pod_resources=PodResourcesClient(socket_path),
                 config=RunLoopConfig(
                     interval_s=3600,
@@ -88,6 +91,7 @@ def running(
                 agent.stop()
                 thread.join(timeout=10)
                 server.stop()
+                api.close()
 
 
 def _taints(kube_admin: client.ApiClient, node_name: str) -> dict[str, str]:
