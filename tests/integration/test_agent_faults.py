@@ -2,7 +2,7 @@
 a GPU falling off the bus, NVML failing for a while, and garbage configuration.
 
 Machine: the mocked DGX H100 (fake pynvml + fake sysfs from the `dgx-h100` profile), the
-agent in-process (:class:`agent.runloop.Agent` with its metrics server), except for the
+agent in-process (:class:`agent.loop.Agent` with its metrics server), except for the
 configuration tests, which run the installed ``gputopo-agent`` command as a subprocess.
 """
 
@@ -14,11 +14,10 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,28 +27,20 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from gputopo.agent.discovery import Discoverer
+from gputopo.agent.loop import Agent, RunLoopConfig
 from gputopo.agent.metrics import MetricsServer
 from gputopo.agent.publish.writer import Publisher
-from gputopo.agent.runloop import Agent, RunLoopConfig, serve
+from gputopo.agent.runloop import serve
 from gputopo.core.kubeapi import KubeClient, load_kubeconfig
 from hack.testenv import Tools
 from tests.controlplane import ClusterObjects, ControlPlane, ManagedProcess, running_control_plane
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
 PROFILE = "dgx-h100"
 HEALTH_TAINT = "gputopo.io/gpu-health"
 AGENT = Path(sys.executable).parent / "gputopo-agent"
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout:.0f} s"
-        time.sleep(0.1)
 
 
 # -- the agent, in-process ----------------------------------------------------------------------
@@ -193,7 +184,9 @@ def test_api_server_outage_during_run_keeps_the_agent_alive_and_it_converges(
         try:
             running.control.inject_xid(4, 79)  # GPU 4 falls off the bus while nobody listens
             eventually(
-                lambda: not agent.readiness()[0], timeout=90, what="a publish failing on the outage"
+                lambda: not agent.readiness()[0],
+                timeout_s=90,
+                what="a publish failing on the outage",
             )
             reason = agent.readiness()[1]
             assert "last publish failed" in reason and "Connection refused" in reason, reason
@@ -201,7 +194,7 @@ def test_api_server_outage_during_run_keeps_the_agent_alive_and_it_converges(
             assert running.get("/healthz")[0] == 200
             assert running.get("/readyz")[0] == 503
             beat = agent._last_health_beat
-            eventually(lambda: agent._last_health_beat > beat, timeout=5, what="a health tick")
+            eventually(lambda: agent._last_health_beat > beat, timeout_s=5, what="a health tick")
             samples = running.samples()
             assert samples[("gputopo_agent_api_writes_total", (("outcome", "error"),))] >= 1
             assert running.gpu_sample("gputopo_gpu_xid_errors_total", 4, xid="79") == 1
@@ -215,7 +208,7 @@ def test_api_server_outage_during_run_keeps_the_agent_alive_and_it_converges(
             timeout=90,
             what="the health taint after the outage",
         )
-        eventually(lambda: agent.readiness()[0], timeout=30, what="ready again")
+        eventually(lambda: agent.readiness()[0], timeout_s=30, what="ready again")
         after = read_node(admin, node_name)
         assert taints_of(after)[HEALTH_TAINT] == "failed:NoSchedule"
         assert set(labels_of(before)) <= set(labels_of(after))
@@ -302,7 +295,7 @@ def test_nvml_failing_for_several_cycles_changes_nothing_on_the_node(
         control.inject_error("nvmlDeviceGetCount", "UNKNOWN")  # NVML broken node-wide
         eventually(
             lambda: agent.stats.snapshot().discoveries.get("error", 0) >= failed_discoveries + 4,
-            timeout=30,
+            timeout_s=30,
             what="four failed discoveries",
         )
         assert agent.liveness() == (True, "ok")
@@ -354,7 +347,7 @@ def test_an_idle_hour_of_cycles_makes_no_node_writes(
         writes = agent.stats.snapshot().api_writes.get("success", 0)
         assert writes == 1
         cycles = agent.cycles
-        eventually(lambda: agent.cycles >= cycles + 60, timeout=120, what="sixty cycles")
+        eventually(lambda: agent.cycles >= cycles + 60, timeout_s=120, what="sixty cycles")
         assert read_node(kube_admin, node_name).metadata.resource_version == version
         assert agent.stats.snapshot().api_writes == {"success": 1}
         assert running.samples()[("gputopo_agent_api_writes_total", (("outcome", "success"),))] == 1
