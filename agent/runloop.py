@@ -145,7 +145,7 @@ def configure_logging(log_format: str, level: str) -> None:
     root.setLevel(level.upper())
 
 
-# -- the agent ----------------------------------------------------------------------------------
+# -- the wiring around the loop -------------------------------------------------------------------
 
 
 def serve(agent: Agent, address: str, *, registry_version: str | None = None) -> MetricsServer:

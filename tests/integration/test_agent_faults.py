@@ -205,7 +205,7 @@ def test_api_server_outage_during_run_keeps_the_agent_alive_and_it_converges(
         # Converges by itself on a later cycle: the taint that arose during the outage lands.
         eventually(
             lambda: HEALTH_TAINT in taints_of(read_node(admin, node_name)),
-            timeout=90,
+            timeout_s=90,
             what="the health taint after the outage",
         )
         eventually(lambda: agent.readiness()[0], timeout_s=30, what="ready again")
@@ -243,7 +243,7 @@ def test_gpu_lost_mid_run_keeps_metrics_and_labels_and_taints_the_node(
         control.set_lost(3)  # NVML answers GPU_IS_LOST for GPU 3 from now on
         eventually(
             lambda: HEALTH_TAINT in taints_of(read_node(kube_admin, node_name)),
-            timeout=20,
+            timeout_s=20,
             what="the health taint",
         )
         assert agent.cycles > cycles  # the health poll triggered it, not the hourly schedule
@@ -268,7 +268,7 @@ def test_gpu_lost_mid_run_keeps_metrics_and_labels_and_taints_the_node(
                     running.gpu_sample("gputopo_gpu_utilization_ratio", gpu) == u / 100
                     for gpu in (0, 7)
                 ),
-                timeout=10,
+                timeout_s=10,
                 what=f"utilization {utilization} % on the healthy GPUs",
             )
         for gpu in (0, 1, 2, 4, 5, 6, 7):
