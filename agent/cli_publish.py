@@ -2,7 +2,7 @@
 
 ``labels`` prints exactly what ``run`` would leave on a Node that carries none of it yet —
 labels, taints and annotations, ownership bookkeeping included — without a cluster.
-``run --once`` does one discovery + publish cycle (:func:`agent.publisher.run_cycle`);
+``run --once`` does one discovery + publish cycle (:func:`agent.publish.cycle.run_cycle`);
 without ``--once`` it hands over to the long-running loop in :mod:`agent.runloop`
 (interval with jitter, health poll, XID watcher, udev hotplug, metrics, signals).
 """
@@ -17,15 +17,11 @@ import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from gputopo.agent.publisher import (
-    CycleResult,
-    Publisher,
-    PublishOptions,
-    PublishResult,
-    desired_state,
-    fresh_node_publication,
-    run_cycle,
-)
+from gputopo.agent.publish.calls import PublishResult
+from gputopo.agent.publish.cycle import CycleResult, run_cycle
+from gputopo.agent.publish.desired import PublishOptions, desired_state
+from gputopo.agent.publish.plan import fresh_node_publication
+from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.topology import NodeTopology
 from gputopo.core.contract import DEFAULT_PREFIX, MIG_STRATEGIES, TAINT_EFFECTS, Contract
 from gputopo.core.validate import ValidationError, ValidationGate, is_qualified_name
@@ -182,7 +178,7 @@ def run_run(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         raise _cli().CliError(f"--interval {args.interval}: must be positive")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from gputopo.agent.nrt import NrtPublisher
+    from gputopo.agent.publish.nrt import NrtPublisher
 
     api = _api_client(args.kubeconfig, args.context)
     publisher = Publisher(api, node_name, options)

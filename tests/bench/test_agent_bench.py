@@ -36,8 +36,8 @@ import pytest
 from kubernetes import client
 
 from gputopo.agent.discovery import Discoverer
-from gputopo.agent.publisher import Publisher
-from gputopo.agent.runloop import Agent, RunLoopConfig
+from gputopo.agent.loop import Agent, RunLoopConfig
+from gputopo.agent.publish.writer import Publisher
 from tests.bench.agent_env import (
     TaintWatch,
     agent_process,
@@ -48,6 +48,7 @@ from tests.bench.agent_env import (
 )
 from tests.bench.test_discovery_bench import ReplayedNvml
 from tests.controlplane import ControlPlane
+from tests.polling import eventually
 from tests.unit.runtime.fake_kubelet import fake_kubelet, short_socket_dir
 
 pytestmark = pytest.mark.bench
@@ -58,14 +59,6 @@ FOOTPRINT_S = float(os.environ.get("GPUTOPO_BENCH_FOOTPRINT_S", "180"))
 SCRAPE_EVERY_S = 15.0
 IDLE_CYCLES = 60
 MiB = 1024 * 1024
-
-
-def _wait(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout:.0f} s")
-        time.sleep(0.05)
 
 
 def xid_sample(plane: ControlPlane, sysfs_root: Path, gpu: int, error: str = "xid") -> float:
@@ -87,7 +80,7 @@ def xid_sample(plane: ControlPlane, sysfs_root: Path, gpu: int, error: str = "xi
             thread = threading.Thread(target=agent.run, daemon=True)
             thread.start()
             try:
-                _wait(lambda: agent.readiness()[0], 60, "first publish")
+                eventually(lambda: agent.readiness()[0], 60, "first publish", interval_s=0.05)
                 # Past the rate limit of triggered cycles, as on a node that has been up a while.
                 time.sleep(config.min_trigger_interval_s + 0.2)
                 taint = TaintWatch(admin, node_name, HEALTH_TAINT)
@@ -207,13 +200,14 @@ def test_agent_node_writes_over_an_idle_hour_of_cycles(
             writes = agent.counter("gputopo_agent_api_writes_total", outcome="success")
             first = agent.counter("gputopo_agent_discoveries_total", outcome="success")
             started = time.monotonic()
-            _wait(
+            eventually(
                 lambda: (
                     agent.counter("gputopo_agent_discoveries_total", outcome="success")
                     >= first + IDLE_CYCLES
                 ),
                 IDLE_CYCLES * 5,
                 f"{IDLE_CYCLES} cycles",
+                interval_s=0.05,
             )
             result.update(
                 cycles=int(

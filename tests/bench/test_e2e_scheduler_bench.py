@@ -39,7 +39,8 @@ import pytest
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from hack.testenv.tools import KUBE_SCHEDULER
 from tests.controlplane import FEATURE_GATES, ControlPlane, ManagedProcess, free_port
-from tests.integration.scheduler_env import GPU, REPO, eventually, gpu_node, gpu_pod
+from tests.integration.scheduler_env import GPU, REPO, gpu_node, gpu_pod
+from tests.polling import eventually
 
 pytestmark = pytest.mark.bench
 

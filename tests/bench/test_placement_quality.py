@@ -84,7 +84,7 @@ from gputopo.agent.metrics import (
     build_registry,
 )
 from gputopo.agent.nvml import GpuLoad, sample_gpus
-from gputopo.agent.publisher import PublishOptions
+from gputopo.agent.publish.desired import PublishOptions
 from gputopo.agent.topology import NodeTopology
 from gputopo.agent.usage import LoadSample
 from gputopo.mocks.fake_pynvml import make_fake_pynvml

@@ -2,7 +2,7 @@
 a GPU falling off the bus, NVML failing for a while, and garbage configuration.
 
 Machine: the mocked DGX H100 (fake pynvml + fake sysfs from the `dgx-h100` profile), the
-agent in-process (:class:`agent.runloop.Agent` with its metrics server), except for the
+agent in-process (:class:`agent.loop.Agent` with its metrics server), except for the
 configuration tests, which run the installed ``gputopo-agent`` command as a subprocess.
 """
 
@@ -14,11 +14,10 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,27 +27,20 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from gputopo.agent.discovery import Discoverer
+from gputopo.agent.loop import Agent, RunLoopConfig
 from gputopo.agent.metrics import MetricsServer
-from gputopo.agent.publisher import Publisher
-from gputopo.agent.runloop import Agent, RunLoopConfig, serve
+from gputopo.agent.publish.writer import Publisher
+from gputopo.agent.runloop import serve
+from gputopo.core.kubeapi import KubeClient, load_kubeconfig
 from hack.testenv import Tools
 from tests.controlplane import ClusterObjects, ControlPlane, ManagedProcess, running_control_plane
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
 PROFILE = "dgx-h100"
 HEALTH_TAINT = "gputopo.io/gpu-health"
 AGENT = Path(sys.executable).parent / "gputopo-agent"
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout:.0f} s"
-        time.sleep(0.1)
 
 
 # -- the agent, in-process ----------------------------------------------------------------------
@@ -91,8 +83,9 @@ class RunningAgent:
 
 @contextlib.contextmanager
 def running_agent(
-    api: client.ApiClient, node_name: str, sysfs_root: Path, config: RunLoopConfig
+    plane: ControlPlane, node_name: str, sysfs_root: Path, config: RunLoopConfig
 ) -> Iterator[RunningAgent]:
+    """The agent publishing through its own client (gputopo.core.kubeapi), as the admin."""
     from gputopo.mocks.fake_pynvml import make_fake_pynvml
     from gputopo.mocks.profile import load_profile
     from gputopo.mocks.sysfs import build_sysfs
@@ -100,10 +93,9 @@ def running_agent(
     profile = load_profile(PROFILE)
     nvml = make_fake_pynvml(profile)
     build_sysfs(profile, sysfs_root)
+    api = KubeClient(load_kubeconfig(str(plane.admin_kubeconfig)))
     with Discoverer(nvml, sysfs_root, node_name) as discoverer:
-        agent = Agent(
-            discoverer, publisher=Publisher(client.CoreV1Api(api), node_name), config=config
-        )
+        agent = Agent(discoverer, publisher=Publisher(api, node_name), config=config)
         server = serve(agent, "127.0.0.1:0", registry_version="test")
         thread = threading.Thread(target=agent.run, name="agent-under-test", daemon=True)
         thread.start()
@@ -113,6 +105,7 @@ def running_agent(
             agent.stop()
             thread.join(timeout=30)
             server.stop()
+            api.close()
         assert not thread.is_alive(), "the agent did not stop"
 
 
@@ -180,7 +173,7 @@ def test_api_server_outage_during_run_keeps_the_agent_alive_and_it_converges(
     config = RunLoopConfig(
         interval_s=2.0, health_interval_s=0.2, min_trigger_interval_s=0.5, udev=False
     )
-    with running_agent(admin, node_name, tmp_path / "sys", config) as running:
+    with running_agent(plane, node_name, tmp_path / "sys", config) as running:
         agent = running.agent
         eventually(lambda: agent.readiness()[0], what="first publish")
         before = read_node(admin, node_name)
@@ -191,7 +184,9 @@ def test_api_server_outage_during_run_keeps_the_agent_alive_and_it_converges(
         try:
             running.control.inject_xid(4, 79)  # GPU 4 falls off the bus while nobody listens
             eventually(
-                lambda: not agent.readiness()[0], timeout=90, what="a publish failing on the outage"
+                lambda: not agent.readiness()[0],
+                timeout_s=90,
+                what="a publish failing on the outage",
             )
             reason = agent.readiness()[1]
             assert "last publish failed" in reason and "Connection refused" in reason, reason
@@ -199,7 +194,7 @@ def test_api_server_outage_during_run_keeps_the_agent_alive_and_it_converges(
             assert running.get("/healthz")[0] == 200
             assert running.get("/readyz")[0] == 503
             beat = agent._last_health_beat
-            eventually(lambda: agent._last_health_beat > beat, timeout=5, what="a health tick")
+            eventually(lambda: agent._last_health_beat > beat, timeout_s=5, what="a health tick")
             samples = running.samples()
             assert samples[("gputopo_agent_api_writes_total", (("outcome", "error"),))] >= 1
             assert running.gpu_sample("gputopo_gpu_xid_errors_total", 4, xid="79") == 1
@@ -210,10 +205,10 @@ def test_api_server_outage_during_run_keeps_the_agent_alive_and_it_converges(
         # Converges by itself on a later cycle: the taint that arose during the outage lands.
         eventually(
             lambda: HEALTH_TAINT in taints_of(read_node(admin, node_name)),
-            timeout=90,
+            timeout_s=90,
             what="the health taint after the outage",
         )
-        eventually(lambda: agent.readiness()[0], timeout=30, what="ready again")
+        eventually(lambda: agent.readiness()[0], timeout_s=30, what="ready again")
         after = read_node(admin, node_name)
         assert taints_of(after)[HEALTH_TAINT] == "failed:NoSchedule"
         assert set(labels_of(before)) <= set(labels_of(after))
@@ -233,12 +228,12 @@ def node_name(cluster_objects: ClusterObjects) -> str:
 
 
 def test_gpu_lost_mid_run_keeps_metrics_and_labels_and_taints_the_node(
-    kube_admin: client.ApiClient, node_name: str, tmp_path: Path
+    control_plane: ControlPlane, kube_admin: client.ApiClient, node_name: str, tmp_path: Path
 ) -> None:
     config = RunLoopConfig(
         interval_s=3600, health_interval_s=0.2, min_trigger_interval_s=0.5, udev=False
     )
-    with running_agent(kube_admin, node_name, tmp_path / "sys", config) as running:
+    with running_agent(control_plane, node_name, tmp_path / "sys", config) as running:
         agent, control = running.agent, running.control
         eventually(lambda: agent.readiness()[0], what="first publish")
         before = read_node(kube_admin, node_name)
@@ -248,7 +243,7 @@ def test_gpu_lost_mid_run_keeps_metrics_and_labels_and_taints_the_node(
         control.set_lost(3)  # NVML answers GPU_IS_LOST for GPU 3 from now on
         eventually(
             lambda: HEALTH_TAINT in taints_of(read_node(kube_admin, node_name)),
-            timeout=20,
+            timeout_s=20,
             what="the health taint",
         )
         assert agent.cycles > cycles  # the health poll triggered it, not the hourly schedule
@@ -273,7 +268,7 @@ def test_gpu_lost_mid_run_keeps_metrics_and_labels_and_taints_the_node(
                     running.gpu_sample("gputopo_gpu_utilization_ratio", gpu) == u / 100
                     for gpu in (0, 7)
                 ),
-                timeout=10,
+                timeout_s=10,
                 what=f"utilization {utilization} % on the healthy GPUs",
             )
         for gpu in (0, 1, 2, 4, 5, 6, 7):
@@ -285,12 +280,12 @@ def test_gpu_lost_mid_run_keeps_metrics_and_labels_and_taints_the_node(
 
 
 def test_nvml_failing_for_several_cycles_changes_nothing_on_the_node(
-    kube_admin: client.ApiClient, node_name: str, tmp_path: Path
+    control_plane: ControlPlane, kube_admin: client.ApiClient, node_name: str, tmp_path: Path
 ) -> None:
     config = RunLoopConfig(
         interval_s=0.5, jitter=0.0, health_interval_s=0.2, min_trigger_interval_s=0.5, udev=False
     )
-    with running_agent(kube_admin, node_name, tmp_path / "sys", config) as running:
+    with running_agent(control_plane, node_name, tmp_path / "sys", config) as running:
         agent, control = running.agent, running.control
         eventually(lambda: agent.readiness()[0], what="first publish")
         before = read_node(kube_admin, node_name)
@@ -300,7 +295,7 @@ def test_nvml_failing_for_several_cycles_changes_nothing_on_the_node(
         control.inject_error("nvmlDeviceGetCount", "UNKNOWN")  # NVML broken node-wide
         eventually(
             lambda: agent.stats.snapshot().discoveries.get("error", 0) >= failed_discoveries + 4,
-            timeout=30,
+            timeout_s=30,
             what="four failed discoveries",
         )
         assert agent.liveness() == (True, "ok")
@@ -321,14 +316,14 @@ def test_nvml_failing_for_several_cycles_changes_nothing_on_the_node(
 
 
 def test_an_nvml_function_the_driver_lacks_is_not_asked_every_second(
-    kube_admin: client.ApiClient, node_name: str, tmp_path: Path
+    control_plane: ControlPlane, node_name: str, tmp_path: Path
 ) -> None:
     """The fake, like an older driver, has no nvmlDeviceGetNvLinkErrorCounter: FUNCTION_NOT_FOUND
     once, then the once-a-second load sample stops asking (8 GPUs x 18 links x 4 counters)."""
     config = RunLoopConfig(
         interval_s=3600, health_interval_s=0.1, min_trigger_interval_s=0.5, udev=False
     )
-    with running_agent(kube_admin, node_name, tmp_path / "sys", config) as running:
+    with running_agent(control_plane, node_name, tmp_path / "sys", config) as running:
         eventually(lambda: running.agent.readiness()[0], what="first publish")
         calls = running.control.calls
         ticks = calls["nvmlDeviceGetUtilizationRates"]
@@ -338,21 +333,21 @@ def test_an_nvml_function_the_driver_lacks_is_not_asked_every_second(
 
 
 def test_an_idle_hour_of_cycles_makes_no_node_writes(
-    kube_admin: client.ApiClient, node_name: str, tmp_path: Path
+    control_plane: ControlPlane, kube_admin: client.ApiClient, node_name: str, tmp_path: Path
 ) -> None:
     """Sixty cycles, the discoveries of an hour at the default 60 s interval, on a node where
     nothing changes: the first cycle writes, the other sixty write nothing."""
     config = RunLoopConfig(
         interval_s=0.2, jitter=0.0, health_interval_s=0.2, min_trigger_interval_s=0.2, udev=False
     )
-    with running_agent(kube_admin, node_name, tmp_path / "sys", config) as running:
+    with running_agent(control_plane, node_name, tmp_path / "sys", config) as running:
         agent = running.agent
         eventually(lambda: agent.readiness()[0], what="first publish")
         version = read_node(kube_admin, node_name).metadata.resource_version
         writes = agent.stats.snapshot().api_writes.get("success", 0)
         assert writes == 1
         cycles = agent.cycles
-        eventually(lambda: agent.cycles >= cycles + 60, timeout=120, what="sixty cycles")
+        eventually(lambda: agent.cycles >= cycles + 60, timeout_s=120, what="sixty cycles")
         assert read_node(kube_admin, node_name).metadata.resource_version == version
         assert agent.stats.snapshot().api_writes == {"success": 1}
         assert running.samples()[("gputopo_agent_api_writes_total", (("outcome", "success"),))] == 1

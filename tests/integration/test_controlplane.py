@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import prometheus_client
@@ -18,19 +16,12 @@ from tests.conftest import StartPrometheus
 from tests.controlplane import ClusterObjects, ControlPlane, ManagedProcess, free_port, kwok_node
 from tests.controlplane.processes import ComponentFailedError
 from tests.controlplane.prometheus import PrometheusServer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
 MERGE_PATCH = "application/merge-patch+json"
 SLA_TAINT_KEY = "gputopo.io/sla"
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _pod(name: str, node_selector: dict[str, str], **spec: object) -> client.V1Pod:
@@ -100,7 +91,7 @@ def test_scheduler_binds_pod_to_kwok_node_which_runs_it(
 ) -> None:
     core = client.CoreV1Api(kube_admin)
     cluster_objects.create_node(kwok_node("kwok-run-0"))
-    _wait(lambda: _node_ready(core, "kwok-run-0"), 20, "kwok to make kwok-run-0 Ready")
+    eventually(lambda: _node_ready(core, "kwok-run-0"), 20, "kwok to make kwok-run-0 Ready")
 
     core.create_namespaced_pod(namespace, _pod("sleeper", {"kubernetes.io/hostname": "kwok-run-0"}))
 
@@ -108,7 +99,7 @@ def test_scheduler_binds_pod_to_kwok_node_which_runs_it(
         pod = core.read_namespaced_pod("sleeper", namespace)
         return pod.spec.node_name == "kwok-run-0" and pod.status.phase == "Running"
 
-    _wait(running, 30, "pod sleeper bound to kwok-run-0 and Running")
+    eventually(running, 30, "pod sleeper bound to kwok-run-0 and Running")
 
 
 def test_apiserver_accepts_gt_toleration_with_the_gate_on(
@@ -140,7 +131,7 @@ def test_scheduler_places_gt_toleration_only_above_the_threshold(
         taint = client.V1Taint(key=SLA_TAINT_KEY, value=sla, effect="NoSchedule")
         cluster_objects.create_node(kwok_node(name, labels=group, taints=[taint]))
     for name in ("sla-980", "sla-900"):
-        _wait(lambda name=name: _node_ready(core, name), 20, f"kwok to make {name} Ready")
+        eventually(lambda name=name: _node_ready(core, name), 20, f"kwok to make {name} Ready")
     toleration = client.V1Toleration(
         key=SLA_TAINT_KEY, operator="Gt", value="950", effect="NoSchedule"
     )
@@ -153,7 +144,7 @@ def test_scheduler_places_gt_toleration_only_above_the_threshold(
         pods = [core.read_namespaced_pod(f"gt-{index}", namespace) for index in range(3)]
         return all(pod.spec.node_name for pod in pods)
 
-    _wait(all_bound, 30, "three Gt-tolerating pods to be bound")
+    eventually(all_bound, 30, "three Gt-tolerating pods to be bound")
     placed = {core.read_namespaced_pod(f"gt-{i}", namespace).spec.node_name for i in range(3)}
     assert placed == {"sla-980"}
 
@@ -161,7 +152,7 @@ def test_scheduler_places_gt_toleration_only_above_the_threshold(
         conditions = core.read_namespaced_pod("intolerant", namespace).status.conditions or []
         return any(c.type == "PodScheduled" and c.reason == "Unschedulable" for c in conditions)
 
-    _wait(refused, 30, "the pod without the toleration to be reported Unschedulable")
+    eventually(refused, 30, "the pod without the toleration to be reported Unschedulable")
     assert core.read_namespaced_pod("intolerant", namespace).spec.node_name is None
 
 

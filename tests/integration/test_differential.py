@@ -31,7 +31,8 @@ from gputopo.scheduler.model import parse_pod
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from gputopo.scheduler.snapshot import ClusterSnapshot
 from tests.controlplane import ControlPlane, ManagedProcess
-from tests.integration.scheduler_env import eventually, pod_scheduled_condition
+from tests.integration.scheduler_env import pod_scheduled_condition
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 

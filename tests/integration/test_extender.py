@@ -28,11 +28,11 @@ from tests.integration.scheduler_env import (
     SCHEDULER_NAMESPACE,
     SERVICE_ACCOUNT,
     Cluster,
-    eventually,
     gpu_node,
     gpu_pod,
     scheduler_rbac,
 )
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,11 @@ from gputopo.scheduler.runtime.runner import SchedulerRuntime
 from tests.controlplane import ControlPlane
 from tests.integration.scheduler_env import (
     Cluster,
-    eventually,
     gpu_node,
     gpu_pod,
     running_runtime,
 )
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 

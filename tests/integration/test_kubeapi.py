@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gputopo.agent.nrt import GROUP, PLURAL, VERSION
-from gputopo.agent.publisher import describe_api_error, is_retryable
+from gputopo.agent.publish.calls import describe_api_error, is_retryable
+from gputopo.agent.publish.nrt import GROUP, PLURAL, VERSION
 from gputopo.core.kubeapi import (
     APPLY_PATCH,
     MERGE_PATCH,

@@ -1,6 +1,6 @@
 """Load-aware placement over a real Prometheus scraping two real agents' /metrics on loopback.
 
-Each node is the agent as in production (``agent.runloop.Agent`` and its metrics server) on a
+Each node is the agent as in production (``agent.loop.Agent`` and its metrics server) on a
 mocked DGX H100 — the fake ``pynvml`` from ``mocks/`` whose utilisation the tests script through
 ``control.set_utilization`` — with a fake kubelet for pod-resources. Prometheus is the real
 server scraping both every second; the scheduler's `LoadTracker` reads it with PromQL.
@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 
 from gputopo.agent.discovery import Discoverer
+from gputopo.agent.loop import Agent, RunLoopConfig
 from gputopo.agent.podresources import PodResourcesClient
-from gputopo.agent.runloop import Agent, RunLoopConfig, serve
+from gputopo.agent.runloop import serve
 from gputopo.scheduler.framework import schedule_one
 from gputopo.scheduler.model import parse_pod
 from gputopo.scheduler.prometheus_load import LoadConfig, LoadTracker, attach_tracker
@@ -37,10 +38,10 @@ from tests.integration.scheduler_env import (
     SCHEDULER_NAMESPACE,
     SERVICE_ACCOUNT,
     Cluster,
-    eventually,
     scheduler_rbac,
 )
 from tests.integration.scheduler_env import gpu_node as env_gpu_node
+from tests.polling import eventually
 from tests.unit.runtime.fake_kubelet import fake_kubelet, short_socket_dir
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """The agent's /metrics scraped by a real Prometheus, answered through PromQL.
 
-The agent runs as in production (``agent.runloop.Agent`` with its health tick, XID watcher and
+The agent runs as in production (``agent.loop.Agent`` with its health tick, XID watcher and
 metrics server) on a mocked DGX H100: the fake ``pynvml`` from ``mocks/`` scripted through its
 control object (utilisation, temperature, XIDs), a fake sysfs from the same profile, and a fake
 kubelet serving pod-resources over gRPC. Prometheus is the real server, scraping every second.
@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from gputopo.agent.discovery import Discoverer
+from gputopo.agent.loop import Agent, RunLoopConfig
 from gputopo.agent.podresources import PodResourcesClient
-from gputopo.agent.runloop import Agent, RunLoopConfig, serve
+from gputopo.agent.runloop import serve
 from tests.conftest import StartPrometheus
 from tests.controlplane import PrometheusServer
 from tests.unit.runtime.fake_kubelet import FakeKubeletState, fake_kubelet, short_socket_dir

@@ -21,12 +21,12 @@ from gputopo.scheduler.runtime.runner import NRTS_PATH, RuntimeConfig, Scheduler
 from tests.controlplane import ControlPlane
 from tests.integration.scheduler_env import (
     Cluster,
-    eventually,
     gpu_node,
     gpu_pod,
     scheduler_rbac,
     service_account_api,
 )
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -17,12 +17,12 @@ from gputopo.scheduler.runtime.runner import SchedulerRuntime
 from tests.controlplane import KWOK_NODE_ANNOTATION, ControlPlane
 from tests.integration.scheduler_env import (
     Cluster,
-    eventually,
     gpu_node,
     gpu_pod,
     pod_scheduled_condition,
     running_runtime,
 )
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,11 @@ import pytest
 import yaml
 from kubernetes import client
 
-from gputopo.agent.nrt import GROUP, PLURAL, VERSION, NrtPublisher
-from gputopo.agent.publisher import Backoff, Publisher, PublishOptions, run_cycle
+from gputopo.agent.publish.calls import Backoff
+from gputopo.agent.publish.cycle import run_cycle
+from gputopo.agent.publish.desired import PublishOptions
+from gputopo.agent.publish.nrt import GROUP, PLURAL, VERSION, NrtPublisher
+from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.topology import PciOnlyGpu
 from gputopo.core.contract import Contract
 from gputopo.core.kubeapi import ClusterConfig, KubeClient

@@ -21,12 +21,12 @@ from gputopo.scheduler.scheduling_profile import default_profile
 from tests.controlplane import ControlPlane
 from tests.integration.scheduler_env import (
     Cluster,
-    eventually,
     gpu_node,
     gpu_pod,
     pod_scheduled_condition,
     running_runtime,
 )
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -34,13 +34,13 @@ from tests.integration.scheduler_env import (
     SCHEDULER_NAMESPACE,
     SERVICE_ACCOUNT,
     Cluster,
-    eventually,
     gpu_node,
     gpu_pod,
     pod_scheduled_condition,
     scheduler_rbac,
     service_account_api,
 )
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 

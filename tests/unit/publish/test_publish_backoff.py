@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gputopo.agent.publisher import Backoff, describe_api_error, is_retryable
+from gputopo.agent.publish.calls import Backoff, describe_api_error, is_retryable
 
 
 class HttpError(Exception):

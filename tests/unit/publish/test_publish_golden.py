@@ -21,7 +21,7 @@ import pytest
 
 from gputopo.agent.cli import discover_topology, machine_source, main
 from gputopo.agent.cli_publish import labels_document
-from gputopo.agent.publisher import PublishOptions
+from gputopo.agent.publish.desired import PublishOptions
 from gputopo.agent.topology import NodeTopology
 from gputopo.core.validate import is_label_value, is_qualified_name
 

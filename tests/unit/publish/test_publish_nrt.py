@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from gputopo.agent.nrt import build_nrt
+from gputopo.agent.publish.nrt import build_nrt
 from tests.unit.publish.machines import cpu_only, dgx_h100
 
 REPO = Path(__file__).resolve().parents[3]

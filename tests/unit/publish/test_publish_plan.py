@@ -5,15 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gputopo.agent.publisher import (
-    DesiredState,
-    NodeView,
-    PublishOptions,
-    desired_state,
-    fresh_node_publication,
-    plan,
-    plan_prune,
-)
+from gputopo.agent.publish.desired import DesiredState, PublishOptions, desired_state
+from gputopo.agent.publish.plan import NodeView, fresh_node_publication, plan, plan_prune
 from gputopo.core.contract import Contract
 from gputopo.core.validate import Taint, ValidationGate
 from tests.unit.publish.machines import dgx_h100

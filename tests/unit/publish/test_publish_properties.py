@@ -7,7 +7,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gputopo.agent.publisher import PublishOptions, desired_state
+from gputopo.agent.publish.desired import PublishOptions, desired_state
 from gputopo.agent.topology import DriverInfo, FabricInfo, NodeInfo
 from gputopo.core.validate import ValidationGate, is_label_value, is_qualified_name
 from tests.unit.publish.machines import a100_mig, dgx_h100, gb200_fabric, one_g

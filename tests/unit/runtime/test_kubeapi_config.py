@@ -214,8 +214,8 @@ def test_the_agent_run_path_does_not_import_the_kubernetes_package(tmp_path: Pat
     script = f"""
 import sys
 import gputopo.agent.cli
-import gputopo.agent.cli_publish, gputopo.agent.runloop, gputopo.agent.nrt
-import gputopo.agent.publisher, gputopo.core.kubeapi
+import gputopo.agent.cli_publish, gputopo.agent.runloop, gputopo.agent.publish.nrt
+import gputopo.agent.publish.cycle, gputopo.core.kubeapi
 gputopo.agent.cli_publish._api_client({path!r})
 heavy = sorted(
     m for m in ("kubernetes", "gputopo.scheduler", "numpy", "urllib3", "grpc") if m in sys.modules

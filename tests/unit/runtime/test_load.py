@@ -204,7 +204,7 @@ def test_a_health_tick_reads_each_nvlink_state_once_dgx_h100(tmp_path: Path) -> 
     """The health poll's NVLink states feed the load sample; the link count discovery learnt
     means no call past the last link (8 GPUs x 18 links on a DGX H100)."""
     from gputopo.agent.discovery import Discoverer
-    from gputopo.agent.runloop import Agent, RunLoopConfig
+    from gputopo.agent.loop import Agent, RunLoopConfig
     from gputopo.mocks.fake_pynvml import make_fake_pynvml
     from gputopo.mocks.profile import load_profile
     from gputopo.mocks.sysfs import build_sysfs
@@ -230,7 +230,7 @@ def test_slow_signals_are_re_read_every_tenth_tick_dgx_h100(tmp_path: Path) -> N
     """NVLink states, lifetime ECC counts and memory repair state every 10th health tick;
     temperature, clocks, volatile ECC every tick."""
     from gputopo.agent.discovery import Discoverer
-    from gputopo.agent.runloop import SLOW_SIGNALS_EVERY, Agent, RunLoopConfig
+    from gputopo.agent.loop import SLOW_SIGNALS_EVERY, Agent, RunLoopConfig
     from gputopo.mocks.fake_pynvml import make_fake_pynvml
     from gputopo.mocks.profile import load_profile
     from gputopo.mocks.sysfs import build_sysfs

@@ -268,7 +268,7 @@ def test_mig_devices_match_the_agents_count_labels_split_compute_instances_inclu
 
     from gputopo.agent.cli import discover_topology, machine_source
     from gputopo.agent.cli_publish import labels_document
-    from gputopo.agent.publisher import PublishOptions
+    from gputopo.agent.publish.desired import PublishOptions
 
     args = argparse.Namespace(mock="dgx-a100-mig", sysfs_root=None, node_name=None)
     with machine_source(args) as source:

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
-from gputopo.agent.publisher import (
+from gputopo.agent.publish.calls import (
     FIELD_MANAGER,
     ApiCallFailed,
     Backoff,
@@ -98,8 +98,8 @@ def build_nrt(
 
 
 class CustomObjectsApi(Protocol):
-    """The calls of ``kubernetes.client.CustomObjectsApi`` used here; :class:`agent.kubeapi.
-    KubeClient` has them with the same names and keywords."""
+    """The calls of :class:`gputopo.core.kubeapi.KubeClient` the NodeResourceTopology writer
+    uses."""
 
     def get_cluster_custom_object(
         self, group: str, version: str, plural: str, name: str

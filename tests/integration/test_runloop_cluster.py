@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +19,17 @@ import pytest
 from kubernetes import client
 
 from gputopo.agent.discovery import Discoverer
-from gputopo.agent.nrt import GROUP, PLURAL, VERSION, NrtPublisher
+from gputopo.agent.loop import Agent, RunLoopConfig
 from gputopo.agent.podresources import PodResourcesClient
-from gputopo.agent.publisher import Publisher
-from gputopo.agent.runloop import Agent, RunLoopConfig, serve
-from tests.controlplane import ClusterObjects
-
-from .fake_kubelet import fake_kubelet, short_socket_dir
+from gputopo.agent.publish.nrt import GROUP, PLURAL, VERSION, NrtPublisher
+from gputopo.agent.publish.writer import Publisher
+from gputopo.agent.runloop import serve
+from gputopo.core.kubeapi import KubeClient, load_kubeconfig
+from tests.controlplane import ClusterObjects, ControlPlane
+from tests.polling import eventually
+from tests.unit.runtime.fake_kubelet import fake_kubelet, short_socket_dir
 
 pytestmark = pytest.mark.integration
-
-
-def _eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -51,8 +43,9 @@ def node_name(cluster_objects: ClusterObjects, gputopo_crds: list[str]) -> str:
 
 @pytest.fixture
 def running(
-    node_name: str, kube_admin: client.ApiClient, tmp_path: Path
+    node_name: str, control_plane: ControlPlane, tmp_path: Path
 ) -> Iterator[tuple[Agent, Any, Any]]:
+    """The agent publishing through its own client (gputopo.core.kubeapi), as the admin."""
     from gputopo.mocks.fake_pynvml import make_fake_pynvml
     from gputopo.mocks.profile import load_profile
     from gputopo.mocks.sysfs import build_sysfs
@@ -60,6 +53,7 @@ def running(
     profile = load_profile("dgx-h100")
     nvml = make_fake_pynvml(profile)
     build_sysfs(profile, tmp_path / "sys")
+    api = KubeClient(load_kubeconfig(str(control_plane.admin_kubeconfig)))
     with short_socket_dir() as directory:
         socket_path = os.path.join(directory, "kubelet.sock")
         with (
@@ -68,8 +62,8 @@ def running(
         ):
             agent = Agent(
                 discoverer,
-                publisher=Publisher(client.CoreV1Api(kube_admin), node_name),
-                nrt=NrtPublisher(client.CustomObjectsApi(kube_admin), node_name),
+                publisher=Publisher(api, node_name),
+                nrt=NrtPublisher(api, node_name),
                 pod_resources=PodResourcesClient(socket_path),
                 config=RunLoopConfig(
                     interval_s=3600,
@@ -88,6 +82,7 @@ def running(
                 agent.stop()
                 thread.join(timeout=10)
                 server.stop()
+                api.close()
 
 
 def _taints(kube_admin: client.ApiClient, node_name: str) -> dict[str, str]:
@@ -99,13 +94,13 @@ def test_fatal_xid_taints_the_node_within_seconds(
     running: tuple[Agent, Any, Any], kube_admin: client.ApiClient, node_name: str
 ) -> None:
     agent, control, _ = running
-    _eventually(lambda: agent.readiness()[0])
+    eventually(lambda: agent.readiness()[0])
     node = client.CoreV1Api(kube_admin).read_node(node_name)
     assert node.metadata.labels["nvidia.com/gpu.count"] == "8"
     assert "gputopo.io/gpu-health" not in _taints(kube_admin, node_name)
     cycles = agent.cycles
     control.inject_xid(4, 79)  # "GPU has fallen off the bus": fatal
-    _eventually(lambda: "gputopo.io/gpu-health" in _taints(kube_admin, node_name), timeout=10)
+    eventually(lambda: "gputopo.io/gpu-health" in _taints(kube_admin, node_name), timeout_s=10)
     # One cycle, triggered by the event: the discovery interval is an hour, so the taint cannot
     # come from the schedule (how fast it comes is the benchmark's to measure, not this test's).
     assert _taints(kube_admin, node_name)["gputopo.io/gpu-health"] == "failed:NoSchedule"
@@ -121,11 +116,11 @@ def test_uncorrectable_ecc_error_taints_the_node_like_an_xid(
     """A double-bit ECC error arrives as an NVML event and triggers a cycle of its own: the
     discovery interval is an hour, so the taint cannot come from the schedule."""
     agent, control, _ = running
-    _eventually(lambda: agent.readiness()[0])
+    eventually(lambda: agent.readiness()[0])
     assert "gputopo.io/gpu-health" not in _taints(kube_admin, node_name)
     cycles = agent.cycles
     control.inject_ecc_error(6, uncorrectable=True)
-    _eventually(lambda: "gputopo.io/gpu-health" in _taints(kube_admin, node_name), timeout=10)
+    eventually(lambda: "gputopo.io/gpu-health" in _taints(kube_admin, node_name), timeout_s=10)
     assert _taints(kube_admin, node_name)["gputopo.io/gpu-health"] == "failed:NoSchedule"
     assert agent.cycles == cycles + 1
     topology = agent.holder.get().topology
@@ -142,7 +137,7 @@ def test_gpu_allocation_reaches_the_node_resource_topology(
 ) -> None:
     agent, _, kubelet = running
     custom = client.CustomObjectsApi(kube_admin)
-    _eventually(lambda: agent.readiness()[0])
+    eventually(lambda: agent.readiness()[0])
 
     def gpu_available(zone_name: str) -> int | None:
         nrt = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, node_name)
@@ -158,5 +153,5 @@ def test_gpu_allocation_reaches_the_node_resource_topology(
     assert topology is not None
     on_numa0 = [g.uuid for g in topology.gpus if g.numa_node == 0]
     kubelet.allocate("ml", "trainer-0", "main", "nvidia.com/gpu", [(on_numa0[0], 0)])
-    _eventually(lambda: gpu_available("node-0") == 3)
+    eventually(lambda: gpu_available("node-0") == 3)
     assert gpu_available("node-1") == 4

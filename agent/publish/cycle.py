@@ -1,0 +1,59 @@
+"""One discovery + publish cycle: what ``run --once`` does and what the run loop repeats."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from gputopo.agent.publish.calls import PublishResult
+from gputopo.agent.publish.desired import is_successful_discovery
+from gputopo.agent.publish.writer import Publisher
+from gputopo.agent.topology import NodeTopology
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    node: PublishResult
+    nrt: PublishResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.node.ok and (self.nrt is None or self.nrt.ok)
+
+
+class NrtWriter(Protocol):
+    def publish(
+        self,
+        topology: NodeTopology,
+        available: Mapping[int, Mapping[str, int]] | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> PublishResult: ...
+
+
+def run_cycle(
+    discover: Callable[[], NodeTopology],
+    publisher: Publisher,
+    *,
+    nrt: NrtWriter | None = None,
+    available: Callable[[], Mapping[int, Mapping[str, int]]] | None = None,
+    dry_run: bool = False,
+) -> CycleResult:
+    """One discovery + publish; what ``run --once`` does and what the run loop will repeat."""
+    try:
+        topology = discover()
+    except Exception as error:  # discovery promises not to raise; a bug must not strip the node
+        publisher.counters.cycles += 1
+        publisher.counters.discovery_failures += 1
+        message = f"discovery raised {type(error).__name__}: {error}; keeping the Node as it is"
+        log.error("%s", message)
+        return CycleResult(PublishResult("skipped", message=message))
+    node_result = publisher.publish(topology, dry_run=dry_run)
+    nrt_result = None
+    if nrt is not None and is_successful_discovery(topology):
+        nrt_result = nrt.publish(topology, available() if available else None, dry_run=dry_run)
+    return CycleResult(node_result, nrt_result)

@@ -1,0 +1,271 @@
+"""Planning: desired state + the Node as read -> one JSON merge patch, under the ownership and
+hysteresis rules of :mod:`gputopo.agent.publish` (pure; nothing here talks to the API server)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gputopo.agent.publish.desired import DesiredState
+from gputopo.core.contract import Contract, format_key_list, parse_key_list
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """The parts of a Node the publisher reads, as plain JSON values."""
+
+    name: str
+    resource_version: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    taints: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def from_dict(cls, node: Mapping[str, Any]) -> NodeView:
+        metadata = node.get("metadata") or {}
+        spec = node.get("spec") or {}
+        return cls(
+            name=str(metadata.get("name", "")),
+            resource_version=str(metadata.get("resourceVersion", "")),
+            labels=dict(metadata.get("labels") or {}),
+            annotations=dict(metadata.get("annotations") or {}),
+            taints=tuple(dict(t) for t in spec.get("taints") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # "label", "taint", "annotation"
+    key: str
+    old: str | None
+    new: str | None
+
+    def describe(self) -> str:
+        if self.old is None:
+            return f"+ {self.kind} {self.key}={self.new}"
+        if self.new is None:
+            return f"- {self.kind} {self.key}={self.old}"
+        return f"~ {self.kind} {self.key}: {self.old} -> {self.new}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    patch: dict[str, Any]  # JSON merge patch (empty when nothing changes)
+    skipped_foreign: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+
+def _taint_identity(taint: Mapping[str, Any]) -> str:
+    return f"{taint.get('key', '')}:{taint.get('effect', '')}"
+
+
+def _taint_text(taint: Mapping[str, Any]) -> str:
+    return f"{taint.get('value', '')}:{taint.get('effect', '')}"
+
+
+def _parse_pending(text: str | None) -> dict[str, int]:
+    if not text:
+        return {}
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        log.warning("pending-removal annotation %r is not JSON; starting the count afresh", text)
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {
+        str(k): v for k, v in document.items() if isinstance(v, int) and not isinstance(v, bool)
+    }
+
+
+class _Planner:
+    def __init__(self, node: NodeView, contract: Contract) -> None:
+        self.node = node
+        self.contract = contract
+        self.changes: list[Change] = []
+        self.labels: dict[str, str | None] = {}
+        self.annotations: dict[str, str | None] = {}
+        self.taints: list[dict[str, Any]] | None = None
+
+    def set_label(self, key: str, value: str | None) -> None:
+        old = self.node.labels.get(key)
+        if old != value:
+            self.labels[key] = value
+            self.changes.append(Change("label", key, old, value))
+
+    def set_annotation(self, key: str, value: str | None) -> None:
+        old = self.node.annotations.get(key)
+        if old != value:
+            self.annotations[key] = value
+            shown_old = None if old is None else _ellipsis(old)
+            shown_new = None if value is None else _ellipsis(value)
+            self.changes.append(Change("annotation", key, shown_old, shown_new))
+
+    def set_taints(self, taints: list[dict[str, Any]]) -> None:
+        before = {_taint_identity(t): t for t in self.node.taints}
+        after = {_taint_identity(t): t for t in taints}
+        for identity in sorted(before.keys() | after.keys()):
+            old, new = before.get(identity), after.get(identity)
+            if old is not None and new is not None and old.get("value") == new.get("value"):
+                continue
+            self.changes.append(
+                Change(
+                    "taint",
+                    identity.rpartition(":")[0],
+                    None if old is None else _taint_text(old),
+                    None if new is None else _taint_text(new),
+                )
+            )
+        if taints != list(self.node.taints):
+            self.taints = taints
+
+    def patch(self) -> dict[str, Any]:
+        if not self.changes:
+            return {}
+        metadata: dict[str, Any] = {"resourceVersion": self.node.resource_version}
+        if self.labels:
+            metadata["labels"] = dict(self.labels)
+        if self.annotations:
+            metadata["annotations"] = dict(self.annotations)
+        patch: dict[str, Any] = {"metadata": metadata}
+        if self.taints is not None:
+            patch["spec"] = {"taints": self.taints}
+        return patch
+
+
+def _ellipsis(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} bytes)"
+
+
+def plan(
+    node: NodeView,
+    desired: DesiredState,
+    contract: Contract,
+    removal_after: int,
+) -> Plan:
+    """The merge patch that brings ``node`` to ``desired`` under the ownership rules."""
+    planner = _Planner(node, contract)
+    owned_labels = parse_key_list(node.annotations.get(contract.owned_labels_annotation))
+    owned_taints = parse_key_list(node.annotations.get(contract.owned_taints_annotation))
+    pending = _parse_pending(node.annotations.get(contract.pending_removal_annotation))
+    own_prefix = f"{contract.prefix}/"
+    skipped: list[str] = []
+
+    def foreign(key: str, owned: frozenset[str], identity: str) -> bool:
+        """Someone else's key: present, not ours, and not in our own prefix."""
+        return identity not in owned and not key.startswith(own_prefix)
+
+    # labels
+    new_owned_labels: set[str] = set()
+    new_pending: dict[str, int] = {}
+    for key, value in sorted(desired.labels.items()):
+        if key in node.labels and foreign(key, owned_labels, key):
+            skipped.append(f"label {key}")
+            continue
+        planner.set_label(key, value)
+        new_owned_labels.add(key)
+    for key in sorted(owned_labels - new_owned_labels):
+        misses = pending.get(f"label:{key}", 0) + 1
+        if misses >= removal_after or key not in node.labels:
+            planner.set_label(key, None)
+        else:
+            new_owned_labels.add(key)
+            new_pending[f"label:{key}"] = misses
+
+    # taints (identified by key and effect)
+    desired_taints = {t.identity(): t for t in desired.taints}
+    new_owned_taints: set[str] = set()
+    result_taints: list[dict[str, Any]] = []
+    for existing in node.taints:
+        identity = _taint_identity(existing)
+        if identity in desired_taints:
+            wanted = desired_taints[identity]
+            if foreign(wanted.key, owned_taints, identity):
+                skipped.append(f"taint {identity}")
+                result_taints.append(existing)
+                continue
+            updated = dict(existing)
+            updated["value"] = wanted.value
+            result_taints.append(updated)
+            new_owned_taints.add(identity)
+        elif identity in owned_taints:
+            misses = pending.get(f"taint:{identity}", 0) + 1
+            if misses < removal_after:
+                result_taints.append(existing)
+                new_owned_taints.add(identity)
+                new_pending[f"taint:{identity}"] = misses
+        else:
+            result_taints.append(existing)  # someone else's taint: kept as it is
+    present = {_taint_identity(t) for t in node.taints}
+    for identity, taint in desired_taints.items():
+        if identity not in present:
+            result_taints.append(taint.to_dict())
+            new_owned_taints.add(identity)
+    planner.set_taints(result_taints)
+
+    # annotations: content, then bookkeeping
+    for key, value in sorted(desired.annotations.items()):
+        planner.set_annotation(key, value)
+    planner.set_annotation(
+        contract.owned_labels_annotation,
+        format_key_list(new_owned_labels) if new_owned_labels else None,
+    )
+    planner.set_annotation(
+        contract.owned_taints_annotation,
+        format_key_list(new_owned_taints) if new_owned_taints else None,
+    )
+    planner.set_annotation(
+        contract.pending_removal_annotation,
+        json.dumps(new_pending, separators=(",", ":"), sort_keys=True) if new_pending else None,
+    )
+    planner.set_annotation(
+        contract.sla_state_annotation,
+        desired.sla_state.to_json() if desired.sla_state is not None else None,
+    )
+    return Plan(tuple(planner.changes), planner.patch(), tuple(skipped))
+
+
+def plan_prune(node: NodeView, contract: Contract) -> Plan:
+    """Remove every label, taint and annotation the agent owns; nothing else."""
+    planner = _Planner(node, contract)
+    owned_labels = parse_key_list(node.annotations.get(contract.owned_labels_annotation))
+    owned_taints = parse_key_list(node.annotations.get(contract.owned_taints_annotation))
+    for key in sorted(owned_labels):
+        if key in node.labels:
+            planner.set_label(key, None)
+    planner.set_taints([t for t in node.taints if _taint_identity(t) not in owned_taints])
+    for key in contract_annotations(contract):
+        if key in node.annotations:
+            planner.set_annotation(key, None)
+    return Plan(tuple(planner.changes), planner.patch())
+
+
+def contract_annotations(contract: Contract) -> tuple[str, ...]:
+    return (
+        contract.topology_annotation,
+        contract.owned_labels_annotation,
+        contract.owned_taints_annotation,
+        contract.pending_removal_annotation,
+        contract.sla_state_annotation,
+    )
+
+
+def fresh_node_publication(
+    desired: DesiredState, contract: Contract
+) -> tuple[dict[str, str], list[dict[str, str]], dict[str, str]]:
+    """Labels, taints and annotations a publish would leave on a Node that has none of them."""
+    result = plan(NodeView("", "", {}, {}, ()), desired, contract, removal_after=1)
+    metadata = result.patch.get("metadata", {})
+    labels = {k: v for k, v in metadata.get("labels", {}).items() if v is not None}
+    annotations = {k: v for k, v in metadata.get("annotations", {}).items() if v is not None}
+    taints = list(result.patch.get("spec", {}).get("taints", []))
+    return labels, taints, annotations
