@@ -5,7 +5,8 @@ kube-scheduler's DefaultPreemption, on one node at a time:
 1. A pod with `preemptionPolicy: Never` never preempts; nor does one whose nominated node still
    has lower-priority pods terminating (the room it asked for is on its way).
 2. Candidate nodes are those the pod failed for a reason eviction can cure (resources, ports,
-   anti-affinity, spread skew) — not taints, node affinity, nodeName or cordon.
+   anti-affinity, spread skew) — not taints, node affinity, nodeName or cordon: the filters
+   report those as kube-scheduler's UnschedulableAndUnresolvable (`NodeDiagnosis.unresolvable`).
 3. On each candidate: remove every pod of lower priority; if the preemptor still does not fit,
    the node is out. Otherwise give pods back, highest priority first — those whose eviction would
    violate a PodDisruptionBudget first of all — keeping each one that still leaves room. What is
@@ -33,14 +34,6 @@ from typing import Any, Final
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import fit_error_message, schedule_one
 from gputopo.scheduler.model import Pod, parse_pod
-from gputopo.scheduler.plugins import (
-    inter_pod_affinity,
-    node_affinity,
-    node_name,
-    node_unschedulable,
-    taint_toleration,
-    topology_spread,
-)
 from gputopo.scheduler.profile import SchedulerProfile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
@@ -51,14 +44,6 @@ NO_VICTIMS_REASON: Final = "No preemption victims found for incoming pod"
 NOT_HELPFUL_REASON: Final = "Preemption is not helpful for scheduling"
 POLICY_NEVER_MESSAGE: Final = "not eligible due to preemptionPolicy=Never."
 TERMINATING_MESSAGE: Final = "not eligible due to a terminating pod on the nominated node."
-
-# Failures eviction cannot cure: kube-scheduler's UnschedulableAndUnresolvable.
-UNRESOLVABLE_PLUGINS: Final = frozenset(
-    {node_unschedulable.NAME, node_name.NAME, taint_toleration.NAME, node_affinity.NAME}
-)
-UNRESOLVABLE_REASONS: Final = frozenset(
-    {inter_pod_affinity.REASON_AFFINITY, topology_spread.REASON_MISSING_LABEL}
-)
 
 
 @dataclass(frozen=True)
@@ -230,9 +215,7 @@ class Preemption:
         for node, verdict in diagnosis.items():
             if verdict.feasible:
                 continue
-            if verdict.failed_plugin in UNRESOLVABLE_PLUGINS or UNRESOLVABLE_REASONS.intersection(
-                verdict.reasons
-            ):
+            if verdict.unresolvable:
                 why_not[NOT_HELPFUL_REASON] = why_not.get(NOT_HELPFUL_REASON, 0) + 1
                 continue
             lower = on_node.get(node)
