@@ -253,6 +253,9 @@ def _extensions(plugins: tuple[Plugin, ...]) -> _Extensions:
     )
 
 
+_DEFAULT_EXTENSIONS: Final = _extensions(PLUGINS)
+
+
 def schedule_one(
     pod: Pod,
     snapshot: ClusterSnapshot,
@@ -270,7 +273,7 @@ def schedule_one(
     if snapshot.node_count == 0:
         return ScheduleResult(pod.key, None, NO_NODES_MESSAGE, pod.warnings)
 
-    extensions = _extensions(plugins)
+    extensions = _DEFAULT_EXTENSIONS if plugins is PLUGINS else _extensions(plugins)
     ctx = CycleContext(
         pod, snapshot, profile, GpuAllocator.of(snapshot), snapshot.attached(LoadTracker)
     )

@@ -32,8 +32,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from gputopo.scheduler.errors import SchedulerInputError
-from gputopo.scheduler.framework import fit_error_message, schedule_one
+from gputopo.scheduler.framework import ScheduleResult, fit_error_message, schedule_one
 from gputopo.scheduler.model import Pod, parse_pod
+from gputopo.scheduler.plugins import PLUGINS
+from gputopo.scheduler.plugins.context import Plugin
 from gputopo.scheduler.profile import SchedulerProfile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
@@ -168,12 +170,18 @@ def _violating(pods: Sequence[JsonDict], budgets: Sequence[DisruptionBudget]) ->
 class Preemption:
     """Plans preemption on a snapshot the caller holds still (under its cache lock)."""
 
-    def __init__(self, snapshot: ClusterSnapshot, profile: SchedulerProfile) -> None:
+    def __init__(
+        self,
+        snapshot: ClusterSnapshot,
+        profile: SchedulerProfile,
+        plugins: tuple[Plugin, ...] = PLUGINS,
+    ) -> None:
         self.snapshot = snapshot
         self.profile = profile
+        self.plugins = plugins
 
     def _fits(self, pod: Pod, node: str) -> bool:
-        verdict = schedule_one(pod, self.snapshot, self.profile).diagnosis().get(node)
+        verdict = self._cycle(pod).diagnosis().get(node)
         return verdict is not None and verdict.feasible
 
     def plan(
@@ -201,7 +209,7 @@ class Preemption:
         except SchedulerInputError:
             return PreemptionOutcome(None)
         priority = priority_of(preemptor)
-        result = schedule_one(pod, self.snapshot, self.profile)
+        result = self._cycle(pod)
         if result.node is not None:
             return PreemptionOutcome(None)
         on_node: dict[str, list[JsonDict]] = {}
@@ -229,6 +237,9 @@ class Preemption:
         return PreemptionOutcome(
             None, fit_error_message(len(diagnosis), why_not), clear_nomination=True
         )
+
+    def _cycle(self, pod: Pod) -> ScheduleResult:
+        return schedule_one(pod, self.snapshot, self.profile, self.plugins)
 
     def _plan_on_node(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar, cast, runtime_checkable
 
 import numpy as np
 
@@ -67,10 +67,11 @@ class CycleContext:
         # Scores already computed this cycle, by plugin name (a later score may read one).
         self.scores: dict[str, IntArray] = {}
 
-    def per_shape(self, key: str, kind: type[_T], compute: Callable[[], _T]) -> _T:
+    def per_shape(self, key: str, compute: Callable[[CycleContext], _T]) -> _T:
         """Pre-computed node state that every pod of this pod's shape (nodeName, nodeSelector,
-        node affinity, tolerations) shares: ``compute()`` once per shape, kept with the snapshot
-        until a node changes. The node-only filters keep their per-node verdicts here."""
+        node affinity, tolerations) shares: ``compute(ctx)`` once per shape and ``key`` (the
+        plugin's name), kept with the snapshot until a node changes. The node-only filters keep
+        their per-node verdicts here."""
         shape = self._shape
         if shape is None:
             cached = self.snapshot.static_cache().get(self.pod.static_key)
@@ -79,9 +80,9 @@ class CycleContext:
                 self.snapshot.remember_static(self.pod.static_key, cached)
             shape = self._shape = cached
         value = shape.get(key)
-        if not isinstance(value, kind):
-            value = shape[key] = compute()
-        return value
+        if value is None:
+            value = shape[key] = compute(self)
+        return cast(_T, value)
 
     def passing(self) -> IntArray:
         """The slots that pass every filter run so far."""

@@ -82,7 +82,7 @@ def _evaluate(ctx: CycleContext) -> AffinityState:
 
 def state(ctx: CycleContext) -> AffinityState:
     """This pod shape's per-node affinity results (PodTopologySpread and Headroom read them)."""
-    return ctx.per_shape(NAME, AffinityState, lambda: _evaluate(ctx))
+    return ctx.per_shape(NAME, _evaluate)
 
 
 class NodeAffinity:

@@ -42,7 +42,7 @@ class NodeName:
     def filter(self, ctx: CycleContext) -> CodedVerdict | None:
         if not ctx.pod.node_name:
             return None
-        return ctx.per_shape(NAME, _ShapeVerdict, lambda: _evaluate(ctx)).verdict
+        return ctx.per_shape(NAME, _evaluate).verdict
 
 
 PLUGIN: Final = NodeName()

@@ -48,7 +48,7 @@ class NodeUnschedulable:
     name: Final = NAME
 
     def filter(self, ctx: CycleContext) -> CodedVerdict | None:
-        return ctx.per_shape(NAME, _ShapeVerdict, lambda: _evaluate(ctx)).verdict
+        return ctx.per_shape(NAME, _evaluate).verdict
 
 
 PLUGIN: Final = NodeUnschedulable()

@@ -93,7 +93,7 @@ def _evaluate(ctx: CycleContext) -> TaintState:
 
 def state(ctx: CycleContext) -> TaintState:
     """This pod shape's per-node taint verdicts (PodTopologySpread's taint policy reads them)."""
-    return ctx.per_shape(NAME, TaintState, lambda: _evaluate(ctx))
+    return ctx.per_shape(NAME, _evaluate)
 
 
 class TaintToleration:
