@@ -244,7 +244,7 @@ class _Extensions:
     scores: tuple[ScorePlugin, ...]
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)
 def _extensions(plugins: tuple[Plugin, ...]) -> _Extensions:
     return _Extensions(
         tuple(p for p in plugins if isinstance(p, PreFilterPlugin)),

@@ -11,6 +11,10 @@ distinct term so the symmetry checks cost one match per term, not one per pod.
 Terminal pods (phase Succeeded/Failed) are never load: adding one removes the pod.
 Pods assigned to a node the snapshot has not seen yet wait and count once the node arrives,
 as kube-scheduler's cache does.
+
+One file of over 500 lines because every add, update and remove keeps all the indexes above
+(node slots, per-node arrays, the pod label index, aggregated affinity terms, topology domains)
+consistent at once; split apart, each mutation would reach into every piece.
 """
 
 from __future__ import annotations
