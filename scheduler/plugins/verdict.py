@@ -12,9 +12,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from gputopo.scheduler.snapshot import BoolArray, IntArray
 
@@ -64,7 +65,7 @@ class CodedVerdict:
 
     __slots__ = ("codes", "failing", "reasons")
 
-    def __init__(self, codes: IntArray | np.ndarray, reasons: Mapping[int, Reason]) -> None:
+    def __init__(self, codes: npt.NDArray[np.integer[Any]], reasons: Mapping[int, Reason]) -> None:
         self.codes = codes
         self.reasons = reasons
         self.failing: BoolArray = codes > 0
