@@ -35,15 +35,7 @@ from typing import Any, Final
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import NodeDiagnosis, schedule_one
 from gputopo.scheduler.model import parse_pod
-from gputopo.scheduler.plugins import (
-    headroom,
-    inter_pod_affinity,
-    node_affinity,
-    node_name,
-    node_unschedulable,
-    taint_toleration,
-    topology_spread,
-)
+from gputopo.scheduler.plugins import headroom
 from gputopo.scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
 from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.informer import Reflector
@@ -56,16 +48,6 @@ MAX_EXTENDER_PRIORITY: Final = 10
 
 NOT_IN_CACHE_REASON: Final = "node(s) not yet in gputopo's cache"
 VERBS: Final = ("filter", "prioritize", "preempt", "bind")
-
-# Filters whose failure preemption cannot cure: kube-scheduler reports them as
-# UnschedulableAndUnresolvable, so the extender puts them in FailedAndUnresolvableNodes (which
-# keeps kube-scheduler from trying to preempt on those nodes).
-UNRESOLVABLE_PLUGINS: Final = frozenset(
-    {node_unschedulable.NAME, node_name.NAME, taint_toleration.NAME, node_affinity.NAME}
-)
-UNRESOLVABLE_REASONS: Final = frozenset(
-    {inter_pod_affinity.REASON_AFFINITY, topology_spread.REASON_MISSING_LABEL}
-)
 
 NODES_PATH: Final = "/api/v1/nodes"
 PODS_PATH: Final = "/api/v1/pods"
@@ -255,9 +237,8 @@ class Extender:
                 failed[name] = NOT_IN_CACHE_REASON
             elif verdict.feasible:
                 passed.append(name)
-            elif verdict.failed_plugin in UNRESOLVABLE_PLUGINS or (
-                UNRESOLVABLE_REASONS.intersection(verdict.reasons)
-            ):
+            elif verdict.unresolvable:
+                # UnschedulableAndUnresolvable: kube-scheduler will not preempt on this node.
                 unresolvable[name] = ", ".join(verdict.reasons)
             else:
                 failed[name] = ", ".join(verdict.reasons)

@@ -1,9 +1,18 @@
-"""One scheduling cycle: filter every node, score the feasible ones, pick one.
+"""One scheduling cycle: run the registered plugins over every node, score the feasible ones,
+pick one.
 
 `schedule_one(pod, snapshot)` is the whole decision and has no side effects; the caller records
-a placement with `snapshot.assume(pod, node)`. Filters run in kube-scheduler's default order and
-a node reports the reasons of the first filter it fails, so the failure message counts exactly
-what kube-scheduler's would ("0/12 nodes are available: 4 Insufficient nvidia.com/gpu, ...").
+a placement with `snapshot.assume(pod, node)`. The framework knows plugins only through their
+interface (`scheduler.plugins.context`): it runs the PreFilter, Filter and Score of each plugin
+in `scheduler.plugins.PLUGINS` in that tuple's order (kube-scheduler's default filter order),
+weights scores by the profile's weight for the plugin's name, and never names a plugin. A node
+reports the reasons of the first filter it fails, so the failure message counts exactly what
+kube-scheduler's would ("0/12 nodes are available: 4 Insufficient nvidia.com/gpu, ..."), and
+each reason carries kube-scheduler's status code, so preemption knows where it cannot help.
+
+Each cycle gets a `CycleContext` holding the snapshot's GPU allocator and load tracker (kept
+with the snapshot across cycles, see `ClusterSnapshot.attach`) and the pod shape's pre-computed
+node state; filters and scores answer for all nodes at once over the snapshot's per-node arrays.
 
 Ties between equally scored nodes are broken by a stable hash of the pod's `namespace/name` and
 the node's name (then by node name): deterministic across runs and processes, yet different pods
@@ -13,6 +22,7 @@ kube-scheduler picks uniformly at random among ties instead.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,31 +31,20 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from gputopo.scheduler import scheduling_profile as profiles
+from gputopo.scheduler.gpu_alloc import GpuAllocator
 from gputopo.scheduler.model import Pod
-from gputopo.scheduler.plugins import (
-    balanced_allocation,
-    gpu_topology,
-    headroom,
-    inter_pod_affinity,
-    load_aware,
-    node_affinity,
-    node_filters,
-    node_ports,
-    resources_fit,
-    topology_spread,
+from gputopo.scheduler.plugins import PLUGINS
+from gputopo.scheduler.plugins.context import (
+    CycleContext,
+    FilterPlugin,
+    Plugin,
+    PreFilterPlugin,
+    ScorePlugin,
 )
-from gputopo.scheduler.plugins.node_filters import (
-    STAGE_INTER_POD_AFFINITY,
-    STAGE_NODE_AFFINITY_PREFILTER,
-    STAGE_NODE_PORTS,
-    STAGE_NODE_RESOURCES_FIT,
-    STAGE_POD_TOPOLOGY_SPREAD,
-    NodeFilterResult,
-)
-from gputopo.scheduler.plugins.normalize import default_normalize
+from gputopo.scheduler.plugins.verdict import FilterVerdict, MaskVerdict, unresolvable
+from gputopo.scheduler.prometheus_load import LoadTracker
 from gputopo.scheduler.scheduling_profile import SchedulerProfile, default_profile
-from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray
+from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
 
 NO_NODES_MESSAGE: Final = "no nodes available to schedule pods"
 SCHEDULING_GATED_MESSAGE: Final = "Scheduling is blocked due to non-empty scheduling gates"
@@ -82,112 +81,84 @@ class NodeDiagnosis:
     score: int
     plugin_scores: Mapping[str, int] = field(default_factory=dict)
     failed_plugin: str | None = None
+    # kube-scheduler's UnschedulableAndUnresolvable: no eviction makes this node fit the pod.
+    unresolvable: bool = False
 
 
 class _Evaluation:
-    """The arrays one cycle produced, kept so per-node diagnosis can be built on demand."""
+    """The verdicts one cycle produced, kept so per-node diagnosis can be built on demand."""
 
     __slots__ = (
+        "_stage",
+        "capacity",
         "feasible_slots",
-        "fit_failures",
-        "gpu_topology",
-        "headroom_min_gpus",
-        "inter_pod",
-        "load",
         "names",
-        "node_filters",
         "plugin_scores",
         "slots",
-        "spread",
-        "stage",
+        "stage_plugins",
         "total",
+        "verdicts",
     )
 
     def __init__(
         self,
         names: tuple[str, ...],
         slots: IntArray,
-        stage: npt.NDArray[np.int8],
-        node_filters: NodeFilterResult,
-        fit_failures: list[tuple[str, BoolArray]],
-        spread: npt.NDArray[np.int8] | None,
-        inter_pod: npt.NDArray[np.int8] | None,
+        capacity: int,
+        verdicts: Sequence[FilterVerdict | None],
+        stage_plugins: Sequence[str],
     ) -> None:
         self.names = names
         self.slots = slots
-        self.stage = stage
-        self.node_filters = node_filters
-        self.fit_failures = fit_failures
-        self.spread = spread
-        self.inter_pod = inter_pod
-        self.gpu_topology: npt.NDArray[np.int8] | None = None
-        self.load: npt.NDArray[np.int8] | None = None
-        self.headroom_min_gpus = 0  # the profile's, for the Headroom reason
+        self.capacity = capacity
+        # Filters in order (index 1..), then the PreFilter's nodes left out (the last index).
+        self.verdicts = verdicts
+        self.stage_plugins = stage_plugins
+        self._stage: npt.NDArray[np.int8] | None = None
         self.feasible_slots: IntArray = np.zeros(0, dtype=np.int64)
         self.total: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
         self.plugin_scores: dict[str, npt.NDArray[np.uint8]] = {}
 
-    def reasons_of(self, slot: int) -> tuple[str, ...]:
-        stage = int(self.stage[slot])
-        if stage == 0:
-            return ()
-        if stage < STAGE_NODE_PORTS:
-            return (self.node_filters.reasons[int(self.node_filters.reason_id[slot])],)
-        if stage == STAGE_NODE_PORTS:
-            return (node_ports.REASON,)
-        if stage == STAGE_NODE_RESOURCES_FIT:
-            return tuple(reason for reason, mask in self.fit_failures if mask[slot])
-        if stage == STAGE_POD_TOPOLOGY_SPREAD:
-            assert self.spread is not None
-            return (topology_spread.REASONS[int(self.spread[slot])],)
-        if stage == STAGE_NODE_AFFINITY_PREFILTER:
-            return (node_affinity.REASON_NOT_PINNED,)
-        if stage == gpu_topology.STAGE:
-            assert self.gpu_topology is not None
-            return (gpu_topology.REASONS[int(self.gpu_topology[slot])],)
-        if stage == load_aware.STAGE:
-            assert self.load is not None
-            return (load_aware.REASONS[int(self.load[slot])],)
-        if stage == headroom.STAGE:
-            return (headroom.reason(self.headroom_min_gpus),)
-        assert self.inter_pod is not None
-        return (inter_pod_affinity.REASONS[int(self.inter_pod[slot])],)
+    @property
+    def stage(self) -> npt.NDArray[np.int8]:
+        """Per slot, the index of the verdict a node reports: the first filter it fails, or the
+        PreFilter that left it out (0: feasible). Built only when a failure is explained."""
+        if self._stage is None:
+            stage = np.zeros(self.capacity, dtype=np.int8)
+            *filters, left_out = self.verdicts
+            for index in range(len(filters) - 1, 0, -1):  # the first failure is written last
+                verdict = filters[index]
+                if verdict is not None:
+                    stage[verdict.failing] = index
+            if left_out is not None:
+                stage[left_out.failing] = len(filters)
+            self._stage = stage
+        return self._stage
+
+    def diagnose(self, slot: int) -> NodeDiagnosis:
+        """The verdict of a node that failed a filter."""
+        index = int(self.stage[slot])
+        verdict = self.verdicts[index]
+        assert verdict is not None
+        reasons = verdict.reasons_of(slot)
+        return NodeDiagnosis(
+            feasible=False,
+            reasons=tuple(reason.message for reason in reasons),
+            score=0,
+            failed_plugin=self.stage_plugins[index],
+            unresolvable=any(reason.unresolvable for reason in reasons),
+        )
 
     def reason_counts(self) -> dict[str, int]:
         """Counts per reason over all failing nodes, computed with array operations."""
         counts: dict[str, int] = {}
         stage = self.stage[self.slots]
-
-        def add(reason: str, count: int) -> None:
-            if count:
-                counts[reason] = counts.get(reason, 0) + count
-
-        static = self.slots[(stage > 0) & (stage < STAGE_NODE_PORTS)]
-        if len(static):
-            ids = np.bincount(
-                self.node_filters.reason_id[static], minlength=len(self.node_filters.reasons)
-            )
-            for index, reason in enumerate(self.node_filters.reasons):
-                add(reason, int(ids[index]))
-        add(node_ports.REASON, int((stage == STAGE_NODE_PORTS).sum()))
-        add(node_affinity.REASON_NOT_PINNED, int((stage == STAGE_NODE_AFFINITY_PREFILTER).sum()))
-        fit_slots = self.slots[stage == STAGE_NODE_RESOURCES_FIT]
-        for reason, mask in self.fit_failures:
-            add(reason, int(mask[fit_slots].sum()))
-        for stage_code, codes, names in (
-            (STAGE_POD_TOPOLOGY_SPREAD, self.spread, topology_spread.REASONS),
-            (STAGE_INTER_POD_AFFINITY, self.inter_pod, inter_pod_affinity.REASONS),
-            (gpu_topology.STAGE, self.gpu_topology, gpu_topology.REASONS),
-            (load_aware.STAGE, self.load, load_aware.REASONS),
-        ):
-            if codes is None:
-                continue
-            chosen = codes[self.slots[stage == stage_code]]
-            for code, reason in names.items():
-                add(reason, int((chosen == code).sum()))
-        kept = int((stage == headroom.STAGE).sum())
-        if kept:
-            add(headroom.reason(self.headroom_min_gpus), kept)
+        per_stage = np.bincount(stage, minlength=len(self.verdicts))
+        for index in np.flatnonzero(per_stage[1:]).tolist():
+            verdict = self.verdicts[index + 1]
+            assert verdict is not None
+            for reason, count in verdict.count(self.slots[stage == index + 1]):
+                counts[reason.message] = counts.get(reason.message, 0) + count
         return counts
 
 
@@ -239,18 +210,7 @@ class ScheduleResult:
             name = evaluation.names[slot]
             index = position.get(slot)
             if index is None:
-                stage = int(evaluation.stage[slot])
-                out[name] = NodeDiagnosis(
-                    feasible=False,
-                    reasons=evaluation.reasons_of(slot),
-                    score=0,
-                    failed_plugin=node_filters.STAGE_PLUGINS.get(stage)
-                    or {
-                        gpu_topology.STAGE: gpu_topology.NAME,
-                        load_aware.STAGE: load_aware.NAME,
-                        headroom.STAGE: headroom.NAME,
-                    }.get(stage),
-                )
+                out[name] = evaluation.diagnose(slot)
             else:
                 out[name] = NodeDiagnosis(
                     feasible=True,
@@ -275,10 +235,37 @@ def _unschedulable_without_filters(pod: Pod) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Extensions:
+    """A plugin tuple split by extension point, in the tuple's order."""
+
+    pre_filters: tuple[PreFilterPlugin, ...]
+    filters: tuple[FilterPlugin, ...]
+    scores: tuple[ScorePlugin, ...]
+
+
+@functools.lru_cache(maxsize=16)
+def _extensions(plugins: tuple[Plugin, ...]) -> _Extensions:
+    return _Extensions(
+        tuple(p for p in plugins if isinstance(p, PreFilterPlugin)),
+        tuple(p for p in plugins if isinstance(p, FilterPlugin)),
+        tuple(p for p in plugins if isinstance(p, ScorePlugin)),
+    )
+
+
+_DEFAULT_EXTENSIONS: Final = _extensions(PLUGINS)
+
+
 def schedule_one(
-    pod: Pod, snapshot: ClusterSnapshot, profile: SchedulerProfile | None = None
+    pod: Pod,
+    snapshot: ClusterSnapshot,
+    profile: SchedulerProfile | None = None,
+    plugins: tuple[Plugin, ...] = PLUGINS,
 ) -> ScheduleResult:
-    """Decide where `pod` goes in `snapshot` (no side effects; call `snapshot.assume` to place)."""
+    """Decide where `pod` goes in `snapshot` (no side effects; call `snapshot.assume` to place).
+
+    ``plugins``: the registry by default; a test or an embedder may run another tuple.
+    """
     profile = profile or default_profile()
     refused = _unschedulable_without_filters(pod)
     if refused is not None:
@@ -286,114 +273,76 @@ def schedule_one(
     if snapshot.node_count == 0:
         return ScheduleResult(pod.key, None, NO_NODES_MESSAGE, pod.warnings)
 
-    alive = snapshot.alive
-    slots = np.flatnonzero(alive).astype(np.int64)
-    if pod.required_node_names is not None and not pod.required_node_names:
-        message = fit_error_message(len(slots), {}) + f" {node_affinity.REASON_CONFLICT}."
-        return ScheduleResult(pod.key, None, message, pod.warnings)
-    static = node_filters.evaluate(pod, snapshot)
-    stage = static.stage.copy()
-    ports = node_ports.conflicts(pod, snapshot)
-    if ports is not None:
-        stage[(stage == 0) & ports] = STAGE_NODE_PORTS
-    fit_fails, fit_failures = resources_fit.filter_nodes(pod, snapshot)
-    stage[(stage == 0) & fit_fails] = STAGE_NODE_RESOURCES_FIT
-    spread = topology_spread.filter_nodes(pod, snapshot, static)
-    if spread is not None:
-        stage[(stage == 0) & (spread > 0)] = STAGE_POD_TOPOLOGY_SPREAD
-    inter_pod = inter_pod_affinity.filter_nodes(pod, snapshot)
-    if inter_pod is not None:
-        stage[(stage == 0) & (inter_pod > 0)] = STAGE_INTER_POD_AFFINITY
-    gpu_codes = gpu_topology.filter_nodes(pod, snapshot, slots[stage[slots] == 0])
-    if gpu_codes is not None:
-        stage[(stage == 0) & (gpu_codes > 0)] = gpu_topology.STAGE
-    load_codes = load_aware.filter_nodes(pod, snapshot, slots[stage[slots] == 0])
-    if load_codes is not None:
-        stage[(stage == 0) & (load_codes > 0)] = load_aware.STAGE
-    if pod.required_node_names is not None:
-        pinned = np.zeros(snapshot.capacity, dtype=np.bool_)
-        for name in pod.required_node_names:
-            slot = snapshot.slot_of(name)
-            if slot is not None:
-                pinned[slot] = True
-        stage[~pinned] = STAGE_NODE_AFFINITY_PREFILTER
-    headroom_codes = headroom.filter_nodes(
-        pod,
-        snapshot,
-        slots[stage[slots] == 0],
-        profile.headroom_min_gpus,
-        static.preferred_affinity if pod.preferred_node_affinity else None,
+    extensions = _DEFAULT_EXTENSIONS if plugins is PLUGINS else _extensions(plugins)
+    ctx = CycleContext(
+        pod, snapshot, profile, GpuAllocator.of(snapshot), snapshot.attached(LoadTracker)
     )
-    if headroom_codes is not None:
-        stage[(stage == 0) & (headroom_codes > 0)] = headroom.STAGE
+    slots = np.flatnonzero(snapshot.alive).astype(np.int64)
+    failed = np.zeros(snapshot.capacity, dtype=np.bool_)
+    ctx.slots, ctx.failed = slots, failed
+    filters = extensions.filters
+    verdicts: list[FilterVerdict | None] = [None] * (len(filters) + 2)
+    stage_plugins = ["", *(plugin.name for plugin in filters), ""]
+
+    considered: npt.NDArray[np.bool_] | None = None
+    restricted_by: list[str] = []
+    for pre_filter in extensions.pre_filters:
+        outcome = pre_filter.pre_filter(ctx)
+        if outcome is None:
+            continue
+        if outcome.refusal is not None:
+            message = fit_error_message(len(slots), {}) + f" {outcome.refusal}."
+            return ScheduleResult(pod.key, None, message, pod.warnings)
+        if outcome.node_names is not None:
+            named = np.zeros(snapshot.capacity, dtype=np.bool_)
+            for name in outcome.node_names:
+                slot = snapshot.slot_of(name)
+                if slot is not None:
+                    named[slot] = True
+            considered = named if considered is None else considered & named
+            restricted_by.append(pre_filter.name)
+    if considered is not None:
+        # kube-scheduler reports the nodes a PreFilter left out with the plugins' names.
+        left_out = ~considered
+        index = len(filters) + 1
+        failed |= left_out
+        reason = unresolvable(f"node(s) didn't satisfy plugin(s) [{', '.join(restricted_by)}]")
+        verdicts[index] = MaskVerdict([(reason, left_out)])
+        stage_plugins[index] = ", ".join(restricted_by)
+
+    for index, filter_plugin in enumerate(filters, 1):
+        verdict = filter_plugin.filter(ctx)
+        if verdict is not None:
+            failed |= verdict.failing
+            verdicts[index] = verdict
+
     evaluation = _Evaluation(
-        snapshot.names_view(), slots, stage, static, fit_failures, spread, inter_pod
+        snapshot.names_view(), slots, snapshot.capacity, verdicts, stage_plugins
     )
-    evaluation.gpu_topology = gpu_codes
-    evaluation.load = load_codes
-    evaluation.headroom_min_gpus = profile.headroom_min_gpus
-    feasible = slots[stage[slots] == 0]
+    feasible = slots[~failed[slots]]
     evaluation.feasible_slots = feasible
     if len(feasible) == 0:
         message = fit_error_message(len(slots), evaluation.reason_counts())
         return ScheduleResult(pod.key, None, message, pod.warnings, evaluation, 0)
 
-    plugin_scores = _score(pod, snapshot, static, feasible, profile)
     total = np.zeros(len(feasible), dtype=np.int64)
-    for plugin, scores in plugin_scores.items():
-        total += scores * profile.weight(plugin)
+    for score_plugin in extensions.scores:
+        weight = profile.weight(score_plugin.name)
+        if not weight:
+            continue
+        scores = score_plugin.score(ctx, feasible)
+        if scores is not None:
+            ctx.scores[score_plugin.name] = scores
+            total += scores * weight
     evaluation.total = total.astype(np.int32)
+    # Shown in the profile's order of weights.
     evaluation.plugin_scores = {
-        plugin: scores.astype(np.uint8) for plugin, scores in plugin_scores.items()
+        name: ctx.scores[name].astype(np.uint8) for name in profile.weights if name in ctx.scores
     }
     best = _pick(pod, snapshot, feasible, total)
     return ScheduleResult(
         pod.key, snapshot.node_names[best], "", pod.warnings, evaluation, len(feasible)
     )
-
-
-def _score(
-    pod: Pod,
-    snapshot: ClusterSnapshot,
-    static: NodeFilterResult,
-    feasible: IntArray,
-    profile: SchedulerProfile,
-) -> dict[str, IntArray]:
-    scores: dict[str, IntArray] = {}
-    if profile.weight(profiles.TAINT_TOLERATION):
-        scores[profiles.TAINT_TOLERATION] = default_normalize(
-            static.prefer_no_schedule[feasible], reverse=True
-        )
-    if profile.weight(profiles.NODE_AFFINITY) and pod.preferred_node_affinity:
-        scores[profiles.NODE_AFFINITY] = default_normalize(
-            static.preferred_affinity[feasible], reverse=False
-        )
-    if profile.weight(profiles.POD_TOPOLOGY_SPREAD):
-        spread = topology_spread.score(pod, snapshot, static, feasible)
-        if spread is not None:
-            scores[profiles.POD_TOPOLOGY_SPREAD] = spread
-    if profile.weight(profiles.INTER_POD_AFFINITY):
-        affinity = inter_pod_affinity.score(pod, snapshot, feasible, profile)
-        if affinity is not None:
-            scores[profiles.INTER_POD_AFFINITY] = affinity
-    if profile.weight(profiles.NODE_RESOURCES_FIT):
-        scores[profiles.NODE_RESOURCES_FIT] = resources_fit.score(pod, snapshot, feasible, profile)
-    if profile.weight(profiles.BALANCED_ALLOCATION):
-        balanced = balanced_allocation.score(pod, snapshot, feasible, profile)
-        if balanced is not None:
-            scores[profiles.BALANCED_ALLOCATION] = balanced
-    if profile.weight(profiles.GPU_TOPOLOGY):
-        topology = gpu_topology.score(pod, snapshot, feasible)
-        if topology is not None:
-            scores[profiles.GPU_TOPOLOGY] = topology
-    if profile.weight(profiles.LOAD_AWARE):
-        load = load_aware.score(pod, snapshot, feasible)
-        if load is not None:
-            topology = scores.get(profiles.GPU_TOPOLOGY)
-            if topology is not None:
-                load = load_aware.keep_topology_order(load, topology)
-            scores[profiles.LOAD_AWARE] = load
-    return scores
 
 
 _GOLDEN: Final = np.uint64(2654435761)

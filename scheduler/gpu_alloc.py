@@ -39,7 +39,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -440,6 +439,19 @@ class GpuAllocator:
         self.numa_free: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.sla: IntArray = np.zeros(0, dtype=np.int64)
 
+    @classmethod
+    def of(cls, snapshot: ClusterSnapshot) -> GpuAllocator:
+        """The allocator attached to ``snapshot``; one with the defaults is attached on first use.
+
+        The allocator keeps which GPUs each pod holds across cycles, so it lives as long as its
+        snapshot and is kept by it (a runtime attaches one configured with its NRT age and clock).
+        """
+        allocator = snapshot.attached(cls)
+        if allocator is None:
+            allocator = cls(snapshot)
+            snapshot.attach(allocator)
+        return allocator
+
     # ------------------------------------------------------------ inputs
 
     def observe_nrt(self, obj: Mapping[str, Any]) -> None:
@@ -637,22 +649,6 @@ class GpuAllocator:
         groups = matrix[slots]
         best: IntArray = np.where(groups >= count, groups - count, _NO_FIT).min(axis=1)
         return best
-
-
-_ALLOCATORS: weakref.WeakKeyDictionary[ClusterSnapshot, GpuAllocator] = weakref.WeakKeyDictionary()
-
-
-def allocator_for(snapshot: ClusterSnapshot) -> GpuAllocator:
-    """The snapshot's GPU allocator, created on first use (one per snapshot)."""
-    allocator = _ALLOCATORS.get(snapshot)
-    if allocator is None:
-        allocator = _ALLOCATORS[snapshot] = GpuAllocator(snapshot)
-    return allocator
-
-
-def attach_allocator(allocator: GpuAllocator) -> None:
-    """Install a configured allocator (NRT max age, clock) for its snapshot."""
-    _ALLOCATORS[allocator.snapshot] = allocator
 
 
 NO_FIT: Final = _NO_FIT

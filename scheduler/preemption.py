@@ -5,7 +5,8 @@ kube-scheduler's DefaultPreemption, on one node at a time:
 1. A pod with `preemptionPolicy: Never` never preempts; nor does one whose nominated node still
    has lower-priority pods terminating (the room it asked for is on its way).
 2. Candidate nodes are those the pod failed for a reason eviction can cure (resources, ports,
-   anti-affinity, spread skew) — not taints, node affinity, nodeName or cordon.
+   anti-affinity, spread skew) — not taints, node affinity, nodeName or cordon: the filters
+   report those as kube-scheduler's UnschedulableAndUnresolvable (`NodeDiagnosis.unresolvable`).
 3. On each candidate: remove every pod of lower priority; if the preemptor still does not fit,
    the node is out. Otherwise give pods back, highest priority first — those whose eviction would
    violate a PodDisruptionBudget first of all — keeping each one that still leaves room. What is
@@ -31,16 +32,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from gputopo.scheduler.errors import SchedulerInputError
-from gputopo.scheduler.framework import fit_error_message, schedule_one
+from gputopo.scheduler.framework import ScheduleResult, fit_error_message, schedule_one
 from gputopo.scheduler.model import Pod, parse_pod
-from gputopo.scheduler.plugins import (
-    inter_pod_affinity,
-    node_affinity,
-    node_name,
-    node_unschedulable,
-    taint_toleration,
-    topology_spread,
-)
+from gputopo.scheduler.plugins import PLUGINS
+from gputopo.scheduler.plugins.context import Plugin
 from gputopo.scheduler.scheduling_profile import SchedulerProfile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
@@ -51,14 +46,6 @@ NO_VICTIMS_REASON: Final = "No preemption victims found for incoming pod"
 NOT_HELPFUL_REASON: Final = "Preemption is not helpful for scheduling"
 POLICY_NEVER_MESSAGE: Final = "not eligible due to preemptionPolicy=Never."
 TERMINATING_MESSAGE: Final = "not eligible due to a terminating pod on the nominated node."
-
-# Failures eviction cannot cure: kube-scheduler's UnschedulableAndUnresolvable.
-UNRESOLVABLE_PLUGINS: Final = frozenset(
-    {node_unschedulable.NAME, node_name.NAME, taint_toleration.NAME, node_affinity.NAME}
-)
-UNRESOLVABLE_REASONS: Final = frozenset(
-    {inter_pod_affinity.REASON_AFFINITY, topology_spread.REASON_MISSING_LABEL}
-)
 
 
 @dataclass(frozen=True)
@@ -183,12 +170,18 @@ def _violating(pods: Sequence[JsonDict], budgets: Sequence[DisruptionBudget]) ->
 class Preemption:
     """Plans preemption on a snapshot the caller holds still (under its cache lock)."""
 
-    def __init__(self, snapshot: ClusterSnapshot, profile: SchedulerProfile) -> None:
+    def __init__(
+        self,
+        snapshot: ClusterSnapshot,
+        profile: SchedulerProfile,
+        plugins: tuple[Plugin, ...] = PLUGINS,
+    ) -> None:
         self.snapshot = snapshot
         self.profile = profile
+        self.plugins = plugins
 
     def _fits(self, pod: Pod, node: str) -> bool:
-        verdict = schedule_one(pod, self.snapshot, self.profile).diagnosis().get(node)
+        verdict = self._cycle(pod).diagnosis().get(node)
         return verdict is not None and verdict.feasible
 
     def plan(
@@ -216,7 +209,7 @@ class Preemption:
         except SchedulerInputError:
             return PreemptionOutcome(None)
         priority = priority_of(preemptor)
-        result = schedule_one(pod, self.snapshot, self.profile)
+        result = self._cycle(pod)
         if result.node is not None:
             return PreemptionOutcome(None)
         on_node: dict[str, list[JsonDict]] = {}
@@ -230,9 +223,7 @@ class Preemption:
         for node, verdict in diagnosis.items():
             if verdict.feasible:
                 continue
-            if verdict.failed_plugin in UNRESOLVABLE_PLUGINS or UNRESOLVABLE_REASONS.intersection(
-                verdict.reasons
-            ):
+            if verdict.unresolvable:
                 why_not[NOT_HELPFUL_REASON] = why_not.get(NOT_HELPFUL_REASON, 0) + 1
                 continue
             lower = on_node.get(node)
@@ -246,6 +237,9 @@ class Preemption:
         return PreemptionOutcome(
             None, fit_error_message(len(diagnosis), why_not), clear_nomination=True
         )
+
+    def _cycle(self, pod: Pod) -> ScheduleResult:
+        return schedule_one(pod, self.snapshot, self.profile, self.plugins)
 
     def _plan_on_node(
         self,

@@ -27,13 +27,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gputopo.scheduler.errors import SchedulerInputError
-from gputopo.scheduler.snapshot import ClusterSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -307,15 +305,3 @@ class LoadTracker:
         if not gpu_utilization and not gpu_memory and cpu is None:
             return None
         return NodeLoad(gpu_utilization, gpu_memory, cpu)
-
-
-_TRACKERS: weakref.WeakKeyDictionary[ClusterSnapshot, LoadTracker] = weakref.WeakKeyDictionary()
-
-
-def attach_tracker(snapshot: ClusterSnapshot, tracker: LoadTracker) -> None:
-    """Make `tracker` the load source of scheduling cycles over `snapshot`."""
-    _TRACKERS[snapshot] = tracker
-
-
-def tracker_for(snapshot: ClusterSnapshot) -> LoadTracker | None:
-    return _TRACKERS.get(snapshot)

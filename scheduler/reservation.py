@@ -39,7 +39,6 @@ from gputopo.scheduler import gpu_alloc
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import schedule_one
 from gputopo.scheduler.model import Pod, parse_pod
-from gputopo.scheduler.preemption import UNRESOLVABLE_PLUGINS, UNRESOLVABLE_REASONS
 from gputopo.scheduler.scheduling_profile import SchedulerProfile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
@@ -76,14 +75,12 @@ def choose_node(
     result = schedule_one(pod, snapshot, profile)
     if result.node is not None:
         return None
-    allocator = gpu_alloc.allocator_for(snapshot)
+    allocator = gpu_alloc.GpuAllocator.of(snapshot)
     allocator.refresh(np.flatnonzero(snapshot.alive).astype(np.int64))
     usable_free = 0  # free GPUs on nodes the pod could use at all
     candidates: list[tuple[int, str, int]] = []
     for name, verdict in result.diagnosis().items():
-        if verdict.failed_plugin in UNRESOLVABLE_PLUGINS:
-            continue
-        if UNRESOLVABLE_REASONS.intersection(verdict.reasons):
+        if verdict.unresolvable:
             continue
         slot = snapshot.slot_of(name)
         state = allocator.states.get(slot) if slot is not None else None
@@ -112,7 +109,7 @@ def _fits_once_gpu_pods_finish(
     put back as it was: re-adding the pods would recompute which GPUs each holds from scratch,
     which need not be what the device plugin gave them.
     """
-    allocator = gpu_alloc.allocator_for(snapshot)
+    allocator = gpu_alloc.GpuAllocator.of(snapshot)
     saved = allocator.states.get(slot)
     if saved is None:
         return False

@@ -2,6 +2,9 @@
 
 The default ships as package data (`scheduler/profiles/default.yaml`); a user file has the same
 shape and is validated field by field, with one-line errors naming the file and the field.
+
+Score weights are keyed by plugin name (`scores.<name>`, the plugin's `name`); the default
+profile names every score plugin, and a user profile may weight only those.
 """
 
 from __future__ import annotations
@@ -17,31 +20,12 @@ import yaml
 
 from gputopo.scheduler.errors import SchedulerInputError
 
-TAINT_TOLERATION: Final = "TaintToleration"
-NODE_AFFINITY: Final = "NodeAffinity"
-POD_TOPOLOGY_SPREAD: Final = "PodTopologySpread"
-INTER_POD_AFFINITY: Final = "InterPodAffinity"
-NODE_RESOURCES_FIT: Final = "NodeResourcesFit"
-BALANCED_ALLOCATION: Final = "NodeResourcesBalancedAllocation"
-GPU_TOPOLOGY: Final = "GpuTopology"
-LOAD_AWARE: Final = "LoadAware"
-
-SCORE_PLUGINS: Final = (
-    TAINT_TOLERATION,
-    NODE_AFFINITY,
-    POD_TOPOLOGY_SPREAD,
-    INTER_POD_AFFINITY,
-    NODE_RESOURCES_FIT,
-    BALANCED_ALLOCATION,
-    GPU_TOPOLOGY,
-    LOAD_AWARE,
-)
 FIT_STRATEGIES: Final = ("LeastAllocated", "MostAllocated")
 
 
 @dataclass(frozen=True, slots=True)
 class SchedulerProfile:
-    weights: Mapping[str, int]
+    weights: Mapping[str, int]  # by score plugin name, in the order diagnosis shows scores
     fit_strategy: str
     fit_resources: tuple[tuple[str, int], ...]
     balanced_resources: tuple[tuple[str, int], ...]
@@ -131,9 +115,9 @@ def parse_profile(document: object, source: str) -> SchedulerProfile:
     if kind != "SchedulerProfile":
         raise _fail(source, "kind", f"expected SchedulerProfile, got {kind!r}")
     weights = dict(base.weights) if base else {}
-    for plugin, weight in _mapping(
-        source, "scores", top.get("scores"), frozenset(SCORE_PLUGINS)
-    ).items():
+    scores = top.get("scores")
+    names = frozenset(base.weights if base else scores if isinstance(scores, Mapping) else ())
+    for plugin, weight in _mapping(source, "scores", scores, names).items():
         weights[plugin] = _int(source, f"scores.{plugin}", weight, 0, 100)
     fit = _mapping(
         source,

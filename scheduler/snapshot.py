@@ -11,6 +11,10 @@ distinct term so the symmetry checks cost one match per term, not one per pod.
 Terminal pods (phase Succeeded/Failed) are never load: adding one removes the pod.
 Pods assigned to a node the snapshot has not seen yet wait and count once the node arrives,
 as kube-scheduler's cache does.
+
+One file of over 500 lines because every add, update and remove keeps all the indexes above
+(node slots, per-node arrays, the pod label index, aggregated affinity terms, topology domains)
+consistent at once; split apart, each mutation would reach into every piece.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +52,7 @@ REQUIRED_AFFINITY = "required-affinity"
 PREFERRED_AFFINITY = "preferred-affinity"
 PREFERRED_ANTI_AFFINITY = "preferred-anti-affinity"
 
+_T = TypeVar("_T")
 _STATIC_CACHE_SIZE = 1024
 _MATCH_CACHE_SIZE = 4096
 
@@ -153,6 +158,9 @@ class ClusterSnapshot:
         self._static_cache_generation = -1
         self._topology: dict[str, TopologyIndex] = {}
         self._names_view: tuple[str, ...] | None = None
+        # Long-lived state derived from this snapshot (the GPU allocator, the load view), one
+        # per type, owned here so that it lives and dies with the snapshot it describes.
+        self._attached: dict[type, object] = {}
 
     # ---------------------------------------------------------------- queries
 
@@ -291,6 +299,18 @@ class ClusterSnapshot:
             self._static_cache.clear()
             self._static_cache_generation = self.static_generation
         return self._static_cache
+
+    def attach(self, state: object) -> None:
+        """Keep ``state`` (a GpuAllocator, a LoadTracker) with this snapshot, one per type.
+
+        Scheduling cycles hand what is attached to their plugins in the cycle context; a value
+        attached again replaces the earlier one of its type."""
+        self._attached[type(state)] = state
+
+    def attached(self, kind: type[_T]) -> _T | None:
+        """The state of type ``kind`` attached to this snapshot, or None."""
+        state = self._attached.get(kind)
+        return state if isinstance(state, kind) else None
 
     def remember_static(self, key: str, value: object) -> None:
         cache = self.static_cache()

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gputopo.scheduler.model import Pod
+from gputopo.scheduler.plugins.context import CycleContext
 from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE
 from gputopo.scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
 from gputopo.scheduler.scheduling_profile import SchedulerProfile
@@ -71,3 +72,13 @@ def score(
             squares = squares + np.where(has, (fraction - mean) * (fraction - mean), 0.0)
         std = np.where(many, np.sqrt(squares / np.maximum(counts, 1)), std)
     return np.trunc((1 - std) * MAX_NODE_SCORE).astype(np.int64)
+
+
+class NodeResourcesBalancedAllocation:
+    name: Final = NAME
+
+    def score(self, ctx: CycleContext, feasible: IntArray) -> IntArray | None:
+        return score(ctx.pod, ctx.snapshot, feasible, ctx.profile)
+
+
+PLUGIN: Final = NodeResourcesBalancedAllocation()

@@ -43,7 +43,9 @@ import numpy.typing as npt
 
 from gputopo.scheduler import gpu_alloc
 from gputopo.scheduler.model import Pod
-from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
+from gputopo.scheduler.plugins.context import CycleContext
+from gputopo.scheduler.plugins.verdict import CodedVerdict, Reason
+from gputopo.scheduler.snapshot import IntArray
 
 NAME: Final = "GpuTopology"
 ANNOTATION_TOPOLOGY: Final = "gputopo.io/gpu-topology"
@@ -71,6 +73,7 @@ REASONS: Final = {
     CODE_MIG: "node(s) didn't have enough free MIG devices of the requested profile",
     CODE_INVALID: "pod's gputopo.io/gpu-topology annotations are invalid",
 }
+_VERDICT_REASONS: Final = {code: Reason(reason) for code, reason in REASONS.items()}
 
 TIER_SPREAD: Final = 0
 TIER_NUMA: Final = 20
@@ -86,9 +89,6 @@ PACK_POINTS: Final = (10, 7, 5, 4, 2)  # free GPUs left in the domain (0: intact
 PROTECTED_DOMAIN: Final = 4
 TIER_ALIGNED_BEST: Final = 96
 SLA_BONUS_MAX: Final = 4
-
-# The filter stage after kube-scheduler's (scheduler.plugins.node_filters numbers 1..9).
-STAGE: Final = 10
 
 Codes = npt.NDArray[np.int8]
 
@@ -118,16 +118,16 @@ def request_of(pod: Pod) -> TopologyRequest | None:
     return TopologyRequest(gpus, migs, scope, policy == REQUIRED and scope is not None, problem)
 
 
-def filter_nodes(pod: Pod, snapshot: ClusterSnapshot, candidates: IntArray) -> Codes | None:
-    """A failure code per node slot (0 = passes); None for pods without GPU requests."""
+def filter_nodes(pod: Pod, allocator: gpu_alloc.GpuAllocator, candidates: IntArray) -> Codes | None:
+    """A failure code per node slot (0 = passes) for the ``candidates`` (the nodes that passed
+    the filters before this one); None for pods without GPU requests."""
     request = request_of(pod)
     if request is None:
         return None
-    codes: Codes = np.zeros(snapshot.capacity, dtype=np.int8)
+    codes: Codes = np.zeros(allocator.snapshot.capacity, dtype=np.int8)
     if request.problem is not None:
         codes[candidates] = CODE_INVALID
         return codes
-    allocator = gpu_alloc.allocator_for(snapshot)
     allocator.refresh(candidates)
     count = request.gpus
     if count:
@@ -197,11 +197,10 @@ def aligned_scores(allocator: gpu_alloc.GpuAllocator, slots: IntArray, count: in
     return best
 
 
-def score(pod: Pod, snapshot: ClusterSnapshot, feasible: IntArray) -> IntArray | None:
+def score(pod: Pod, allocator: gpu_alloc.GpuAllocator, feasible: IntArray) -> IntArray | None:
     request = request_of(pod)
     if request is None or request.problem is not None:
         return None
-    allocator = gpu_alloc.allocator_for(snapshot)
     allocator.refresh(feasible)
     no_fit = gpu_alloc.NO_FIT
     tier = np.full(len(feasible), TIER_ALIGNED_BEST, dtype=np.int64)
@@ -262,3 +261,17 @@ def _mig_tiers(
             worst = min(worst, fit)
         tiers[index] = worst
     return tiers
+
+
+class GpuTopology:
+    name: Final = NAME
+
+    def filter(self, ctx: CycleContext) -> CodedVerdict | None:
+        codes = filter_nodes(ctx.pod, ctx.gpus, ctx.passing())
+        return None if codes is None else CodedVerdict(codes, _VERDICT_REASONS)
+
+    def score(self, ctx: CycleContext, feasible: IntArray) -> IntArray | None:
+        return score(ctx.pod, ctx.gpus, feasible)
+
+
+PLUGIN: Final = GpuTopology()

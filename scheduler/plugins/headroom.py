@@ -25,7 +25,7 @@ would otherwise run, and never sends a multi-GPU pod to a placement spread over 
 NUMA nodes while a kept machine could align it. Pods requesting only MIG devices, or no GPU, are not
 affected; neither are pods of ``minGpus`` GPUs or more.
 
-It is a filter after all the others (stage 12), so a node it keeps off reports "node(s) kept for
+It is the last filter, so a node it keeps off reports "node(s) kept for
 pods of N or more GPUs (headroom)" in the diagnosis; it never appears in a failure message, because
 when it would be the only reason no node fits, it steps aside.
 """
@@ -39,11 +39,12 @@ import numpy.typing as npt
 
 from gputopo.scheduler import gpu_alloc
 from gputopo.scheduler.model import Pod
-from gputopo.scheduler.plugins import gpu_topology
-from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
+from gputopo.scheduler.plugins import gpu_topology, node_affinity
+from gputopo.scheduler.plugins.context import CycleContext
+from gputopo.scheduler.plugins.verdict import CodedVerdict, Reason
+from gputopo.scheduler.snapshot import IntArray
 
 NAME: Final = "Headroom"
-STAGE: Final = 12  # after LoadAware's threshold filter (11)
 CODE_KEPT: Final = 1
 # The GpuTopology placement class a multi-GPU pod must get elsewhere for the kept nodes to be
 # left out: one NVLink domain (3), the requested scope (4) or aligned (6).
@@ -70,7 +71,7 @@ def large_domain_nodes(
 
 def filter_nodes(
     pod: Pod,
-    snapshot: ClusterSnapshot,
+    allocator: gpu_alloc.GpuAllocator,
     feasible: IntArray,
     min_gpus: int,
     preference: IntArray | None = None,
@@ -86,7 +87,6 @@ def filter_nodes(
     count = gpu_alloc.pod_gpu_count(pod)
     if count <= 0 or count >= min_gpus or not len(feasible):
         return None
-    allocator = gpu_alloc.allocator_for(snapshot)
     allocator.refresh(feasible)
     kept = large_domain_nodes(allocator, feasible, min_gpus)
     if not kept.any():
@@ -97,11 +97,31 @@ def filter_nodes(
     if not len(elsewhere):
         return None
     if count > 1:
-        scores = gpu_topology.score(pod, snapshot, elsewhere)
+        scores = gpu_topology.score(pod, allocator, elsewhere)
         if scores is not None:
             good = gpu_topology.placement_class(scores) >= MIN_CLASS_ELSEWHERE
             if not good.any():
                 return None
-    codes = np.zeros(snapshot.capacity, dtype=np.int8)
+    codes = np.zeros(allocator.snapshot.capacity, dtype=np.int8)
     codes[feasible[kept]] = CODE_KEPT
     return codes
+
+
+class Headroom:
+    name: Final = NAME
+
+    def filter(self, ctx: CycleContext) -> CodedVerdict | None:
+        min_gpus = ctx.profile.headroom_min_gpus
+        if min_gpus <= 0:
+            return None
+        count = gpu_alloc.pod_gpu_count(ctx.pod)
+        if count <= 0 or count >= min_gpus:
+            return None
+        preference = node_affinity.state(ctx).preferred if ctx.pod.preferred_node_affinity else None
+        codes = filter_nodes(ctx.pod, ctx.gpus, ctx.passing(), min_gpus, preference)
+        if codes is None:
+            return None
+        return CodedVerdict(codes, {CODE_KEPT: Reason(reason(min_gpus))})
+
+
+PLUGIN: Final = Headroom()

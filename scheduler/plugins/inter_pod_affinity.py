@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from gputopo.scheduler.model import AffinityTerm, Pod
+from gputopo.scheduler.plugins.context import CycleContext
+from gputopo.scheduler.plugins.verdict import CodedVerdict, Reason, unresolvable
 from gputopo.scheduler.scheduling_profile import SchedulerProfile
 from gputopo.scheduler.snapshot import (
     PREFERRED_AFFINITY,
@@ -38,6 +40,13 @@ REASONS: Final = {
     AFFINITY: REASON_AFFINITY,
     ANTI_AFFINITY: REASON_ANTI_AFFINITY,
     EXISTING_ANTI_AFFINITY: REASON_EXISTING_ANTI_AFFINITY,
+}
+# No eviction brings the pods a required affinity term asks for: UnschedulableAndUnresolvable.
+# Anti-affinity is cured by evicting the pods it refuses to share a domain with.
+_VERDICT_REASONS: Final = {
+    AFFINITY: unresolvable(REASON_AFFINITY),
+    ANTI_AFFINITY: Reason(REASON_ANTI_AFFINITY),
+    EXISTING_ANTI_AFFINITY: Reason(REASON_EXISTING_ANTI_AFFINITY),
 }
 
 
@@ -156,3 +165,17 @@ def score(
     if spread <= 0:
         return np.zeros(len(feasible), dtype=np.int64)
     return np.trunc(100.0 * ((scores - lowest).astype(np.float64) / spread)).astype(np.int64)
+
+
+class InterPodAffinity:
+    name: Final = NAME
+
+    def filter(self, ctx: CycleContext) -> CodedVerdict | None:
+        codes = filter_nodes(ctx.pod, ctx.snapshot)
+        return None if codes is None else CodedVerdict(codes, _VERDICT_REASONS)
+
+    def score(self, ctx: CycleContext, feasible: IntArray) -> IntArray | None:
+        return score(ctx.pod, ctx.snapshot, feasible, ctx.profile)
+
+
+PLUGIN: Final = InterPodAffinity()

@@ -11,12 +11,15 @@ from typing import Final
 import numpy as np
 
 from gputopo.scheduler.model import Pod
+from gputopo.scheduler.plugins.context import CycleContext
+from gputopo.scheduler.plugins.verdict import MaskVerdict, Reason
 from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot
 
 NAME: Final = "NodePorts"
 REASON: Final = "node(s) didn't have free ports for the requested pod ports"
 
 _ALL_ADDRESSES: Final = "0.0.0.0"
+_REASON: Final = Reason(REASON)
 
 
 def conflicts(pod: Pod, snapshot: ClusterSnapshot) -> BoolArray | None:
@@ -32,3 +35,14 @@ def conflicts(pod: Pod, snapshot: ClusterSnapshot) -> BoolArray | None:
             if port.ip == _ALL_ADDRESSES or _ALL_ADDRESSES in ips or port.ip in ips:
                 taken[slot] = True
     return taken
+
+
+class NodePorts:
+    name: Final = NAME
+
+    def filter(self, ctx: CycleContext) -> MaskVerdict | None:
+        taken = conflicts(ctx.pod, ctx.snapshot)
+        return None if taken is None else MaskVerdict([(_REASON, taken)])
+
+
+PLUGIN: Final = NodePorts()

@@ -14,7 +14,9 @@ from typing import Final
 import numpy as np
 
 from gputopo.scheduler.model import Pod
+from gputopo.scheduler.plugins.context import CycleContext
 from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE
+from gputopo.scheduler.plugins.verdict import MaskVerdict, Reason
 from gputopo.scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
 from gputopo.scheduler.scheduling_profile import SchedulerProfile
 from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray
@@ -23,6 +25,7 @@ NAME: Final = "NodeResourcesFit"
 REASON_TOO_MANY_PODS: Final = "Too many pods"
 
 _FIRST: Final = (CPU, MEMORY, EPHEMERAL_STORAGE)
+_TOO_MANY_PODS: Final = Reason(REASON_TOO_MANY_PODS)
 
 
 def insufficient(resource: str) -> str:
@@ -35,20 +38,15 @@ def requested_resources(pod: Pod) -> list[str]:
     return first + sorted(name for name in pod.requests if name not in _FIRST)
 
 
-def filter_nodes(
-    pod: Pod, snapshot: ClusterSnapshot
-) -> tuple[BoolArray, list[tuple[str, BoolArray]]]:
-    """(nodes failing, [(reason, nodes short of it)]) for every node slot."""
-    failing: list[tuple[str, BoolArray]] = [
-        (REASON_TOO_MANY_PODS, snapshot.pod_count + 1 > snapshot.allowed_pods)
+def filter_nodes(pod: Pod, snapshot: ClusterSnapshot) -> MaskVerdict:
+    """Per reason (too many pods, then each resource short), the node slots failing it."""
+    failing: list[tuple[Reason, BoolArray]] = [
+        (_TOO_MANY_PODS, snapshot.pod_count + 1 > snapshot.allowed_pods)
     ]
     for name in requested_resources(pod):
         allocatable, requested = snapshot.resource_arrays(name)
-        failing.append((insufficient(name), pod.requests[name] > allocatable - requested))
-    fails = failing[0][1].copy()
-    for _, mask in failing[1:]:
-        fails |= mask
-    return fails, failing
+        failing.append((Reason(insufficient(name)), pod.requests[name] > allocatable - requested))
+    return MaskVerdict(failing)
 
 
 def score(
@@ -84,3 +82,16 @@ def score(
         total += np.where(present, resource_score * weight, 0)
         weight_sum += np.where(present, weight, 0)
     return np.where(weight_sum > 0, total // np.maximum(weight_sum, 1), 0)
+
+
+class NodeResourcesFit:
+    name: Final = NAME
+
+    def filter(self, ctx: CycleContext) -> MaskVerdict:
+        return filter_nodes(ctx.pod, ctx.snapshot)
+
+    def score(self, ctx: CycleContext, feasible: IntArray) -> IntArray:
+        return score(ctx.pod, ctx.snapshot, feasible, ctx.profile)
+
+
+PLUGIN: Final = NodeResourcesFit()

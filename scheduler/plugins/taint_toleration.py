@@ -1,12 +1,16 @@
 """TaintToleration: NoSchedule/NoExecute taints must be tolerated; PreferNoSchedule scores.
 
 Toleration matching is `v1.Toleration.ToleratesTaint`, including KEP-5471's `Gt`/`Lt`
-operators (always enabled in gputopo).
+operators (always enabled in gputopo). Both depend only on the pod's tolerations and the node's
+taints, so the per-node verdicts are computed once per pod shape (`CycleContext.per_shape`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
+
+import numpy as np
 
 from gputopo.scheduler.model import (
     NO_EXECUTE,
@@ -17,6 +21,10 @@ from gputopo.scheduler.model import (
     Taint,
     tolerated,
 )
+from gputopo.scheduler.plugins.context import CycleContext
+from gputopo.scheduler.plugins.normalize import default_normalize
+from gputopo.scheduler.plugins.verdict import CodedVerdict, Reason, unresolvable
+from gputopo.scheduler.snapshot import BoolArray, IntArray
 
 NAME: Final = "TaintToleration"
 
@@ -46,3 +54,56 @@ def intolerable_prefer_no_schedule(pod: Pod, node: Node) -> int:
         if taint.effect == PREFER_NO_SCHEDULE and not tolerated(tolerations, taint):
             count += 1
     return count
+
+
+@dataclass(frozen=True, slots=True)
+class TaintState:
+    """Per node slot, for one pod shape: the filter's verdict (None: every node passes),
+    whether every hard taint is tolerated, and the intolerable PreferNoSchedule taints."""
+
+    verdict: CodedVerdict | None
+    hard_tolerated: BoolArray
+    prefer_no_schedule: IntArray
+
+
+def _evaluate(ctx: CycleContext) -> TaintState:
+    pod, capacity = ctx.pod, ctx.snapshot.capacity
+    codes = np.zeros(capacity, dtype=np.int64)
+    hard_ok = np.zeros(capacity, dtype=np.bool_)
+    prefer_no_schedule = np.zeros(capacity, dtype=np.int64)
+    reasons: dict[int, Reason] = {}
+    code_of: dict[str, int] = {}
+    for slot, node in ctx.snapshot.iter_nodes():
+        if not node.taints:
+            hard_ok[slot] = True
+            continue
+        taint = untolerated_taint(pod, node)
+        hard_ok[slot] = taint is None
+        prefer_no_schedule[slot] = intolerable_prefer_no_schedule(pod, node)
+        if taint is not None:
+            reason = reason_for(taint)
+            code = code_of.get(reason)
+            if code is None:
+                code = code_of[reason] = len(code_of) + 1
+                reasons[code] = unresolvable(reason)
+            codes[slot] = code
+    verdict = CodedVerdict(codes, reasons) if reasons else None
+    return TaintState(verdict, hard_ok, prefer_no_schedule)
+
+
+def state(ctx: CycleContext) -> TaintState:
+    """This pod shape's per-node taint verdicts (PodTopologySpread's taint policy reads them)."""
+    return ctx.per_shape(NAME, _evaluate)
+
+
+class TaintToleration:
+    name: Final = NAME
+
+    def filter(self, ctx: CycleContext) -> CodedVerdict | None:
+        return state(ctx).verdict
+
+    def score(self, ctx: CycleContext, feasible: IntArray) -> IntArray:
+        return default_normalize(state(ctx).prefer_no_schedule[feasible], reverse=True)
+
+
+PLUGIN: Final = TaintToleration()

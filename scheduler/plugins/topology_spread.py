@@ -17,8 +17,10 @@ import numpy as np
 import numpy.typing as npt
 
 from gputopo.scheduler.model import LABEL_HOSTNAME, Pod, SpreadConstraint
-from gputopo.scheduler.plugins.node_filters import NodeFilterResult
+from gputopo.scheduler.plugins import node_affinity, taint_toleration
+from gputopo.scheduler.plugins.context import CycleContext
 from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE
+from gputopo.scheduler.plugins.verdict import CodedVerdict, Reason, unresolvable
 from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray, TopologyIndex
 
 NAME: Final = "PodTopologySpread"
@@ -29,6 +31,12 @@ REASON_MISSING_LABEL: Final = REASON_CONSTRAINTS + " (missing required label)"
 CONSTRAINTS_NOT_MATCH: Final = 1
 MISSING_LABEL: Final = 2
 REASONS: Final = {CONSTRAINTS_NOT_MATCH: REASON_CONSTRAINTS, MISSING_LABEL: REASON_MISSING_LABEL}
+# A node without the topology key never gets it by eviction: kube-scheduler's
+# UnschedulableAndUnresolvable; a skew can be cured by evicting pods.
+_VERDICT_REASONS: Final = {
+    CONSTRAINTS_NOT_MATCH: Reason(REASON_CONSTRAINTS),
+    MISSING_LABEL: unresolvable(REASON_MISSING_LABEL),
+}
 
 _MAX_INT32: Final = 2**31 - 1
 
@@ -45,16 +53,15 @@ def _matching_per_node(
 
 
 def _eligible(
-    snapshot: ClusterSnapshot,
-    nodes: NodeFilterResult,
-    constraint: SpreadConstraint,
-    has_all_keys: BoolArray,
+    ctx: CycleContext, constraint: SpreadConstraint, has_all_keys: BoolArray
 ) -> BoolArray:
-    eligible = snapshot.alive & has_all_keys
+    """Nodes counted for the constraint: the node inclusion policies, read from NodeAffinity's
+    and TaintToleration's per-shape node state."""
+    eligible = ctx.snapshot.alive & has_all_keys
     if constraint.honor_node_affinity:
-        eligible = eligible & nodes.required_match
+        eligible = eligible & node_affinity.state(ctx).required_match
     if constraint.honor_node_taints:
-        eligible = eligible & nodes.hard_taints_tolerated
+        eligible = eligible & taint_toleration.state(ctx).hard_tolerated
     return eligible
 
 
@@ -65,10 +72,9 @@ def _has_all_keys(snapshot: ClusterSnapshot, indexes: list[TopologyIndex]) -> Bo
     return has_all
 
 
-def filter_nodes(
-    pod: Pod, snapshot: ClusterSnapshot, nodes: NodeFilterResult
-) -> npt.NDArray[np.int8] | None:
+def filter_nodes(ctx: CycleContext) -> npt.NDArray[np.int8] | None:
     """Per-slot reason codes (0 = passes); None when the pod has no DoNotSchedule constraint."""
+    pod, snapshot = ctx.pod, ctx.snapshot
     constraints = [c for c in pod.spread_constraints if c.do_not_schedule]
     if not constraints:
         return None
@@ -76,7 +82,7 @@ def filter_nodes(
     has_all = _has_all_keys(snapshot, indexes)
     reasons = np.zeros(snapshot.capacity, dtype=np.int8)
     for constraint, index in zip(constraints, indexes, strict=True):
-        eligible = _eligible(snapshot, nodes, constraint, has_all)
+        eligible = _eligible(ctx, constraint, has_all)
         per_node = np.where(eligible, _matching_per_node(pod, snapshot, constraint), 0)
         per_domain = index.aggregate(per_node)
         present = np.zeros(len(index.values), dtype=np.bool_)
@@ -97,10 +103,9 @@ def filter_nodes(
     return reasons
 
 
-def score(
-    pod: Pod, snapshot: ClusterSnapshot, nodes: NodeFilterResult, feasible: IntArray
-) -> IntArray | None:
+def score(ctx: CycleContext, feasible: IntArray) -> IntArray | None:
     """Normalised scores for the feasible slots; None when there is no ScheduleAnyway constraint."""
+    pod, snapshot = ctx.pod, ctx.snapshot
     constraints = [c for c in pod.spread_constraints if not c.do_not_schedule]
     if not constraints:
         return None
@@ -117,7 +122,7 @@ def score(
             counts = matching[feasible]
         else:
             size = len(np.unique(index.domain[scored_slots]))
-            eligible = _eligible(snapshot, nodes, constraint, has_all)
+            eligible = _eligible(ctx, constraint, has_all)
             per_domain = index.aggregate(np.where(eligible, matching, 0))
             counts = np.where(
                 domain_of_feasible >= 0,
@@ -139,3 +144,17 @@ def score(
     else:
         out[scored] = MAX_NODE_SCORE * (highest + lowest - valid) // highest
     return out
+
+
+class PodTopologySpread:
+    name: Final = NAME
+
+    def filter(self, ctx: CycleContext) -> CodedVerdict | None:
+        codes = filter_nodes(ctx)
+        return None if codes is None else CodedVerdict(codes, _VERDICT_REASONS)
+
+    def score(self, ctx: CycleContext, feasible: IntArray) -> IntArray | None:
+        return score(ctx, feasible)
+
+
+PLUGIN: Final = PodTopologySpread()

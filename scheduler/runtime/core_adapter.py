@@ -16,7 +16,7 @@ from gputopo.scheduler import gpu_alloc
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import schedule_one
 from gputopo.scheduler.model import Pod, parse_pod
-from gputopo.scheduler.prometheus_load import LoadTracker, attach_tracker
+from gputopo.scheduler.prometheus_load import LoadTracker
 from gputopo.scheduler.runtime.kube import JsonDict
 from gputopo.scheduler.scheduling_profile import SchedulerProfile, default_profile, load_profile
 from gputopo.scheduler.snapshot import ClusterSnapshot
@@ -60,10 +60,10 @@ class CoreFramework:
         self.snapshot = ClusterSnapshot()
         self._last_parsed: tuple[int, Pod] | None = None
         self.gpus = gpu_alloc.GpuAllocator(self.snapshot, nrt_max_age_s=nrt_max_age_s, clock=clock)
-        gpu_alloc.attach_allocator(self.gpus)
+        self.snapshot.attach(self.gpus)  # scheduling cycles hand both to the plugins
         self.load = load
         if load is not None:
-            attach_tracker(self.snapshot, load)
+            self.snapshot.attach(load)
 
     @classmethod
     def from_profile(

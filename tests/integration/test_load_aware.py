@@ -27,7 +27,7 @@ from gputopo.agent.podresources import PodResourcesClient
 from gputopo.agent.runloop import serve
 from gputopo.scheduler.framework import schedule_one
 from gputopo.scheduler.model import parse_pod
-from gputopo.scheduler.prometheus_load import LoadConfig, LoadTracker, attach_tracker
+from gputopo.scheduler.prometheus_load import LoadConfig, LoadTracker
 from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.snapshot import ClusterSnapshot
 from tests.conftest import StartPrometheus
@@ -183,7 +183,7 @@ def test_gpu_pod_goes_to_the_node_whose_gpus_are_idle(
     tracker = tracker_for(prometheus)
     wait_until_loaded(tracker, "node-busy", 0.9)
     snapshot = snapshot_with_nodes()
-    attach_tracker(snapshot, tracker)
+    snapshot.attach(tracker)
     results = [schedule_one(parse_pod(gpu_pod(f"p{i}")), snapshot) for i in range(6)]
     assert {r.node for r in results} == {"node-idle"}
     scores = results[0].diagnosis()
@@ -202,7 +202,7 @@ def test_threshold_filter_refuses_the_overloaded_node_with_a_reason(
     wait_until_loaded(tracker, "node-busy", 0.9)
     wait_until_loaded(tracker, "node-idle", 0.9)
     snapshot = snapshot_with_nodes()
-    attach_tracker(snapshot, tracker)
+    snapshot.attach(tracker)
     result = schedule_one(parse_pod(gpu_pod("p")), snapshot)
     assert result.node is None
     assert result.message == (
@@ -265,7 +265,7 @@ def test_scheduling_goes_on_with_prometheus_down(prometheus: PrometheusServer) -
     tracker = tracker_for(prometheus, timeout_s=0.5, max_age_s=2.0)
     wait_until_loaded(tracker, "node-idle", -1.0)
     snapshot = snapshot_with_nodes()
-    attach_tracker(snapshot, tracker)
+    snapshot.attach(tracker)
     prometheus.stop()
     assert tracker.refresh_once() is False
     assert tracker.last_error is not None

@@ -102,7 +102,7 @@ def test_nodes_the_pod_could_never_use_are_passed_over() -> None:
 def test_choosing_leaves_the_snapshot_and_the_gpu_bookkeeping_as_they_were() -> None:
     # Devices held after a pod left the node: recomputing from scratch would move them.
     snapshot = _snapshot([gpu_node("dgx-a"), gpu_node("dgx-b")], _held("dgx-a", 2, 2, 2))
-    allocator = gpu_alloc.allocator_for(snapshot)
+    allocator = gpu_alloc.GpuAllocator.of(snapshot)
     slot = snapshot.slot_of("dgx-a")
     assert slot is not None
     allocator.state(slot)

@@ -16,7 +16,7 @@ from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import schedule_one
 from gputopo.scheduler.model import parse_pod
 from gputopo.scheduler.plugins.load_aware import keep_topology_order
-from gputopo.scheduler.prometheus_load import LoadConfig, LoadSnapshot, LoadTracker, attach_tracker
+from gputopo.scheduler.prometheus_load import LoadConfig, LoadSnapshot, LoadTracker
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
 
@@ -71,7 +71,7 @@ def test_less_loaded_node_scores_higher() -> None:
     load = tracker(clock)
     load.snapshot = read(clock, {"a": 0.9, "b": 0.1})
     snapshot = cluster("a", "b")
-    attach_tracker(snapshot, load)
+    snapshot.attach(load)
     result = schedule_one(parse_pod(gpu_pod("p", 2)), snapshot)
     assert result.node == "b"
     scores = result.diagnosis()
@@ -83,7 +83,7 @@ def test_missing_metrics_are_neutral_not_excluded() -> None:
     load = tracker(clock, thresholds={"gpu_utilization": 0.5})
     load.snapshot = read(clock, {"a": 0.8, "b": 0.2})
     snapshot = cluster("a", "b", "c")
-    attach_tracker(snapshot, load)
+    snapshot.attach(load)
     result = schedule_one(parse_pod(gpu_pod("p", 1)), snapshot)
     scores = result.diagnosis()
     assert not scores["a"].feasible  # over the threshold
@@ -97,7 +97,7 @@ def test_old_metrics_become_unknown() -> None:
     load = tracker(clock, thresholds={"gpu_utilization": 0.5})
     load.snapshot = read(clock, {"a": 0.9, "b": 0.9})
     snapshot = cluster("a", "b")
-    attach_tracker(snapshot, load)
+    snapshot.attach(load)
     assert schedule_one(parse_pod(gpu_pod("p", 1)), snapshot).node is None
     clock.now += 61
     result = schedule_one(parse_pod(gpu_pod("p", 1)), snapshot)
@@ -134,7 +134,7 @@ def test_refresh_against_a_closed_port_fails_fast_and_keeps_scheduling() -> None
     assert load.refresh_once() is False
     assert load.failures == 1 and "127.0.0.1" in (load.last_error or "")
     snapshot = cluster("a")
-    attach_tracker(snapshot, load)
+    snapshot.attach(load)
     assert schedule_one(parse_pod(gpu_pod("p", 1)), snapshot).node == "a"
 
 
@@ -147,7 +147,7 @@ def test_load_never_buys_a_worse_gpu_topology() -> None:
     snapshot = ClusterSnapshot()
     snapshot.add_node(gpu_node("busy-dgx", NVSWITCH_8))
     snapshot.add_node(gpu_node("idle-pcie", PCIE_4, gpus=4))
-    attach_tracker(snapshot, load)
+    snapshot.attach(load)
     result = schedule_one(parse_pod(gpu_pod("p", 4)), snapshot)
     assert result.node == "busy-dgx"
     scores = result.diagnosis()
