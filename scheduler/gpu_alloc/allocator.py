@@ -1,291 +1,33 @@
-"""Which GPUs and MIG devices on each node are free, and which ones a new pod would get.
-
-The kubelet, not the scheduler, picks the concrete devices: it asks the NVIDIA device plugin's
-`GetPreferredAllocation`, which returns the set with the best aggregate NVLink score. The
-scheduler predicts that choice so it can score nodes by what the pod will really get:
-
-* **Layout** — a node's GPUs, their NUMA node and NVLink domain, MIG devices and health, from
-  the agent's ``gputopo.io/topology`` annotation. Without the annotation (an older agent, or a
-  node described only by labels) a layout is inferred from labels: ``nvidia.com/gpu``
-  allocatable GPUs, ``gputopo.io/gpu.nvlink-domain-size`` consecutive GPUs per domain,
-  ``gputopo.io/gpu.numa-max`` consecutive GPUs per NUMA node, and GPUs beyond
-  ``gputopo.io/gpu.healthy`` counted as failed.
-* **Bookkeeping** — every pod the scheduler knows on the node (bound or assumed) holds the GPUs
-  the preferred allocation gives it, in the order the pods arrived; a deleted pod frees them.
-* **NodeResourceTopology** — the agent's per-NUMA ``available`` count of ``nvidia.com/gpu``
-  reveals GPUs held by pods the scheduler does not know (other schedulers, static pods). It is
-  used only while *fresh*: observed after the last change the scheduler saw in that node's GPU
-  pods (an NRT older than our own last bind cannot know about it) **and**, when
-  ``nrt_max_age_s`` is set, at most that long ago. The agent writes its NRT only when it
-  changes, so by default a watched NRT has no age limit: an unchanged object is current. A
-  fresh NRT can only lower a zone's free count below the bookkeeping's, never raise it: a pod
-  the scheduler knows stays counted until its deletion is watched, because NRT lags the
-  kubelet's admission. A stale NRT is ignored; bookkeeping alone decides.
-
-Failed GPUs (annotation ``health: failed``) are never free, and neither are their MIG devices.
-
-Preferred allocation of `k` GPUs among the free ones, best first: one NVLink domain and one NUMA
-node ("aligned"), else one NVLink domain, else one NUMA node, else spread over the fewest groups;
-within a level, best fit — the group with the fewest free GPUs that still holds `k` — so large
-groups stay whole for large pods. Ties go to the lowest GPU index.
-
-Per-node results are cached and recomputed only for nodes whose object, pod count or GPU/MIG
-requests changed since the last look (a cheap vector comparison), so a scheduling cycle touches
-in Python only the nodes the previous binds changed.
-"""
+"""Per-node GPU bookkeeping, and the allocator's per-slot summary arrays for scoring."""
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from gputopo.core.contract import (
-    DEFAULT_CONTRACT,
-    AnnotatedMigInstance,
-    Contract,
-    ContractError,
-    parse_topology_annotation,
+from gputopo.core.contract import DEFAULT_CONTRACT, Contract
+from gputopo.scheduler.gpu_alloc.layout import (
+    DEFAULT_NRT_MAX_AGE_S,
+    GPU_RESOURCE,
+    MIG_RESOURCE_PREFIX,
+    NO_FIT,
+    GpuSlot,
+    MigSlot,
+    NodeGpuLayout,
+    label_int,
+    layout_of,
+    pod_gpu_count,
+    pod_mig_requests,
 )
+from gputopo.scheduler.gpu_alloc.nrt import NrtReport, parse_nrt
+from gputopo.scheduler.gpu_alloc.preferred import group_by, preferred_allocation
 from gputopo.scheduler.model import Node, Pod
 from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
-
-log = logging.getLogger(__name__)
-
-GPU_RESOURCE: Final = "nvidia.com/gpu"
-MIG_RESOURCE_PREFIX: Final = "nvidia.com/mig-"
-NRT_GPU_ZONE_PREFIX: Final = "node-"
-DEFAULT_NRT_MAX_AGE_S: Final[float | None] = None  # no age limit: the watch keeps NRTs current
-
-# Placement levels, best last.
-LEVEL_SPREAD: Final = 0  # spans NUMA nodes and NVLink domains
-LEVEL_NUMA: Final = 1  # one NUMA node, GPUs talk over PCIe
-LEVEL_NVLINK: Final = 2  # one NVLink domain across NUMA nodes
-LEVEL_ALIGNED: Final = 3  # one NVLink domain and one NUMA node
-
-_NO_FIT: Final = np.iinfo(np.int64).max
-
-
-def mig_resource(profile: str) -> str:
-    """The device plugin's resource name for a MIG profile (mixed strategy)."""
-    return MIG_RESOURCE_PREFIX + profile.replace("+", ".")
-
-
-@dataclass(frozen=True, slots=True)
-class GpuSlot:
-    index: int
-    numa_node: int | None
-    nvlink_domain: int | None
-    healthy: bool
-
-
-@dataclass(frozen=True, slots=True)
-class MigSlot:
-    """One MIG device: a compute instance of a GPU instance (the device plugin's unit)."""
-
-    gpu: int
-    instance: int  # GPU instance id
-    resource: str
-    compute: int = 0  # compute instance id within the GPU instance
-
-    @property
-    def key(self) -> tuple[int, int, int]:
-        return (self.gpu, self.instance, self.compute)
-
-
-@dataclass(frozen=True, slots=True)
-class NodeGpuLayout:
-    """One node's whole GPUs (MIG-enabled GPUs excluded) and MIG devices."""
-
-    gpus: tuple[GpuSlot, ...]
-    migs: tuple[MigSlot, ...]
-    source: str  # "annotation" | "labels"
-
-    def aligned_key(self, gpu: GpuSlot) -> tuple[object, ...]:
-        return (self.domain_key(gpu), gpu.numa_node)
-
-    @staticmethod
-    def domain_key(gpu: GpuSlot) -> object:
-        # A GPU with no NVLink peers is a domain of its own.
-        return gpu.nvlink_domain if gpu.nvlink_domain is not None else ("pcie", gpu.index)
-
-
-def _label_int(labels: Mapping[str, str], key: str) -> int | None:
-    value = labels.get(key)
-    if value is None or not value.isdigit():
-        return None
-    return int(value)
-
-
-def _mig_slots(gpu: int, instances: Iterable[AnnotatedMigInstance]) -> list[MigSlot]:
-    """The device plugin's MIG devices: one per compute instance, named by its profile
-    (``1c.3g.40gb`` for a GPU instance split into compute instances), as the agent's
-    ``nvidia.com/mig-*.count`` labels count them. A GPU instance listed without compute
-    instances (an annotation written by hand) counts as one device of its own profile."""
-    slots: list[MigSlot] = []
-    for gi in instances:
-        if not gi.compute_instances:
-            slots.append(MigSlot(gpu, gi.id, mig_resource(gi.profile)))
-        for ci in gi.compute_instances:
-            slots.append(MigSlot(gpu, gi.id, mig_resource(ci.profile), ci.id))
-    return slots
-
-
-def layout_of(node: Node, contract: Contract = DEFAULT_CONTRACT) -> NodeGpuLayout | None:
-    """The node's GPU layout (annotation first, labels second); None for a node without GPUs."""
-    text = node.annotations.get(contract.topology_annotation)
-    if text:
-        try:
-            annotation = parse_topology_annotation(text)
-        except ContractError as error:
-            log.warning("node %s: ignoring its topology annotation: %s", node.name, error)
-        else:
-            gpus: list[GpuSlot] = []
-            migs: list[MigSlot] = []
-            for gpu in sorted(annotation.gpus, key=lambda g: g.index):
-                healthy = gpu.health != "failed"
-                if gpu.mig_enabled:
-                    if healthy:
-                        migs.extend(_mig_slots(gpu.index, gpu.mig))
-                    continue
-                gpus.append(GpuSlot(gpu.index, gpu.numa_node, gpu.nvlink_domain, healthy))
-            if gpus or migs:
-                return NodeGpuLayout(tuple(gpus), tuple(migs), "annotation")
-            return None
-    count = node.allocatable.get(GPU_RESOURCE, 0)
-    if count <= 0:
-        return None
-    domain_size = _label_int(node.labels, contract.gpu_nvlink_domain_size) or 1
-    numa_size = _label_int(node.labels, contract.gpu_numa_max) or count
-    healthy_label = _label_int(node.labels, contract.gpu_healthy)
-    healthy_count = count if healthy_label is None else min(healthy_label, count)
-    return NodeGpuLayout(
-        tuple(
-            GpuSlot(
-                index=i,
-                numa_node=i // numa_size,
-                nvlink_domain=i // domain_size if domain_size > 1 else None,
-                healthy=i < healthy_count,
-            )
-            for i in range(count)
-        ),
-        (),
-        "labels",
-    )
-
-
-def pod_gpu_count(pod: Pod) -> int:
-    return pod.requests.get(GPU_RESOURCE, 0)
-
-
-def pod_mig_requests(pod: Pod) -> dict[str, int]:
-    return {
-        name: amount
-        for name, amount in pod.requests.items()
-        if name.startswith(MIG_RESOURCE_PREFIX) and amount > 0
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class GpuChoice:
-    """The GPUs a request would get, the level it reaches and the GPUs left free in its group."""
-
-    gpus: tuple[int, ...]
-    level: int
-    leftover: int
-
-
-def _groups(gpus: Iterable[GpuSlot], key: Callable[[GpuSlot], object]) -> list[list[GpuSlot]]:
-    grouped: dict[object, list[GpuSlot]] = {}
-    for gpu in gpus:
-        grouped.setdefault(key(gpu), []).append(gpu)
-    return [sorted(members, key=lambda g: g.index) for members in grouped.values()]
-
-
-def _best_fit(groups: list[list[GpuSlot]], count: int) -> list[GpuSlot] | None:
-    fitting = [group for group in groups if len(group) >= count]
-    if not fitting:
-        return None
-    return min(fitting, key=lambda group: (len(group), group[0].index))
-
-
-def _take_largest_first(
-    members: list[GpuSlot], key: Callable[[GpuSlot], object], count: int
-) -> list[GpuSlot]:
-    """`count` GPUs from `members`, from the fewest sub-groups (largest sub-groups first)."""
-    chosen: list[GpuSlot] = []
-    for group in sorted(_groups(members, key), key=lambda g: (-len(g), g[0].index)):
-        chosen.extend(group[: count - len(chosen)])
-        if len(chosen) == count:
-            break
-    return chosen
-
-
-def preferred_allocation(free: Iterable[GpuSlot], count: int) -> GpuChoice | None:
-    """The device plugin's (approximated) preferred set of `count` GPUs out of `free`."""
-    candidates = [gpu for gpu in free if gpu.healthy]
-    if count <= 0 or len(candidates) < count:
-        return None
-    domain_key = NodeGpuLayout.domain_key
-    aligned = _best_fit(_groups(candidates, lambda g: (domain_key(g), g.numa_node)), count)
-    if aligned is not None:
-        return GpuChoice(
-            tuple(g.index for g in aligned[:count]), LEVEL_ALIGNED, len(aligned) - count
-        )
-    in_domain = _best_fit(_groups(candidates, domain_key), count)
-    if in_domain is not None:
-        chosen = _take_largest_first(in_domain, lambda g: g.numa_node, count)
-        return GpuChoice(
-            tuple(sorted(g.index for g in chosen)), LEVEL_NVLINK, len(in_domain) - count
-        )
-    in_numa = _best_fit(_groups(candidates, lambda g: g.numa_node), count)
-    if in_numa is not None:
-        chosen = _take_largest_first(in_numa, domain_key, count)
-        return GpuChoice(tuple(sorted(g.index for g in chosen)), LEVEL_NUMA, len(in_numa) - count)
-    chosen = _take_largest_first(candidates, lambda g: g.numa_node, count)
-    return GpuChoice(tuple(sorted(g.index for g in chosen)), LEVEL_SPREAD, len(candidates) - count)
-
-
-@dataclass(frozen=True, slots=True)
-class NrtReport:
-    """Free `nvidia.com/gpu` per NUMA zone from one NodeResourceTopology, and when it was seen."""
-
-    available: Mapping[int, int]
-    observed_at: float
-
-
-def parse_nrt(obj: Mapping[str, Any]) -> tuple[str, dict[int, int]]:
-    """(node name, {numa id: available nvidia.com/gpu}) from a NodeResourceTopology object."""
-    name = (obj.get("metadata") or {}).get("name")
-    if not isinstance(name, str) or not name:
-        raise ValueError("NodeResourceTopology: metadata.name: must be set")
-    available: dict[int, int] = {}
-    for zone in obj.get("zones") or []:
-        zone_name = str(zone.get("name", ""))
-        if not zone_name.startswith(NRT_GPU_ZONE_PREFIX):
-            continue
-        suffix = zone_name[len(NRT_GPU_ZONE_PREFIX) :]
-        if not suffix.isdigit():
-            continue
-        for resource in zone.get("resources") or []:
-            if resource.get("name") != GPU_RESOURCE:
-                continue
-            value = resource.get("available")
-            if isinstance(value, str) and value.isdigit():
-                value = int(value)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(
-                    f"NodeResourceTopology {name}: zone {zone_name}: {GPU_RESOURCE} available "
-                    f"must be a non-negative integer, got {resource.get('available')!r}"
-                )
-            available[int(suffix)] = value
-    return name, available
 
 
 class NodeGpuState:
@@ -607,7 +349,7 @@ class GpuAllocator:
     def _summarise(self, slot: int, state: NodeGpuState, node: Node) -> None:
         free = state.free_gpus()
         domain_key = NodeGpuLayout.domain_key
-        aligned_groups = _groups(free, lambda g: (domain_key(g), g.numa_node))
+        aligned_groups = group_by(free, lambda g: (domain_key(g), g.numa_node))
         aligned = [len(g) for g in aligned_groups]
         domain_free_of: dict[object, int] = {}
         for gpu in free:
@@ -619,9 +361,9 @@ class GpuAllocator:
         aligned_domain = [domain_free_of[domain_key(g[0])] for g in aligned_groups]
         aligned_size = [domain_size_of[domain_key(g[0])] for g in aligned_groups]
         domains = [
-            len(g) for g in _groups([g for g in free if g.nvlink_domain is not None], domain_key)
+            len(g) for g in group_by([g for g in free if g.nvlink_domain is not None], domain_key)
         ]
-        numas = [len(g) for g in _groups(free, lambda g: g.numa_node)]
+        numas = [len(g) for g in group_by(free, lambda g: g.numa_node)]
         width = max(len(aligned), len(domains), len(numas), 1)
         if width > self._width:
             self._widen(width)
@@ -635,7 +377,7 @@ class GpuAllocator:
             matrix[slot] = -1
             matrix[slot, : len(counts)] = counts
         self.free_total[slot] = len(free)
-        sla = _label_int(node.labels, self.contract.sla)
+        sla = label_int(node.labels, self.contract.sla)
         self.sla[slot] = min(sla, 1000) if sla is not None else 0
 
     # ------------------------------------------------------------ queries
@@ -645,10 +387,7 @@ class GpuAllocator:
         return self.states.get(slot)
 
     def best_leftover(self, matrix: IntArray, slots: IntArray, count: int) -> IntArray:
-        """Per slot, free GPUs left in the best-fitting group holding `count` (or _NO_FIT)."""
+        """Per slot, free GPUs left in the best-fitting group holding `count` (or NO_FIT)."""
         groups = matrix[slots]
-        best: IntArray = np.where(groups >= count, groups - count, _NO_FIT).min(axis=1)
+        best: IntArray = np.where(groups >= count, groups - count, NO_FIT).min(axis=1)
         return best
-
-
-NO_FIT: Final = _NO_FIT
