@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gputopo.core.grammar import format_cpulist, parse_cpulist
 from gputopo.mocks.profile import (
     NVLINK_VERSIONS,
     ProfileError,
     builtin_profile_names,
-    format_cpulist,
+    bus_id_or_none,
     load_profile,
-    normalise_bus_id,
-    parse_cpulist,
 )
 
 BUILTINS = (
@@ -316,9 +315,9 @@ def test_transient_error_spec(tmp_path: Path) -> None:
 
 
 def test_bus_id_normalisation() -> None:
-    assert normalise_bus_id("00000000:1B:00.0") == "0000:1b:00.0"
-    assert normalise_bus_id("1b:00.0") == "0000:1b:00.0"
-    assert normalise_bus_id("1b:00") is None
+    assert bus_id_or_none("00000000:1B:00.0") == "0000:1b:00.0"
+    assert bus_id_or_none("1b:00.0") == "0000:1b:00.0"
+    assert bus_id_or_none("1b:00") is None
 
 
 def test_cpulist_round_trip() -> None:
