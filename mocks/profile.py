@@ -19,10 +19,11 @@ import types
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
+from gputopo.core.decode import DecodeError, decode
 from gputopo.core.grammar import GrammarError, normalize_bus_id, parse_cpulist, split_bus_id
 from gputopo.mocks import mig as mig_tables
 from gputopo.mocks.spec import (
@@ -53,6 +54,9 @@ from gputopo.mocks.spec import (
 
 # NVLink generation as written in a profile -> NVML's nvmlNvlinkVersion_t value.
 NVLINK_VERSIONS = {"1": 1, "2": 2, "2.2": 3, "3": 4, "3.1": 5, "4": 6, "5": 7, "6": 8}
+
+
+_Section = TypeVar("_Section")
 
 
 class ProfileError(ValueError):
@@ -751,53 +755,28 @@ class _Parser:
             ecc = (
                 None
                 if entry["ecc"] is False
-                else self.counters(EccSpec, entry["ecc"], f"{where}.ecc")
+                else self.section(EccSpec, entry["ecc"], f"{where}.ecc")
             )
         retired: RetiredPagesSpec | None = (
             RetiredPagesSpec() if generation < ARCHITECTURES["ampere"] else None
         )
         if "retired_pages" in entry:
             raw = entry["retired_pages"]
-            if raw is False:
-                retired = None
-            else:
-                pages = self.mapping(raw, f"{where}.retired_pages")
-                self.known(pages, f"{where}.retired_pages", {"single_bit", "double_bit", "pending"})
-                retired = RetiredPagesSpec(
-                    single_bit=tuple(
-                        self.integer({"a": a}, "a", f"{where}.retired_pages.single_bit")
-                        for a in self.items(
-                            pages.get("single_bit"), f"{where}.retired_pages.single_bit"
-                        )
-                    ),
-                    double_bit=tuple(
-                        self.integer({"a": a}, "a", f"{where}.retired_pages.double_bit")
-                        for a in self.items(
-                            pages.get("double_bit"), f"{where}.retired_pages.double_bit"
-                        )
-                    ),
-                    pending=self.flag(pages, "pending", f"{where}.retired_pages", False),
-                )
+            retired = (
+                None
+                if raw is False
+                else self.section(RetiredPagesSpec, raw, f"{where}.retired_pages")
+            )
         remapped: RemappedRowsSpec | None = (
             RemappedRowsSpec() if generation >= ARCHITECTURES["ampere"] else None
         )
         if "remapped_rows" in entry:
             raw = entry["remapped_rows"]
-            if raw is False:
-                remapped = None
-            else:
-                rows = self.mapping(raw, f"{where}.remapped_rows")
-                self.known(
-                    rows,
-                    f"{where}.remapped_rows",
-                    {"correctable", "uncorrectable", "pending", "failure"},
-                )
-                remapped = RemappedRowsSpec(
-                    correctable=self.integer(rows, "correctable", f"{where}.remapped_rows", 0),
-                    uncorrectable=self.integer(rows, "uncorrectable", f"{where}.remapped_rows", 0),
-                    pending=self.flag(rows, "pending", f"{where}.remapped_rows", False),
-                    failure=self.flag(rows, "failure", f"{where}.remapped_rows", False),
-                )
+            remapped = (
+                None
+                if raw is False
+                else self.section(RemappedRowsSpec, raw, f"{where}.remapped_rows")
+            )
         xids = tuple(
             self.integer({"x": x}, "x", f"{where}.xid_events[{i}]", minimum=1)
             for i, x in enumerate(self.items(entry.get("xid_events"), f"{where}.xid_events"))
@@ -806,16 +785,12 @@ class _Parser:
             ecc, retired, remapped, self.integer(entry, "throttle_reasons", where, 0), xids
         )
 
-    def counters(self, cls: type[EccSpec], value: Any, where: str) -> EccSpec:
-        entry = self.mapping(value, where)
-        names = {
-            "volatile_corrected",
-            "volatile_uncorrected",
-            "aggregate_corrected",
-            "aggregate_uncorrected",
-        }
-        self.known(entry, where, names)
-        return cls(**{n: self.integer(entry, n, where, 0) for n in sorted(names)})
+    def section(self, cls: type[_Section], value: Any, where: str) -> _Section:
+        """A section whose YAML is exactly its dataclass: decoded from the type hints."""
+        try:
+            return decode(cls, {} if value is None else value, where, unknown="reject")
+        except DecodeError as error:
+            raise ProfileError(f"{self.source}: {error}") from None
 
     def metrics(self, value: Any, where: str) -> MetricsSpec:
         entry = self.mapping(value, where)

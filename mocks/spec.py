@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gputopo.core.decode import wire
 from gputopo.core.grammar import split_bus_id
 from gputopo.mocks import mig as mig_tables
 
@@ -135,25 +136,30 @@ class FabricSpec:
     status: str = "SUCCESS"  # or an NVML error name
 
 
+# Counters and page addresses are never negative; the profile parser decodes these sections
+# straight from their dataclasses (gputopo.core.decode), so the bound lives with the field.
+_COUNT = wire(minimum=0)
+
+
 @dataclass(frozen=True)
 class EccSpec:
-    volatile_corrected: int = 0
-    volatile_uncorrected: int = 0
-    aggregate_corrected: int = 0
-    aggregate_uncorrected: int = 0
+    volatile_corrected: int = field(default=0, metadata=_COUNT)
+    volatile_uncorrected: int = field(default=0, metadata=_COUNT)
+    aggregate_corrected: int = field(default=0, metadata=_COUNT)
+    aggregate_uncorrected: int = field(default=0, metadata=_COUNT)
 
 
 @dataclass(frozen=True)
 class RetiredPagesSpec:
-    single_bit: tuple[int, ...] = ()
-    double_bit: tuple[int, ...] = ()
+    single_bit: tuple[int, ...] = field(default=(), metadata=_COUNT)
+    double_bit: tuple[int, ...] = field(default=(), metadata=_COUNT)
     pending: bool = False
 
 
 @dataclass(frozen=True)
 class RemappedRowsSpec:
-    correctable: int = 0
-    uncorrectable: int = 0
+    correctable: int = field(default=0, metadata=_COUNT)
+    uncorrectable: int = field(default=0, metadata=_COUNT)
     pending: bool = False
     failure: bool = False
 

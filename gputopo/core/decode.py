@@ -50,6 +50,8 @@ class Wire:
     key: str | None = None  # the document's key, when it is not the field's name
     parse: Callable[[Any, str], Any] | None = None  # (value, path) -> field value
     choices: tuple[str, ...] | None = None  # a closed set of strings
+    minimum: int | None = None  # bounds of an integer, or of every integer in a tuple
+    maximum: int | None = None
 
 
 def wire(
@@ -57,9 +59,11 @@ def wire(
     key: str | None = None,
     parse: Callable[[Any, str], Any] | None = None,
     choices: tuple[str, ...] | None = None,
+    minimum: int | None = None,
+    maximum: int | None = None,
 ) -> dict[str, Wire]:
-    """Field metadata: ``field(metadata=wire(key="v"))``, ``parse=...`` or ``choices=...``."""
-    return {_WIRE: Wire(key=key, parse=parse, choices=choices)}
+    """Field metadata: ``field(metadata=wire(key="v"))``, ``parse=...``, ``minimum=0`` and so on."""
+    return {_WIRE: Wire(key, parse, choices, minimum, maximum)}
 
 
 def wire_keys(cls: type[Any]) -> frozenset[str]:
@@ -67,23 +71,37 @@ def wire_keys(cls: type[Any]) -> frozenset[str]:
     return frozenset(_key(f) for f in dataclasses.fields(cls))
 
 
-def decode(cls: type[T], document: Any, path: str) -> T:
-    """Build the dataclass ``cls`` from ``document``; a :class:`DecodeError` names the path."""
+Unknown = Literal["ignore", "reject"]
+
+
+def decode(cls: type[T], document: Any, path: str, *, unknown: Unknown = "ignore") -> T:
+    """Build the dataclass ``cls`` from ``document``; a :class:`DecodeError` names the path.
+
+    ``unknown="reject"`` refuses keys the schema does not name (hand-written files, where an
+    unknown key is a typo); the default ignores them (documents another version wrote).
+    """
     if not isinstance(document, Mapping):
         raise DecodeError(path, f"expected an object, got {_kind(document)}")
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if unknown == "reject":
+        keys = {_key(f) for f in fields}
+        strangers = sorted(str(key) for key in document if key not in keys)
+        if strangers:
+            allowed = ", ".join(sorted(keys))
+            raise DecodeError(f"{path}.{strangers[0]}", f"unknown field (allowed: {allowed})")
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in fields:
         key = _key(f)
         where = f"{path}.{key}"
         if key in document:
-            values[f.name] = _field_value(f, hints[f.name], document[key], where)
+            values[f.name] = _field_value(f, hints[f.name], document[key], where, unknown)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             values[f.name] = _absent(hints[f.name], where)
     return cls(**values)
 
 
-def decode_value(hint: Any, value: Any, path: str) -> Any:
+def decode_value(hint: Any, value: Any, path: str, *, unknown: Unknown = "ignore") -> Any:
     """One value against one type hint (the building block of :func:`decode`)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -93,13 +111,16 @@ def decode_value(hint: Any, value: Any, path: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         if len(inner) != 1:
             raise TypeError(f"{path}: cannot decode the union {hint!r}")
-        return decode_value(inner[0], value, path)
+        return decode_value(inner[0], value, path, unknown=unknown)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise DecodeError(path, f"expected a list, got {_kind(value)}")
         if len(args) != 2 or args[1] is not Ellipsis:
             raise TypeError(f"{path}: cannot decode the fixed-length tuple {hint!r}")
-        return tuple(decode_value(args[0], item, f"{path}[{i}]") for i, item in enumerate(value))
+        return tuple(
+            decode_value(args[0], item, f"{path}[{i}]", unknown=unknown)
+            for i, item in enumerate(value)
+        )
     if origin is Literal:
         return _choice(tuple(args), value, path)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
@@ -109,7 +130,7 @@ def decode_value(hint: Any, value: Any, path: str) -> Any:
             allowed = [member.value for member in hint]
             raise DecodeError(path, f"{value!r} is not one of {allowed}") from None
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return decode(hint, value, path)
+        return decode(hint, value, path, unknown=unknown)
     return _scalar(hint, value, path)
 
 
@@ -135,13 +156,35 @@ def _scalar(hint: Any, value: Any, path: str) -> Any:
     raise TypeError(f"{path}: cannot decode type {hint!r}")
 
 
-def _field_value(f: dataclasses.Field[Any], hint: Any, value: Any, path: str) -> Any:
+def _field_value(
+    f: dataclasses.Field[Any], hint: Any, value: Any, path: str, unknown: Unknown
+) -> Any:
     spec = f.metadata.get(_WIRE)
-    if spec is not None and spec.parse is not None:
+    if spec is None:
+        return decode_value(hint, value, path, unknown=unknown)
+    if spec.parse is not None:
         return spec.parse(value, path)
-    if spec is not None and spec.choices is not None and value is not None:
+    if spec.choices is not None and value is not None:
         return _choice(spec.choices, value, path)
-    return decode_value(hint, value, path)
+    result = decode_value(hint, value, path, unknown=unknown)
+    if spec.minimum is not None or spec.maximum is not None:
+        if isinstance(result, tuple):
+            for i, item in enumerate(result):
+                _bounded(spec, item, f"{path}[{i}]")
+        elif result is not None:
+            _bounded(spec, result, path)
+    return result
+
+
+def _bounded(spec: Wire, value: int, path: str) -> None:
+    low, high = spec.minimum, spec.maximum
+    if (low is None or value >= low) and (high is None or value <= high):
+        return
+    if low is not None and high is not None:
+        raise DecodeError(path, f"expected an integer in {low}..{high}, got {value}")
+    if low is not None:
+        raise DecodeError(path, f"expected an integer >= {low}, got {value}")
+    raise DecodeError(path, f"expected an integer <= {high}, got {value}")
 
 
 def _choice(choices: tuple[Any, ...], value: Any, path: str) -> Any:

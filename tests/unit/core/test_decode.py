@@ -118,3 +118,41 @@ def test_wire_keys_are_the_document_keys() -> None:
 def test_an_unsupported_type_is_a_programming_error() -> None:
     with pytest.raises(TypeError, match="cannot decode"):
         decode_value(dict, {}, "doc")
+
+
+@dataclass(frozen=True)
+class Counters:
+    corrected: int = field(default=0, metadata=wire(minimum=0))
+    score: int | None = field(default=None, metadata=wire(minimum=0, maximum=100))
+    pages: tuple[int, ...] = field(default=(), metadata=wire(minimum=0))
+    limit: int = field(default=0, metadata=wire(maximum=9))
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"corrected": -1}, "ecc.corrected: expected an integer >= 0, got -1"),
+        ({"score": 101}, "ecc.score: expected an integer in 0..100, got 101"),
+        ({"pages": [1, -2]}, "ecc.pages[1]: expected an integer >= 0, got -2"),
+        ({"limit": 10}, "ecc.limit: expected an integer <= 9, got 10"),
+    ],
+)
+def test_bounds_name_the_path(document: Any, message: str) -> None:
+    with pytest.raises(DecodeError) as raised:
+        decode(Counters, document, "ecc")
+    assert str(raised.value) == message
+
+
+def test_unknown_keys_are_ignored_unless_rejected() -> None:
+    assert decode(Counters, {"corected": 1}, "ecc") == Counters()
+    with pytest.raises(DecodeError) as raised:
+        decode(Counters, {"corected": 1}, "ecc", unknown="reject")
+    assert str(raised.value) == (
+        "ecc.corected: unknown field (allowed: corrected, limit, pages, score)"
+    )
+
+
+def test_rejecting_unknown_keys_reaches_nested_objects() -> None:
+    document = {"name": "x", "gpus": [{"index": 0, "numa": 1}]}
+    with pytest.raises(DecodeError, match=r"^machine\.gpus\[0\]\.numa: unknown field"):
+        decode(Machine, document, "machine", unknown="reject")
