@@ -5,6 +5,9 @@ publishes, the format of their values, and how to parse the ``gputopo.io/topolog
 back into typed values. It imports nothing from the agent's runtime (no NVML, no Kubernetes
 client, not even the topology model), so the scheduler can depend on it alone.
 
+The annotation's dataclasses are its schema: :mod:`gputopo.core.decode` reads the JSON back
+through them, and the CPU lists in it use the cpulist grammar of :mod:`gputopo.core.grammar`.
+
 The prefix (``gputopo.io`` by default) is configurable; build a :class:`Contract` with another
 prefix and every gputopo key moves with it. GPU Feature Discovery compatible keys always live
 under ``nvidia.com`` because existing manifests select on them.
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gputopo.core.decode import DecodeError, decode, wire, wire_keys
-from gputopo.core.grammar import GrammarError, format_cpulist, parse_cpulist
+from gputopo.core.grammar import format_cpulist, parse_cpulist
 
 DEFAULT_PREFIX: Final = "gputopo.io"
 NVIDIA_PREFIX: Final = "nvidia.com"
@@ -284,14 +287,11 @@ class AnnotatedNvlinkDomain:
     via: str  # nvswitch|nvlink
 
 
-def _cpulist_field(value: Any, path: str) -> tuple[int, ...]:
+def _cpulist_field(value: Any) -> tuple[int, ...]:
     """The annotation carries a NUMA node's CPUs as a compact cpulist string."""
     if not isinstance(value, str):
-        raise DecodeError(path, f"expected a cpulist string like '0-55,112-167', got {value!r}")
-    try:
-        return parse_cpulist(value)
-    except GrammarError as error:
-        raise DecodeError(path, str(error)) from None
+        raise ValueError(f"expected a cpulist string like '0-55,112-167', got {value!r}")
+    return parse_cpulist(value)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ class Via(enum.StrEnum):
     NVSWITCH = "nvswitch"
 
 
-def _upper(value: Any, path: str) -> str:
+def _upper(value: Any) -> str:
     if not isinstance(value, str):
-        raise DecodeError(path, f"expected a name, got {value!r}")
+        raise ValueError(f"expected a name, got {value!r}")
     return value.upper()
 
 
