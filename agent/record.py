@@ -16,8 +16,9 @@ import yaml
 
 from gputopo.agent.nvml.session import load_pynvml
 from gputopo.agent.topology import Gpu, NodeTopology, NvlinkRemote
+from gputopo.core.grammar import format_cpulist
 from gputopo.mocks import mig as mig_tables
-from gputopo.mocks.profile import ARCHITECTURES, MIB, format_cpulist
+from gputopo.mocks.spec import ARCHITECTURES, MIB
 
 # nvmlClocksEventReason* bits by the snake_case name of the constant ("sw_power_cap").
 _REASON_BITS: dict[str, int] = {

@@ -18,6 +18,9 @@ import os
 import re
 from dataclasses import dataclass
 
+from gputopo.core import grammar
+from gputopo.core.grammar import format_cpulist as format_cpulist  # agent.render reads it here
+
 NVIDIA_VENDOR_ID = "0x10de"
 # PCI class codes of NVIDIA GPUs: VGA controller (0x0300xx) and 3D controller (0x0302xx).
 GPU_CLASS_PREFIXES = ("0x0300", "0x0302")
@@ -69,51 +72,33 @@ class SysRdmaNic:
 
 
 def normalize_bus_id(bus_id: str) -> str:
-    """NVML says "00000000:18:00.0", sysfs "0000:18:00.0": both become "0000:18:00.0"."""
-    text = bus_id.strip().lower()
-    domain, sep, rest = text.partition(":")
-    if not sep:
-        return text
+    """NVML says "00000000:18:00.0", sysfs "0000:18:00.0": both become "0000:18:00.0".
+
+    The grammar is :func:`gputopo.core.grammar.normalize_bus_id`; the agent tolerates text it
+    cannot parse (kept, lower-cased) because a device with an odd id is still worth describing.
+    """
     try:
-        domain_value = int(domain, 16)
-    except ValueError:
-        return text
-    return f"{domain_value:04x}:{rest}"
+        return grammar.normalize_bus_id(bus_id)
+    except grammar.GrammarError:
+        return bus_id.strip().lower()
 
 
-def parse_cpulist(text: str) -> tuple[int, ...]:
-    """Parse a kernel cpulist ("0-3,8,10-11"); malformed pieces are skipped, never raised."""
-    cpus: set[int] = set()
-    for piece in text.strip().split(","):
-        piece = piece.strip()
-        if not piece:
-            continue
-        first, dash, last = piece.partition("-")
-        try:
-            if dash:
-                cpus.update(range(int(first), int(last) + 1))
-            else:
-                cpus.add(int(first))
-        except ValueError:
-            continue
-    return tuple(sorted(cpus))
+def salvage_cpulist(text: str) -> tuple[int, ...]:
+    """A cpulist read from sysfs, keeping the well-formed pieces ("0-1,x,3" gives 0, 1, 3).
 
-
-def format_cpulist(cpus: tuple[int, ...] | list[int]) -> str:
-    """The inverse of :func:`parse_cpulist`: compact ranges like "0-55,112-167"."""
-    ordered = sorted(set(cpus))
-    ranges: list[str] = []
-    start = previous = -2
-    for cpu in ordered:
-        if cpu == previous + 1:
-            previous = cpu
-            continue
-        if start >= 0:
-            ranges.append(str(start) if start == previous else f"{start}-{previous}")
-        start = previous = cpu
-    if start >= 0:
-        ranges.append(str(start) if start == previous else f"{start}-{previous}")
-    return ",".join(ranges)
+    The grammar is :func:`gputopo.core.grammar.parse_cpulist`; sysfs never raises (see the module
+    docstring), so a malformed piece is skipped and the CPUs the rest names are kept.
+    """
+    try:
+        return grammar.parse_cpulist(text)
+    except grammar.GrammarError:
+        cpus: set[int] = set()
+        for piece in text.split(","):
+            try:
+                cpus.update(grammar.parse_cpulist(piece))
+            except grammar.GrammarError:
+                continue
+        return tuple(sorted(cpus))
 
 
 def parse_link_speed(text: str) -> int | None:
@@ -231,7 +216,7 @@ class SysfsReader:
             device_id=device_id.lower() if device_id else None,
             pci_class=pci_class.lower() if pci_class else None,
             numa_node=numa if numa is not None and numa >= 0 else None,
-            local_cpus=parse_cpulist(cpulist) if cpulist else (),
+            local_cpus=salvage_cpulist(cpulist) if cpulist else (),
             driver=driver,
             link_gen_current=parse_link_speed(speed) if speed else None,
             link_gen_max=parse_link_speed(max_speed) if max_speed else None,
@@ -263,7 +248,7 @@ class SysfsReader:
         base = join(self.root, "devices", "system", "node")
         online = self._read(join(base, "online"))
         if online:
-            ids = list(parse_cpulist(online))
+            ids = list(salvage_cpulist(online))
         else:
             try:
                 names = os.listdir(base)
@@ -283,7 +268,7 @@ class SysfsReader:
             nodes.append(
                 SysNumaNode(
                     id=node_id,
-                    cpus=parse_cpulist(cpulist) if cpulist else (),
+                    cpus=salvage_cpulist(cpulist) if cpulist else (),
                     memory_total_bytes=self._meminfo_total(join(directory, "meminfo")),
                     distances=distances if len(distances) == len(ids) else (),
                 )

@@ -14,11 +14,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from typing import Any
+
+from gputopo.core.decode import DecodeError, decode
 
 SCHEMA_VERSION = 1
 
@@ -301,7 +301,10 @@ class NodeTopology:
                 f"topology schema_version {version!r} is not supported "
                 f"(this build reads 1..{SCHEMA_VERSION})"
             )
-        return _decode(cls, document, "topology")
+        try:
+            return decode(cls, document, "topology")
+        except DecodeError as error:
+            raise TopologyError(str(error)) from None
 
     @classmethod
     def from_json(cls, text: str) -> NodeTopology:
@@ -322,50 +325,3 @@ def _encode(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_encode(item) for item in value]
     return value
-
-
-T = TypeVar("T")
-
-
-def _decode(cls: type[T], document: Any, where: str) -> T:
-    """Rebuild a dataclass from its JSON form, checking each field's type against its hint."""
-    if not isinstance(document, Mapping):
-        raise TopologyError(f"{where}: expected an object, got {type(document).__name__}")
-    hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in document:
-            kwargs[f.name] = _decode_value(hints[f.name], document[f.name], f"{where}.{f.name}")
-    try:
-        return cls(**kwargs)
-    except TypeError as error:
-        raise TopologyError(f"{where}: {error}") from None
-
-
-def _decode_value(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is Union or origin is types.UnionType:
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _decode_value(inner, value, where)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise TopologyError(f"{where}: expected a list, got {type(value).__name__}")
-        return tuple(_decode_value(args[0], item, f"{where}[{i}]") for i, item in enumerate(value))
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value)
-        except ValueError:
-            allowed = [member.value for member in hint]
-            raise TopologyError(f"{where}: {value!r} is not one of {allowed}") from None
-    if dataclasses.is_dataclass(hint):
-        return _decode(hint, value, where)  # type: ignore[arg-type]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, str, bool, float):
-        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise TopologyError(f"{where}: expected {hint.__name__}, got {value!r}")
-        return value
-    raise TopologyError(f"{where}: cannot decode type {hint!r}")  # pragma: no cover

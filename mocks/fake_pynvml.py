@@ -25,8 +25,10 @@ from typing import Any, NoReturn
 
 import pynvml as _real
 
+from gputopo.core.grammar import GrammarError, normalize_bus_id, split_bus_id
 from gputopo.mocks import mig as mig_tables
-from gputopo.mocks.profile import (
+from gputopo.mocks.profile import load_profile
+from gputopo.mocks.spec import (
     ARCHITECTURES,
     FABRIC_STATES,
     MIB,
@@ -37,8 +39,6 @@ from gputopo.mocks.profile import (
     InjectedError,
     MachineProfile,
     RemappedRowsSpec,
-    load_profile,
-    split_bus_id,
 )
 
 # Helpers of the real module that never touch the library; kept as they are.
@@ -260,11 +260,10 @@ class FakeNvml:
         return self._find("nvmlDeviceGetHandleBySerial", lambda g: g.serial == text)
 
     def nvmlDeviceGetHandleByPciBusId(self, pciBusId: str | bytes) -> Any:
-        from gputopo.mocks.profile import normalise_bus_id
-
         text = pciBusId.decode() if isinstance(pciBusId, bytes) else pciBusId
-        wanted = normalise_bus_id(text)
-        if wanted is None:
+        try:
+            wanted = normalize_bus_id(text)
+        except GrammarError:
             self._enter("nvmlDeviceGetHandleByPciBusId")
             self._raise("INVALID_ARGUMENT")
         return self._find("nvmlDeviceGetHandleByPciBusId", lambda g: g.bus_id == wanted)

@@ -1,46 +1,62 @@
-"""Machine profiles: the raw facts of one GPU machine, read from YAML (format: docs/profiles.md).
+"""Machine profiles: read and validate the YAML of one GPU machine (format: docs/profiles.md).
 
-A profile is what the fake ``pynvml`` and the fake sysfs tree are built from, so the two always
-agree. Loading validates everything once (types, references, MIG placements, NVLink symmetry)
-and reports the first problem as one line naming the file and the field.
+A profile becomes a :class:`~gputopo.mocks.spec.MachineProfile`, what the fake ``pynvml`` and the
+fake sysfs tree are built from. Loading resolves ``base:`` inheritance, validates everything once
+(types, references, MIG placements, NVLink symmetry) and reports the first problem as one line
+naming the file and the field.
+
+Why one file over 500 lines: the parser is one pass over one document with one error context
+(the source and the field path); each section's checks refer to sections read before it (NUMA
+nodes, NVSwitches, bus ids), so splitting it would spread one grammar over several files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import re
 import types
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
+from gputopo.core.decode import DecodeError, decode
+from gputopo.core.grammar import GrammarError, normalize_bus_id, parse_cpulist, split_bus_id
 from gputopo.mocks import mig as mig_tables
-
-MIB = 1024 * 1024
-
-ARCHITECTURES = {
-    "kepler": 2,
-    "maxwell": 3,
-    "pascal": 4,
-    "volta": 5,
-    "turing": 6,
-    "ampere": 7,
-    "ada": 8,
-    "hopper": 9,
-    "blackwell": 10,
-}
+from gputopo.mocks.spec import (
+    ARCHITECTURES,
+    FABRIC_STATES,
+    ComputeInstanceSpec,
+    DriverSpec,
+    EccSpec,
+    FabricSpec,
+    GpuInstanceSpec,
+    GpuSpec,
+    HealthSpec,
+    InjectedError,
+    MachineProfile,
+    MetricsSpec,
+    MigSpec,
+    NicSpec,
+    NodeSpec,
+    NumaNodeSpec,
+    NvlinkSpec,
+    NvmlSpec,
+    NvswitchSpec,
+    PcieLinkSpec,
+    PcieSwitchSpec,
+    RemappedRowsSpec,
+    RetiredPagesSpec,
+)
 
 # NVLink generation as written in a profile -> NVML's nvmlNvlinkVersion_t value.
 NVLINK_VERSIONS = {"1": 1, "2": 2, "2.2": 3, "3": 4, "3.1": 5, "4": 6, "5": 7, "6": 8}
 
-FABRIC_STATES = {"not_supported": 0, "not_started": 1, "in_progress": 2, "completed": 3}
 
-NVIDIA_VENDOR = 0x10DE
-MELLANOX_VENDOR = 0x15B3
+_Section = TypeVar("_Section")
 
 
 class ProfileError(ValueError):
@@ -68,355 +84,12 @@ def nvml_function_names() -> frozenset[str]:
     )
 
 
-@dataclass(frozen=True)
-class InjectedError:
-    """An NVML error a call raises: always (``times`` None) or for the next ``times`` calls."""
-
-    error: str  # NVML error name without prefix, e.g. "NOT_SUPPORTED"
-    times: int | None = None
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    hostname: str
-    product_name: str | None = None
-    vendor: str | None = None
-
-
-@dataclass(frozen=True)
-class DriverSpec:
-    version: str = "550.54.15"
-    cuda_version: int = 12040
-    nvml_version: str = "12.550.54.15"
-
-
-@dataclass(frozen=True)
-class NvmlSpec:
-    load_error: str | None = None
-    init_error: str | None = None
-    errors: Mapping[str, InjectedError] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class NumaNodeSpec:
-    id: int
-    cpus: tuple[int, ...]
-    memory_mib: int
-    distances: tuple[int, ...]
-
-    @property
-    def memory_bytes(self) -> int:
-        return self.memory_mib * MIB
-
-
-@dataclass(frozen=True)
-class PcieSwitchSpec:
-    name: str
-    upstream_bus_id: str  # the switch's upstream port
-    parent: str  # a root-port bus id or another switch's name
-    device_id: int = 0xC010
-    ports: Mapping[str, str] = field(default_factory=dict)  # child bus id -> downstream port
-
-
-@dataclass(frozen=True)
-class PcieLinkSpec:
-    gen: int
-    gen_max: int
-    width: int
-    width_max: int
-
-
-@dataclass(frozen=True)
-class NvlinkSpec:
-    link: int
-    version: int  # NVML nvmlNvlinkVersion_t value
-    remote_type: str  # "gpu" or "nvswitch"
-    remote_bus_id: str
-    active: bool = True
-
-
-@dataclass(frozen=True)
-class ComputeInstanceSpec:
-    id: int
-    slices: int
-    placement_start: int
-
-
-@dataclass(frozen=True)
-class GpuInstanceSpec:
-    id: int
-    profile: str
-    placement_start: int
-    compute_instances: tuple[ComputeInstanceSpec, ...]
-
-
-@dataclass(frozen=True)
-class MigSpec:
-    capable: bool = False
-    enabled: bool = False
-    pending: bool = False
-    table: str | None = None
-    instances: tuple[GpuInstanceSpec, ...] = ()
-
-    def mig_table(self) -> mig_tables.MigTable | None:
-        return mig_tables.TABLES.get(self.table) if self.table else None
-
-
-@dataclass(frozen=True)
-class FabricSpec:
-    cluster_uuid: str
-    clique_id: int
-    state: str = "completed"
-    status: str = "SUCCESS"  # or an NVML error name
-
-
-@dataclass(frozen=True)
-class EccSpec:
-    volatile_corrected: int = 0
-    volatile_uncorrected: int = 0
-    aggregate_corrected: int = 0
-    aggregate_uncorrected: int = 0
-
-
-@dataclass(frozen=True)
-class RetiredPagesSpec:
-    single_bit: tuple[int, ...] = ()
-    double_bit: tuple[int, ...] = ()
-    pending: bool = False
-
-
-@dataclass(frozen=True)
-class RemappedRowsSpec:
-    correctable: int = 0
-    uncorrectable: int = 0
-    pending: bool = False
-    failure: bool = False
-
-
-@dataclass(frozen=True)
-class HealthSpec:
-    ecc: EccSpec | None = field(default_factory=EccSpec)
-    retired_pages: RetiredPagesSpec | None = None
-    remapped_rows: RemappedRowsSpec | None = None
-    throttle_reasons: int = 0
-    xid_events: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class MetricsSpec:
-    """Readings; a sequence advances one step per call and then repeats its last value."""
-
-    utilization_gpu: tuple[int, ...] = (0,)
-    utilization_memory: tuple[int, ...] = (0,)
-    memory_used_mib: tuple[int, ...] = (0,)
-    temperature_c: tuple[int, ...] = (35,)
-    power_w: tuple[float, ...] = (70.0,)
-    power_limit_w: float = 300.0
-
-
-@dataclass(frozen=True)
-class GpuSpec:
-    bus_id: str  # normalised "0000:18:00.0"
-    name: str
-    uuid: str
-    serial: str
-    memory_mib: int
-    compute_capability: tuple[int, int]
-    architecture: str
-    pci_device_id: int
-    pci_subsystem_id: int
-    pcie: PcieLinkSpec
-    numa_node: int
-    memory_numa_node: int | None = None
-    parent: str | None = None
-    nvlinks: tuple[NvlinkSpec, ...] | None = None  # None: no NVLink hardware
-    mig: MigSpec = field(default_factory=MigSpec)
-    fabric: FabricSpec | None = None
-    health: HealthSpec = field(default_factory=HealthSpec)
-    metrics: MetricsSpec = field(default_factory=MetricsSpec)
-    errors: Mapping[str, InjectedError] = field(default_factory=dict)
-    lost: bool = False
-    hidden_from_nvml: bool = False
-    sysfs_driver: str | None = "nvidia"
-    vga: bool = False  # PCI class 0x030000 instead of 0x030200
-
-
-@dataclass(frozen=True)
-class NicSpec:
-    name: str  # ibdev, e.g. "mlx5_0"
-    bus_id: str
-    netdevs: tuple[str, ...]
-    link_layer: str  # "infiniband" or "ethernet"
-    numa_node: int
-    parent: str | None = None
-    pci_device_id: int = 0x1021
-    pcie: PcieLinkSpec = PcieLinkSpec(5, 5, 16, 16)
-    sysfs_driver: str = "mlx5_core"
-
-
-@dataclass(frozen=True)
-class NvswitchSpec:
-    bus_id: str
-    numa_node: int
-    parent: str | None = None
-    pci_device_id: int = 0x22A3
-    in_sysfs: bool = True
-
-
-@dataclass(frozen=True)
-class MachineProfile:
-    name: str
-    source: str
-    node: NodeSpec
-    description: str = ""
-    driver: DriverSpec = field(default_factory=DriverSpec)
-    nvml: NvmlSpec = field(default_factory=NvmlSpec)
-    numa_nodes: tuple[NumaNodeSpec, ...] = ()
-    switches: tuple[PcieSwitchSpec, ...] = ()
-    gpus: tuple[GpuSpec, ...] = ()  # sorted by bus id
-    nics: tuple[NicSpec, ...] = ()
-    nvswitches: tuple[NvswitchSpec, ...] = ()
-
-    def nvml_gpus(self) -> tuple[GpuSpec, ...]:
-        """GPUs NVML enumerates, in NVML index order (ascending PCI bus id)."""
-        return tuple(gpu for gpu in self.gpus if not gpu.hidden_from_nvml)
-
-    def gpu_by_bus_id(self, bus_id: str) -> GpuSpec | None:
-        for gpu in self.gpus:
-            if gpu.bus_id == bus_id:
-                return gpu
+def bus_id_or_none(text: str) -> str | None:
+    """The normalised PCI bus id, or None where the text may name something else (a switch)."""
+    try:
+        return normalize_bus_id(text)
+    except GrammarError:
         return None
-
-    def numa_node(self, node_id: int) -> NumaNodeSpec | None:
-        for node in self.numa_nodes:
-            if node.id == node_id:
-                return node
-        return None
-
-    def switch(self, name: str) -> PcieSwitchSpec | None:
-        for switch in self.switches:
-            if switch.name == name:
-                return switch
-        return None
-
-    def endpoints(self) -> tuple[tuple[str, str | None], ...]:
-        """(bus id, parent) of every PCI endpoint: GPUs, NICs and NVSwitches in sysfs."""
-        found: list[tuple[str, str | None]] = [(g.bus_id, g.parent) for g in self.gpus]
-        found += [(n.bus_id, n.parent) for n in self.nics]
-        found += [(s.bus_id, s.parent) for s in self.nvswitches if s.in_sysfs]
-        return tuple(sorted(found))
-
-    def pci_path(self, bus_id: str) -> tuple[str, ...]:
-        """Bus ids from the root port down to and including the device (sysfs nesting)."""
-        parent = dict(self.endpoints()).get(bus_id)
-        if bus_id not in dict(self.endpoints()):
-            raise KeyError(bus_id)
-        if parent is None:
-            return (generated_root_port(bus_id), bus_id)
-        return (*self._bridge_path(bus_id, parent), bus_id)
-
-    def _bridge_path(self, child: str, parent: str) -> tuple[str, ...]:
-        switch = self.switch(parent)
-        if switch is None:  # a root port
-            return (parent,)
-        downstream = self.downstream_port(switch, child)
-        return (
-            *self._bridge_path(switch.upstream_bus_id, switch.parent),
-            switch.upstream_bus_id,
-            downstream,
-        )
-
-    def switch_children(self, switch: PcieSwitchSpec) -> tuple[str, ...]:
-        children = [bus for bus, parent in self.endpoints() if parent == switch.name]
-        children += [s.upstream_bus_id for s in self.switches if s.parent == switch.name]
-        return tuple(sorted(children))
-
-    def downstream_port(self, switch: PcieSwitchSpec, child: str) -> str:
-        """The switch's downstream port above ``child``: bus upstream+1, device = child's rank."""
-        if child in switch.ports:
-            return switch.ports[child]
-        domain, bus, _ = split_bus_id(switch.upstream_bus_id)
-        taken = {p for c, p in switch.ports.items() if c in self.switch_children(switch)}
-        free = (f"{domain:04x}:{bus + 1:02x}:{n:02x}.0" for n in range(256))
-        generated = [port for port in free if port not in taken]
-        implicit = [c for c in self.switch_children(switch) if c not in switch.ports]
-        return generated[implicit.index(child)]
-
-    def switch_chain(self, bus_id: str) -> tuple[str, ...]:
-        """Names of the PCIe switches above a device, nearest first."""
-        parent = dict(self.endpoints())[bus_id]
-        chain: list[str] = []
-        while parent is not None:
-            switch = self.switch(parent)
-            if switch is None:
-                break
-            chain.append(switch.name)
-            parent = switch.parent
-        return tuple(chain)
-
-    def host_bridge(self, bus_id: str) -> str:
-        """``pci0000:15``: the root complex above a device."""
-        domain, bus, _ = split_bus_id(self.pci_path(bus_id)[0])
-        return f"pci{domain:04x}:{bus:02x}"
-
-
-_BUS_ID = re.compile(r"^(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
-
-
-def normalise_bus_id(text: str) -> str | None:
-    match = _BUS_ID.match(text.strip())
-    if match is None:
-        return None
-    domain = int(match.group(1) or "0", 16)
-    if domain > 0xFFFF:
-        return None
-    return f"{domain:04x}:{match.group(2).lower()}:{match.group(3).lower()}.{match.group(4)}"
-
-
-def split_bus_id(bus_id: str) -> tuple[int, int, int]:
-    """(domain, bus, device) of a normalised bus id."""
-    domain, bus, rest = bus_id.split(":")
-    return int(domain, 16), int(bus, 16), int(rest.split(".")[0], 16)
-
-
-def generated_root_port(bus_id: str) -> str:
-    """Root port above a device that names no parent: device 01.0 on the bus below it."""
-    domain, bus, _ = split_bus_id(bus_id)
-    return f"{domain:04x}:{max(bus - 1, 0):02x}:01.0"
-
-
-def parse_cpulist(text: str) -> tuple[int, ...] | None:
-    """``0-55,112-167`` -> cpu ids; None if malformed."""
-    text = text.strip()
-    if not text:
-        return ()
-    cpus: list[int] = []
-    for part in text.split(","):
-        bounds = part.strip().split("-")
-        if not all(b.isdigit() for b in bounds) or len(bounds) > 2:
-            return None
-        low, high = int(bounds[0]), int(bounds[-1])
-        if high < low:
-            return None
-        cpus.extend(range(low, high + 1))
-    return tuple(sorted(set(cpus)))
-
-
-def format_cpulist(cpus: Sequence[int]) -> str:
-    ranges: list[str] = []
-    ordered = sorted(set(cpus))
-    start = prev = None
-    for cpu in ordered:
-        if start is None:
-            start = prev = cpu
-        elif prev is not None and cpu == prev + 1:
-            prev = cpu
-        else:
-            ranges.append(f"{start}-{prev}" if start != prev else f"{start}")
-            start = prev = cpu
-    if start is not None:
-        ranges.append(f"{start}-{prev}" if start != prev else f"{start}")
-    return ",".join(ranges)
 
 
 def builtin_profile_names() -> tuple[str, ...]:
@@ -516,11 +189,11 @@ def _merge(base: Any, override: Any, source: str, where: str) -> Any:
 def _merge_gpus(base: list[Any], override: dict[Any, Any], source: str) -> list[Any]:
     merged = list(base)
     for key, value in override.items():
-        bus_id = normalise_bus_id(str(key))
+        bus_id = bus_id_or_none(str(key))
         matches = [
             i
             for i, gpu in enumerate(merged)
-            if isinstance(gpu, dict) and normalise_bus_id(str(gpu.get("bus_id", ""))) == bus_id
+            if isinstance(gpu, dict) and bus_id_or_none(str(gpu.get("bus_id", ""))) == bus_id
         ]
         if bus_id is None or not matches:
             raise ProfileError(f"{source}: gpus.{key}: no GPU with that bus id in the base profile")
@@ -615,12 +288,20 @@ class _Parser:
 
     def bus_id(self, data: Mapping[str, Any], key: str, where: str) -> str:
         raw = self.text(data, key, where)
-        normal = normalise_bus_id(raw)
+        normal = bus_id_or_none(raw)
         if normal is None:
             raise self.fail(
                 f"{where}.{key}", f"expected a PCI bus id like 0000:18:00.0, got {raw!r}"
             )
         return normal
+
+    def cpulist(self, value: Any, where: str) -> tuple[int, ...]:
+        if isinstance(value, str | int):  # YAML reads a lone CPU as an integer
+            try:
+                return parse_cpulist(str(value))
+            except GrammarError:
+                pass
+        raise self.fail(where, f"expected a cpulist like '0-55,112-167', got {value!r}")
 
     def error_name(self, value: Any, where: str) -> str:
         if not isinstance(value, str) or value.removeprefix("NVML_ERROR_") not in self._errors:
@@ -759,12 +440,7 @@ class _Parser:
             where = f"numa[{i}]"
             entry = self.mapping(raw, where)
             self.known(entry, where, {"id", "cpus", "memory_mib", "distances"})
-            cpus_text = entry.get("cpus", "")
-            cpus = parse_cpulist(str(cpus_text)) if isinstance(cpus_text, str | int) else None
-            if cpus is None:
-                raise self.fail(
-                    f"{where}.cpus", f"expected a cpulist like '0-55,112-167', got {cpus_text!r}"
-                )
+            cpus = self.cpulist(entry.get("cpus", ""), f"{where}.cpus")
             distances_raw = entry.get("distances")
             if distances_raw is None:
                 distances: tuple[int, ...] = ()
@@ -814,7 +490,7 @@ class _Parser:
         return PcieSwitchSpec(
             name=self.text(entry, "name", where),
             upstream_bus_id=self.bus_id(entry, "upstream", where),
-            parent=normalise_bus_id(parent) or parent,
+            parent=bus_id_or_none(parent) or parent,
             device_id=self.integer(entry, "device_id", where, default=0xC010),
             ports=types.MappingProxyType(ports),
         )
@@ -845,7 +521,7 @@ class _Parser:
 
     def parent(self, entry: Mapping[str, Any], where: str) -> str | None:
         parent = self.optional_text(entry, "parent", where)
-        return None if parent is None else (normalise_bus_id(parent) or parent)
+        return None if parent is None else (bus_id_or_none(parent) or parent)
 
     def gpu(
         self, entry: dict[str, Any], where: str, hostname: str, numa: tuple[NumaNodeSpec, ...]
@@ -1079,53 +755,28 @@ class _Parser:
             ecc = (
                 None
                 if entry["ecc"] is False
-                else self.counters(EccSpec, entry["ecc"], f"{where}.ecc")
+                else self.section(EccSpec, entry["ecc"], f"{where}.ecc")
             )
         retired: RetiredPagesSpec | None = (
             RetiredPagesSpec() if generation < ARCHITECTURES["ampere"] else None
         )
         if "retired_pages" in entry:
             raw = entry["retired_pages"]
-            if raw is False:
-                retired = None
-            else:
-                pages = self.mapping(raw, f"{where}.retired_pages")
-                self.known(pages, f"{where}.retired_pages", {"single_bit", "double_bit", "pending"})
-                retired = RetiredPagesSpec(
-                    single_bit=tuple(
-                        self.integer({"a": a}, "a", f"{where}.retired_pages.single_bit")
-                        for a in self.items(
-                            pages.get("single_bit"), f"{where}.retired_pages.single_bit"
-                        )
-                    ),
-                    double_bit=tuple(
-                        self.integer({"a": a}, "a", f"{where}.retired_pages.double_bit")
-                        for a in self.items(
-                            pages.get("double_bit"), f"{where}.retired_pages.double_bit"
-                        )
-                    ),
-                    pending=self.flag(pages, "pending", f"{where}.retired_pages", False),
-                )
+            retired = (
+                None
+                if raw is False
+                else self.section(RetiredPagesSpec, raw, f"{where}.retired_pages")
+            )
         remapped: RemappedRowsSpec | None = (
             RemappedRowsSpec() if generation >= ARCHITECTURES["ampere"] else None
         )
         if "remapped_rows" in entry:
             raw = entry["remapped_rows"]
-            if raw is False:
-                remapped = None
-            else:
-                rows = self.mapping(raw, f"{where}.remapped_rows")
-                self.known(
-                    rows,
-                    f"{where}.remapped_rows",
-                    {"correctable", "uncorrectable", "pending", "failure"},
-                )
-                remapped = RemappedRowsSpec(
-                    correctable=self.integer(rows, "correctable", f"{where}.remapped_rows", 0),
-                    uncorrectable=self.integer(rows, "uncorrectable", f"{where}.remapped_rows", 0),
-                    pending=self.flag(rows, "pending", f"{where}.remapped_rows", False),
-                    failure=self.flag(rows, "failure", f"{where}.remapped_rows", False),
-                )
+            remapped = (
+                None
+                if raw is False
+                else self.section(RemappedRowsSpec, raw, f"{where}.remapped_rows")
+            )
         xids = tuple(
             self.integer({"x": x}, "x", f"{where}.xid_events[{i}]", minimum=1)
             for i, x in enumerate(self.items(entry.get("xid_events"), f"{where}.xid_events"))
@@ -1134,16 +785,12 @@ class _Parser:
             ecc, retired, remapped, self.integer(entry, "throttle_reasons", where, 0), xids
         )
 
-    def counters(self, cls: type[EccSpec], value: Any, where: str) -> EccSpec:
-        entry = self.mapping(value, where)
-        names = {
-            "volatile_corrected",
-            "volatile_uncorrected",
-            "aggregate_corrected",
-            "aggregate_uncorrected",
-        }
-        self.known(entry, where, names)
-        return cls(**{n: self.integer(entry, n, where, 0) for n in sorted(names)})
+    def section(self, cls: type[_Section], value: Any, where: str) -> _Section:
+        """A section whose YAML is exactly its dataclass: decoded from the type hints."""
+        try:
+            return decode(cls, {} if value is None else value, where, unknown="reject")
+        except DecodeError as error:
+            raise ProfileError(f"{self.source}: {error}") from None
 
     def metrics(self, value: Any, where: str) -> MetricsSpec:
         entry = self.mapping(value, where)
@@ -1345,7 +992,7 @@ class _Parser:
                     raise self.fail(f"pci.switches[{i}].parent", f"switch cycle through {parent}")
                 seen.add(parent)
                 parent = profile.switch(parent).parent  # type: ignore[union-attr]
-            if normalise_bus_id(parent) is None:
+            if bus_id_or_none(parent) is None:
                 raise self.fail(
                     f"pci.switches[{i}].parent",
                     f"{parent!r} is neither a switch name nor a root-port bus id",
@@ -1354,7 +1001,7 @@ class _Parser:
             if (
                 endpoint_parent is not None
                 and profile.switch(endpoint_parent) is None
-                and normalise_bus_id(endpoint_parent) is None
+                and bus_id_or_none(endpoint_parent) is None
             ):
                 raise self.fail(
                     f"device {bus}.parent",
@@ -1380,8 +1027,6 @@ class _Parser:
 
 
 def _replace(gpu: GpuSpec, **changes: Any) -> GpuSpec:
-    import dataclasses
-
     return dataclasses.replace(gpu, **changes)
 
 

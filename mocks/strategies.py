@@ -2,14 +2,15 @@
 
 ``hypothesis`` is a test dependency, so it is imported when a strategy is built, not when this
 module is imported. ``profile_documents()`` draws profile mappings (what a YAML file holds);
-``profiles()`` draws loaded :class:`~mocks.profile.MachineProfile` values.
+``profiles()`` draws loaded :class:`~gputopo.mocks.spec.MachineProfile` values.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gputopo.mocks.profile import MachineProfile, parse_profile
+from gputopo.mocks.profile import parse_profile
+from gputopo.mocks.spec import MachineProfile
 
 if TYPE_CHECKING:
     from hypothesis.strategies import DrawFn, SearchStrategy

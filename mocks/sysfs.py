@@ -12,13 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gputopo.mocks.profile import (
-    MELLANOX_VENDOR,
-    NVIDIA_VENDOR,
-    MachineProfile,
-    PcieLinkSpec,
-    format_cpulist,
-)
+from gputopo.core.grammar import format_cpulist
+from gputopo.mocks.spec import MELLANOX_VENDOR, NVIDIA_VENDOR, MachineProfile, PcieLinkSpec
 
 _LINK_SPEEDS = {
     1: "2.5 GT/s PCIe",

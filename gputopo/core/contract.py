@@ -5,6 +5,9 @@ publishes, the format of their values, and how to parse the ``gputopo.io/topolog
 back into typed values. It imports nothing from the agent's runtime (no NVML, no Kubernetes
 client, not even the topology model), so the scheduler can depend on it alone.
 
+The annotation's dataclasses are its schema: :mod:`gputopo.core.decode` reads the JSON back
+through them, and the CPU lists in it use the cpulist grammar of :mod:`gputopo.core.grammar`.
+
 The prefix (``gputopo.io`` by default) is configurable; build a :class:`Contract` with another
 prefix and every gputopo key moves with it. GPU Feature Discovery compatible keys always live
 under ``nvidia.com`` because existing manifests select on them.
@@ -12,11 +15,14 @@ under ``nvidia.com`` because existing manifests select on them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from gputopo.core.decode import DecodeError, decode, wire, wire_keys
+from gputopo.core.grammar import format_cpulist, parse_cpulist
 
 DEFAULT_PREFIX: Final = "gputopo.io"
 NVIDIA_PREFIX: Final = "nvidia.com"
@@ -271,7 +277,7 @@ class AnnotatedGpu:
     mig_enabled: bool = False
     mig: tuple[AnnotatedMigInstance, ...] = ()
     # "failed" or None: only a failure changes the annotation (not degraded, not counters)
-    health: str | None = None
+    health: str | None = field(default=None, metadata=wire(choices=HEALTH_VALUES))
 
 
 @dataclass(frozen=True)
@@ -281,10 +287,17 @@ class AnnotatedNvlinkDomain:
     via: str  # nvswitch|nvlink
 
 
+def _cpulist_field(value: Any) -> tuple[int, ...]:
+    """The annotation carries a NUMA node's CPUs as a compact cpulist string."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a cpulist string like '0-55,112-167', got {value!r}")
+    return parse_cpulist(value)
+
+
 @dataclass(frozen=True)
 class AnnotatedNumaNode:
     id: int
-    cpus: tuple[int, ...]
+    cpus: tuple[int, ...] = field(metadata=wire(parse=_cpulist_field))
     distances: tuple[int, ...]
     gpus: tuple[int, ...] = ()
 
@@ -312,8 +325,8 @@ class TopologyAnnotation:
     nvlink_domains: tuple[AnnotatedNvlinkDomain, ...] = ()
     numa_nodes: tuple[AnnotatedNumaNode, ...] = ()
     rdma_nics: tuple[AnnotatedRdmaNic, ...] = ()
-    version: int = TOPOLOGY_ANNOTATION_VERSION
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    version: int = field(default=TOPOLOGY_ANNOTATION_VERSION, metadata=wire(key="v"))
+    extra: Mapping[str, Any] = field(default_factory=dict)  # fields of a newer writer, kept
 
     def to_json(self) -> str:
         """Compact, key-sorted JSON: the same topology always serialises to the same bytes."""
@@ -327,7 +340,7 @@ class TopologyAnnotation:
             "numa_nodes": [
                 {
                     "id": n.id,
-                    "cpus": format_cpu_list(n.cpus),
+                    "cpus": format_cpulist(n.cpus),
                     "distances": list(n.distances),
                     "gpus": list(n.gpus),
                 }
@@ -353,6 +366,9 @@ class TopologyAnnotation:
         for gpu in self.gpus:
             grouped.setdefault(gpu.numa_node, []).append(gpu.index)
         return {numa: tuple(indices) for numa, indices in grouped.items()}
+
+
+_ANNOTATION_KEYS: Final = wire_keys(TopologyAnnotation) - {"extra"}
 
 
 def _drop_none(document: dict[str, Any]) -> dict[str, Any]:
@@ -392,41 +408,6 @@ def _gpu_doc(gpu: AnnotatedGpu) -> dict[str, Any]:
     )
 
 
-def format_cpu_list(cpus: Sequence[int]) -> str:
-    """Linux cpulist format, compact ranges: (0,1,2,3,8) -> ``"0-3,8"``."""
-    ordered = sorted(set(cpus))
-    parts: list[str] = []
-    i = 0
-    while i < len(ordered):
-        start = end = ordered[i]
-        while i + 1 < len(ordered) and ordered[i + 1] == end + 1:
-            i += 1
-            end = ordered[i]
-        parts.append(str(start) if start == end else f"{start}-{end}")
-        i += 1
-    return ",".join(parts)
-
-
-_CPU_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
-
-
-def parse_cpu_list(text: str) -> tuple[int, ...]:
-    """Inverse of :func:`format_cpu_list`; raises :class:`ContractError` naming the input."""
-    if not text:
-        return ()
-    cpus: list[int] = []
-    for part in text.split(","):
-        match = _CPU_RANGE.match(part.strip())
-        if not match:
-            raise ContractError(f"cpu list {text!r}: {part!r} is not 'N' or 'N-M'")
-        start = int(match.group(1))
-        end = int(match.group(2)) if match.group(2) is not None else start
-        if end < start:
-            raise ContractError(f"cpu list {text!r}: range {part!r} runs backwards")
-        cpus.extend(range(start, end + 1))
-    return tuple(sorted(set(cpus)))
-
-
 def parse_topology_annotation(text: str) -> TopologyAnnotation:
     """Parse the ``<prefix>/topology`` annotation; refuses a newer version instead of guessing."""
     try:
@@ -443,150 +424,13 @@ def parse_topology_annotation(text: str) -> TopologyAnnotation:
             f"topology annotation version {version} is not supported "
             f"(this build reads 1..{TOPOLOGY_ANNOTATION_VERSION})"
         )
-    reader = _Reader(document, "topology")
-    known = {"v", "interconnect", "gpus", "nvlink_domains", "numa_nodes", "rdma_nics"}
-    return TopologyAnnotation(
-        version=version,
-        interconnect=reader.text("interconnect"),
-        gpus=tuple(_parse_gpu(item) for item in reader.objects("gpus")),
-        nvlink_domains=tuple(
-            AnnotatedNvlinkDomain(id=r.integer("id"), gpus=r.ints("gpus"), via=r.text("via"))
-            for r in reader.objects("nvlink_domains")
-        ),
-        numa_nodes=tuple(
-            AnnotatedNumaNode(
-                id=r.integer("id"),
-                cpus=parse_cpu_list(r.text("cpus", "")),
-                distances=r.ints("distances"),
-                gpus=r.ints("gpus"),
-            )
-            for r in reader.objects("numa_nodes")
-        ),
-        rdma_nics=tuple(
-            AnnotatedRdmaNic(
-                name=r.text("name"),
-                pci_bus_id=r.text("pci_bus_id"),
-                numa_node=r.opt_integer("numa_node"),
-                pcie_switch=r.opt_text("pcie_switch"),
-                local_gpus=r.ints("local_gpus"),
-            )
-            for r in reader.objects("rdma_nics")
-        ),
-        extra={k: v for k, v in document.items() if k not in known},
-    )
-
-
-def _parse_gpu(r: _Reader) -> AnnotatedGpu:
-    health = r.opt_text("health")
-    if health is not None and health not in HEALTH_VALUES:
-        raise r._fail("health", f"one of {list(HEALTH_VALUES)}", health)
-    return AnnotatedGpu(
-        health=health,
-        index=r.integer("index"),
-        uuid=r.opt_text("uuid"),
-        model=r.opt_text("model"),
-        memory_mib=r.opt_integer("memory_mib"),
-        numa_node=r.opt_integer("numa_node"),
-        nvlink_domain=r.opt_integer("nvlink_domain"),
-        pci_bus_id=r.text("pci_bus_id"),
-        pci_path=r.strs("pci_path"),
-        pcie_switch=r.opt_text("pcie_switch"),
-        mig_enabled=r.flag("mig_enabled", False),
-        mig=tuple(
-            AnnotatedMigInstance(
-                id=gi.integer("id"),
-                profile=gi.text("profile"),
-                placement_start=gi.opt_integer("placement_start"),
-                placement_size=gi.opt_integer("placement_size"),
-                memory_mib=gi.opt_integer("memory_mib"),
-                compute_instances=tuple(
-                    AnnotatedComputeInstance(id=ci.integer("id"), profile=ci.text("profile"))
-                    for ci in gi.objects("compute_instances")
-                ),
-            )
-            for gi in r.objects("mig")
-        ),
-    )
-
-
-_MISSING: Final = object()
-
-
-class _Reader:
-    """Typed field access on one JSON object; every error names the path."""
-
-    def __init__(self, document: Mapping[str, Any], where: str) -> None:
-        self.document = document
-        self.where = where
-
-    def _get(self, name: str, default: Any) -> Any:
-        value = self.document.get(name, default)
-        if value is _MISSING:
-            raise ContractError(f"{self.where}.{name} is missing")
-        return value
-
-    def _fail(self, name: str, expected: str, value: Any) -> ContractError:
-        return ContractError(f"{self.where}.{name}: expected {expected}, got {value!r}")
-
-    def text(self, name: str, default: Any = _MISSING) -> str:
-        value = self._get(name, default)
-        if not isinstance(value, str):
-            raise self._fail(name, "a string", value)
-        return value
-
-    def opt_text(self, name: str) -> str | None:
-        value = self.document.get(name)
-        if value is not None and not isinstance(value, str):
-            raise self._fail(name, "a string", value)
-        return value
-
-    def integer(self, name: str) -> int:
-        value = self._get(name, _MISSING)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self._fail(name, "an integer", value)
-        return value
-
-    def opt_integer(self, name: str) -> int | None:
-        value = self.document.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self._fail(name, "an integer", value)
-        return value
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self.document.get(name, default)
-        if not isinstance(value, bool):
-            raise self._fail(name, "true or false", value)
-        return value
-
-    def _list(self, name: str) -> list[Any]:
-        value = self.document.get(name, [])
-        if not isinstance(value, list):
-            raise self._fail(name, "a list", value)
-        return value
-
-    def ints(self, name: str) -> tuple[int, ...]:
-        items = self._list(name)
-        for item in items:
-            if not isinstance(item, int) or isinstance(item, bool):
-                raise self._fail(name, "a list of integers", items)
-        return tuple(items)
-
-    def strs(self, name: str) -> tuple[str, ...]:
-        items = self._list(name)
-        for item in items:
-            if not isinstance(item, str):
-                raise self._fail(name, "a list of strings", items)
-        return tuple(items)
-
-    def objects(self, name: str) -> list[_Reader]:
-        readers = []
-        for i, item in enumerate(self._list(name)):
-            if not isinstance(item, dict):
-                raise self._fail(f"{name}[{i}]", "an object", item)
-            readers.append(_Reader(item, f"{self.where}.{name}[{i}]"))
-        return readers
+    body = {key: value for key, value in document.items() if key in _ANNOTATION_KEYS}
+    try:
+        annotation = decode(TopologyAnnotation, body, "topology")
+    except DecodeError as error:
+        raise ContractError(str(error)) from None
+    extra = {key: value for key, value in document.items() if key not in _ANNOTATION_KEYS}
+    return dataclasses.replace(annotation, extra=extra)
 
 
 # --- SLA taint helpers for the scheduler ---------------------------------------------------------

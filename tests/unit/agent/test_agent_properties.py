@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from gputopo.agent.discovery import discover
 from gputopo.agent.topology import NodeTopology
 from gputopo.mocks.fake_pynvml import make_fake_pynvml
-from gputopo.mocks.profile import MachineProfile
+from gputopo.mocks.spec import MachineProfile
 from gputopo.mocks.strategies import profiles as random_profiles
 from gputopo.mocks.sysfs import build_sysfs
 

@@ -10,8 +10,8 @@ from gputopo.agent.sysfs import (
     format_cpulist,
     nearest_pcie_switch,
     normalize_bus_id,
-    parse_cpulist,
     parse_link_speed,
+    salvage_cpulist,
 )
 
 SWITCHED_GPU = PciFunction(
@@ -46,7 +46,7 @@ def dgx_like_tree(tmp_path: Path) -> Path:
     [("0-3,8,10-11", (0, 1, 2, 3, 8, 10, 11)), ("", ()), ("5", (5,)), ("0-1,x,3", (0, 1, 3))],
 )
 def test_cpulist_parses_ranges_and_skips_garbage(text: str, cpus: tuple[int, ...]) -> None:
-    assert parse_cpulist(text) == cpus
+    assert salvage_cpulist(text) == cpus
 
 
 def test_cpulist_formats_compact_ranges() -> None:

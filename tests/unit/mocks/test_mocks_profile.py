@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gputopo.core.grammar import format_cpulist, parse_cpulist
 from gputopo.mocks.profile import (
     NVLINK_VERSIONS,
     ProfileError,
     builtin_profile_names,
-    format_cpulist,
+    bus_id_or_none,
     load_profile,
-    normalise_bus_id,
-    parse_cpulist,
 )
 
 BUILTINS = (
@@ -109,12 +108,41 @@ def test_unknown_field_is_rejected_with_allowed_list(tmp_path: Path) -> None:
         ({"errors": {"nvmlDeviceGetName": "BROKEN"}}, "'BROKEN' is not an NVML error name"),
         ({"fabric": {"cluster_uuid": "nope"}}, "gpus[0].fabric.cluster_uuid: expected a UUID"),
         ({"mig": {"capable": False, "mode": "enabled"}}, "not MIG capable cannot have MIG enabled"),
+        (
+            {"health": {"ecc": {"volatile_corrected": -1}}},
+            "gpus[0].health.ecc.volatile_corrected: expected an integer >= 0, got -1",
+        ),
+        (
+            {"health": {"ecc": {"volatile": 1}}},
+            "gpus[0].health.ecc.volatile: unknown field (allowed: aggregate_corrected,",
+        ),
+        (
+            {"health": {"remapped_rows": {"pending": "yes"}}},
+            "gpus[0].health.remapped_rows.pending: expected true or false, got 'yes'",
+        ),
+        (
+            {"health": {"retired_pages": {"single_bit": [4096, "x"]}}},
+            "gpus[0].health.retired_pages.single_bit[1]: expected an integer, got 'x'",
+        ),
     ],
 )
 def test_wrong_gpu_field_is_reported(
     tmp_path: Path, gpu_changes: dict[str, object], expected: str
 ) -> None:
     assert expected in load_error(tmp_path, {"gpus": [{**MINIMAL_GPU, **gpu_changes}]})
+
+
+def test_health_sections_decode_from_their_dataclasses(tmp_path: Path) -> None:
+    health = {
+        "ecc": {"aggregate_uncorrected": 2},
+        "retired_pages": {"single_bit": [4096], "pending": True},
+        "remapped_rows": None,
+    }
+    gpu = load_profile(write(tmp_path, {"gpus": [{**MINIMAL_GPU, "health": health}]})).gpus[0]
+    assert gpu.health.ecc is not None and gpu.health.ecc.aggregate_uncorrected == 2
+    assert gpu.health.retired_pages is not None
+    assert gpu.health.retired_pages.single_bit == (4096,) and gpu.health.retired_pages.pending
+    assert gpu.health.remapped_rows is not None and not gpu.health.remapped_rows.pending
 
 
 def test_required_gpu_field_missing(tmp_path: Path) -> None:
@@ -316,9 +344,9 @@ def test_transient_error_spec(tmp_path: Path) -> None:
 
 
 def test_bus_id_normalisation() -> None:
-    assert normalise_bus_id("00000000:1B:00.0") == "0000:1b:00.0"
-    assert normalise_bus_id("1b:00.0") == "0000:1b:00.0"
-    assert normalise_bus_id("1b:00") is None
+    assert bus_id_or_none("00000000:1B:00.0") == "0000:1b:00.0"
+    assert bus_id_or_none("1b:00.0") == "0000:1b:00.0"
+    assert bus_id_or_none("1b:00") is None
 
 
 def test_cpulist_round_trip() -> None:

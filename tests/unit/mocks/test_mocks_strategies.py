@@ -9,7 +9,7 @@ import pynvml
 from hypothesis import HealthCheck, given, settings
 
 from gputopo.mocks.fake_pynvml import make_fake_pynvml
-from gputopo.mocks.profile import MachineProfile
+from gputopo.mocks.spec import MachineProfile
 from gputopo.mocks.strategies import profiles
 from gputopo.mocks.sysfs import build_sysfs
 

@@ -8,12 +8,8 @@ import pytest
 
 from gputopo.agent.annotation import build_topology_annotation, topology_annotation_value
 from gputopo.agent.topology import EccCounts, Health
-from gputopo.core.contract import (
-    ContractError,
-    format_cpu_list,
-    parse_cpu_list,
-    parse_topology_annotation,
-)
+from gputopo.core.contract import ContractError, parse_topology_annotation
+from gputopo.core.grammar import format_cpulist, parse_cpulist
 from tests.unit.publish.machines import a100_mig, degraded, dgx_h100, one_g, three_g
 
 
@@ -61,9 +57,9 @@ def test_dgx_h100_annotation_is_small() -> None:
 
 
 def test_cpu_list_is_compact() -> None:
-    assert format_cpu_list((0, 1, 2, 3, 8, 10, 11)) == "0-3,8,10-11"
-    assert parse_cpu_list("0-3,8,10-11") == (0, 1, 2, 3, 8, 10, 11)
-    assert format_cpu_list(()) == ""
+    assert format_cpulist((0, 1, 2, 3, 8, 10, 11)) == "0-3,8,10-11"
+    assert parse_cpulist("0-3,8,10-11") == (0, 1, 2, 3, 8, 10, 11)
+    assert format_cpulist(()) == ""
 
 
 @pytest.mark.parametrize(
