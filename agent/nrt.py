@@ -22,14 +22,12 @@ from typing import Any, Final, Protocol
 from gputopo.agent.publisher import (
     FIELD_MANAGER,
     ApiCallFailed,
-    Backoff,
     PublishCounters,
     PublishResult,
     describe_api_error,
-    is_retryable,
-    status_of,
 )
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.retry import Backoff, is_retryable, status_of
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +96,7 @@ def build_nrt(
 
 
 class CustomObjectsApi(Protocol):
-    """The calls of ``kubernetes.client.CustomObjectsApi`` used here; :class:`agent.kubeapi.
+    """The calls of ``kubernetes.client.CustomObjectsApi`` used here; :class:`gputopo.core.kube.
     KubeClient` has them with the same names and keywords."""
 
     def get_cluster_custom_object(

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random as _random
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -43,6 +41,7 @@ from gputopo.core.contract import (
     format_key_list,
     parse_key_list,
 )
+from gputopo.core.retry import Backoff, is_retryable, status_of
 from gputopo.core.validate import Taint, ValidationError, ValidationGate
 
 log = logging.getLogger(__name__)
@@ -384,7 +383,7 @@ def fresh_node_publication(
 
 class NodeApi(Protocol):
     """The slice of ``kubernetes.client.CoreV1Api`` the publisher uses; the agent runs with
-    :class:`agent.kubeapi.KubeClient`, which has the same names and keywords."""
+    :class:`gputopo.core.kube.KubeClient`, which has the same names and keywords."""
 
     def read_node(self, name: str) -> Any: ...
 
@@ -425,20 +424,6 @@ class ApiCallFailed(Exception):
         self.status = status
 
 
-def status_of(error: BaseException) -> int | None:
-    status = getattr(error, "status", None)
-    return status if isinstance(status, int) else None
-
-
-def is_retryable(error: BaseException) -> bool:
-    status = status_of(error)
-    if status is None:
-        # connection refused / reset / timeout: agent.kubeapi's KubeConnectionError (an
-        # OSError), or urllib3's from the official client
-        return isinstance(error, OSError) or type(error).__module__.startswith("urllib3")
-    return status == 429 or status >= 500
-
-
 def describe_api_error(error: BaseException) -> str:
     status = status_of(error)
     reason = getattr(error, "reason", None)
@@ -452,21 +437,6 @@ def describe_api_error(error: BaseException) -> str:
                 message = ""
         return f"HTTP {status} {reason or ''}".strip() + (f": {message}" if message else "")
     return f"{type(error).__name__}: {error}"
-
-
-@dataclass
-class Backoff:
-    """Capped exponential backoff with full jitter."""
-
-    base_seconds: float = 0.5
-    cap_seconds: float = 30.0
-    max_attempts: int = 6
-    sleep: Callable[[float], None] = time.sleep
-    random: Callable[[], float] = _random.random
-
-    def delay(self, attempt: int) -> float:
-        jitter = 0.5 + float(self.random()) / 2
-        return float(min(self.cap_seconds, self.base_seconds * (2**attempt))) * jitter
 
 
 class Publisher:
@@ -624,7 +594,7 @@ class Publisher:
 
 def _to_dict(obj: Any) -> dict[str, Any]:
     if isinstance(obj, dict):
-        return obj  # agent.kubeapi answers JSON; only the official client's models go on
+        return obj  # gputopo.core.kube answers JSON; only the official client's models go on
     from kubernetes.client import ApiClient
 
     result = ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]

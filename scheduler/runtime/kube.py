@@ -1,110 +1,61 @@
-"""A thin JSON-dict layer over the API server.
+"""The scheduler's JSON-dict layer over the API server.
 
 The runtime works on Kubernetes JSON dicts (the scheduler core's currency). Where and how to
-connect (kubeconfig, in-cluster ServiceAccount with rotating tokens, TLS) is read by the agent's
-loader, ``agent.kubeapi.load_config``, or, for what only it understands, the official client's
-``Configuration``; either way requests skip the official client's model layer: deserialisation
-is slow on the hot path and the generated models reformat MicroTime fields.
+connect is the ground floor's one kubeconfig policy (:func:`gputopo.core.kube.load_config`:
+kubeconfig and context, in-cluster ServiceAccount with rotating tokens, TLS), the same as the
+agent's: exec plugins, auth providers, basic auth and proxies are refused in one line, never
+handed to the official client. Requests skip the official client's model layer entirely:
+deserialisation is slow on the hot path and the generated models reformat MicroTime fields.
 
 One-shot requests (binds, events, status patches: two or three per scheduled pod) go through
-``agent.kubeapi.HttpConnections``, the agent's pool of kept-alive connections speaking HTTP/1.1
-directly on the TLS socket. Measured, the client's ``call_api`` and urllib3 cost about 0.7 ms of
-CPU per request, ``http.client`` 0.3 ms, this transport with the Authorization header cached
-for a second 0.12-0.16 ms (``reqbench``: GETs and Event POSTs against a real API server): CPU
-taken from the scheduling loop under the GIL. Watches stream over dedicated connections of the
-same transport (``HttpConnections.open_stream``; lines split in :func:`_json_lines`): the Pod
-watch carries about three events per scheduled pod. Configurations the lean path does not speak
-(an HTTP proxy, basic auth) use the official ApiClient for everything, watches included.
+:class:`gputopo.core.kube.HttpConnections`, kept-alive connections speaking HTTP/1.1 directly
+on the TLS socket. Measured per request (``reqbench``, tests/bench/test_request_bench.py): the
+official client's ``call_api`` about 0.7 ms of CPU, urllib3 alone 0.38-0.53 ms, this transport
+with the Authorization header cached for a second 0.13-0.18 ms: CPU taken from the scheduling
+loop under the GIL (docs/performance.md, "The HTTP client"). Watches stream over dedicated
+connections of the same transport (``HttpConnections.open_stream``; lines split in
+:func:`_json_lines`): the Pod watch carries about three events per scheduled pod.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from gputopo.core.kubeapi import ClusterConfig, HttpConnections, KubeConfigError, load_config
+from gputopo.core.kube import (
+    ClusterConfig,
+    HttpConnections,
+    HttpStream,
+    KubeApiError,
+    KubeConfigError,
+    load_config,
+)
+
+__all__ = ["JsonDict", "KubeApi", "KubeApiError", "load_kube_api"]
 
 JsonDict = dict[str, Any]
 USER_AGENT = "gputopo-scheduler"
 
 
-class KubeApiError(Exception):
-    """A non-2xx answer from the API server, with its HTTP status and Status reason."""
+def load_kube_api(kubeconfig: str | None, *, context: str | None = None) -> KubeApi:
+    """A KubeApi from --kubeconfig (and --context), the in-cluster ServiceAccount,
+    $KUBECONFIG, or ~/.kube/config: the agent's rule (:func:`gputopo.core.kube.load_config`).
 
-    def __init__(self, method: str, path: str, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{method} {path}: HTTP {status} {reason}: {message}")
-        self.method = method
-        self.path = path
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-
-def _status_error(method: str, path: str, status: int, body: bytes) -> KubeApiError:
-    reason = ""
-    message = body.decode("utf-8", "replace")[:500]
-    try:
-        decoded = json.loads(body)
-    except ValueError:
-        decoded = None
-    if isinstance(decoded, dict):
-        reason = str(decoded.get("reason", ""))
-        message = str(decoded.get("message", message))
-    return KubeApiError(method, path, status, reason, message)
-
-
-def load_kube_api(kubeconfig: str | None) -> KubeApi:
-    """A KubeApi from --kubeconfig, the in-cluster ServiceAccount, $KUBECONFIG, or ~/.kube.
-
-    Read by the agent's own loader (``agent.kubeapi.load_config``: tokens, token files, client
-    certificates, CAs) where it can, so the common cases never import the official client
-    (about 0.1 s of start-up). Whatever it refuses (exec plugins, auth providers, proxies, basic
-    auth, a $KUBECONFIG list to merge) or cannot read goes to the official client's loaders,
-    whose error is the one reported. Raises ValueError naming the source when none works.
+    Raises :class:`KubeConfigError` (a ValueError), one line naming the source, for a
+    configuration it cannot read or will not use.
     """
-    merged = os.pathsep in os.environ.get("KUBECONFIG", "").strip(os.pathsep)
-    if kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST") or not merged:
-        try:
-            return KubeApi.from_cluster_config(load_config(kubeconfig))
-        except KubeConfigError:
-            pass
-    return KubeApi(load_api_client(kubeconfig))
-
-
-def load_api_client(kubeconfig: str | None) -> Any:
-    """An ApiClient from --kubeconfig, $KUBECONFIG, the in-cluster ServiceAccount, or ~/.kube.
-
-    Raises ValueError naming the source when none works.
-    """
-    # Imported here: start-up time that the common configurations never pay.
-    import kubernetes.client
-    import kubernetes.config
-
-    configuration = kubernetes.client.Configuration()
-    loader: Any = kubernetes.config  # its loaders are untyped
     try:
+        return KubeApi.from_cluster_config(load_config(kubeconfig, context=context))
+    except KubeConfigError as error:
         if kubeconfig:
-            loader.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            loader.load_incluster_config(client_configuration=configuration)
-        else:
-            loader.load_kube_config(client_configuration=configuration)
-    except (kubernetes.config.ConfigException, OSError, TypeError) as err:
-        source = kubeconfig or os.environ.get("KUBECONFIG") or "in-cluster/~/.kube/config"
-        raise ValueError(
-            f"kubeconfig {source!r}: cannot load a client configuration: {err}"
-        ) from err
-    # Four long-lived watches plus bind and event workers: a pool too small for them makes
-    # urllib3 open (and TLS-handshake) a fresh connection per request.
-    configuration.connection_pool_maxsize = 32
-    return kubernetes.client.ApiClient(configuration)
+            raise KubeConfigError(f"kubeconfig {kubeconfig!r}", error.detail) from None
+        raise
 
 
 def _ssl_context(configuration: Any) -> ssl.SSLContext:
@@ -129,16 +80,21 @@ def _query_pairs(query: Mapping[str, str | int | bool] | None) -> list[tuple[str
     ]
 
 
-def _lean_transport(api_client: Any) -> HttpConnections | None:
-    configuration = getattr(api_client, "configuration", None)
-    if configuration is None or configuration.proxy or configuration.username:
-        return None
+def _official_client_transport(api_client: Any) -> tuple[HttpConnections, CachedAuthorization]:
+    """The transport and Authorization for an official-client ``ApiClient``'s configuration
+    (the test harness holds those): the same server, TLS and credentials, sent the same way.
+    A proxy or basic auth is refused, as :func:`load_kube_api` refuses them."""
+    configuration = api_client.configuration
+    if configuration.proxy or configuration.username:
+        what = "a proxy" if configuration.proxy else "basic authentication"
+        raise KubeConfigError(f"API client for {configuration.host}", f"{what} is not supported")
     https = urllib.parse.urlsplit(str(configuration.host)).scheme == "https"
-    return HttpConnections(
+    http = HttpConnections(
         str(configuration.host),
         ssl_context=_ssl_context(configuration) if https else None,
         tls_server_name=configuration.tls_server_name or None,
     )
+    return http, CachedAuthorization(lambda: _authorization(configuration))
 
 
 def _authorization(configuration: Any) -> str | None:
@@ -210,15 +166,15 @@ def _json_lines(chunks: Iterable[bytes]) -> Iterator[JsonDict]:
 
 @dataclass
 class KubeApi:
-    """JSON requests against one API server, configured by an official-client ApiClient or,
-    without one, by :meth:`from_cluster_config`."""
+    """JSON requests against one API server: built by :func:`load_kube_api` (or
+    :meth:`from_cluster_config`); ``KubeApi(api_client)`` borrows the server and credentials of
+    an official-client ``ApiClient`` instead."""
 
-    api_client: Any
+    api_client: Any = None
     request_timeout_s: float = 30.0
-    _lean: HttpConnections | None = field(default=None, init=False, repr=False)
+    _http: HttpConnections | None = field(default=None, init=False, repr=False)
     _authorization: CachedAuthorization | None = field(default=None, init=False, repr=False)
-    _lean_checked: bool = field(default=False, init=False, repr=False)
-    _lean_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
     def from_cluster_config(
@@ -228,10 +184,10 @@ class KubeApi:
         request_timeout_s: float = 30.0,
         authorization_ttl_s: float = AUTHORIZATION_TTL_S,
     ) -> KubeApi:
-        """Requests and watches over the lean transport only, without the official client."""
-        api = cls(api_client=None, request_timeout_s=request_timeout_s)
+        """Requests and watches for a configuration read by the ground floor's loader."""
+        api = cls(request_timeout_s=request_timeout_s)
         https = urllib.parse.urlsplit(config.server).scheme == "https"
-        api._lean = HttpConnections(
+        api._http = HttpConnections(
             config.server,
             ssl_context=config.ssl_context() if https else None,
             tls_server_name=config.tls_server_name,
@@ -242,45 +198,24 @@ class KubeApi:
             return f"Bearer {token}" if token else None
 
         api._authorization = CachedAuthorization(bearer, authorization_ttl_s)
-        api._lean_checked = True
         return api
 
-    def _transport(self) -> HttpConnections | None:
-        if not self._lean_checked:
-            with self._lean_lock:
-                if not self._lean_checked:
-                    self._lean = _lean_transport(self.api_client)
-                    if self._lean is not None:
-                        configuration = self.api_client.configuration
-                        self._authorization = CachedAuthorization(
-                            lambda: _authorization(configuration)
-                        )
-                    self._lean_checked = True
-        return self._lean
+    def _transport(self) -> tuple[HttpConnections, CachedAuthorization]:
+        http, authorization = self._http, self._authorization
+        if http is None or authorization is None:
+            with self._lock:
+                if self._http is None or self._authorization is None:
+                    if self.api_client is None:
+                        raise ValueError("KubeApi: no API server configured (use load_kube_api)")
+                    self._http, self._authorization = _official_client_transport(self.api_client)
+                http, authorization = self._http, self._authorization
+        assert http is not None and authorization is not None
+        return http, authorization
 
-    def _serialize(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, str | int | bool] | None,
-        body: object | None,
-        content_type: str,
-    ) -> tuple[Any, ...]:
-        query_params = _query_pairs(query)
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        return cast(
-            tuple[Any, ...],
-            self.api_client.param_serialize(
-                method=method,
-                resource_path=path,
-                query_params=query_params or None,
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-            ),
-        )
+    def close(self) -> None:
+        """Close the kept-alive connections (open watches end on their own)."""
+        if self._http is not None:
+            self._http.close()
 
     def request(
         self,
@@ -298,25 +233,17 @@ class KubeApi:
         ``decode=False`` skips decoding a successful answer nobody reads (a created Event, a
         binding's Status) and returns {}.
         """
-        lean = self._transport()
-        if lean is not None and self._authorization is not None:
-            target = _target(path, query)
-            headers = _headers(self._authorization())
-            payload = None
-            if body is not None:
-                headers["Content-Type"] = content_type
-                payload = json.dumps(body, separators=(",", ":")).encode()
-            status, _, data = lean.exchange(
-                method, target, payload, headers, timeout_s or self.request_timeout_s
-            )
-        else:
-            request = self._serialize(method, path, query, body, content_type)
-            response = self.api_client.call_api(
-                *request, _request_timeout=timeout_s or self.request_timeout_s
-            )
-            status, data = int(response.status), response.read()
+        http, authorization = self._transport()
+        headers = _headers(authorization())
+        payload = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            payload = json.dumps(body, separators=(",", ":")).encode()
+        status, reason, data = http.exchange(
+            method, _target(path, query), payload, headers, timeout_s or self.request_timeout_s
+        )
         if not 200 <= status <= 299:
-            raise _status_error(method, path, status, data)
+            raise KubeApiError(method, path, status, data, reason)
         if not data or not decode:
             return {}
         decoded = json.loads(data)
@@ -327,39 +254,23 @@ class KubeApi:
         path: str,
         query: Mapping[str, str | int | bool],
         timeout_s: float,
-        on_open: Callable[[Any], None] | None = None,
+        on_open: Callable[[HttpStream], None] | None = None,
     ) -> Iterator[JsonDict]:
         """A watch: one decoded JSON event per line until the server closes the stream.
 
-        ``on_open`` receives the open response (an ``agent.kubeapi.HttpStream``, or urllib3's
-        where the ApiClient carries the watch), so another thread can ``shutdown()`` it to end
-        a blocked read at once.
+        ``on_open`` receives the open :class:`HttpStream`, so another thread can ``shutdown()``
+        it to end a blocked read at once.
         """
-        lean = self._transport()
-        if lean is not None and self._authorization is not None:
-            stream = lean.open_stream(
-                "GET", _target(path, query), _headers(self._authorization()), timeout_s
-            )
-            if on_open is not None:
-                on_open(stream)
-            try:
-                if not 200 <= stream.status <= 299:
-                    raise _status_error("GET", path, stream.status, stream.read())
-                yield from _json_lines(stream.chunks())
-            finally:
-                stream.close()
-            return
-        request = self._serialize("GET", path, query, None, "application/json")
-        response = self.api_client.call_api(*request, _request_timeout=(10.0, timeout_s))
-        raw = response.response
+        http, authorization = self._transport()
+        stream = http.open_stream("GET", _target(path, query), _headers(authorization()), timeout_s)
         if on_open is not None:
-            on_open(raw)
+            on_open(stream)
         try:
-            if not 200 <= int(response.status) <= 299:
-                raise _status_error("GET", path, int(response.status), raw.data)
-            yield from _json_lines(raw.stream(amt=65536, decode_content=True))
+            if not 200 <= stream.status <= 299:
+                raise KubeApiError("GET", path, stream.status, stream.read(), stream.reason)
+            yield from _json_lines(stream.chunks())
         finally:
-            raw.release_conn()
+            stream.close()
 
     def bind(self, namespace: str, pod_name: str, pod_uid: str, node_name: str) -> None:
         """POST pods/binding (UID-guarded, so a recreated pod of the same name is never bound).
@@ -368,8 +279,8 @@ class KubeApi:
         the server answers with unless called with ``_preload_content=False``, and in this
         client generation it also validates every argument through pydantic models, which cost
         more CPU than the rest of a scheduling cycle (profiled: ~2/3 of the bind worker's time).
-        The Binding goes through the same ApiClient transport (auth, TLS, pool) as raw JSON, and
-        only the status code is read.
+        The Binding goes through the same transport (auth, TLS, pool) as raw JSON, and only the
+        status code is read.
         """
         body: JsonDict = {
             "apiVersion": "v1",

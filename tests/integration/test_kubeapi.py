@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from gputopo.agent.nrt import GROUP, PLURAL, VERSION
-from gputopo.agent.publisher import describe_api_error, is_retryable
-from gputopo.core.kubeapi import (
+from gputopo.agent.publisher import describe_api_error
+from gputopo.core.kube import (
     APPLY_PATCH,
     MERGE_PATCH,
     KubeApiError,
@@ -22,6 +22,7 @@ from gputopo.core.kubeapi import (
     load_incluster_config,
     load_kubeconfig,
 )
+from gputopo.core.retry import is_retryable
 from tests.controlplane import ClusterObjects, ControlPlane, free_port
 
 pytestmark = pytest.mark.integration

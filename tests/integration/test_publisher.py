@@ -28,10 +28,11 @@ import yaml
 from kubernetes import client
 
 from gputopo.agent.nrt import GROUP, PLURAL, VERSION, NrtPublisher
-from gputopo.agent.publisher import Backoff, Publisher, PublishOptions, run_cycle
+from gputopo.agent.publisher import Publisher, PublishOptions, run_cycle
 from gputopo.agent.topology import PciOnlyGpu
 from gputopo.core.contract import Contract
-from gputopo.core.kubeapi import ClusterConfig, KubeClient
+from gputopo.core.kube import ClusterConfig, KubeClient
+from gputopo.core.retry import Backoff
 from tests.controlplane import ClusterObjects, ControlPlane
 from tests.unit.publish.machines import dgx_h100, gb200_fabric, nvml_down_with_gpus
 
@@ -85,7 +86,7 @@ def taints_of(node: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def agent_client(api_client: client.ApiClient) -> KubeClient:
-    """The agent's own REST client (agent.kubeapi) with the same server and credentials as an
+    """The agent's own REST client (gputopo.core.kube) with the same server and credentials as an
     official-client ``ApiClient``: what the publisher talks through when the agent runs."""
     configuration = api_client.configuration
     token = (configuration.api_key or {}).get("authorization")

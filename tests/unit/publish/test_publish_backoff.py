@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gputopo.agent.publisher import Backoff, describe_api_error, is_retryable
+from gputopo.agent.publisher import describe_api_error
+from gputopo.core.retry import Backoff, is_retryable
 
 
 class HttpError(Exception):
