@@ -58,7 +58,7 @@ def scheduler_api(plane: ControlPlane, transport: str) -> KubeApi:
     """The scheduler's client for the admin kubeconfig, on the named transport."""
     config = load_kubeconfig(str(plane.admin_kubeconfig))
     api = KubeApi.from_cluster_config(config)
-    api._lean = TRANSPORTS[transport](
+    api._http = TRANSPORTS[transport](
         config.server, ssl_context=config.ssl_context(), tls_server_name=config.tls_server_name
     )
     return api
@@ -144,7 +144,7 @@ def measure(plane: ControlPlane, transport: str, node: str) -> dict[str, Any]:
         _per_request(bind, WARM_UP)
         result["bind"] = _per_request(lambda i: bind(i + WARM_UP), REQUESTS)
         result["watch"] = _watch_per_event(api, namespace, since, 2 * (REQUESTS + WARM_UP))
-        api._lean.close()  # type: ignore[union-attr]
+        api.close()
         return result
     finally:
         plane.delete_namespace(namespace)
@@ -153,8 +153,8 @@ def measure(plane: ControlPlane, transport: str, node: str) -> dict[str, Any]:
 def _watch_per_event(api: KubeApi, namespace: str, since: str, events: int) -> tuple[float, float]:
     """A Pod watch from before the pods were created: ADDED, then binding MODIFIED events
     replayed from the watch cache; CPU and wall µs per event, lines split, not decoded."""
-    assert api._lean is not None and api._authorization is not None
-    stream = api._lean.open_stream(
+    assert api._http is not None and api._authorization is not None
+    stream = api._http.open_stream(
         "GET",
         f"/api/v1/namespaces/{namespace}/pods?watch=true&resourceVersion={since}"
         "&allowWatchBookmarks=false",
