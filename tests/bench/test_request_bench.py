@@ -58,7 +58,7 @@ def scheduler_api(plane: ControlPlane, transport: str) -> KubeApi:
     """The scheduler's client for the admin kubeconfig, on the named transport."""
     config = load_kubeconfig(str(plane.admin_kubeconfig))
     api = KubeApi.from_cluster_config(config)
-    api._http = TRANSPORTS[transport](
+    api.client._http = TRANSPORTS[transport](
         config.server, ssl_context=config.ssl_context(), tls_server_name=config.tls_server_name
     )
     return api
@@ -153,12 +153,11 @@ def measure(plane: ControlPlane, transport: str, node: str) -> dict[str, Any]:
 def _watch_per_event(api: KubeApi, namespace: str, since: str, events: int) -> tuple[float, float]:
     """A Pod watch from before the pods were created: ADDED, then binding MODIFIED events
     replayed from the watch cache; CPU and wall µs per event, lines split, not decoded."""
-    assert api._http is not None and api._authorization is not None
-    stream = api._http.open_stream(
+    stream = api.client._http.open_stream(
         "GET",
         f"/api/v1/namespaces/{namespace}/pods?watch=true&resourceVersion={since}"
         "&allowWatchBookmarks=false",
-        {"Accept": "application/json", "Authorization": api._authorization() or ""},
+        api.client._headers(),
         timeout_s=60,
     )
     assert stream.status == 200, stream.read()

@@ -4,8 +4,9 @@
   (the one kubeconfig policy: kubeconfig, ``--context``, in-cluster ServiceAccount);
 - :mod:`~gputopo.core.kube.transport`: HTTP/1.1 to the API server (kept-alive requests,
   watch streams);
-- :mod:`~gputopo.core.kube.client`: the agent's calls (its Node, its NodeResourceTopology);
-  the scheduler's JSON layer over the same transport is ``gputopo.scheduler.runtime.kube``;
+- :mod:`~gputopo.core.kube.client`: the one client, JSON requests and watches (the
+  scheduler's runtime wraps it in ``gputopo.scheduler.runtime.kube``) and the agent's calls by
+  name (its Node, its NodeResourceTopology);
 - :mod:`~gputopo.core.kube.errors`: the one error type for an error answer, one for no
   answer, one for an unusable configuration.
 
@@ -18,6 +19,7 @@ from gputopo.core.kube.client import (
     MERGE_PATCH,
     PATCH_TYPES,
     STRATEGIC_MERGE_PATCH,
+    CachedAuthorization,
     KubeClient,
     client_from_config,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "PATCH_TYPES",
     "SERVICE_ACCOUNT_DIR",
     "STRATEGIC_MERGE_PATCH",
+    "CachedAuthorization",
     "ClusterConfig",
     "HttpConnections",
     "HttpStream",

@@ -17,14 +17,8 @@ import kubernetes.client
 import pytest
 import yaml
 
-from gputopo.core.kube import KubeConfigError, load_config
-from gputopo.scheduler.runtime.kube import (
-    CachedAuthorization,
-    KubeApi,
-    KubeApiError,
-    _authorization,
-    load_kube_api,
-)
+from gputopo.core.kube import CachedAuthorization, KubeConfigError, load_config
+from gputopo.scheduler.runtime.kube import KubeApi, KubeApiError, _authorization, load_kube_api
 from tests.unit.runtime.scripted_http import CHUNKED_HEAD, ScriptedServer, answer, chunked, pieces
 
 REPO = Path(__file__).resolve().parents[3]
@@ -281,7 +275,7 @@ def test_a_token_kubeconfig_is_served_without_importing_the_official_client(
 import sys
 from gputopo.scheduler.runtime.kube import load_kube_api
 api = load_kube_api({path!r})
-assert api._transport() is not None
+assert api.client is not None
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("kubernetes", "urllib3"))
 assert not loaded, loaded
 """
