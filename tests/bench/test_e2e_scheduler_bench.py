@@ -17,6 +17,9 @@ many times on the same control plane, kube-scheduler first in odd rounds and sec
 ones (`round_orders`): rates drift down run after run, and on a shared machine one pair of runs
 is noise.
 
+GPUTOPO_BENCH_URLLIB3=1 adds a third run per round, gputopo-scheduler with its HTTP transport
+swapped for urllib3 (tests/bench/urllib3_transport.py; docs/performance.md, "The HTTP client").
+
 Run: ``make bench BENCH_ARGS="-k e2e -s"``; scale with GPUTOPO_BENCH_NODES / GPUTOPO_BENCH_PODS.
 """
 
