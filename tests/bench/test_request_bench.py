@@ -16,7 +16,9 @@ the GIL) and wall time:
 
 Transports run in ABBA order (``hand, urllib3, urllib3, hand``, repeated
 ``GPUTOPO_REQBENCH_ROUNDS`` times, default 2) so that load from other work on a shared machine
-falls on both. ``GPUTOPO_REQBENCH_REQUESTS`` (default 400) requests per verb per run.
+falls on both. ``GPUTOPO_REQBENCH_TRANSPORTS`` picks others (comma-separated, in order, then
+reversed): ``httpx`` (tests/bench/httpx_transport.py) needs httpx installed.
+``GPUTOPO_REQBENCH_REQUESTS`` (default 400) requests per verb per run.
 
 Run: ``make bench BENCH_ARGS="-k request -s"`` or
 ``PYTHONPATH=. .venv/bin/python tests/bench/test_request_bench.py`` (prints one JSON line per
@@ -50,7 +52,20 @@ pytestmark = pytest.mark.bench
 REQUESTS = int(os.environ.get("GPUTOPO_REQBENCH_REQUESTS", "400"))
 ROUNDS = int(os.environ.get("GPUTOPO_REQBENCH_ROUNDS", "2"))
 WARM_UP = 20
-TRANSPORTS: dict[str, Callable[..., Any]] = {"hand": HttpConnections, "urllib3": Urllib3Connections}
+NAMES = os.environ.get("GPUTOPO_REQBENCH_TRANSPORTS", "hand,urllib3").split(",")
+
+
+def _transports(names: list[str]) -> dict[str, Callable[..., Any]]:
+    """The named transports; httpx (not a dependency) is imported only when asked for."""
+    known: dict[str, Callable[..., Any]] = {"hand": HttpConnections, "urllib3": Urllib3Connections}
+    if "httpx" in names:
+        from tests.bench.httpx_transport import HttpxConnections
+
+        known["httpx"] = HttpxConnections
+    return {name: known[name] for name in names}
+
+
+TRANSPORTS = _transports(NAMES)
 VERBS = ("get", "patch", "bind", "event", "watch")
 
 
@@ -179,7 +194,8 @@ def _watch_per_event(api: KubeApi, namespace: str, since: str, events: int) -> t
 
 
 def abba(rounds: int) -> list[str]:
-    return ["hand", "urllib3", "urllib3", "hand"] * rounds
+    """The transports in order, then reversed, ``rounds`` times: ABBA for two."""
+    return (NAMES + NAMES[::-1]) * rounds
 
 
 def run_all(plane: ControlPlane) -> list[dict[str, Any]]:
@@ -219,7 +235,7 @@ def test_request_cpu_per_transport(benchmark: Any, control_plane: ControlPlane) 
     benchmark.pedantic(lambda: results.extend(run_all(control_plane)), rounds=1, iterations=1)
     print(summary(results))
     benchmark.extra_info["results"] = results
-    assert len(results) == 4 * ROUNDS
+    assert len(results) == 2 * len(NAMES) * ROUNDS
 
 
 def main() -> int:
