@@ -173,10 +173,10 @@ def _start_kube_scheduler(plane: ControlPlane, workdir: Path) -> ManagedProcess:
 # (tests/bench/urllib3_transport.py): the end-to-end half of the HTTP client comparison.
 _URLLIB3_SCHEDULER = """
 import sys
+from gputopo.core.kube import client
 from gputopo.scheduler import cli
-from gputopo.scheduler.runtime import kube
 from tests.bench.urllib3_transport import Urllib3Connections
-kube.HttpConnections = Urllib3Connections
+client.HttpConnections = Urllib3Connections
 sys.argv[0] = "gputopo-scheduler"
 sys.exit(cli.main())
 """
