@@ -3,15 +3,16 @@ for requests (:meth:`HttpConnections.exchange`) and a connection of its own per 
 (:meth:`HttpConnections.open_stream`). The agent's client and the scheduler's both send
 through it.
 
-Why not a library: measured against urllib3 on a real API server (``reqbench``,
+Why not a library: measured on a real API server (``reqbench``,
 tests/bench/test_request_bench.py, docs/performance.md "The HTTP client"), urllib3 took about
 three times the CPU per request on the scheduler's bind path (GET, PATCH, binding and Event
-POSTs: ~400-500 µs against ~130-190 µs; most of it ``http.client`` and the ``email`` header
-parser under urllib3), CPU the bind and event threads take from the scheduling loop under the
-GIL. What this module has to get right, and its tests pin: bodies by length, chunked or until
-close; ``Connection: close``; one retry, on a fresh connection, of a request sent on a pooled
-connection the server had closed; TLS with a configured server name; and a watch another
-thread can end at once (:meth:`HttpStream.shutdown`).
+POSTs: 380-590 µs against 130-200 µs; most of it ``http.client`` and the ``email`` header
+parser under urllib3) and httpx five to six times, CPU the bind and event threads take from
+the scheduling loop under the GIL; end to end the scheduler's CPU per pod rose by 28 % with
+urllib3. What this module has to get right, and its tests pin: bodies by length, chunked or
+until close; ``Connection: close``; one retry, on a fresh connection, of a request sent on a
+pooled connection the server had closed; TLS with a configured server name; and a watch
+another thread can end at once (:meth:`HttpStream.shutdown`).
 """
 
 from __future__ import annotations
