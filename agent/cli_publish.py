@@ -27,7 +27,7 @@ from gputopo.core.contract import DEFAULT_PREFIX, MIG_STRATEGIES, TAINT_EFFECTS,
 from gputopo.core.validate import ValidationError, ValidationGate, is_qualified_name
 
 if TYPE_CHECKING:
-    from gputopo.core.kubeapi import KubeClient
+    from gputopo.core.kube import KubeClient
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,9 @@ def add_run_parser(subparsers: Any) -> None:
 
 
 def _api_client(kubeconfig: str | None, context: str | None = None) -> KubeClient:
-    """The agent's own small REST client (:mod:`agent.kubeapi`), not the ``kubernetes``
+    """The agent's own small REST client (:mod:`gputopo.core.kube`), not the ``kubernetes``
     package: importing that costs about 30 MiB on every node."""
-    from gputopo.core.kubeapi import KubeConfigError, client_from_config
+    from gputopo.core.kube import KubeConfigError, client_from_config
 
     try:
         return client_from_config(kubeconfig, context=context)

@@ -31,6 +31,6 @@ Rules (docs/publishing.md):
 * API errors (5xx, 429, connection failures) are retried with capped exponential backoff and
   jitter; the publisher reports them and never raises them.
 
-The writers talk through :class:`gputopo.core.kubeapi.KubeClient` (plain JSON dicts); the
+The writers talk through :class:`gputopo.core.kube.KubeClient` (plain JSON dicts); the
 agent's install carries no official ``kubernetes`` client.
 """

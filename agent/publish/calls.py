@@ -1,17 +1,16 @@
 """What the Node and NodeResourceTopology writers share about API calls: the field manager they
-write as, how a failed call is classified (retry, give up, conflict), capped backoff with
-jitter, their work counters and the result they report instead of raising."""
+write as, how a failed call is described, their work counters and the result they report
+instead of raising. Which failures to retry, and the backoff, are the ground floor's
+(:mod:`gputopo.core.retry`)."""
 
 from __future__ import annotations
 
 import json
-import random as _random
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from gputopo.agent.publish.plan import Change
+from gputopo.core.retry import status_of
 
 FIELD_MANAGER: Final = "gputopo-agent"
 
@@ -48,20 +47,6 @@ class ApiCallFailed(Exception):
         self.status = status
 
 
-def status_of(error: BaseException) -> int | None:
-    status = getattr(error, "status", None)
-    return status if isinstance(status, int) else None
-
-
-def is_retryable(error: BaseException) -> bool:
-    status = status_of(error)
-    if status is None:
-        # connection refused / reset / timeout: gputopo.core.kubeapi's KubeConnectionError (an
-        # OSError), or a urllib3 error should a transport let one through
-        return isinstance(error, OSError) or type(error).__module__.startswith("urllib3")
-    return status == 429 or status >= 500
-
-
 def describe_api_error(error: BaseException) -> str:
     status = status_of(error)
     reason = getattr(error, "reason", None)
@@ -75,18 +60,3 @@ def describe_api_error(error: BaseException) -> str:
                 message = ""
         return f"HTTP {status} {reason or ''}".strip() + (f": {message}" if message else "")
     return f"{type(error).__name__}: {error}"
-
-
-@dataclass
-class Backoff:
-    """Capped exponential backoff with full jitter."""
-
-    base_seconds: float = 0.5
-    cap_seconds: float = 30.0
-    max_attempts: int = 6
-    sleep: Callable[[float], None] = time.sleep
-    random: Callable[[], float] = _random.random
-
-    def delay(self, attempt: int) -> float:
-        jitter = 0.5 + float(self.random()) / 2
-        return float(min(self.cap_seconds, self.base_seconds * (2**attempt))) * jitter

@@ -22,14 +22,12 @@ from typing import Any, Final, Protocol
 from gputopo.agent.publish.calls import (
     FIELD_MANAGER,
     ApiCallFailed,
-    Backoff,
     PublishCounters,
     PublishResult,
     describe_api_error,
-    is_retryable,
-    status_of,
 )
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.retry import Backoff, is_retryable, status_of
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +96,7 @@ def build_nrt(
 
 
 class CustomObjectsApi(Protocol):
-    """The calls of :class:`gputopo.core.kubeapi.KubeClient` the NodeResourceTopology writer
-    uses."""
+    """The calls of :class:`gputopo.core.kube.KubeClient` the NodeResourceTopology writer uses."""
 
     def get_cluster_custom_object(
         self, group: str, version: str, plural: str, name: str

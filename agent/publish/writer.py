@@ -1,6 +1,6 @@
 """The Node writer: read the Node, plan, merge-patch it; re-read and re-plan on 409 Conflict.
 
-Talks through anything with :class:`gputopo.core.kubeapi.KubeClient`'s ``read_node`` and
+Talks through anything with :class:`gputopo.core.kube.KubeClient`'s ``read_node`` and
 ``patch_node``, which answer plain JSON dicts.
 """
 
@@ -13,17 +13,15 @@ from typing import Any, Final, Protocol
 from gputopo.agent.publish.calls import (
     FIELD_MANAGER,
     ApiCallFailed,
-    Backoff,
     PublishCounters,
     PublishResult,
     describe_api_error,
-    is_retryable,
-    status_of,
 )
 from gputopo.agent.publish.desired import PublishOptions, desired_state, is_successful_discovery
 from gputopo.agent.publish.plan import NodeView, Plan, plan, plan_prune
 from gputopo.agent.sla import SlaHysteresis, SlaState, SlaStateError
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.retry import Backoff, is_retryable, status_of
 from gputopo.core.validate import ValidationError, ValidationGate
 
 log = logging.getLogger(__name__)
@@ -32,7 +30,7 @@ MERGE_PATCH: Final = "application/merge-patch+json"
 
 
 class NodeApi(Protocol):
-    """The calls of :class:`gputopo.core.kubeapi.KubeClient` the Node writer uses: a Node comes
+    """The calls of :class:`gputopo.core.kube.KubeClient` the Node writer uses: a Node comes
     back as its JSON document."""
 
     def read_node(self, name: str) -> dict[str, Any]: ...

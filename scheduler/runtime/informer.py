@@ -3,7 +3,8 @@
 What client-go's reflector does, on JSON dicts: list (paged), then watch from the list's
 resourceVersion with bookmarks; on 410 Gone (or an ERROR event saying so) relist and
 deliver the difference against what was known, so a deletion missed while disconnected still
-arrives as a delete. Connection errors reconnect with capped exponential backoff and jitter.
+arrives as a delete. Connection errors reconnect with capped exponential backoff and jitter
+(:class:`gputopo.core.retry.Backoff`, the agent's policy too).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gputopo.core.retry import Backoff
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 
 log = logging.getLogger("gputopo.scheduler.informer")
@@ -85,7 +87,8 @@ class Reflector:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
-        backoff = self.initial_backoff_s
+        backoff = Backoff(self.initial_backoff_s, self.max_backoff_s)
+        failures = 0  # in a row: the backoff's attempt number
         need_list = True
         while not self._stop.is_set():
             try:
@@ -93,9 +96,9 @@ class Reflector:
                     self._relist_requested.clear()
                     self._list_and_replace()
                     need_list = False
-                    backoff = self.initial_backoff_s
+                    failures = 0
                 self._watch()
-                backoff = self.initial_backoff_s
+                failures = 0
             except _Gone:
                 log.info("watch expired, relisting", extra={"resource": self.kind})
                 need_list = True
@@ -109,13 +112,13 @@ class Reflector:
                     continue
                 if self.on_error is not None:
                     self.on_error(self.kind, err)
-                delay = backoff * random.uniform(0.8, 1.2)
+                delay = backoff.delay(failures)
                 log.warning(
                     "list/watch failed, retrying",
                     extra={"resource": self.kind, "error": str(err), "retry_in_s": round(delay, 2)},
                 )
                 self._stop.wait(delay)
-                backoff = min(backoff * 2, self.max_backoff_s)
+                failures += 1
 
     def _list_and_replace(self) -> None:
         items: dict[str, JsonDict] = {}

@@ -4,7 +4,7 @@
   the health taint seen by a watch on the Node. Each sample is independent: a fresh Node, a
   fresh agent (in-process, default run-loop settings: the event thread asleep in NVML's event
   wait, triggered cycles at most every 5 s, discovery every 60 s; publishing through the agent's
-  own client, gputopo/core/kubeapi.py), and the error is injected once the agent has been idle
+  own client, gputopo/core/kube/), and the error is injected once the agent has been idle
   longer than the trigger rate limit, the steady state of a node. p50/p99 over
   GPUTOPO_BENCH_XID_SAMPLES (default 30) each.
 * ``footprint``: ``gputopo-agent run`` as the DaemonSet starts it (``--publish-nrt``, the
@@ -64,7 +64,7 @@ MiB = 1024 * 1024
 def xid_sample(plane: ControlPlane, sysfs_root: Path, gpu: int, error: str = "xid") -> float:
     """Seconds from injecting an XID 79 (``error="xid"``) or an uncorrectable ECC error
     (``"ecc"``) to the taint arriving at a Node watch; fresh Node and agent."""
-    from gputopo.core.kubeapi import KubeClient, load_kubeconfig
+    from gputopo.core.kube import KubeClient, load_kubeconfig
     from gputopo.mocks.fake_pynvml import make_fake_pynvml
 
     admin = plane.admin

@@ -17,6 +17,9 @@ many times on the same control plane, kube-scheduler first in odd rounds and sec
 ones (`round_orders`): rates drift down run after run, and on a shared machine one pair of runs
 is noise.
 
+GPUTOPO_BENCH_URLLIB3=1 adds a third run per round, gputopo-scheduler with its HTTP transport
+swapped for urllib3 (tests/bench/urllib3_transport.py; docs/performance.md, "The HTTP client").
+
 Run: ``make bench BENCH_ARGS="-k e2e -s"``; scale with GPUTOPO_BENCH_NODES / GPUTOPO_BENCH_PODS.
 """
 
@@ -49,6 +52,10 @@ ROUNDS = int(os.environ.get("GPUTOPO_BENCH_ROUNDS", "1"))
 _ROUND = itertools.count()  # a fresh namespace per run: the last one may still be terminating
 PODS = int(os.environ.get("GPUTOPO_BENCH_PODS", "1000"))
 KUBE_NAME = "bench-kube-scheduler"
+# GPUTOPO_BENCH_URLLIB3=1 adds a third run per round: gputopo-scheduler on the urllib3
+# transport candidate (docs/performance.md, "The HTTP client").
+URLLIB3_VARIANT = "gputopo-scheduler-urllib3"
+EXTRA_SCHEDULERS = (URLLIB3_VARIANT,) if os.environ.get("GPUTOPO_BENCH_URLLIB3") == "1" else ()
 GPUTOPO_NAME = "bench-gputopo-scheduler"
 
 
@@ -163,13 +170,28 @@ def _start_kube_scheduler(plane: ControlPlane, workdir: Path) -> ManagedProcess:
     return process
 
 
-def _start_gputopo(plane: ControlPlane, workdir: Path) -> ManagedProcess:
+# The gputopo scheduler with its API transport swapped for the urllib3 candidate
+# (tests/bench/urllib3_transport.py): the end-to-end half of the HTTP client comparison.
+_URLLIB3_SCHEDULER = """
+import sys
+from gputopo.core.kube import client
+from gputopo.scheduler import cli
+from tests.bench.urllib3_transport import Urllib3Connections
+client.HttpConnections = Urllib3Connections
+sys.argv[0] = "gputopo-scheduler"
+sys.exit(cli.main())
+"""
+
+
+def _start_gputopo(plane: ControlPlane, workdir: Path, transport: str = "hand") -> ManagedProcess:
+    launch = ["-m", "gputopo.scheduler.cli"]
+    if transport == "urllib3":
+        launch = ["-c", _URLLIB3_SCHEDULER]
     return ManagedProcess(
         "gputopo-scheduler-bench",
         [
             sys.executable,
-            "-m",
-            "gputopo.scheduler.cli",
+            *launch,
             "run",
             f"--kubeconfig={plane.admin_kubeconfig}",
             f"--scheduler-name={GPUTOPO_NAME}",
@@ -211,7 +233,8 @@ def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
         if which == "kube-scheduler":
             process = _start_kube_scheduler(plane, workdir)
         else:
-            process = _start_gputopo(plane, workdir)
+            transport = "urllib3" if which == URLLIB3_VARIANT else "hand"
+            process = _start_gputopo(plane, workdir, transport)
         try:
             deadline = time.monotonic() + float(os.environ.get("GPUTOPO_BENCH_TIMEOUT_S", "300"))
             while watch.count() < PODS and process.alive() and time.monotonic() < deadline:
@@ -240,13 +263,13 @@ def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
         }
 
 
-def round_orders(rounds: int) -> list[tuple[str, str]]:
+def round_orders(rounds: int) -> list[tuple[str, ...]]:
     """Who goes first in each round: kube-scheduler, then gputopo, then the other way round
     (ABBA). Rates drift down over consecutive runs on one control plane (etcd and the watch
     cache grow; measured 531 -> 484 -> 380 pods/s for kube-scheduler over three rounds), so a
     fixed order hands the earlier slot's advantage to one scheduler every round."""
-    pair = ("kube-scheduler", "gputopo-scheduler")
-    return [pair if index % 2 == 0 else pair[::-1] for index in range(rounds)]
+    order = ("kube-scheduler", "gputopo-scheduler", *EXTRA_SCHEDULERS)
+    return [order if index % 2 == 0 else order[::-1] for index in range(rounds)]
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -302,6 +325,6 @@ def test_e2e_scheduler_throughput(
     for result in results:
         print(json.dumps(result))
     benchmark.extra_info["results"] = results
-    assert len(results) == 2 * ROUNDS
+    assert len(results) == (2 + len(EXTRA_SCHEDULERS)) * ROUNDS
     assert all(result["pods"] == PODS for result in results)
     assert all(result["max_gpus_on_one_node"] <= 8 for result in results), "overcommit"

@@ -110,7 +110,7 @@ from gputopo.scheduler.prometheus_load import (
     instant_query,
 )
 from gputopo.scheduler.runtime.core_adapter import CoreFramework
-from gputopo.scheduler.runtime.kube import KubeApi, load_api_client
+from gputopo.scheduler.runtime.kube import load_kube_api
 from gputopo.scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
 from gputopo.scheduler.scheduling_profile import default_profile
 from tests.conftest import StartPrometheus
@@ -841,7 +841,7 @@ def run_one(
     if scheduler in (GPUTOPO_SCHEDULER, GPUTOPO_NO_HEADROOM):
         if os.environ.get(LOAD_AWARE_ENV, "1") != "0":
             rig.tracker = LoadTracker(load_config(rig.prometheus))
-        api = KubeApi(load_api_client(str(control_plane.admin_kubeconfig)))
+        api = load_kube_api(str(control_plane.admin_kubeconfig))
         profile = default_profile()
         if scheduler == GPUTOPO_NO_HEADROOM:
             profile = dataclasses.replace(profile, headroom_min_gpus=0)

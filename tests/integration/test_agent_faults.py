@@ -31,7 +31,7 @@ from gputopo.agent.loop import Agent, RunLoopConfig
 from gputopo.agent.metrics import MetricsServer
 from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.runloop import serve
-from gputopo.core.kubeapi import KubeClient, load_kubeconfig
+from gputopo.core.kube import KubeClient, load_kubeconfig
 from hack.testenv import Tools
 from tests.controlplane import ClusterObjects, ControlPlane, ManagedProcess, running_control_plane
 from tests.polling import eventually
@@ -85,7 +85,7 @@ class RunningAgent:
 def running_agent(
     plane: ControlPlane, node_name: str, sysfs_root: Path, config: RunLoopConfig
 ) -> Iterator[RunningAgent]:
-    """The agent publishing through its own client (gputopo.core.kubeapi), as the admin."""
+    """The agent publishing through its own client (gputopo.core.kube), as the admin."""
     from gputopo.mocks.fake_pynvml import make_fake_pynvml
     from gputopo.mocks.profile import load_profile
     from gputopo.mocks.sysfs import build_sysfs

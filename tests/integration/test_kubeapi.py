@@ -1,4 +1,4 @@
-"""gputopo.core.kubeapi against a real kube-apiserver: every credential kind the agent accepts, the
+"""gputopo.core.kube against a real kube-apiserver: every credential kind the agent accepts, the
 error statuses the publisher classifies, and server-side apply for the NodeResourceTopology."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gputopo.agent.publish.calls import describe_api_error, is_retryable
+from gputopo.agent.publish.calls import describe_api_error
 from gputopo.agent.publish.nrt import GROUP, PLURAL, VERSION
-from gputopo.core.kubeapi import (
+from gputopo.core.kube import (
     APPLY_PATCH,
     MERGE_PATCH,
     KubeApiError,
@@ -22,6 +22,7 @@ from gputopo.core.kubeapi import (
     load_incluster_config,
     load_kubeconfig,
 )
+from gputopo.core.retry import is_retryable
 from tests.controlplane import ClusterObjects, ControlPlane, free_port
 
 pytestmark = pytest.mark.integration

@@ -27,14 +27,14 @@ import pytest
 import yaml
 from kubernetes import client
 
-from gputopo.agent.publish.calls import Backoff
 from gputopo.agent.publish.cycle import run_cycle
 from gputopo.agent.publish.desired import PublishOptions
 from gputopo.agent.publish.nrt import GROUP, PLURAL, VERSION, NrtPublisher
 from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.topology import PciOnlyGpu
 from gputopo.core.contract import Contract
-from gputopo.core.kubeapi import ClusterConfig, KubeClient
+from gputopo.core.kube import ClusterConfig, KubeClient
+from gputopo.core.retry import Backoff
 from tests.controlplane import ClusterObjects, ControlPlane
 from tests.unit.publish.machines import dgx_h100, gb200_fabric, nvml_down_with_gpus
 
@@ -88,7 +88,7 @@ def taints_of(node: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def agent_client(api_client: client.ApiClient) -> KubeClient:
-    """The agent's own REST client (agent.kubeapi) with the same server and credentials as an
+    """The agent's own REST client (gputopo.core.kube) with the same server and credentials as an
     official-client ``ApiClient``: what the publisher talks through when the agent runs."""
     configuration = api_client.configuration
     token = (configuration.api_key or {}).get("authorization")

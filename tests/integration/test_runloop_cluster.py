@@ -24,7 +24,7 @@ from gputopo.agent.podresources import PodResourcesClient
 from gputopo.agent.publish.nrt import GROUP, PLURAL, VERSION, NrtPublisher
 from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.runloop import serve
-from gputopo.core.kubeapi import KubeClient, load_kubeconfig
+from gputopo.core.kube import KubeClient, load_kubeconfig
 from tests.controlplane import ClusterObjects, ControlPlane
 from tests.polling import eventually
 from tests.unit.runtime.fake_kubelet import fake_kubelet, short_socket_dir
@@ -45,7 +45,7 @@ def node_name(cluster_objects: ClusterObjects, gputopo_crds: list[str]) -> str:
 def running(
     node_name: str, control_plane: ControlPlane, tmp_path: Path
 ) -> Iterator[tuple[Agent, Any, Any]]:
-    """The agent publishing through its own client (gputopo.core.kubeapi), as the admin."""
+    """The agent publishing through its own client (gputopo.core.kube), as the admin."""
     from gputopo.mocks.fake_pynvml import make_fake_pynvml
     from gputopo.mocks.profile import load_profile
     from gputopo.mocks.sysfs import build_sysfs

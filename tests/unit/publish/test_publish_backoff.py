@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gputopo.agent.publish.calls import Backoff, describe_api_error, is_retryable
+from gputopo.agent.publish.calls import describe_api_error
+from gputopo.core.retry import Backoff, is_retryable
 
 
 class HttpError(Exception):

@@ -1,4 +1,5 @@
-"""The runtime's lean HTTP path: kept-alive connections, one retry on a stale one, errors."""
+"""The scheduler's KubeApi: kept-alive connections, one retry on a stale one, errors, watches,
+and the kubeconfig policy it shares with the agent."""
 
 from __future__ import annotations
 
@@ -16,14 +17,8 @@ import kubernetes.client
 import pytest
 import yaml
 
-from gputopo.core.kubeapi import load_config
-from gputopo.scheduler.runtime.kube import (
-    CachedAuthorization,
-    KubeApi,
-    KubeApiError,
-    _authorization,
-    load_kube_api,
-)
+from gputopo.core.kube import CachedAuthorization, KubeConfigError, load_config
+from gputopo.scheduler.runtime.kube import KubeApi, KubeApiError, _authorization, load_kube_api
 from tests.unit.runtime.scripted_http import CHUNKED_HEAD, ScriptedServer, answer, chunked, pieces
 
 REPO = Path(__file__).resolve().parents[3]
@@ -140,12 +135,13 @@ def test_an_unreachable_server_is_an_os_error() -> None:
         KubeApi(kubernetes.client.ApiClient(configuration)).request("GET", "/version")
 
 
-def test_a_configuration_with_a_proxy_uses_the_client_transport() -> None:
+def test_a_configuration_with_a_proxy_is_refused_not_sent_around_it() -> None:
     configuration = kubernetes.client.Configuration()
     configuration.host = "http://127.0.0.1:1"
     configuration.proxy = "http://proxy.example:3128"
     api = KubeApi(kubernetes.client.ApiClient(configuration))
-    assert api._transport() is None
+    with pytest.raises(KubeConfigError, match="a proxy is not supported"):
+        api.request("GET", "/version")
 
 
 class _RotatingToken:
@@ -279,7 +275,7 @@ def test_a_token_kubeconfig_is_served_without_importing_the_official_client(
 import sys
 from gputopo.scheduler.runtime.kube import load_kube_api
 api = load_kube_api({path!r})
-assert api._transport() is not None
+assert api.client is not None
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("kubernetes", "urllib3"))
 assert not loaded, loaded
 """
@@ -304,13 +300,33 @@ def test_a_rotated_token_file_is_sent_after_the_ttl(
     assert [r.headers["authorization"] for r in scripted.requests] == ["Bearer one", "Bearer two"]
 
 
-def test_an_exec_plugin_kubeconfig_falls_back_to_the_official_client(tmp_path: Path) -> None:
+def test_an_exec_plugin_kubeconfig_is_refused_as_the_agent_refuses_it(tmp_path: Path) -> None:
+    """One kubeconfig policy for both deployables: no credential plugin runs."""
     exec_user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "true"}}
     path = _kubeconfig(tmp_path / "config", "https://127.0.0.1:1", exec_user)
-    api = load_kube_api(path)
-    assert isinstance(api.api_client, kubernetes.client.ApiClient)
+    with pytest.raises(KubeConfigError, match="exec credential plugin") as raised:
+        load_kube_api(path)
+    assert str(raised.value).startswith(f"kubeconfig {path!r}: user 'u' authenticates with")
+
+
+def test_the_context_picks_the_server_and_user(scripted: ScriptedServer, tmp_path: Path) -> None:
+    document = {
+        "clusters": [
+            {"name": "c", "cluster": {"server": "https://127.0.0.1:1"}},
+            {"name": "local", "cluster": {"server": f"http://127.0.0.1:{scripted.port}"}},
+        ],
+        "users": [{"name": "u", "user": {"token": "a"}}, {"name": "v", "user": {"token": "b"}}],
+        "contexts": [
+            {"name": "x", "context": {"cluster": "c", "user": "u"}},
+            {"name": "y", "context": {"cluster": "local", "user": "v"}},
+        ],
+        "current-context": "x",
+    }
+    (tmp_path / "config").write_text(yaml.safe_dump(document))
+    load_kube_api(str(tmp_path / "config"), context="y").request("GET", "/api/v1/nodes")
+    assert [r.headers["authorization"] for r in scripted.requests] == ["Bearer b"]
 
 
 def test_an_unreadable_kubeconfig_keeps_the_one_line_error() -> None:
-    with pytest.raises(ValueError, match=r"^kubeconfig '/nonexistent/kubeconfig': cannot load"):
+    with pytest.raises(ValueError, match=r"^kubeconfig '/nonexistent/kubeconfig': cannot read"):
         load_kube_api("/nonexistent/kubeconfig")

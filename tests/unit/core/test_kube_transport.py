@@ -1,6 +1,6 @@
-"""gputopo.core.kubeapi's HTTP/1.1 transport against a scripted local server: bodies by length and
-chunked, answers split across reads, connections the server closes, TLS server names, and
-streams another thread interrupts. The agent and the scheduler both send through it."""
+"""gputopo.core.kube.transport, HTTP/1.1 framed by hand, against a scripted local server: bodies
+by length and chunked, answers split across reads, connections the server closes, TLS server
+names, and streams another thread interrupts. The agent and the scheduler both send through it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gputopo.core.kubeapi import MAX_IDLE_S, HttpConnections, KubeConnectionError
+from gputopo.core.kube import MAX_IDLE_S, HttpConnections, KubeConnectionError
 from tests.controlplane.certs import CertificateAuthority
 from tests.unit.runtime.scripted_http import CHUNKED_HEAD, ScriptedServer, answer, chunked, pieces
 

@@ -1,6 +1,6 @@
-"""gputopo.core.kubeapi's configuration loading (no cluster): what is accepted, and a one-line
-error naming the file for everything else. The calls themselves are tested against a real apiserver
-in tests/integration/test_kubeapi.py."""
+"""gputopo.core.kube.config, the one kubeconfig policy (no cluster): what is accepted, and a
+one-line error naming the file for everything else. The calls themselves are tested against a
+real apiserver in tests/integration/test_kubeapi.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gputopo.core.kubeapi import (
+from gputopo.core.kube import (
     KubeConfigError,
     KubeConnectionError,
     default_kubeconfig_path,
@@ -215,7 +215,7 @@ def test_the_agent_run_path_does_not_import_the_kubernetes_package(tmp_path: Pat
 import sys
 import gputopo.agent.cli
 import gputopo.agent.cli_publish, gputopo.agent.runloop, gputopo.agent.publish.nrt
-import gputopo.agent.publish.cycle, gputopo.core.kubeapi
+import gputopo.agent.publish.cycle, gputopo.core.kube, gputopo.core.retry
 gputopo.agent.cli_publish._api_client({path!r})
 heavy = sorted(
     m for m in ("kubernetes", "gputopo.scheduler", "numpy", "urllib3", "grpc") if m in sys.modules
