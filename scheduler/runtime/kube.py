@@ -60,7 +60,7 @@ def _status_error(method: str, path: str, status: int, body: bytes) -> KubeApiEr
     return KubeApiError(method, path, status, reason, message)
 
 
-def load_kube_api(kubeconfig: str | None) -> KubeApi:
+def load_kube_api(kubeconfig: str | None, context: str | None = None) -> KubeApi:
     """A KubeApi from --kubeconfig, the in-cluster ServiceAccount, $KUBECONFIG, or ~/.kube.
 
     Read by the agent's own loader (``agent.kubeapi.load_config``: tokens, token files, client
@@ -72,13 +72,13 @@ def load_kube_api(kubeconfig: str | None) -> KubeApi:
     merged = os.pathsep in os.environ.get("KUBECONFIG", "").strip(os.pathsep)
     if kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST") or not merged:
         try:
-            return KubeApi.from_cluster_config(load_config(kubeconfig))
+            return KubeApi.from_cluster_config(load_config(kubeconfig, context=context))
         except KubeConfigError:
             pass
-    return KubeApi(load_api_client(kubeconfig))
+    return KubeApi(load_api_client(kubeconfig, context))
 
 
-def load_api_client(kubeconfig: str | None) -> Any:
+def load_api_client(kubeconfig: str | None, context: str | None = None) -> Any:
     """An ApiClient from --kubeconfig, $KUBECONFIG, the in-cluster ServiceAccount, or ~/.kube.
 
     Raises ValueError naming the source when none works.
@@ -91,11 +91,13 @@ def load_api_client(kubeconfig: str | None) -> Any:
     loader: Any = kubernetes.config  # its loaders are untyped
     try:
         if kubeconfig:
-            loader.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+            loader.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             loader.load_incluster_config(client_configuration=configuration)
         else:
-            loader.load_kube_config(client_configuration=configuration)
+            loader.load_kube_config(context=context, client_configuration=configuration)
     except (kubernetes.config.ConfigException, OSError, TypeError) as err:
         source = kubeconfig or os.environ.get("KUBECONFIG") or "in-cluster/~/.kube/config"
         raise ValueError(

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from gputopo.core.logs import JsonFormatter
 from gputopo.scheduler.profile import default_profile, parse_profile
 from gputopo.scheduler.runtime.framework import CoreFramework
 from gputopo.scheduler.runtime.kube import KubeApiError
 from gputopo.scheduler.runtime.leader import LeaseConfig, micro_time
-from gputopo.scheduler.runtime.logs import JsonFormatter
 from gputopo.scheduler.runtime.metrics import RuntimeState, SchedulerMetrics
 from gputopo.scheduler.runtime.queue import QueueDepth
 from gputopo.scheduler.runtime.runner import (
