@@ -79,13 +79,13 @@ from gputopo.agent.load import GpuLoad, LoadSample, sample_gpus
 from gputopo.agent.metrics import (
     AgentStats,
     MetricsCollector,
-    MetricsServer,
     MetricsSnapshot,
     SnapshotHolder,
     build_registry,
 )
 from gputopo.agent.publisher import PublishOptions
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.serve import ProbeServer
 from gputopo.mocks.fake_pynvml import make_fake_pynvml
 from gputopo.mocks.profile import load_profile
 from gputopo.scheduler.gpu_alloc import (
@@ -419,7 +419,7 @@ class NodeAgentMetrics:
         self._previous: dict[int, GpuLoad] = {}
         self.holder = SnapshotHolder(MetricsSnapshot(topology=self.topology))
         collector = MetricsCollector(self.holder, AgentStats(), version="bench")
-        self.server = MetricsServer(build_registry(collector), host="127.0.0.1", port=0)
+        self.server = ProbeServer("127.0.0.1", 0, registry=build_registry(collector))
         self.set_utilization([0.0] * len(self.topology.gpus))
 
     @property
