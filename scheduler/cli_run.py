@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from gputopo.core.flags import add_kubeconfig_arguments, apply_env_twins
 from gputopo.core.logs import add_logging_arguments
+from gputopo.core.serve import parse_address
 from gputopo.scheduler.cli_load import add_load_arguments, build_load_tracker
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.runtime import gctune
@@ -138,6 +139,8 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
             renew_deadline_s=args.renew_deadline,
             retry_period_s=args.retry_period,
         )
+    if args.metrics_address:
+        parse_address(args.metrics_address, example=":10259")  # before any API call
     if args.bind_workers < 1:
         raise ValueError(f"--bind-workers {args.bind_workers}: expected at least 1")
     if args.gang_backoff < 0:

@@ -176,3 +176,12 @@ def test_gang_backoff_reaches_the_runtime_config(monkeypatch: pytest.MonkeyPatch
 def test_negative_gang_backoff_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--kubeconfig", "/nonexistent", "--gang-backoff", "-1"]) == 2
     assert "--gang-backoff -1.0: expected seconds >= 0" in capsys.readouterr().err
+
+
+def test_bad_metrics_address_is_one_line_before_any_api_call(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["run", "--kubeconfig", "/nonexistent", "--metrics-address", "nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gputopo-scheduler: error: --metrics-address 'nowhere': expected")
+    assert err.count("\n") == 1
