@@ -38,9 +38,6 @@ class UsageError(SystemExit):
         super().__init__(line)
         self.code = EXIT_USAGE
 
-    def __str__(self) -> str:
-        return str(self.args[0])
-
 
 def program_of(prog: str) -> str:
     """``gputopo-agent run`` -> ``gputopo-agent``: errors name the program, as the handler's do."""

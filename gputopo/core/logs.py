@@ -49,6 +49,27 @@ def utc_timestamp(created: float) -> str:
     return f"{whole}.{int(created * 1000) % 1000:03d}Z"
 
 
+def extras(record: logging.LogRecord) -> dict[str, object]:
+    """The fields a call passed with ``extra=``."""
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-01-02 03:04:05,678 WARNING gputopo.x: message key=value ...``: the JSON line's
+    content for a person, the extras included."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = " ".join(f"{key}={value}" for key, value in extras(record).items())
+        if not fields:
+            return line
+        head, newline, traceback = line.partition("\n")
+        return f"{head} {fields}{newline}{traceback}"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, msg, the extras, and exception."""
 
@@ -59,9 +80,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_") and key not in entry:
-                entry[key] = value
+        for key, value in extras(record).items():
+            entry.setdefault(key, value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, separators=(",", ":"), default=str)
@@ -84,7 +104,7 @@ def formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return JsonFormatter()
     if log_format == "text":
-        return logging.Formatter(TEXT_FORMAT)
+        return TextFormatter()
     raise ValueError(f"--log-format {log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gputopo.core.logs import JsonFormatter, logging_configured, utc_timestamp
+from gputopo.core.logs import JsonFormatter, TextFormatter, logging_configured, utc_timestamp
 
 REPO = Path(__file__).resolve().parents[3]
 SOURCE_DIRS = ("agent", "scheduler", "mocks", "gputopo/core")
@@ -152,3 +152,13 @@ def test_configuring_twice_keeps_one_handler_and_undoing_restores(
     log.warning("after")  # no gputopo handler any more: not on stderr as JSON
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     assert [json.loads(line)["msg"] for line in lines] == ["once"]
+
+
+def test_text_lines_carry_the_extras_too() -> None:
+    record = logging.LogRecord(
+        "gputopo.scheduler.runtime", logging.INFO, __file__, 1, "pod bound", (), None
+    )
+    record.pod = "train/llama-0"
+    record.node = "dgx-a"
+    line = TextFormatter().format(record)
+    assert line.endswith(" INFO gputopo.scheduler.runtime: pod bound pod=train/llama-0 node=dgx-a")
