@@ -28,9 +28,9 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from gputopo.agent.discovery import Discoverer
-from gputopo.agent.metrics import MetricsServer
 from gputopo.agent.publisher import Publisher
 from gputopo.agent.runloop import Agent, RunLoopConfig, serve
+from gputopo.core.serve import ProbeServer
 from hack.testenv import Tools
 from tests.controlplane import ClusterObjects, ControlPlane, ManagedProcess, running_control_plane
 
@@ -58,7 +58,7 @@ def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "con
 class RunningAgent:
     agent: Agent
     control: Any  # mocks.fake_pynvml.FakeNvmlControl
-    server: MetricsServer
+    server: ProbeServer
 
     def get(self, path: str) -> tuple[int, str]:
         try:
