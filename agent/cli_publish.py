@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -40,8 +39,6 @@ from gputopo.core.validate import ValidationError, ValidationGate, is_qualified_
 
 if TYPE_CHECKING:
     from gputopo.core.kubeapi import KubeClient
-
-log = logging.getLogger(__name__)
 
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
