@@ -4,39 +4,37 @@
 labels, taints and annotations, ownership bookkeeping included — without a cluster.
 ``run --once`` does one discovery + publish cycle (:func:`agent.publish.cycle.run_cycle`);
 without ``--once`` it hands over to the long-running loop in :mod:`agent.runloop`
-(interval with jitter, health poll, XID watcher, udev hotplug, metrics, signals).
+(interval with jitter, health poll, XID watcher, udev hotplug, metrics, signals), whose flags
+are declared here with the rest of ``run``'s. Registered by :mod:`agent.cli`; imports only the
+machine source (:mod:`agent.cli_machine`), never the CLI that lists it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from gputopo.agent.cli_machine import add_machine_arguments, discover_topology, machine_source
+from gputopo.agent.loop import DEFAULT_POD_RESOURCES_INTERVAL_S
+from gputopo.agent.nvml import DEFAULT_XID_WINDOW_S
+from gputopo.agent.podresources import DEFAULT_SOCKET
 from gputopo.agent.publish.calls import PublishResult
 from gputopo.agent.publish.cycle import CycleResult, run_cycle
 from gputopo.agent.publish.desired import PublishOptions, desired_state
 from gputopo.agent.publish.plan import fresh_node_publication
 from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.cli import EXIT_FAILURE, CliError
 from gputopo.core.contract import DEFAULT_PREFIX, MIG_STRATEGIES, TAINT_EFFECTS, Contract
+from gputopo.core.flags import add_kubeconfig_arguments, add_output_argument, apply_env_twins
+from gputopo.core.logs import add_logging_arguments
 from gputopo.core.validate import ValidationError, ValidationGate, is_qualified_name
 
 if TYPE_CHECKING:
     from gputopo.core.kube import KubeClient
-
-log = logging.getLogger(__name__)
-
-
-def _cli() -> ModuleType:
-    """``agent.cli``, imported late: it imports this module to register the subcommands."""
-    import gputopo.agent.cli
-
-    return gputopo.agent.cli
 
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +65,7 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
 
 def publish_options(args: argparse.Namespace) -> PublishOptions:
     if not is_qualified_name(f"{args.prefix}/x") or "/" in args.prefix:
-        raise _cli().CliError(f"--prefix {args.prefix!r}: not a DNS subdomain like gputopo.io")
+        raise CliError(f"--prefix {args.prefix!r}: not a DNS subdomain like gputopo.io")
     return PublishOptions(
         contract=Contract(prefix=args.prefix),
         mig_strategy=args.mig_strategy,
@@ -86,20 +84,21 @@ def add_labels_parser(subparsers: Any) -> None:
         description="Discover this node and print exactly what `run` would publish on a Node "
         "that has none of it yet. Talks to no cluster.",
     )
-    _cli().add_machine_arguments(parser)
+    add_machine_arguments(parser)
     add_publish_arguments(parser)
-    parser.add_argument("--output", "-o", choices=("json",), default="json")
+    add_output_argument(parser, ("json",), "json")
+    add_logging_arguments(parser)
     parser.set_defaults(handler=run_labels)
 
 
 def run_labels(args: argparse.Namespace) -> int:
     options = publish_options(args)
-    with _cli().machine_source(args) as source:
-        topology = _cli().discover_topology(source)
+    with machine_source(args) as source:
+        topology = discover_topology(source)
     try:
         document = labels_document(topology, options)
     except ValidationError as error:
-        raise _cli().CliError(str(error), _cli().EXIT_FAILURE) from None
+        raise CliError(str(error), EXIT_FAILURE) from None
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
     return 0
 
@@ -121,7 +120,7 @@ def add_run_parser(subparsers: Any) -> None:
         description="Discover this node and publish to its Node object (and optionally its "
         "NodeResourceTopology). Writes only what changed and only keys it owns.",
     )
-    _cli().add_machine_arguments(parser)
+    add_machine_arguments(parser)
     add_publish_arguments(parser)
     parser.add_argument("--once", action="store_true", help="one cycle, then exit")
     parser.add_argument(
@@ -131,19 +130,70 @@ def add_run_parser(subparsers: Any) -> None:
         metavar="SECONDS",
         help="seconds between cycles without --once (default 60)",
     )
-    parser.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster)")
-    parser.add_argument(
-        "--context",
-        metavar="NAME",
-        help="kubeconfig context (default: its current-context; ignored in-cluster)",
-    )
+    add_kubeconfig_arguments(parser)
     parser.add_argument("--publish-nrt", action="store_true", help="also apply the NRT object")
     parser.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
     parser.add_argument("--prune", action="store_true", help="remove everything gputopo owns")
-    from gputopo.agent.runloop import add_arguments as add_runloop_arguments
-
     add_runloop_arguments(parser)
+    add_logging_arguments(parser)
+    # Last: every option on `run` (the publishing and machine flags too) gets its twin.
+    apply_env_twins(parser, "gputopo-agent")
     parser.set_defaults(handler=run_run)
+
+
+def add_runloop_arguments(parser: argparse.ArgumentParser) -> None:
+    """The long-running loop's own flags (:func:`agent.runloop.run_agent` reads them)."""
+    parser.add_argument(
+        "--metrics-address",
+        default="0.0.0.0:9465",
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz, /readyz here (default 0.0.0.0:9465)",
+    )
+    parser.add_argument(
+        "--pod-resources-socket",
+        default=DEFAULT_SOCKET,
+        metavar="PATH",
+        help=f"the kubelet's pod-resources socket; empty to not read it (default {DEFAULT_SOCKET})",
+    )
+    parser.add_argument(
+        "--pod-resources-interval",
+        type=float,
+        default=DEFAULT_POD_RESOURCES_INTERVAL_S,
+        metavar="SECONDS",
+        help="how often to ask the kubelet which GPUs are allocated, between discoveries "
+        f"(default {DEFAULT_POD_RESOURCES_INTERVAL_S:g})",
+    )
+    parser.add_argument(
+        "--health-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="health and load poll period (default 1)",
+    )
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=0.1,
+        metavar="FRACTION",
+        help="random spread of the discovery interval, 0..0.5 (default 0.1)",
+    )
+    parser.add_argument(
+        "--min-trigger-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="least time between two event-triggered cycles (default 5)",
+    )
+    parser.add_argument(
+        "--xid-window",
+        type=float,
+        default=DEFAULT_XID_WINDOW_S,
+        metavar="SECONDS",
+        help="an XID not seen again for this long stops counting for GPU health, except XIDs "
+        "that need a GPU reset (48, 63, 64, 79, 94, 95); 0: XIDs count until the agent "
+        f"restarts (default {DEFAULT_XID_WINDOW_S:g})",
+    )
+    parser.add_argument("--no-udev", action="store_true", help="do not watch udev for GPU hotplug")
 
 
 def _api_client(kubeconfig: str | None, context: str | None = None) -> KubeClient:
@@ -155,8 +205,8 @@ def _api_client(kubeconfig: str | None, context: str | None = None) -> KubeClien
         return client_from_config(kubeconfig, context=context)
     except KubeConfigError as error:
         if kubeconfig:
-            raise _cli().CliError(f"--kubeconfig {kubeconfig!r}: {error.detail}") from None
-        raise _cli().CliError(str(error)) from None
+            raise CliError(f"--kubeconfig {kubeconfig!r}: {error.detail}") from None
+        raise CliError(str(error)) from None
 
 
 def _print_result(what: str, result: PublishResult | None) -> None:
@@ -174,10 +224,9 @@ def run_run(args: argparse.Namespace) -> int:
     options = publish_options(args)
     node_name = args.node_name or os.environ.get("NODE_NAME")
     if not node_name:
-        raise _cli().CliError("no node to publish to: pass --node-name or set NODE_NAME")
+        raise CliError("no node to publish to: pass --node-name or set NODE_NAME")
     if args.interval <= 0:
-        raise _cli().CliError(f"--interval {args.interval}: must be positive")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        raise CliError(f"--interval {args.interval}: must be positive")
     from gputopo.agent.publish.nrt import NrtPublisher
 
     api = _api_client(args.kubeconfig, args.context)
@@ -189,16 +238,16 @@ def run_run(args: argparse.Namespace) -> int:
         _print_result(f"Node {node_name}", result)
         nrt_result = nrt.prune(dry_run=args.dry_run) if nrt is not None else None
         _print_result(f"NodeResourceTopology {node_name}", nrt_result)
-        return 0 if CycleResult(result, nrt_result).ok else _cli().EXIT_FAILURE
+        return 0 if CycleResult(result, nrt_result).ok else EXIT_FAILURE
 
-    with _cli().machine_source(args) as source:
+    with machine_source(args) as source:
         if not args.once:
             from gputopo.agent.runloop import run_agent
 
             return run_agent(source.discoverer, publisher, args, nrt=nrt)
         cycle = run_cycle(
-            lambda: _cli().discover_topology(source), publisher, nrt=nrt, dry_run=args.dry_run
+            lambda: discover_topology(source), publisher, nrt=nrt, dry_run=args.dry_run
         )
         _print_result(f"Node {node_name}", cycle.node)
         _print_result(f"NodeResourceTopology {node_name}", cycle.nrt)
-        return 0 if cycle.ok else _cli().EXIT_FAILURE
+        return 0 if cycle.ok else EXIT_FAILURE

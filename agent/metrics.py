@@ -5,6 +5,8 @@ mutates. The run loop replaces the :class:`MetricsSnapshot` in a :class:`Snapsho
 (topology each discovery, load each health tick, pod-resources each cycle) and records its work
 in :class:`AgentStats`; :meth:`MetricsCollector.collect` turns whatever is latest into metric
 families when Prometheus scrapes. Every series, label and unit is listed in docs/metrics.md.
+The HTTP side (``/metrics``, ``/healthz``, ``/readyz``) is the one server both deployables use,
+:class:`gputopo.core.serve.ProbeServer`.
 
 Labels: per-GPU series carry ``gpu`` (NVML index), ``uuid``, ``pci_bus_id``, ``model``,
 ``numa_node``, ``nvlink_domain`` and — from the kubelet's pod-resources API — ``pod``,
@@ -16,13 +18,11 @@ Unknown numbers are left out (no series), never reported as zero.
 
 from __future__ import annotations
 
-import http.server
-import logging
 import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import metadata
 from typing import Any
 
@@ -32,7 +32,6 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from gputopo.agent.nvml import CLOCK_EVENT_REASONS, NVLINK_ERROR_COUNTERS, GpuLoad
@@ -46,8 +45,6 @@ from gputopo.agent.topology import (
     NodeTopology,
 )
 from gputopo.agent.usage import LoadSample
-
-log = logging.getLogger(__name__)
 
 PREFIX = "gputopo_"
 GPU_LABELS = (
@@ -690,96 +687,3 @@ def build_registry(collector: MetricsCollector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return registry
-
-
-@dataclass
-class Probes:
-    """Callables behind /healthz and /readyz: each returns (ok, one-line reason)."""
-
-    liveness: Callable[[], tuple[bool, str]] = field(default=lambda: (True, "ok"))
-    readiness: Callable[[], tuple[bool, str]] = field(default=lambda: (True, "ok"))
-
-
-class MetricsServer:
-    """Serves ``/metrics``, ``/healthz`` and ``/readyz`` from a background thread."""
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        *,
-        host: str = "0.0.0.0",
-        port: int = 9400,
-        probes: Probes | None = None,
-    ) -> None:
-        self.registry = registry
-        self.probes = probes or Probes()
-        handler = _handler_class(self)
-        self._server = http.server.ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        host = str(self._server.server_address[0])
-        host = "127.0.0.1" if host == "0.0.0.0" else host
-        return f"http://{host}:{self.port}"
-
-    def start(self) -> MetricsServer:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="gputopo-metrics", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> MetricsServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _handler_class(server: MetricsServer) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                try:
-                    body = encoder(server.registry)
-                except Exception as error:  # a bug in collect() must not kill the server
-                    log.exception("rendering /metrics failed")
-                    self._reply(500, f"collect failed: {error}\n".encode(), "text/plain")
-                    return
-                self._reply(200, body, content_type)
-            elif path in ("/healthz", "/livez"):
-                self._probe(server.probes.liveness)
-            elif path == "/readyz":
-                self._probe(server.probes.readiness)
-            else:
-                self._reply(404, b"not found: try /metrics, /healthz, /readyz\n", "text/plain")
-
-        def _probe(self, probe: Callable[[], tuple[bool, str]]) -> None:
-            ok, reason = probe()
-            self._reply(200 if ok else 503, (reason + "\n").encode(), "text/plain")
-
-        def _reply(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s " + format, self.address_string(), *args)
-
-    return Handler

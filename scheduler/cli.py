@@ -1,8 +1,10 @@
 """`gputopo-scheduler`: one argparse subcommand per `add_*_parser` function.
 
 Each subcommand registers itself with `parser.set_defaults(handler=...)`; the handler returns
-the exit status. User errors (bad input files, bad profile) print one line on stderr and exit 2,
-never a traceback.
+the exit status. User errors (bad input files, bad profile) print one line on stderr,
+`gputopo-scheduler: error: ...`, and exit 2, never a traceback. The convention — `--version`,
+`-o/--output`, `--log-format`, `--kubeconfig`/`--context`, the one-line errors — is the agent's
+too (`gputopo.core.cli`, `gputopo.core.flags`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from gputopo.core.cli import run_command
+from gputopo.core.flags import OneLineErrorParser, add_output_argument, add_version_argument
+from gputopo.core.logs import add_logging_arguments
 from gputopo.scheduler.cli_extender import add_extender_parser
 from gputopo.scheduler.cli_run import add_run_parser
 from gputopo.scheduler.errors import SchedulerInputError
@@ -44,7 +49,8 @@ def add_simulate_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--explain", action="store_true", help="include every node's verdict, reasons and score"
     )
-    parser.add_argument("--output", choices=("json", "text"), default="text")
+    add_output_argument(parser, ("json", "text"), "text")
+    add_logging_arguments(parser)
     parser.set_defaults(handler=simulate_command)
 
 
@@ -62,7 +68,8 @@ def simulate_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="gputopo's topology-aware scheduler")
+    parser = OneLineErrorParser(prog=PROG, description="gputopo's topology-aware scheduler")
+    add_version_argument(parser, PROG)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_simulate_parser(subparsers)
     add_run_parser(subparsers)
@@ -71,15 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        status: int = args.handler(args)
-    except SchedulerInputError as exc:
-        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # e.g. piped into `head`
-        return 0
-    return status
+    return run_command(PROG, build_parser, argv, user_errors=(SchedulerInputError,))
 
 
 if __name__ == "__main__":

@@ -6,10 +6,10 @@ import argparse
 import logging
 from typing import Any
 
-from gputopo.core.flags import apply_env_twins
+from gputopo.core.flags import add_kubeconfig_arguments, apply_env_twins
+from gputopo.core.logs import add_logging_arguments
 from gputopo.scheduler.cli_load import add_load_arguments, build_load_tracker
 from gputopo.scheduler.errors import SchedulerInputError
-from gputopo.scheduler.runtime.logs import configure_json_logging
 from gputopo.scheduler.runtime.signals import stop_on_signals
 
 log = logging.getLogger("gputopo.scheduler.cli")
@@ -34,30 +34,20 @@ def add_extender_parser(subparsers: Any) -> None:
         metavar="HOST:PORT",
         help="address to serve on ($GPUTOPO_EXTENDER_LISTEN, default :8888)",
     )
-    parser.add_argument(
-        "--kubeconfig",
-        default=None,
-        help="kubeconfig file ($GPUTOPO_KUBECONFIG; else in-cluster, $KUBECONFIG, ~/.kube/config)",
-    )
+    add_kubeconfig_arguments(parser)
     parser.add_argument(
         "--profile",
         default=None,
         help="scoring profile YAML ($GPUTOPO_PROFILE; built-in defaults if unset)",
     )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=("debug", "info", "warning", "error"),
-        help="JSON log verbosity ($GPUTOPO_LOG_LEVEL)",
-    )
     add_load_arguments(parser)
-    apply_env_twins(parser, "gputopo-scheduler extender", {"--listen": "GPUTOPO_EXTENDER_LISTEN"})
+    add_logging_arguments(parser)
+    apply_env_twins(parser, "gputopo-scheduler", {"--listen": "GPUTOPO_EXTENDER_LISTEN"})
     parser.set_defaults(handler=extender_command)
 
 
 def extender_command(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT."""
-    configure_json_logging(args.log_level)
     # Imported here: the kubernetes client costs `simulate` start-up time it does not need.
     from gputopo.scheduler.extender import Extender, ExtenderCache, ExtenderServer
     from gputopo.scheduler.runtime import gctune
@@ -67,7 +57,7 @@ def extender_command(args: argparse.Namespace) -> int:
     try:
         load = build_load_tracker(args)
         framework = CoreFramework.from_profile(args.profile, load)
-        api = load_kube_api(args.kubeconfig)
+        api = load_kube_api(args.kubeconfig, context=args.context)
     except SchedulerInputError:
         raise
     except ValueError as err:  # a bad --load-* flag, an unreadable kubeconfig

@@ -8,11 +8,12 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from gputopo.core.flags import apply_env_twins
+from gputopo.core.flags import add_kubeconfig_arguments, apply_env_twins
+from gputopo.core.logs import add_logging_arguments
+from gputopo.core.serve import parse_address
 from gputopo.scheduler.cli_load import add_load_arguments, build_load_tracker
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.runtime import gctune
-from gputopo.scheduler.runtime.logs import configure_json_logging
 from gputopo.scheduler.runtime.signals import stop_on_signals
 
 if TYPE_CHECKING:
@@ -42,11 +43,7 @@ def add_run_parser(subparsers: Any) -> None:
             "environment variable named in each help text."
         ),
     )
-    parser.add_argument(
-        "--kubeconfig",
-        default=None,
-        help="kubeconfig file ($GPUTOPO_KUBECONFIG; else in-cluster, $KUBECONFIG, ~/.kube/config)",
-    )
+    add_kubeconfig_arguments(parser)
     parser.add_argument(
         "--scheduler-name",
         default="gputopo-scheduler",
@@ -115,12 +112,6 @@ def add_run_parser(subparsers: Any) -> None:
         "($GPUTOPO_GANG_BACKOFF; Coscheduling's podGroupBackoffSeconds)",
     )
     parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=("debug", "info", "warning", "error"),
-        help="JSON log verbosity ($GPUTOPO_LOG_LEVEL)",
-    )
-    parser.add_argument(
         "--nrt-max-age",
         type=float,
         default=0.0,
@@ -128,7 +119,8 @@ def add_run_parser(subparsers: Any) -> None:
         "0, the default: no age limit, the agent rewrites it whenever it changes)",
     )
     add_load_arguments(parser)
-    apply_env_twins(parser, "gputopo-scheduler run")
+    add_logging_arguments(parser)
+    apply_env_twins(parser, "gputopo-scheduler")
     parser.set_defaults(handler=run_command)
 
 
@@ -147,6 +139,8 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
             renew_deadline_s=args.renew_deadline,
             retry_period_s=args.retry_period,
         )
+    if args.metrics_address:
+        parse_address(args.metrics_address, example=":10259")  # before any API call
     if args.bind_workers < 1:
         raise ValueError(f"--bind-workers {args.bind_workers}: expected at least 1")
     if args.gang_backoff < 0:
@@ -174,7 +168,7 @@ def _build_runtime(args: argparse.Namespace) -> SchedulerRuntime:
     framework = CoreFramework.from_profile(
         args.profile, load, nrt_max_age_s=args.nrt_max_age or None
     )
-    api = load_kube_api(args.kubeconfig)
+    api = load_kube_api(args.kubeconfig, context=args.context)
     if load is not None:
         load.start()
     return SchedulerRuntime(api, framework, config)
@@ -182,7 +176,6 @@ def _build_runtime(args: argparse.Namespace) -> SchedulerRuntime:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; then stop scheduling, finish binds and release the Lease."""
-    configure_json_logging(args.log_level)
     try:
         runtime = _build_runtime(args)
     except SchedulerInputError:

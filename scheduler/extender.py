@@ -29,9 +29,9 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
+from gputopo.core.serve import Probes, ProbeServer, check, parse_address
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import NodeDiagnosis, schedule_one
 from gputopo.scheduler.model import parse_pod
@@ -420,70 +420,30 @@ class ExtenderCache:
                 self.framework.upsert_namespace(obj)
 
 
-def _host_port(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"--listen {address!r}: expected HOST:PORT or :PORT")
-    return host.strip("[]"), int(port)
-
-
-class ExtenderServer:
+class ExtenderServer(ProbeServer):
     """HTTP: POST .../filter, .../prioritize, .../preempt and .../bind (any path prefix),
-    GET /healthz and /readyz."""
+    GET /healthz and /readyz — the one probe server both deployables run
+    (:mod:`gputopo.core.serve`), with the verbs as its POST routes."""
 
     def __init__(
         self,
         address: str,
         extender: Extender,
-        ready: Any = lambda: True,
-        healthy: Any = lambda: True,
+        ready: Callable[[], bool] = lambda: True,
+        healthy: Callable[[], bool] = lambda: True,
     ) -> None:
         self.extender = extender
-        server_self = self
+        host, port = parse_address(address, flag="--listen", example=":8888")
+        probes = Probes(
+            liveness=check(healthy, "unhealthy: a watch stopped"),
+            readiness=check(ready, "not ready: the cache has not listed everything yet"),
+        )
+        routes = dict.fromkeys(VERBS, self._route)
+        super().__init__(host, port, probes=probes, routes=routes, thread_name="extender-http")
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as kube-scheduler's client expects
-            disable_nagle_algorithm = True  # headers and body are two writes
-
-            def do_GET(self) -> None:
-                if self.path == "/healthz":
-                    ok = bool(healthy())
-                elif self.path == "/readyz":
-                    ok = bool(ready())
-                else:
-                    self._answer(404, b"not found\n", "text/plain")
-                    return
-                self._answer(200 if ok else 503, b"ok" if ok else b"not ok", "text/plain")
-
-            def do_POST(self) -> None:
-                verb = self.path.rstrip("/").rsplit("/", 1)[-1]
-                if verb not in VERBS:
-                    self._answer(404, b"unknown verb: expected filter, prioritize, preempt, bind\n")
-                    return
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                status, answer = server_self.handle(verb, raw)
-                self._answer(status, json.dumps(answer, separators=(",", ":")).encode())
-
-            def _answer(
-                self, code: int, body: bytes, content_type: str = "application/json"
-            ) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                log.debug("http " + format, *args)
-
-        self._server = ThreadingHTTPServer(_host_port(address), Handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+    def _route(self, verb: str, raw: bytes) -> tuple[int, bytes, str]:
+        status, answer = self.handle(verb, raw)
+        return status, json.dumps(answer, separators=(",", ":")).encode(), "application/json"
 
     def handle(self, verb: str, raw: bytes) -> tuple[int, Any]:
         """(HTTP status, JSON answer) for one verb; bad input is a 400 naming the field."""
@@ -503,13 +463,3 @@ class ExtenderServer:
         if verb == "filter":
             return 200, self.extender.filter(request)
         return 200, self.extender.prioritize(request)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="extender-http", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

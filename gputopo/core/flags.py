@@ -1,21 +1,91 @@
-"""Flags with ``GPUTOPO_*`` environment twins, for both the agent's and the scheduler's CLIs.
+"""One command-line convention for both deployables: env twins, one-line errors, shared flags.
 
 A Deployment or DaemonSet configures through ``env`` as naturally as through ``args``; every
 option gets a twin named after its long flag (``--log-level`` -> ``GPUTOPO_LOG_LEVEL``). A set
 variable becomes the option's default, checked exactly as the flag would be — argparse never
 checks a default against ``type`` or ``choices`` — so an explicit flag still wins and a bad value
 is one line naming the variable.
+
+Every user error, whether argparse's, a bad twin's or a handler's, is one line on stderr,
+``<program>: error: <what was wrong with which input>``, and exit status 2 (:data:`EXIT_USAGE`);
+a log line is all anyone reads of a pod in ``CrashLoopBackOff``. ``--version``,
+``-o/--output``, ``--kubeconfig``/``--context`` are added by the helpers here, so both CLIs spell
+them alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
+
+from gputopo import __version__
+
+EXIT_USAGE = 2
 
 ENV_PREFIX = "GPUTOPO_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class UsageError(SystemExit):
+    """A user error found while building or checking the command line: ``str()`` is the one
+    line to print, the exit status is :data:`EXIT_USAGE`. The CLIs' ``main`` prints it; a
+    SystemExit, so a caller without such a ``main`` still stops with status 2."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(line)
+        self.code = EXIT_USAGE
+
+
+def program_of(prog: str) -> str:
+    """``gputopo-agent run`` -> ``gputopo-agent``: errors name the program, as the handler's do."""
+    return prog.split(" ", 1)[0]
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the argument (no usage block): the
+    deployables run in pods, where a log line is all anyone reads. ``--help`` still shows the
+    usage. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{program_of(self.prog)}: error: {message} (see --help)\n")
+
+
+def add_version_argument(parser: argparse.ArgumentParser, program: str) -> None:
+    """``--version``: ``<program> <version>`` on stdout, exit 0."""
+    parser.add_argument("--version", action="version", version=f"{program} {__version__}")
+
+
+def add_output_argument(
+    parser: argparse.ArgumentParser, choices: Sequence[str], default: str
+) -> None:
+    """``-o/--output FORMAT`` for a subcommand that prints a document."""
+    parser.add_argument(
+        "--output",
+        "-o",
+        choices=tuple(choices),
+        default=default,
+        help=f"output format (default {default})",
+    )
+
+
+def add_kubeconfig_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--kubeconfig`` and ``--context``, the same for every subcommand that talks to a cluster
+    (the policy of what a kubeconfig may hold is :mod:`gputopo.core.kube.config`'s)."""
+    parser.add_argument(
+        "--kubeconfig",
+        default=None,
+        metavar="FILE",
+        help="kubeconfig file (default: in-cluster, else $KUBECONFIG, else ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--context",
+        default=None,
+        metavar="NAME",
+        help="kubeconfig context (default: its current-context; ignored in-cluster)",
+    )
 
 
 def env_name(flag: str) -> str:
@@ -28,7 +98,9 @@ def apply_env_twins(
 ) -> None:
     """Give every option on ``parser`` its environment twin (``names`` overrides a flag's
     variable name). A repeatable (append) option's twin supplies one value; a
-    ``--x/--no-x`` option's twin is true or false. ``program`` prefixes error lines."""
+    ``--x/--no-x`` option's twin is true or false. A bad value raises :class:`UsageError`,
+    ``<program>: error: NAME='value': expected ...``."""
+    program = program_of(program)
     for action in parser._actions:
         if not action.option_strings or isinstance(action, argparse._HelpAction):
             continue
@@ -45,7 +117,7 @@ def apply_env_twins(
         if isinstance(action, argparse._StoreConstAction | argparse.BooleanOptionalAction):
             word = raw.strip().lower()
             if word not in _TRUE | _FALSE:
-                raise SystemExit(f"{program}: {name}={raw!r}: expected true or false")
+                raise UsageError(f"{program}: error: {name}={raw!r}: expected true or false")
             if isinstance(action, argparse.BooleanOptionalAction):
                 action.default = word in _TRUE
             elif word in _TRUE:
@@ -53,11 +125,11 @@ def apply_env_twins(
             continue
         if action.choices is not None and raw not in action.choices:
             expected = ", ".join(map(str, action.choices))
-            raise SystemExit(f"{program}: {name}={raw!r}: expected one of {expected}")
+            raise UsageError(f"{program}: error: {name}={raw!r}: expected one of {expected}")
         kind = action.type if callable(action.type) else str
         try:
             value = kind(raw)
         except (ValueError, argparse.ArgumentTypeError):
             what = getattr(kind, "__name__", "a valid value")
-            raise SystemExit(f"{program}: {name}={raw!r}: expected {what}") from None
+            raise UsageError(f"{program}: error: {name}={raw!r}: expected {what}") from None
         action.default = [value] if isinstance(action, argparse._AppendAction) else value

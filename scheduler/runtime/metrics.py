@@ -1,4 +1,4 @@
-"""The runtime's own metrics and its /metrics, /healthz, /readyz endpoint.
+"""The runtime's own metrics and its /metrics, /healthz, /readyz endpoint (the shared server).
 
 Work counters (attempts, bind errors) and the scheduling-latency histogram are owned by the
 runtime and incremented where the work happens. State that already lives elsewhere — queue
@@ -8,18 +8,15 @@ into gauges by a loop.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gputopo.core.serve import Probes, ProbeServer, check, parse_address
 from gputopo.scheduler.runtime.queue import QueueDepth
-
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -139,8 +136,9 @@ class SchedulerMetrics:
         return generate_latest(self.registry)
 
 
-class HealthServer:
-    """Serves /metrics, /healthz (threads alive) and /readyz (caches synced)."""
+class HealthServer(ProbeServer):
+    """The runtime's /metrics, /healthz (threads alive) and /readyz (caches synced): the one
+    probe server both deployables run (:mod:`gputopo.core.serve`)."""
 
     def __init__(
         self,
@@ -149,48 +147,11 @@ class HealthServer:
         healthy: Callable[[], bool],
         ready: Callable[[], bool],
     ) -> None:
-        host, _, port = address.rpartition(":")
-        if not port.isdigit():
-            raise ValueError(f"--metrics-address {address!r}: expected HOST:PORT, e.g. :10259")
-        render = metrics.render
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._answer(200, render(), PROMETHEUS_CONTENT_TYPE)
-                elif path == "/healthz":
-                    ok = healthy()
-                    self._answer(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n")
-                elif path == "/readyz":
-                    ok = ready()
-                    self._answer(200 if ok else 503, b"ok\n" if ok else b"not ready\n")
-                else:
-                    self._answer(404, b"not found\n")
-
-            def _answer(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self._server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics-http", daemon=True
+        host, port = parse_address(address, example=":10259")
+        probes = Probes(
+            liveness=check(healthy, "unhealthy: a runtime thread stopped"),
+            readiness=check(ready, "not ready: the caches have not listed everything yet"),
         )
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(
+            host, port, registry=metrics.registry, probes=probes, thread_name="metrics-http"
+        )

@@ -78,7 +78,6 @@ from gputopo.agent.cli_publish import labels_document
 from gputopo.agent.metrics import (
     AgentStats,
     MetricsCollector,
-    MetricsServer,
     MetricsSnapshot,
     SnapshotHolder,
     build_registry,
@@ -87,6 +86,7 @@ from gputopo.agent.nvml import GpuLoad, sample_gpus
 from gputopo.agent.publish.desired import PublishOptions
 from gputopo.agent.topology import NodeTopology
 from gputopo.agent.usage import LoadSample
+from gputopo.core.serve import ProbeServer
 from gputopo.mocks.fake_pynvml import make_fake_pynvml
 from gputopo.mocks.profile import load_profile
 from gputopo.scheduler.gpu_alloc import (
@@ -420,7 +420,7 @@ class NodeAgentMetrics:
         self._previous: dict[int, GpuLoad] = {}
         self.holder = SnapshotHolder(MetricsSnapshot(topology=self.topology))
         collector = MetricsCollector(self.holder, AgentStats(), version="bench")
-        self.server = MetricsServer(build_registry(collector), host="127.0.0.1", port=0)
+        self.server = ProbeServer("127.0.0.1", 0, registry=build_registry(collector))
         self.set_utilization([0.0] * len(self.topology.gpus))
 
     @property

@@ -28,10 +28,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gputopo.agent.discovery import Discoverer
 from gputopo.agent.loop import Agent, RunLoopConfig
-from gputopo.agent.metrics import MetricsServer
 from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.runloop import serve
 from gputopo.core.kube import KubeClient, load_kubeconfig
+from gputopo.core.serve import ProbeServer
 from hack.testenv import Tools
 from tests.controlplane import ClusterObjects, ControlPlane, ManagedProcess, running_control_plane
 from tests.polling import eventually
@@ -50,7 +50,7 @@ AGENT = Path(sys.executable).parent / "gputopo-agent"
 class RunningAgent:
     agent: Agent
     control: Any  # mocks.fake_pynvml.FakeNvmlControl
-    server: MetricsServer
+    server: ProbeServer
 
     def get(self, path: str) -> tuple[int, str]:
         try:

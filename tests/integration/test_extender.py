@@ -75,7 +75,7 @@ def _extender_process(plane: ControlPlane, workdir: Path, port: int) -> ManagedP
     )
     process.wait_until(
         lambda: (
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read() == b"ok"
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read() == b"ok\n"
         ),
         30,
         "ready (/readyz)",

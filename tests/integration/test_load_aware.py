@@ -340,7 +340,7 @@ def test_extender_process_with_prometheus_flags_filters_and_ranks_by_load(
         )
         try:
             extender.wait_until(
-                lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").read() == b"ok",
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").read() == b"ok\n",
                 30,
                 "ready (/readyz)",
             )

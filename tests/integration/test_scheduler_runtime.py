@@ -598,7 +598,7 @@ def test_sigterm_releases_the_lease_and_exits_cleanly(
     finally:
         replica.stop()
     log = (tmp_path / "replica-solo.log").read_text()
-    assert '"msg": "released lease"' in log, log[-2000:]
+    assert '"msg":"released lease"' in log, log[-2000:]
 
 
 def _lease_exists(cluster: Cluster) -> bool:

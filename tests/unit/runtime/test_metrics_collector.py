@@ -16,9 +16,7 @@ from gputopo.agent.metrics import (
     GPU_LABELS,
     AgentStats,
     MetricsCollector,
-    MetricsServer,
     MetricsSnapshot,
-    Probes,
     SnapshotHolder,
     build_registry,
 )
@@ -46,6 +44,7 @@ from gputopo.agent.topology import (
     XidEvent,
 )
 from gputopo.agent.usage import LoadSample, NumaMemory
+from gputopo.core.serve import Probes, ProbeServer
 
 MODEL = "NVIDIA H100 80GB HBM3"
 UUIDS = [f"GPU-aaaaaaaa-0000-4000-8000-00000000000{i}" for i in range(4)]
@@ -326,7 +325,7 @@ def test_server_serves_metrics_and_probes_on_a_free_port() -> None:
     holder = SnapshotHolder(MetricsSnapshot(topology=small_dgx()))
     probes = Probes(readiness=lambda: (ready["ok"], "ready" if ready["ok"] else "no discovery yet"))
     registry = build_registry(MetricsCollector(holder, version="1"))
-    with MetricsServer(registry, host="127.0.0.1", port=0, probes=probes) as server:
+    with ProbeServer("127.0.0.1", 0, registry=registry, probes=probes) as server:
         with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
             body = response.read().decode()
             assert response.headers["Content-Type"].startswith("text/plain")

@@ -173,7 +173,7 @@ def test_malformed_input_is_one_line_naming_file_and_object(
     assert status == 2
     assert out == ""
     assert err.count("\n") == 1
-    assert err.startswith(f"gputopo-scheduler simulate: {path}")
+    assert err.startswith(f"gputopo-scheduler: error: {path}")
     assert expected in err
 
 

@@ -210,7 +210,7 @@ def test_http_bad_request_is_a_400_naming_the_field(server: ExtenderServer) -> N
     assert status == 400
     assert "ExtenderArgs.Pod" in answer["Error"]
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz", timeout=5) as ready:
-        assert ready.read() == b"ok"
+        assert ready.read() == b"ok\n"
 
 
 def test_cli_extender_with_an_unreadable_kubeconfig_fails_in_one_line(
@@ -219,7 +219,7 @@ def test_cli_extender_with_an_unreadable_kubeconfig_fails_in_one_line(
     status = main(["extender", "--kubeconfig", "/nonexistent/kubeconfig", "--listen", ":0"])
     assert status == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("gputopo-scheduler extender: kubeconfig '/nonexistent/kubeconfig'")
+    assert err.startswith("gputopo-scheduler: error: kubeconfig '/nonexistent/kubeconfig'")
     assert "\n" not in err
 
 

@@ -53,7 +53,7 @@ def test_defaults_match_kube_scheduler_leader_election(monkeypatch: pytest.Monke
 def test_unreadable_kubeconfig_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--kubeconfig", "/nonexistent/kubeconfig"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("gputopo-scheduler run: kubeconfig '/nonexistent/kubeconfig':")
+    assert err.startswith("gputopo-scheduler: error: kubeconfig '/nonexistent/kubeconfig':")
     assert "\n" not in err
 
 
@@ -81,7 +81,7 @@ def test_bad_environment_twin_is_one_line_naming_it(
 ) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(
-        SystemExit, match=f"^gputopo-scheduler run: {variable}='{value}': {expected}$"
+        SystemExit, match=f"^gputopo-scheduler: error: {variable}='{value}': {expected}$"
     ):
         build_parser()
 
@@ -149,14 +149,16 @@ def test_extender_bad_load_flag_is_one_line_naming_it(
     argv = ["extender", "--kubeconfig", "/nonexistent", "--listen", ":0"]
     assert main([*argv, "--prometheus-url", "http://127.0.0.1:1", *flags]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"gputopo-scheduler extender: {expected}")
+    assert err.startswith(f"gputopo-scheduler: error: {expected}")
     assert "\n" not in err
 
 
 def test_negative_nrt_max_age_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--kubeconfig", "/nonexistent", "--nrt-max-age", "-1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "gputopo-scheduler run: --nrt-max-age -1.0: expected seconds >= 0 (0: no limit)"
+    assert (
+        err == "gputopo-scheduler: error: --nrt-max-age -1.0: expected seconds >= 0 (0: no limit)"
+    )
 
 
 def test_nrt_max_age_twin_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,3 +176,12 @@ def test_gang_backoff_reaches_the_runtime_config(monkeypatch: pytest.MonkeyPatch
 def test_negative_gang_backoff_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--kubeconfig", "/nonexistent", "--gang-backoff", "-1"]) == 2
     assert "--gang-backoff -1.0: expected seconds >= 0" in capsys.readouterr().err
+
+
+def test_bad_metrics_address_is_one_line_before_any_api_call(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["run", "--kubeconfig", "/nonexistent", "--metrics-address", "nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gputopo-scheduler: error: --metrics-address 'nowhere': expected")
+    assert err.count("\n") == 1

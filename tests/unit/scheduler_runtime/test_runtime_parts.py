@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from gputopo.core.logs import JsonFormatter
 from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.handlers import NRT_KIND, _node_scheduling_changed
 from gputopo.scheduler.runtime.kube import KubeApiError
 from gputopo.scheduler.runtime.leader import LeaseConfig, micro_time
-from gputopo.scheduler.runtime.logs import JsonFormatter
 from gputopo.scheduler.runtime.metrics import RuntimeState, SchedulerMetrics
 from gputopo.scheduler.runtime.priorities import PriorityClasses
 from gputopo.scheduler.runtime.queue import QueueDepth
