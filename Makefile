@@ -24,6 +24,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Real components for the integration tests: kube-apiserver, etcd, kube-scheduler and kwok built
 # from pinned Go modules into the user cache (reused across clones), and a Prometheus server.
