@@ -16,6 +16,7 @@ them alike.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
@@ -133,3 +134,54 @@ def apply_env_twins(
             what = getattr(kind, "__name__", "a valid value")
             raise UsageError(f"{program}: error: {name}={raw!r}: expected {what}") from None
         action.default = [value] if isinstance(action, argparse._AppendAction) else value
+
+
+class Bounded:
+    """An argparse ``type``: a finite number within a range, so that ``nan``, ``inf``, ``1e309``,
+    a negative interval or a worker count that would exhaust the machine is a usage error (exit
+    2, one line) instead of a loop running with it. Its ``__name__`` is what an environment
+    twin's error says was expected."""
+
+    def __init__(
+        self,
+        kind: type[int] | type[float],
+        low: float,
+        high: float,
+        *,
+        low_open: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.low = low
+        self.high = high
+        self.low_open = low_open
+        noun = "an integer" if kind is int else "a number"
+        left = "(" if low_open else "["
+        self.__name__ = f"{noun} in {left}{low:g}, {high:g}]"
+
+    def __call__(self, text: str) -> int | float:
+        raw = text.strip()
+        try:
+            if self.kind is int:
+                if len(raw) > 20:
+                    raise ValueError(raw)
+                value: int | float = int(raw)
+            else:
+                value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {self.__name__}, got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected {self.__name__}, got {text!r}")
+        below = value <= self.low if self.low_open else value < self.low
+        if below or value > self.high:
+            raise argparse.ArgumentTypeError(f"expected {self.__name__}, got {text!r}")
+        return value
+
+
+def seconds(low: float = 0.0, high: float = 7 * 86400.0, *, low_open: bool = True) -> Bounded:
+    """A duration flag: positive (or from ``low``) and at most a week unless said otherwise."""
+    return Bounded(float, low, high, low_open=low_open)
+
+
+def count(low: int, high: int) -> Bounded:
+    """An integer flag with both bounds inclusive (workers, attempts, sizes)."""
+    return Bounded(int, low, high)

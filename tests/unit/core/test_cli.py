@@ -10,6 +10,7 @@ import pytest
 
 import gputopo
 from gputopo.agent import cli as agent_cli
+from gputopo.core.flags import EXIT_USAGE, OneLineErrorParser, count, seconds
 from gputopo.scheduler import cli as scheduler_cli
 
 Main = Callable[[Sequence[str] | None], int]
@@ -134,3 +135,24 @@ def test_dash_o_json_prints_a_json_document(
     status, out, _ = _run(CLIS[program][0], [*argv, "-o", "json"], capsys)
     assert status == 0
     json.loads(out)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e309", "0", "-1", "soon", "1e-400"])
+def test_a_duration_flag_refuses_what_no_loop_can_run_with(text: str) -> None:
+    parser = OneLineErrorParser(prog="gputopo-agent")
+    parser.add_argument("--interval", type=seconds(high=86400))
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--interval", text])
+    assert exit_info.value.code == EXIT_USAGE
+
+
+def test_bounded_flags_accept_their_range_and_name_it() -> None:
+    workers = count(1, 256)
+    assert workers("16") == 16
+    assert workers.__name__ == "an integer in [1, 256]"
+    with pytest.raises(argparse.ArgumentTypeError, match=r"expected an integer in \[1, 256\]"):
+        workers("100000")
+    with pytest.raises(argparse.ArgumentTypeError):
+        workers("9" * 5000)
+    assert seconds(high=60)("0.5") == 0.5
+    assert seconds(high=60).__name__ == "a number in (0, 60]"
