@@ -81,6 +81,15 @@ def _opened(nvml_module: Any, sysfs_root: str, hostname: str | None) -> Iterator
         yield MachineSource(nvml_module, sysfs_root, hostname, discoverer)
 
 
+def check_machine_arguments(args: argparse.Namespace) -> None:
+    """--sysfs-root and --mock checked up front (the profile is read, then dropped), so that
+    ``run`` refuses a bad one before it talks to any cluster."""
+    if args.sysfs_root is not None:
+        _check_sysfs_root(args.sysfs_root)
+    if args.mock is not None:
+        _load_profile(args.mock)
+
+
 def _check_sysfs_root(path: str) -> None:
     if not Path(path).is_dir():
         raise CliError(f"--sysfs-root {path!r}: not a directory")
@@ -106,9 +115,16 @@ def _fake_nvml(profile: Any) -> Any:
 
 
 def _build_fake_sysfs(profile: Any, name: str, directory: str) -> None:
-    from gputopo.mocks.sysfs import build_sysfs
+    from gputopo.mocks.sysfs import SysfsBuildError, build_sysfs
 
-    build_sysfs(profile, Path(directory))
+    try:
+        build_sysfs(profile, Path(directory))
+    except SysfsBuildError as error:
+        raise CliError(f"--mock {name!r}: {error}") from None
+    except OSError as error:  # two devices at one path: a file where a directory must go
+        raise CliError(
+            f"--mock {name!r}: cannot build its sysfs tree: {error.strerror or error}"
+        ) from None
 
 
 def _profile_hostname(profile: Any) -> str | None:

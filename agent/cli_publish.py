@@ -17,7 +17,12 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from gputopo.agent.cli_machine import add_machine_arguments, discover_topology, machine_source
+from gputopo.agent.cli_machine import (
+    add_machine_arguments,
+    check_machine_arguments,
+    discover_topology,
+    machine_source,
+)
 from gputopo.agent.loop import DEFAULT_POD_RESOURCES_INTERVAL_S
 from gputopo.agent.nvml import DEFAULT_XID_WINDOW_S
 from gputopo.agent.podresources import DEFAULT_SOCKET
@@ -222,6 +227,7 @@ def _print_result(what: str, result: PublishResult | None) -> None:
 
 def run_run(args: argparse.Namespace) -> int:
     options = publish_options(args)
+    check_machine_arguments(args)
     node_name = args.node_name or os.environ.get("NODE_NAME")
     if not node_name:
         raise CliError("no node to publish to: pass --node-name or set NODE_NAME")

@@ -8,6 +8,12 @@ naming the file and the field.
 Why one file over 500 lines: the parser is one pass over one document with one error context
 (the source and the field path); each section's checks refer to sections read before it (NUMA
 nodes, NVSwitches, bus ids), so splitting it would spread one grammar over several files.
+
+Hostile input ends in one :class:`ProfileError` naming the file, in bounded time and memory
+(docs/operations.md, "Limits"): a profile is read through :mod:`gputopo.core.documents` (at most
+:data:`MAX_PROFILE_BYTES`, UTF-8, nesting, aliases and numbers bounded), a ``base:`` chain is at
+most :data:`MAX_BASE_DEPTH` long, a document holds at most :data:`MAX_PROFILE_VALUES` values once
+aliases are expanded, and the device counts are capped (:data:`gputopo.mocks.spec.LIMITS`).
 """
 
 from __future__ import annotations
@@ -17,18 +23,23 @@ import importlib.resources
 import re
 import types
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import yaml
 
+from gputopo.core import documents
 from gputopo.core.decode import DecodeError, decode
 from gputopo.core.grammar import GrammarError, normalize_bus_id, parse_cpulist, split_bus_id
 from gputopo.mocks import mig as mig_tables
 from gputopo.mocks.spec import (
     ARCHITECTURES,
     FABRIC_STATES,
+    INT64_MAX,
+    LIMITS,
+    MAX_NVLINKS,
     ComputeInstanceSpec,
     DriverSpec,
     EccSpec,
@@ -50,6 +61,7 @@ from gputopo.mocks.spec import (
     PcieSwitchSpec,
     RemappedRowsSpec,
     RetiredPagesSpec,
+    unsafe_name_reason,
 )
 
 # NVLink generation as written in a profile -> NVML's nvmlNvlinkVersion_t value.
@@ -57,6 +69,22 @@ NVLINK_VERSIONS = {"1": 1, "2": 2, "2.2": 3, "3": 4, "3.1": 5, "4": 6, "5": 7, "
 
 
 _Section = TypeVar("_Section")
+
+# A real profile is a few KiB (the largest built-in, dgx-a100-mig, is 4.5 KiB); 1 MiB leaves
+# room for recorded machines with long XID and retired-page lists and reads in well under a
+# second, while /dev/zero or a 100 MB file is refused after reading 1 MiB.
+MAX_PROFILE_BYTES: Final = 1024 * 1024
+# ``base:`` chains of real profiles are one or two deep; a longer one is a loop of files or a
+# hostile chain (``base:`` 1000 deep would otherwise recurse 1000 files deep).
+MAX_BASE_DEPTH: Final = 16
+# Values in one profile once YAML aliases are expanded: the documents' own bound (5 million) is
+# for cluster files; a profile bounded by MAX_PROFILE_BYTES never needs more than this, and the
+# parser walks it in well under a second.
+MAX_PROFILE_VALUES: Final = 200_000
+# Downstream ports a generated switch can give its children: one bus of device numbers.
+_SWITCH_PORTS: Final = 256
+
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ProfileError(ValueError):
@@ -137,26 +165,23 @@ def _read_with_bases(
     path, source = _locate(reference, relative_to)
     if source in seen:
         raise ProfileError(f"{source}: base: inheritance cycle {' -> '.join((*seen, source))}")
-    if path is None:
-        text = (
-            importlib.resources.files("gputopo.mocks") / "profiles" / f"{reference}.yaml"
-        ).read_text()
-        name = reference
-    else:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise ProfileError(
-                f"{source}: cannot read profile: {error.strerror or error}"
-            ) from None
-        name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if len(seen) >= MAX_BASE_DEPTH:
+        raise ProfileError(
+            f"{seen[0]}: base: chain longer than {MAX_BASE_DEPTH} profiles (at {source})"
+        )
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ProfileError(f"{source}: malformed YAML{where}: {problem}") from None
+        if path is None:
+            text = (
+                importlib.resources.files("gputopo.mocks") / "profiles" / f"{reference}.yaml"
+            ).read_text(encoding="utf-8")
+            name = reference
+        else:
+            text = _read_profile_text(path, source)
+            name = path.name.removesuffix(".yaml").removesuffix(".yml")
+        document = _parse_yaml(text, source)
+        documents.check_bounds(document, source=source, max_nodes=MAX_PROFILE_VALUES)
+    except documents.DocumentError as error:
+        raise ProfileError(str(error)) from None
     if not isinstance(document, dict):
         raise ProfileError(
             f"{source}: a profile must be a YAML mapping, got {type(document).__name__}"
@@ -168,6 +193,39 @@ def _read_with_bases(
         raise ProfileError(f"{source}: base: expected a profile name or path, got {base!r}")
     base_doc, _, _ = _read_with_bases(base, path.parent if path else None, (*seen, source))
     return _merge(base_doc, document, source, "profile"), source, name
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    """The YAML document, or a ProfileError naming the line; bounds are checked by the caller.
+
+    libyaml's C loader where PyYAML has it: its own nesting limit answers deep input with an
+    error where the pure-Python loader overflows Python's stack."""
+    try:
+        return yaml.load(text, Loader=_YAML_LOADER)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
+        raise ProfileError(f"{source}: malformed YAML{where}: {problem}") from None
+    except (ValueError, RecursionError) as error:  # a 5000-digit integer: Python's digit limit
+        problem = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        if "integer string conversion" in problem:
+            problem = "an integer of more than 4300 digits"
+        raise ProfileError(f"{source}: malformed YAML: {problem or type(error).__name__}") from None
+
+
+def _read_profile_text(path: Path, source: str) -> str:
+    """The profile's text, at most :data:`MAX_PROFILE_BYTES` read (``/dev/zero`` included)."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_PROFILE_BYTES + 1)
+    except OSError as error:
+        raise ProfileError(f"{source}: cannot read profile: {error.strerror or error}") from None
+    if len(data) > MAX_PROFILE_BYTES:
+        raise ProfileError(
+            f"{source}: larger than {MAX_PROFILE_BYTES} bytes, the limit for a profile"
+        )
+    return documents.decode_utf8(data, source)
 
 
 def _merge(base: Any, override: Any, source: str, where: str) -> Any:
@@ -237,11 +295,14 @@ class _Parser:
         where: str,
         default: int | None = None,
         minimum: int = 0,
+        maximum: int = INT64_MAX,
     ) -> int:
         value = data.get(key, default)
         if value is None:
             raise self.fail(f"{where}.{key}", "required field is missing")
         if isinstance(value, str) and value.lower().startswith("0x"):
+            if len(value) > 18:  # more than 16 hex digits cannot be an int64
+                raise self.fail(f"{where}.{key}", f"integer {_short(value)} is out of range")
             try:
                 value = int(value, 16)
             except ValueError:
@@ -250,6 +311,8 @@ class _Parser:
             raise self.fail(f"{where}.{key}", f"expected an integer, got {value!r}")
         if value < minimum:
             raise self.fail(f"{where}.{key}", f"expected an integer >= {minimum}, got {value}")
+        if value > maximum:
+            raise self.fail(f"{where}.{key}", f"expected an integer <= {maximum}, got {value}")
         return value
 
     def optional_int(self, data: Mapping[str, Any], key: str, where: str) -> int | None:
@@ -279,12 +342,30 @@ class _Parser:
             raise self.fail(f"{where}.{key}", f"expected true or false, got {value!r}")
         return value
 
-    def items(self, value: Any, where: str) -> list[Any]:
+    def items(self, value: Any, where: str, limit: str | None = None) -> list[Any]:
+        """A list; ``limit`` names its cap in :data:`LIMITS` (GPUs, NICs, ...)."""
         if value is None:
             return []
         if not isinstance(value, list):
             raise self.fail(where, f"expected a list, got {_kind(value)}")
+        if limit is not None and len(value) > LIMITS[limit]:
+            raise self.fail(
+                where, f"{len(value)} entries; a profile may declare at most {LIMITS[limit]}"
+            )
         return value
+
+    def choice(self, value: Any, where: str, allowed: Mapping[str, Any] | tuple[str, ...]) -> str:
+        """One of ``allowed`` (a string: a list or a mapping in the YAML is refused, not hashed)."""
+        if not isinstance(value, str) or value not in allowed:
+            raise self.fail(where, f"{_short(value)} is not one of {', '.join(allowed)}")
+        return value
+
+    def name(self, value: Any, where: str) -> str:
+        """A name the fake sysfs tree joins into a path: one safe path component."""
+        reason = unsafe_name_reason(value)
+        if reason is not None:
+            raise self.fail(where, reason)
+        return str(value)
 
     def bus_id(self, data: Mapping[str, Any], key: str, where: str) -> str:
         raw = self.text(data, key, where)
@@ -393,10 +474,12 @@ class _Parser:
         self.known(pci_doc, "pci", {"switches"})
         switches = tuple(
             self.switch(s, f"pci.switches[{i}]")
-            for i, s in enumerate(self.items(pci_doc.get("switches"), "pci.switches"))
+            for i, s in enumerate(
+                self.items(pci_doc.get("switches"), "pci.switches", "pci.switches")
+            )
         )
         gpu_defaults = self.mapping(doc.get("gpu_defaults"), "gpu_defaults")
-        raw_gpus = self.items(doc.get("gpus"), "gpus")
+        raw_gpus = self.items(doc.get("gpus"), "gpus", "gpus")
         gpus = [
             self.gpu(
                 _merge(gpu_defaults, self.mapping(g, f"gpus[{i}]"), self.source, "gpu"),
@@ -408,11 +491,11 @@ class _Parser:
         ]
         nics = tuple(
             self.nic(n, f"nics[{i}]", numa_nodes)
-            for i, n in enumerate(self.items(doc.get("nics"), "nics"))
+            for i, n in enumerate(self.items(doc.get("nics"), "nics", "nics"))
         )
         nvswitches = tuple(
             self.nvswitch(s, f"nvswitches[{i}]", numa_nodes)
-            for i, s in enumerate(self.items(doc.get("nvswitches"), "nvswitches"))
+            for i, s in enumerate(self.items(doc.get("nvswitches"), "nvswitches", "nvswitches"))
         )
         gpus = self.expand_nvlinks(raw_gpus, gpu_defaults, gpus, nvswitches)
         profile = MachineProfile(
@@ -432,7 +515,7 @@ class _Parser:
         return profile
 
     def numa(self, value: Any) -> tuple[NumaNodeSpec, ...]:
-        entries = self.items(value, "numa")
+        entries = self.items(value, "numa", "numa")
         if not entries:
             entries = [{"id": 0, "cpus": "0-7", "memory_mib": 65536}]
         nodes: list[NumaNodeSpec] = []
@@ -558,10 +641,11 @@ class _Parser:
         bus_id = self.bus_id(entry, "bus_id", where)
         name = self.text(entry, "name", where)
         cc_raw = str(entry.get("compute_capability", ""))
-        cc_match = re.fullmatch(r"(\d+)\.(\d+)", cc_raw)
+        cc_match = re.fullmatch(r"(\d{1,3})\.(\d{1,3})", cc_raw)
         if cc_match is None:
             raise self.fail(
-                f"{where}.compute_capability", f"expected MAJOR.MINOR like '9.0', got {cc_raw!r}"
+                f"{where}.compute_capability",
+                f"expected MAJOR.MINOR like '9.0', got {_short(cc_raw)}",
             )
         arch = self.text(entry, "architecture", where)
         if arch not in ARCHITECTURES:
@@ -581,10 +665,8 @@ class _Parser:
         health = self.health(entry.get("health"), f"{where}.health", arch)
         metrics = self.metrics(entry.get("metrics"), f"{where}.metrics")
         sysfs_driver = entry.get("sysfs_driver", "nvidia")
-        if sysfs_driver is not None and not isinstance(sysfs_driver, str):
-            raise self.fail(
-                f"{where}.sysfs_driver", f"expected a driver name or null, got {sysfs_driver!r}"
-            )
+        if sysfs_driver is not None:
+            sysfs_driver = self.name(sysfs_driver, f"{where}.sysfs_driver")
         return GpuSpec(
             bus_id=bus_id,
             name=name,
@@ -619,12 +701,14 @@ class _Parser:
         capable = self.flag(entry, "capable", where, True)
         modes = {"enabled": True, "disabled": False}
         mode_text = entry.get("mode", "disabled")
-        if mode_text not in modes:
-            raise self.fail(f"{where}.mode", f"expected enabled or disabled, got {mode_text!r}")
-        pending_text = entry.get("pending", mode_text)
-        if pending_text not in modes:
+        if not isinstance(mode_text, str) or mode_text not in modes:
             raise self.fail(
-                f"{where}.pending", f"expected enabled or disabled, got {pending_text!r}"
+                f"{where}.mode", f"expected enabled or disabled, got {_short(mode_text)}"
+            )
+        pending_text = entry.get("pending", mode_text)
+        if not isinstance(pending_text, str) or pending_text not in modes:
+            raise self.fail(
+                f"{where}.pending", f"expected enabled or disabled, got {_short(pending_text)}"
             )
         if not capable:
             if modes[mode_text] or modes[pending_text] or entry.get("instances"):
@@ -633,7 +717,7 @@ class _Parser:
                 )
             return MigSpec()
         table_name = entry.get("table", mig_tables.TABLE_FOR_GPU_NAME.get(gpu_name))
-        if table_name not in mig_tables.TABLES:
+        if not isinstance(table_name, str) or table_name not in mig_tables.TABLES:
             raise self.fail(
                 f"{where}.table",
                 f"{table_name!r} is not a MIG table "
@@ -704,7 +788,7 @@ class _Parser:
                 mig_tables.compute_instance_name(gi, s): s
                 for s in mig_tables.compute_instance_sizes(gi.slices)
             }
-            if name not in sizes:
+            if not isinstance(name, str) or name not in sizes:
                 raise self.fail(
                     f"{where}[{i}]",
                     f"{name!r} is not a compute instance of {gi.name} ({', '.join(sizes)})",
@@ -724,9 +808,7 @@ class _Parser:
             return None
         entry = self.mapping(value, where)
         self.known(entry, where, {"cluster_uuid", "clique_id", "state", "status"})
-        state = entry.get("state", "completed")
-        if state not in FABRIC_STATES:
-            raise self.fail(f"{where}.state", f"{state!r} is not one of {', '.join(FABRIC_STATES)}")
+        state = self.choice(entry.get("state", "completed"), f"{where}.state", FABRIC_STATES)
         status = entry.get("status", "SUCCESS")
         cluster = self.text(
             entry, "cluster_uuid", where, default="00000000-0000-0000-0000-000000000000"
@@ -857,9 +939,12 @@ class _Parser:
             raise self.fail(
                 f"{where}.link_layer", f"expected infiniband or ethernet, got {link_layer!r}"
             )
-        netdevs = tuple(str(n) for n in self.items(entry.get("netdevs"), f"{where}.netdevs"))
+        netdevs = tuple(
+            self.name(n, f"{where}.netdevs[{i}]")
+            for i, n in enumerate(self.items(entry.get("netdevs"), f"{where}.netdevs", "netdevs"))
+        )
         return NicSpec(
-            name=self.text(entry, "name", where),
+            name=self.name(self.text(entry, "name", where), f"{where}.name"),
             bus_id=self.bus_id(entry, "bus_id", where),
             netdevs=netdevs,
             link_layer=link_layer,
@@ -913,7 +998,7 @@ class _Parser:
             }
             links: list[NvlinkSpec] = []
             if self.flag(entry, "nvswitch", where, False):
-                count = self.integer(entry, "links", where, minimum=1)
+                count = self.integer(entry, "links", where, minimum=1, maximum=MAX_NVLINKS)
                 if not switch_buses:
                     raise self.fail(
                         f"{where}.nvswitch",
@@ -947,12 +1032,19 @@ class _Parser:
                     if peer == gpu.bus_id:
                         raise self.fail(f"{at}.peer", "a GPU cannot NVLink to itself")
                     active = self.flag(link_doc, "active", at, True)
-                    for _ in range(self.integer(link_doc, "count", at, default=1, minimum=1)):
+                    repeat = self.integer(
+                        link_doc, "count", at, default=1, minimum=1, maximum=MAX_NVLINKS
+                    )
+                    for _ in range(repeat):
                         n = len(links)
                         links.append(NvlinkSpec(n, version, kind, peer, active and n not in down))
-            if len(links) > 36:
+                    if len(links) > MAX_NVLINKS:
+                        break
+            if len(links) > MAX_NVLINKS:
                 raise self.fail(
-                    where, f"{len(links)} links; NVML allows at most 36 (NVML_NVLINK_MAX_LINKS)"
+                    where,
+                    f"{len(links)} links or more; NVML allows at most {MAX_NVLINKS} "
+                    "(NVML_NVLINK_MAX_LINKS)",
                 )
             result.append(_replace(gpu, nvlinks=tuple(links)))
         # Direct GPU links must be declared from both ends.
@@ -973,14 +1065,30 @@ class _Parser:
         return result
 
     def check_references(self, profile: MachineProfile) -> None:
+        """Every bus id names one device and every parent exists. A bus id used twice would
+        put two devices at one sysfs path (one device's files written over the other's)."""
         buses = [bus for bus, _ in profile.endpoints()]
         buses += [s.upstream_bus_id for s in profile.switches]
-        for switch in profile.switches:
-            for child in profile.switch_children(switch):
+        for i, switch in enumerate(profile.switches):
+            children = profile.switch_children(switch)
+            if len(children) > _SWITCH_PORTS:
+                raise self.fail(
+                    f"pci.switches[{i}]",
+                    f"{len(children)} devices below one switch; at most {_SWITCH_PORTS}",
+                )
+            for child in children:
                 buses.append(profile.downstream_port(switch, child))
-        duplicates = sorted({b for b in buses if buses.count(b) > 1})
+        counts = Counter(buses)
+        duplicates = sorted(bus for bus, used in counts.items() if used > 1)
         if duplicates:
             raise self.fail("pci", f"bus id {duplicates[0]} is used by two devices")
+        endpoints = dict(profile.endpoints())
+        for bus, parent in endpoints.items():
+            if parent in endpoints:  # a device below another device: a bridge at its path
+                raise self.fail(
+                    f"device {bus}.parent",
+                    f"{parent} is a device of this profile, not a root port or a switch",
+                )
         names = [s.name for s in profile.switches]
         if len(set(names)) != len(names):
             raise self.fail("pci.switches", f"duplicate switch names {names}")
@@ -1007,6 +1115,12 @@ class _Parser:
                     f"device {bus}.parent",
                     f"{endpoint_parent!r} is neither a switch name nor a root-port bus id",
                 )
+        root_ports = {profile.pci_path(bus)[0] for bus in endpoints}
+        taken = sorted(root_ports & set(buses))
+        if taken:
+            raise self.fail(
+                "pci", f"bus id {taken[0]} is both a device and the root port above another"
+            )
         numa_of_bridge: dict[str, tuple[int, str]] = {}
         located = [(g.bus_id, g.numa_node) for g in profile.gpus] + [
             (n.bus_id, n.numa_node) for n in profile.nics
@@ -1028,6 +1142,12 @@ class _Parser:
 
 def _replace(gpu: GpuSpec, **changes: Any) -> GpuSpec:
     return dataclasses.replace(gpu, **changes)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value, cut short so an error stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _kind(value: Any) -> str:

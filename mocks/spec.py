@@ -7,8 +7,11 @@ YAML and validates them once (types, references, MIG placements, NVLink symmetry
 
 from __future__ import annotations
 
+import re
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from gputopo.core.decode import wire
 from gputopo.core.grammar import split_bus_id
@@ -32,6 +35,43 @@ FABRIC_STATES = {"not_supported": 0, "not_started": 1, "in_progress": 2, "comple
 
 NVIDIA_VENDOR = 0x10DE
 MELLANOX_VENDOR = 0x15B3
+
+INT64_MAX: Final = 2**63 - 1
+MAX_NVLINKS: Final = 36  # NVML_NVLINK_MAX_LINKS
+
+# How many of each a profile may declare (docs/operations.md, "Limits"). Real NVML machines
+# have at most a few dozen GPUs per node (DGX-2 and HGX-2: 16) and about as many NICs and
+# NVSwitches; the caps leave room for that while bounding the fake NVML, the fake sysfs tree
+# and the parser's cross-checks, which look at every pair of devices.
+LIMITS: Final[Mapping[str, int]] = types.MappingProxyType(
+    {
+        "gpus": 64,
+        "nics": 64,
+        "nvswitches": 64,
+        "pci.switches": 128,
+        "numa": 256,
+        "netdevs": 16,
+    }
+)
+
+# A name the fake sysfs tree uses as one path component (an RDMA device, a netdev, a driver):
+# letters, digits and ``_.:@+-``, not starting with a dot or dash, at most 64 characters
+# (IB_DEVICE_NAME_MAX; netdevs stop at 15), so it can never be ``..``, hold a ``/`` or a NUL,
+# or name anything outside the directory it is joined to.
+_PATH_COMPONENT: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,63}")
+
+
+def unsafe_name_reason(name: object) -> str | None:
+    """Why ``name`` is not a safe sysfs path component, or None when it is one."""
+    if not isinstance(name, str) or not name:
+        return f"expected a non-empty name, got {name!r}"
+    if _PATH_COMPONENT.fullmatch(name) is None:
+        shown = repr(name) if len(name) <= 40 else repr(name[:40]) + "..."
+        return (
+            f"{shown} is not a safe name (letters, digits and _.:@+- only, not starting "
+            "with . or -, at most 64 characters)"
+        )
+    return None
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,12 @@ root port down through switch ports, ``bus/pci/devices/<bdf>`` are relative syml
 tree, ``driver`` links point at ``bus/pci/drivers/<name>``, NUMA nodes live under
 ``devices/system/node``, RDMA devices under ``class/infiniband`` and DMI identity under
 ``class/dmi/id``. GPUs NVML does not see (hidden or lost) are on the bus like any other.
+
+Nothing is written outside ``root``: every name from the profile that becomes a path component
+(RDMA device, netdev and driver names) must be one safe component
+(:func:`gputopo.mocks.spec.unsafe_name_reason`), and every file, directory and link is checked to
+resolve inside ``root`` before it is made, so a symlink already in the tree cannot redirect a
+write elsewhere. Either refusal is a :class:`SysfsBuildError` naming the path.
 """
 
 from __future__ import annotations
@@ -13,7 +19,13 @@ import os
 from pathlib import Path
 
 from gputopo.core.grammar import format_cpulist
-from gputopo.mocks.spec import MELLANOX_VENDOR, NVIDIA_VENDOR, MachineProfile, PcieLinkSpec
+from gputopo.mocks.spec import (
+    MELLANOX_VENDOR,
+    NVIDIA_VENDOR,
+    MachineProfile,
+    PcieLinkSpec,
+    unsafe_name_reason,
+)
 
 _LINK_SPEEDS = {
     1: "2.5 GT/s PCIe",
@@ -30,6 +42,10 @@ CLASS_INFINIBAND = "0x020700"
 CLASS_ETHERNET = "0x020000"
 CLASS_BRIDGE = "0x060400"
 CLASS_NVSWITCH = "0x068000"
+
+
+class SysfsBuildError(ValueError):
+    """The profile names something that would leave the tree; one line naming it."""
 
 
 def link_speed(gen: int) -> str:
@@ -49,16 +65,30 @@ class _Writer:
     def __init__(self, profile: MachineProfile, root: Path) -> None:
         self.profile = profile
         self.root = root
+        self.real_root = os.path.realpath(root)
         self.nr_cpus = max((cpu + 1 for node in profile.numa_nodes for cpu in node.cpus), default=1)
         self.device_dirs: dict[str, Path] = {}
 
+    def inside(self, path: Path) -> Path:
+        """``path`` if it resolves inside the tree (symlinks followed), else SysfsBuildError."""
+        real = os.path.realpath(path)
+        if real != self.real_root and not real.startswith(self.real_root + os.sep):
+            raise SysfsBuildError(
+                f"sysfs tree {self.root}: {path} would be written outside it (at {real})"
+            )
+        return path
+
+    def mkdir(self, directory: Path) -> None:
+        self.inside(directory).mkdir(parents=True, exist_ok=True)
+
     def write(self, path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n", encoding="utf-8")
+        self.mkdir(path.parent)
+        self.inside(path).write_text(text + "\n", encoding="utf-8")
 
     def link(self, link: Path, target: Path | str) -> None:
         """A relative symlink, as the kernel makes them (a str target is used verbatim)."""
-        link.parent.mkdir(parents=True, exist_ok=True)
+        self.mkdir(link.parent)
+        self.inside(link.parent)
         if link.is_symlink():
             link.unlink()
         link.symlink_to(target if isinstance(target, str) else os.path.relpath(target, link.parent))
@@ -79,7 +109,7 @@ class _Writer:
         driver: str | None,
         subsystem: int = 0,
     ) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        self.mkdir(directory)
         cpus = self.numa_cpus(numa_node)
         self.write(directory / "vendor", f"0x{vendor:04x}")
         self.write(directory / "device", f"0x{device:04x}")
@@ -97,7 +127,7 @@ class _Writer:
         self.link(self.root / "bus" / "pci" / "devices" / bus_id, directory)
         if driver is not None:
             driver_dir = self.root / "bus" / "pci" / "drivers" / driver
-            driver_dir.mkdir(parents=True, exist_ok=True)
+            self.mkdir(driver_dir)
             self.link(directory / "driver", driver_dir)
             self.link(driver_dir / bus_id, directory)
 
@@ -211,10 +241,29 @@ def build_sysfs(profile: MachineProfile, root: Path) -> Path:
     """Write the profile's sysfs tree with ``root`` standing for ``/sys``; returns ``root``.
 
     ``root`` may exist (e.g. a pytest ``tmp_path``); files of an earlier build are overwritten.
+    A name that is not a safe path component, or a path that would resolve outside ``root``,
+    raises :class:`SysfsBuildError` (names are checked before anything is written).
     """
+    _check_names(profile)
     root.mkdir(parents=True, exist_ok=True)
     writer = _Writer(profile, root)
     writer.pci()
     writer.numa()
     writer.dmi()
     return root
+
+
+def _check_names(profile: MachineProfile) -> None:
+    """Every profile name joined into a path is one safe component (a profile parsed by
+    :mod:`gputopo.mocks.profile` already is; a hand-built :class:`MachineProfile` may not be)."""
+    names = [(f"GPU {gpu.bus_id} sysfs_driver", gpu.sysfs_driver) for gpu in profile.gpus]
+    for nic in profile.nics:
+        names += [(f"NIC {nic.bus_id} name", nic.name)]
+        names += [(f"NIC {nic.bus_id} sysfs_driver", nic.sysfs_driver)]
+        names += [(f"NIC {nic.bus_id} netdev", netdev) for netdev in nic.netdevs]
+    for what, name in names:
+        if name is None and what.startswith("GPU"):
+            continue
+        reason = unsafe_name_reason(name)
+        if reason is not None:
+            raise SysfsBuildError(f"profile {profile.source}: {what}: {reason}")

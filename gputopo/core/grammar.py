@@ -21,12 +21,18 @@ class GrammarError(ValueError):
 
 _CPU_RANGE: Final = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 
+# The largest CPU id a cpulist may name. Linux's ``CONFIG_NR_CPUS`` is at most 8192 (x86-64
+# MAXSMP; arm64 and powerpc allow less or the same), so ids stop at 8191; twice that leaves
+# room for a future kernel while ``0-99999999999`` stays an error instead of a set of 10^11 ints.
+MAX_CPU_ID: Final = 16383
+
 
 def parse_cpulist(text: str) -> tuple[int, ...]:
     """``"0-3,8,10-11"`` -> ``(0, 1, 2, 3, 8, 10, 11)``, sorted and de-duplicated.
 
     Surrounding whitespace (the newline at the end of a sysfs file) is ignored; an empty list is
-    ``()``. Anything else that is not ``N`` or ``N-M`` with ``N <= M`` raises.
+    ``()``. Anything else that is not ``N`` or ``N-M`` with ``N <= M <=`` :data:`MAX_CPU_ID`
+    raises, so a hostile list costs at most 16384 set entries.
     """
     stripped = text.strip()
     if not stripped:
@@ -35,13 +41,29 @@ def parse_cpulist(text: str) -> tuple[int, ...]:
     for part in stripped.split(","):
         match = _CPU_RANGE.fullmatch(part.strip())
         if match is None:
-            raise GrammarError(f"cpulist {text!r}: {part!r} is not 'N' or 'N-M'")
-        start = int(match.group(1))
-        end = start if match.group(2) is None else int(match.group(2))
+            raise GrammarError(f"cpulist {_quote(text)}: {_quote(part)} is not 'N' or 'N-M'")
+        start = _cpu_id(match.group(1), text)
+        end = start if match.group(2) is None else _cpu_id(match.group(2), text)
         if end < start:
-            raise GrammarError(f"cpulist {text!r}: range {part!r} runs backwards")
+            raise GrammarError(f"cpulist {_quote(text)}: range {part!r} runs backwards")
         cpus.update(range(start, end + 1))
     return tuple(sorted(cpus))
+
+
+def _cpu_id(digits: str, text: str) -> int:
+    """One CPU id of ``text``, refused above :data:`MAX_CPU_ID` before any big integer is made."""
+    cpu = int(digits) if len(digits) <= 9 else MAX_CPU_ID + 1
+    if cpu > MAX_CPU_ID:
+        raise GrammarError(
+            f"cpulist {_quote(text)}: CPU {_quote(digits, 12)} is above {MAX_CPU_ID}, "
+            "the largest CPU id"
+        )
+    return cpu
+
+
+def _quote(text: str, limit: int = 60) -> str:
+    """``repr`` of the input, cut short: an error line stays one readable line."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 def format_cpulist(cpus: Iterable[int]) -> str:
@@ -73,7 +95,7 @@ def normalize_bus_id(text: str) -> str:
     """
     match = _BUS_ID.fullmatch(text.strip())
     if match is None:
-        raise GrammarError(f"PCI bus id {text!r} is not '[domain:]bus:device.function'")
+        raise GrammarError(f"PCI bus id {_quote(text)} is not '[domain:]bus:device.function'")
     domain = int(match.group(1) or "0", 16)
     bus, device, function = match.group(2, 3, 4)
     return f"{domain:04x}:{bus.lower()}:{device.lower()}.{function}"
