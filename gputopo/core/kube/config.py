@@ -10,13 +10,26 @@ basic auth, impersonation and proxies are refused with a one-line :class:`KubeCo
 naming the file: neither deployable runs a credential plugin or imports the official client to
 read its configuration. A token that lives in a file (the in-cluster ServiceAccount's bound
 token, ``tokenFile``) is re-read whenever it is asked for, so rotation works.
+
+Configuration that can never work is a :class:`KubeConfigError` when it is loaded, so both
+deployables stop at start-up with one line instead of retrying forever (docs/operations.md,
+"Limits"): the kubeconfig is read through :mod:`gputopo.core.documents` (at most
+:data:`MAX_KUBECONFIG_BYTES`, UTF-8, nesting and numbers bounded); the server must be an
+``http(s)://`` URL with a valid host and a port in 1..65535; names, paths and flags have their
+types; a token must be one printable line of at most :data:`MAX_TOKEN_BYTES` (it becomes an HTTP
+header), and a token file must be readable with such a token when the configuration is loaded.
+Certificates and keys that are not PEM fail when the TLS context is built (:class:`KubeClient`
+builds it at once). A valid configuration whose server does not answer is not an error here:
+the callers retry it, as they retry any unanswered request.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
+import re
 import ssl
 import tempfile
 import urllib.parse
@@ -25,11 +38,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
+from gputopo.core import documents
 from gputopo.core.kube.errors import KubeConfigError, KubeConnectionError
 
 SERVICE_ACCOUNT_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+# A kubeconfig with a few clusters and inline certificates is a few KiB; one that embeds a whole
+# CA bundle may reach a few hundred. 1 MiB leaves room for that, and refuses /dev/zero after it.
+MAX_KUBECONFIG_BYTES: Final = 1024 * 1024
+# Certificates and keys read from files (a client certificate with inline data for the other
+# half): the same bound.
+MAX_CREDENTIAL_FILE_BYTES: Final = 1024 * 1024
+# A bearer token becomes one HTTP header; ServiceAccount JWTs are about 1 KiB and OIDC ones a few.
+MAX_TOKEN_BYTES: Final = 64 * 1024
+# What a token may hold: printable ASCII without spaces (RFC 6750's b64token and a JWT both fit),
+# so a CR/LF cannot add a header and a NUL cannot end one early.
+_TOKEN: Final = re.compile(r"[\x21-\x7e]+")
+_HOSTNAME: Final = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
 
 _UNSUPPORTED_USER_FIELDS: Final = {
     "exec": "an exec credential plugin",
@@ -85,25 +113,93 @@ class ClusterConfig:
             return
         # ssl loads certificates only from files: a private temporary file, removed at once.
         with tempfile.TemporaryDirectory(prefix="gputopo-kube-") as directory:
-            cert = self.client_cert_data or Path(self.client_cert_file or "").read_bytes()
-            key = self.client_key_data or Path(self.client_key_file or "").read_bytes()
+            cert = self.client_cert_data or _read_bounded(self.client_cert_file or "", self.source)
+            key = self.client_key_data or _read_bounded(self.client_key_file or "", self.source)
             pem = Path(directory) / "client.pem"
             pem.touch(mode=0o600)
             pem.write_bytes(cert.rstrip(b"\n") + b"\n" + key)
             context.load_cert_chain(str(pem))
 
     def bearer_token(self) -> str | None:
-        """The token to send now: a token file is re-read every time (bound tokens rotate)."""
+        """The token to send now: a token file is re-read every time (bound tokens rotate).
+
+        A token file that cannot be read, or holds no valid token, is a KubeConnectionError
+        (retried: a kubelet may be rotating it) unless the kubeconfig also has a token."""
         if self.token_file is not None:
             try:
-                return Path(self.token_file).read_text(encoding="utf-8").strip() or self.token
-            except OSError as error:
+                return read_token_file(self.token_file, self.source) or self.token
+            except KubeConfigError as error:
                 if self.token is not None:
                     return self.token
-                raise KubeConnectionError(
-                    f"{self.source}: token file {self.token_file}: {error.strerror}"
-                ) from None
+                raise KubeConnectionError(str(error)) from None
         return self.token
+
+
+def read_token_file(path: str, source: str) -> str | None:
+    """The token in ``path`` (surrounding whitespace stripped; None when empty), read at most
+    :data:`MAX_TOKEN_BYTES` + 1 bytes far; KubeConfigError when it cannot be one."""
+    try:
+        text = documents.read_text(path, what="token file", max_bytes=MAX_TOKEN_BYTES)
+    except documents.DocumentError as error:
+        raise KubeConfigError(source, str(error)) from None
+    token = text.strip()
+    if token:
+        check_token(token, source, f"token file {path}")
+    return token or None
+
+
+def check_token(token: str, source: str, what: str = "token") -> None:
+    """A token is one printable header value: no CR/LF, NUL or spaces, at most 64 KiB."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise KubeConfigError(source, f"{what}: longer than {MAX_TOKEN_BYTES} bytes")
+    if _TOKEN.fullmatch(token) is None:
+        raise KubeConfigError(
+            source, f"{what}: a token is printable ASCII without spaces or line breaks"
+        )
+
+
+def check_server(server: object, where: str, cluster: str) -> str:
+    """``server`` if it is an ``http(s)://host[:port][/path]`` URL with a valid host (an IP
+    literal or a DNS name) and a port in 1..65535, else KubeConfigError."""
+    shown = repr(server) if len(repr(server)) <= 80 else repr(server)[:80] + "..."
+    if not isinstance(server, str):
+        raise KubeConfigError(where, f"cluster {cluster!r}: server {shown} is not a URL")
+    try:
+        url = urllib.parse.urlsplit(server)
+        port = url.port
+    except ValueError as error:  # a broken IPv6 literal, a port out of range or not a number
+        raise KubeConfigError(
+            where, f"cluster {cluster!r}: server {shown} is not a URL ({error})"
+        ) from None
+    if url.scheme not in ("https", "http"):
+        raise KubeConfigError(
+            where, f"cluster {cluster!r}: server {shown} is not a URL (http:// or https://)"
+        )
+    host = url.hostname or ""
+    if not host or not _valid_host(host):
+        raise KubeConfigError(where, f"cluster {cluster!r}: server {shown} has no valid host")
+    if port == 0:
+        raise KubeConfigError(where, f"cluster {cluster!r}: server {shown}: port 0")
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in server):
+        raise KubeConfigError(where, f"cluster {cluster!r}: server {shown}: not printable ASCII")
+    return server
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOSTNAME.fullmatch(host) is not None
+    return True
+
+
+def _read_bounded(path: str, source: str) -> bytes:
+    """A certificate or key file, at most :data:`MAX_CREDENTIAL_FILE_BYTES` read."""
+    with Path(path).open("rb") as handle:
+        data = handle.read(MAX_CREDENTIAL_FILE_BYTES + 1)
+    if len(data) > MAX_CREDENTIAL_FILE_BYTES:
+        raise KubeConfigError(source, f"{path}: larger than {MAX_CREDENTIAL_FILE_BYTES} bytes")
+    return data
 
 
 # -- loading configuration --------------------------------------------------------------------
@@ -135,14 +231,17 @@ def load_incluster_config(service_account_dir: str = SERVICE_ACCOUNT_DIR) -> Clu
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "")
     if not host or not port:
         raise KubeConfigError(source, "KUBERNETES_SERVICE_HOST and _PORT must both be set")
-    if not port.isdigit():
+    if not port.isdigit() or len(port) > 5 or not 1 <= int(port) <= 65535:
         raise KubeConfigError(source, f"KUBERNETES_SERVICE_PORT={port!r}: not a port number")
+    if not _valid_host(host):
+        raise KubeConfigError(source, f"KUBERNETES_SERVICE_HOST={host!r}: not an IP or a host name")
     token_file = os.path.join(service_account_dir, "token")
     ca_file = os.path.join(service_account_dir, "ca.crt")
     for path in (token_file, ca_file):
         if not os.path.isfile(path):
             raise KubeConfigError(source, f"{path} is missing (no ServiceAccount token mounted?)")
     netloc = f"[{host}]" if ":" in host else host
+    read_token_file(token_file, source)  # an unusable mounted token stops the start
     return ClusterConfig(
         server=f"https://{netloc}:{port}",
         source=source,
@@ -155,15 +254,13 @@ def load_kubeconfig(path: str, *, context: str | None = None) -> ClusterConfig:
     """One context of a kubeconfig file (``current-context`` unless ``context`` is given)."""
     source = f"kubeconfig {path}"
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise KubeConfigError(source, f"cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise KubeConfigError(source, "not UTF-8 text") from None
-    try:
-        document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as error:
-        raise KubeConfigError(source, f"not YAML: {_one_line(error)}") from None
+        text = documents.read_text(path, what="kubeconfig", max_bytes=MAX_KUBECONFIG_BYTES)
+        document = documents.load_yaml(text, source=source)
+    except documents.DocumentError as error:
+        detail = str(error).removeprefix(f"{source}: ").replace("not valid YAML", "not YAML", 1)
+        if "integer string conversion" in detail:  # Python's own digit limit, said plainly
+            detail = "not YAML: an integer of more than 4300 digits"
+        raise KubeConfigError(source, detail) from None
     return kubeconfig_from_document(document, Path(path).resolve().parent, source, context)
 
 
@@ -176,11 +273,16 @@ def kubeconfig_from_document(
     name = context or document.get("current-context")
     if not name:
         raise KubeConfigError(source, "no current-context and no context given")
+    if not isinstance(name, str):
+        raise KubeConfigError(source, f"current-context {_short(name)} is not a string")
     context_entry = _named(document, "contexts", "context", str(name), source)
     cluster_name = context_entry.get("cluster")
     user_name = context_entry.get("user")
     if not cluster_name:
         raise KubeConfigError(source, f"context {name!r} names no cluster")
+    for key, value in (("cluster", cluster_name), ("user", user_name)):
+        if value is not None and not isinstance(value, str):
+            raise KubeConfigError(source, f"context {name!r}: {key} {_short(value)} is not a name")
     cluster = _named(document, "clusters", "cluster", str(cluster_name), source)
     user = _named(document, "users", "user", str(user_name), source) if user_name else {}
     where = f"{source} (context {name})"
@@ -198,37 +300,53 @@ def kubeconfig_from_document(
                 f"user {user_name!r} authenticates with {what} ({key}), which gputopo "
                 "does not support; use a token, tokenFile or client certificate",
             )
-    server = cluster.get("server")
-    if not isinstance(server, str) or urllib.parse.urlsplit(server).scheme not in ("https", "http"):
-        raise KubeConfigError(where, f"cluster {cluster_name!r}: server {server!r} is not a URL")
+    server = check_server(cluster.get("server"), where, str(cluster_name))
 
     def file(mapping: Mapping[str, Any], key: str) -> str | None:
         value = mapping.get(key)
         if value is None or value == "":
             return None
-        if not isinstance(value, str):
-            raise KubeConfigError(where, f"{key}: expected a file path, got {value!r}")
+        if not isinstance(value, str) or "\0" in value:
+            raise KubeConfigError(where, f"{key}: expected a file path, got {_short(value)}")
         return str(base / os.path.expanduser(value))
 
     def data(mapping: Mapping[str, Any], key: str) -> bytes | None:
         value = mapping.get(key)
         if value is None or value == "":
             return None
+        if not isinstance(value, str):
+            raise KubeConfigError(where, f"{key}: not base64")
         try:
-            return base64.b64decode(str(value), validate=True)
+            return base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise KubeConfigError(where, f"{key}: not base64") from None
+
+    def flag(mapping: Mapping[str, Any], key: str) -> bool:
+        value = mapping.get(key, False)
+        if not isinstance(value, bool):
+            raise KubeConfigError(where, f"{key}: expected true or false, got {_short(value)}")
+        return value
+
+    def text(mapping: Mapping[str, Any], key: str) -> str | None:
+        value = mapping.get(key)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or not _valid_host(value):
+            raise KubeConfigError(where, f"{key}: expected a host name, got {_short(value)}")
+        return value
 
     token = user.get("token")
     if token is not None and not isinstance(token, str):
         raise KubeConfigError(where, f"user {user_name!r}: token is not a string")
+    if token:
+        check_token(token, where, f"user {user_name!r}: token")
     config = ClusterConfig(
         server=server.rstrip("/"),
         source=where,
         ca_file=file(cluster, "certificate-authority"),
         ca_data=data(cluster, "certificate-authority-data"),
-        insecure_skip_tls_verify=cluster.get("insecure-skip-tls-verify") is True,
-        tls_server_name=cluster.get("tls-server-name") or None,
+        insecure_skip_tls_verify=flag(cluster, "insecure-skip-tls-verify"),
+        tls_server_name=text(cluster, "tls-server-name"),
         client_cert_file=file(user, "client-certificate"),
         client_key_file=file(user, "client-key"),
         client_cert_data=data(user, "client-certificate-data"),
@@ -240,6 +358,8 @@ def kubeconfig_from_document(
     has_key = config.client_key_file is not None or config.client_key_data is not None
     if has_cert != has_key:
         raise KubeConfigError(where, f"user {user_name!r}: a client certificate needs its key")
+    if config.token_file is not None and config.token is None:
+        read_token_file(config.token_file, where)  # unreadable now: a start-up error
     return config
 
 
@@ -248,7 +368,7 @@ def _named(document: Mapping[str, Any], section: str, field: str, name: str, sou
     if not isinstance(entries, list):
         raise KubeConfigError(source, f"not a kubeconfig ({section} is not a list)")
     for entry in entries:
-        if isinstance(entry, dict) and entry.get("name") == name:
+        if isinstance(entry, dict) and str(entry.get("name")) == name:
             value = entry.get(field)
             if value is None:
                 return {}
@@ -256,6 +376,11 @@ def _named(document: Mapping[str, Any], section: str, field: str, name: str, sou
                 raise KubeConfigError(source, f"{section} entry {name!r}: {field} is not a map")
             return value
     raise KubeConfigError(source, f"no {section[:-1]} named {name!r}")
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _one_line(error: BaseException) -> str:
