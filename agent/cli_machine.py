@@ -19,6 +19,25 @@ from gputopo.agent.discovery import Discoverer
 from gputopo.agent.sysfs import SysfsReader
 from gputopo.agent.topology import NodeTopology
 from gputopo.core.cli import CliError
+from gputopo.core.validate import is_dns_subdomain
+
+
+class NodeName:
+    """An argparse ``type``: a Kubernetes node name (DNS-1123 subdomain), so ``../../x`` or an
+    upper-case name is a usage error (exit 2, one line) before any request names it. Its
+    ``__name__`` is what an environment twin's error says was expected."""
+
+    def __init__(self) -> None:
+        self.__name__ = "a node name (DNS-1123 subdomain: a-z, 0-9, '-' and '.', at most 253)"
+
+    def __call__(self, text: str) -> str:
+        if not is_dns_subdomain(text):
+            shown = repr(text) if len(text) <= 80 else repr(text[:80]) + "..."
+            raise argparse.ArgumentTypeError(f"expected {self.__name__}, got {shown}")
+        return text
+
+
+node_name = NodeName()
 
 
 @dataclass(frozen=True)
@@ -48,7 +67,10 @@ def add_machine_arguments(parser: argparse.ArgumentParser) -> None:
         help="sysfs tree to read (default /sys; with --mock, a fake tree built from the profile)",
     )
     parser.add_argument(
-        "--node-name", metavar="NAME", help="node name to report (default: the hostname)"
+        "--node-name",
+        type=node_name,
+        metavar="NAME",
+        help="node name to report (default: the hostname)",
     )
 
 

@@ -22,6 +22,7 @@ from gputopo.agent.cli_machine import (
     check_machine_arguments,
     discover_topology,
     machine_source,
+    node_name,
 )
 from gputopo.agent.loop import DEFAULT_POD_RESOURCES_INTERVAL_S
 from gputopo.agent.nvml import DEFAULT_XID_WINDOW_S
@@ -34,12 +35,31 @@ from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.topology import NodeTopology
 from gputopo.core.cli import EXIT_FAILURE, CliError
 from gputopo.core.contract import DEFAULT_PREFIX, MIG_STRATEGIES, TAINT_EFFECTS, Contract
-from gputopo.core.flags import add_kubeconfig_arguments, add_output_argument, apply_env_twins
+from gputopo.core.flags import (
+    Bounded,
+    add_kubeconfig_arguments,
+    add_output_argument,
+    apply_env_twins,
+    seconds,
+)
 from gputopo.core.logs import add_logging_arguments
+from gputopo.core.serve import parse_address
 from gputopo.core.validate import ValidationError, ValidationGate, is_qualified_name
 
 if TYPE_CHECKING:
     from gputopo.core.kube import KubeClient
+
+# The run loop's ranges (docs/operations.md, "Limits"): finite, positive where zero would spin,
+# and at most a week (a day for the fast polls), so ``nan``, ``inf``, ``1e309`` or ``1e-9`` is a
+# usage error instead of a loop that never waits or never wakes. A discovery below 1 s and a
+# health or pod-resources poll below 0.1 s would keep a CPU busy with NVML and gRPC calls.
+WEEK_S = 7 * 86400.0
+INTERVAL = seconds(1.0, WEEK_S, low_open=False)
+HEALTH_INTERVAL = seconds(0.1, 3600.0, low_open=False)
+POD_RESOURCES_INTERVAL = seconds(0.1, 86400.0, low_open=False)
+MIN_TRIGGER_INTERVAL = Bounded(float, 0.0, 86400.0)
+JITTER = Bounded(float, 0.0, 0.5)
+XID_WINDOW = Bounded(float, 0.0, WEEK_S)  # 0: until the agent restarts
 
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,10 +150,10 @@ def add_run_parser(subparsers: Any) -> None:
     parser.add_argument("--once", action="store_true", help="one cycle, then exit")
     parser.add_argument(
         "--interval",
-        type=float,
+        type=INTERVAL,
         default=60.0,
         metavar="SECONDS",
-        help="seconds between cycles without --once (default 60)",
+        help="seconds between cycles without --once, 1..604800 (default 60)",
     )
     add_kubeconfig_arguments(parser)
     parser.add_argument("--publish-nrt", action="store_true", help="also apply the NRT object")
@@ -162,41 +182,41 @@ def add_runloop_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--pod-resources-interval",
-        type=float,
+        type=POD_RESOURCES_INTERVAL,
         default=DEFAULT_POD_RESOURCES_INTERVAL_S,
         metavar="SECONDS",
-        help="how often to ask the kubelet which GPUs are allocated, between discoveries "
-        f"(default {DEFAULT_POD_RESOURCES_INTERVAL_S:g})",
+        help="how often to ask the kubelet which GPUs are allocated, between discoveries, "
+        f"0.1..86400 (default {DEFAULT_POD_RESOURCES_INTERVAL_S:g})",
     )
     parser.add_argument(
         "--health-interval",
-        type=float,
+        type=HEALTH_INTERVAL,
         default=1.0,
         metavar="SECONDS",
-        help="health and load poll period (default 1)",
+        help="health and load poll period, 0.1..3600 (default 1)",
     )
     parser.add_argument(
         "--jitter",
-        type=float,
+        type=JITTER,
         default=0.1,
         metavar="FRACTION",
         help="random spread of the discovery interval, 0..0.5 (default 0.1)",
     )
     parser.add_argument(
         "--min-trigger-interval",
-        type=float,
+        type=MIN_TRIGGER_INTERVAL,
         default=5.0,
         metavar="SECONDS",
-        help="least time between two event-triggered cycles (default 5)",
+        help="least time between two event-triggered cycles, 0..86400 (default 5)",
     )
     parser.add_argument(
         "--xid-window",
-        type=float,
+        type=XID_WINDOW,
         default=DEFAULT_XID_WINDOW_S,
         metavar="SECONDS",
         help="an XID not seen again for this long stops counting for GPU health, except XIDs "
         "that need a GPU reset (48, 63, 64, 79, 94, 95); 0: XIDs count until the agent "
-        f"restarts (default {DEFAULT_XID_WINDOW_S:g})",
+        f"restarts; at most 604800, a week (default {DEFAULT_XID_WINDOW_S:g})",
     )
     parser.add_argument("--no-udev", action="store_true", help="do not watch udev for GPU hotplug")
 
@@ -225,25 +245,39 @@ def _print_result(what: str, result: PublishResult | None) -> None:
     print(line)
 
 
+def _node_name_from_environment() -> str | None:
+    """``NODE_NAME`` (the DaemonSet's downward API), checked as ``--node-name`` is."""
+    value = os.environ.get("NODE_NAME")
+    if not value:
+        return None
+    try:
+        return node_name(value)
+    except argparse.ArgumentTypeError as error:
+        raise CliError(f"NODE_NAME: {error}") from None
+
+
 def run_run(args: argparse.Namespace) -> int:
     options = publish_options(args)
     check_machine_arguments(args)
-    node_name = args.node_name or os.environ.get("NODE_NAME")
-    if not node_name:
+    node = args.node_name or _node_name_from_environment()
+    if not node:
         raise CliError("no node to publish to: pass --node-name or set NODE_NAME")
-    if args.interval <= 0:
-        raise CliError(f"--interval {args.interval}: must be positive")
+    if not args.once and not args.prune:
+        try:
+            parse_address(args.metrics_address)  # before any API call
+        except ValueError as error:
+            raise CliError(str(error)) from None
     from gputopo.agent.publish.nrt import NrtPublisher
 
     api = _api_client(args.kubeconfig, args.context)
-    publisher = Publisher(api, node_name, options)
-    nrt = NrtPublisher(api, node_name) if args.publish_nrt else None
+    publisher = Publisher(api, node, options)
+    nrt = NrtPublisher(api, node) if args.publish_nrt else None
 
     if args.prune:
         result = publisher.prune(dry_run=args.dry_run)
-        _print_result(f"Node {node_name}", result)
+        _print_result(f"Node {node}", result)
         nrt_result = nrt.prune(dry_run=args.dry_run) if nrt is not None else None
-        _print_result(f"NodeResourceTopology {node_name}", nrt_result)
+        _print_result(f"NodeResourceTopology {node}", nrt_result)
         return 0 if CycleResult(result, nrt_result).ok else EXIT_FAILURE
 
     with machine_source(args) as source:
@@ -254,6 +288,6 @@ def run_run(args: argparse.Namespace) -> int:
         cycle = run_cycle(
             lambda: discover_topology(source), publisher, nrt=nrt, dry_run=args.dry_run
         )
-        _print_result(f"Node {node_name}", cycle.node)
-        _print_result(f"NodeResourceTopology {node_name}", cycle.nrt)
+        _print_result(f"Node {node}", cycle.node)
+        _print_result(f"NodeResourceTopology {node}", cycle.nrt)
         return 0 if cycle.ok else EXIT_FAILURE

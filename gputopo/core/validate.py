@@ -60,6 +60,12 @@ def is_taint_effect(effect: str) -> bool:
     return effect in TAINT_EFFECTS
 
 
+def is_dns_subdomain(name: str) -> bool:
+    """Kubernetes' ``IsDNS1123Subdomain``, the rule for object names such as a Node's: at most
+    253 characters of lower-case letters, digits, '-' and '.', alphanumeric at each end."""
+    return 0 < len(name) <= PREFIX_MAX and _SUBDOMAIN_RE.fullmatch(name) is not None
+
+
 def short_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_LEN]
 
