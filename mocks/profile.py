@@ -70,17 +70,22 @@ NVLINK_VERSIONS = {"1": 1, "2": 2, "2.2": 3, "3": 4, "3.1": 5, "4": 6, "5": 7, "
 
 _Section = TypeVar("_Section")
 
-# A real profile is a few KiB (the largest built-in, dgx-a100-mig, is 4.5 KiB); 1 MiB leaves
-# room for recorded machines with long XID and retired-page lists and reads in well under a
-# second, while /dev/zero or a 100 MB file is refused after reading 1 MiB.
-MAX_PROFILE_BYTES: Final = 1024 * 1024
+# A real profile is a few KiB (the largest built-in, dgx-a100-mig, is 4.5 KiB; 64 GPUs with
+# their NICs about 20 KiB); 256 KiB leaves room for recorded machines and still parses in about
+# a second on a busy machine (PyYAML builds every value in Python, about 10 us each), while
+# /dev/zero or a 100 MB file is refused after reading 256 KiB.
+MAX_PROFILE_BYTES: Final = 256 * 1024
 # ``base:`` chains of real profiles are one or two deep; a longer one is a loop of files or a
 # hostile chain (``base:`` 1000 deep would otherwise recurse 1000 files deep).
 MAX_BASE_DEPTH: Final = 16
 # Values in one profile once YAML aliases are expanded: the documents' own bound (5 million) is
-# for cluster files; a profile bounded by MAX_PROFILE_BYTES never needs more than this, and the
-# parser walks it in well under a second.
-MAX_PROFILE_VALUES: Final = 200_000
+# for cluster files; a profile at the device caps holds a few thousand, and the parser walks
+# this many in about a second.
+MAX_PROFILE_VALUES: Final = 100_000
+# Entries in any one list (a metrics series, XID events, retired pages, distances): real ones
+# hold a few dozen; gpu_defaults copies its lists into every GPU, so this bounds the parser's
+# work at 64 GPUs x 1024 values per list.
+MAX_LIST_LENGTH: Final = 1024
 # Downstream ports a generated switch can give its children: one bus of device numbers.
 _SWITCH_PORTS: Final = 256
 
@@ -130,6 +135,7 @@ def builtin_profile_names() -> tuple[str, ...]:
 def load_profile(name_or_path: str | Path) -> MachineProfile:
     """Load a built-in profile by name (``dgx-h100``) or a YAML file by path."""
     document, source, name = _read_with_bases(str(name_or_path), None, ())
+    _check_list_lengths(document, source)
     return parse_profile(document, source=source, name=name)
 
 
@@ -193,6 +199,25 @@ def _read_with_bases(
         raise ProfileError(f"{source}: base: expected a profile name or path, got {base!r}")
     base_doc, _, _ = _read_with_bases(base, path.parent if path else None, (*seen, source))
     return _merge(base_doc, document, source, "profile"), source, name
+
+
+def _check_list_lengths(document: Any, source: str) -> None:
+    """Refuse a list longer than :data:`MAX_LIST_LENGTH` anywhere (iterative: depth is bounded
+    already, but a walk needs no stack either way)."""
+    pending: list[tuple[Any, str]] = [(document, "")]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, dict):
+            pending += [
+                (item, f"{path}.{key}" if path else str(key)) for key, item in value.items()
+            ]
+        elif isinstance(value, list):
+            if len(value) > MAX_LIST_LENGTH:
+                raise ProfileError(
+                    f"{source}: {path}: {len(value)} entries; a list in a profile holds at most "
+                    f"{MAX_LIST_LENGTH}"
+                )
+            pending += [(item, f"{path}[{index}]") for index, item in enumerate(value)]
 
 
 def _parse_yaml(text: str, source: str) -> Any:

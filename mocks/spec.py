@@ -41,15 +41,16 @@ MAX_NVLINKS: Final = 36  # NVML_NVLINK_MAX_LINKS
 
 # How many of each a profile may declare (docs/operations.md, "Limits"). Real NVML machines
 # have at most a few dozen GPUs per node (DGX-2 and HGX-2: 16) and about as many NICs and
-# NVSwitches; the caps leave room for that while bounding the fake NVML, the fake sysfs tree
-# and the parser's cross-checks, which look at every pair of devices.
+# NVSwitches, and at most a few dozen NUMA nodes (8 sockets with sub-NUMA clustering, CXL
+# memory); the caps leave room for that while bounding the fake NVML, the fake sysfs tree and
+# the parser's cross-checks, which look at every pair of devices.
 LIMITS: Final[Mapping[str, int]] = types.MappingProxyType(
     {
         "gpus": 64,
         "nics": 64,
         "nvswitches": 64,
         "pci.switches": 128,
-        "numa": 256,
+        "numa": 64,
         "netdevs": 16,
     }
 )

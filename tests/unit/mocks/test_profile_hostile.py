@@ -3,11 +3,14 @@ bounded time; the fake sysfs tree never writes outside its root (issue 16, item 
 
 from __future__ import annotations
 
+import copy
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,6 +20,7 @@ from hypothesis import strategies as st
 from gputopo.core.grammar import MAX_CPU_ID, GrammarError, parse_cpulist
 from gputopo.mocks.profile import (
     MAX_BASE_DEPTH,
+    MAX_LIST_LENGTH,
     MAX_PROFILE_BYTES,
     ProfileError,
     load_profile,
@@ -24,7 +28,8 @@ from gputopo.mocks.profile import (
 from gputopo.mocks.spec import LIMITS, NicSpec, unsafe_name_reason
 from gputopo.mocks.sysfs import SysfsBuildError, build_sysfs
 
-BASE = (Path(__file__).parents[3] / "mocks" / "profiles" / "l4-pcie.yaml").read_text()
+PROFILES = Path(__file__).parents[3] / "mocks" / "profiles"
+BASE = (PROFILES / "l4-pcie.yaml").read_text()
 GPU = (
     '{{bus_id: "0000:{bus:02x}:{dev:02x}.0", name: NVIDIA L4, memory_mib: 1, '
     'compute_capability: "8.9", architecture: ada, pci_device_id: 0x27b8, numa_node: 0}}'
@@ -163,7 +168,7 @@ def test_a_100_mb_profile_is_refused_quickly(tmp_path: Path) -> None:
     with path.open("wb") as handle:
         handle.truncate(100 * 1024 * 1024)  # sparse: costs no disk
     started = time.monotonic()
-    with pytest.raises(ProfileError, match=r"larger than 1048576 bytes, the limit for a profile"):
+    with pytest.raises(ProfileError, match=rf"larger than {MAX_PROFILE_BYTES} bytes, the limit"):
         load_profile(path)
     assert time.monotonic() - started < 5
 
@@ -180,6 +185,14 @@ def test_a_short_base_chain_still_loads(tmp_path: Path) -> None:
     (tmp_path / "p0.yaml").write_text("base: p1.yaml\ndescription: child\n")
     (tmp_path / "p1.yaml").write_text(BASE)
     assert len(load_profile(tmp_path / "p0.yaml").gpus) == 4
+
+
+def test_a_list_longer_than_the_limit_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "machine.yaml"
+    series = ", ".join(["40"] * (MAX_LIST_LENGTH + 1))
+    path.write_text(BASE.replace("temperature_c: 40", f"temperature_c: [{series}]"))
+    with pytest.raises(ProfileError, match=rf"temperature_c: {MAX_LIST_LENGTH + 1} entries"):
+        load_profile(path)
 
 
 def test_the_gpu_cap_itself_loads(tmp_path: Path) -> None:
@@ -340,7 +353,7 @@ def test_random_bytes_never_crash(tmp_path: Path, data: bytes) -> None:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     document=st.dictionaries(PROFILE_KEYS, YAML_TREES, max_size=6),
@@ -359,3 +372,51 @@ def test_random_yaml_structure_never_crashes(
             load_profile(path)
         except ProfileError as error:
             assert "\n" not in str(error)
+
+
+MUTATED = ("dgx-h100", "dgx-a100-mig", "gb200-nvl4", "a100-pcie-nvlink-pairs")
+
+
+def _paths(value: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*prefix, index))
+    return found
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.sampled_from(MUTATED),
+    choices=st.lists(st.integers(min_value=0), min_size=1, max_size=3),
+    values=st.lists(YAML_TREES, min_size=3, max_size=3),
+)
+def test_a_real_profile_with_random_fields_never_crashes(
+    tmp_path: Path, name: str, choices: list[int], values: list[object]
+) -> None:
+    """Deeper than random documents: a built-in profile with one to three of its fields (at
+    any depth) replaced by random YAML, so the checks past the first section are reached."""
+    document = yaml.safe_load((PROFILES / f"{name}.yaml").read_text())
+    document.pop("base", None)
+    for choice, value in zip(choices, values, strict=False):
+        paths = _paths(document)
+        path = paths[choice % len(paths)]
+        parent: Any = document
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = copy.deepcopy(value)
+    profile_path = tmp_path / "mutated.yaml"
+    profile_path.write_text(_dump(document))
+    try:
+        profile = load_profile(profile_path)
+    except ProfileError as error:
+        assert "\n" not in str(error)
+        return
+    root = tmp_path / "sys"
+    shutil.rmtree(root, ignore_errors=True)
+    build_sysfs(profile, root)
