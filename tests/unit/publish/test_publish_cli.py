@@ -106,7 +106,7 @@ def test_flags_default_to_their_environment_twins(monkeypatch: pytest.MonkeyPatc
 
 def test_bad_environment_value_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPUTOPO_JITTER", "lots")
-    with pytest.raises(SystemExit, match=r"GPUTOPO_JITTER='lots': expected float"):
+    with pytest.raises(SystemExit, match=r"GPUTOPO_JITTER='lots': expected a number in \[0, 0.5\]"):
         build_parser()
 
 
@@ -116,7 +116,7 @@ def test_bad_environment_value_through_main_is_one_line_and_exit_2(
     monkeypatch.setenv("GPUTOPO_JITTER", "lots")
     status, out, err = run(["run", "--once"], capsys)
     assert (status, out) == (2, "")
-    assert err == "gputopo-agent: error: GPUTOPO_JITTER='lots': expected float\n"
+    assert err == "gputopo-agent: error: GPUTOPO_JITTER='lots': expected a number in [0, 0.5]\n"
 
 
 def test_pod_resources_poll_defaults_to_every_ten_seconds() -> None:
@@ -150,7 +150,7 @@ def test_every_run_option_has_an_environment_twin(monkeypatch: pytest.MonkeyPatc
     [
         ("GPUTOPO_MIG_STRATEGY", "weird", "expected one of none, single, mixed"),
         ("GPUTOPO_DRY_RUN", "maybe", "expected true or false"),
-        ("GPUTOPO_INTERVAL", "soon", "expected float"),
+        ("GPUTOPO_INTERVAL", "soon", r"expected a number in \[1, 604800\]"),
     ],
 )
 def test_bad_run_option_twin_is_one_clear_line(
