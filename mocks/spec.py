@@ -2,7 +2,9 @@
 
 The fake ``pynvml`` and the fake sysfs tree are both built from one :class:`MachineProfile`, so
 the two always agree. These are plain frozen values; :mod:`gputopo.mocks.profile` reads them from
-YAML and validates them once (types, references, MIG placements, NVLink symmetry).
+YAML and validates them once (types, references, MIG placements, NVLink symmetry). The limits
+both sides share live here too: how many devices a profile may declare (:data:`LIMITS`) and which
+names may become sysfs path components (:func:`unsafe_name_reason`).
 """
 
 from __future__ import annotations
