@@ -62,6 +62,9 @@ class _GpuState:
     nvlink_active: dict[int, bool]
     errors: dict[str, InjectedError]
     remaining: dict[str, int] = field(default_factory=dict)
+    # What nvmlDeviceGetHandleByIndex answers while the GPU is lost: GPU_IS_LOST, or UNKNOWN as
+    # some drivers answer for a GPU that fell off the bus.
+    lost_error: str = "GPU_IS_LOST"
 
     def next_reading(self, name: str) -> float:
         values = self.metrics[name]
@@ -242,12 +245,17 @@ class FakeNvml:
         self._enter("nvmlDeviceGetHandleByIndex")
         if not isinstance(index, int) or not 0 <= index < len(self.gpus):
             self._raise("INVALID_ARGUMENT")
+        if self.gpus[index].lost:
+            # Real NVML: a GPU that fell off the bus fails already here, not at later queries.
+            self._raise(self.gpus[index].lost_error)
         return self._device_handle(index)
 
     def _find(self, name: str, predicate: Callable[[GpuSpec], bool]) -> Any:
         self._enter(name)
         for state in self.gpus:
             if predicate(state.spec):
+                if state.lost:
+                    self._raise(state.lost_error)
                 return self._device_handle(state.index)
         self._raise("NOT_FOUND")
 
@@ -1061,8 +1069,15 @@ class FakeNvmlControl:
         state = self._gpu(index)
         state.spec = dataclasses.replace(state.spec, uuid=uuid)
 
-    def set_lost(self, index: int, lost: bool = True) -> None:
-        self._gpu(index).lost = lost
+    def set_lost(self, index: int, lost: bool = True, *, error: str = "GPU_IS_LOST") -> None:
+        """The GPU falls off the bus (or comes back): handles already held answer
+        GPU_IS_LOST to every query, and a new handle fails with ``error`` (GPU_IS_LOST or
+        UNKNOWN, as real drivers answer at nvmlDeviceGetHandleByIndex)."""
+        if error not in ("GPU_IS_LOST", "UNKNOWN"):
+            raise ValueError(f"set_lost: error must be GPU_IS_LOST or UNKNOWN, got {error!r}")
+        state = self._gpu(index)
+        state.lost = lost
+        state.lost_error = error
 
     def _set_series(self, index: int, name: str, value: float) -> None:
         state = self._gpu(index)

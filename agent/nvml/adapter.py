@@ -21,7 +21,7 @@ from gputopo.agent.nvml.reads import (
     read_gpu,
     with_p2p_levels,
 )
-from gputopo.agent.nvml.session import GpuQuery, NvmlSession, error_name
+from gputopo.agent.nvml.session import LOST_AT_HANDLE, GpuQuery, NvmlSession, error_name
 from gputopo.agent.nvml.signals import (
     HealthPoll,
     links_down,
@@ -128,26 +128,31 @@ class NvmlAdapter:
         return read_driver_info(self._session.module)
 
     def snapshot(self, *, cpu_set_words: int = 16, with_p2p: bool = True) -> NvmlSnapshot:
-        """Read every GPU. Never raises for NVML errors; unavailable NVML gives no GPUs."""
+        """Read every GPU. Never raises for NVML errors; unavailable NVML gives no GPUs.
+
+        A GPU whose handle fails with GPU_IS_LOST or UNKNOWN (:data:`LOST_AT_HANDLE`) is in the
+        snapshot as lost at its index, with nothing else known: on real machines that is where
+        a GPU that fell off the bus fails. Other handle failures stay ``handle_errors``."""
         if not self._session.status.available:
             return NvmlSnapshot(status=self._session.status)
         module = self._session.module
         self.drain_xid_events()
-        handles: list[tuple[int, Any]] = []
-        handle_errors: list[tuple[int, str]] = []
         try:
-            count = int(module.nvmlDeviceGetCount())
+            int(module.nvmlDeviceGetCount())
         except module.NVMLError as error:
             return NvmlSnapshot(
                 status=NvmlStatus(available=False, error=f"{error_name(error)}: {error}"),
                 driver=self.driver_info(),
             )
-        for index in range(count):
-            try:
-                handles.append((index, module.nvmlDeviceGetHandleByIndex(index)))
-            except module.NVMLError as error:
-                handle_errors.append((index, error_name(error)))
-        gpus = [self._read_gpu(index, handle, cpu_set_words) for index, handle in handles]
+        handles, failures = self._session.enumerate()
+        read = {index: self._read_gpu(index, handle, cpu_set_words) for index, handle in handles}
+        handle_errors: list[tuple[int, str]] = []
+        for index, code, name in failures:
+            if code in LOST_AT_HANDLE:
+                read[index] = self._lost_gpu(index, name)
+            else:
+                handle_errors.append((index, name))
+        gpus = [read[index] for index in sorted(read)]
         if with_p2p:
             gpus = with_p2p_levels(module, gpus, handles)
         return NvmlSnapshot(
@@ -158,11 +163,11 @@ class NvmlAdapter:
         )
 
     def _read_gpu(self, index: int, handle: Any, cpu_set_words: int) -> NvmlGpu:
-        """The GPU's static facts, then its health signals on the same query (after forgetting
-        the events of a GPU that was at ``index`` before)."""
+        """The GPU's static facts, then its health signals on the same query (its XIDs and
+        ECC events are those of its UUID, wherever it was enumerated before)."""
         query = GpuQuery(self._session.module, handle)
         gpu = read_gpu(query, index, cpu_set_words, self._link_counts)
-        self._events.forget_if_reenumerated(index, gpu.uuid)
+        self._events.bind(index, gpu.uuid)
         xids = self._events.xid_counts().get(index, ())
         stale = self._events.stale_xids().get(index, ())
         ecc_events = self._events.ecc_event_counts().get(index, {})
@@ -174,6 +179,22 @@ class NvmlAdapter:
             uncorrected_ecc_events=ecc_events.get("uncorrected", 0),
         )
         return replace(gpu, signals=signals, errors=tuple(query.errors))
+
+    def _lost_signals(self, index: int) -> HealthSignals:
+        """A GPU without a handle: lost, with the XIDs its board had counted here."""
+        self._events.bind(index, None)
+        return HealthSignals(
+            lost=True,
+            xid_events=self._events.xid_counts().get(index, ()),
+            stale_xids=self._events.stale_xids().get(index, ()),
+        )
+
+    def _lost_gpu(self, index: int, error: str) -> NvmlGpu:
+        return NvmlGpu(
+            index=index,
+            signals=self._lost_signals(index),
+            errors=(f"nvmlDeviceGetHandleByIndex: {error}",),
+        )
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -197,7 +218,12 @@ class NvmlAdapter:
         ecc_events = self.ecc_event_counts()
         signals = {}
         link_states = {}
-        for index, handle in self._session.handles():
+        handles, failures = self._session.enumerate()
+        for index, code, _ in failures:
+            if code in LOST_AT_HANDLE:
+                self._slow_signals.pop(index, None)
+                signals[index] = self._lost_signals(index)
+        for index, handle in handles:
             query = GpuQuery(self._session.module, handle)
             cached = None if slow else self._slow_signals.get(index)
             states = cached[0] if cached is not None else self._nvlink_states(index, query)

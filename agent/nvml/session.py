@@ -24,6 +24,13 @@ NOT_FOUND = 6
 TIMEOUT = 10
 FUNCTION_NOT_FOUND = 13
 GPU_IS_LOST = 15
+UNKNOWN = 999
+
+# What nvmlDeviceGetHandleByIndex answers for a GPU that is in the machine but gone from the
+# bus or wedged: on real machines a lost GPU fails already here, before any per-GPU query, with
+# GPU_IS_LOST or (older drivers, some fall-off-the-bus cases) UNKNOWN. Other handle failures
+# (NO_PERMISSION in a container not given that GPU, INSUFFICIENT_POWER) are not "lost".
+LOST_AT_HANDLE = frozenset({GPU_IS_LOST, UNKNOWN})
 
 
 class NvmlLoadError(Exception):
@@ -136,13 +143,22 @@ class NvmlSession:
 
     def handles(self) -> Iterator[tuple[int, Any]]:
         """(index, handle) of every GPU NVML counts; a GPU without a handle is left out."""
+        handles, _ = self.enumerate()
+        yield from handles
+
+    def enumerate(self) -> tuple[list[tuple[int, Any]], list[tuple[int, int | None, str]]]:
+        """The handles NVML gives, and (index, return code, error name) for each GPU it counts
+        but gives no handle for (see :data:`LOST_AT_HANDLE`)."""
         module = self.module
+        handles: list[tuple[int, Any]] = []
+        failures: list[tuple[int, int | None, str]] = []
         try:
             count = int(module.nvmlDeviceGetCount())
         except module.NVMLError:
-            return
+            return handles, failures
         for index in range(count):
             try:
-                yield index, module.nvmlDeviceGetHandleByIndex(index)
-            except module.NVMLError:
-                continue
+                handles.append((index, module.nvmlDeviceGetHandleByIndex(index)))
+            except module.NVMLError as error:
+                failures.append((index, error_code(error), error_name(error)))
+        return handles, failures

@@ -227,7 +227,11 @@ def test_gb200_fabric_clique_and_gpu_numa_nodes() -> None:
 def test_dgx_h100_degraded_lost_gpu_raises_gpu_is_lost() -> None:
     fake = opened("dgx-h100-degraded")
     assert fake.nvmlDeviceGetCount() == 8
+    with pytest.raises(pynvml.NVMLError_GpuIsLost):  # real NVML: lost already at the handle
+        fake.nvmlDeviceGetHandleByIndex(6)
+    fake.control.set_lost(6, lost=False)
     lost = fake.nvmlDeviceGetHandleByIndex(6)
+    fake.control.set_lost(6)
     for call in (fake.nvmlDeviceGetName, fake.nvmlDeviceGetUUID, fake.nvmlDeviceGetMemoryInfo):
         with pytest.raises(pynvml.NVMLError_GpuIsLost):
             call(lost)
