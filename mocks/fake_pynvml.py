@@ -46,6 +46,26 @@ _PURE_HELPERS = frozenset(
     {"nvmlExceptionClass", "nvmlStructToFriendlyObject", "nvmlFriendlyObjectToStruct"}
 )
 _NO_INSTANCE = 0xFFFFFFFF
+
+# The driver branch that first has each C symbol the fake models and older drivers lack (NVML's
+# API reference, "Change log"): on a profile whose driver.version names an older branch, calling
+# it raises FUNCTION_NOT_FOUND, as pynvml's _nvmlGetFunctionPointer does on such a machine.
+SYMBOL_SINCE_BRANCH: dict[str, int] = {
+    "nvmlDeviceGetMemoryInfo_v2": 510,
+}
+
+
+def driver_branch(version: str) -> int:
+    """ "535.161.08" -> 535."""
+    return int(version.split(".", 1)[0])
+
+
+def reserved_memory_mib(total_mib: int) -> int:
+    """Frame buffer the driver and firmware keep for themselves (nvidia-smi's "Reserved"): about
+    0.8% of the GPU's memory here (real boards show 0.5-1.2%, e.g. ~600 MiB on an H100 80GB)."""
+    return total_mib // 128
+
+
 _address_blocks = itertools.count(1)
 
 
@@ -177,10 +197,15 @@ class FakeNvml:
             remaining[name] = left - 1
             self._raise(injected.error)
 
-    def _enter(self, name: str) -> None:
+    def _enter(self, name: str, symbol: str | None = None) -> None:
+        """``symbol``: the C function the binding resolves, where it is not ``name`` (pynvml's
+        nvmlDeviceGetMemoryInfo(handle, version) calls nvmlDeviceGetMemoryInfo_v2)."""
         self.calls[name] += 1
         if self.init_count == 0:
             self._raise("UNINITIALIZED")
+        since = SYMBOL_SINCE_BRANCH.get(symbol or name)
+        if since is not None and driver_branch(self.profile.driver.version) < since:
+            self._raise("FUNCTION_NOT_FOUND")
         self._check_injected(name, self.node_errors, self.node_remaining)
 
     def _gpu_call(self, name: str, gpu: int) -> _GpuState:
@@ -190,8 +215,10 @@ class FakeNvml:
         self._check_injected(name, state.errors, state.remaining)
         return state
 
-    def _device(self, name: str, handle: Any, *, mig_ok: bool = False) -> tuple[_GpuState, _Entity]:
-        self._enter(name)
+    def _device(
+        self, name: str, handle: Any, *, mig_ok: bool = False, symbol: str | None = None
+    ) -> tuple[_GpuState, _Entity]:
+        self._enter(name, symbol)
         entity = self._entity(handle, ("gpu", "mig"))
         state = self._gpu_call(name, entity.gpu)
         if entity.kind == "mig" and not mig_ok:
@@ -318,18 +345,29 @@ class FakeNvml:
         return self._pci_info(spec.bus_id, spec.pci_device_id, spec.pci_subsystem_id)
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = None) -> Any:
-        state, entity = self._device("nvmlDeviceGetMemoryInfo", handle, mig_ok=True)
+        """As NVML: v1 (no ``version``) counts the driver's reserved memory as used (used =
+        total - free); v2 (``version=nvmlMemory_v2``, the C symbol nvmlDeviceGetMemoryInfo_v2,
+        R510 on) reports it apart (used = total - reserved - free) and checks the struct
+        version (ARGUMENT_VERSION_MISMATCH)."""
+        symbol = "nvmlDeviceGetMemoryInfo_v2" if version else None
+        state, entity = self._device("nvmlDeviceGetMemoryInfo", handle, mig_ok=True, symbol=symbol)
+        if version and version != _real.nvmlMemory_v2:
+            self._raise("ARGUMENT_VERSION_MISMATCH")
         if entity.kind == "mig":
             total = self._gi_profile(state, entity.gi).memory_mib * MIB
-            used = 0
+            reserved = used = 0
         else:
             total = state.spec.memory_mib * MIB
-            used = min(int(state.next_reading("memory_used_mib")) * MIB, total)
-        memory: Any = _real.c_nvmlMemory_v2_t() if version else _real.c_nvmlMemory_t()
-        if version:
-            memory.version = version
-            memory.reserved = 0
-        memory.total, memory.used, memory.free = total, used, total - used
+            reserved = reserved_memory_mib(state.spec.memory_mib) * MIB
+            used = min(int(state.next_reading("memory_used_mib")) * MIB, total - reserved)
+        free = total - reserved - used
+        if not version:
+            memory: Any = _real.c_nvmlMemory_t()
+            memory.total, memory.used, memory.free = total, reserved + used, free
+            return memory
+        memory = _real.c_nvmlMemory_v2_t()
+        memory.version = version
+        memory.total, memory.reserved, memory.used, memory.free = total, reserved, used, free
         return memory
 
     def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]:

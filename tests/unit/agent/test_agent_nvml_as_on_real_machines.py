@@ -3,16 +3,18 @@ against the fake NVML made as strict as the real library for it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import pynvml
 import pytest
 
 from gputopo.agent.discovery import Discoverer
-from gputopo.agent.nvml import NvmlAdapter
+from gputopo.agent.nvml import NvmlAdapter, sample_gpus
 from gputopo.agent.taints import compute_taints
 from gputopo.agent.topology import Health, XidEvent
 from gputopo.mocks.fake_pynvml import make_fake_pynvml
-from gputopo.mocks.profile import load_profile
+from gputopo.mocks.profile import DriverSpec, MachineProfile, load_profile
 from gputopo.mocks.sysfs import build_sysfs
 
 # -- 7. a lost GPU ---------------------------------------------------------------------------
@@ -75,3 +77,57 @@ def test_xids_follow_the_board_not_the_index_when_indices_shift_dgx_h100() -> No
     assert shifted.gpus[5].signals.xid_events == (XidEvent(79, 1),)
     assert shifted.gpus[6].signals.xid_events == ()
     adapter.close()
+
+
+# -- 9. memory used ----------------------------------------------------------------------------
+
+
+def _old_driver(profile_name: str, version: str) -> MachineProfile:
+    """The profile as it would be on an older driver branch (driver.version names it)."""
+    profile = load_profile(profile_name)
+    major = version.split(".")[0]
+    driver = DriverSpec(version=version, cuda_version=12000, nvml_version=f"12.{version}")
+    assert major.isdigit()
+    return replace(profile, driver=driver)
+
+
+def test_memory_used_excludes_the_drivers_reserved_memory_dgx_a100() -> None:
+    """An idle A100: NVML's v1 memory info counts the driver's reserved memory as used; the
+    sampled GPU memory in use is v2's, which does not."""
+    module = make_fake_pynvml("dgx-a100-mig")
+    module.nvmlInit()
+    handle = module.nvmlDeviceGetHandleByIndex(0)
+    assert module.nvmlDeviceGetMemoryInfo(handle).used > 0  # v1: reserved counts as used
+    module.control.set_memory_used(0, 0)
+    module.control.set_memory_used(1, 2048)
+    load = sample_gpus(module)
+    assert load[0].memory_used_bytes == 0
+    assert load[1].memory_used_bytes == 2048 * 2**20
+    assert load[0].memory_total_bytes == 81920 * 2**20
+
+
+def test_memory_used_falls_back_to_v1_before_r510_l4() -> None:
+    """A driver without nvmlDeviceGetMemoryInfo_v2 (FUNCTION_NOT_FOUND): v1's used, once asked."""
+    module = make_fake_pynvml(_old_driver("l4-pcie", "470.239.06"))
+    module.nvmlInit()
+    handle = module.nvmlDeviceGetHandleByIndex(0)
+    with pytest.raises(pynvml.NVMLError_FunctionNotFound):
+        module.nvmlDeviceGetMemoryInfo(handle, pynvml.nvmlMemory_v2)
+    module.control.set_memory_used(0, 1024)
+    absent: set[str] = set()
+    load = sample_gpus(module, absent=absent)
+    legacy = module.nvmlDeviceGetMemoryInfo(handle)
+    assert load[0].memory_used_bytes == legacy.used > 1024 * 2**20
+    assert "nvmlDeviceGetMemoryInfo_v2" in absent
+    calls = module.control.calls["nvmlDeviceGetMemoryInfo"]
+    sample_gpus(module, absent=absent)
+    gpus = module.nvmlDeviceGetCount()
+    assert module.control.calls["nvmlDeviceGetMemoryInfo"] == calls + gpus  # v1 only
+
+
+def test_memory_info_v2_checks_the_struct_version() -> None:
+    module = make_fake_pynvml("l4-pcie")
+    module.nvmlInit()
+    handle = module.nvmlDeviceGetHandleByIndex(0)
+    with pytest.raises(pynvml.NVMLError_ArgumentVersionMismatch):
+        module.nvmlDeviceGetMemoryInfo(handle, 0x01000028)
