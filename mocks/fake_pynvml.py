@@ -52,6 +52,8 @@ _NO_INSTANCE = 0xFFFFFFFF
 # it raises FUNCTION_NOT_FOUND, as pynvml's _nvmlGetFunctionPointer does on such a machine.
 SYMBOL_SINCE_BRANCH: dict[str, int] = {
     "nvmlDeviceGetMemoryInfo_v2": 510,
+    "nvmlDeviceGetCurrentClocksEventReasons": 535,
+    "nvmlDeviceGetSupportedClocksEventReasons": 535,
 }
 
 

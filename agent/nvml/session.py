@@ -32,6 +32,11 @@ UNKNOWN = 999
 # (NO_PERMISSION in a container not given that GPU, INSUFFICIENT_POWER) are not "lost".
 LOST_AT_HANDLE = frozenset({GPU_IS_LOST, UNKNOWN})
 
+# Answers that say "this GPU or this driver has no such thing", not that something went wrong:
+# not kept among a GPU's errors. FUNCTION_NOT_FOUND is an older driver lacking a newer symbol
+# (the callers that have a fallback API ask it).
+_NOT_AN_ERROR = frozenset({NOT_SUPPORTED, NOT_FOUND, FUNCTION_NOT_FOUND})
+
 
 class NvmlLoadError(Exception):
     """The pynvml module itself could not be imported."""
@@ -97,7 +102,7 @@ class GpuQuery:
             self.last_code = code
             if code == GPU_IS_LOST:
                 self.lost = True
-            if code not in (NOT_SUPPORTED, NOT_FOUND):
+            if code not in _NOT_AN_ERROR:
                 self.errors.append(f"{name}: {error_name(error)}")
             return None
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from gputopo.agent.nvml.reads import NvmlLink
-from gputopo.agent.nvml.session import NOT_SUPPORTED, GpuQuery, int_or_none
+from gputopo.agent.nvml.session import FUNCTION_NOT_FOUND, NOT_SUPPORTED, GpuQuery, int_or_none
 from gputopo.agent.topology import EccCounts, HealthSignals, MemoryRepair, XidEvent
 
-# nvmlClocksEventReason* bits to names (the same bits as the deprecated ThrottleReason names).
+# nvmlClocksEventReason* bits to names (the same bits as the deprecated ThrottleReason names; the
+# last two are newer bits pynvml names nvmlClocksThrottleReasonBoardLimit and ...Reliability).
 CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
     (0x001, "gpu_idle"),
     (0x002, "applications_clocks_setting"),
@@ -25,7 +26,14 @@ CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
     (0x040, "hw_thermal_slowdown"),
     (0x080, "hw_power_brake_slowdown"),
     (0x100, "display_clock_setting"),
+    (0x200, "board_limit"),
+    (0x400, "reliability"),
 )
+
+# nvmlDeviceGetCurrentClocksEventReasons is R535 on: an older driver has only the throttle-reason
+# API, and a current pynvml then answers FUNCTION_NOT_FOUND (an older pynvml has no such function,
+# which GpuQuery answers as NOT_SUPPORTED). Either way the deprecated API is asked instead.
+_NO_CLOCK_EVENT_API = (NOT_SUPPORTED, FUNCTION_NOT_FOUND)
 
 
 @dataclass(frozen=True)
@@ -137,7 +145,7 @@ def read_signals(
         )
         repair = read_memory_repair(query)
     reasons = query.device("nvmlDeviceGetCurrentClocksEventReasons")
-    if reasons is None and query.last_code == NOT_SUPPORTED:
+    if reasons is None and query.last_code in _NO_CLOCK_EVENT_API:
         reasons = query.device("nvmlDeviceGetCurrentClocksThrottleReasons")
     temperature = query.device(
         "nvmlDeviceGetTemperature", int(getattr(module, "NVML_TEMPERATURE_GPU", 0))

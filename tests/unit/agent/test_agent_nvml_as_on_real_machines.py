@@ -11,6 +11,7 @@ import pytest
 
 from gputopo.agent.discovery import Discoverer
 from gputopo.agent.nvml import NvmlAdapter, sample_gpus
+from gputopo.agent.nvml.signals import decode_clock_event_reasons
 from gputopo.agent.taints import compute_taints
 from gputopo.agent.topology import Health, XidEvent
 from gputopo.mocks.fake_pynvml import make_fake_pynvml
@@ -131,3 +132,29 @@ def test_memory_info_v2_checks_the_struct_version() -> None:
     handle = module.nvmlDeviceGetHandleByIndex(0)
     with pytest.raises(pynvml.NVMLError_ArgumentVersionMismatch):
         module.nvmlDeviceGetMemoryInfo(handle, 0x01000028)
+
+
+# -- 6. older drivers ----------------------------------------------------------------------------
+
+
+def test_clock_events_fall_back_to_throttle_reasons_on_a_driver_before_r535_l4() -> None:
+    """R525 has no nvmlDeviceGetCurrentClocksEventReasons: pynvml answers FUNCTION_NOT_FOUND,
+    and the throttle-reason API tells the same bits. Not an error of the GPU."""
+    module = make_fake_pynvml(_old_driver("l4-pcie", "525.147.05"))
+    module.nvmlInit()
+    handle = module.nvmlDeviceGetHandleByIndex(0)
+    with pytest.raises(pynvml.NVMLError_FunctionNotFound):
+        module.nvmlDeviceGetCurrentClocksEventReasons(handle)
+    module.control.set_throttle_reasons(0, pynvml.nvmlClocksThrottleReasonHwThermalSlowdown)
+    module.nvmlShutdown()
+    adapter = NvmlAdapter(module)
+    adapter.open()
+    gpu = adapter.snapshot(with_p2p=False).gpus[0]
+    assert gpu.signals.throttle_reasons == ("hw_thermal_slowdown",)
+    assert not any("ClocksEventReasons" in error for error in gpu.errors)
+    assert adapter.health_signals()[0].throttle_reasons == ("hw_thermal_slowdown",)
+    adapter.close()
+
+
+def test_newer_clock_event_bits_have_names() -> None:
+    assert decode_clock_event_reasons(0x600) == ("board_limit", "reliability")
