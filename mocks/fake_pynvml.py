@@ -506,12 +506,32 @@ class FakeNvml:
         state = self._gpu(name, device)
         if state.spec.nvlinks is None:
             self._raise("NOT_SUPPORTED")
-        if not isinstance(link, int) or not 0 <= link < _real.NVML_NVLINK_MAX_LINKS:
-            self._raise("INVALID_ARGUMENT")
         links = state.spec.nvlinks or ()
-        if link >= len(links):
-            self._raise("NOT_SUPPORTED")
+        if not isinstance(link, int) or not 0 <= link < len(links):
+            # Real NVML: a link number past the GPU's last link is INVALID_ARGUMENT.
+            self._raise("INVALID_ARGUMENT")
         return state, links[link]
+
+    def nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: list[Any]) -> Any:
+        """As pynvml: an array of ``c_nvmlFieldValue_t``, each with its own ``nvmlReturn``.
+        Modelled: NVML_FI_DEV_NVLINK_LINK_COUNT (NOT_SUPPORTED on a GPU without NVLink); any
+        other field answers NOT_SUPPORTED in its slot."""
+        state = self._gpu("nvmlDeviceGetFieldValues", handle)
+        values = (_real.c_nvmlFieldValue_t * len(fieldIds))()
+        for position, field_id in enumerate(fieldIds):
+            value = values[position]
+            try:
+                value.fieldId, value.scopeId = field_id
+            except TypeError:
+                value.fieldId = field_id
+            value.timestamp = int(time.time() * 1e6)
+            if value.fieldId == _real.NVML_FI_DEV_NVLINK_LINK_COUNT and state.spec.nvlinks:
+                value.valueType = _real.NVML_VALUE_TYPE_UNSIGNED_INT
+                value.value.uiVal = len(state.spec.nvlinks)
+                value.nvmlReturn = _real.NVML_SUCCESS
+            else:
+                value.nvmlReturn = _real.NVML_ERROR_NOT_SUPPORTED
+        return values
 
     def nvmlDeviceGetNvLinkState(self, device: Any, link: int) -> int:
         state, spec = self._link("nvmlDeviceGetNvLinkState", device, link)

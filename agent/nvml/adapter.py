@@ -8,7 +8,7 @@ NVLink count, and the slow-changing health signals of the last full poll.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import ModuleType
 from typing import Any
@@ -25,11 +25,13 @@ from gputopo.agent.nvml.session import LOST_AT_HANDLE, GpuQuery, NvmlSession, er
 from gputopo.agent.nvml.signals import (
     HealthPoll,
     links_down,
-    nvlinks_down,
     read_nvlink_states,
     read_signals,
 )
-from gputopo.agent.topology import DriverInfo, HealthSignals, NvmlStatus, XidEvent
+from gputopo.agent.topology import DriverInfo, HealthSignals, NvlinkRemote, NvmlStatus, XidEvent
+
+# nvmlIntNvLinkDeviceType_t NVML_NVLINK_DEVICE_TYPE_SWITCH.
+_NVLINK_DEVICE_TYPE_SWITCH = 2
 
 
 class NvmlAdapter:
@@ -49,6 +51,11 @@ class NvmlAdapter:
         self._link_counts: dict[int, int] = {}
         # GPU index -> (NVLink states, signals) of the last full health poll (health_poll).
         self._slow_signals: dict[int, tuple[tuple[bool, ...], HealthSignals]] = {}
+        # GPU index -> the link numbers that count as down when inactive (signals.links_down):
+        # each link seen active since the agent started, and every link of a GPU wired to
+        # NVSwitches. Reset when another GPU (UUID) is found at the index.
+        self._expected_links: dict[int, set[int]] = {}
+        self._uuid_at: dict[int, str | None] = {}
 
     @property
     def status(self) -> NvmlStatus:
@@ -168,13 +175,19 @@ class NvmlAdapter:
         query = GpuQuery(self._session.module, handle)
         gpu = read_gpu(query, index, cpu_set_words, self._link_counts)
         self._events.bind(index, gpu.uuid)
+        if gpu.uuid is not None and self._uuid_at.get(index, gpu.uuid) != gpu.uuid:
+            self._expected_links.pop(index, None)
+        self._uuid_at[index] = gpu.uuid
+        expected = self._expected_links.setdefault(index, set())
+        if any(link.active and link.remote is NvlinkRemote.NVSWITCH for link in gpu.nvlinks):
+            expected.update(link.link for link in gpu.nvlinks)
         xids = self._events.xid_counts().get(index, ())
         stale = self._events.stale_xids().get(index, ())
         ecc_events = self._events.ecc_event_counts().get(index, {})
         signals = read_signals(
             query,
             xids,
-            nvlinks_down=nvlinks_down(gpu.nvlinks),
+            nvlinks_down=self._links_down(index, [link.active for link in gpu.nvlinks]),
             stale_xids=stale,
             uncorrected_ecc_events=ecc_events.get("uncorrected", 0),
         )
@@ -230,7 +243,7 @@ class NvmlAdapter:
             signals[index] = read_signals(
                 query,
                 xids.get(index, ()),
-                nvlinks_down=links_down(states),
+                nvlinks_down=self._links_down(index, states, query),
                 stale_xids=stale.get(index, ()),
                 uncorrected_ecc_events=ecc_events.get(index, {}).get("uncorrected", 0),
                 slow=cached[1] if cached is not None else None,
@@ -242,6 +255,23 @@ class NvmlAdapter:
             if cached is None:
                 self._slow_signals[index] = (states, signals[index])
         return HealthPoll(signals, link_states)
+
+    def _links_down(
+        self, index: int, states: Sequence[bool | None], query: GpuQuery | None = None
+    ) -> int:
+        """Links down on the GPU at ``index`` (:func:`links_down`), learning from ``states``
+        which links were up. A GPU the adapter has not read yet (a health poll before the first
+        discovery) is asked once, through ``query``, whether its links reach NVSwitches."""
+        expected = self._expected_links.get(index)
+        if expected is None:
+            expected = self._expected_links[index] = set()
+            first_up = next((link for link, active in enumerate(states) if active), None)
+            if query is not None and first_up is not None:
+                remote = query.device("nvmlDeviceGetNvLinkRemoteDeviceType", first_up)
+                if remote is not None and int(remote) == _NVLINK_DEVICE_TYPE_SWITCH:
+                    expected.update(range(len(states)))
+        expected.update(link for link, active in enumerate(states) if active)
+        return links_down(states, expected)
 
     def _nvlink_states(self, index: int, query: GpuQuery) -> tuple[bool, ...]:
         """The link states, learning the GPU's link count if discovery has not yet."""

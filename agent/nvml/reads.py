@@ -207,14 +207,42 @@ def read_gpu(
     )
 
 
+# nvmlFieldValue_t.valueType (NVML_VALUE_TYPE_*) -> the c_nvmlValue_t member holding the value.
+_FIELD_VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
+
+
+def field_value(query: GpuQuery, field_id: int) -> int | None:
+    """One NVML field value of this GPU (``nvmlDeviceGetFieldValues``): None when the call or
+    the field itself (its own ``nvmlReturn``) fails."""
+    values = query.device("nvmlDeviceGetFieldValues", [field_id])
+    if values is None or len(values) < 1 or int(values[0].nvmlReturn) != 0:
+        return None
+    value = values[0]
+    value_type = int(value.valueType)
+    if not 0 <= value_type < len(_FIELD_VALUE_MEMBERS):
+        return None
+    return int(getattr(value.value, _FIELD_VALUE_MEMBERS[value_type]))
+
+
+def nvlink_count(query: GpuQuery) -> int | None:
+    """How many NVLinks the GPU has, from the field NVML_FI_DEV_NVLINK_LINK_COUNT, as
+    nvidia-smi and DCGM take it; None where the driver cannot say."""
+    field_id = int(getattr(query.module, "NVML_FI_DEV_NVLINK_LINK_COUNT", 91))
+    return field_value(query, field_id)
+
+
 def read_nvlinks(query: GpuQuery) -> tuple[NvmlLink, ...]:
-    """Each NVLink's state, generation and, when up, what is at its other end."""
+    """Each NVLink's state, generation and, when up, what is at its other end. The links are
+    the field value's count; where that is unknown, link numbers are walked until NVML answers
+    INVALID_ARGUMENT (past the last link) or NOT_SUPPORTED (no NVLink)."""
+    count = nvlink_count(query)
+    if query.lost:
+        return ()
     max_links = int(getattr(query.module, "NVML_NVLINK_MAX_LINKS", 18))
     links = []
-    for link in range(max_links):
-        state = query.device("nvmlDeviceGetNvLinkState", link)
+    for link in range(min(count, max_links) if count is not None else max_links):
+        state = query.probe("nvmlDeviceGetNvLinkState", link)
         if state is None:
-            # NOT_SUPPORTED / INVALID_ARGUMENT: no NVLink, or past the GPU's last link.
             break
         active = bool(int(state))
         version = query.device("nvmlDeviceGetNvLinkVersion", link)

@@ -19,6 +19,7 @@ from typing import Any
 from gputopo.agent.topology import NvmlStatus
 
 # NVML return codes this layer reacts to (stable across NVML versions).
+INVALID_ARGUMENT = 2
 NOT_SUPPORTED = 3
 NOT_FOUND = 6
 TIMEOUT = 10
@@ -111,6 +112,15 @@ class GpuQuery:
         if self.lost:
             return None
         return self.call(name, self.handle, *args)
+
+    def probe(self, name: str, *args: Any) -> Any:
+        """:meth:`device` for an index that may be past the GPU's last one (an NVLink number):
+        NVML answers INVALID_ARGUMENT there, which ends the walk and is no error."""
+        errors = len(self.errors)
+        value = self.device(name, *args)
+        if self.last_code == INVALID_ARGUMENT:
+            del self.errors[errors:]
+        return value
 
 
 class NvmlSession:

@@ -8,9 +8,9 @@ every second (:class:`HealthPoll`), the slow-changing ones only every few ticks.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
-from gputopo.agent.nvml.reads import NvmlLink
 from gputopo.agent.nvml.session import FUNCTION_NOT_FOUND, NOT_SUPPORTED, GpuQuery, int_or_none
 from gputopo.agent.topology import EccCounts, HealthSignals, MemoryRepair, XidEvent
 
@@ -49,26 +49,22 @@ def decode_clock_event_reasons(mask: int) -> tuple[str, ...]:
     return tuple(name for bit, name in CLOCK_EVENT_REASONS if mask & bit)
 
 
-def nvlinks_down(links: tuple[NvmlLink, ...]) -> int:
-    """Inactive links on a GPU that has at least one active link (a partly broken fabric).
+def links_down(states: Sequence[bool | None], expected: Collection[int]) -> int:
+    """Inactive links that should be up: those in ``expected`` (link numbers that were active
+    since the agent started, or every link of a GPU wired to NVSwitches).
 
-    A GPU whose links are all inactive is a GPU without a bridge (e.g. a PCIe card) unless its
-    peers say otherwise; discovery makes that call, because it sees the whole node.
+    A link index that was never up is not down: an A100 PCIe has 12 link indices whether or
+    not all its bridges are fitted, and a missing bridge is how the machine was built, not a
+    fault. On an NVSwitch node, a GPU with every link down is down; discovery makes that call,
+    because it sees the whole node.
     """
-    if not any(link.active for link in links):
-        return 0
-    return sum(1 for link in links if link.active is False)
-
-
-def links_down(states: tuple[bool, ...]) -> int:
-    """:func:`nvlinks_down` for the health poll's bare up/down states."""
-    return states.count(False) if True in states else 0
+    return sum(1 for link, active in enumerate(states) if active is False and link in expected)
 
 
 def read_nvlink_states(query: GpuQuery, known_count: int | None) -> tuple[bool, ...]:
     """Only whether each link is up: what the once-a-second poll needs. Past the last link
-    NVML answers an error; once the link count is known (``known_count``) it is not asked
-    again."""
+    NVML answers INVALID_ARGUMENT; once the link count is known (``known_count``) it is not
+    asked again."""
     limit = (
         known_count
         if known_count is not None
@@ -76,7 +72,7 @@ def read_nvlink_states(query: GpuQuery, known_count: int | None) -> tuple[bool, 
     )
     states = []
     for link in range(limit):
-        state = query.device("nvmlDeviceGetNvLinkState", link)
+        state = query.probe("nvmlDeviceGetNvLinkState", link)
         if state is None:
             break
         states.append(bool(int(state)))

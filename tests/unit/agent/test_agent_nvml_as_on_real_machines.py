@@ -10,12 +10,13 @@ import pynvml
 import pytest
 
 from gputopo.agent.discovery import Discoverer
+from gputopo.agent.health import assess
 from gputopo.agent.nvml import NvmlAdapter, sample_gpus
 from gputopo.agent.nvml.signals import decode_clock_event_reasons
 from gputopo.agent.taints import compute_taints
 from gputopo.agent.topology import Health, XidEvent
 from gputopo.mocks.fake_pynvml import make_fake_pynvml
-from gputopo.mocks.profile import DriverSpec, MachineProfile, load_profile
+from gputopo.mocks.profile import DriverSpec, MachineProfile, NvlinkSpec, load_profile
 from gputopo.mocks.sysfs import build_sysfs
 
 # -- 7. a lost GPU ---------------------------------------------------------------------------
@@ -158,3 +159,70 @@ def test_clock_events_fall_back_to_throttle_reasons_on_a_driver_before_r535_l4()
 
 def test_newer_clock_event_bits_have_names() -> None:
     assert decode_clock_event_reasons(0x600) == ("board_limit", "reliability")
+
+
+# -- 8. NVLink -----------------------------------------------------------------------------------
+
+
+def test_nvlink_count_comes_from_field_values_and_no_link_past_it_is_asked_dgx_h100() -> None:
+    module = make_fake_pynvml("dgx-h100")
+    adapter = NvmlAdapter(module)
+    adapter.open()
+    gpus = adapter.snapshot(with_p2p=False).gpus
+    assert all(len(gpu.nvlinks) == 18 for gpu in gpus)
+    assert module.control.calls["nvmlDeviceGetNvLinkState"] == 8 * 18  # none past the last
+    assert module.control.calls["nvmlDeviceGetFieldValues"] == 8
+    assert not any(gpu.errors for gpu in gpus)
+    adapter.close()
+
+
+def test_past_the_last_link_invalid_argument_ends_the_walk_silently_dgx_h100() -> None:
+    """Without the link-count field NVML is walked link by link: INVALID_ARGUMENT after the
+    last one ends it and is no error."""
+    module = make_fake_pynvml("dgx-h100")
+    module.control.inject_error("nvmlDeviceGetFieldValues", "NOT_SUPPORTED")
+    adapter = NvmlAdapter(module)
+    adapter.open()
+    gpus = adapter.snapshot(with_p2p=False).gpus
+    assert all(len(gpu.nvlinks) == 18 for gpu in gpus)
+    assert not any(gpu.errors for gpu in gpus)
+    assert all(not signals.nvlinks_down for signals in adapter.health_signals().values())
+    adapter.close()
+
+
+def _a100_pcie_pair_missing_a_bridge() -> MachineProfile:
+    """a100-pcie-nvlink-pairs as the real cards are: 12 link indices each, and of the three
+    bridges of the pair (0, 1) one not fitted, so links 8-11 were never up."""
+    profile = load_profile("a100-pcie-nvlink-pairs")
+    gpus = list(profile.gpus)
+    for index, peer in ((0, 1), (1, 0)):
+        links = tuple(
+            NvlinkSpec(
+                link=n,
+                version=pynvml.NVML_NVLINK_VERSION_3_1,
+                remote_type="gpu",
+                remote_bus_id=gpus[peer].bus_id,
+                active=n < 8,
+            )
+            for n in range(12)
+        )
+        gpus[index] = replace(gpus[index], nvlinks=links)
+    return replace(profile, gpus=tuple(gpus))
+
+
+def test_a100_pcie_pair_with_a_missing_bridge_is_not_degraded_forever() -> None:
+    """Link indices that were never up are not down; a link that was up and went down is."""
+    module = make_fake_pynvml(_a100_pcie_pair_missing_a_bridge())
+    adapter = NvmlAdapter(module)
+    adapter.open()
+    gpu = adapter.snapshot(with_p2p=False).gpus[0]
+    assert [link.active for link in gpu.nvlinks] == [True] * 8 + [False] * 4
+    assert gpu.signals.nvlinks_down == 0
+    assert assess(gpu.signals)[0] is Health.OK
+    assert adapter.health_signals()[0].nvlinks_down == 0
+    module.control.set_nvlink_active(0, 2, False)
+    assert adapter.health_signals()[0].nvlinks_down == 1
+    down = adapter.snapshot(with_p2p=False).gpus[0].signals
+    assert down.nvlinks_down == 1
+    assert assess(down) == (Health.DEGRADED, ("NVLinks down: 1",))
+    adapter.close()
