@@ -61,6 +61,10 @@ NVLINK_VERSION_TO_GENERATION: dict[int, int] = {1: 1, 2: 2, 3: 2, 4: 3, 5: 3, 6:
 NVLINK_BANDWIDTH_GBPS: dict[int, float] = {1: 20.0, 2: 25.0, 3: 25.0, 4: 25.0, 5: 50.0}
 
 
+# 64-bit words of the NUMA node set asked for (256 nodes).
+_NODE_SET_WORDS = 4
+
+
 def family_from_compute_capability(capability: ComputeCapability) -> str | None:
     """GFD's rule: the architecture family follows from the CUDA compute capability."""
     major, minor = capability.major, capability.minor
@@ -115,6 +119,7 @@ class NvmlGpu:
     pcie: PcieInfo = field(default_factory=PcieInfo)
     numa_node: int | None = None
     cpu_affinity: tuple[int, ...] = ()
+    memory_affinity: tuple[int, ...] = ()  # NUMA nodes of nvmlDeviceGetMemoryAffinity (NODE scope)
     nvlinks: tuple[NvmlLink, ...] = ()
     p2p: dict[int, P2PLevel] = field(default_factory=dict)
     mig: MigInfo = field(default_factory=MigInfo)
@@ -185,6 +190,11 @@ def read_gpu(
     )
     numa = query.device("nvmlDeviceGetNumaNodeId")
     affinity = query.device("nvmlDeviceGetCpuAffinity", cpu_set_words)
+    memory_affinity = query.device(
+        "nvmlDeviceGetMemoryAffinity",
+        _NODE_SET_WORDS,
+        int(getattr(query.module, "NVML_AFFINITY_SCOPE_NODE", 0)),
+    )
     nvlinks = read_nvlinks(query)
     if not query.lost:
         link_counts[index] = len(nvlinks)
@@ -201,6 +211,7 @@ def read_gpu(
         pcie=pcie,
         numa_node=int(numa) if numa is not None and int(numa) >= 0 else None,
         cpu_affinity=cpus_from_affinity(affinity) if affinity is not None else (),
+        memory_affinity=cpus_from_affinity(memory_affinity) if memory_affinity is not None else (),
         nvlinks=nvlinks,
         mig=mig,
         fabric=fabric,

@@ -226,3 +226,74 @@ def test_a100_pcie_pair_with_a_missing_bridge_is_not_degraded_forever() -> None:
     assert down.nvlinks_down == 1
     assert assess(down) == (Health.DEGRADED, ("NVLinks down: 1",))
     adapter.close()
+
+
+# -- 4. NUMA when sysfs says -1 --------------------------------------------------------------------
+
+
+def _sysfs_numa_unknown(profile: MachineProfile, root: Path, *, all_cpus: bool) -> None:
+    """What many single-socket machines and VMs show: the GPUs' sysfs ``numa_node`` is -1 (and,
+    with ``all_cpus``, their ``local_cpulist`` every CPU)."""
+    every = ",".join(
+        ",".join(str(cpu) for cpu in node.cpus) for node in profile.numa_nodes if node.cpus
+    )
+    for gpu in profile.nvml_gpus():
+        device = root / "bus/pci/devices" / gpu.bus_id
+        (device / "numa_node").write_text("-1\n")
+        if all_cpus:
+            (device / "local_cpulist").write_text(every + "\n")
+
+
+def test_gpu_numa_falls_back_to_the_only_node_when_sysfs_says_minus_one_rtx4090(
+    tmp_path: Path,
+) -> None:
+    """Single socket, sysfs -1, and nvmlDeviceGetNumaNodeId NOT_SUPPORTED (x86): the GPUs are
+    on the only node, and that node counts them."""
+    profile = load_profile("rtx4090-workstation")
+    module = make_fake_pynvml(profile)
+    root = build_sysfs(profile, tmp_path / "sys")
+    _sysfs_numa_unknown(profile, root, all_cpus=True)
+    module.nvmlInit()
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        module.nvmlDeviceGetNumaNodeId(module.nvmlDeviceGetHandleByIndex(0))
+    module.nvmlShutdown()
+    with Discoverer(module, root, "ws") as discoverer:
+        topology = discoverer.discover()
+    assert topology.gpus
+    assert {gpu.numa_node for gpu in topology.gpus} == {0}
+    (node,) = topology.numa_nodes
+    assert node.gpus == tuple(gpu.index for gpu in topology.gpus)
+
+
+def test_gpu_numa_falls_back_to_its_cpu_affinity_node_when_sysfs_says_minus_one_l4(
+    tmp_path: Path,
+) -> None:
+    """Two sockets, sysfs -1: each GPU's CPU affinity lies within one node, which is its node;
+    every GPU is in the per-node counts."""
+    profile = load_profile("l4-pcie")
+    module = make_fake_pynvml(profile)
+    root = build_sysfs(profile, tmp_path / "sys")
+    _sysfs_numa_unknown(profile, root, all_cpus=False)
+    with Discoverer(module, root, "l4") as discoverer:
+        topology = discoverer.discover()
+    assert [gpu.numa_node for gpu in topology.gpus] == [g.numa_node for g in profile.nvml_gpus()]
+    assert sum(len(node.gpus) for node in topology.numa_nodes) == len(topology.gpus)
+
+
+def test_gpu_numa_falls_back_to_memory_affinity_then_a_node_never_none_l4(
+    tmp_path: Path,
+) -> None:
+    """Two sockets, sysfs -1 and a CPU affinity of every CPU: NVML's memory affinity names the
+    node; without it the GPU still lands on a node rather than in none."""
+    profile = load_profile("l4-pcie")
+    module = make_fake_pynvml(profile)
+    root = build_sysfs(profile, tmp_path / "sys")
+    _sysfs_numa_unknown(profile, root, all_cpus=True)
+    module.control.inject_error("nvmlDeviceGetCpuAffinity", "NOT_SUPPORTED")
+    with Discoverer(module, root, "l4") as discoverer:
+        by_memory = discoverer.discover()
+        module.control.inject_error("nvmlDeviceGetMemoryAffinity", "NOT_SUPPORTED")
+        guessed = discoverer.discover()
+    assert [gpu.numa_node for gpu in by_memory.gpus] == [g.numa_node for g in profile.nvml_gpus()]
+    assert all(gpu.numa_node is not None for gpu in guessed.gpus)
+    assert sum(len(node.gpus) for node in guessed.numa_nodes) == len(guessed.gpus)
