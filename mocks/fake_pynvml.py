@@ -54,6 +54,7 @@ SYMBOL_SINCE_BRANCH: dict[str, int] = {
     "nvmlDeviceGetMemoryInfo_v2": 510,
     "nvmlDeviceGetCurrentClocksEventReasons": 535,
     "nvmlDeviceGetSupportedClocksEventReasons": 535,
+    "nvmlDeviceGetGpuInstanceProfileInfoV": 470,
 }
 
 
@@ -571,8 +572,10 @@ class FakeNvml:
         return 0 if capability == _real.NVML_NVLINK_CAP_SLI_BRIDGE else 1
 
     # ------------------------------------------------------------------ MIG
-    def _mig(self, name: str, device: Any, *, enabled: bool) -> _GpuState:
-        state = self._gpu(name, device)
+    def _mig(
+        self, name: str, device: Any, *, enabled: bool, symbol: str | None = None
+    ) -> _GpuState:
+        state = self._device(name, device, symbol=symbol)[0]
         mig = state.spec.mig
         if not mig.capable or (enabled and not mig.enabled):
             self._raise("NOT_SUPPORTED")
@@ -630,7 +633,12 @@ class FakeNvml:
     def nvmlDeviceGetGpuInstanceProfileInfo(
         self, device: Any, profile: int, version: int = 2
     ) -> Any:
-        state = self._mig("nvmlDeviceGetGpuInstanceProfileInfo", device, enabled=False)
+        """As pynvml: version 2 (the default) is the C symbol ...ProfileInfoV, whose struct has
+        the driver's profile name; version 1 has none."""
+        symbol = "nvmlDeviceGetGpuInstanceProfileInfoV" if version == 2 else None
+        state = self._mig(
+            "nvmlDeviceGetGpuInstanceProfileInfo", device, enabled=False, symbol=symbol
+        )
         if version not in (1, 2):
             self._raise("FUNCTION_NOT_FOUND")
         if not 0 <= profile < _real.NVML_GPU_INSTANCE_PROFILE_COUNT:

@@ -12,9 +12,16 @@ import pytest
 from gputopo.agent.discovery import Discoverer
 from gputopo.agent.health import assess
 from gputopo.agent.nvml import NvmlAdapter, sample_gpus
+from gputopo.agent.nvml.mig import (
+    PROFILE_SUFFIXES,
+    compute_instance_name,
+    mig_memory_gb,
+    mig_profile_name,
+)
 from gputopo.agent.nvml.signals import decode_clock_event_reasons
 from gputopo.agent.taints import compute_taints
 from gputopo.agent.topology import Health, XidEvent
+from gputopo.mocks import mig as mig_tables
 from gputopo.mocks.fake_pynvml import make_fake_pynvml
 from gputopo.mocks.profile import DriverSpec, MachineProfile, NvlinkSpec, load_profile
 from gputopo.mocks.sysfs import build_sysfs
@@ -297,3 +304,94 @@ def test_gpu_numa_falls_back_to_memory_affinity_then_a_node_never_none_l4(
     assert [gpu.numa_node for gpu in by_memory.gpus] == [g.numa_node for g in profile.nvml_gpus()]
     assert all(gpu.numa_node is not None for gpu in guessed.gpus)
     assert sum(len(node.gpus) for node in guessed.numa_nodes) == len(guessed.gpus)
+
+
+# -- 2. MIG profile names ------------------------------------------------------------------------
+
+
+def test_mig_memory_rounds_half_up_as_nvidia_names_h200_and_b200() -> None:
+    """The fallback rule: an H200's 3g slice is half of 141 GB, 70.5 -> "71gb" (not 70, as
+    round-half-to-even gives); a B200's 1g slice is an eighth of 180 GB, 22.5 -> "23gb"."""
+    h200 = 143771 * 2**20
+    assert mig_memory_gb(h200, 70016) == 71
+    assert mig_profile_name(3, mig_memory_gb(h200, 70016)) == "3g.71gb"
+    assert mig_profile_name(4, mig_memory_gb(h200, 70016)) == "4g.71gb"
+    b200 = 183359 * 2**20
+    assert mig_memory_gb(b200, 22784) == 23
+
+
+@pytest.mark.parametrize(
+    ("profile_index", "name"),
+    [
+        (pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1, "1g.10gb+me"),
+        (pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_GFX, "1g.10gb+gfx"),
+        (pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_NO_ME, "1g.10gb-me"),
+        (pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_ALL_ME, "1g.10gb+me.all"),
+        (pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE, "1g.10gb"),
+    ],
+)
+def test_every_mig_attribute_suffix_nvml_defines_is_known(profile_index: int, name: str) -> None:
+    suffix = PROFILE_SUFFIXES.get(profile_index, "")
+    assert mig_profile_name(1, 10, suffix=suffix) == name
+    assert compute_instance_name(name, 3, 1) == f"1c.{name}"
+
+
+def test_mig_profile_name_is_the_drivers_own_from_the_v2_profile_info_dgx_a100(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever the rule would compute, the driver's v2 name is the name (here a table whose
+    1g row the driver calls "1g.12gb")."""
+    profile = load_profile("dgx-a100-mig")
+    table = mig_tables.A100_80GB
+    renamed = tuple(
+        replace(row, name="1g.12gb") if row.name == "1g.10gb" else row for row in table.profiles
+    )
+    monkeypatch.setitem(mig_tables.TABLES, table.name, replace(table, profiles=renamed))
+    gpus = [
+        replace(
+            gpu,
+            mig=replace(
+                gpu.mig,
+                instances=tuple(
+                    replace(gi, profile="1g.12gb") if gi.profile == "1g.10gb" else gi
+                    for gi in gpu.mig.instances
+                ),
+            ),
+        )
+        for gpu in profile.gpus
+    ]
+    module = make_fake_pynvml(replace(profile, gpus=tuple(gpus)))
+    adapter = NvmlAdapter(module)
+    adapter.open()
+    names = {
+        gi.profile for gpu in adapter.snapshot(with_p2p=False).gpus for gi in gpu.mig.instances
+    }
+    adapter.close()
+    assert "1g.12gb" in names
+    assert "1g.10gb" not in names
+
+
+def test_mig_profile_names_are_computed_where_the_driver_has_no_v2_profile_info_r460() -> None:
+    """Before R470 there is no nvmlDeviceGetGpuInstanceProfileInfoV (FUNCTION_NOT_FOUND): the
+    v1 info has no name, and the rule names the profiles as the driver would."""
+    current = NvmlAdapter(make_fake_pynvml("dgx-a100-mig"))
+    current.open()
+    expected = [
+        [gi.profile for gi in gpu.mig.instances] for gpu in current.snapshot(with_p2p=False).gpus
+    ]
+    current.close()
+    module = make_fake_pynvml(_old_driver("dgx-a100-mig", "460.106.00"))
+    module.nvmlInit()
+    handle = module.nvmlDeviceGetHandleByIndex(0)
+    with pytest.raises(pynvml.NVMLError_FunctionNotFound):
+        module.nvmlDeviceGetGpuInstanceProfileInfo(handle, 0)
+    assert not hasattr(module.nvmlDeviceGetGpuInstanceProfileInfo(handle, 0, 1), "name")
+    module.nvmlShutdown()
+    old = NvmlAdapter(module)
+    old.open()
+    computed = [
+        [gi.profile for gi in gpu.mig.instances] for gpu in old.snapshot(with_p2p=False).gpus
+    ]
+    old.close()
+    assert computed == expected
+    assert any(names for names in computed)
