@@ -55,7 +55,29 @@ SYMBOL_SINCE_BRANCH: dict[str, int] = {
     "nvmlDeviceGetCurrentClocksEventReasons": 535,
     "nvmlDeviceGetSupportedClocksEventReasons": 535,
     "nvmlDeviceGetGpuInstanceProfileInfoV": 470,
+    "nvmlDeviceGetGpuFabricInfoV": 550,
 }
+
+# nvmlGpuFabricInfo_t / nvmlGpuFabricInfo_v2_t / _v3_t as the C library lays them out (nvml.h):
+# field -> (byte offset, size); the state is an unsigned char. The fake writes these bytes into
+# whatever struct the caller passed, as libnvidia-ml does, so a binding whose Python struct has
+# another layout (nvidia-ml-py before 12.570: an 80-byte clusterUuid) reads what it would read
+# on a real machine.
+_FABRIC_LEGACY_LAYOUT = {
+    "clusterUuid": (0, 16),
+    "status": (16, 4),
+    "cliqueId": (20, 4),
+    "state": (24, 1),
+}
+_FABRIC_V_LAYOUT = {
+    "version": (0, 4),
+    "clusterUuid": (4, 16),
+    "status": (20, 4),
+    "cliqueId": (24, 4),
+    "state": (28, 1),
+    "healthMask": (32, 4),
+}
+_FABRIC_V_SIZES = {2: 36, 3: 40}  # sizeof(nvmlGpuFabricInfo_v2_t), _v3_t (healthSummary @36)
 
 
 def driver_branch(version: str) -> int:
@@ -871,28 +893,46 @@ class FakeNvml:
         return attributes
 
     # ------------------------------------------------------------------ fabric
-    def _fabric(self, name: str, device: Any, gpuFabricInfo: Any) -> int:
+    def _fabric(
+        self, name: str, device: Any, gpuFabricInfo: Any, layout: dict[str, tuple[int, int]]
+    ) -> int:
         state = self._gpu(name, device)
         fabric = state.spec.fabric
+        info = _deref(gpuFabricInfo)
+        size = ctypes.sizeof(info)
+        if "version" in layout:
+            version = int.from_bytes(ctypes.string_at(ctypes.addressof(info), 4), "little")
+            needed = _FABRIC_V_SIZES.get(version >> 24)
+            if needed is None or version & 0xFFFFFF != needed:
+                self._raise("ARGUMENT_VERSION_MISMATCH")
+        else:
+            needed = 28
+        if size < needed:
+            raise AssertionError(f"{name}: a {size}-byte struct; NVML writes {needed} bytes")
         if fabric is None:
             self._raise("NOT_SUPPORTED")
-        info = _deref(gpuFabricInfo)
-        info.clusterUuid[:] = list(uuid.UUID(fabric.cluster_uuid).bytes)
-        info.status = (
-            0 if fabric.status == "SUCCESS" else getattr(_real, f"NVML_ERROR_{fabric.status}")
-        )
-        info.state = FABRIC_STATES[fabric.state]
-        if hasattr(info, "cliqueId"):
-            info.cliqueId = fabric.clique_id
-        if hasattr(info, "healthMask"):
-            info.healthMask = 0
+        status = 0 if fabric.status == "SUCCESS" else getattr(_real, f"NVML_ERROR_{fabric.status}")
+        values = {
+            "clusterUuid": uuid.UUID(fabric.cluster_uuid).bytes,
+            "status": int(status).to_bytes(4, "little", signed=True),
+            "cliqueId": int(fabric.clique_id).to_bytes(4, "little"),
+            "state": FABRIC_STATES[fabric.state].to_bytes(1, "little"),
+            "healthMask": bytes(4),
+        }
+        base = ctypes.addressof(info)
+        for field_name, (offset, length) in layout.items():
+            if field_name in values:
+                ctypes.memmove(base + offset, values[field_name], length)
         return int(_real.NVML_SUCCESS)
 
     def nvmlDeviceGetGpuFabricInfo(self, device: Any, gpuFabricInfo: Any) -> int:
-        return self._fabric("nvmlDeviceGetGpuFabricInfo", device, gpuFabricInfo)
+        return self._fabric(
+            "nvmlDeviceGetGpuFabricInfo", device, gpuFabricInfo, _FABRIC_LEGACY_LAYOUT
+        )
 
     def nvmlDeviceGetGpuFabricInfoV(self, device: Any, gpuFabricInfo: Any) -> int:
-        return self._fabric("nvmlDeviceGetGpuFabricInfoV", device, gpuFabricInfo)
+        """Checks the struct's version (v2 or v3), as NVML does."""
+        return self._fabric("nvmlDeviceGetGpuFabricInfoV", device, gpuFabricInfo, _FABRIC_V_LAYOUT)
 
     # ------------------------------------------------------------------ health
     def nvmlDeviceGetEccMode(self, handle: Any) -> list[int]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gputopo.agent.nvml.mig import read_mig
-from gputopo.agent.nvml.session import GpuQuery, text
+from gputopo.agent.nvml.session import FUNCTION_NOT_FOUND, GpuQuery, text
 from gputopo.agent.sysfs import normalize_bus_id
 from gputopo.agent.topology import (
     ComputeCapability,
@@ -289,26 +289,60 @@ def read_nvlinks(query: GpuQuery) -> tuple[NvmlLink, ...]:
     return tuple(links)
 
 
+# nvmlGpuFabricState_t values.
+_FABRIC_STATES = {1: "not_started", 2: "in_progress", 3: "completed"}
+_FABRIC_UUID_LEN = 16  # NVML_GPU_FABRIC_UUID_LEN
+
+
+def _fabric_struct(structure: Any) -> bool:
+    """Whether a binding's fabric struct has NVML's layout: nvidia-ml-py before 12.570 declared
+    ``clusterUuid`` as 80 bytes, so every field after it was read from the wrong place."""
+    field_info = getattr(structure, "clusterUuid", None)
+    return field_info is not None and int(getattr(field_info, "size", 0)) == _FABRIC_UUID_LEN
+
+
 def read_fabric(query: GpuQuery) -> FabricInfo | None:
-    """The multi-node NVLink fabric (cluster UUID, clique) the GPU has joined, if any."""
-    structure = getattr(query.module, "c_nvmlGpuFabricInfo_t", None)
-    if structure is None or query.lost:
+    """The multi-node NVLink fabric (cluster UUID, clique) the GPU has joined, if any.
+
+    The versioned call (``nvmlDeviceGetGpuFabricInfoV``, v2 struct, R550 on) first; the
+    deprecated unversioned one where the driver lacks it. Registration is done only when the
+    state is COMPLETED *and* its status SUCCESS *and* the cluster UUID is not all zeros: a
+    completed registration that failed is ``state="failed"`` and gives no clique.
+    """
+    if query.lost:
         return None
-    info = structure()
-    # The real binding hands the argument straight to C, so it takes a pointer.
-    query.device("nvmlDeviceGetGpuFabricInfo", ctypes.byref(info))
-    if query.last_code is not None:
-        return None
-    state_code = int(getattr(info, "state", 0))
-    state = {1: "not_started", 2: "in_progress", 3: "completed"}.get(state_code)
+    module = query.module
+    info: Any = None
+    versioned = getattr(module, "c_nvmlGpuFabricInfoV_t", None)
+    version = getattr(module, "nvmlGpuFabricInfo_v2", None)
+    if versioned is not None and version is not None and _fabric_struct(versioned):
+        info = versioned()
+        info.version = version
+        # The real binding hands the argument straight to C, so it takes a pointer.
+        query.device("nvmlDeviceGetGpuFabricInfoV", ctypes.byref(info))
+        if query.last_code == FUNCTION_NOT_FOUND:
+            info = None
+        elif query.last_code is not None:
+            return None
+    if info is None:
+        legacy = getattr(module, "c_nvmlGpuFabricInfo_t", None)
+        if legacy is None or not _fabric_struct(legacy) or query.lost:
+            return None
+        info = legacy()
+        query.device("nvmlDeviceGetGpuFabricInfo", ctypes.byref(info))
+        if query.last_code is not None:
+            return None
+    state = _FABRIC_STATES.get(int(info.state) & 0xFF)  # a C unsigned char
     if state is None:
         return None  # NVML_GPU_FABRIC_STATE_NOT_SUPPORTED: no multi-node fabric
-    raw_uuid = bytes(bytearray(getattr(info, "clusterUuid", b"")))
-    cluster_uuid = None
-    if len(raw_uuid) == 16 and any(raw_uuid):
-        cluster_uuid = str(uuid_module.UUID(bytes=raw_uuid))
-    clique = int(getattr(info, "cliqueId", 0)) if state == "completed" else None
-    return FabricInfo(cluster_uuid=cluster_uuid, clique_id=clique, state=state)
+    offset = type(info).clusterUuid.offset
+    raw_uuid = ctypes.string_at(ctypes.addressof(info) + offset, _FABRIC_UUID_LEN)
+    cluster_uuid = str(uuid_module.UUID(bytes=raw_uuid)) if any(raw_uuid) else None
+    if state != "completed":
+        return FabricInfo(cluster_uuid=cluster_uuid, clique_id=None, state=state)
+    if int(info.status) != 0 or cluster_uuid is None:
+        return FabricInfo(cluster_uuid=cluster_uuid, clique_id=None, state="failed")
+    return FabricInfo(cluster_uuid=cluster_uuid, clique_id=int(info.cliqueId), state=state)
 
 
 def with_p2p_levels(

@@ -3,8 +3,10 @@ against the fake NVML made as strict as the real library for it."""
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pynvml
 import pytest
@@ -20,7 +22,7 @@ from gputopo.agent.nvml.mig import (
 )
 from gputopo.agent.nvml.signals import decode_clock_event_reasons
 from gputopo.agent.taints import compute_taints
-from gputopo.agent.topology import Health, XidEvent
+from gputopo.agent.topology import Health, HealthSignals, XidEvent
 from gputopo.mocks import mig as mig_tables
 from gputopo.mocks.fake_pynvml import make_fake_pynvml
 from gputopo.mocks.profile import DriverSpec, MachineProfile, NvlinkSpec, load_profile
@@ -323,11 +325,12 @@ def test_mig_memory_rounds_half_up_as_nvidia_names_h200_and_b200() -> None:
 @pytest.mark.parametrize(
     ("profile_index", "name"),
     [
-        (pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1, "1g.10gb+me"),
-        (pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_GFX, "1g.10gb+gfx"),
-        (pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_NO_ME, "1g.10gb-me"),
-        (pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_ALL_ME, "1g.10gb+me.all"),
-        (pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE, "1g.10gb"),
+        # NVML_GPU_INSTANCE_PROFILE_* (literal: older bindings lack the newer names)
+        (0x7, "1g.10gb+me"),  # 1_SLICE_REV1
+        (0xA, "1g.10gb+gfx"),  # 1_SLICE_GFX
+        (0xD, "1g.10gb-me"),  # 1_SLICE_NO_ME
+        (0xF, "1g.10gb+me.all"),  # 1_SLICE_ALL_ME
+        (0x0, "1g.10gb"),  # 1_SLICE
     ],
 )
 def test_every_mig_attribute_suffix_nvml_defines_is_known(profile_index: int, name: str) -> None:
@@ -395,3 +398,126 @@ def test_mig_profile_names_are_computed_where_the_driver_has_no_v2_profile_info_
     old.close()
     assert computed == expected
     assert any(names for names in computed)
+
+
+# -- 5. fabric (GB200 / GH200 NVL) -----------------------------------------------------------------
+
+
+def _gb200_fabric(**changes: object) -> MachineProfile:
+    profile = load_profile("gb200-nvl4")
+    gpus = tuple(
+        replace(gpu, fabric=replace(gpu.fabric, **changes)) if gpu.fabric else gpu
+        for gpu in profile.gpus
+    )
+    return replace(profile, gpus=gpus)
+
+
+def _fabric_of(module: Any) -> Any:
+    adapter = NvmlAdapter(module)
+    adapter.open()
+    gpu = adapter.snapshot(with_p2p=False).gpus[0]
+    adapter.close()
+    return gpu.fabric
+
+
+def test_fabric_clique_only_when_registration_completed_with_success_gb200() -> None:
+    module = make_fake_pynvml("gb200-nvl4")
+    fabric = _fabric_of(module)
+    assert fabric is not None
+    assert (fabric.state, fabric.clique_id) == ("completed", 32766)
+    assert fabric.cluster_uuid == "5d3f0a3e-8f3c-4a7e-9f51-2b6c1d9e0a11"
+    assert module.control.calls["nvmlDeviceGetGpuFabricInfoV"] >= 1  # the versioned API
+    assert module.control.calls["nvmlDeviceGetGpuFabricInfo"] == 0
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"status": "UNKNOWN"}, {"cluster_uuid": "00000000-0000-0000-0000-000000000000"}],
+)
+def test_fabric_registration_that_failed_gives_no_clique_and_degrades_gb200(
+    changes: dict[str, str],
+) -> None:
+    """State COMPLETED is not enough: the status must be SUCCESS and the cluster UUID set."""
+    fabric = _fabric_of(make_fake_pynvml(_gb200_fabric(**changes)))
+    assert fabric is not None
+    assert (fabric.state, fabric.clique_id) == ("failed", None)
+    assert assess(HealthSignals(), fabric=fabric) == (
+        Health.DEGRADED,
+        ("NVLink fabric registration failed",),
+    )
+
+
+class _FabricLegacy(ctypes.Structure):
+    """c_nvmlGpuFabricInfo_t with NVML's layout (as nvidia-ml-py 13 declares it)."""
+
+    _fields_ = [
+        ("clusterUuid", ctypes.c_uint8 * 16),
+        ("status", ctypes.c_int),
+        ("cliqueId", ctypes.c_uint32),
+        ("state", ctypes.c_uint),
+    ]
+
+
+def test_fabric_falls_back_to_the_unversioned_call_before_r550_gb200(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = make_fake_pynvml(_old_driver("gb200-nvl4", "535.183.06"))
+    monkeypatch.setattr(module, "c_nvmlGpuFabricInfo_t", _FabricLegacy, raising=False)
+    fabric = _fabric_of(module)
+    assert fabric is not None and fabric.clique_id == 32766
+    assert module.control.calls["nvmlDeviceGetGpuFabricInfo"] >= 1
+
+
+def test_versioned_fabric_call_checks_the_struct_version_gb200() -> None:
+    module = make_fake_pynvml("gb200-nvl4")
+    module.nvmlInit()
+    handle = module.nvmlDeviceGetHandleByIndex(0)
+    info = pynvml.c_nvmlGpuFabricInfoV_t()
+    info.version = 0x01000024
+    with pytest.raises(pynvml.NVMLError_ArgumentVersionMismatch):
+        module.nvmlDeviceGetGpuFabricInfoV(handle, ctypes.byref(info))
+
+
+class _FabricV_12_570(ctypes.Structure):
+    """c_nvmlGpuFabricInfoV_t as nvidia-ml-py 12.570.86 (the floor) declares it."""
+
+    _fields_ = [
+        ("version", ctypes.c_uint),
+        ("clusterUuid", ctypes.c_char * 16),
+        ("status", ctypes.c_int),
+        ("cliqueId", ctypes.c_uint32),
+        ("state", ctypes.c_uint),
+        ("healthMask", ctypes.c_uint32),
+    ]
+
+
+class _FabricV_12_550(ctypes.Structure):
+    """c_nvmlGpuFabricInfoV_t as nvidia-ml-py 12.550-12.560 declare it: an 80-byte
+    clusterUuid, so every later field is read from the wrong bytes."""
+
+    _fields_ = [
+        ("version", ctypes.c_uint),
+        ("clusterUuid", ctypes.c_char * 80),
+        ("status", ctypes.c_int),
+        ("cliqueId", ctypes.c_uint32),
+        ("state", ctypes.c_uint),
+        ("healthMask", ctypes.c_uint32),
+    ]
+
+
+def test_fabric_reads_right_with_the_floor_bindings_struct_and_refuses_older_layouts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The nvidia-ml-py floor (12.570.86) is the first whose versioned struct has NVML's
+    layout (and a cliqueId); with an older binding's struct the agent reports no fabric
+    rather than a clique read from the wrong bytes."""
+    floor = make_fake_pynvml("gb200-nvl4")
+    monkeypatch.setattr(floor, "c_nvmlGpuFabricInfoV_t", _FabricV_12_570, raising=False)
+    fabric = _fabric_of(floor)
+    assert fabric is not None
+    assert (fabric.state, fabric.clique_id) == ("completed", 32766)
+    assert fabric.cluster_uuid == "5d3f0a3e-8f3c-4a7e-9f51-2b6c1d9e0a11"
+    older = make_fake_pynvml("gb200-nvl4")
+    monkeypatch.setattr(older, "c_nvmlGpuFabricInfoV_t", _FabricV_12_550, raising=False)
+    monkeypatch.setattr(older, "c_nvmlGpuFabricInfo_t", _FabricV_12_550, raising=False)
+    assert _fabric_of(older) is None
