@@ -39,6 +39,7 @@ ARCHITECTURE_FAMILIES: dict[int, str] = {
     8: "ada-lovelace",
     9: "hopper",
     10: "blackwell",
+    13: "rubin",  # NVML_DEVICE_ARCH_RUBIN (11, 12 are the DLA engines)
 }
 
 # NVML_TOPOLOGY_* common-ancestor levels.

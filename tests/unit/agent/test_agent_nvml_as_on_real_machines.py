@@ -20,6 +20,7 @@ from gputopo.agent.nvml.mig import (
     mig_memory_gb,
     mig_profile_name,
 )
+from gputopo.agent.nvml.reads import ARCHITECTURE_FAMILIES
 from gputopo.agent.nvml.signals import decode_clock_event_reasons
 from gputopo.agent.taints import compute_taints
 from gputopo.agent.topology import Health, HealthSignals, XidEvent
@@ -521,3 +522,7 @@ def test_fabric_reads_right_with_the_floor_bindings_struct_and_refuses_older_lay
     monkeypatch.setattr(older, "c_nvmlGpuFabricInfoV_t", _FabricV_12_550, raising=False)
     monkeypatch.setattr(older, "c_nvmlGpuFabricInfo_t", _FabricV_12_550, raising=False)
     assert _fabric_of(older) is None
+
+
+def test_rubin_architecture_id_has_its_family_name() -> None:
+    assert ARCHITECTURE_FAMILIES[pynvml.NVML_DEVICE_ARCH_RUBIN] == "rubin"
