@@ -5,6 +5,9 @@ so ``except pynvml.NVMLError_NotSupported`` and ``NVMLError(code)`` behave exact
 real bindings. Every ``nvml*`` function keeps the real signature; those not modelled here raise
 ``NVMLError_FunctionNotFound`` (what pynvml raises when the driver lacks a symbol). Tests change
 the machine at run time through ``module.control`` (:class:`FakeNvmlControl`).
+
+One file because it stands in for one module: every ``nvml*`` function is a method of the one
+:class:`FakeNvml` state object, as every pynvml function shares the one loaded library.
 """
 
 from __future__ import annotations
