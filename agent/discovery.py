@@ -115,9 +115,8 @@ def assemble(
     bus_ids = _resolve_bus_ids(snapshot.gpus, sys_gpus)
     index_by_bus = {bus: index for index, bus in bus_ids.items() if bus != UNKNOWN_BUS_ID}
 
-    cpu_less = frozenset(node.id for node in sys_numa if not node.cpus)
     gpus = [
-        _build_gpu(nvml_gpu, bus_ids[nvml_gpu.index], sys_by_bus, index_by_bus, cpu_less)
+        _build_gpu(nvml_gpu, bus_ids[nvml_gpu.index], sys_by_bus, index_by_bus, sys_numa)
         for nvml_gpu in snapshot.gpus
     ]
     gpus = _expect_nvlinks(gpus)
@@ -176,9 +175,10 @@ def _build_gpu(
     bus_id: str,
     sys_by_bus: dict[str, PciDevice],
     index_by_bus: dict[str, int],
-    cpu_less_numa: frozenset[int],
+    sys_numa: list[SysNumaNode],
 ) -> Gpu:
     device = sys_by_bus.get(bus_id)
+    cpu_less_numa = frozenset(node.id for node in sys_numa if not node.cpus)
     pcie = nvml_gpu.pcie
     # The PCI attach point is the CPU-local node scheduling cares about; NVML's NUMA id is the
     # GPU memory's own node on Grace systems (CPU-less), kept separately as memory_numa_node.
@@ -195,6 +195,8 @@ def _build_gpu(
         cpus = cpus or device.local_cpus
     if numa is None and nvml_gpu.numa_node is not None and nvml_gpu.numa_node not in cpu_less_numa:
         numa = nvml_gpu.numa_node
+    if numa is None:
+        numa = _numa_fallback(cpus, nvml_gpu.memory_affinity, sys_numa)
     links = []
     for link in nvml_gpu.nvlinks:
         remote = link.remote
@@ -237,6 +239,29 @@ def _build_gpu(
         fabric=nvml_gpu.fabric,
         health_signals=nvml_gpu.signals,
     )
+
+
+def _numa_fallback(
+    cpus: tuple[int, ...], memory_affinity: tuple[int, ...], sys_numa: list[SysNumaNode]
+) -> int | None:
+    """The NUMA node of a GPU whose sysfs ``numa_node`` is -1 (single-socket machines, many VMs)
+    and for which NVML's nvmlDeviceGetNumaNodeId has no answer (NOT_SUPPORTED on x86): the node
+    holding all its CPU affinity, else the one node of its memory affinity, else the only node
+    with CPUs, else the lowest node sharing CPUs with it (or with CPUs at all), so the GPU is
+    never left out of the per-node GPU counts. None only when sysfs lists no NUMA node."""
+    with_cpus = [node for node in sys_numa if node.cpus]
+    if not with_cpus:
+        return None
+    wanted = set(cpus)
+    holding = [node.id for node in with_cpus if wanted and wanted <= set(node.cpus)]
+    if len(holding) == 1:
+        return holding[0]
+    known = {node.id for node in with_cpus}
+    memory = [node for node in memory_affinity if node in known]
+    if len(memory) == 1:
+        return memory[0]
+    sharing = [node.id for node in with_cpus if wanted & set(node.cpus)]
+    return min(sharing) if sharing else min(known)
 
 
 def _expect_nvlinks(gpus: list[Gpu]) -> list[Gpu]:

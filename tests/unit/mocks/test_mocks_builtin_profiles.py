@@ -57,7 +57,7 @@ def test_dgx_h100_nvswitch_links_and_numa() -> None:
             == pynvml.NVML_NVLINK_DEVICE_TYPE_SWITCH
         )
         assert fake.nvmlDeviceGetNvLinkVersion(handle, 0) == pynvml.NVML_NVLINK_VERSION_4_0
-        with pytest.raises(pynvml.NVMLError_NotSupported):
+        with pytest.raises(pynvml.NVMLError_InvalidArgument):  # past the last link, as NVML
             fake.nvmlDeviceGetNvLinkState(handle, 18)
     assert cpus_of(fake.nvmlDeviceGetCpuAffinity(gpus[0], 4)) == [*range(56), *range(112, 168)]
     assert cpus_of(fake.nvmlDeviceGetCpuAffinity(gpus[7], 4)) == [*range(56, 112), *range(168, 224)]
@@ -146,7 +146,7 @@ def test_a100_pcie_nvlink_pairs() -> None:
             == pynvml.NVML_NVLINK_DEVICE_TYPE_GPU
         )
         peers.append(fake.nvmlDeviceGetNvLinkRemotePciInfo(handle, 0).busId)
-        with pytest.raises(pynvml.NVMLError_NotSupported):
+        with pytest.raises(pynvml.NVMLError_InvalidArgument):  # past the last link
             fake.nvmlDeviceGetNvLinkState(handle, 3)
     own = [fake.nvmlDeviceGetPciInfo(h).busId for h in gpus]
     assert peers == [own[1], own[0], own[3], own[2]]
@@ -227,7 +227,11 @@ def test_gb200_fabric_clique_and_gpu_numa_nodes() -> None:
 def test_dgx_h100_degraded_lost_gpu_raises_gpu_is_lost() -> None:
     fake = opened("dgx-h100-degraded")
     assert fake.nvmlDeviceGetCount() == 8
+    with pytest.raises(pynvml.NVMLError_GpuIsLost):  # real NVML: lost already at the handle
+        fake.nvmlDeviceGetHandleByIndex(6)
+    fake.control.set_lost(6, lost=False)
     lost = fake.nvmlDeviceGetHandleByIndex(6)
+    fake.control.set_lost(6)
     for call in (fake.nvmlDeviceGetName, fake.nvmlDeviceGetUUID, fake.nvmlDeviceGetMemoryInfo):
         with pytest.raises(pynvml.NVMLError_GpuIsLost):
             call(lost)

@@ -79,9 +79,12 @@ def test_metrics_setters() -> None:
     control.set_throttle_reasons(0, pynvml.nvmlClocksEventReasonSwPowerCap)
     utilization = fake.nvmlDeviceGetUtilizationRates(handle)
     assert (utilization.gpu, utilization.memory) == (87, 42)
-    memory = fake.nvmlDeviceGetMemoryInfo(handle)
+    memory = fake.nvmlDeviceGetMemoryInfo(handle, pynvml.nvmlMemory_v2)
     assert memory.used == 1024 * 1024 * 1024
-    assert memory.free == memory.total - memory.used
+    assert memory.free == memory.total - memory.reserved - memory.used
+    legacy = fake.nvmlDeviceGetMemoryInfo(handle)  # v1: reserved memory counts as used
+    assert legacy.used == memory.used + memory.reserved
+    assert legacy.free == legacy.total - legacy.used
     assert fake.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU) == 77
     assert fake.nvmlDeviceGetPowerUsage(handle) == 612500
     assert fake.nvmlDeviceGetEnforcedPowerLimit(handle) == 700000

@@ -25,8 +25,8 @@ def test_generated_profiles_are_served_by_both_fakes(profile: MachineProfile) ->
         return
     assert fake.nvmlDeviceGetCount() == len(profile.nvml_gpus())
     for index in range(fake.nvmlDeviceGetCount()):
-        handle = fake.nvmlDeviceGetHandleByIndex(index)
         try:
+            handle = fake.nvmlDeviceGetHandleByIndex(index)
             assert (
                 fake.nvmlDeviceGetPciInfo(handle).busId.lower()[4:]
                 == profile.nvml_gpus()[index].bus_id
