@@ -3,10 +3,11 @@ the next scripted reply, written in pieces, with pauses, or cut off, as a test n
 
 from __future__ import annotations
 
+import contextlib
+import select
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,7 +35,9 @@ class ScriptedServer:
     def __post_init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._sockets: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
 
     def _accept(self) -> None:
         while True:
@@ -43,13 +46,18 @@ class ScriptedServer:
             except OSError:
                 return
             self.connections += 1
-            number = self.connections
-            threading.Thread(target=self._serve, args=(sock, number), daemon=True).start()
+            self._sockets.append(sock)
+            thread = threading.Thread(
+                target=self._serve, args=(sock, self.connections), daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def _serve(self, sock: socket.socket, number: int) -> None:
         try:
             if self.tls is not None:
                 sock = self.tls.wrap_socket(sock, server_side=True)
+                self._sockets.append(sock)
             reader = sock.makefile("rb")
             while True:
                 line = reader.readline()
@@ -70,7 +78,17 @@ class ScriptedServer:
             sock.close()
 
     def close(self) -> None:
+        """Stops accepting and serving, and waits for the server's threads to end: a test that
+        counts threads (tests/unit/scheduler/runtime/test_workers.py) must not see them exit
+        later, whichever test ran before it."""
+        for sock in (self.listener, *self._sockets):
+            # Wakes a blocked accept() or read; OSError: not connected, already closed, or
+            # detached by the TLS wrapper.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
 
 
 def answer(status: int, body: bytes, *extra: str) -> Reply:
@@ -85,12 +103,16 @@ def answer(status: int, body: bytes, *extra: str) -> Reply:
 
 
 def pieces(*parts: bytes, keep_open: bool = True, pause_s: float = 0.02) -> Reply:
-    """Writes ``parts`` one at a time with a pause between: the client sees partial reads."""
+    """Writes ``parts`` one at a time with a pause between: the client sees partial reads.
+
+    A pause ends early when the socket turns readable: the client went away, or
+    :meth:`ScriptedServer.close` shut the socket down (so a long pause never outlives the test).
+    """
 
     def reply(sock: socket.socket) -> bool:
         for part in parts:
             sock.sendall(part)
-            time.sleep(pause_s)
+            select.select([sock], [], [], pause_s)
         return keep_open
 
     return reply
