@@ -1,14 +1,18 @@
-"""Scheduling profiles: the shipped weights, validation naming file and field, partial files."""
+"""Scheduling profiles: the shipped weights (and the deployed ConfigMap that carries them),
+validation naming file and field, partial files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gputopo.scheduler.errors import SchedulerInputError
-from gputopo.scheduler.scheduling_profile import default_profile, load_profile
+from gputopo.scheduler.scheduling_profile import default_profile, load_profile, parse_profile
 from tests.unit.scheduler.sched_builders import cluster, node, pod, schedule
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_shipped_profile_has_kube_scheduler_default_weights() -> None:
@@ -71,3 +75,9 @@ def test_zero_weight_switches_a_score_off(tmp_path: Path) -> None:
     path.write_text("scores: {TaintToleration: 0}\n")
     result = schedule(pod("p"), cluster([node("a")]), load_profile(path))
     assert "TaintToleration" not in result.diagnosis()["a"].plugin_scores
+
+
+def test_deployed_profile_configmap_is_the_default_profile() -> None:
+    configmap = yaml.safe_load((REPO / "daemonset/scheduler/configmap.yaml").read_text())
+    document = yaml.safe_load(configmap["data"]["profile.yaml"])
+    assert parse_profile(document, "configmap.yaml") == default_profile()
