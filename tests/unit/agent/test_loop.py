@@ -1,14 +1,16 @@
 """The agent's loop (agent/loop.py) on a fake clock: when cycles run — on schedule with jitter,
 at once on a trigger, rate-limited — and what the health tick keeps fresh in between.
 
-Node: no NVML, an empty sysfs (what the loop does does not depend on the machine). Time moves
-only when a test advances the clock; nothing sleeps and nothing is timed.
+Node: no NVML, an empty sysfs (what the loop does does not depend on the machine), except for
+the health-tick tests at the end, which count the NVML calls one tick makes on a mocked DGX H100.
+Time moves only when a test advances the clock; nothing sleeps and nothing is timed.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +166,66 @@ def test_config_rejects_nonsense() -> None:
 
 def test_pod_resources_poll_defaults_to_every_ten_seconds() -> None:
     assert RunLoopConfig().pod_resources_interval_s == 10.0
+
+
+def test_a_health_tick_reads_each_nvlink_state_once_dgx_h100(tmp_path: Path) -> None:
+    """The health poll's NVLink states feed the load sample; the link count discovery learnt
+    means no call past the last link (8 GPUs x 18 links on a DGX H100)."""
+    from gputopo.agent.discovery import Discoverer
+    from gputopo.agent.loop import Agent, RunLoopConfig
+    from gputopo.mocks.fake_pynvml import make_fake_pynvml
+    from gputopo.mocks.profile import load_profile
+    from gputopo.mocks.sysfs import build_sysfs
+
+    machine = load_profile("dgx-h100")
+    nvml = make_fake_pynvml(machine)
+    build_sysfs(machine, tmp_path)
+    with Discoverer(nvml, tmp_path, "node") as discoverer:
+        agent = Agent(discoverer, publisher=None, config=RunLoopConfig(udev=False))
+        agent.run_cycle()
+        nvml.control.set_nvlink_active(3, 5, False)
+        before = nvml.control.calls["nvmlDeviceGetNvLinkState"]
+        agent.health_tick()
+        assert nvml.control.calls["nvmlDeviceGetNvLinkState"] - before == 8 * 18
+    load = agent.holder.get().load
+    assert load is not None
+    assert [link.active for link in load.gpus[3].nvlinks].count(False) == 1
+    assert len(load.gpus[0].nvlinks) == 18
+    assert load.gpus[3].signals is not None and load.gpus[3].signals.nvlinks_down == 1
+
+
+def test_slow_signals_are_re_read_every_tenth_tick_dgx_h100(tmp_path: Path) -> None:
+    """NVLink states, lifetime ECC counts and memory repair state every 10th health tick;
+    temperature, clocks, volatile ECC every tick."""
+    from gputopo.agent.discovery import Discoverer
+    from gputopo.agent.loop import SLOW_SIGNALS_EVERY, Agent, RunLoopConfig
+    from gputopo.mocks.fake_pynvml import make_fake_pynvml
+    from gputopo.mocks.profile import load_profile
+    from gputopo.mocks.sysfs import build_sysfs
+
+    machine = load_profile("dgx-h100")
+    nvml = make_fake_pynvml(machine)
+    build_sysfs(machine, tmp_path)
+    with Discoverer(nvml, tmp_path, "node") as discoverer:
+        agent = Agent(discoverer, publisher=None, config=RunLoopConfig(udev=False))
+        agent.run_cycle()
+        agent.health_tick()  # a full one
+        nvml.control.set_nvlink_active(1, 2, False)
+        nvml.control.set_temperature(1, 91)
+        nvml.control.set_remapped_rows(1, pending=True)
+        before = nvml.control.calls.copy()
+        agent.health_tick()
+        calls = nvml.control.calls - before
+        load = agent.holder.get().load
+        assert load is not None and load.gpus[1].signals is not None
+        assert calls["nvmlDeviceGetNvLinkState"] == calls["nvmlDeviceGetRemappedRows"] == 0
+        assert load.gpus[1].signals.temperature_c == 91  # fast: this tick
+        assert load.gpus[1].signals.nvlinks_down == 0  # slow: not yet
+        for _ in range(SLOW_SIGNALS_EVERY - 2):
+            agent.health_tick()
+        assert agent.holder.get().load.gpus[1].signals.nvlinks_down == 0  # type: ignore[union-attr]
+        agent.health_tick()  # the tenth: slow signals re-read
+        signals = agent.holder.get().load.gpus[1].signals  # type: ignore[union-attr]
+        assert signals is not None
+        assert signals.nvlinks_down == 1
+        assert signals.memory_repair.remapped_rows_pending is True

@@ -1,13 +1,12 @@
+"""The NVML adapter on a tiny hand-built NVML: what it reads, what it tolerates, what it keeps."""
+
 from __future__ import annotations
 
 import pynvml
 import pytest
 
 from gputopo.agent.nvml import NvmlAdapter
-from gputopo.agent.nvml.mig import mig_memory_gb, mig_profile_name
-from gputopo.agent.nvml.reads import cpus_from_affinity, family_from_compute_capability
-from gputopo.agent.nvml.signals import decode_clock_event_reasons
-from gputopo.agent.topology import ComputeCapability, NvlinkRemote, P2PLevel, XidEvent
+from gputopo.agent.topology import NvlinkRemote, P2PLevel, XidEvent
 from tests.unit.agent.agent_fixtures import TinyGpu, tiny_nvml
 
 SWITCH_BUS = "00000000:A5:00.0"
@@ -16,45 +15,6 @@ SWITCH_BUS = "00000000:A5:00.0"
 def h100(bus: str, numa: int = 0, **kwargs: object) -> TinyGpu:
     links = {n: (1, 6, 2, SWITCH_BUS) for n in range(18)}
     return TinyGpu(bus_id=bus, numa=numa, links=links, **kwargs)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("cc", "family"),
-    [
-        ((7, 0), "volta"),
-        ((7, 5), "turing"),
-        ((8, 0), "ampere"),
-        ((8, 6), "ampere"),
-        ((8, 9), "ada-lovelace"),
-        ((9, 0), "hopper"),
-        ((10, 0), "blackwell"),
-        ((12, 0), "blackwell"),
-        ((6, 0), "pascal"),
-        ((1, 0), None),
-    ],
-)
-def test_family_follows_compute_capability_like_gfd(cc: tuple[int, int], family: str) -> None:
-    assert family_from_compute_capability(ComputeCapability(*cc)) == family
-
-
-def test_mig_names_round_memory_like_go_nvlib() -> None:
-    a100_80 = 81920 * 1024 * 1024
-    assert mig_memory_gb(a100_80, 9728) == 10
-    assert mig_memory_gb(a100_80, 19968) == 20
-    assert mig_memory_gb(a100_80, 40192) == 40
-    assert mig_memory_gb(40960 * 1024 * 1024, 4864) == 5
-    assert mig_profile_name(3, 40) == "3g.40gb"
-    assert mig_profile_name(3, 40, compute_slices=1) == "1c.3g.40gb"
-    assert mig_profile_name(1, 10, media=True) == "1g.10gb+me"
-
-
-def test_clock_event_reasons_decode_to_names() -> None:
-    assert decode_clock_event_reasons(0x0) == ()
-    assert decode_clock_event_reasons(0x48) == ("hw_slowdown", "hw_thermal_slowdown")
-
-
-def test_cpu_affinity_words_become_cpu_indices() -> None:
-    assert cpus_from_affinity([0b1011, 0, 1]) == (0, 1, 3, 128)
 
 
 def test_library_not_found_is_a_normal_unavailable_status() -> None:
