@@ -42,7 +42,7 @@ from tests.integration.scheduler_env import (
 )
 from tests.integration.scheduler_env import gpu_node as env_gpu_node
 from tests.polling import eventually
-from tests.unit.runtime.fake_kubelet import fake_kubelet, short_socket_dir
+from tests.unit.agent.fake_kubelet import fake_kubelet, short_socket_dir
 
 pytestmark = pytest.mark.integration
 
