@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from gputopo.core.documents import load_json
 from gputopo.core.serve import Probes, ProbeServer, check, parse_address
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import NodeDiagnosis, schedule_one
@@ -448,7 +449,7 @@ class ExtenderServer(ProbeServer):
     def handle(self, verb: str, raw: bytes) -> tuple[int, Any]:
         """(HTTP status, JSON answer) for one verb; bad input is a 400 naming the field."""
         try:
-            body = json.loads(raw or b"null")
+            body = load_json(raw or b"null", source="request body")
             if verb == "preempt":
                 return 200, self.extender.preempt(PreemptionRequest.from_json(body))
             if verb == "bind":
