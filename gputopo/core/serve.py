@@ -98,10 +98,48 @@ class Probes:
     readiness: Probe = field(default=always_ok)
 
 
+def mutual_tls_context(
+    cert_file: str,
+    key_file: str,
+    client_ca_file: str,
+    *,
+    flags: tuple[str, str, str] = ("--tls-cert-file", "--tls-private-key-file", "--client-ca-file"),
+) -> ssl.SSLContext:
+    """A server context that requires a client certificate signed by ``client_ca_file``
+    (TLS 1.2 at least): a caller without one never completes the handshake, so it cannot send
+    a request at all. ValueError names the flag whose file could not be loaded."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as error:
+        reason = error.strerror or str(error) if isinstance(error, OSError) else str(error)
+        raise ValueError(
+            f"{flags[0]} {cert_file!r} / {flags[1]} {key_file!r}: cannot load: {reason}"
+        ) from None
+    try:
+        context.load_verify_locations(cafile=client_ca_file)
+    except (OSError, ssl.SSLError) as error:
+        reason = error.strerror or str(error) if isinstance(error, OSError) else str(error)
+        raise ValueError(f"{flags[2]} {client_ca_file!r}: cannot load: {reason}") from None
+    return context
+
+
+def common_name(certificate: Mapping[str, Any] | None) -> str:
+    """The subject CN of ``ssl.SSLSocket.getpeercert()``'s answer ('' without one)."""
+    for rdn in (certificate or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return ""
+
+
 class ProbeServer:
     """Serves ``/metrics`` (when given a registry), ``/healthz``, ``/readyz`` and any POST
     ``routes`` (matched on the last path segment, so any URL prefix works) from a thread, within
-    ``limits`` and, given ``tls``, over TLS."""
+    ``limits`` and, given ``tls``, over TLS — and, given ``client_names``, only to clients whose
+    certificate's subject CN is one of them."""
 
     def __init__(
         self,
@@ -114,8 +152,10 @@ class ProbeServer:
         thread_name: str = "gputopo-http",
         limits: Limits | None = None,
         tls: ssl.SSLContext | None = None,
+        client_names: frozenset[str] = frozenset(),
     ) -> None:
         self.registry = registry
+        self.client_names = client_names  # with tls: the client CNs allowed (empty: any)
         self.probes = probes or Probes()
         self.routes = dict(routes or {})
         self.limits = limits or Limits()
@@ -180,7 +220,9 @@ class ProbeServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """Stop serving and close the port (also for a server never started)."""
+        if self._thread is not None:
+            self._server.shutdown()  # waits for serve_forever, which only a start() runs
         self._server.server_close()
         self._server.watchdog.stop()
         if self._thread is not None:
@@ -333,6 +375,10 @@ def _handler_class(server: ProbeServer) -> type[http.server.BaseHTTPRequestHandl
                     self.connection.do_handshake()
                 finally:
                     self._watchdog.disarm(self.connection)
+                name = common_name(self.connection.getpeercert())
+                if server.client_names and name not in server.client_names:
+                    # Signed by the client CA, but not a caller this server serves.
+                    raise ConnectionRefusedError(f"client certificate CN {name!r} not allowed")
 
         def handle(self) -> None:
             try:
