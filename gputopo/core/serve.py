@@ -198,7 +198,8 @@ class ProbeServer:
     @property
     def url(self) -> str:
         host = str(self._server.server_address[0])
-        host = "127.0.0.1" if host == "0.0.0.0" else host
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        host = f"[{host}]" if ":" in host else host
         scheme = "https" if self.tls is not None else "http"
         return f"{scheme}://{host}:{self.port}"
 
