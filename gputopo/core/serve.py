@@ -50,6 +50,7 @@ _BUSY: Final = (
     b"Content-Length: 30\r\nConnection: close\r\n\r\ntoo many connections, try again\n"
 )
 _WATCHDOG_TICK_S: Final = 0.1
+_NEXT_REQUEST: Final = "the next request"
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,11 @@ class _Watchdog:
                 for connection, _ in expired:
                     del self._deadlines[connection]
             for connection, waiting_for in expired:
-                log.info("closing a connection: timed out", extra={"waiting_for": waiting_for})
+                # An idle keep-alive closing is routine (debug); a half-sent request is not.
+                level = logging.DEBUG if waiting_for == _NEXT_REQUEST else logging.INFO
+                log.log(
+                    level, "closing a connection: timed out", extra={"waiting_for": waiting_for}
+                )
                 # The plain socket's shutdown, also under TLS: SSLSocket.shutdown would drop
                 # the TLS state under the reading thread's feet. OSError: already closed.
                 with contextlib.suppress(OSError):
@@ -311,10 +316,15 @@ class _Server(http.server.ThreadingHTTPServer):
             admitted = self.active < self.limits.max_connections
             if admitted:
                 self.active += 1
-        if admitted:
-            super().process_request(request, client_address)
+        if not admitted:
+            self._refuse(request)
             return
-        self._refuse(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started (the system's limit): free the slot
+            with self._active_lock:
+                self.active -= 1
+            raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -396,7 +406,7 @@ def _handler_class(server: ProbeServer) -> type[http.server.BaseHTTPRequestHandl
                 super().finish()
 
         def handle_one_request(self) -> None:
-            self._watchdog.arm(self.connection, limits.idle_timeout_s, "the next request")
+            self._watchdog.arm(self.connection, limits.idle_timeout_s, _NEXT_REQUEST)
             try:
                 super().handle_one_request()
             finally:
