@@ -328,6 +328,7 @@ def test_extender_process_with_prometheus_flags_filters_and_ranks_by_load(
                 "gputopo.scheduler.cli",
                 "extender",
                 f"--listen=127.0.0.1:{port}",
+                "--insecure-no-auth",
                 f"--kubeconfig={kubeconfig}",
                 f"--prometheus-url={prometheus.url}",
                 "--load-window=2",

@@ -303,15 +303,22 @@ BINDING = {"PodName": "job", "PodNamespace": "ml", "PodUID": "uid-job", "Node": 
 
 
 def test_bind_posts_the_binding_and_reports_api_errors_in_error() -> None:
+    framework = CoreFramework()
+    framework.upsert_node(gpu_node("n1"))
+    job = gpu_pod("job", gpus=1, namespace="ml")
     calls: list[tuple[str, str, str, str]] = []
-    extender = Extender(CoreFramework(), binder=lambda *args: calls.append(args))
+    extender = Extender(
+        framework, binder=lambda *args: calls.append(args), pod_reader=lambda *_: job
+    )
     assert extender.bind(BindingRequest.from_json(BINDING)) == {"Error": ""}
     assert calls == [("ml", "job", "uid-job", "n1")]
 
     def conflict(*_: str) -> None:
         raise RuntimeError("409 Conflict: pod ml/job is already assigned to node n2")
 
-    refused = Extender(CoreFramework(), binder=conflict).bind(BindingRequest.from_json(BINDING))
+    refused = Extender(framework, binder=conflict, pod_reader=lambda *_: job).bind(
+        BindingRequest.from_json(BINDING)
+    )
     assert refused == {
         "Error": "bind ml/job to n1: 409 Conflict: pod ml/job is already assigned to node n2"
     }
