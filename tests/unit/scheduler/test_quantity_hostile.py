@@ -212,3 +212,22 @@ def test_yaml_numbers_parse_bounded_or_are_refused(number: float) -> None:
     except SchedulerInputError:
         return
     assert abs(value) <= MAX_QUANTITY
+
+
+def test_runtime_core_schedules_around_hostile_pods_like_any_other() -> None:
+    """The running scheduler's core (what `run` and the extender call per event): the hostile
+    bound pod fills its node, a hostile pending pod is unschedulable with the usual reason, and
+    a normal pod goes to the other node."""
+    from gputopo.scheduler.runtime.core_adapter import CoreFramework
+
+    core = CoreFramework()
+    core.upsert_node(_node("8"))
+    other = _node("8")
+    other["metadata"] = {"name": "n2", "labels": {"kubernetes.io/hostname": "n2"}}
+    core.upsert_node(other)
+    core.upsert_pod(_pod("hostile", "1e9999999"))
+    pending = core.schedule(_pod("huge", "1e9999999", node=None))
+    assert pending.node_name is None
+    assert "Insufficient cpu" in pending.message
+    normal = core.schedule(_pod("normal", "1", node=None))
+    assert normal.node_name == "n2"
