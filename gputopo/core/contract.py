@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gputopo.core.decode import DecodeError, decode, wire, wire_keys
+from gputopo.core.documents import DocumentError, load_json
 from gputopo.core.grammar import format_cpulist, parse_cpulist
 
 DEFAULT_PREFIX: Final = "gputopo.io"
@@ -409,11 +410,14 @@ def _gpu_doc(gpu: AnnotatedGpu) -> dict[str, Any]:
 
 
 def parse_topology_annotation(text: str) -> TopologyAnnotation:
-    """Parse the ``<prefix>/topology`` annotation; refuses a newer version instead of guessing."""
+    """Parse the ``<prefix>/topology`` annotation; refuses a newer version instead of guessing.
+
+    Read through :func:`gputopo.core.documents.load_json`, so a garbage, deeply nested or
+    huge-numbered annotation is a ContractError like any other, never a RecursionError."""
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ContractError(f"topology annotation is not valid JSON: {error}") from None
+        document = load_json(text, source="topology annotation")
+    except DocumentError as error:
+        raise ContractError(str(error)) from None
     if not isinstance(document, dict):
         raise ContractError("topology annotation must be a JSON object")
     version = document.get("v")

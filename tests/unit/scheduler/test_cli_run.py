@@ -71,8 +71,8 @@ def test_bad_profile_names_the_file(capsys: pytest.CaptureFixture[str]) -> None:
     ("variable", "value", "expected"),
     [
         ("GPUTOPO_LOG_LEVEL", "verbose", "expected one of debug, info, warning, error"),
-        ("GPUTOPO_LEASE_DURATION", "soon", "expected float"),
-        ("GPUTOPO_BIND_WORKERS", "many", "expected int"),
+        ("GPUTOPO_LEASE_DURATION", "soon", r"expected a number in \[0.1, 3600\]"),
+        ("GPUTOPO_BIND_WORKERS", "many", r"expected an integer in \[1, 256\]"),
         ("GPUTOPO_LEADER_ELECT", "maybe", "expected true or false"),
     ],
 )
@@ -154,10 +154,13 @@ def test_extender_bad_load_flag_is_one_line_naming_it(
 
 
 def test_negative_nrt_max_age_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--kubeconfig", "/nonexistent", "--nrt-max-age", "-1"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--kubeconfig", "/nonexistent", "--nrt-max-age", "-1"])
+    assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert (
-        err == "gputopo-scheduler: error: --nrt-max-age -1.0: expected seconds >= 0 (0: no limit)"
+    assert err == (
+        "gputopo-scheduler: error: argument --nrt-max-age: "
+        "expected a number in [0, 604800], got '-1' (see --help)"
     )
 
 
@@ -174,8 +177,10 @@ def test_gang_backoff_reaches_the_runtime_config(monkeypatch: pytest.MonkeyPatch
 
 
 def test_negative_gang_backoff_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--kubeconfig", "/nonexistent", "--gang-backoff", "-1"]) == 2
-    assert "--gang-backoff -1.0: expected seconds >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--kubeconfig", "/nonexistent", "--gang-backoff", "-1"])
+    assert exit_.value.code == 2
+    assert "--gang-backoff: expected a number in [0, 86400], got '-1'" in capsys.readouterr().err
 
 
 def test_bad_metrics_address_is_one_line_before_any_api_call(
