@@ -7,12 +7,14 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from gputopo.agent.publish.desired import DesiredState
 from gputopo.core.contract import Contract, format_key_list, parse_key_list
 
 log = logging.getLogger(__name__)
+
+FIELD_MANAGER: Final = "gputopo-agent"
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class NodeView:
     labels: dict[str, str]
     annotations: dict[str, str]
     taints: tuple[dict[str, Any], ...]
+    # Label keys the API server's managedFields record as last set by the agent's field
+    # manager: the record the agent re-derives ownership from when its annotation is gone.
+    managed_labels: frozenset[str] = frozenset()
 
     @classmethod
     def from_dict(cls, node: Mapping[str, Any]) -> NodeView:
@@ -35,7 +40,22 @@ class NodeView:
             labels=dict(metadata.get("labels") or {}),
             annotations=dict(metadata.get("annotations") or {}),
             taints=tuple(dict(t) for t in spec.get("taints") or ()),
+            managed_labels=_managed_labels(metadata.get("managedFields")),
         )
+
+
+def _managed_labels(entries: Any, manager: str = FIELD_MANAGER) -> frozenset[str]:
+    """Label keys ``manager`` owns according to the Node's ``metadata.managedFields``."""
+    keys: set[str] = set()
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, Mapping) or entry.get("manager") != manager:
+            continue
+        fields = entry.get("fieldsV1")
+        metadata = fields.get("f:metadata") if isinstance(fields, Mapping) else None
+        labels = metadata.get("f:labels") if isinstance(metadata, Mapping) else None
+        if isinstance(labels, Mapping):
+            keys.update(name[2:] for name in labels if isinstance(name, str) and name[:2] == "f:")
+    return frozenset(keys)
 
 
 @dataclass(frozen=True)
@@ -58,10 +78,48 @@ class Plan:
     changes: tuple[Change, ...]
     patch: dict[str, Any]  # JSON merge patch (empty when nothing changes)
     skipped_foreign: tuple[str, ...] = ()
+    # Entries of the ownership annotations naming keys the agent never writes (forged or
+    # garbled): ignored, dropped from the annotation by this plan, and reported.
+    ignored_ownership: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
         return not self.changes
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """What the agent owns on a Node: only keys it would publish itself.
+
+    The ownership annotations are a claim anyone with write access to the Node can make, so an
+    entry counts only when the contract says the agent writes such a key (its own prefix, the
+    exact GFD-compatible ``nvidia.com/*`` set, its own taint keys); every other entry is
+    ignored and reported. Where the annotation is gone or garbled, ownership is re-derived
+    from what the API server itself records: label keys that ``managedFields`` attributes to
+    the agent's field manager, and taints with the agent's own keys.
+    """
+
+    labels: frozenset[str]
+    taints: frozenset[str]
+    ignored: tuple[str, ...]
+
+    @classmethod
+    def of(cls, node: NodeView, contract: Contract) -> Ownership:
+        claimed_labels = parse_key_list(node.annotations.get(contract.owned_labels_annotation))
+        claimed_taints = parse_key_list(node.annotations.get(contract.owned_taints_annotation))
+        labels = {key for key in claimed_labels if contract.may_own_label(key)}
+        taints = {identity for identity in claimed_taints if contract.may_own_taint(identity)}
+        ignored = [f"label {key}" for key in sorted(claimed_labels - labels)]
+        ignored += [f"taint {identity}" for identity in sorted(claimed_taints - taints)]
+        labels |= {
+            key for key in node.managed_labels if key in node.labels and contract.may_own_label(key)
+        }
+        taints |= {
+            _taint_identity(taint)
+            for taint in node.taints
+            if contract.may_own_taint(_taint_identity(taint))
+        }
+        return cls(frozenset(labels), frozenset(taints), tuple(ignored))
 
 
 def _taint_identity(taint: Mapping[str, Any]) -> str:
@@ -154,8 +212,8 @@ def plan(
 ) -> Plan:
     """The merge patch that brings ``node`` to ``desired`` under the ownership rules."""
     planner = _Planner(node, contract)
-    owned_labels = parse_key_list(node.annotations.get(contract.owned_labels_annotation))
-    owned_taints = parse_key_list(node.annotations.get(contract.owned_taints_annotation))
+    ownership = Ownership.of(node, contract)
+    owned_labels, owned_taints = ownership.labels, ownership.taints
     pending = _parse_pending(node.annotations.get(contract.pending_removal_annotation))
     own_prefix = f"{contract.prefix}/"
     skipped: list[str] = []
@@ -231,14 +289,37 @@ def plan(
         contract.sla_state_annotation,
         desired.sla_state.to_json() if desired.sla_state is not None else None,
     )
-    return Plan(tuple(planner.changes), planner.patch(), tuple(skipped))
+    return Plan(tuple(planner.changes), planner.patch(), tuple(skipped), ownership.ignored)
+
+
+def taints_only(full: Plan, contract: Contract) -> Plan | None:
+    """The taint part of ``full`` (with its ownership record), or None when it changes no taint.
+
+    What the writer still sends when the API server refuses the whole patch (an admission
+    policy or webhook denying one label): a GPU that failed gets its health taint regardless.
+    """
+    spec = full.patch.get("spec") or {}
+    if "taints" not in spec:
+        return None
+    metadata_in = full.patch.get("metadata") or {}
+    metadata: dict[str, Any] = {"resourceVersion": metadata_in.get("resourceVersion", "")}
+    owned_taints = contract.owned_taints_annotation
+    annotations = metadata_in.get("annotations") or {}
+    if owned_taints in annotations:
+        metadata["annotations"] = {owned_taints: annotations[owned_taints]}
+    changes = tuple(
+        change
+        for change in full.changes
+        if change.kind == "taint" or (change.kind == "annotation" and change.key == owned_taints)
+    )
+    return Plan(changes, {"metadata": metadata, "spec": {"taints": spec["taints"]}})
 
 
 def plan_prune(node: NodeView, contract: Contract) -> Plan:
     """Remove every label, taint and annotation the agent owns; nothing else."""
     planner = _Planner(node, contract)
-    owned_labels = parse_key_list(node.annotations.get(contract.owned_labels_annotation))
-    owned_taints = parse_key_list(node.annotations.get(contract.owned_taints_annotation))
+    ownership = Ownership.of(node, contract)
+    owned_labels, owned_taints = ownership.labels, ownership.taints
     for key in sorted(owned_labels):
         if key in node.labels:
             planner.set_label(key, None)
@@ -246,7 +327,7 @@ def plan_prune(node: NodeView, contract: Contract) -> Plan:
     for key in contract_annotations(contract):
         if key in node.annotations:
             planner.set_annotation(key, None)
-    return Plan(tuple(planner.changes), planner.patch())
+    return Plan(tuple(planner.changes), planner.patch(), (), ownership.ignored)
 
 
 def contract_annotations(contract: Contract) -> tuple[str, ...]:
