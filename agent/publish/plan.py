@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from gputopo.agent.publish.desired import DesiredState
-from gputopo.core.contract import Contract, format_key_list, parse_key_list
+from gputopo.core.contract import (
+    NVIDIA_PREFIX,
+    Contract,
+    format_key_list,
+    parse_key_list,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,9 @@ class NodeView:
     # Label keys the API server's managedFields record as last set by the agent's field
     # manager: the record the agent re-derives ownership from when its annotation is gone.
     managed_labels: frozenset[str] = frozenset()
+    # Annotation keys the agent's field manager holds; None where the Node carried no
+    # managedFields at all (nothing to confirm or refute the ownership annotation with).
+    managed_annotations: frozenset[str] | None = None
 
     @classmethod
     def from_dict(cls, node: Mapping[str, Any]) -> NodeView:
@@ -40,21 +48,27 @@ class NodeView:
             labels=dict(metadata.get("labels") or {}),
             annotations=dict(metadata.get("annotations") or {}),
             taints=tuple(dict(t) for t in spec.get("taints") or ()),
-            managed_labels=_managed_labels(metadata.get("managedFields")),
+            managed_labels=_managed_keys(metadata.get("managedFields"), "f:labels"),
+            managed_annotations=(
+                _managed_keys(metadata.get("managedFields"), "f:annotations")
+                if metadata.get("managedFields")
+                else None
+            ),
         )
 
 
-def _managed_labels(entries: Any, manager: str = FIELD_MANAGER) -> frozenset[str]:
-    """Label keys ``manager`` owns according to the Node's ``metadata.managedFields``."""
+def _managed_keys(entries: Any, kind: str, manager: str = FIELD_MANAGER) -> frozenset[str]:
+    """Label (``f:labels``) or annotation (``f:annotations``) keys ``manager`` owns according
+    to the Node's ``metadata.managedFields``."""
     keys: set[str] = set()
     for entry in entries if isinstance(entries, list) else ():
         if not isinstance(entry, Mapping) or entry.get("manager") != manager:
             continue
         fields = entry.get("fieldsV1")
         metadata = fields.get("f:metadata") if isinstance(fields, Mapping) else None
-        labels = metadata.get("f:labels") if isinstance(metadata, Mapping) else None
-        if isinstance(labels, Mapping):
-            keys.update(name[2:] for name in labels if isinstance(name, str) and name[:2] == "f:")
+        names = metadata.get(kind) if isinstance(metadata, Mapping) else None
+        if isinstance(names, Mapping):
+            keys.update(name[2:] for name in names if isinstance(name, str) and name[:2] == "f:")
     return frozenset(keys)
 
 
@@ -94,9 +108,12 @@ class Ownership:
     The ownership annotations are a claim anyone with write access to the Node can make, so an
     entry counts only when the contract says the agent writes such a key (its own prefix, the
     exact GFD-compatible ``nvidia.com/*`` set, its own taint keys); every other entry is
-    ignored and reported. Where the annotation is gone or garbled, ownership is re-derived
-    from what the API server itself records: label keys that ``managedFields`` attributes to
-    the agent's field manager, and taints with the agent's own keys.
+    ignored and reported. When managedFields shows that another writer last set the
+    annotation, its ``nvidia.com/*`` entries also need managedFields to confirm them.
+
+    Where the annotation is gone or garbled, ownership is re-derived from what the API server
+    itself records: label keys that ``managedFields`` attributes to the agent's field manager,
+    and taints with the agent's own keys.
     """
 
     labels: frozenset[str]
@@ -108,6 +125,19 @@ class Ownership:
         claimed_labels = parse_key_list(node.annotations.get(contract.owned_labels_annotation))
         claimed_taints = parse_key_list(node.annotations.get(contract.owned_taints_annotation))
         labels = {key for key in claimed_labels if contract.may_own_label(key)}
+        annotation = contract.owned_labels_annotation
+        if (
+            node.managed_annotations is not None
+            and annotation in node.annotations
+            and annotation not in node.managed_annotations
+        ):
+            # Someone else rewrote the annotation: its nvidia.com/* claims count only where
+            # managedFields confirms the agent wrote the label (GFD's keys stay GFD's).
+            labels = {
+                key
+                for key in labels
+                if not key.startswith(f"{NVIDIA_PREFIX}/") or key in node.managed_labels
+            }
         taints = {identity for identity in claimed_taints if contract.may_own_taint(identity)}
         ignored = [f"label {key}" for key in sorted(claimed_labels - labels)]
         ignored += [f"taint {identity}" for identity in sorted(claimed_taints - taints)]

@@ -175,6 +175,33 @@ def test_managed_fields_of_the_agent_are_read_from_the_node() -> None:
     assert view.managed_labels == {Gfd.GPU_COUNT}
 
 
+def test_annotation_rewritten_by_another_writer_cannot_hand_over_gfd_keys() -> None:
+    """managedFields says someone else last set the annotation: its nvidia.com/* entries count
+    only where the agent's field manager holds the label."""
+    view = NodeView(
+        "n1",
+        "7",
+        {Gfd.GPU_PRODUCT: "From-GFD", Gfd.GPU_COUNT: "8"},
+        {C.owned_labels_annotation: f"{Gfd.GPU_COUNT},{Gfd.GPU_PRODUCT},{C.sla}"},
+        (),
+        managed_labels=frozenset({Gfd.GPU_COUNT}),
+        managed_annotations=frozenset(),
+    )
+    ownership = Ownership.of(view, C)
+    assert ownership.labels == {Gfd.GPU_COUNT, C.sla}
+    assert ownership.ignored == (f"label {Gfd.GPU_PRODUCT}",)
+    trusted = NodeView(
+        "n1",
+        "7",
+        view.labels,
+        view.annotations,
+        (),
+        managed_labels=frozenset({Gfd.GPU_COUNT}),
+        managed_annotations=frozenset({C.owned_labels_annotation}),
+    )
+    assert Gfd.GPU_PRODUCT in Ownership.of(trusted, C).labels  # e.g. GFD later overwrote it
+
+
 def test_lost_taint_annotation_still_owns_the_health_taint() -> None:
     taint = {"key": C.health_taint, "value": "failed", "effect": "NoSchedule"}
     view = node({}, {}, taints=(taint, GPU_TAINT))
