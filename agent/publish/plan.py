@@ -253,17 +253,40 @@ def plan(
         return identity not in owned and not key.startswith(own_prefix)
 
     # labels
+    complete = desired.complete
+    health_keys = contract.health_label_keys()
+    topology_keys = contract.topology_label_keys()
     new_owned_labels: set[str] = set()
-    new_pending: dict[str, int] = {}
+    # A partial discovery counts nothing: every pending removal and value change waits as it is.
+    new_pending: dict[str, int] = {} if complete else dict(pending)
     for key, value in sorted(desired.labels.items()):
-        if key in node.labels and foreign(key, owned_labels, key):
+        old = node.labels.get(key)
+        if old is not None and foreign(key, owned_labels, key):
             skipped.append(f"label {key}")
             continue
-        planner.set_label(key, value)
         new_owned_labels.add(key)
+        if old is None or old == value or key in health_keys:
+            planner.set_label(key, value)
+        elif not complete:
+            continue  # a partial discovery keeps the last good value
+        elif key in topology_keys:
+            marker = f"value:{key}={value}"
+            seen = pending.get(marker, 0) + 1
+            if seen >= removal_after:
+                planner.set_label(key, value)
+            else:
+                new_pending[marker] = seen
+        else:
+            planner.set_label(key, value)
     for key in sorted(owned_labels - new_owned_labels):
+        if key not in node.labels:
+            planner.set_label(key, None)
+            continue
+        if not complete and key not in health_keys:
+            new_owned_labels.add(key)  # a partial discovery removes no topology value
+            continue
         misses = pending.get(f"label:{key}", 0) + 1
-        if misses >= removal_after or key not in node.labels:
+        if misses >= removal_after:
             planner.set_label(key, None)
         else:
             new_owned_labels.add(key)
@@ -287,10 +310,11 @@ def plan(
             new_owned_taints.add(identity)
         elif identity in owned_taints:
             misses = pending.get(f"taint:{identity}", 0) + 1
-            if misses < removal_after:
+            if not complete or misses < removal_after:
                 result_taints.append(existing)
                 new_owned_taints.add(identity)
-                new_pending[f"taint:{identity}"] = misses
+                if complete:
+                    new_pending[f"taint:{identity}"] = misses
         else:
             result_taints.append(existing)  # someone else's taint: kept as it is
     present = {_taint_identity(t) for t in node.taints}
@@ -302,7 +326,8 @@ def plan(
 
     # annotations: content, then bookkeeping
     for key, value in sorted(desired.annotations.items()):
-        planner.set_annotation(key, value)
+        if complete or key not in node.annotations:
+            planner.set_annotation(key, value)
     planner.set_annotation(
         contract.owned_labels_annotation,
         format_key_list(new_owned_labels) if new_owned_labels else None,

@@ -125,6 +125,16 @@ class Publisher:
             )
             log.warning("%s", message)
             return PublishResult("skipped", message=message)
+        if topology.incomplete:
+            self.counters.partial_discoveries += 1
+            shown = "; ".join(topology.incomplete[:5])
+            more = len(topology.incomplete) - 5
+            log.warning(
+                "partial discovery (%s%s): keeping the last good topology values on Node %s",
+                shown,
+                f"; {more} more" if more > 0 else "",
+                self.node_name,
+            )
 
         def make_plan(node: NodeView) -> Plan:
             desired = desired_state(

@@ -232,7 +232,8 @@ class Contract:
 
     @property
     def pending_removal_annotation(self) -> str:
-        return self.key("pending-removal")  # JSON {"label:<key>"|"taint:<key>:<Effect>": misses}
+        # JSON {"label:<key>"|"taint:<key>:<Effect>": misses, "value:<key>=<value>": sightings}
+        return self.key("pending-removal")
 
     @property
     def sla_state_annotation(self) -> str:
@@ -249,6 +250,26 @@ class Contract:
         Anything else named in the ownership annotation is forged or stale and is ignored.
         """
         return key.startswith(f"{self.prefix}/") or is_gfd_label_key(key)
+
+    def health_label_keys(self) -> frozenset[str]:
+        """Labels that follow GPU health: published from every discovery, even a partial one."""
+        return frozenset((self.gpu_health, self.gpu_healthy, self.sla))
+
+    def topology_label_keys(self) -> frozenset[str]:
+        """Labels that define the machine's shape: a new value is published only after it was
+        seen in as many consecutive complete discoveries as a removal needs."""
+        return frozenset(
+            (
+                self.gpu_interconnect,
+                self.gpu_nvlink_domain_size,
+                self.gpu_nvlink_domains,
+                self.numa_nodes,
+                self.gpu_numa_max,
+                self.gpu_aligned_max,
+                self.gpu_pcie_gen,
+                self.gpu_rdma,
+            )
+        )
 
     def taint_keys(self) -> frozenset[str]:
         """The only taint keys the agent writes (any effect)."""
