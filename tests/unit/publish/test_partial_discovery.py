@@ -141,6 +141,24 @@ def test_partial_discovery_still_publishes_the_health_taint(dgx_h100: Machine) -
     assert dgx_h100.node.labels[C.gpu_nvlink_domain_size] == "8"  # kept: the read was partial
 
 
+def test_partial_discovery_leaves_the_node_resource_topology_alone(dgx_h100: Machine) -> None:
+    from gputopo.agent.publish.calls import PublishResult
+    from gputopo.agent.publish.cycle import run_cycle
+
+    published: list[object] = []
+
+    class Nrt:
+        def publish(self, topology: object, available: object = None, **kwargs: object) -> Any:
+            published.append(topology)
+            return PublishResult("unchanged")
+
+    dgx_h100.control.inject_error("nvmlDeviceGetName", "UNKNOWN", index=1, times=1)
+    partial = run_cycle(dgx_h100.discoverer.discover, dgx_h100.publisher, nrt=Nrt())
+    assert partial.nrt is None and not published
+    complete = run_cycle(dgx_h100.discoverer.discover, dgx_h100.publisher, nrt=Nrt())
+    assert complete.nrt is not None and len(published) == 1
+
+
 def test_gpu_lost_is_not_a_partial_discovery(dgx_h100: Machine) -> None:
     dgx_h100.control.set_lost(3)
     topology = dgx_h100.discoverer.discover()
