@@ -389,10 +389,23 @@ def _pci_only_gpus(
     return result
 
 
-# NVML answers that describe the GPU ("it has no such thing", "that link does not exist", "it is
-# lost", which health reports) rather than a read that failed this time.
+# NVML answers that describe the GPU or the agent's setup ("it has no such thing", "that link
+# does not exist", "not with these privileges or this driver", "it is lost", which health
+# reports) rather than a read that failed this time: they would make every discovery partial.
 _DESCRIPTIVE_NVML_ERRORS = frozenset(
-    {"NotSupported", "NotFound", "InvalidArgument", "FunctionNotFound", "GpuIsLost"}
+    {
+        "NotSupported",
+        "NotFound",
+        "InvalidArgument",
+        "FunctionNotFound",
+        "GpuIsLost",
+        "NoPermission",
+        "Deprecated",
+        "ArgumentVersionMismatch",
+        "FreqNotSupported",
+        "ResetTypeNotSupported",
+        "VgpuEccNotSupported",
+    }
 )
 
 

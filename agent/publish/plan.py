@@ -144,11 +144,12 @@ class Ownership:
         labels |= {
             key for key in node.managed_labels if key in node.labels and contract.may_own_label(key)
         }
-        taints |= {
-            _taint_identity(taint)
-            for taint in node.taints
-            if contract.may_own_taint(_taint_identity(taint))
-        }
+        if not taints:  # the annotation is gone or garbled: the agent's own taint keys
+            taints = {
+                _taint_identity(taint)
+                for taint in node.taints
+                if contract.may_own_taint(_taint_identity(taint))
+            }
         return cls(frozenset(labels), frozenset(taints), tuple(ignored))
 
 

@@ -255,3 +255,16 @@ def test_ignored_claims_and_partial_discoveries_are_metrics() -> None:
     text = generate_latest(registry).decode()
     assert "gputopo_agent_partial_discoveries_total 2.0" in text
     assert "gputopo_agent_foreign_owned_keys 3.0" in text
+
+
+def test_an_own_key_taint_is_rederived_only_when_the_taint_annotation_is_lost() -> None:
+    sla = {"key": C.sla_taint, "value": "900", "effect": "PreferNoSchedule"}
+    health = {"key": C.health_taint, "value": "failed", "effect": "NoSchedule"}
+    recorded = node({}, {C.owned_taints_annotation: f"{C.sla_taint}:PreferNoSchedule"})
+    recorded = NodeView("n1", "7", {}, recorded.annotations, (sla, health))
+    assert Ownership.of(recorded, C).taints == {f"{C.sla_taint}:PreferNoSchedule"}
+    lost = NodeView("n1", "7", {}, {}, (sla, health, GPU_TAINT))
+    assert Ownership.of(lost, C).taints == {
+        f"{C.sla_taint}:PreferNoSchedule",
+        f"{C.health_taint}:NoSchedule",
+    }
