@@ -94,22 +94,38 @@ def managers(admin: client.ApiClient, name: str) -> set[str]:
     return {entry["manager"] for entry in entries}
 
 
-PROBES = {
-    "change GFD's gpu.product": {"metadata": {"labels": {Gfd.GPU_PRODUCT: "Forged"}}},
-    "remove GFD's gpu.product": {"metadata": {"labels": {Gfd.GPU_PRODUCT: None}}},
-    "claim GFD's gpu.product": {
-        "metadata": {"annotations": {C.owned_labels_annotation: Gfd.GPU_PRODUCT}}
-    },
-    "set nvidia.com/mig.config": {"metadata": {"labels": {"nvidia.com/mig.config": "all-1g"}}},
-    "set nvidia.com/gpu.deploy.driver": {
-        "metadata": {"labels": {"nvidia.com/gpu.deploy.driver": "false"}}
-    },
-    "set an nvidia.com annotation": {"metadata": {"annotations": {"nvidia.com/x": "y"}}},
-    "remove the operator's nvidia.com/gpu taint": {"spec": {"taints": []}},
-    "change the operator's nvidia.com/gpu taint": {
-        "spec": {"taints": [{**OPERATOR_TAINT, "effect": "PreferNoSchedule"}]}
-    },
-    "wipe managedFields": {"metadata": {"managedFields": [{}]}},
+OWNED = "may only change or remove nvidia.com/ labels it owns"
+KEYS = "may only change labels under gputopo.io/ and nvidia.com/ that gputopo itself publishes"
+TAINTS = "may only change its own taints"
+# probe -> (the request, why it is denied)
+PROBES: dict[str, tuple[dict[str, Any], str]] = {
+    "change GFD's gpu.product": ({"metadata": {"labels": {Gfd.GPU_PRODUCT: "Forged"}}}, OWNED),
+    "remove GFD's gpu.product": ({"metadata": {"labels": {Gfd.GPU_PRODUCT: None}}}, OWNED),
+    "claim GFD's gpu.product": (
+        {"metadata": {"annotations": {C.owned_labels_annotation: Gfd.GPU_PRODUCT}}},
+        "may not claim ownership of a label it did not create",
+    ),
+    "set nvidia.com/mig.config": (
+        {"metadata": {"labels": {"nvidia.com/mig.config": "all-1g.10gb"}}},
+        KEYS,
+    ),
+    "set nvidia.com/gpu.deploy.driver": (
+        {"metadata": {"labels": {"nvidia.com/gpu.deploy.driver": "false"}}},
+        KEYS,
+    ),
+    "set an nvidia.com annotation": (
+        {"metadata": {"annotations": {"nvidia.com/x": "y"}}},
+        "may only change annotations under gputopo.io/",
+    ),
+    "remove the operator's nvidia.com/gpu taint": ({"spec": {"taints": []}}, TAINTS),
+    "change the operator's nvidia.com/gpu taint": (
+        {"spec": {"taints": [{**OPERATOR_TAINT, "effect": "PreferNoSchedule"}]}},
+        TAINTS,
+    ),
+    "wipe managedFields": (
+        {"metadata": {"managedFields": [{}]}},
+        "may not change metadata.managedFields",
+    ),
 }
 
 
@@ -121,9 +137,11 @@ def test_agent_probe_is_denied_on_its_own_node(
     assert publish(agent, name).status == "written"  # the agent is a normal, publishing agent
     before = read_node(kube_admin, name)
     entries_before = managers(kube_admin, name)
+    request, reason = PROBES[probe]
     with pytest.raises(client.ApiException) as denied:
-        patch_as(agent, name, PROBES[probe])
+        patch_as(agent, name, request)
     assert denied.value.status == 403, denied.value.body
+    assert reason in str(denied.value.body)
     after = read_node(kube_admin, name)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert labels_of(after)[Gfd.GPU_PRODUCT] == GFD_PRODUCT
