@@ -11,6 +11,9 @@ through them, and the CPU lists in it use the cpulist grammar of :mod:`gputopo.c
 The prefix (``gputopo.io`` by default) is configurable; build a :class:`Contract` with another
 prefix and every gputopo key moves with it. GPU Feature Discovery compatible keys always live
 under ``nvidia.com`` because existing manifests select on them.
+
+One file although over 500 lines: it is the single place that names every key the agent may
+write (and the admission policy mirrors), so a reader checks the whole contract in one read.
 """
 
 from __future__ import annotations
