@@ -81,7 +81,7 @@ class Discoverer:
         product, vendor = self.sysfs.dmi()
         max_cpu = max((cpu for node in sys_numa for cpu in node.cpus), default=0)
         snapshot = self.adapter.snapshot(cpu_set_words=max(16, (max_cpu + 64) // 64))
-        return assemble(
+        topology = assemble(
             snapshot,
             sys_gpus=sys_gpus,
             sys_numa=sys_numa,
@@ -89,6 +89,7 @@ class Discoverer:
             node=NodeInfo(hostname=self.hostname, product_name=product, vendor=vendor),
             health_policy=self.health_policy,
         )
+        return replace(topology, incomplete=read_gaps(snapshot, sys_gpus, sys_numa, self.sysfs))
 
 
 def discover(
@@ -411,3 +412,59 @@ def _pci_only_gpus(
             )
         )
     return result
+
+
+# NVML answers that describe the GPU or the agent's setup ("it has no such thing", "that link
+# does not exist", "not with these privileges or this driver", "it is lost", which health
+# reports) rather than a read that failed this time: they would make every discovery partial.
+_DESCRIPTIVE_NVML_ERRORS = frozenset(
+    {
+        "NotSupported",
+        "NotFound",
+        "InvalidArgument",
+        "FunctionNotFound",
+        "GpuIsLost",
+        "NoPermission",
+        "Deprecated",
+        "ArgumentVersionMismatch",
+        "FreqNotSupported",
+        "ResetTypeNotSupported",
+        "VgpuEccNotSupported",
+    }
+)
+
+
+def read_gaps(
+    snapshot: NvmlSnapshot,
+    sys_gpus: list[PciDevice],
+    sys_numa: list[SysNumaNode],
+    sysfs: SysfsReader,
+) -> tuple[str, ...]:
+    """What one discovery could not read; empty when it fully succeeded.
+
+    A transient NVML error on one GPU (UNKNOWN from nvmlDeviceGetName, nvmlDeviceGetNvLinkState)
+    or a sysfs tree that could not be read must not pass for a smaller machine: the publisher
+    keeps its last good topology values while this is non-empty (docs/publishing.md).
+    """
+    gaps: list[str] = []
+    for gpu in snapshot.gpus:
+        if gpu.signals.lost:
+            continue  # a lost GPU is a health fact, published as such
+        gaps.extend(
+            f"GPU {gpu.index}: {error}"
+            for error in gpu.errors
+            if error.rpartition(": ")[2] not in _DESCRIPTIVE_NVML_ERRORS
+        )
+    if not sysfs.is_valid_root():
+        gaps.append(f"sysfs: {sysfs.root} is not readable")
+    else:
+        seen = {device.pci_bus_id for device in sys_gpus}
+        gaps.extend(
+            f"sysfs: GPU {gpu.index} ({gpu.pci_bus_id}) not readable"
+            for gpu in snapshot.gpus
+            if gpu.pci_bus_id and gpu.pci_bus_id not in seen and not gpu.signals.lost
+        )
+        numa_dir = os.path.join(sysfs.root, "devices", "system", "node")
+        if not sys_numa and os.path.isdir(numa_dir):
+            gaps.append(f"sysfs: no NUMA node readable under {numa_dir}")
+    return tuple(gaps)
