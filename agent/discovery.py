@@ -81,7 +81,7 @@ class Discoverer:
         product, vendor = self.sysfs.dmi()
         max_cpu = max((cpu for node in sys_numa for cpu in node.cpus), default=0)
         snapshot = self.adapter.snapshot(cpu_set_words=max(16, (max_cpu + 64) // 64))
-        return assemble(
+        topology = assemble(
             snapshot,
             sys_gpus=sys_gpus,
             sys_numa=sys_numa,
@@ -89,6 +89,7 @@ class Discoverer:
             node=NodeInfo(hostname=self.hostname, product_name=product, vendor=vendor),
             health_policy=self.health_policy,
         )
+        return replace(topology, incomplete=read_gaps(snapshot, sys_gpus, sys_numa, self.sysfs))
 
 
 def discover(
@@ -115,9 +116,8 @@ def assemble(
     bus_ids = _resolve_bus_ids(snapshot.gpus, sys_gpus)
     index_by_bus = {bus: index for index, bus in bus_ids.items() if bus != UNKNOWN_BUS_ID}
 
-    cpu_less = frozenset(node.id for node in sys_numa if not node.cpus)
     gpus = [
-        _build_gpu(nvml_gpu, bus_ids[nvml_gpu.index], sys_by_bus, index_by_bus, cpu_less)
+        _build_gpu(nvml_gpu, bus_ids[nvml_gpu.index], sys_by_bus, index_by_bus, sys_numa)
         for nvml_gpu in snapshot.gpus
     ]
     gpus = _expect_nvlinks(gpus)
@@ -176,9 +176,10 @@ def _build_gpu(
     bus_id: str,
     sys_by_bus: dict[str, PciDevice],
     index_by_bus: dict[str, int],
-    cpu_less_numa: frozenset[int],
+    sys_numa: list[SysNumaNode],
 ) -> Gpu:
     device = sys_by_bus.get(bus_id)
+    cpu_less_numa = frozenset(node.id for node in sys_numa if not node.cpus)
     pcie = nvml_gpu.pcie
     # The PCI attach point is the CPU-local node scheduling cares about; NVML's NUMA id is the
     # GPU memory's own node on Grace systems (CPU-less), kept separately as memory_numa_node.
@@ -195,6 +196,8 @@ def _build_gpu(
         cpus = cpus or device.local_cpus
     if numa is None and nvml_gpu.numa_node is not None and nvml_gpu.numa_node not in cpu_less_numa:
         numa = nvml_gpu.numa_node
+    if numa is None:
+        numa = _numa_fallback(cpus, nvml_gpu.memory_affinity, sys_numa)
     links = []
     for link in nvml_gpu.nvlinks:
         remote = link.remote
@@ -237,6 +240,29 @@ def _build_gpu(
         fabric=nvml_gpu.fabric,
         health_signals=nvml_gpu.signals,
     )
+
+
+def _numa_fallback(
+    cpus: tuple[int, ...], memory_affinity: tuple[int, ...], sys_numa: list[SysNumaNode]
+) -> int | None:
+    """The NUMA node of a GPU whose sysfs ``numa_node`` is -1 (single-socket machines, many VMs)
+    and for which NVML's nvmlDeviceGetNumaNodeId has no answer (NOT_SUPPORTED on x86): the node
+    holding all its CPU affinity, else the one node of its memory affinity, else the only node
+    with CPUs, else the lowest node sharing CPUs with it (or with CPUs at all), so the GPU is
+    never left out of the per-node GPU counts. None only when sysfs lists no NUMA node."""
+    with_cpus = [node for node in sys_numa if node.cpus]
+    if not with_cpus:
+        return None
+    wanted = set(cpus)
+    holding = [node.id for node in with_cpus if wanted and wanted <= set(node.cpus)]
+    if len(holding) == 1:
+        return holding[0]
+    known = {node.id for node in with_cpus}
+    memory = [node for node in memory_affinity if node in known]
+    if len(memory) == 1:
+        return memory[0]
+    sharing = [node.id for node in with_cpus if wanted & set(node.cpus)]
+    return min(sharing) if sharing else min(known)
 
 
 def _expect_nvlinks(gpus: list[Gpu]) -> list[Gpu]:
@@ -386,3 +412,59 @@ def _pci_only_gpus(
             )
         )
     return result
+
+
+# NVML answers that describe the GPU or the agent's setup ("it has no such thing", "that link
+# does not exist", "not with these privileges or this driver", "it is lost", which health
+# reports) rather than a read that failed this time: they would make every discovery partial.
+_DESCRIPTIVE_NVML_ERRORS = frozenset(
+    {
+        "NotSupported",
+        "NotFound",
+        "InvalidArgument",
+        "FunctionNotFound",
+        "GpuIsLost",
+        "NoPermission",
+        "Deprecated",
+        "ArgumentVersionMismatch",
+        "FreqNotSupported",
+        "ResetTypeNotSupported",
+        "VgpuEccNotSupported",
+    }
+)
+
+
+def read_gaps(
+    snapshot: NvmlSnapshot,
+    sys_gpus: list[PciDevice],
+    sys_numa: list[SysNumaNode],
+    sysfs: SysfsReader,
+) -> tuple[str, ...]:
+    """What one discovery could not read; empty when it fully succeeded.
+
+    A transient NVML error on one GPU (UNKNOWN from nvmlDeviceGetName, nvmlDeviceGetNvLinkState)
+    or a sysfs tree that could not be read must not pass for a smaller machine: the publisher
+    keeps its last good topology values while this is non-empty (docs/publishing.md).
+    """
+    gaps: list[str] = []
+    for gpu in snapshot.gpus:
+        if gpu.signals.lost:
+            continue  # a lost GPU is a health fact, published as such
+        gaps.extend(
+            f"GPU {gpu.index}: {error}"
+            for error in gpu.errors
+            if error.rpartition(": ")[2] not in _DESCRIPTIVE_NVML_ERRORS
+        )
+    if not sysfs.is_valid_root():
+        gaps.append(f"sysfs: {sysfs.root} is not readable")
+    else:
+        seen = {device.pci_bus_id for device in sys_gpus}
+        gaps.extend(
+            f"sysfs: GPU {gpu.index} ({gpu.pci_bus_id}) not readable"
+            for gpu in snapshot.gpus
+            if gpu.pci_bus_id and gpu.pci_bus_id not in seen and not gpu.signals.lost
+        )
+        numa_dir = os.path.join(sysfs.root, "devices", "system", "node")
+        if not sys_numa and os.path.isdir(numa_dir):
+            gaps.append(f"sysfs: no NUMA node readable under {numa_dir}")
+    return tuple(gaps)

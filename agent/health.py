@@ -127,6 +127,8 @@ def assess(
 
     if fabric is not None and fabric.state in ("not_started", "in_progress"):
         degraded.append(f"NVLink fabric not ready ({fabric.state})")
+    if fabric is not None and fabric.state == "failed":
+        degraded.append("NVLink fabric registration failed")
 
     if failed:
         return Health.FAILED, tuple(failed + degraded)

@@ -255,6 +255,11 @@ class Agent:
             if delta > 0:
                 self.stats.record_api_write(outcome, delta)
         self._counter_baseline = current
+        counters = self.publisher.counters
+        self.stats.record_publish_checks(
+            partial_discoveries=counters.partial_discoveries,
+            foreign_owned_keys=counters.foreign_owned_keys,
+        )
         if result.ok:
             self.stats.record_publish_success()
         for what, part in (("Node", result.node), ("NodeResourceTopology", result.nrt)):

@@ -117,6 +117,8 @@ class AgentStatsSnapshot:
     api_writes: Mapping[str, int]  # outcome -> count
     last_successful_publish: float | None
     last_discovery: float | None
+    partial_discoveries: int = 0
+    foreign_owned_keys: int = 0
 
 
 class AgentStats:
@@ -131,6 +133,8 @@ class AgentStats:
         self._api_writes: dict[str, int] = {}
         self._last_publish: float | None = None
         self._last_discovery: float | None = None
+        self._partial_discoveries = 0
+        self._foreign_owned_keys = 0
 
     def observe_discovery(
         self, seconds: float, *, success: bool = True, at: float | None = None
@@ -153,6 +157,12 @@ class AgentStats:
         with self._lock:
             self._api_writes[outcome] = self._api_writes.get(outcome, 0) + count
 
+    def record_publish_checks(self, *, partial_discoveries: int, foreign_owned_keys: int) -> None:
+        """The publisher's safety counters as it last reported them (totals, not deltas)."""
+        with self._lock:
+            self._partial_discoveries = partial_discoveries
+            self._foreign_owned_keys = foreign_owned_keys
+
     def record_publish_success(self, at: float | None = None) -> None:
         with self._lock:
             self._last_publish = time.time() if at is None else at
@@ -167,6 +177,8 @@ class AgentStats:
                 api_writes=dict(self._api_writes),
                 last_successful_publish=self._last_publish,
                 last_discovery=self._last_discovery,
+                partial_discoveries=self._partial_discoveries,
+                foreign_owned_keys=self._foreign_owned_keys,
             )
 
 
@@ -637,6 +649,7 @@ class MetricsCollector:
         )
         for outcome, count in sorted(stats.api_writes.items()):
             writes.add_metric([outcome], count)
+        self._publish_checks(families, stats)
         if stats.last_successful_publish is not None:
             families.gauge(
                 "agent_last_successful_publish_timestamp_seconds",
@@ -655,6 +668,22 @@ class MetricsCollector:
                 "When the GPU and NUMA load behind these metrics was sampled.",
                 [],
             ).add_metric([], snapshot.load.timestamp)
+
+    @staticmethod
+    def _publish_checks(families: _Families, stats: AgentStatsSnapshot) -> None:
+        """What the publisher refused to trust: partial discoveries, forged ownership claims."""
+        families.counter(
+            "agent_partial_discoveries",
+            "Discoveries with an NVML or sysfs read error: the Node kept its last good "
+            "topology values.",
+            [],
+        ).add_metric([], stats.partial_discoveries)
+        families.gauge(
+            "agent_foreign_owned_keys",
+            "Entries of the Node's ownership annotations naming keys gputopo never writes "
+            "(ignored), as last read.",
+            [],
+        ).add_metric([], stats.foreign_owned_keys)
 
 
 def _loads_by_gpu(topology: NodeTopology, load: LoadSample | None) -> dict[int, GpuLoad]:

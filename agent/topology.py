@@ -277,6 +277,9 @@ class NodeTopology:
     rdma_nics: tuple[RdmaNic, ...] = ()
     interconnect: Interconnect = Interconnect.NONE
     schema_version: int = SCHEMA_VERSION
+    # What this discovery could not read (an NVML error on one GPU, unreadable sysfs); empty
+    # when it fully succeeded. The publisher keeps the last good topology values meanwhile.
+    incomplete: tuple[str, ...] = ()
 
     def gpu(self, index: int) -> Gpu:
         for gpu in self.gpus:

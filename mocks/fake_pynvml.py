@@ -5,6 +5,9 @@ so ``except pynvml.NVMLError_NotSupported`` and ``NVMLError(code)`` behave exact
 real bindings. Every ``nvml*`` function keeps the real signature; those not modelled here raise
 ``NVMLError_FunctionNotFound`` (what pynvml raises when the driver lacks a symbol). Tests change
 the machine at run time through ``module.control`` (:class:`FakeNvmlControl`).
+
+One file because it stands in for one module: every ``nvml*`` function is a method of the one
+:class:`FakeNvml` state object, as every pynvml function shares the one loaded library.
 """
 
 from __future__ import annotations
@@ -46,6 +49,51 @@ _PURE_HELPERS = frozenset(
     {"nvmlExceptionClass", "nvmlStructToFriendlyObject", "nvmlFriendlyObjectToStruct"}
 )
 _NO_INSTANCE = 0xFFFFFFFF
+
+# The driver branch that first has each C symbol the fake models and older drivers lack (NVML's
+# API reference, "Change log"): on a profile whose driver.version names an older branch, calling
+# it raises FUNCTION_NOT_FOUND, as pynvml's _nvmlGetFunctionPointer does on such a machine.
+SYMBOL_SINCE_BRANCH: dict[str, int] = {
+    "nvmlDeviceGetMemoryInfo_v2": 510,
+    "nvmlDeviceGetCurrentClocksEventReasons": 535,
+    "nvmlDeviceGetSupportedClocksEventReasons": 535,
+    "nvmlDeviceGetGpuInstanceProfileInfoV": 470,
+    "nvmlDeviceGetGpuFabricInfoV": 550,
+}
+
+# nvmlGpuFabricInfo_t / nvmlGpuFabricInfo_v2_t / _v3_t as the C library lays them out (nvml.h):
+# field -> (byte offset, size); the state is an unsigned char. The fake writes these bytes into
+# whatever struct the caller passed, as libnvidia-ml does, so a binding whose Python struct has
+# another layout (nvidia-ml-py before 12.570: an 80-byte clusterUuid) reads what it would read
+# on a real machine.
+_FABRIC_LEGACY_LAYOUT = {
+    "clusterUuid": (0, 16),
+    "status": (16, 4),
+    "cliqueId": (20, 4),
+    "state": (24, 1),
+}
+_FABRIC_V_LAYOUT = {
+    "version": (0, 4),
+    "clusterUuid": (4, 16),
+    "status": (20, 4),
+    "cliqueId": (24, 4),
+    "state": (28, 1),
+    "healthMask": (32, 4),
+}
+_FABRIC_V_SIZES = {2: 36, 3: 40}  # sizeof(nvmlGpuFabricInfo_v2_t), _v3_t (healthSummary @36)
+
+
+def driver_branch(version: str) -> int:
+    """ "535.161.08" -> 535."""
+    return int(version.split(".", 1)[0])
+
+
+def reserved_memory_mib(total_mib: int) -> int:
+    """Frame buffer the driver and firmware keep for themselves (nvidia-smi's "Reserved"): about
+    0.8% of the GPU's memory here (real boards show 0.5-1.2%, e.g. ~600 MiB on an H100 80GB)."""
+    return total_mib // 128
+
+
 _address_blocks = itertools.count(1)
 
 
@@ -62,6 +110,9 @@ class _GpuState:
     nvlink_active: dict[int, bool]
     errors: dict[str, InjectedError]
     remaining: dict[str, int] = field(default_factory=dict)
+    # What nvmlDeviceGetHandleByIndex answers while the GPU is lost: GPU_IS_LOST, or UNKNOWN as
+    # some drivers answer for a GPU that fell off the bus.
+    lost_error: str = "GPU_IS_LOST"
 
     def next_reading(self, name: str) -> float:
         values = self.metrics[name]
@@ -174,10 +225,15 @@ class FakeNvml:
             remaining[name] = left - 1
             self._raise(injected.error)
 
-    def _enter(self, name: str) -> None:
+    def _enter(self, name: str, symbol: str | None = None) -> None:
+        """``symbol``: the C function the binding resolves, where it is not ``name`` (pynvml's
+        nvmlDeviceGetMemoryInfo(handle, version) calls nvmlDeviceGetMemoryInfo_v2)."""
         self.calls[name] += 1
         if self.init_count == 0:
             self._raise("UNINITIALIZED")
+        since = SYMBOL_SINCE_BRANCH.get(symbol or name)
+        if since is not None and driver_branch(self.profile.driver.version) < since:
+            self._raise("FUNCTION_NOT_FOUND")
         self._check_injected(name, self.node_errors, self.node_remaining)
 
     def _gpu_call(self, name: str, gpu: int) -> _GpuState:
@@ -187,8 +243,10 @@ class FakeNvml:
         self._check_injected(name, state.errors, state.remaining)
         return state
 
-    def _device(self, name: str, handle: Any, *, mig_ok: bool = False) -> tuple[_GpuState, _Entity]:
-        self._enter(name)
+    def _device(
+        self, name: str, handle: Any, *, mig_ok: bool = False, symbol: str | None = None
+    ) -> tuple[_GpuState, _Entity]:
+        self._enter(name, symbol)
         entity = self._entity(handle, ("gpu", "mig"))
         state = self._gpu_call(name, entity.gpu)
         if entity.kind == "mig" and not mig_ok:
@@ -242,12 +300,17 @@ class FakeNvml:
         self._enter("nvmlDeviceGetHandleByIndex")
         if not isinstance(index, int) or not 0 <= index < len(self.gpus):
             self._raise("INVALID_ARGUMENT")
+        if self.gpus[index].lost:
+            # Real NVML: a GPU that fell off the bus fails already here, not at later queries.
+            self._raise(self.gpus[index].lost_error)
         return self._device_handle(index)
 
     def _find(self, name: str, predicate: Callable[[GpuSpec], bool]) -> Any:
         self._enter(name)
         for state in self.gpus:
             if predicate(state.spec):
+                if state.lost:
+                    self._raise(state.lost_error)
                 return self._device_handle(state.index)
         self._raise("NOT_FOUND")
 
@@ -309,18 +372,29 @@ class FakeNvml:
         return self._pci_info(spec.bus_id, spec.pci_device_id, spec.pci_subsystem_id)
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = None) -> Any:
-        state, entity = self._device("nvmlDeviceGetMemoryInfo", handle, mig_ok=True)
+        """As NVML: v1 (no ``version``) counts the driver's reserved memory as used (used =
+        total - free); v2 (``version=nvmlMemory_v2``, the C symbol nvmlDeviceGetMemoryInfo_v2,
+        R510 on) reports it apart (used = total - reserved - free) and checks the struct
+        version (ARGUMENT_VERSION_MISMATCH)."""
+        symbol = "nvmlDeviceGetMemoryInfo_v2" if version else None
+        state, entity = self._device("nvmlDeviceGetMemoryInfo", handle, mig_ok=True, symbol=symbol)
+        if version and version != _real.nvmlMemory_v2:
+            self._raise("ARGUMENT_VERSION_MISMATCH")
         if entity.kind == "mig":
             total = self._gi_profile(state, entity.gi).memory_mib * MIB
-            used = 0
+            reserved = used = 0
         else:
             total = state.spec.memory_mib * MIB
-            used = min(int(state.next_reading("memory_used_mib")) * MIB, total)
-        memory: Any = _real.c_nvmlMemory_v2_t() if version else _real.c_nvmlMemory_t()
-        if version:
-            memory.version = version
-            memory.reserved = 0
-        memory.total, memory.used, memory.free = total, used, total - used
+            reserved = reserved_memory_mib(state.spec.memory_mib) * MIB
+            used = min(int(state.next_reading("memory_used_mib")) * MIB, total - reserved)
+        free = total - reserved - used
+        if not version:
+            memory: Any = _real.c_nvmlMemory_t()
+            memory.total, memory.used, memory.free = total, reserved + used, free
+            return memory
+        memory = _real.c_nvmlMemory_v2_t()
+        memory.version = version
+        memory.total, memory.reserved, memory.used, memory.free = total, reserved, used, free
         return memory
 
     def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]:
@@ -457,12 +531,32 @@ class FakeNvml:
         state = self._gpu(name, device)
         if state.spec.nvlinks is None:
             self._raise("NOT_SUPPORTED")
-        if not isinstance(link, int) or not 0 <= link < _real.NVML_NVLINK_MAX_LINKS:
-            self._raise("INVALID_ARGUMENT")
         links = state.spec.nvlinks or ()
-        if link >= len(links):
-            self._raise("NOT_SUPPORTED")
+        if not isinstance(link, int) or not 0 <= link < len(links):
+            # Real NVML: a link number past the GPU's last link is INVALID_ARGUMENT.
+            self._raise("INVALID_ARGUMENT")
         return state, links[link]
+
+    def nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: list[Any]) -> Any:
+        """As pynvml: an array of ``c_nvmlFieldValue_t``, each with its own ``nvmlReturn``.
+        Modelled: NVML_FI_DEV_NVLINK_LINK_COUNT (NOT_SUPPORTED on a GPU without NVLink); any
+        other field answers NOT_SUPPORTED in its slot."""
+        state = self._gpu("nvmlDeviceGetFieldValues", handle)
+        values = (_real.c_nvmlFieldValue_t * len(fieldIds))()
+        for position, field_id in enumerate(fieldIds):
+            value = values[position]
+            try:
+                value.fieldId, value.scopeId = field_id
+            except TypeError:
+                value.fieldId = field_id
+            value.timestamp = int(time.time() * 1e6)
+            if value.fieldId == _real.NVML_FI_DEV_NVLINK_LINK_COUNT and state.spec.nvlinks:
+                value.valueType = _real.NVML_VALUE_TYPE_UNSIGNED_INT
+                value.value.uiVal = len(state.spec.nvlinks)
+                value.nvmlReturn = _real.NVML_SUCCESS
+            else:
+                value.nvmlReturn = _real.NVML_ERROR_NOT_SUPPORTED
+        return values
 
     def nvmlDeviceGetNvLinkState(self, device: Any, link: int) -> int:
         state, spec = self._link("nvmlDeviceGetNvLinkState", device, link)
@@ -502,8 +596,10 @@ class FakeNvml:
         return 0 if capability == _real.NVML_NVLINK_CAP_SLI_BRIDGE else 1
 
     # ------------------------------------------------------------------ MIG
-    def _mig(self, name: str, device: Any, *, enabled: bool) -> _GpuState:
-        state = self._gpu(name, device)
+    def _mig(
+        self, name: str, device: Any, *, enabled: bool, symbol: str | None = None
+    ) -> _GpuState:
+        state = self._device(name, device, symbol=symbol)[0]
         mig = state.spec.mig
         if not mig.capable or (enabled and not mig.enabled):
             self._raise("NOT_SUPPORTED")
@@ -561,7 +657,12 @@ class FakeNvml:
     def nvmlDeviceGetGpuInstanceProfileInfo(
         self, device: Any, profile: int, version: int = 2
     ) -> Any:
-        state = self._mig("nvmlDeviceGetGpuInstanceProfileInfo", device, enabled=False)
+        """As pynvml: version 2 (the default) is the C symbol ...ProfileInfoV, whose struct has
+        the driver's profile name; version 1 has none."""
+        symbol = "nvmlDeviceGetGpuInstanceProfileInfoV" if version == 2 else None
+        state = self._mig(
+            "nvmlDeviceGetGpuInstanceProfileInfo", device, enabled=False, symbol=symbol
+        )
         if version not in (1, 2):
             self._raise("FUNCTION_NOT_FOUND")
         if not 0 <= profile < _real.NVML_GPU_INSTANCE_PROFILE_COUNT:
@@ -794,28 +895,46 @@ class FakeNvml:
         return attributes
 
     # ------------------------------------------------------------------ fabric
-    def _fabric(self, name: str, device: Any, gpuFabricInfo: Any) -> int:
+    def _fabric(
+        self, name: str, device: Any, gpuFabricInfo: Any, layout: dict[str, tuple[int, int]]
+    ) -> int:
         state = self._gpu(name, device)
         fabric = state.spec.fabric
+        info = _deref(gpuFabricInfo)
+        size = ctypes.sizeof(info)
+        if "version" in layout:
+            version = int.from_bytes(ctypes.string_at(ctypes.addressof(info), 4), "little")
+            needed = _FABRIC_V_SIZES.get(version >> 24)
+            if needed is None or version & 0xFFFFFF != needed:
+                self._raise("ARGUMENT_VERSION_MISMATCH")
+        else:
+            needed = 28
+        if size < needed:
+            raise AssertionError(f"{name}: a {size}-byte struct; NVML writes {needed} bytes")
         if fabric is None:
             self._raise("NOT_SUPPORTED")
-        info = _deref(gpuFabricInfo)
-        info.clusterUuid[:] = list(uuid.UUID(fabric.cluster_uuid).bytes)
-        info.status = (
-            0 if fabric.status == "SUCCESS" else getattr(_real, f"NVML_ERROR_{fabric.status}")
-        )
-        info.state = FABRIC_STATES[fabric.state]
-        if hasattr(info, "cliqueId"):
-            info.cliqueId = fabric.clique_id
-        if hasattr(info, "healthMask"):
-            info.healthMask = 0
+        status = 0 if fabric.status == "SUCCESS" else getattr(_real, f"NVML_ERROR_{fabric.status}")
+        values = {
+            "clusterUuid": uuid.UUID(fabric.cluster_uuid).bytes,
+            "status": int(status).to_bytes(4, "little", signed=True),
+            "cliqueId": int(fabric.clique_id).to_bytes(4, "little"),
+            "state": FABRIC_STATES[fabric.state].to_bytes(1, "little"),
+            "healthMask": bytes(4),
+        }
+        base = ctypes.addressof(info)
+        for field_name, (offset, length) in layout.items():
+            if field_name in values:
+                ctypes.memmove(base + offset, values[field_name], length)
         return int(_real.NVML_SUCCESS)
 
     def nvmlDeviceGetGpuFabricInfo(self, device: Any, gpuFabricInfo: Any) -> int:
-        return self._fabric("nvmlDeviceGetGpuFabricInfo", device, gpuFabricInfo)
+        return self._fabric(
+            "nvmlDeviceGetGpuFabricInfo", device, gpuFabricInfo, _FABRIC_LEGACY_LAYOUT
+        )
 
     def nvmlDeviceGetGpuFabricInfoV(self, device: Any, gpuFabricInfo: Any) -> int:
-        return self._fabric("nvmlDeviceGetGpuFabricInfoV", device, gpuFabricInfo)
+        """Checks the struct's version (v2 or v3), as NVML does."""
+        return self._fabric("nvmlDeviceGetGpuFabricInfoV", device, gpuFabricInfo, _FABRIC_V_LAYOUT)
 
     # ------------------------------------------------------------------ health
     def nvmlDeviceGetEccMode(self, handle: Any) -> list[int]:
@@ -1060,8 +1179,15 @@ class FakeNvmlControl:
         state = self._gpu(index)
         state.spec = dataclasses.replace(state.spec, uuid=uuid)
 
-    def set_lost(self, index: int, lost: bool = True) -> None:
-        self._gpu(index).lost = lost
+    def set_lost(self, index: int, lost: bool = True, *, error: str = "GPU_IS_LOST") -> None:
+        """The GPU falls off the bus (or comes back): handles already held answer
+        GPU_IS_LOST to every query, and a new handle fails with ``error`` (GPU_IS_LOST or
+        UNKNOWN, as real drivers answer at nvmlDeviceGetHandleByIndex)."""
+        if error not in ("GPU_IS_LOST", "UNKNOWN"):
+            raise ValueError(f"set_lost: error must be GPU_IS_LOST or UNKNOWN, got {error!r}")
+        state = self._gpu(index)
+        state.lost = lost
+        state.lost_error = error
 
     def _set_series(self, index: int, name: str, value: float) -> None:
         state = self._gpu(index)

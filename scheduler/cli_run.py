@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from gputopo.core.flags import add_kubeconfig_arguments, apply_env_twins
+from gputopo.core.flags import add_kubeconfig_arguments, apply_env_twins, count, seconds
 from gputopo.core.logs import add_logging_arguments
 from gputopo.core.serve import parse_address
 from gputopo.scheduler.cli_load import add_load_arguments, build_load_tracker
@@ -22,6 +23,46 @@ if TYPE_CHECKING:
 log = logging.getLogger("gputopo.scheduler.cli")
 
 _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+_DNS_LABEL: Final = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN: Final = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+
+# Leader election's periods: at least 0.1 s (a smaller retry period is a loop against the API
+# server), at most an hour.
+LEASE_SECONDS: Final = seconds(0.1, 3600.0, low_open=False)
+# Binding workers are threads, each with a request in flight.
+BIND_WORKERS: Final = count(1, 256)
+# Zero is meaningful for these two (no backoff; no age limit).
+GANG_BACKOFF: Final = seconds(0.0, 86400.0, low_open=False)
+NRT_MAX_AGE: Final = seconds(0.0, 7 * 86400.0, low_open=False)
+
+
+def dns_subdomain(text: str) -> str:
+    """An argparse type: a DNS-1123 subdomain (a Lease name, a spec.schedulerName), as the
+    API server validates it."""
+    if len(text) > 253 or not _DNS_SUBDOMAIN.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', "
+            f"at most 253 characters), got {text[:80]!r}"
+        )
+    return text
+
+
+dns_subdomain.__name__ = "a DNS-1123 subdomain"  # what an environment twin's error says
+
+
+def dns_label(text: str) -> str:
+    """An argparse type: a DNS-1123 label (a namespace)."""
+    if len(text) > 63 or not re.fullmatch(_DNS_LABEL, text):
+        raise argparse.ArgumentTypeError(
+            f"expected a DNS-1123 label (lower-case letters, digits and '-', at most 63 "
+            f"characters), got {text[:80]!r}"
+        )
+    return text
+
+
+dns_label.__name__ = "a DNS-1123 label"
 
 
 def _default_lease_namespace() -> str:
@@ -47,6 +88,7 @@ def add_run_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--scheduler-name",
         default="gputopo-scheduler",
+        type=dns_subdomain,
         help="spec.schedulerName this scheduler serves ($GPUTOPO_SCHEDULER_NAME)",
     )
     parser.add_argument(
@@ -63,11 +105,13 @@ def add_run_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--lease-namespace",
         default=_default_lease_namespace(),
+        type=dns_label,
         help="namespace of the leader Lease ($GPUTOPO_LEASE_NAMESPACE; default: own namespace)",
     )
     parser.add_argument(
         "--lease-name",
         default="gputopo-scheduler",
+        type=dns_subdomain,
         help="name of the leader Lease ($GPUTOPO_LEASE_NAME)",
     )
     parser.add_argument(
@@ -77,19 +121,19 @@ def add_run_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--lease-duration",
-        type=float,
+        type=LEASE_SECONDS,
         default=15.0,
         help="seconds a standby waits before taking an unrenewed Lease ($GPUTOPO_LEASE_DURATION)",
     )
     parser.add_argument(
         "--renew-deadline",
-        type=float,
+        type=LEASE_SECONDS,
         default=10.0,
         help="seconds the leader may fail to renew before it stops ($GPUTOPO_RENEW_DEADLINE)",
     )
     parser.add_argument(
         "--retry-period",
-        type=float,
+        type=LEASE_SECONDS,
         default=2.0,
         help="seconds between Lease attempts and renewals ($GPUTOPO_RETRY_PERIOD)",
     )
@@ -100,20 +144,20 @@ def add_run_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--bind-workers",
-        type=int,
+        type=BIND_WORKERS,
         default=16,
         help="concurrent pods/binding requests ($GPUTOPO_BIND_WORKERS)",
     )
     parser.add_argument(
         "--gang-backoff",
-        type=float,
+        type=GANG_BACKOFF,
         default=10.0,
         help="seconds a pod group waits as a whole after a failed attempt "
         "($GPUTOPO_GANG_BACKOFF; Coscheduling's podGroupBackoffSeconds)",
     )
     parser.add_argument(
         "--nrt-max-age",
-        type=float,
+        type=NRT_MAX_AGE,
         default=0.0,
         help="seconds after which a watched NodeResourceTopology is ignored ($GPUTOPO_NRT_MAX_AGE; "
         "0, the default: no age limit, the agent rewrites it whenever it changes)",
@@ -141,10 +185,6 @@ def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
         )
     if args.metrics_address:
         parse_address(args.metrics_address, example=":10259")  # before any API call
-    if args.bind_workers < 1:
-        raise ValueError(f"--bind-workers {args.bind_workers}: expected at least 1")
-    if args.gang_backoff < 0:
-        raise ValueError(f"--gang-backoff {args.gang_backoff}: expected seconds >= 0")
     return RuntimeConfig(
         scheduler_name=args.scheduler_name,
         lease=lease,
@@ -162,8 +202,6 @@ def _build_runtime(args: argparse.Namespace) -> SchedulerRuntime:
     from gputopo.scheduler.runtime.runner import SchedulerRuntime
 
     config = runtime_config(args)
-    if args.nrt_max_age < 0:
-        raise ValueError(f"--nrt-max-age {args.nrt_max_age}: expected seconds >= 0 (0: no limit)")
     load = build_load_tracker(args)
     framework = CoreFramework.from_profile(
         args.profile, load, nrt_max_age_s=args.nrt_max_age or None

@@ -9,7 +9,14 @@ gputopo about the nodes that passed its filters. The wire format is
 `ExtenderPreemptionResult` {`NodeNameToMetaVictims`} out (the candidate nodes where gputopo's
 filters pass once the victims are gone); `ExtenderBindingArgs` {`PodName`, `PodNamespace`,
 `PodUID`, `Node`} in, `ExtenderBindingResult` {`Error`} out (the binding is made by the
-extender, UID-guarded).
+extender, UID-guarded, and only to a node that passes the extender's own filters for that pod:
+it holds a ServiceAccount that may bind any pod anywhere, so a call it did not check would lend
+that power to whoever can reach it).
+
+Who can reach it is decided at the socket: the server speaks mutual TLS (``--tls-cert-file``,
+``--tls-private-key-file``, ``--client-ca-file``; kube-scheduler's ``enableHTTPS`` with a
+``tlsConfig`` client certificate), so a caller without a certificate from the client CA never
+gets to send a request (docs/security.md).
 
 The extender always keeps its own cache of Nodes, Pods and Namespaces (list+watch, the same
 informers and ClusterSnapshot the `run` runtime uses), so `nodeCacheCapable: true` works and a
@@ -26,13 +33,22 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gputopo.core.serve import Probes, ProbeServer, check, parse_address
+from gputopo.core.documents import INT64_MAX, INT64_MIN, MAX_DEPTH, load_json
+from gputopo.core.serve import Limits, Probes, ProbeServer, check, parse_address
 from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.extender_wire import (
+    BindingRequest,
+    ExtenderArgsError,
+    ExtenderRequest,
+    PreemptionRequest,
+)
 from gputopo.scheduler.framework import NodeDiagnosis, schedule_one
 from gputopo.scheduler.model import parse_pod
 from gputopo.scheduler.plugins import headroom
@@ -53,123 +69,20 @@ NODES_PATH: Final = "/api/v1/nodes"
 PODS_PATH: Final = "/api/v1/pods"
 NAMESPACES_PATH: Final = "/api/v1/namespaces"
 
-
-class ExtenderArgsError(ValueError):
-    """The request body is not an ExtenderArgs: the message names the field."""
-
-
-@dataclass(frozen=True)
-class ExtenderRequest:
-    """An ExtenderArgs, validated: the pod and the candidate node names (with objects if sent)."""
-
-    pod: JsonDict
-    node_names: tuple[str, ...]
-    nodes: Mapping[str, JsonDict] | None  # the caller's Node objects when it sent a NodeList
-
-    @classmethod
-    def from_json(cls, body: object) -> ExtenderRequest:
-        if not isinstance(body, dict):
-            raise ExtenderArgsError("ExtenderArgs: expected a JSON object")
-        pod = body.get("Pod")
-        if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict):
-            raise ExtenderArgsError("ExtenderArgs.Pod: expected a v1 Pod object")
-        node_list = body.get("Nodes")
-        names = body.get("NodeNames")
-        if node_list is not None:
-            items = node_list.get("items") if isinstance(node_list, dict) else None
-            if not isinstance(items, list):
-                raise ExtenderArgsError("ExtenderArgs.Nodes: expected a v1 NodeList with items")
-            nodes: dict[str, JsonDict] = {}
-            for index, item in enumerate(items):
-                name = item.get("metadata", {}).get("name") if isinstance(item, dict) else None
-                if not isinstance(name, str) or not name:
-                    raise ExtenderArgsError(f"ExtenderArgs.Nodes.items[{index}]: no metadata.name")
-                nodes[name] = item
-            return cls(pod=pod, node_names=tuple(nodes), nodes=nodes)
-        if names is None:
-            raise ExtenderArgsError("ExtenderArgs: expected Nodes or NodeNames")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ExtenderArgsError("ExtenderArgs.NodeNames: expected a list of node names")
-        return cls(pod=pod, node_names=tuple(names), nodes=None)
-
-
-def _object(body: object, what: str) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ExtenderArgsError(f"{what}: expected a JSON object")
-    return body
-
-
-def _pod_of(body: Mapping[str, Any], what: str) -> JsonDict:
-    pod = body.get("Pod")
-    if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict):
-        raise ExtenderArgsError(f"{what}.Pod: expected a v1 Pod object")
-    return pod
-
-
-@dataclass(frozen=True)
-class PreemptionRequest:
-    """An ExtenderPreemptionArgs: per candidate node, the victims' UIDs and PDB violations."""
-
-    pod: JsonDict
-    victims: Mapping[str, tuple[tuple[str, ...], int]]
-
-    @classmethod
-    def from_json(cls, body: object) -> PreemptionRequest:
-        args = _object(body, "ExtenderPreemptionArgs")
-        pod = _pod_of(args, "ExtenderPreemptionArgs")
-        meta, full = args.get("NodeNameToMetaVictims"), args.get("NodeNameToVictims")
-        field_name = "NodeNameToMetaVictims" if meta is not None else "NodeNameToVictims"
-        per_node = meta if meta is not None else full
-        if per_node is None:
-            per_node = {}
-        where = f"ExtenderPreemptionArgs.{field_name}"
-        if not isinstance(per_node, dict):
-            raise ExtenderArgsError(f"{where}: expected an object of node name to victims")
-        victims: dict[str, tuple[tuple[str, ...], int]] = {}
-        for node, entry in per_node.items():
-            entry = _object(entry, f"{where}[{node}]")
-            pods = entry.get("Pods") or []
-            if not isinstance(pods, list):
-                raise ExtenderArgsError(f"{where}[{node}].Pods: expected a list")
-            uids: list[str] = []
-            for index, victim in enumerate(pods):
-                victim = _object(victim, f"{where}[{node}].Pods[{index}]")
-                uid = (
-                    victim.get("UID") if meta is not None else victim.get("metadata", {}).get("uid")
-                )
-                if not isinstance(uid, str) or not uid:
-                    name = "UID" if meta is not None else "metadata.uid"
-                    raise ExtenderArgsError(f"{where}[{node}].Pods[{index}].{name}: expected a UID")
-                uids.append(uid)
-            violations = entry.get("NumPDBViolations") or 0
-            if not isinstance(violations, int):
-                raise ExtenderArgsError(f"{where}[{node}].NumPDBViolations: expected an integer")
-            victims[str(node)] = (tuple(uids), violations)
-        return cls(pod=pod, victims=victims)
-
-
-@dataclass(frozen=True)
-class BindingRequest:
-    """An ExtenderBindingArgs."""
-
-    name: str
-    namespace: str
-    uid: str
-    node: str
-
-    @classmethod
-    def from_json(cls, body: object) -> BindingRequest:
-        args = _object(body, "ExtenderBindingArgs")
-        values: dict[str, str] = {}
-        for field_name in ("PodName", "PodNamespace", "PodUID", "Node"):
-            value = args.get(field_name)
-            if not isinstance(value, str) or not value:
-                raise ExtenderArgsError(f"ExtenderBindingArgs.{field_name}: expected a string")
-            values[field_name] = value
-        return cls(values["PodName"], values["PodNamespace"], values["PodUID"], values["Node"])
+__all__ = [  # the wire types are re-exported: callers import the extender from one place
+    "BindingRequest",
+    "Extender",
+    "ExtenderArgsError",
+    "ExtenderCache",
+    "ExtenderRequest",
+    "ExtenderServer",
+    "PreemptionRequest",
+    "rescale",
+]
 
 
 Binder = Callable[[str, str, str, str], None]  # (namespace, name, uid, node): KubeApi.bind
+PodReader = Callable[[str, str], JsonDict]  # (namespace, name) -> the Pod as the API has it
 
 
 @dataclass(frozen=True)
@@ -191,10 +104,12 @@ class Extender:
         framework: CoreFramework,
         lock: threading.RLock | None = None,
         binder: Binder | None = None,
+        pod_reader: PodReader | None = None,
     ) -> None:
         self.framework = framework
         self.lock = lock or threading.RLock()
         self.binder = binder
+        self.pod_reader = pod_reader
         self._last: tuple[tuple[str, str, int], _Verdicts] | None = None
 
     def _evaluate(self, request: ExtenderRequest) -> _Verdicts:
@@ -328,9 +243,35 @@ class Extender:
         return {"NodeNameToMetaVictims": kept}
 
     def bind(self, request: BindingRequest) -> JsonDict:
-        """ExtenderBindingResult: the pods/binding request made, or why it failed."""
-        if self.binder is None:
+        """ExtenderBindingResult: the pods/binding request made, or why it was not.
+
+        The pod is read from the API (not from the caller) and bound only if it is the pod the
+        caller named (same UID), not bound yet, and ``request.node`` passes this extender's
+        filters for it — the same answer ``filter`` would give with that node as the only
+        candidate. Anything else is an Error, and nothing is written."""
+        if self.binder is None or self.pod_reader is None:
             return {"Error": "bind: this extender has no API access to bind with"}
+        where = f"bind {request.namespace}/{request.name} to {request.node}"
+        try:
+            pod = self.pod_reader(request.namespace, request.name)
+        except Exception as err:  # not found, forbidden, API down: nothing is bound
+            return self._refuse_bind(request, where, f"reading the pod: {err}")
+        meta = pod.get("metadata") or {}
+        if meta.get("uid") != request.uid:
+            return self._refuse_bind(
+                request, where, f"the pod's UID is {meta.get('uid')!r}, not {request.uid!r}"
+            )
+        bound_to = (pod.get("spec") or {}).get("nodeName")
+        if bound_to:
+            return self._refuse_bind(request, where, f"the pod is already bound to {bound_to}")
+        verdict = self.filter(ExtenderRequest(pod=pod, node_names=(request.node,), nodes=None))
+        if request.node not in (verdict["NodeNames"] or ()):
+            reason = (
+                verdict["FailedNodes"].get(request.node)
+                or verdict["FailedAndUnresolvableNodes"].get(request.node)
+                or "refused by gputopo's filters"
+            )
+            return self._refuse_bind(request, where, f"the node fails gputopo's filters: {reason}")
         try:
             self.binder(request.namespace, request.name, request.uid, request.node)
         except Exception as err:  # the API's answer goes back to kube-scheduler as Error
@@ -338,12 +279,70 @@ class Extender:
                 "extender bind failed",
                 extra={"pod": f"{request.namespace}/{request.name}", "error": str(err)},
             )
-            return {"Error": f"bind {request.namespace}/{request.name} to {request.node}: {err}"}
+            return {"Error": f"{where}: {err}"}
         log.info(
             "pod bound by the extender",
             extra={"pod": f"{request.namespace}/{request.name}", "node": request.node},
         )
         return {"Error": ""}
+
+    @staticmethod
+    def _refuse_bind(request: BindingRequest, where: str, reason: str) -> JsonDict:
+        log.warning(
+            "extender bind refused",
+            extra={
+                "pod": f"{request.namespace}/{request.name}",
+                "node": request.node,
+                "reason": reason,
+            },
+        )
+        return {"Error": f"{where}: {reason}"}
+
+
+def load_body(raw: bytes) -> Any:
+    """A verb's JSON body within :mod:`gputopo.core.documents`' limits (depth, int64, finite
+    numbers), or its :class:`DocumentError` naming the path.
+
+    ``load_json`` checks every value with its path (built for documents with YAML aliases):
+    measured on an ExtenderArgs with 500 NodeNames, 1.5 ms against 0.12 ms to parse, more than
+    the p99 budget of a verb can spare (docs/performance.md#extender). JSON has no aliases, so
+    here a walk without paths decides, in 0.02 ms, whether the body is within the limits; only
+    a body that is not goes through ``load_json``, for its one-line error."""
+    try:
+        document = json.loads(raw, parse_constant=_not_a_number)
+    except (ValueError, RecursionError):
+        return load_json(raw, source="request body")  # raises, saying why
+    if not _within_bounds(document):
+        return load_json(raw, source="request body")
+    return document
+
+
+def _not_a_number(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _within_bounds(document: Any) -> bool:
+    """True when no container is nested deeper than MAX_DEPTH, every integer is an int64 and
+    every float finite (False may also mean "ask load_json": it is the one that explains)."""
+    if type(document) is not dict and type(document) is not list:
+        return False  # a bare scalar: small, let load_json judge it
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return False
+        for value in container.values() if type(container) is dict else container:
+            kind = type(value)
+            if kind is str or kind is bool or value is None:
+                continue
+            if kind is dict or kind is list:
+                stack.append((value, depth + 1))
+            elif kind is int:
+                if not INT64_MIN <= value <= INT64_MAX:
+                    return False
+            elif kind is float and not math.isfinite(value):
+                return False
+    return True
 
 
 def rescale(names: Sequence[str], totals: Mapping[str, int]) -> list[int]:
@@ -423,7 +422,8 @@ class ExtenderCache:
 class ExtenderServer(ProbeServer):
     """HTTP: POST .../filter, .../prioritize, .../preempt and .../bind (any path prefix),
     GET /healthz and /readyz — the one probe server both deployables run
-    (:mod:`gputopo.core.serve`), with the verbs as its POST routes."""
+    (:mod:`gputopo.core.serve`), with the verbs as its POST routes; over mutual TLS when given
+    ``tls`` (:func:`gputopo.core.serve.mutual_tls_context`)."""
 
     def __init__(
         self,
@@ -431,6 +431,10 @@ class ExtenderServer(ProbeServer):
         extender: Extender,
         ready: Callable[[], bool] = lambda: True,
         healthy: Callable[[], bool] = lambda: True,
+        *,
+        tls: ssl.SSLContext | None = None,
+        client_names: frozenset[str] = frozenset(),
+        limits: Limits | None = None,
     ) -> None:
         self.extender = extender
         host, port = parse_address(address, flag="--listen", example=":8888")
@@ -439,7 +443,16 @@ class ExtenderServer(ProbeServer):
             readiness=check(ready, "not ready: the cache has not listed everything yet"),
         )
         routes = dict.fromkeys(VERBS, self._route)
-        super().__init__(host, port, probes=probes, routes=routes, thread_name="extender-http")
+        super().__init__(
+            host,
+            port,
+            probes=probes,
+            routes=routes,
+            thread_name="extender-http",
+            limits=limits,
+            tls=tls,
+            client_names=client_names,
+        )
 
     def _route(self, verb: str, raw: bytes) -> tuple[int, bytes, str]:
         status, answer = self.handle(verb, raw)
@@ -448,7 +461,7 @@ class ExtenderServer(ProbeServer):
     def handle(self, verb: str, raw: bytes) -> tuple[int, Any]:
         """(HTTP status, JSON answer) for one verb; bad input is a 400 naming the field."""
         try:
-            body = json.loads(raw or b"null")
+            body = load_body(raw or b"null")
             if verb == "preempt":
                 return 200, self.extender.preempt(PreemptionRequest.from_json(body))
             if verb == "bind":

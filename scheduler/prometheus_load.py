@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 import urllib.error
@@ -53,6 +54,54 @@ DEFAULT_QUERIES: Final = {
     NODE_CPU: "avg_over_time(gputopo_node_cpu_utilization_ratio[{window}])" + _NODE_JOIN,
     SAMPLE_TIME: "gputopo_agent_load_sample_timestamp_seconds" + _NODE_JOIN,
 }
+
+
+MAX_QUERY_LENGTH: Final = 4096
+_PLACEHOLDER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_CLOSING: Final = {")": "(", "]": "[", "}": "{"}
+
+
+def check_query(name: str, promql: str) -> None:
+    """Refuse a PromQL template that can never be a valid query, at start-up rather than as a
+    failed refresh every interval forever: empty, over :data:`MAX_QUERY_LENGTH` characters,
+    with a control character, a placeholder other than ``{window}``, an unterminated string
+    or unbalanced brackets. PromQL's own grammar is Prometheus' to check; these are the
+    mistakes a template makes."""
+    flag = f"--load-query {name}"
+    if not promql.strip():
+        raise SchedulerInputError(f"{flag}: expected a PromQL expression, got an empty one")
+    if len(promql) > MAX_QUERY_LENGTH:
+        raise SchedulerInputError(f"{flag}: longer than {MAX_QUERY_LENGTH} characters")
+    if any(not character.isprintable() for character in promql):
+        raise SchedulerInputError(f"{flag}: contains a control character")
+    for placeholder in _PLACEHOLDER.findall(promql):
+        if placeholder != "window":
+            raise SchedulerInputError(
+                f"{flag}: unknown placeholder {{{placeholder}}} (only {{window}} is substituted)"
+            )
+    open_brackets: list[str] = []
+    quote: str | None = None
+    escaped = False
+    for character in promql:
+        if quote is not None:
+            if escaped:
+                escaped = False
+            elif character == "\\":
+                escaped = True
+            elif character == quote:
+                quote = None
+        elif character in "\"'`":
+            quote = character
+        elif character in "([{":
+            open_brackets.append(character)
+        elif character in _CLOSING and (
+            not open_brackets or open_brackets.pop() != _CLOSING[character]
+        ):
+            raise SchedulerInputError(f"{flag}: unbalanced {character!r} in {promql[:80]!r}")
+    if quote is not None:
+        raise SchedulerInputError(f"{flag}: unterminated string in {promql[:80]!r}")
+    if open_brackets:
+        raise SchedulerInputError(f"{flag}: unclosed {open_brackets[-1]!r} in {promql[:80]!r}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +139,8 @@ class LoadConfig:
         for name in (SAMPLE_TIME, *RESOURCES):
             if name not in self.queries:
                 raise SchedulerInputError(f"load query {name!r} is missing")
+        for name, promql in self.queries.items():
+            check_query(name, promql)
 
     @property
     def window(self) -> str:

@@ -1,7 +1,9 @@
 """The scoring profile: which scores count and how much, loaded from YAML with validation.
 
 The default ships as package data (`scheduler/profiles/default.yaml`); a user file has the same
-shape and is validated field by field, with one-line errors naming the file and the field.
+shape and is validated field by field, with one-line errors naming the file and the field:
+the file is read through `gputopo.core.documents` (size, depth, aliases, numbers bounded) and its
+sections decoded by `gputopo.core.decode` into frozen dataclasses that refuse unknown keys.
 
 Score weights are keyed by plugin name (`scores.<name>`, the plugin's `name`); the default
 profile names every score plugin, and a user profile may weight only those.
@@ -10,14 +12,14 @@ profile names every score plugin, and a user profile may weight only those.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
+from gputopo.core.decode import DecodeError, decode, decode_value, wire
+from gputopo.core.documents import DocumentError, load_yaml, read_text
 from gputopo.scheduler.errors import SchedulerInputError
 
 FIT_STRATEGIES: Final = ("LeastAllocated", "MostAllocated")
@@ -42,155 +44,164 @@ class SchedulerProfile:
         return self.weights.get(plugin, 0)
 
 
-_TOP_LEVEL = frozenset(
-    {
-        "apiVersion",
-        "kind",
-        "scores",
-        "nodeResourcesFit",
-        "nodeResourcesBalancedAllocation",
-        "interPodAffinity",
-        "reservation",
-        "headroom",
-    }
-)
+MAX_PROFILE_BYTES: Final = 1024 * 1024  # the shipped profile is 3 KB
+MAX_GPUS: Final = 1024  # reservation.minGpus and headroom.minGpus (0: off)
+
+
+# --- the document's sections, decoded by gputopo.core.decode (unknown keys are refused) ----------
+
+
+@dataclass(frozen=True)
+class _ResourceWeight:
+    name: str
+    weight: int = field(default=1, metadata=wire(minimum=1, maximum=100))
+
+
+@dataclass(frozen=True)
+class _FitSection:
+    strategy: str | None = field(default=None, metadata=wire(choices=FIT_STRATEGIES))
+    resources: tuple[_ResourceWeight, ...] | None = None
+
+
+@dataclass(frozen=True)
+class _BalancedSection:
+    resources: tuple[_ResourceWeight, ...] | None = None
+
+
+@dataclass(frozen=True)
+class _InterPodAffinitySection:
+    hard_pod_affinity_weight: int | None = field(
+        default=None, metadata=wire(key="hardPodAffinityWeight", minimum=0, maximum=100)
+    )
+
+
+@dataclass(frozen=True)
+class _ReservationSection:
+    min_gpus: int | None = field(
+        default=None, metadata=wire(key="minGpus", minimum=0, maximum=MAX_GPUS)
+    )
+    ttl_seconds: int | None = field(
+        default=None, metadata=wire(key="ttlSeconds", minimum=1, maximum=86400)
+    )
+
+
+@dataclass(frozen=True)
+class _HeadroomSection:
+    min_gpus: int | None = field(
+        default=None, metadata=wire(key="minGpus", minimum=0, maximum=MAX_GPUS)
+    )
+
+
+@dataclass(frozen=True)
+class _ProfileDocument:
+    """The whole file but ``scores``, whose keys are plugin names and are checked by hand."""
+
+    api_version: Any = field(default=None, metadata=wire(key="apiVersion"))
+    kind: Any = None
+    scores: Any = None
+    fit: _FitSection | None = field(default=None, metadata=wire(key="nodeResourcesFit"))
+    balanced: _BalancedSection | None = field(
+        default=None, metadata=wire(key="nodeResourcesBalancedAllocation")
+    )
+    inter_pod_affinity: _InterPodAffinitySection | None = field(
+        default=None, metadata=wire(key="interPodAffinity")
+    )
+    reservation: _ReservationSection | None = None
+    headroom: _HeadroomSection | None = None
 
 
 def _fail(source: str, path: str, problem: str) -> SchedulerInputError:
     return SchedulerInputError(f"profile {source}: {path}: {problem}")
 
 
-def _int(source: str, path: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _fail(source, path, f"expected an integer in {low}..{high}, got {value!r}")
-    return value
-
-
-def _mapping(source: str, path: str, value: object, allowed: frozenset[str]) -> Mapping[str, Any]:
+def _scores(
+    source: str, value: object, names: frozenset[str], weights: dict[str, int]
+) -> dict[str, int]:
+    """``scores``: a weight in 0..100 per score plugin the default profile names."""
     if value is None:
-        return {}
+        return weights
     if not isinstance(value, Mapping):
-        raise _fail(source, path, f"expected a mapping, got {type(value).__name__}")
-    for key in value:
-        if key not in allowed:
+        raise _fail(source, "scores", f"expected an object, got {type(value).__name__}")
+    allowed = names or frozenset(str(key) for key in value)
+    for plugin, weight in value.items():
+        if plugin not in allowed:
             raise _fail(
-                source,
-                f"{path}.{key}" if path else str(key),
-                f"unknown field, expected one of {sorted(allowed)}",
+                source, f"scores.{plugin}", f"unknown field (allowed: {', '.join(sorted(allowed))})"
             )
-    return value
+        try:
+            weights[str(plugin)] = decode_value(int, weight, f"scores.{plugin}")
+        except DecodeError as error:
+            raise _fail(source, error.path, error.problem) from None
+        if not 0 <= weights[str(plugin)] <= 100:
+            raise _fail(source, f"scores.{plugin}", f"expected an integer in 0..100, got {weight}")
+    return weights
 
 
-def _field_int(
+def _resources(
     source: str,
-    section: str,
-    values: Mapping[str, Any],
-    field: str,
-    default: int,
-    low: int = 0,
-    high: int = 1024,
-) -> int:
-    """``section.field`` as an integer in low..high, ``default`` when the field is absent."""
-    return _int(source, f"{section}.{field}", values.get(field, default), low, high)
-
-
-def _resources(source: str, path: str, value: object) -> tuple[tuple[str, int], ...]:
-    if not isinstance(value, list) or not value:
+    path: str,
+    value: tuple[_ResourceWeight, ...] | None,
+    default: tuple[tuple[str, int], ...],
+) -> tuple[tuple[str, int], ...]:
+    if value is None:
+        return default
+    if not value:
         raise _fail(source, path, "expected a non-empty list of {name, weight}")
-    out: list[tuple[str, int]] = []
-    for i, item in enumerate(value):
-        item = _mapping(source, f"{path}[{i}]", item, frozenset({"name", "weight"}))
-        name = item.get("name")
-        if not isinstance(name, str) or not name or name == "pods":
-            raise _fail(source, f"{path}[{i}].name", f"expected a resource name, got {name!r}")
-        out.append((name, _int(source, f"{path}[{i}].weight", item.get("weight", 1), 1, 100)))
-    return tuple(out)
+    for index, item in enumerate(value):
+        if not item.name or item.name == "pods":
+            raise _fail(
+                source, f"{path}[{index}].name", f"expected a resource name, got {item.name!r}"
+            )
+    return tuple((item.name, item.weight) for item in value)
+
+
+def _pick(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def parse_profile(document: object, source: str) -> SchedulerProfile:
     """Validate a profile document; missing sections take the shipped defaults."""
     base = default_profile() if source != _DEFAULT_SOURCE else None
-    top = _mapping(source, "", document, _TOP_LEVEL)
-    kind = top.get("kind", "SchedulerProfile")
+    if not isinstance(document, Mapping):
+        if document is not None:
+            raise _fail(source, "document", f"expected a mapping, got {type(document).__name__}")
+        document = {}
+    kind = document.get("kind", "SchedulerProfile")
     if kind != "SchedulerProfile":
         raise _fail(source, "kind", f"expected SchedulerProfile, got {kind!r}")
-    weights = dict(base.weights) if base else {}
-    scores = top.get("scores")
+    try:
+        top = decode(_ProfileDocument, document, "", unknown="reject")
+    except DecodeError as error:
+        raise _fail(source, error.path.lstrip("."), error.problem) from None
+    scores = top.scores
     names = frozenset(base.weights if base else scores if isinstance(scores, Mapping) else ())
-    for plugin, weight in _mapping(source, "scores", scores, names).items():
-        weights[plugin] = _int(source, f"scores.{plugin}", weight, 0, 100)
-    fit = _mapping(
-        source,
-        "nodeResourcesFit",
-        top.get("nodeResourcesFit"),
-        frozenset({"strategy", "resources"}),
-    )
-    strategy = fit.get("strategy", base.fit_strategy if base else "LeastAllocated")
-    if strategy not in FIT_STRATEGIES:
-        raise _fail(
-            source,
-            "nodeResourcesFit.strategy",
-            f"expected one of {list(FIT_STRATEGIES)}, got {strategy!r}",
-        )
-    fit_resources = (
-        _resources(source, "nodeResourcesFit.resources", fit["resources"])
-        if "resources" in fit
-        else (base.fit_resources if base else (("cpu", 1), ("memory", 1)))
-    )
-    balanced = _mapping(
-        source,
-        "nodeResourcesBalancedAllocation",
-        top.get("nodeResourcesBalancedAllocation"),
-        frozenset({"resources"}),
-    )
-    balanced_resources = (
-        _resources(source, "nodeResourcesBalancedAllocation.resources", balanced["resources"])
-        if "resources" in balanced
-        else (base.balanced_resources if base else (("cpu", 1), ("memory", 1)))
-    )
-    inter_pod = _mapping(
-        source,
-        "interPodAffinity",
-        top.get("interPodAffinity"),
-        frozenset({"hardPodAffinityWeight"}),
-    )
-    hard_weight = _field_int(
-        source,
-        "interPodAffinity",
-        inter_pod,
-        "hardPodAffinityWeight",
-        base.hard_pod_affinity_weight if base else 1,
-        0,
-        100,
-    )
-    reservation = _mapping(
-        source, "reservation", top.get("reservation"), frozenset({"minGpus", "ttlSeconds"})
-    )
-    min_gpus = _field_int(
-        source, "reservation", reservation, "minGpus", base.reservation_min_gpus if base else 8
-    )
-    ttl_s = _field_int(
-        source,
-        "reservation",
-        reservation,
-        "ttlSeconds",
-        base.reservation_ttl_s if base else 300,
-        1,
-        86400,
-    )
-    headroom = _mapping(source, "headroom", top.get("headroom"), frozenset({"minGpus"}))
-    headroom_min_gpus = _field_int(
-        source, "headroom", headroom, "minGpus", base.headroom_min_gpus if base else 8
-    )
+    weights = _scores(source, scores, names, dict(base.weights) if base else {})
+    fit = top.fit or _FitSection()
+    balanced = top.balanced or _BalancedSection()
+    inter_pod = top.inter_pod_affinity or _InterPodAffinitySection()
+    reservation = top.reservation or _ReservationSection()
+    headroom = top.headroom or _HeadroomSection()
     return SchedulerProfile(
         weights=weights,
-        fit_strategy=str(strategy),
-        fit_resources=fit_resources,
-        balanced_resources=balanced_resources,
-        hard_pod_affinity_weight=hard_weight,
-        reservation_min_gpus=min_gpus,
-        reservation_ttl_s=ttl_s,
-        headroom_min_gpus=headroom_min_gpus,
+        fit_strategy=fit.strategy or (base.fit_strategy if base else "LeastAllocated"),
+        fit_resources=_resources(
+            source,
+            "nodeResourcesFit.resources",
+            fit.resources,
+            base.fit_resources if base else (("cpu", 1), ("memory", 1)),
+        ),
+        balanced_resources=_resources(
+            source,
+            "nodeResourcesBalancedAllocation.resources",
+            balanced.resources,
+            base.balanced_resources if base else (("cpu", 1), ("memory", 1)),
+        ),
+        hard_pod_affinity_weight=_pick(
+            inter_pod.hard_pod_affinity_weight, base.hard_pod_affinity_weight if base else 1
+        ),
+        reservation_min_gpus=_pick(reservation.min_gpus, base.reservation_min_gpus if base else 8),
+        reservation_ttl_s=_pick(reservation.ttl_seconds, base.reservation_ttl_s if base else 300),
+        headroom_min_gpus=_pick(headroom.min_gpus, base.headroom_min_gpus if base else 8),
     )
 
 
@@ -200,25 +211,15 @@ _DEFAULT_SOURCE = "scheduler/profiles/default.yaml"
 @cache
 def default_profile() -> SchedulerProfile:
     text = resources.files("gputopo.scheduler").joinpath("profiles/default.yaml").read_text()
-    return parse_profile(yaml.safe_load(text), _DEFAULT_SOURCE)
+    return parse_profile(load_yaml(text, source=_DEFAULT_SOURCE), _DEFAULT_SOURCE)
 
 
 def load_profile(path: str | Path) -> SchedulerProfile:
-    """Load and validate a user profile file."""
+    """Load and validate a user profile file (at most :data:`MAX_PROFILE_BYTES`, UTF-8, read
+    through gputopo.core.documents: depth, aliases and numbers bounded)."""
     try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise SchedulerInputError(f"profile {path}: cannot read: {exc.strerror}") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SchedulerInputError(f"profile {path}: not valid YAML: {_yaml_problem(exc)}") from None
+        text = read_text(path, what="profile", max_bytes=MAX_PROFILE_BYTES)
+        document = load_yaml(text, source=f"profile {path}")
+    except DocumentError as error:
+        raise SchedulerInputError(str(error)) from None
     return parse_profile(document, str(path))
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    if mark is not None:
-        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
-    return str(problem)

@@ -2,7 +2,7 @@
 to real processes (the API server, Prometheus, the agent's own threads on the real clock).
 
 Unit tests of the agent's loop do not poll: they drive a fake clock
-(tests/unit/runtime/fake_clock.py).
+(tests/unit/agent/fake_clock.py).
 """
 
 from __future__ import annotations

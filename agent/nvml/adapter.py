@@ -8,7 +8,7 @@ NVLink count, and the slow-changing health signals of the last full poll.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import ModuleType
 from typing import Any
@@ -21,15 +21,17 @@ from gputopo.agent.nvml.reads import (
     read_gpu,
     with_p2p_levels,
 )
-from gputopo.agent.nvml.session import GpuQuery, NvmlSession, error_name
+from gputopo.agent.nvml.session import LOST_AT_HANDLE, GpuQuery, NvmlSession, error_name
 from gputopo.agent.nvml.signals import (
     HealthPoll,
     links_down,
-    nvlinks_down,
     read_nvlink_states,
     read_signals,
 )
-from gputopo.agent.topology import DriverInfo, HealthSignals, NvmlStatus, XidEvent
+from gputopo.agent.topology import DriverInfo, HealthSignals, NvlinkRemote, NvmlStatus, XidEvent
+
+# nvmlIntNvLinkDeviceType_t NVML_NVLINK_DEVICE_TYPE_SWITCH.
+_NVLINK_DEVICE_TYPE_SWITCH = 2
 
 
 class NvmlAdapter:
@@ -49,6 +51,11 @@ class NvmlAdapter:
         self._link_counts: dict[int, int] = {}
         # GPU index -> (NVLink states, signals) of the last full health poll (health_poll).
         self._slow_signals: dict[int, tuple[tuple[bool, ...], HealthSignals]] = {}
+        # GPU index -> the link numbers that count as down when inactive (signals.links_down):
+        # each link seen active since the agent started, and every link of a GPU wired to
+        # NVSwitches. Reset when another GPU (UUID) is found at the index.
+        self._expected_links: dict[int, set[int]] = {}
+        self._uuid_at: dict[int, str | None] = {}
 
     @property
     def status(self) -> NvmlStatus:
@@ -128,26 +135,31 @@ class NvmlAdapter:
         return read_driver_info(self._session.module)
 
     def snapshot(self, *, cpu_set_words: int = 16, with_p2p: bool = True) -> NvmlSnapshot:
-        """Read every GPU. Never raises for NVML errors; unavailable NVML gives no GPUs."""
+        """Read every GPU. Never raises for NVML errors; unavailable NVML gives no GPUs.
+
+        A GPU whose handle fails with GPU_IS_LOST or UNKNOWN (:data:`LOST_AT_HANDLE`) is in the
+        snapshot as lost at its index, with nothing else known: on real machines that is where
+        a GPU that fell off the bus fails. Other handle failures stay ``handle_errors``."""
         if not self._session.status.available:
             return NvmlSnapshot(status=self._session.status)
         module = self._session.module
         self.drain_xid_events()
-        handles: list[tuple[int, Any]] = []
-        handle_errors: list[tuple[int, str]] = []
         try:
-            count = int(module.nvmlDeviceGetCount())
+            int(module.nvmlDeviceGetCount())
         except module.NVMLError as error:
             return NvmlSnapshot(
                 status=NvmlStatus(available=False, error=f"{error_name(error)}: {error}"),
                 driver=self.driver_info(),
             )
-        for index in range(count):
-            try:
-                handles.append((index, module.nvmlDeviceGetHandleByIndex(index)))
-            except module.NVMLError as error:
-                handle_errors.append((index, error_name(error)))
-        gpus = [self._read_gpu(index, handle, cpu_set_words) for index, handle in handles]
+        handles, failures = self._session.enumerate()
+        read = {index: self._read_gpu(index, handle, cpu_set_words) for index, handle in handles}
+        handle_errors: list[tuple[int, str]] = []
+        for index, code, name in failures:
+            if code in LOST_AT_HANDLE:
+                read[index] = self._lost_gpu(index, name)
+            else:
+                handle_errors.append((index, name))
+        gpus = [read[index] for index in sorted(read)]
         if with_p2p:
             gpus = with_p2p_levels(module, gpus, handles)
         return NvmlSnapshot(
@@ -158,22 +170,44 @@ class NvmlAdapter:
         )
 
     def _read_gpu(self, index: int, handle: Any, cpu_set_words: int) -> NvmlGpu:
-        """The GPU's static facts, then its health signals on the same query (after forgetting
-        the events of a GPU that was at ``index`` before)."""
+        """The GPU's static facts, then its health signals on the same query (its XIDs and
+        ECC events are those of its UUID, wherever it was enumerated before)."""
         query = GpuQuery(self._session.module, handle)
         gpu = read_gpu(query, index, cpu_set_words, self._link_counts)
-        self._events.forget_if_reenumerated(index, gpu.uuid)
+        self._events.bind(index, gpu.uuid)
+        if gpu.uuid is not None and self._uuid_at.get(index, gpu.uuid) != gpu.uuid:
+            self._expected_links.pop(index, None)
+        self._uuid_at[index] = gpu.uuid
+        expected = self._expected_links.setdefault(index, set())
+        if any(link.active and link.remote is NvlinkRemote.NVSWITCH for link in gpu.nvlinks):
+            expected.update(link.link for link in gpu.nvlinks)
         xids = self._events.xid_counts().get(index, ())
         stale = self._events.stale_xids().get(index, ())
         ecc_events = self._events.ecc_event_counts().get(index, {})
         signals = read_signals(
             query,
             xids,
-            nvlinks_down=nvlinks_down(gpu.nvlinks),
+            nvlinks_down=self._links_down(index, [link.active for link in gpu.nvlinks]),
             stale_xids=stale,
             uncorrected_ecc_events=ecc_events.get("uncorrected", 0),
         )
         return replace(gpu, signals=signals, errors=tuple(query.errors))
+
+    def _lost_signals(self, index: int) -> HealthSignals:
+        """A GPU without a handle: lost, with the XIDs its board had counted here."""
+        self._events.bind(index, None)
+        return HealthSignals(
+            lost=True,
+            xid_events=self._events.xid_counts().get(index, ()),
+            stale_xids=self._events.stale_xids().get(index, ()),
+        )
+
+    def _lost_gpu(self, index: int, error: str) -> NvmlGpu:
+        return NvmlGpu(
+            index=index,
+            signals=self._lost_signals(index),
+            errors=(f"nvmlDeviceGetHandleByIndex: {error}",),
+        )
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -197,14 +231,19 @@ class NvmlAdapter:
         ecc_events = self.ecc_event_counts()
         signals = {}
         link_states = {}
-        for index, handle in self._session.handles():
+        handles, failures = self._session.enumerate()
+        for index, code, _ in failures:
+            if code in LOST_AT_HANDLE:
+                self._slow_signals.pop(index, None)
+                signals[index] = self._lost_signals(index)
+        for index, handle in handles:
             query = GpuQuery(self._session.module, handle)
             cached = None if slow else self._slow_signals.get(index)
             states = cached[0] if cached is not None else self._nvlink_states(index, query)
             signals[index] = read_signals(
                 query,
                 xids.get(index, ()),
-                nvlinks_down=links_down(states),
+                nvlinks_down=self._links_down(index, states, query),
                 stale_xids=stale.get(index, ()),
                 uncorrected_ecc_events=ecc_events.get(index, {}).get("uncorrected", 0),
                 slow=cached[1] if cached is not None else None,
@@ -216,6 +255,23 @@ class NvmlAdapter:
             if cached is None:
                 self._slow_signals[index] = (states, signals[index])
         return HealthPoll(signals, link_states)
+
+    def _links_down(
+        self, index: int, states: Sequence[bool | None], query: GpuQuery | None = None
+    ) -> int:
+        """Links down on the GPU at ``index`` (:func:`links_down`), learning from ``states``
+        which links were up. A GPU the adapter has not read yet (a health poll before the first
+        discovery) is asked once, through ``query``, whether its links reach NVSwitches."""
+        expected = self._expected_links.get(index)
+        if expected is None:
+            expected = self._expected_links[index] = set()
+            first_up = next((link for link, active in enumerate(states) if active), None)
+            if query is not None and first_up is not None:
+                remote = query.device("nvmlDeviceGetNvLinkRemoteDeviceType", first_up)
+                if remote is not None and int(remote) == _NVLINK_DEVICE_TYPE_SWITCH:
+                    expected.update(range(len(states)))
+        expected.update(link for link, active in enumerate(states) if active)
+        return links_down(states, expected)
 
     def _nvlink_states(self, index: int, query: GpuQuery) -> tuple[bool, ...]:
         """The link states, learning the GPU's link count if discovery has not yet."""

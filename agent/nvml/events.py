@@ -7,8 +7,12 @@ sleeps in :meth:`NvmlEvents.wait` (``nvmlEventSetWait``, in the driver) between 
 
 XID counts never decrease (they feed a Prometheus counter), but an XID stops counting for health
 once it has not recurred for :attr:`XidDecay.window_s` — except the XIDs that need a GPU reset
-(:data:`RESET_REQUIRED_XIDS`), which count until the GPU is re-enumerated (a different UUID at
-its index) or the agent restarts. docs/health.md has the rule.
+(:data:`RESET_REQUIRED_XIDS`), which count until the agent restarts. docs/health.md has the rule.
+
+Counts are kept per GPU *UUID*, not per NVML index: indices shift when a GPU fails to probe or
+the session is reopened after a GPU fell off the bus, and the XIDs belong to the board. The
+public views are per current index (:meth:`NvmlEvents.bind` says which UUID is at which index);
+a board that moved takes its counts along, and a new board at an index starts clean.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gputopo.agent.nvml.session import NOT_SUPPORTED, TIMEOUT, GpuQuery, error_code
+from gputopo.agent.nvml.session import NOT_SUPPORTED, TIMEOUT, GpuQuery, error_code, text
 from gputopo.agent.topology import XidEvent
 
 # nvmlEventType* bits (pynvml's nvmlEventTypeSingleBitEccError, ...DoubleBitEccError,
@@ -64,20 +68,22 @@ class NvmlEvents:
         self._module: Any = None
         self._event_set: Any = None
         self._lock = threading.Lock()
-        self._xid_counts: dict[int, Counter[int]] = {}
-        self._xid_last_seen: dict[tuple[int, int], float] = {}  # (GPU, code) -> clock()
-        self._ecc_events: dict[int, Counter[str]] = {}  # GPU -> "corrected"/"uncorrected"
-        self._uuids: dict[int, str] = {}  # GPU index -> UUID, to notice re-enumeration
+        # Keyed by GPU: its UUID, or "index:<n>" for a GPU whose UUID NVML did not give.
+        self._xid_counts: dict[str, Counter[int]] = {}
+        self._xid_last_seen: dict[tuple[str, int], float] = {}  # (GPU, code) -> clock()
+        self._ecc_events: dict[str, Counter[str]] = {}  # GPU -> "corrected"/"uncorrected"
+        self._key_at: dict[int, str] = {}  # current NVML index -> GPU key (see bind)
         # Told "XID" or "uncorrectable ECC error" whenever a drain records a new one, from
         # whichever thread drained it (the run loop's trigger).
         self.on_event: Callable[[str], None] | None = None
-        self._handle_keys: dict[Any, int] = {}
+        self._handle_keys: dict[Any, str] = {}  # handle identity -> GPU key
 
     def register(self, module: Any, handles: Iterable[tuple[int, Any]]) -> None:
         """XID and ECC events on every GPU, as far as each supports them. NVML refuses the
         whole registration (NOT_SUPPORTED) when one asked-for type is unsupported, so a GPU
         whose supported types are unknown is retried with XIDs alone."""
         self._module = module
+        self._handle_keys.clear()
         try:
             self._event_set = module.nvmlEventSetCreate()
         except (module.NVMLError, AttributeError):
@@ -85,6 +91,8 @@ class NvmlEvents:
             return
         for index, handle in handles:
             query = GpuQuery(module, handle)
+            uuid = query.device("nvmlDeviceGetUUID")
+            key = self.bind(index, text(uuid) if uuid is not None else None)
             supported = query.device("nvmlDeviceGetSupportedEventTypes")
             wanted = _WATCHED_EVENTS if supported is None else _WATCHED_EVENTS & int(supported)
             if not wanted:
@@ -94,7 +102,7 @@ class NvmlEvents:
                 wanted &= _XID_CRITICAL_ERROR_EVENT
                 if wanted:
                     query.call("nvmlDeviceRegisterEvents", handle, wanted, self._event_set)
-            self._handle_keys[_handle_key(handle)] = index
+            self._handle_keys[_handle_key(handle)] = key
 
     def free(self) -> None:
         """Give the event set back (before ``nvmlShutdown``)."""
@@ -142,19 +150,19 @@ class NvmlEvents:
         event_type = int(data.eventType)
         if not event_type & _WATCHED_EVENTS:
             return ()
-        index = self._event_gpu_index(data.device)
-        if index is None:
+        key = self._event_gpu_key(data.device)
+        if key is None:
             return ()
         with self._lock:
             if event_type & _XID_CRITICAL_ERROR_EVENT:
                 code = int(data.eventData)
-                self._xid_counts.setdefault(index, Counter())[code] += 1
-                self._xid_last_seen[(index, code)] = self._clock()
+                self._xid_counts.setdefault(key, Counter())[code] += 1
+                self._xid_last_seen[(key, code)] = self._clock()
                 return ("XID",)
             if event_type & _DOUBLE_BIT_ECC_EVENT:
-                self._ecc_events.setdefault(index, Counter())["uncorrected"] += 1
+                self._ecc_events.setdefault(key, Counter())["uncorrected"] += 1
                 return ("uncorrectable ECC error",)
-            self._ecc_events.setdefault(index, Counter())["corrected"] += 1
+            self._ecc_events.setdefault(key, Counter())["corrected"] += 1
             return ()
 
     def _notify(self, reasons: set[str] | tuple[str, ...]) -> None:
@@ -165,7 +173,11 @@ class NvmlEvents:
         """ECC error events per GPU index since registration: ``corrected`` (single-bit) and
         ``uncorrected`` (double-bit) counts."""
         with self._lock:
-            return {index: dict(counts) for index, counts in self._ecc_events.items()}
+            return {
+                index: dict(self._ecc_events[key])
+                for index, key in sorted(self._key_at.items())
+                if key in self._ecc_events
+            }
 
     def stale_xids(self) -> dict[int, tuple[int, ...]]:
         """Per GPU, the XID codes that no longer count for health (:class:`XidDecay`)."""
@@ -175,41 +187,47 @@ class NvmlEvents:
         cutoff = self._clock() - window
         stale: dict[int, list[int]] = {}
         with self._lock:
-            for (index, code), seen in sorted(self._xid_last_seen.items()):
-                if seen <= cutoff and code not in self.xid_decay.reset_required:
-                    stale.setdefault(index, []).append(code)
-        return {index: tuple(codes) for index, codes in stale.items()}
+            index_of = {key: index for index, key in self._key_at.items()}
+            for (key, code), seen in sorted(self._xid_last_seen.items()):
+                index = index_of.get(key)
+                if index is None or seen > cutoff or code in self.xid_decay.reset_required:
+                    continue
+                stale.setdefault(index, []).append(code)
+        return {index: tuple(codes) for index, codes in sorted(stale.items())}
 
-    def forget_if_reenumerated(self, index: int, uuid: str | None) -> None:
-        """A different GPU at ``index`` (hotplug, re-enumeration): its XIDs, sticky ones
-        included, and ECC events belonged to the GPU that was there before."""
-        if uuid is None:
-            return
-        previous = self._uuids.get(index)
-        self._uuids[index] = uuid
-        if previous is None or previous == uuid:
-            return
+    def bind(self, index: int, uuid: str | None) -> str:
+        """The GPU with ``uuid`` is now at NVML ``index``; its key. A GPU whose UUID is
+        unknown (its handle or UUID query failed) keeps the key last bound at its index, so a
+        GPU lost mid-session keeps its counts where it was."""
         with self._lock:
-            self._xid_counts.pop(index, None)
-            self._ecc_events.pop(index, None)
-            for key in [key for key in self._xid_last_seen if key[0] == index]:
-                del self._xid_last_seen[key]
+            if uuid is None:
+                return self._key_at.setdefault(index, f"index:{index}")
+            for other, key in list(self._key_at.items()):
+                if key == uuid and other != index:
+                    del self._key_at[other]  # the board moved: its old index is not it
+            self._key_at[index] = uuid
+            return uuid
 
     def xid_counts(self) -> dict[int, tuple[XidEvent, ...]]:
+        """XID counts per current NVML index (of the GPU bound there, see :meth:`bind`)."""
         with self._lock:
             return {
-                index: tuple(XidEvent(code=c, count=n) for c, n in sorted(counts.items()))
-                for index, counts in self._xid_counts.items()
+                index: tuple(
+                    XidEvent(code=c, count=n) for c, n in sorted(self._xid_counts[key].items())
+                )
+                for index, key in sorted(self._key_at.items())
+                if key in self._xid_counts
             }
 
-    def _event_gpu_index(self, device: Any) -> int | None:
-        index = self._handle_keys.get(_handle_key(device))
-        if index is not None:
-            return index
+    def _event_gpu_key(self, device: Any) -> str | None:
+        key = self._handle_keys.get(_handle_key(device))
+        if key is not None:
+            return key
         try:
-            return int(self._module.nvmlDeviceGetIndex(device))
+            uuid = self._module.nvmlDeviceGetUUID(device)
         except self._module.NVMLError:
             return None
+        return text(uuid)
 
 
 def _handle_key(handle: Any) -> Any:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gputopo.agent.nvml.mig import read_mig
-from gputopo.agent.nvml.session import GpuQuery, text
+from gputopo.agent.nvml.session import FUNCTION_NOT_FOUND, GpuQuery, text
 from gputopo.agent.sysfs import normalize_bus_id
 from gputopo.agent.topology import (
     ComputeCapability,
@@ -39,6 +39,7 @@ ARCHITECTURE_FAMILIES: dict[int, str] = {
     8: "ada-lovelace",
     9: "hopper",
     10: "blackwell",
+    13: "rubin",  # NVML_DEVICE_ARCH_RUBIN (11, 12 are the DLA engines)
 }
 
 # NVML_TOPOLOGY_* common-ancestor levels.
@@ -59,6 +60,10 @@ NVLINK_VERSION_TO_GENERATION: dict[int, int] = {1: 1, 2: 2, 3: 2, 4: 3, 5: 3, 6:
 # Per-direction bandwidth of one NVLink, GB/s, by generation (NVIDIA's published numbers: P100
 # NVLink1 20 GB/s; V100 NVLink2, A100 NVLink3 and H100 NVLink4 25 GB/s; Blackwell NVLink5 50).
 NVLINK_BANDWIDTH_GBPS: dict[int, float] = {1: 20.0, 2: 25.0, 3: 25.0, 4: 25.0, 5: 50.0}
+
+
+# 64-bit words of the NUMA node set asked for (256 nodes).
+_NODE_SET_WORDS = 4
 
 
 def family_from_compute_capability(capability: ComputeCapability) -> str | None:
@@ -115,6 +120,7 @@ class NvmlGpu:
     pcie: PcieInfo = field(default_factory=PcieInfo)
     numa_node: int | None = None
     cpu_affinity: tuple[int, ...] = ()
+    memory_affinity: tuple[int, ...] = ()  # NUMA nodes of nvmlDeviceGetMemoryAffinity (NODE scope)
     nvlinks: tuple[NvmlLink, ...] = ()
     p2p: dict[int, P2PLevel] = field(default_factory=dict)
     mig: MigInfo = field(default_factory=MigInfo)
@@ -185,6 +191,11 @@ def read_gpu(
     )
     numa = query.device("nvmlDeviceGetNumaNodeId")
     affinity = query.device("nvmlDeviceGetCpuAffinity", cpu_set_words)
+    memory_affinity = query.device(
+        "nvmlDeviceGetMemoryAffinity",
+        _NODE_SET_WORDS,
+        int(getattr(query.module, "NVML_AFFINITY_SCOPE_NODE", 0)),
+    )
     nvlinks = read_nvlinks(query)
     if not query.lost:
         link_counts[index] = len(nvlinks)
@@ -201,20 +212,49 @@ def read_gpu(
         pcie=pcie,
         numa_node=int(numa) if numa is not None and int(numa) >= 0 else None,
         cpu_affinity=cpus_from_affinity(affinity) if affinity is not None else (),
+        memory_affinity=cpus_from_affinity(memory_affinity) if memory_affinity is not None else (),
         nvlinks=nvlinks,
         mig=mig,
         fabric=fabric,
     )
 
 
+# nvmlFieldValue_t.valueType (NVML_VALUE_TYPE_*) -> the c_nvmlValue_t member holding the value.
+_FIELD_VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
+
+
+def field_value(query: GpuQuery, field_id: int) -> int | None:
+    """One NVML field value of this GPU (``nvmlDeviceGetFieldValues``): None when the call or
+    the field itself (its own ``nvmlReturn``) fails."""
+    values = query.device("nvmlDeviceGetFieldValues", [field_id])
+    if values is None or len(values) < 1 or int(values[0].nvmlReturn) != 0:
+        return None
+    value = values[0]
+    value_type = int(value.valueType)
+    if not 0 <= value_type < len(_FIELD_VALUE_MEMBERS):
+        return None
+    return int(getattr(value.value, _FIELD_VALUE_MEMBERS[value_type]))
+
+
+def nvlink_count(query: GpuQuery) -> int | None:
+    """How many NVLinks the GPU has, from the field NVML_FI_DEV_NVLINK_LINK_COUNT, as
+    nvidia-smi and DCGM take it; None where the driver cannot say."""
+    field_id = int(getattr(query.module, "NVML_FI_DEV_NVLINK_LINK_COUNT", 91))
+    return field_value(query, field_id)
+
+
 def read_nvlinks(query: GpuQuery) -> tuple[NvmlLink, ...]:
-    """Each NVLink's state, generation and, when up, what is at its other end."""
+    """Each NVLink's state, generation and, when up, what is at its other end. The links are
+    the field value's count; where that is unknown, link numbers are walked until NVML answers
+    INVALID_ARGUMENT (past the last link) or NOT_SUPPORTED (no NVLink)."""
+    count = nvlink_count(query)
+    if query.lost:
+        return ()
     max_links = int(getattr(query.module, "NVML_NVLINK_MAX_LINKS", 18))
     links = []
-    for link in range(max_links):
-        state = query.device("nvmlDeviceGetNvLinkState", link)
+    for link in range(min(count, max_links) if count is not None else max_links):
+        state = query.probe("nvmlDeviceGetNvLinkState", link)
         if state is None:
-            # NOT_SUPPORTED / INVALID_ARGUMENT: no NVLink, or past the GPU's last link.
             break
         active = bool(int(state))
         version = query.device("nvmlDeviceGetNvLinkVersion", link)
@@ -250,26 +290,60 @@ def read_nvlinks(query: GpuQuery) -> tuple[NvmlLink, ...]:
     return tuple(links)
 
 
+# nvmlGpuFabricState_t values.
+_FABRIC_STATES = {1: "not_started", 2: "in_progress", 3: "completed"}
+_FABRIC_UUID_LEN = 16  # NVML_GPU_FABRIC_UUID_LEN
+
+
+def _fabric_struct(structure: Any) -> bool:
+    """Whether a binding's fabric struct has NVML's layout: nvidia-ml-py before 12.570 declared
+    ``clusterUuid`` as 80 bytes, so every field after it was read from the wrong place."""
+    field_info = getattr(structure, "clusterUuid", None)
+    return field_info is not None and int(getattr(field_info, "size", 0)) == _FABRIC_UUID_LEN
+
+
 def read_fabric(query: GpuQuery) -> FabricInfo | None:
-    """The multi-node NVLink fabric (cluster UUID, clique) the GPU has joined, if any."""
-    structure = getattr(query.module, "c_nvmlGpuFabricInfo_t", None)
-    if structure is None or query.lost:
+    """The multi-node NVLink fabric (cluster UUID, clique) the GPU has joined, if any.
+
+    The versioned call (``nvmlDeviceGetGpuFabricInfoV``, v2 struct, R550 on) first; the
+    deprecated unversioned one where the driver lacks it. Registration is done only when the
+    state is COMPLETED *and* its status SUCCESS *and* the cluster UUID is not all zeros: a
+    completed registration that failed is ``state="failed"`` and gives no clique.
+    """
+    if query.lost:
         return None
-    info = structure()
-    # The real binding hands the argument straight to C, so it takes a pointer.
-    query.device("nvmlDeviceGetGpuFabricInfo", ctypes.byref(info))
-    if query.last_code is not None:
-        return None
-    state_code = int(getattr(info, "state", 0))
-    state = {1: "not_started", 2: "in_progress", 3: "completed"}.get(state_code)
+    module = query.module
+    info: Any = None
+    versioned = getattr(module, "c_nvmlGpuFabricInfoV_t", None)
+    version = getattr(module, "nvmlGpuFabricInfo_v2", None)
+    if versioned is not None and version is not None and _fabric_struct(versioned):
+        info = versioned()
+        info.version = version
+        # The real binding hands the argument straight to C, so it takes a pointer.
+        query.device("nvmlDeviceGetGpuFabricInfoV", ctypes.byref(info))
+        if query.last_code == FUNCTION_NOT_FOUND:
+            info = None
+        elif query.last_code is not None:
+            return None
+    if info is None:
+        legacy = getattr(module, "c_nvmlGpuFabricInfo_t", None)
+        if legacy is None or not _fabric_struct(legacy) or query.lost:
+            return None
+        info = legacy()
+        query.device("nvmlDeviceGetGpuFabricInfo", ctypes.byref(info))
+        if query.last_code is not None:
+            return None
+    state = _FABRIC_STATES.get(int(info.state) & 0xFF)  # a C unsigned char
     if state is None:
         return None  # NVML_GPU_FABRIC_STATE_NOT_SUPPORTED: no multi-node fabric
-    raw_uuid = bytes(bytearray(getattr(info, "clusterUuid", b"")))
-    cluster_uuid = None
-    if len(raw_uuid) == 16 and any(raw_uuid):
-        cluster_uuid = str(uuid_module.UUID(bytes=raw_uuid))
-    clique = int(getattr(info, "cliqueId", 0)) if state == "completed" else None
-    return FabricInfo(cluster_uuid=cluster_uuid, clique_id=clique, state=state)
+    offset = type(info).clusterUuid.offset
+    raw_uuid = ctypes.string_at(ctypes.addressof(info) + offset, _FABRIC_UUID_LEN)
+    cluster_uuid = str(uuid_module.UUID(bytes=raw_uuid)) if any(raw_uuid) else None
+    if state != "completed":
+        return FabricInfo(cluster_uuid=cluster_uuid, clique_id=None, state=state)
+    if int(info.status) != 0 or cluster_uuid is None:
+        return FabricInfo(cluster_uuid=cluster_uuid, clique_id=None, state="failed")
+    return FabricInfo(cluster_uuid=cluster_uuid, clique_id=int(info.cliqueId), state=state)
 
 
 def with_p2p_levels(

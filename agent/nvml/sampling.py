@@ -31,6 +31,9 @@ NVLINK_ERROR_COUNTERS: tuple[tuple[int, str], ...] = (
 )
 _DEFAULT_MAX_LINKS = 18
 _ERROR_COUNTER = "nvmlDeviceGetNvLinkErrorCounter"
+# nvmlDeviceGetMemoryInfo with nvmlMemory_v2 calls the C symbol nvmlDeviceGetMemoryInfo_v2
+# (R510 on); the name under which its absence is remembered.
+_MEMORY_V2 = "nvmlDeviceGetMemoryInfo_v2"
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,11 @@ class _Query:
         self.lost = False
         self.absent = absent if absent is not None else set()
 
-    def call(self, name: str, *args: Any) -> Any:
-        if self.lost or name in self.absent:
+    def call(self, name: str, *args: Any, symbol: str | None = None) -> Any:
+        """``symbol``: the C function behind ``name`` with these arguments, remembered as
+        absent instead of ``name`` (one pynvml function may call several)."""
+        symbol = symbol or name
+        if self.lost or symbol in self.absent:
             return None
         function: Callable[..., Any] | None = getattr(self.module, name, None)
         if function is None:
@@ -92,11 +98,23 @@ class _Query:
             if code == GPU_IS_LOST:
                 self.lost = True
             elif code == FUNCTION_NOT_FOUND:
-                self.absent.add(name)
+                self.absent.add(symbol)
             return None
 
     def device(self, name: str, *args: Any) -> Any:
         return self.call(name, self.handle, *args)
+
+
+def _memory(query: _Query, handle: Any) -> Any:
+    """The memory info whose ``used`` is what work has allocated: v2, where the driver's
+    reserved memory is apart (v1 counts it as used: ~900 MB on an idle A100). A driver before
+    R510 (FUNCTION_NOT_FOUND) or a binding without ``nvmlMemory_v2`` gives v1."""
+    version = getattr(query.module, "nvmlMemory_v2", None)
+    if version is not None:
+        memory = query.call("nvmlDeviceGetMemoryInfo", handle, version, symbol=_MEMORY_V2)
+        if memory is not None or query.lost:
+            return memory
+    return query.call("nvmlDeviceGetMemoryInfo", handle)
 
 
 def _ratio(percent: Any) -> float | None:
@@ -154,7 +172,7 @@ def _sample_mig(query: _Query) -> tuple[MigDeviceLoad, ...]:
         uuid = query.call("nvmlDeviceGetUUID", mig)
         if uuid is None:
             continue
-        memory = query.call("nvmlDeviceGetMemoryInfo", mig)
+        memory = _memory(query, mig)
         devices.append(
             MigDeviceLoad(
                 uuid=text(uuid),
@@ -202,7 +220,7 @@ def sample_gpus(
         query = _Query(module, handle, absent)
         uuid = query.device("nvmlDeviceGetUUID")
         utilization = query.device("nvmlDeviceGetUtilizationRates")
-        memory = query.device("nvmlDeviceGetMemoryInfo")
+        memory = _memory(query, handle)
         before = (previous or {}).get(index)
         nvlinks = _sample_nvlinks(
             query,

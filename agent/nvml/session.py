@@ -19,11 +19,24 @@ from typing import Any
 from gputopo.agent.topology import NvmlStatus
 
 # NVML return codes this layer reacts to (stable across NVML versions).
+INVALID_ARGUMENT = 2
 NOT_SUPPORTED = 3
 NOT_FOUND = 6
 TIMEOUT = 10
 FUNCTION_NOT_FOUND = 13
 GPU_IS_LOST = 15
+UNKNOWN = 999
+
+# What nvmlDeviceGetHandleByIndex answers for a GPU that is in the machine but gone from the
+# bus or wedged: on real machines a lost GPU fails already here, before any per-GPU query, with
+# GPU_IS_LOST or (older drivers, some fall-off-the-bus cases) UNKNOWN. Other handle failures
+# (NO_PERMISSION in a container not given that GPU, INSUFFICIENT_POWER) are not "lost".
+LOST_AT_HANDLE = frozenset({GPU_IS_LOST, UNKNOWN})
+
+# Answers that say "this GPU or this driver has no such thing", not that something went wrong:
+# not kept among a GPU's errors. FUNCTION_NOT_FOUND is an older driver lacking a newer symbol
+# (the callers that have a fallback API ask it).
+_NOT_AN_ERROR = frozenset({NOT_SUPPORTED, NOT_FOUND, FUNCTION_NOT_FOUND})
 
 
 class NvmlLoadError(Exception):
@@ -90,7 +103,7 @@ class GpuQuery:
             self.last_code = code
             if code == GPU_IS_LOST:
                 self.lost = True
-            if code not in (NOT_SUPPORTED, NOT_FOUND):
+            if code not in _NOT_AN_ERROR:
                 self.errors.append(f"{name}: {error_name(error)}")
             return None
 
@@ -99,6 +112,15 @@ class GpuQuery:
         if self.lost:
             return None
         return self.call(name, self.handle, *args)
+
+    def probe(self, name: str, *args: Any) -> Any:
+        """:meth:`device` for an index that may be past the GPU's last one (an NVLink number):
+        NVML answers INVALID_ARGUMENT there, which ends the walk and is no error."""
+        errors = len(self.errors)
+        value = self.device(name, *args)
+        if self.last_code == INVALID_ARGUMENT:
+            del self.errors[errors:]
+        return value
 
 
 class NvmlSession:
@@ -136,13 +158,22 @@ class NvmlSession:
 
     def handles(self) -> Iterator[tuple[int, Any]]:
         """(index, handle) of every GPU NVML counts; a GPU without a handle is left out."""
+        handles, _ = self.enumerate()
+        yield from handles
+
+    def enumerate(self) -> tuple[list[tuple[int, Any]], list[tuple[int, int | None, str]]]:
+        """The handles NVML gives, and (index, return code, error name) for each GPU it counts
+        but gives no handle for (see :data:`LOST_AT_HANDLE`)."""
         module = self.module
+        handles: list[tuple[int, Any]] = []
+        failures: list[tuple[int, int | None, str]] = []
         try:
             count = int(module.nvmlDeviceGetCount())
         except module.NVMLError:
-            return
+            return handles, failures
         for index in range(count):
             try:
-                yield index, module.nvmlDeviceGetHandleByIndex(index)
-            except module.NVMLError:
-                continue
+                handles.append((index, module.nvmlDeviceGetHandleByIndex(index)))
+            except module.NVMLError as error:
+                failures.append((index, error_code(error), error_name(error)))
+        return handles, failures

@@ -8,13 +8,14 @@ every second (:class:`HealthPoll`), the slow-changing ones only every few ticks.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
-from gputopo.agent.nvml.reads import NvmlLink
-from gputopo.agent.nvml.session import NOT_SUPPORTED, GpuQuery, int_or_none
+from gputopo.agent.nvml.session import FUNCTION_NOT_FOUND, NOT_SUPPORTED, GpuQuery, int_or_none
 from gputopo.agent.topology import EccCounts, HealthSignals, MemoryRepair, XidEvent
 
-# nvmlClocksEventReason* bits to names (the same bits as the deprecated ThrottleReason names).
+# nvmlClocksEventReason* bits to names (the same bits as the deprecated ThrottleReason names; the
+# last two are newer bits pynvml names nvmlClocksThrottleReasonBoardLimit and ...Reliability).
 CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
     (0x001, "gpu_idle"),
     (0x002, "applications_clocks_setting"),
@@ -25,7 +26,14 @@ CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
     (0x040, "hw_thermal_slowdown"),
     (0x080, "hw_power_brake_slowdown"),
     (0x100, "display_clock_setting"),
+    (0x200, "board_limit"),
+    (0x400, "reliability"),
 )
+
+# nvmlDeviceGetCurrentClocksEventReasons is R535 on: an older driver has only the throttle-reason
+# API, and a current pynvml then answers FUNCTION_NOT_FOUND (an older pynvml has no such function,
+# which GpuQuery answers as NOT_SUPPORTED). Either way the deprecated API is asked instead.
+_NO_CLOCK_EVENT_API = (NOT_SUPPORTED, FUNCTION_NOT_FOUND)
 
 
 @dataclass(frozen=True)
@@ -41,26 +49,22 @@ def decode_clock_event_reasons(mask: int) -> tuple[str, ...]:
     return tuple(name for bit, name in CLOCK_EVENT_REASONS if mask & bit)
 
 
-def nvlinks_down(links: tuple[NvmlLink, ...]) -> int:
-    """Inactive links on a GPU that has at least one active link (a partly broken fabric).
+def links_down(states: Sequence[bool | None], expected: Collection[int]) -> int:
+    """Inactive links that should be up: those in ``expected`` (link numbers that were active
+    since the agent started, or every link of a GPU wired to NVSwitches).
 
-    A GPU whose links are all inactive is a GPU without a bridge (e.g. a PCIe card) unless its
-    peers say otherwise; discovery makes that call, because it sees the whole node.
+    A link index that was never up is not down: an A100 PCIe has 12 link indices whether or
+    not all its bridges are fitted, and a missing bridge is how the machine was built, not a
+    fault. On an NVSwitch node, a GPU with every link down is down; discovery makes that call,
+    because it sees the whole node.
     """
-    if not any(link.active for link in links):
-        return 0
-    return sum(1 for link in links if link.active is False)
-
-
-def links_down(states: tuple[bool, ...]) -> int:
-    """:func:`nvlinks_down` for the health poll's bare up/down states."""
-    return states.count(False) if True in states else 0
+    return sum(1 for link, active in enumerate(states) if active is False and link in expected)
 
 
 def read_nvlink_states(query: GpuQuery, known_count: int | None) -> tuple[bool, ...]:
     """Only whether each link is up: what the once-a-second poll needs. Past the last link
-    NVML answers an error; once the link count is known (``known_count``) it is not asked
-    again."""
+    NVML answers INVALID_ARGUMENT; once the link count is known (``known_count``) it is not
+    asked again."""
     limit = (
         known_count
         if known_count is not None
@@ -68,7 +72,7 @@ def read_nvlink_states(query: GpuQuery, known_count: int | None) -> tuple[bool, 
     )
     states = []
     for link in range(limit):
-        state = query.device("nvmlDeviceGetNvLinkState", link)
+        state = query.probe("nvmlDeviceGetNvLinkState", link)
         if state is None:
             break
         states.append(bool(int(state)))
@@ -137,7 +141,7 @@ def read_signals(
         )
         repair = read_memory_repair(query)
     reasons = query.device("nvmlDeviceGetCurrentClocksEventReasons")
-    if reasons is None and query.last_code == NOT_SUPPORTED:
+    if reasons is None and query.last_code in _NO_CLOCK_EVENT_API:
         reasons = query.device("nvmlDeviceGetCurrentClocksThrottleReasons")
     temperature = query.device(
         "nvmlDeviceGetTemperature", int(getattr(module, "NVML_TEMPERATURE_GPU", 0))

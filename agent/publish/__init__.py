@@ -18,11 +18,15 @@ Rules (docs/publishing.md):
   ``<prefix>/owned-labels`` and ``<prefix>/owned-taints`` annotations. Only those, and the
   contract's own annotations, are ever changed or removed. An ``nvidia.com/*`` label already on
   the Node that the agent does not own (GPU Feature Discovery runs too) is left alone; a
-  ``<prefix>/*`` key is the agent's namespace and is taken over.
+  ``<prefix>/*`` key is the agent's namespace and is taken over. An entry naming a key the
+  agent would never publish is ignored and reported; a lost annotation is re-derived from
+  ``managedFields`` (:class:`.plan.Ownership`).
 * Removal with hysteresis. An owned key is removed only after it has been absent from
   ``removal_after`` consecutive *successful* discoveries (misses are kept in the
-  ``<prefix>/pending-removal`` annotation, so a restart does not reset them). A discovery that
-  failed — NVML down while GPUs sit on the PCI bus — publishes nothing at all.
+  ``<prefix>/pending-removal`` annotation, so a restart does not reset them); a new value of a
+  topology-defining label likewise waits for ``removal_after`` sightings. A discovery that
+  failed — NVML down while GPUs sit on the PCI bus — publishes nothing at all; a partial one
+  (``NodeTopology.incomplete``) keeps the Node's topology values and publishes only health.
 * Zero writes when nothing changed. The desired state is computed and compared with the Node
   read from the API server; only a difference is written, so a restart writes nothing.
 * Optimistic concurrency. A write is a JSON merge patch carrying the ``resourceVersion`` that

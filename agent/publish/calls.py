@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Final
 
-from gputopo.agent.publish.plan import Change
+from gputopo.agent.publish.plan import FIELD_MANAGER, Change
 from gputopo.core.retry import status_of
 
-FIELD_MANAGER: Final = "gputopo-agent"
+__all__ = [
+    "FIELD_MANAGER",
+    "ApiCallFailed",
+    "PublishCounters",
+    "PublishResult",
+    "describe_api_error",
+]
 
 
 @dataclass
@@ -26,6 +31,8 @@ class PublishCounters:
     retries: int = 0
     api_errors: int = 0
     discovery_failures: int = 0
+    partial_discoveries: int = 0  # discoveries that kept the last good topology values
+    foreign_owned_keys: int = 0  # ignored ownership entries on the Node, as last read
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ def run_cycle(
         return CycleResult(PublishResult("skipped", message=message))
     node_result = publisher.publish(topology, dry_run=dry_run)
     nrt_result = None
-    if nrt is not None and is_successful_discovery(topology):
+    # A partial discovery's zones may be missing NUMA nodes or GPUs: the last NRT stands.
+    if nrt is not None and is_successful_discovery(topology) and not topology.incomplete:
         nrt_result = nrt.publish(topology, available() if available else None, dry_run=dry_run)
     return CycleResult(node_result, nrt_result)

@@ -51,6 +51,13 @@ class DesiredState:
     taints: tuple[Taint, ...]
     annotations: dict[str, str]  # content annotations (topology); bookkeeping is added by plan()
     sla_state: SlaState | None
+    # What the discovery behind this state could not read; non-empty: a partial discovery, whose
+    # topology values must not replace the Node's last good ones (plan() keeps them).
+    incomplete: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return not self.incomplete
 
 
 def is_successful_discovery(topology: NodeTopology) -> bool:
@@ -85,4 +92,5 @@ def desired_state(
         taints=tuple(gate.taint(t.key, t.value, t.effect) for t in taints),
         annotations={options.contract.topology_annotation: topology_annotation_value(topology)},
         sla_state=sla_state,
+        incomplete=topology.incomplete,
     )

@@ -7,12 +7,19 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from gputopo.agent.publish.desired import DesiredState
-from gputopo.core.contract import Contract, format_key_list, parse_key_list
+from gputopo.core.contract import (
+    NVIDIA_PREFIX,
+    Contract,
+    format_key_list,
+    parse_key_list,
+)
 
 log = logging.getLogger(__name__)
+
+FIELD_MANAGER: Final = "gputopo-agent"
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,12 @@ class NodeView:
     labels: dict[str, str]
     annotations: dict[str, str]
     taints: tuple[dict[str, Any], ...]
+    # Label keys the API server's managedFields record as last set by the agent's field
+    # manager: the record the agent re-derives ownership from when its annotation is gone.
+    managed_labels: frozenset[str] = frozenset()
+    # Annotation keys the agent's field manager holds; None where the Node carried no
+    # managedFields at all (nothing to confirm or refute the ownership annotation with).
+    managed_annotations: frozenset[str] | None = None
 
     @classmethod
     def from_dict(cls, node: Mapping[str, Any]) -> NodeView:
@@ -35,7 +48,28 @@ class NodeView:
             labels=dict(metadata.get("labels") or {}),
             annotations=dict(metadata.get("annotations") or {}),
             taints=tuple(dict(t) for t in spec.get("taints") or ()),
+            managed_labels=_managed_keys(metadata.get("managedFields"), "f:labels"),
+            managed_annotations=(
+                _managed_keys(metadata.get("managedFields"), "f:annotations")
+                if metadata.get("managedFields")
+                else None
+            ),
         )
+
+
+def _managed_keys(entries: Any, kind: str, manager: str = FIELD_MANAGER) -> frozenset[str]:
+    """Label (``f:labels``) or annotation (``f:annotations``) keys ``manager`` owns according
+    to the Node's ``metadata.managedFields``."""
+    keys: set[str] = set()
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, Mapping) or entry.get("manager") != manager:
+            continue
+        fields = entry.get("fieldsV1")
+        metadata = fields.get("f:metadata") if isinstance(fields, Mapping) else None
+        names = metadata.get(kind) if isinstance(metadata, Mapping) else None
+        if isinstance(names, Mapping):
+            keys.update(name[2:] for name in names if isinstance(name, str) and name[:2] == "f:")
+    return frozenset(keys)
 
 
 @dataclass(frozen=True)
@@ -58,10 +92,65 @@ class Plan:
     changes: tuple[Change, ...]
     patch: dict[str, Any]  # JSON merge patch (empty when nothing changes)
     skipped_foreign: tuple[str, ...] = ()
+    # Entries of the ownership annotations naming keys the agent never writes (forged or
+    # garbled): ignored, dropped from the annotation by this plan, and reported.
+    ignored_ownership: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
         return not self.changes
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """What the agent owns on a Node: only keys it would publish itself.
+
+    The ownership annotations are a claim anyone with write access to the Node can make, so an
+    entry counts only when the contract says the agent writes such a key (its own prefix, the
+    exact GFD-compatible ``nvidia.com/*`` set, its own taint keys); every other entry is
+    ignored and reported. When managedFields shows that another writer last set the
+    annotation, its ``nvidia.com/*`` entries also need managedFields to confirm them.
+
+    Where the annotation is gone or garbled, ownership is re-derived from what the API server
+    itself records: label keys that ``managedFields`` attributes to the agent's field manager,
+    and taints with the agent's own keys.
+    """
+
+    labels: frozenset[str]
+    taints: frozenset[str]
+    ignored: tuple[str, ...]
+
+    @classmethod
+    def of(cls, node: NodeView, contract: Contract) -> Ownership:
+        claimed_labels = parse_key_list(node.annotations.get(contract.owned_labels_annotation))
+        claimed_taints = parse_key_list(node.annotations.get(contract.owned_taints_annotation))
+        labels = {key for key in claimed_labels if contract.may_own_label(key)}
+        annotation = contract.owned_labels_annotation
+        if (
+            node.managed_annotations is not None
+            and annotation in node.annotations
+            and annotation not in node.managed_annotations
+        ):
+            # Someone else rewrote the annotation: its nvidia.com/* claims count only where
+            # managedFields confirms the agent wrote the label (GFD's keys stay GFD's).
+            labels = {
+                key
+                for key in labels
+                if not key.startswith(f"{NVIDIA_PREFIX}/") or key in node.managed_labels
+            }
+        taints = {identity for identity in claimed_taints if contract.may_own_taint(identity)}
+        ignored = [f"label {key}" for key in sorted(claimed_labels - labels)]
+        ignored += [f"taint {identity}" for identity in sorted(claimed_taints - taints)]
+        labels |= {
+            key for key in node.managed_labels if key in node.labels and contract.may_own_label(key)
+        }
+        if not taints:  # the annotation is gone or garbled: the agent's own taint keys
+            taints = {
+                _taint_identity(taint)
+                for taint in node.taints
+                if contract.may_own_taint(_taint_identity(taint))
+            }
+        return cls(frozenset(labels), frozenset(taints), tuple(ignored))
 
 
 def _taint_identity(taint: Mapping[str, Any]) -> str:
@@ -154,8 +243,8 @@ def plan(
 ) -> Plan:
     """The merge patch that brings ``node`` to ``desired`` under the ownership rules."""
     planner = _Planner(node, contract)
-    owned_labels = parse_key_list(node.annotations.get(contract.owned_labels_annotation))
-    owned_taints = parse_key_list(node.annotations.get(contract.owned_taints_annotation))
+    ownership = Ownership.of(node, contract)
+    owned_labels, owned_taints = ownership.labels, ownership.taints
     pending = _parse_pending(node.annotations.get(contract.pending_removal_annotation))
     own_prefix = f"{contract.prefix}/"
     skipped: list[str] = []
@@ -165,17 +254,40 @@ def plan(
         return identity not in owned and not key.startswith(own_prefix)
 
     # labels
+    complete = desired.complete
+    health_keys = contract.health_label_keys()
+    topology_keys = contract.topology_label_keys()
     new_owned_labels: set[str] = set()
-    new_pending: dict[str, int] = {}
+    # A partial discovery counts nothing: every pending removal and value change waits as it is.
+    new_pending: dict[str, int] = {} if complete else dict(pending)
     for key, value in sorted(desired.labels.items()):
-        if key in node.labels and foreign(key, owned_labels, key):
+        old = node.labels.get(key)
+        if old is not None and foreign(key, owned_labels, key):
             skipped.append(f"label {key}")
             continue
-        planner.set_label(key, value)
         new_owned_labels.add(key)
+        if old is None or old == value or key in health_keys:
+            planner.set_label(key, value)
+        elif not complete:
+            continue  # a partial discovery keeps the last good value
+        elif key in topology_keys:
+            marker = f"value:{key}={value}"
+            seen = pending.get(marker, 0) + 1
+            if seen >= removal_after:
+                planner.set_label(key, value)
+            else:
+                new_pending[marker] = seen
+        else:
+            planner.set_label(key, value)
     for key in sorted(owned_labels - new_owned_labels):
+        if key not in node.labels:
+            planner.set_label(key, None)
+            continue
+        if not complete and key not in health_keys:
+            new_owned_labels.add(key)  # a partial discovery removes no topology value
+            continue
         misses = pending.get(f"label:{key}", 0) + 1
-        if misses >= removal_after or key not in node.labels:
+        if misses >= removal_after:
             planner.set_label(key, None)
         else:
             new_owned_labels.add(key)
@@ -199,10 +311,11 @@ def plan(
             new_owned_taints.add(identity)
         elif identity in owned_taints:
             misses = pending.get(f"taint:{identity}", 0) + 1
-            if misses < removal_after:
+            if not complete or misses < removal_after:
                 result_taints.append(existing)
                 new_owned_taints.add(identity)
-                new_pending[f"taint:{identity}"] = misses
+                if complete:
+                    new_pending[f"taint:{identity}"] = misses
         else:
             result_taints.append(existing)  # someone else's taint: kept as it is
     present = {_taint_identity(t) for t in node.taints}
@@ -214,7 +327,8 @@ def plan(
 
     # annotations: content, then bookkeeping
     for key, value in sorted(desired.annotations.items()):
-        planner.set_annotation(key, value)
+        if complete or key not in node.annotations:
+            planner.set_annotation(key, value)
     planner.set_annotation(
         contract.owned_labels_annotation,
         format_key_list(new_owned_labels) if new_owned_labels else None,
@@ -231,14 +345,37 @@ def plan(
         contract.sla_state_annotation,
         desired.sla_state.to_json() if desired.sla_state is not None else None,
     )
-    return Plan(tuple(planner.changes), planner.patch(), tuple(skipped))
+    return Plan(tuple(planner.changes), planner.patch(), tuple(skipped), ownership.ignored)
+
+
+def taints_only(full: Plan, contract: Contract) -> Plan | None:
+    """The taint part of ``full`` (with its ownership record), or None when it changes no taint.
+
+    What the writer still sends when the API server refuses the whole patch (an admission
+    policy or webhook denying one label): a GPU that failed gets its health taint regardless.
+    """
+    spec = full.patch.get("spec") or {}
+    if "taints" not in spec:
+        return None
+    metadata_in = full.patch.get("metadata") or {}
+    metadata: dict[str, Any] = {"resourceVersion": metadata_in.get("resourceVersion", "")}
+    owned_taints = contract.owned_taints_annotation
+    annotations = metadata_in.get("annotations") or {}
+    if owned_taints in annotations:
+        metadata["annotations"] = {owned_taints: annotations[owned_taints]}
+    changes = tuple(
+        change
+        for change in full.changes
+        if change.kind == "taint" or (change.kind == "annotation" and change.key == owned_taints)
+    )
+    return Plan(changes, {"metadata": metadata, "spec": {"taints": spec["taints"]}})
 
 
 def plan_prune(node: NodeView, contract: Contract) -> Plan:
     """Remove every label, taint and annotation the agent owns; nothing else."""
     planner = _Planner(node, contract)
-    owned_labels = parse_key_list(node.annotations.get(contract.owned_labels_annotation))
-    owned_taints = parse_key_list(node.annotations.get(contract.owned_taints_annotation))
+    ownership = Ownership.of(node, contract)
+    owned_labels, owned_taints = ownership.labels, ownership.taints
     for key in sorted(owned_labels):
         if key in node.labels:
             planner.set_label(key, None)
@@ -246,7 +383,7 @@ def plan_prune(node: NodeView, contract: Contract) -> Plan:
     for key in contract_annotations(contract):
         if key in node.annotations:
             planner.set_annotation(key, None)
-    return Plan(tuple(planner.changes), planner.patch())
+    return Plan(tuple(planner.changes), planner.patch(), (), ownership.ignored)
 
 
 def contract_annotations(contract: Contract) -> tuple[str, ...]:

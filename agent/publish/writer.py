@@ -18,7 +18,7 @@ from gputopo.agent.publish.calls import (
     describe_api_error,
 )
 from gputopo.agent.publish.desired import PublishOptions, desired_state, is_successful_discovery
-from gputopo.agent.publish.plan import NodeView, Plan, plan, plan_prune
+from gputopo.agent.publish.plan import NodeView, Plan, plan, plan_prune, taints_only
 from gputopo.agent.sla import SlaHysteresis, SlaState, SlaStateError
 from gputopo.agent.topology import NodeTopology
 from gputopo.core.retry import Backoff, is_retryable, status_of
@@ -125,6 +125,16 @@ class Publisher:
             )
             log.warning("%s", message)
             return PublishResult("skipped", message=message)
+        if topology.incomplete:
+            self.counters.partial_discoveries += 1
+            shown = "; ".join(topology.incomplete[:5])
+            more = len(topology.incomplete) - 5
+            log.warning(
+                "partial discovery (%s%s): keeping the last good topology values on Node %s",
+                shown,
+                f"; {more} more" if more > 0 else "",
+                self.node_name,
+            )
 
         def make_plan(node: NodeView) -> Plan:
             desired = desired_state(
@@ -154,6 +164,25 @@ class Publisher:
             log.warning("ignoring unreadable SLA state on Node %s: %s", self.node_name, error)
             return None
 
+    def _write_taints_despite(self, refused: Plan, error: ApiCallFailed) -> PublishResult:
+        """The whole patch was refused (403/422): still write its taints, alone.
+
+        One key an admission policy denies must not keep a failed GPU's health taint off the
+        Node; the rest stays unwritten and the cycle reports the error.
+        """
+        message = str(error)
+        partial = taints_only(refused, self.options.contract)
+        if partial is not None:
+            try:
+                self._patch(partial.patch)
+            except Exception as taint_error:  # a second refusal or a conflict: report both
+                message += f"; writing the taints alone failed too: {taint_error}"
+            else:
+                self.counters.writes += 1
+                message += f"; wrote the {len(partial.changes)} taint change(s) alone"
+        log.error("publishing to Node %s was refused: %s", self.node_name, message)
+        return PublishResult("error", partial.changes if partial else (), message=message)
+
     def _apply(self, make_plan: Callable[[NodeView], Plan], dry_run: bool) -> PublishResult:
         try:
             for _ in range(self.max_conflict_retries):
@@ -165,6 +194,13 @@ class Publisher:
                     return PublishResult("error", message=str(error))
                 for skipped in node_plan.skipped_foreign:
                     log.info("leaving %s alone: another writer owns it", skipped)
+                self.counters.foreign_owned_keys = len(node_plan.ignored_ownership)
+                if node_plan.ignored_ownership:
+                    log.warning(
+                        "ignoring ownership claims on Node %s for keys gputopo never writes: %s",
+                        self.node_name,
+                        ", ".join(node_plan.ignored_ownership),
+                    )
                 if node_plan.empty:
                     self.counters.unchanged += 1
                     return PublishResult("unchanged")
@@ -172,6 +208,10 @@ class Publisher:
                     return PublishResult("dry-run", node_plan.changes)
                 try:
                     self._patch(node_plan.patch)
+                except ApiCallFailed as error:
+                    if error.status not in (403, 422):
+                        raise
+                    return self._write_taints_despite(node_plan, error)
                 except Exception as error:
                     if status_of(error) != 409:
                         raise

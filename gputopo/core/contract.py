@@ -11,17 +11,22 @@ through them, and the CPU lists in it use the cpulist grammar of :mod:`gputopo.c
 The prefix (``gputopo.io`` by default) is configurable; build a :class:`Contract` with another
 prefix and every gputopo key moves with it. GPU Feature Discovery compatible keys always live
 under ``nvidia.com`` because existing manifests select on them.
+
+One file although over 500 lines: it is the single place that names every key the agent may
+write (and the admission policy mirrors), so a reader checks the whole contract in one read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gputopo.core.decode import DecodeError, decode, wire, wire_keys
+from gputopo.core.documents import DocumentError, load_json
 from gputopo.core.grammar import format_cpulist, parse_cpulist
 
 DEFAULT_PREFIX: Final = "gputopo.io"
@@ -98,6 +103,40 @@ class Gfd:
     def mig_resource(profile: str) -> str:
         """``nvidia.com/mig-<profile>`` with ``+`` (e.g. ``1g.10gb+me``) turned into ``.``."""
         return f"{NVIDIA_PREFIX}/mig-{profile.replace('+', '.')}"
+
+
+# The exact ``nvidia.com/*`` label keys gputopo may write, and nothing else under that prefix:
+# GPU Operator controls (``nvidia.com/mig.config``, ``nvidia.com/gpu.deploy.*``) and any other
+# writer's keys are outside it. The agent owns only keys in this set or under its own prefix,
+# and the admission policy (daemonset/admission) allows exactly the same set.
+
+# What a full-GPU or MIG resource label carries after ``nvidia.com/gpu.`` or
+# ``nvidia.com/mig-<profile>.`` (GFD's resource labeler).
+RESOURCE_SUFFIXES: Final = ("product", "count", "replicas", "sharing-strategy", *Gfd.MIG_ATTRIBUTES)
+
+GFD_LABEL_KEYS: Final = frozenset(
+    value
+    for name, value in vars(Gfd).items()
+    if name.isupper() and isinstance(value, str) and value.startswith(f"{NVIDIA_PREFIX}/")
+) | frozenset(f"{NVIDIA_PREFIX}/gpu.{suffix}" for suffix in RESOURCE_SUFFIXES)
+
+# ``nvidia.com/mig-<profile>.<suffix>``: a MIG profile as agent.nvml.mig names it
+# ("3g.40gb", "1c.3g.40gb", "1g.10gb+me" written "1g.10gb.me"), then one resource suffix.
+# RE2 syntax, so the admission policy's CEL ``matches()`` uses the very same text.
+MIG_PROFILE_PATTERN: Final = r"([1-9][0-9]*c\.)?[1-9][0-9]*g\.[1-9][0-9]*gb(\.me|\.me\.all|\.gfx)?"
+MIG_LABEL_PATTERN: Final = (
+    r"^nvidia\.com/mig-"
+    + MIG_PROFILE_PATTERN
+    + r"\.("
+    + "|".join(suffix.replace(".", r"\.") for suffix in RESOURCE_SUFFIXES)
+    + r")$"
+)
+_MIG_LABEL: Final = re.compile(MIG_LABEL_PATTERN)
+
+
+def is_gfd_label_key(key: str) -> bool:
+    """Whether ``key`` is one of the ``nvidia.com/*`` labels gputopo itself may publish."""
+    return key in GFD_LABEL_KEYS or _MIG_LABEL.fullmatch(key) is not None
 
 
 # --- gputopo keys ---------------------------------------------------------------------------------
@@ -197,15 +236,53 @@ class Contract:
 
     @property
     def pending_removal_annotation(self) -> str:
-        return self.key("pending-removal")  # JSON {"label:<key>"|"taint:<key>:<Effect>": misses}
+        # JSON {"label:<key>"|"taint:<key>:<Effect>": misses, "value:<key>=<value>": sightings}
+        return self.key("pending-removal")
 
     @property
     def sla_state_annotation(self) -> str:
         return self.key("sla-state")  # JSON of the SLA hysteresis state
 
     def owned_prefixes(self) -> tuple[str, ...]:
-        """Label/taint/annotation key prefixes the agent may write (and admission allows)."""
+        """Key prefixes the agent writes under: its own (any key) and ``nvidia.com`` (only the
+        keys :func:`is_gfd_label_key` accepts; see :meth:`may_own_label`)."""
         return (f"{self.prefix}/", f"{NVIDIA_PREFIX}/")
+
+    def may_own_label(self, key: str) -> bool:
+        """A label key the agent would publish itself: under its prefix or in the GFD set.
+
+        Anything else named in the ownership annotation is forged or stale and is ignored.
+        """
+        return key.startswith(f"{self.prefix}/") or is_gfd_label_key(key)
+
+    def health_label_keys(self) -> frozenset[str]:
+        """Labels that follow GPU health: published from every discovery, even a partial one."""
+        return frozenset((self.gpu_health, self.gpu_healthy, self.sla))
+
+    def topology_label_keys(self) -> frozenset[str]:
+        """Labels that define the machine's shape: a new value is published only after it was
+        seen in as many consecutive complete discoveries as a removal needs."""
+        return frozenset(
+            (
+                self.gpu_interconnect,
+                self.gpu_nvlink_domain_size,
+                self.gpu_nvlink_domains,
+                self.numa_nodes,
+                self.gpu_numa_max,
+                self.gpu_aligned_max,
+                self.gpu_pcie_gen,
+                self.gpu_rdma,
+            )
+        )
+
+    def taint_keys(self) -> frozenset[str]:
+        """The only taint keys the agent writes (any effect)."""
+        return frozenset((self.sla_taint, self.health_taint))
+
+    def may_own_taint(self, identity: str) -> bool:
+        """A ``key:Effect`` the agent would write itself; anything else is not its taint."""
+        key, sep, effect = identity.rpartition(":")
+        return bool(sep) and effect in TAINT_EFFECTS and key in self.taint_keys()
 
 
 DEFAULT_CONTRACT: Final = Contract()
@@ -409,11 +486,14 @@ def _gpu_doc(gpu: AnnotatedGpu) -> dict[str, Any]:
 
 
 def parse_topology_annotation(text: str) -> TopologyAnnotation:
-    """Parse the ``<prefix>/topology`` annotation; refuses a newer version instead of guessing."""
+    """Parse the ``<prefix>/topology`` annotation; refuses a newer version instead of guessing.
+
+    Read through :func:`gputopo.core.documents.load_json`, so a garbage, deeply nested or
+    huge-numbered annotation is a ContractError like any other, never a RecursionError."""
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ContractError(f"topology annotation is not valid JSON: {error}") from None
+        document = load_json(text, source="topology annotation")
+    except DocumentError as error:
+        raise ContractError(str(error)) from None
     if not isinstance(document, dict):
         raise ContractError("topology annotation must be a JSON object")
     version = document.get("v")

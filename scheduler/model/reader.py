@@ -16,18 +16,32 @@ from gputopo.scheduler.quantity import resource_amount
 JsonObject = Mapping[str, Any]
 
 
-_INT64 = re.compile(r"^[+-]?[0-9]+$")
+_INT64 = re.compile(r"[+-]?[0-9]+")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def parse_int64(text: str) -> int | None:
-    """Go's `strconv.ParseInt(s, 10, 64)`: the integer, or None where Go returns an error."""
-    if not _INT64.match(text):
+    """Go's `strconv.ParseInt(s, 10, 64)`: the integer, or None where Go returns an error.
+
+    A digit string longer than int64 can hold is refused before it becomes a number, so a
+    5000-digit `Gt` value costs what a short one does."""
+    if not _INT64.fullmatch(text) or len(text.lstrip("+-").lstrip("0")) > 19:
         return None
     value = int(text)
     if value < _INT64_MIN or value > _INT64_MAX:
         return None
     return value
+
+
+_SHOWN = 200  # characters of a name, path or problem an error line shows
+
+
+def _short(text: str) -> str:
+    """An error stays one readable line even when the input holds a megabyte-long value."""
+    if len(text) <= _SHOWN and "\n" not in text:
+        return text
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= _SHOWN else f"{text[: _SHOWN - 20]}... ({len(text)} characters)"
 
 
 class FieldReader:
@@ -47,7 +61,7 @@ class FieldReader:
         self.ref = f"{kind} {shown}"
 
     def error(self, path: str, problem: str) -> SchedulerInputError:
-        return SchedulerInputError(f"{self.ref}: {path}: {problem}")
+        return SchedulerInputError(f"{_short(self.ref)}: {_short(path)}: {_short(problem)}")
 
     def mapping(self, obj: JsonObject, key: str, path: str) -> JsonObject:
         value = obj.get(key)

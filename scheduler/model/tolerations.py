@@ -95,7 +95,12 @@ def parse_toleration(where: FieldReader, raw: JsonObject, path: str) -> Tolerati
     value = raw.get("value", "")
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise where.error(f"{path}.value", f"expected a string, got {type(value).__name__}")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise where.error(f"{path}.value", "expected a string, got an integer beyond int64")
     value = str(value)
+    seconds = where.integer(raw, "tolerationSeconds", f"{path}.tolerationSeconds")
+    if seconds is not None and not -(2**63) <= seconds < 2**63:
+        raise where.error(f"{path}.tolerationSeconds", "expected an int64 number of seconds")
     effect = where.string(raw, "effect", f"{path}.effect")
     if effect and effect not in TAINT_EFFECTS:
         raise where.error(f"{path}.effect", f"unknown effect {effect!r}")

@@ -49,7 +49,7 @@ from tests.bench.agent_env import (
 from tests.bench.test_discovery_bench import ReplayedNvml
 from tests.controlplane import ControlPlane
 from tests.polling import eventually
-from tests.unit.runtime.fake_kubelet import fake_kubelet, short_socket_dir
+from tests.unit.agent.fake_kubelet import fake_kubelet, short_socket_dir
 
 pytestmark = pytest.mark.bench
 

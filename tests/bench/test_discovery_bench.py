@@ -17,21 +17,17 @@ the numbers are recorded in docs/performance.md under "Discovery". The target is
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "agent"))
-
-from agent_fixtures import PciFunction, TinyGpu, build_tree, tiny_nvml
-
 from gputopo.agent.discovery import Discoverer
 from gputopo.mocks.fake_pynvml import make_fake_pynvml
 from gputopo.mocks.profile import builtin_profile_names, load_profile
 from gputopo.mocks.sysfs import build_sysfs
+from tests.unit.agent.agent_fixtures import PciFunction, TinyGpu, build_tree, tiny_nvml
 
 SWITCH = "00000000:A5:00.0"
 BUSES = ["18", "2a", "3a", "5d", "9a", "ab", "ba", "db"]

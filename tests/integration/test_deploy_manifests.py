@@ -87,6 +87,7 @@ def test_extender_component_is_accepted_and_serves_from_its_own_service_account(
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "NetworkPolicy",
         "Service",
         "ServiceAccount",
     ]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,12 +19,14 @@ import yaml
 
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApiError
 from tests.controlplane import ControlPlane, ManagedProcess, free_port
-from tests.controlplane.kubeconfig import write_kubeconfig
+from tests.integration.extender_tls import (
+    ExtenderPki,
+    extender_configuration,
+    extender_process,
+    post,
+)
 from tests.integration.scheduler_env import (
     GPU,
-    REPO,
-    SCHEDULER_NAMESPACE,
-    SERVICE_ACCOUNT,
     Cluster,
     gpu_node,
     gpu_pod,
@@ -51,58 +51,28 @@ def rbac(control_plane: ControlPlane) -> Iterator[None]:
         yield
 
 
-def _extender_process(plane: ControlPlane, workdir: Path, port: int) -> ManagedProcess:
-    """`gputopo-scheduler extender` as its own process, as the scheduler's ServiceAccount."""
-    token = plane.service_account_token(SCHEDULER_NAMESPACE, SERVICE_ACCOUNT)
-    kubeconfig = workdir / "extender.kubeconfig"
-    assert plane.pki is not None
-    write_kubeconfig(kubeconfig, plane.url, plane.pki.ca_file, token=token)
+@pytest.fixture
+def pki(tmp_path: Path) -> ExtenderPki:
+    return ExtenderPki.mint(tmp_path / "pki")
+
+
+def _extender_process(
+    plane: ControlPlane, workdir: Path, port: int, pki: ExtenderPki
+) -> ManagedProcess:
+    """`gputopo-scheduler extender` as its own process, as the scheduler's ServiceAccount, over
+    mutual TLS (probes on a plain-HTTP port of their own)."""
     profile = workdir / "gpu-packing.yaml"
     profile.write_text(yaml.safe_dump(GPU_PACKING_PROFILE))
-    process = ManagedProcess(
-        "gputopo-extender",
-        [
-            sys.executable,
-            "-m",
-            "gputopo.scheduler.cli",
-            "extender",
-            f"--listen=127.0.0.1:{port}",
-            f"--kubeconfig={kubeconfig}",
-            f"--profile={profile}",
-        ],
-        workdir / "extender.log",
-        REPO,
-    )
-    process.wait_until(
-        lambda: (
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read() == b"ok\n"
-        ),
-        30,
-        "ready (/readyz)",
-    )
-    return process
+    return extender_process(plane, workdir, port, free_port(), pki, [f"--profile={profile}"])
 
 
-def _scheduler_configuration(extender_port: int) -> dict[str, object]:
+def _scheduler_configuration(extender_port: int, pki: ExtenderPki) -> dict[str, object]:
     """The KubeSchedulerConfiguration docs/extender.md documents, with a test profile name."""
     return {
         "apiVersion": "kubescheduler.config.k8s.io/v1",
         "kind": "KubeSchedulerConfiguration",
         "profiles": [{"schedulerName": EXTENDED_SCHEDULER}],
-        "extenders": [
-            {
-                "urlPrefix": f"http://127.0.0.1:{extender_port}/gputopo",
-                "filterVerb": "filter",
-                "prioritizeVerb": "prioritize",
-                "preemptVerb": "preempt",
-                "bindVerb": "bind",
-                "weight": 5,
-                "nodeCacheCapable": True,
-                "enableHTTPS": False,
-                "httpTimeout": "5s",
-                "managedResources": [{"name": GPU, "ignoredByScheduler": False}],
-            }
-        ],
+        "extenders": [extender_configuration(pki, extender_port)],
     }
 
 
@@ -129,6 +99,7 @@ def test_kube_scheduler_with_the_extender_packs_gpus_where_alone_it_spreads(
     cluster: Cluster,
     namespace: str,
     rbac: None,
+    pki: ExtenderPki,
     tmp_path: Path,
 ) -> None:
     cluster.create_node(gpu_node("ext-partly-used", 8, labels=POOL))
@@ -162,9 +133,9 @@ def test_kube_scheduler_with_the_extender_packs_gpus_where_alone_it_spreads(
     eventually(alone_gone, 30, "pod 'alone' deleted")
 
     extender_port = free_port()
-    extender = _extender_process(control_plane, tmp_path, extender_port)
+    extender = _extender_process(control_plane, tmp_path, extender_port, pki)
     scheduler = control_plane.start_scheduler_with_config(
-        "kube-scheduler-extended", _scheduler_configuration(extender_port)
+        "kube-scheduler-extended", _scheduler_configuration(extender_port, pki)
     )
     try:
         cluster.create_pod(namespace, _pod("with-extender", EXTENDED_SCHEDULER, 2))
@@ -221,13 +192,14 @@ def test_kube_scheduler_preempts_through_the_extender_and_it_binds(
     namespace: str,
     rbac: None,
     priority_classes: None,
+    pki: ExtenderPki,
     tmp_path: Path,
 ) -> None:
     cluster.create_node(gpu_node("ext-preempt", 8, labels=POOL))
     extender_port = free_port()
-    extender = _extender_process(control_plane, tmp_path, extender_port)
+    extender = _extender_process(control_plane, tmp_path, extender_port, pki)
     scheduler = control_plane.start_scheduler_with_config(
-        "kube-scheduler-extended-preempt", _scheduler_configuration(extender_port)
+        "kube-scheduler-extended-preempt", _scheduler_configuration(extender_port, pki)
     )
     try:
         low = _pod("low", EXTENDED_SCHEDULER, 8)
@@ -263,27 +235,22 @@ def test_kube_scheduler_preempts_through_the_extender_and_it_binds(
         extender.stop()
 
 
-def test_extender_answers_kube_scheduler_wire_format_over_http(
-    control_plane: ControlPlane, cluster: Cluster, rbac: None, tmp_path: Path
+def test_extender_answers_kube_scheduler_wire_format_over_https(
+    control_plane: ControlPlane, cluster: Cluster, rbac: None, pki: ExtenderPki, tmp_path: Path
 ) -> None:
     """The same process, called the way kube-scheduler calls it (nodeCacheCapable)."""
     cluster.create_node(gpu_node("ext-wire-a", 8, labels=POOL))
     cluster.create_node(gpu_node("ext-wire-b", 1, labels=POOL))
     port = free_port()
-    extender = _extender_process(control_plane, tmp_path, port)
+    extender = _extender_process(control_plane, tmp_path, port, pki)
     try:
         args = {
             "Pod": _pod("probe", EXTENDED_SCHEDULER, 2)
             | {"metadata": {"name": "p", "namespace": "d"}},
             "NodeNames": ["ext-wire-a", "ext-wire-b"],
         }
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/gputopo/filter",
-            data=json.dumps(args).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            answer = json.loads(response.read())
+        status, answer = post(port, "filter", args, pki.client_context(pki.client))
+        assert status == 200
         assert answer["NodeNames"] == ["ext-wire-a"]
         assert answer["FailedNodes"] == {"ext-wire-b": "Insufficient nvidia.com/gpu"}
     finally:

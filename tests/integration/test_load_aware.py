@@ -42,7 +42,7 @@ from tests.integration.scheduler_env import (
 )
 from tests.integration.scheduler_env import gpu_node as env_gpu_node
 from tests.polling import eventually
-from tests.unit.runtime.fake_kubelet import fake_kubelet, short_socket_dir
+from tests.unit.agent.fake_kubelet import fake_kubelet, short_socket_dir
 
 pytestmark = pytest.mark.integration
 
@@ -328,6 +328,7 @@ def test_extender_process_with_prometheus_flags_filters_and_ranks_by_load(
                 "gputopo.scheduler.cli",
                 "extender",
                 f"--listen=127.0.0.1:{port}",
+                "--insecure-no-auth",
                 f"--kubeconfig={kubeconfig}",
                 f"--prometheus-url={prometheus.url}",
                 "--load-window=2",

@@ -23,7 +23,7 @@ from gputopo.agent.podresources import PodResourcesClient
 from gputopo.agent.runloop import serve
 from tests.conftest import StartPrometheus
 from tests.controlplane import PrometheusServer
-from tests.unit.runtime.fake_kubelet import FakeKubeletState, fake_kubelet, short_socket_dir
+from tests.unit.agent.fake_kubelet import FakeKubeletState, fake_kubelet, short_socket_dir
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """The publisher against a real kube-apiserver: every ownership, idempotence and safety rule.
 
-Machines are hand-built topologies (tests/unit/publish/machines.py) named after the mock
+Machines are hand-built topologies (tests/unit/agent/machines.py) named after the mock
 profiles they mirror; the API server, RBAC and admission are real.
 """
 
@@ -36,7 +36,7 @@ from gputopo.core.contract import Contract
 from gputopo.core.kube import ClusterConfig, KubeClient
 from gputopo.core.retry import Backoff
 from tests.controlplane import ClusterObjects, ControlPlane
-from tests.unit.publish.machines import dgx_h100, gb200_fabric, nvml_down_with_gpus
+from tests.unit.agent.machines import dgx_h100, gb200_fabric, nvml_down_with_gpus
 
 pytestmark = pytest.mark.integration
 

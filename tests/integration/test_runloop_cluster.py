@@ -27,7 +27,7 @@ from gputopo.agent.runloop import serve
 from gputopo.core.kube import KubeClient, load_kubeconfig
 from tests.controlplane import ClusterObjects, ControlPlane
 from tests.polling import eventually
-from tests.unit.runtime.fake_kubelet import fake_kubelet, short_socket_dir
+from tests.unit.agent.fake_kubelet import fake_kubelet, short_socket_dir
 
 pytestmark = pytest.mark.integration
 

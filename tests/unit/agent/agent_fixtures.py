@@ -175,6 +175,11 @@ def tiny_nvml(
         index, code = pending_xids.pop(0)
         return Struct(device=handles[index], eventType=0x8, eventData=code)
 
+    def handle_by_index(index: int) -> Any:
+        if gpus[index].lost:  # real NVML: a lost GPU fails already at its handle
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+        return handles[index]
+
     def common_ancestor(gpu: TinyGpu, other: Any) -> int:
         return 10 if gpu.numa == other.gpu.numa else 50
 
@@ -185,7 +190,7 @@ def tiny_nvml(
         "nvmlSystemGetCudaDriverVersion_v2": lambda: 12040,
         "nvmlSystemGetNVMLVersion": lambda: "12.550.54.15",
         "nvmlDeviceGetCount": lambda: len(gpus),
-        "nvmlDeviceGetHandleByIndex": lambda i: handles[i],
+        "nvmlDeviceGetHandleByIndex": handle_by_index,
         "nvmlEventSetCreate": lambda: Struct(),
         "nvmlEventSetWait": event_wait,
         "nvmlEventSetFree": lambda s: None,

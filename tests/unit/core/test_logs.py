@@ -164,3 +164,15 @@ def test_text_lines_carry_the_extras_too() -> None:
     record.node = "dgx-a"
     line = TextFormatter().format(record)
     assert line.endswith(" INFO gputopo.scheduler.runtime: pod bound pod=train/llama-0 node=dgx-a")
+
+
+def test_json_log_line_carries_the_extras() -> None:
+    record = logging.LogRecord(
+        "gputopo.scheduler", logging.INFO, __file__, 1, "pod bound", (), None
+    )
+    record.pod = "train/llama-0"
+    record.node = "dgx-a"
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "pod bound"
+    assert line["level"] == "info"
+    assert (line["pod"], line["node"]) == ("train/llama-0", "dgx-a")
