@@ -279,25 +279,27 @@ def kubeconfig_from_document(
     cluster_name = context_entry.get("cluster")
     user_name = context_entry.get("user")
     if not cluster_name:
-        raise KubeConfigError(source, f"context {name!r} names no cluster")
+        raise KubeConfigError(source, f"context {_short(name)} names no cluster")
     for key, value in (("cluster", cluster_name), ("user", user_name)):
         if value is not None and not isinstance(value, str):
-            raise KubeConfigError(source, f"context {name!r}: {key} {_short(value)} is not a name")
+            raise KubeConfigError(
+                source, f"context {_short(name)}: {key} {_short(value)} is not a name"
+            )
     cluster = _named(document, "clusters", "cluster", str(cluster_name), source)
     user = _named(document, "users", "user", str(user_name), source) if user_name else {}
-    where = f"{source} (context {name})"
+    where = f"{source} (context {name if len(name) <= 60 else name[:60] + '...'})"
 
     for key, what in _UNSUPPORTED_CLUSTER_FIELDS.items():
         if cluster.get(key):
             raise KubeConfigError(
                 where,
-                f"cluster {cluster_name!r} uses {what} ({key}): not supported by gputopo",
+                f"cluster {_short(cluster_name)} uses {what} ({key}): not supported by gputopo",
             )
     for key, what in _UNSUPPORTED_USER_FIELDS.items():
         if user.get(key):
             raise KubeConfigError(
                 where,
-                f"user {user_name!r} authenticates with {what} ({key}), which gputopo "
+                f"user {_short(user_name)} authenticates with {what} ({key}), which gputopo "
                 "does not support; use a token, tokenFile or client certificate",
             )
     server = check_server(cluster.get("server"), where, str(cluster_name))
@@ -337,9 +339,9 @@ def kubeconfig_from_document(
 
     token = user.get("token")
     if token is not None and not isinstance(token, str):
-        raise KubeConfigError(where, f"user {user_name!r}: token is not a string")
+        raise KubeConfigError(where, f"user {_short(user_name)}: token is not a string")
     if token:
-        check_token(token, where, f"user {user_name!r}: token")
+        check_token(token, where, f"user {_short(user_name)}: token")
     config = ClusterConfig(
         server=server.rstrip("/"),
         source=where,
@@ -357,7 +359,9 @@ def kubeconfig_from_document(
     has_cert = config.client_cert_file is not None or config.client_cert_data is not None
     has_key = config.client_key_file is not None or config.client_key_data is not None
     if has_cert != has_key:
-        raise KubeConfigError(where, f"user {user_name!r}: a client certificate needs its key")
+        raise KubeConfigError(
+            where, f"user {_short(user_name)}: a client certificate needs its key"
+        )
     if config.token_file is not None and config.token is None:
         read_token_file(config.token_file, where)  # unreadable now: a start-up error
     return config
@@ -373,9 +377,11 @@ def _named(document: Mapping[str, Any], section: str, field: str, name: str, sou
             if value is None:
                 return {}
             if not isinstance(value, dict):
-                raise KubeConfigError(source, f"{section} entry {name!r}: {field} is not a map")
+                raise KubeConfigError(
+                    source, f"{section} entry {_short(name)}: {field} is not a map"
+                )
             return value
-    raise KubeConfigError(source, f"no {section[:-1]} named {name!r}")
+    raise KubeConfigError(source, f"no {section[:-1]} named {_short(name)}")
 
 
 def _short(value: object, limit: int = 60) -> str:

@@ -312,3 +312,11 @@ def test_random_bytes_as_a_kubeconfig_fail_in_one_line(tmp_path: Path, data: byt
         load_kubeconfig(str(path))
     except KubeConfigError as error:
         assert "\n" not in str(error)
+
+
+def test_a_huge_context_name_gives_a_short_line(tmp_path: Path) -> None:
+    path = write(tmp_path, kubeconfig())
+    with pytest.raises(KubeConfigError) as refused:
+        load_kubeconfig(str(path), context="x" * 100_000)
+    assert "no context named 'xxxx" in str(refused.value)
+    assert len(str(refused.value)) < 300
