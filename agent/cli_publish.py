@@ -33,6 +33,7 @@ from gputopo.agent.publish.desired import PublishOptions, desired_state
 from gputopo.agent.publish.plan import fresh_node_publication
 from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.topology import NodeTopology
+from gputopo.core.address import parse_address
 from gputopo.core.cli import EXIT_FAILURE, CliError
 from gputopo.core.contract import DEFAULT_PREFIX, MIG_STRATEGIES, TAINT_EFFECTS, Contract
 from gputopo.core.flags import (
@@ -43,7 +44,6 @@ from gputopo.core.flags import (
     seconds,
 )
 from gputopo.core.logs import add_logging_arguments
-from gputopo.core.serve import parse_address
 from gputopo.core.validate import ValidationError, ValidationGate, is_qualified_name
 
 if TYPE_CHECKING:

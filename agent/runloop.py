@@ -16,9 +16,10 @@ from gputopo.agent.podresources import PodResourcesClient
 from gputopo.agent.publish.cycle import NrtWriter
 from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.triggers import signal_handlers
+from gputopo.core.address import parse_address
 from gputopo.core.flags import UsageError
 from gputopo.core.logs import configure_logging
-from gputopo.core.serve import Probes, ProbeServer, parse_address
+from gputopo.core.serve import Probes, ProbeServer
 
 log = logging.getLogger(__name__)
 

@@ -123,7 +123,7 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
             "--tls-cert-file, --tls-private-key-file and --client-ca-file (mutual TLS, "
             "docs/extender.md), or --insecure-no-auth to serve any caller in plain HTTP"
         )
-    from gputopo.core.serve import mutual_tls_context
+    from gputopo.core.tls import mutual_tls_context
 
     try:
         return mutual_tls_context(*files)

@@ -9,9 +9,9 @@ import re
 import socket
 from typing import TYPE_CHECKING, Any, Final
 
+from gputopo.core.address import parse_address
 from gputopo.core.flags import add_kubeconfig_arguments, apply_env_twins, count, seconds
 from gputopo.core.logs import add_logging_arguments
-from gputopo.core.serve import parse_address
 from gputopo.scheduler.cli_load import add_load_arguments, build_load_tracker
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.runtime import gctune

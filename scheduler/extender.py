@@ -40,8 +40,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from gputopo.core.address import parse_address
 from gputopo.core.documents import INT64_MAX, INT64_MIN, MAX_DEPTH, load_json
-from gputopo.core.serve import Limits, Probes, ProbeServer, check, parse_address
+from gputopo.core.serve import Limits, Probes, ProbeServer, check
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.extender_wire import (
     BindingRequest,

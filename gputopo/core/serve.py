@@ -7,8 +7,8 @@ scraper's ``Accept`` asks for (Prometheus text or OpenMetrics); anything else is
 paths there are. A server may add POST routes (the extender's verbs). It speaks HTTP/1.1 with
 keep-alive, as kube-scheduler's extender client and Prometheus expect, from daemon threads.
 
-Addresses are ``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (all interfaces), parsed by
-:func:`parse_address`, which names the flag in its error.
+Addresses are parsed by :func:`gputopo.core.address.parse_address`; the TLS context for a
+server that authenticates its callers comes from :mod:`gputopo.core.tls`.
 
 Limits (:class:`Limits`), because these ports face the network: a request's head and body must
 arrive within ``read_timeout_s`` and a kept-alive connection may sit idle ``idle_timeout_s``
@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import ipaddress
 import logging
-import re
 import socket
 import ssl
 import sys
@@ -40,6 +38,9 @@ from typing import Any, Final
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
+
+from gputopo.core.address import parse_address
+from gputopo.core.tls import common_name
 
 log = logging.getLogger(__name__)
 
@@ -68,58 +69,6 @@ class Limits:
     max_body_bytes: int = 16 * 1024 * 1024
 
 
-def parse_address(
-    text: str, *, flag: str = "--metrics-address", example: str = "0.0.0.0:9465"
-) -> tuple[str, int]:
-    """``HOST:PORT``, ``[::1]:PORT`` or ``:PORT`` (all interfaces) -> (host, port).
-
-    HOST is an IPv4 literal, a bracketed IPv6 literal or a DNS host name (RFC 1123); PORT is
-    0..65535 (0: any free port). ValueError names ``flag``, says what is wrong and shows
-    ``example`` for anything else (``:99999``, ``256.1.1.1:1``, ``[::1``)."""
-    host, separator, port_text = text.rpartition(":")
-    problem = None
-    if not separator or not port_text.isascii() or not port_text.isdigit():
-        problem = "no port"
-    elif len(port_text) > 5 or int(port_text) > 65535:
-        problem = "port out of range 0..65535"
-    else:
-        problem = _host_problem(host)
-    if problem is not None:
-        shown = repr(text) if len(text) <= 80 else repr(text[:80]) + "..."
-        raise ValueError(f"{flag} {shown}: expected HOST:PORT or :PORT, e.g. {example} ({problem})")
-    return (host.strip("[]") or "0.0.0.0", int(port_text))
-
-
-_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-def _host_problem(host: str) -> str | None:
-    """Why ``host`` is not an address to listen on, or None ("" is every interface)."""
-    if not host:
-        return None
-    if host.startswith("[") or host.endswith("]") or ":" in host:
-        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else None
-        if inner is None and (host.startswith("[") or host.endswith("]")):
-            return "unbalanced brackets around an IPv6 address"
-        if inner is None:
-            return "an IPv6 address goes in brackets, e.g. [::1]:9465"
-        try:
-            ipaddress.IPv6Address(inner)
-        except ValueError:
-            return f"{inner!r} is not an IPv6 address"
-        return None
-    if all(part.isdigit() for part in host.split(".")):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return f"{host!r} is not an IPv4 address"
-        return None
-    labels = host.removesuffix(".").split(".")
-    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
-        return "the host is not an IP address or a host name"
-    return None
-
-
 def always_ok() -> tuple[bool, str]:
     return True, "ok"
 
@@ -139,43 +88,6 @@ class Probes:
 
     liveness: Probe = field(default=always_ok)
     readiness: Probe = field(default=always_ok)
-
-
-def mutual_tls_context(
-    cert_file: str,
-    key_file: str,
-    client_ca_file: str,
-    *,
-    flags: tuple[str, str, str] = ("--tls-cert-file", "--tls-private-key-file", "--client-ca-file"),
-) -> ssl.SSLContext:
-    """A server context that requires a client certificate signed by ``client_ca_file``
-    (TLS 1.2 at least): a caller without one never completes the handshake, so it cannot send
-    a request at all. ValueError names the flag whose file could not be loaded."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
-    try:
-        context.load_cert_chain(cert_file, key_file)
-    except (OSError, ssl.SSLError) as error:
-        reason = error.strerror or str(error) if isinstance(error, OSError) else str(error)
-        raise ValueError(
-            f"{flags[0]} {cert_file!r} / {flags[1]} {key_file!r}: cannot load: {reason}"
-        ) from None
-    try:
-        context.load_verify_locations(cafile=client_ca_file)
-    except (OSError, ssl.SSLError) as error:
-        reason = error.strerror or str(error) if isinstance(error, OSError) else str(error)
-        raise ValueError(f"{flags[2]} {client_ca_file!r}: cannot load: {reason}") from None
-    return context
-
-
-def common_name(certificate: Mapping[str, Any] | None) -> str:
-    """The subject CN of ``ssl.SSLSocket.getpeercert()``'s answer ('' without one)."""
-    for rdn in (certificate or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return ""
 
 
 class ProbeServer:

@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gputopo.core.serve import Probes, ProbeServer, check, parse_address
+from gputopo.core.address import parse_address
+from gputopo.core.serve import Probes, ProbeServer, check
 from gputopo.scheduler.runtime.queue import QueueDepth
 
 

@@ -23,8 +23,8 @@ from gputopo.agent.cli_publish import (
     POD_RESOURCES_INTERVAL,
     XID_WINDOW,
 )
+from gputopo.core.address import parse_address
 from gputopo.core.flags import Bounded
-from gputopo.core.serve import parse_address
 
 # Reaches no cluster: every case fails while the command line is parsed or checked.
 RUN = ["run", "--mock", "l4-pcie", "--dry-run", "--node-name", "n", "--kubeconfig", "/nonexistent"]

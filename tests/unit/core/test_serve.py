@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from gputopo.core.serve import Probes, ProbeServer, check, parse_address
+from gputopo.core.address import parse_address
+from gputopo.core.serve import Probes, ProbeServer, check
 from gputopo.scheduler.extender import Extender, ExtenderServer
 from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.metrics import HealthServer, RuntimeState, SchedulerMetrics

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gputopo.core.serve import Probes, ProbeServer, mutual_tls_context
+from gputopo.core.serve import Probes, ProbeServer
+from gputopo.core.tls import mutual_tls_context
 from tests.controlplane.certs import CertificateAuthority
 
 
