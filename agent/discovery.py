@@ -238,6 +238,7 @@ def _build_gpu(
         mig=nvml_gpu.mig,
         fabric=nvml_gpu.fabric,
         health_signals=nvml_gpu.signals,
+        nvml_errors=nvml_gpu.errors,
     )
 
 

@@ -18,6 +18,7 @@ from gputopo.agent.topology import (
     NvlinkRemote,
     P2PLevel,
     RdmaNic,
+    count_nvml_errors,
 )
 
 _P2P_CODES = {
@@ -37,6 +38,7 @@ def render_text(topology: NodeTopology) -> str:
         _header(topology),
         _gpu_table(topology),
         _pci_only(topology),
+        _nvml_errors(topology),
         _mig(topology),
         _domains(topology),
         _numa(topology),
@@ -154,6 +156,20 @@ def _pci_only(topology: NodeTopology) -> str:
     ]
     return "GPUs on the PCI bus without NVML\n" + _table(
         ["BUS ID", "DEVICE", "NUMA", "DRIVER", "REASON"], rows
+    )
+
+
+def _nvml_errors(topology: NodeTopology) -> str:
+    """The NVML queries that failed per GPU, each call once with how often: what an operator
+    needs to see why a fact is unknown (NoPermission on MIG GPUs: docs/deployment.md)."""
+    rows = []
+    for gpu in topology.gpus:
+        for call, count in count_nvml_errors(gpu.nvml_errors).items():
+            rows.append([str(gpu.index), call, str(count)])
+    if not rows:
+        return ""
+    return "NVML errors (facts these calls give are unknown)\n" + _table(
+        ["GPU", "CALL: ERROR", "TIMES"], rows
     )
 
 

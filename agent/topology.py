@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,6 +202,9 @@ class Gpu:
     health: Health = Health.OK
     health_reasons: tuple[str, ...] = ()
     health_signals: HealthSignals = field(default_factory=HealthSignals)
+    # "<NVML call>: <error>" for every NVML query that failed at this discovery (NoPermission on
+    # a MIG GPU without the monitor capability, ...): shown by discover, exported as a metric.
+    nvml_errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -315,6 +318,15 @@ class NodeTopology:
         if not isinstance(document, dict):
             raise TopologyError("topology JSON must be an object")
         return cls.from_dict(document)
+
+
+def count_nvml_errors(errors: Iterable[str]) -> dict[str, int]:
+    """ "<call>: <error>" -> how often it failed, in first-seen order (a MIG GPU without the
+    monitor capability fails the same call once per MIG device index)."""
+    counts: dict[str, int] = {}
+    for error in errors:
+        counts[error] = counts.get(error, 0) + 1
+    return counts
 
 
 def _encode(value: Any) -> Any:
