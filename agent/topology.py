@@ -245,7 +245,10 @@ class RdmaNic:
     numa_node: int | None = None
     netdevs: tuple[str, ...] = ()
     pcie_switch: str | None = None
-    local_gpus: tuple[int, ...] = ()  # GPUs behind the same PCIe switch
+    # GPUs whose lowest common PCIe ancestor with the NIC is a switch (PIX or PXB): the GPUs
+    # GPUDirect RDMA serves through this NIC, as NCCL's default rule has it.
+    local_gpus: tuple[int, ...] = ()
+    pci_path: tuple[str, ...] = ()  # bridges from the root port down to the NIC (sysfs)
 
 
 @dataclass(frozen=True)
