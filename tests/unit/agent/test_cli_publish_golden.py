@@ -35,6 +35,7 @@ PROFILES = (
     "gb200-nvl4",
     "dgx-h100-degraded",
     "cpu-only",
+    "supermicro-hgx-h100",
 )
 STRATEGIES = ("none", "single", "mixed")
 
