@@ -289,7 +289,7 @@ class SysfsReader:
     def rdma_nics(self) -> list[SysRdmaNic]:
         base = join(self.root, "class", "infiniband")
         try:
-            names = sorted(os.listdir(base))
+            names = sorted(os.listdir(base), key=_natural)
         except OSError:
             return []
         nics = []
@@ -339,6 +339,8 @@ def pcie_relation(path_a: tuple[str, ...], path_b: tuple[str, ...]) -> str | Non
     NCCL_NET_GDR_LEVEL is PXB), so both count as local."""
     if not path_a or not path_b:
         return None
+    if path_a == path_b:  # functions of one device (a dual-port NIC): nvidia-smi says PIX
+        return "PIX"
     common = 0
     for bridge_a, bridge_b in zip(path_a, path_b, strict=False):
         if bridge_a != bridge_b:
@@ -349,6 +351,11 @@ def pcie_relation(path_a: tuple[str, ...], path_b: tuple[str, ...]) -> str | Non
     if common == 0 and _root_bus(path_a[0]) == _root_bus(path_b[0]):
         return "PHB"
     return None
+
+
+def _natural(name: str) -> tuple[str | int, ...]:
+    """ "mlx5_10" after "mlx5_9", as nvidia-smi and ibdev2netdev list RDMA devices."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 def _root_bus(root_port: str) -> str:

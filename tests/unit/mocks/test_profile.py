@@ -290,7 +290,7 @@ def test_bad_nvml_load_error(tmp_path: Path) -> None:
 def test_base_inheritance_merges_gpus_by_bus_id(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        {"base": "dgx-h100", "gpus": {"18:00.0": {"lost": True}}, "node": {"hostname": "x"}},
+        {"base": "dgx-h100", "gpus": {"1b:00.0": {"lost": True}}, "node": {"hostname": "x"}},
     )
     profile = load_profile(path)
     base = load_profile("dgx-h100")
