@@ -77,7 +77,7 @@ def test_dgx_a100_nested_switches_and_pci_nvswitches(tmp_path: Path) -> None:
     root = build_sysfs(load_profile("dgx-a100-mig"), tmp_path)
     gpu = root / "bus/pci/devices/0000:0f:00.0"
     assert os.readlink(gpu).endswith(
-        "pci0000:00/0000:00:01.1/0000:01:00.0/0000:02:01.0/0000:0a:00.0/0000:0b:01.0/0000:0f:00.0"
+        "pci0000:00/0000:00:01.1/0000:01:00.0/0000:02:02.0/0000:0d:00.0/0000:0e:00.0/0000:0f:00.0"
     )
     switch = root / "bus/pci/devices/0000:c4:00.0"
     assert (switch / "class").read_text() == "0x068000\n"
