@@ -36,6 +36,9 @@ PROFILES = (
     "dgx-h100-degraded",
     "cpu-only",
     "supermicro-hgx-h100",
+    "hgx-h200-mig",
+    "l4-single-socket",
+    "a100-pcie-pair-missing-bridge",
 )
 STRATEGIES = ("none", "single", "mixed")
 

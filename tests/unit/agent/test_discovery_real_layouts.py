@@ -59,3 +59,61 @@ def test_dgx_h100_nvswitches_are_pci_devices_of_the_host(tmp_path: Path) -> None
     assert {link.remote_pci_bus_id for link in topology.gpus[0].nvlinks} == {
         f"0000:{bus}:00.0" for bus in ("07", "08", "09", "0a")
     }
+
+
+def test_dgx_a100_mlx5_0_at_0c_is_pxb_to_both_gpus_of_its_quarter(tmp_path: Path) -> None:
+    """NVIDIA/nccl#1505: on a DGX A100 mlx5_0 is 0c:00.0, alone below the Broadcom bridge
+    0a:00.0, which shares a top switch with GPU 0 (07:00.0) and GPU 1's bridge 0d:00.0."""
+    topology = _discover("dgx-a100-mig", tmp_path)
+    nics = {nic.name: nic for nic in topology.rdma_nics}
+    mlx5_0 = nics["mlx5_0"]
+    assert (mlx5_0.pci_bus_id, mlx5_0.pcie_switch, mlx5_0.netdevs) == (
+        "0000:0c:00.0",
+        "0000:0a:00.0",
+        ("ibp12s0",),
+    )
+    assert topology.gpu(1).pcie_switch == "0000:0d:00.0"
+    assert [gpu_nic_code(topology.gpu(i), mlx5_0) for i in range(8)] == ["PXB"] * 2 + ["SYS"] * 6
+    assert {name: nic.local_gpus for name, nic in nics.items()} == {
+        "mlx5_0": (0, 1), "mlx5_1": (0, 1), "mlx5_2": (2, 3), "mlx5_3": (2, 3),
+        "mlx5_6": (4, 5), "mlx5_7": (4, 5), "mlx5_8": (6, 7), "mlx5_9": (6, 7),
+    }  # fmt: skip
+
+
+def test_hgx_h200_mig_names_are_the_drivers_3g_71gb_not_70gb(tmp_path: Path) -> None:
+    """NVIDIA/mig-parted#120's `nvidia-smi mig -lgip` on an H200: 3g.71gb and 4g.71gb hold
+    69.50 GiB; the names are the driver's, as the device plugin advertises them."""
+    topology = _discover("hgx-h200-mig", tmp_path)
+    profiles = [[gi.profile for gi in gpu.mig.instances] for gpu in topology.gpus[:4]]
+    assert profiles == [
+        ["3g.71gb", "3g.71gb"],
+        ["4g.71gb", "2g.35gb", "1g.18gb"],
+        ["1g.18gb"] * 7,
+        ["1g.18gb+me", "1g.35gb", "3g.71gb"],
+    ]
+    assert [ci.profile for ci in topology.gpu(3).mig.instances[2].compute_instances] == [
+        "1c.3g.71gb",
+        "2c.3g.71gb",
+    ]
+    assert topology.gpu(0).mig.instances[0].memory_mib == 71168
+    assert all(gpu.nvml_errors == () for gpu in topology.gpus)
+
+
+def test_single_socket_machine_whose_sysfs_says_minus_one_keeps_every_gpu_on_its_node(
+    tmp_path: Path,
+) -> None:
+    root = build_sysfs(load_profile("l4-single-socket"), tmp_path / "sys")
+    for bus in ("01", "41"):
+        assert (root / f"bus/pci/devices/0000:{bus}:00.0/numa_node").read_text() == "-1\n"
+    topology = discover(make_fake_pynvml(load_profile("l4-single-socket")), root, "l4")
+    assert [gpu.numa_node for gpu in topology.gpus] == [0, 0]
+    assert topology.numa_nodes[0].gpus == (0, 1)
+
+
+def test_a100_pcie_pair_with_a_bridge_not_fitted_is_nv8_and_healthy(tmp_path: Path) -> None:
+    topology = _discover("a100-pcie-pair-missing-bridge", tmp_path)
+    for gpu in topology.gpus:
+        assert [link.active for link in gpu.nvlinks] == [True] * 8 + [False] * 4
+        assert gpu.health_signals.nvlinks_down == 0
+        assert gpu.health.value == "ok"
+    assert topology.nvlink_domains[0].gpus == (0, 1)

@@ -18,12 +18,15 @@ from gputopo.mocks.profile import (
 
 BUILTINS = (
     "a100-pcie-nvlink-pairs",
+    "a100-pcie-pair-missing-bridge",
     "cpu-only",
     "dgx-a100-mig",
     "dgx-h100",
     "dgx-h100-degraded",
     "gb200-nvl4",
+    "hgx-h200-mig",
     "l4-pcie",
+    "l4-single-socket",
     "rtx4090-workstation",
     "supermicro-hgx-h100",
 )
