@@ -19,7 +19,14 @@ from typing import Any
 
 from gputopo.agent.health import DEFAULT_POLICY, HealthPolicy, assess
 from gputopo.agent.nvml import NvmlAdapter, NvmlGpu, NvmlSnapshot
-from gputopo.agent.sysfs import PciDevice, SysfsReader, SysNumaNode, SysRdmaNic
+from gputopo.agent.sysfs import (
+    LOCAL_PCIE_RELATIONS,
+    PciDevice,
+    SysfsReader,
+    SysNumaNode,
+    SysRdmaNic,
+    pcie_relation,
+)
 from gputopo.agent.topology import (
     Gpu,
     Interconnect,
@@ -239,6 +246,7 @@ def _build_gpu(
         mig=nvml_gpu.mig,
         fabric=nvml_gpu.fabric,
         health_signals=nvml_gpu.signals,
+        nvml_errors=nvml_gpu.errors,
     )
 
 
@@ -373,14 +381,18 @@ def _rdma_nics(sys_nics: list[SysRdmaNic], gpus: list[Gpu]) -> list[RdmaNic]:
             numa_node=nic.numa_node,
             netdevs=nic.netdevs,
             pcie_switch=nic.pcie_switch,
-            local_gpus=tuple(
-                gpu.index
-                for gpu in gpus
-                if nic.pcie_switch is not None and gpu.pcie_switch == nic.pcie_switch
-            ),
+            local_gpus=tuple(gpu.index for gpu in gpus if _nic_is_local(gpu, nic)),
+            pci_path=nic.pci_path,
         )
         for nic in sys_nics
     ]
+
+
+def _nic_is_local(gpu: Gpu, nic: SysRdmaNic) -> bool:
+    """NCCL's GPUDirect RDMA rule: the GPU and the NIC meet at a PCIe switch below one root
+    port (PIX or PXB), not only at the nearest switch of both, which DGX A100/H100's two-level
+    Broadcom switches never give (their GPU-NIC pairs are PXB)."""
+    return pcie_relation(gpu.pci_path, nic.pci_path) in LOCAL_PCIE_RELATIONS
 
 
 def _pci_only_gpus(

@@ -43,7 +43,7 @@ from gputopo.agent.publish.calls import PublishResult
 from gputopo.agent.publish.cycle import CycleResult, NrtWriter, run_cycle
 from gputopo.agent.publish.desired import is_successful_discovery
 from gputopo.agent.publish.writer import Publisher
-from gputopo.agent.topology import NodeTopology
+from gputopo.agent.topology import NodeTopology, count_nvml_errors
 from gputopo.agent.triggers import UdevMonitor, open_udev_monitor, watch_udev
 from gputopo.agent.usage import LoadSampler
 
@@ -130,6 +130,7 @@ class Agent:
         self._health_ticks = 0
         self._ecc_total = 0
         self._lost: frozenset[int] = frozenset()
+        self._nvml_errors: dict[str, tuple[str, ...]] = {}
         self._counter_baseline: dict[str, int] = {}
         self._published_allocations: frozenset[str] | None = None
         self._pods_read_at = 0.0
@@ -235,6 +236,7 @@ class Agent:
                 topology = discovered[-1]
                 self.holder.update(topology=topology)
                 self._lost = frozenset(g.index for g in topology.gpus if g.health_signals.lost)
+                self._nvml_errors = log_nvml_error_changes(self._nvml_errors, topology)
             self._last_cycle_result = result
             self.cycles += 1
             return result
@@ -401,3 +403,30 @@ class Agent:
         for thread in self._threads:
             thread.join(timeout=5)
         return 0
+
+
+def log_nvml_error_changes(
+    previous: Mapping[str, tuple[str, ...]], topology: NodeTopology
+) -> dict[str, tuple[str, ...]]:
+    """Log each GPU's failing NVML queries when they change (not every cycle), and when they
+    clear; returns what to compare the next discovery with. GPUs are keyed by UUID (the index
+    of a GPU can shift when another fails to probe), else by index."""
+    current: dict[str, tuple[str, ...]] = {}
+    for gpu in topology.gpus:
+        key = gpu.uuid or f"index {gpu.index}"
+        errors = tuple(count_nvml_errors(gpu.nvml_errors))
+        if errors:
+            current[key] = errors
+        if errors == previous.get(key, ()):
+            continue
+        if errors:
+            counts = count_nvml_errors(gpu.nvml_errors)
+            log.warning(
+                "GPU %d (%s): NVML queries failing: %s",
+                gpu.index,
+                key,
+                ", ".join(f"{call} x{n}" if n > 1 else call for call, n in counts.items()),
+            )
+        else:
+            log.info("GPU %d (%s): NVML queries no longer failing", gpu.index, key)
+    return current

@@ -43,6 +43,7 @@ from gputopo.agent.topology import (
     Health,
     HealthSignals,
     NodeTopology,
+    count_nvml_errors,
 )
 from gputopo.agent.usage import LoadSample
 
@@ -375,6 +376,16 @@ class MetricsCollector:
         )
         for state in Health:
             health.add_metric([*labels, state.value], 1 if gpu.health is state else 0)
+        if gpu.nvml_errors:
+            errors = families.gauge(
+                "gpu_nvml_errors",
+                "NVML queries about this GPU that failed at the last discovery, by call and "
+                "error (NO_PERMISSION on a MIG GPU: the agent lacks the MIG monitor capability).",
+                [*GPU_LABELS, "call", "error"],
+            )
+            for failure, count in count_nvml_errors(gpu.nvml_errors).items():
+                call, _, error = failure.partition(": ")
+                errors.add_metric([*labels, call, error], count)
 
     def _gpu_load(self, families: _Families, load: GpuLoad, labels: list[str]) -> None:
         if load.utilization_ratio is not None:

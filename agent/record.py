@@ -323,7 +323,11 @@ class _Recorder:
                 "numa_node": nic.numa_node if nic.numa_node is not None else self.default_numa,
                 "netdevs": list(nic.netdevs),
             }
-            if nic.pcie_switch in switch_by_upstream:
+            # The NIC's whole path, so a two-level switch is recorded as it is (PXB stays PXB).
+            parent = self.parent(nic.pci_path, nic.pci_bus_id)
+            if parent is not None:
+                entry["parent"] = parent
+            elif nic.pcie_switch in switch_by_upstream:
                 entry["parent"] = switch_by_upstream[nic.pcie_switch]
             nics.append(entry)
         if self.switches:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gputopo.agent.sysfs import format_cpulist
+from gputopo.agent.sysfs import format_cpulist, pcie_relation
 from gputopo.agent.topology import (
     Gpu,
     Health,
@@ -18,6 +18,7 @@ from gputopo.agent.topology import (
     NvlinkRemote,
     P2PLevel,
     RdmaNic,
+    count_nvml_errors,
 )
 
 _P2P_CODES = {
@@ -37,6 +38,7 @@ def render_text(topology: NodeTopology) -> str:
         _header(topology),
         _gpu_table(topology),
         _pci_only(topology),
+        _nvml_errors(topology),
         _mig(topology),
         _domains(topology),
         _numa(topology),
@@ -157,6 +159,20 @@ def _pci_only(topology: NodeTopology) -> str:
     )
 
 
+def _nvml_errors(topology: NodeTopology) -> str:
+    """The NVML queries that failed per GPU, each call once with how often: what an operator
+    needs to see why a fact is unknown (NoPermission on MIG GPUs: docs/deployment.md)."""
+    rows = []
+    for gpu in topology.gpus:
+        for call, count in count_nvml_errors(gpu.nvml_errors).items():
+            rows.append([str(gpu.index), call, str(count)])
+    if not rows:
+        return ""
+    return "NVML errors (facts these calls give are unknown)\n" + _table(
+        ["GPU", "CALL: ERROR", "TIMES"], rows
+    )
+
+
 def _mig(topology: NodeTopology) -> str:
     rows = []
     for gpu in topology.gpus:
@@ -256,12 +272,21 @@ def gpu_pair_code(topology: NodeTopology, a: Gpu, b: Gpu) -> str:
 
 
 def gpu_nic_code(gpu: Gpu, nic: RdmaNic) -> str:
-    """PIX when the NIC shares the GPU's nearest PCIe switch, else NODE/SYS by NUMA node."""
-    if gpu.pcie_switch is not None and gpu.pcie_switch == nic.pcie_switch:
-        return "PIX"
-    if gpu.numa_node is None or nic.numa_node is None:
+    """As ``nvidia-smi topo -m``: PIX (one switch between them) or PXB (several, e.g. the two
+    bridge levels of a DGX's Broadcom switch) from the PCI paths, PHB through the host bridge,
+    else NODE/SYS by NUMA node."""
+    return _pcie_code(gpu.pci_path, gpu.pcie_switch, gpu.numa_node, nic)
+
+
+def _pcie_code(path: tuple[str, ...], switch: str | None, numa: int | None, nic: RdmaNic) -> str:
+    relation = pcie_relation(path, nic.pci_path)
+    if relation is not None:
+        return relation
+    if not (path and nic.pci_path) and switch is not None and switch == nic.pcie_switch:
+        return "PIX"  # a topology recorded before NIC paths were kept
+    if numa is None or nic.numa_node is None:
         return UNKNOWN
-    return "NODE" if gpu.numa_node == nic.numa_node else "SYS"
+    return "NODE" if numa == nic.numa_node else "SYS"
 
 
 def _matrix(topology: NodeTopology) -> str:
@@ -295,8 +320,4 @@ def _matrix(topology: NodeTopology) -> str:
 
 
 def _nic_pair(a: RdmaNic, b: RdmaNic) -> str:
-    if a.pcie_switch is not None and a.pcie_switch == b.pcie_switch:
-        return "PIX"
-    if a.numa_node is None or b.numa_node is None:
-        return UNKNOWN
-    return "NODE" if a.numa_node == b.numa_node else "SYS"
+    return _pcie_code(a.pci_path, a.pcie_switch, a.numa_node, b)

@@ -25,6 +25,8 @@ NVIDIA_VENDOR_ID = "0x10de"
 # PCI class codes of NVIDIA GPUs: VGA controller (0x0300xx) and 3D controller (0x0302xx).
 GPU_CLASS_PREFIXES = ("0x0300", "0x0302")
 PCI_BRIDGE_CLASS_PREFIX = "0x0604"
+# Relations (pcie_relation) under which a NIC serves a GPU with GPUDirect RDMA (NCCL's default).
+LOCAL_PCIE_RELATIONS = frozenset({"PIX", "PXB"})
 
 join = os.path.join
 
@@ -287,7 +289,7 @@ class SysfsReader:
     def rdma_nics(self) -> list[SysRdmaNic]:
         base = join(self.root, "class", "infiniband")
         try:
-            names = sorted(os.listdir(base))
+            names = sorted(os.listdir(base), key=_natural)
         except OSError:
             return []
         nics = []
@@ -323,6 +325,42 @@ class SysfsReader:
         product = self._read(join(base, "product_name")) or None
         vendor = self._read(join(base, "sys_vendor")) or None
         return product, vendor
+
+
+def pcie_relation(path_a: tuple[str, ...], path_b: tuple[str, ...]) -> str | None:
+    """How two endpoints meet in the PCI tree, in ``nvidia-smi topo -m`` terms, from their PCI
+    paths (bridges from the root port down): ``"PIX"`` when the lowest common ancestor is the
+    nearest switch of both (one switch between them), ``"PXB"`` when it is a switch higher up
+    (several switches, not through the host bridge), ``"PHB"`` when they meet only at the host
+    bridge (root ports on one root bus), None otherwise or when a path is unknown.
+
+    Broadcom's PEX switches on DGX A100/H100 (1000:c010, 1000:c030) show up as two bridge levels,
+    so a GPU and its own NIC are PXB, not PIX; NCCL uses GPUDirect RDMA for either (its default
+    NCCL_NET_GDR_LEVEL is PXB), so both count as local."""
+    if not path_a or not path_b:
+        return None
+    if path_a == path_b:  # functions of one device (a dual-port NIC): nvidia-smi says PIX
+        return "PIX"
+    common = 0
+    for bridge_a, bridge_b in zip(path_a, path_b, strict=False):
+        if bridge_a != bridge_b:
+            break
+        common += 1
+    if common >= 2:  # a switch's upstream port below one root port is shared
+        return "PIX" if common == len(path_a) - 1 == len(path_b) - 1 else "PXB"
+    if common == 0 and _root_bus(path_a[0]) == _root_bus(path_b[0]):
+        return "PHB"
+    return None
+
+
+def _natural(name: str) -> tuple[str | int, ...]:
+    """ "mlx5_10" after "mlx5_9", as nvidia-smi and ibdev2netdev list RDMA devices."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def _root_bus(root_port: str) -> str:
+    """ "0000:15:01.0" -> "0000:15": root ports on one root bus share a host bridge."""
+    return root_port.rsplit(":", 1)[0]
 
 
 def nearest_pcie_switch(pci_path: tuple[str, ...]) -> str | None:

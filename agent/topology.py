@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,6 +202,9 @@ class Gpu:
     health: Health = Health.OK
     health_reasons: tuple[str, ...] = ()
     health_signals: HealthSignals = field(default_factory=HealthSignals)
+    # "<NVML call>: <error>" for every NVML query that failed at this discovery (NoPermission on
+    # a MIG GPU without the monitor capability, ...): shown by discover, exported as a metric.
+    nvml_errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,10 @@ class RdmaNic:
     numa_node: int | None = None
     netdevs: tuple[str, ...] = ()
     pcie_switch: str | None = None
-    local_gpus: tuple[int, ...] = ()  # GPUs behind the same PCIe switch
+    # GPUs whose lowest common PCIe ancestor with the NIC is a switch (PIX or PXB): the GPUs
+    # GPUDirect RDMA serves through this NIC, as NCCL's default rule has it.
+    local_gpus: tuple[int, ...] = ()
+    pci_path: tuple[str, ...] = ()  # bridges from the root port down to the NIC (sysfs)
 
 
 @dataclass(frozen=True)
@@ -318,6 +324,15 @@ class NodeTopology:
         if not isinstance(document, dict):
             raise TopologyError("topology JSON must be an object")
         return cls.from_dict(document)
+
+
+def count_nvml_errors(errors: Iterable[str]) -> dict[str, int]:
+    """ "<call>: <error>" -> how often it failed, in first-seen order (a MIG GPU without the
+    monitor capability fails the same call once per MIG device index)."""
+    counts: dict[str, int] = {}
+    for error in errors:
+        counts[error] = counts.get(error, 0) + 1
+    return counts
 
 
 def _encode(value: Any) -> Any:

@@ -16,6 +16,7 @@ import collections
 import ctypes
 import inspect
 import itertools
+import os
 import sys
 import threading
 import time
@@ -81,6 +82,27 @@ _FABRIC_V_LAYOUT = {
     "healthMask": (32, 4),
 }
 _FABRIC_V_SIZES = {2: 36, 3: 40}  # sizeof(nvmlGpuFabricInfo_v2_t), _v3_t (healthSummary @36)
+
+# The variable the NVIDIA container runtime reads to give a container the MIG *monitor*
+# capability (/dev/nvidia-caps/nvidia-cap2). Without that capability NVML answers NO_PERMISSION,
+# on a GPU in MIG mode, to the parent's memory info and to every GPU-instance and MIG-device
+# call (NVIDIA/k8s-device-plugin#399 and #1683, NVIDIA/gpu-feature-discovery#6).
+MIG_MONITOR_ENV = "NVIDIA_MIG_MONITOR_DEVICES"
+MIG_MONITOR_CALLS = frozenset(
+    {
+        "nvmlDeviceGetMemoryInfo",
+        "nvmlDeviceGetGpuInstanceRemainingCapacity",
+        "nvmlDeviceGetGpuInstances",
+        "nvmlDeviceGetGpuInstanceById",
+        "nvmlDeviceGetMigDeviceHandleByIndex",
+    }
+)
+
+
+def mig_monitor_from_environment() -> bool:
+    """Whether this process would hold the MIG monitor capability: the runtime grants it for
+    ``NVIDIA_MIG_MONITOR_DEVICES=all`` (the value the DaemonSet's mig-monitor component sets)."""
+    return os.environ.get(MIG_MONITOR_ENV, "").strip() == "all"
 
 
 def driver_branch(version: str) -> int:
@@ -181,6 +203,10 @@ class FakeNvml:
             for index, gpu in enumerate(profile.nvml_gpus())
         ]
         self.event_sets: dict[int, _EventSet] = {}
+        # Read at nvmlInit, as a container holds the capability from its start; None until then
+        # unless a test set it through the control.
+        self.mig_monitor: bool | None = None
+        self.mig_monitor_forced = False
         self._base = 0x7F00_0000_0000 + next(_address_blocks) * 0x100_0000
         self._entities: dict[int, _Entity] = {}
         self._addresses: dict[_Entity, int] = {}
@@ -243,6 +269,11 @@ class FakeNvml:
         self._check_injected(name, state.errors, state.remaining)
         return state
 
+    def _check_mig_monitor(self, name: str, state: _GpuState) -> None:
+        """NO_PERMISSION for a monitored call on a GPU in MIG mode without the capability."""
+        if state.spec.mig.enabled and not self.mig_monitor and name in MIG_MONITOR_CALLS:
+            self._raise("NO_PERMISSION")
+
     def _device(
         self, name: str, handle: Any, *, mig_ok: bool = False, symbol: str | None = None
     ) -> tuple[_GpuState, _Entity]:
@@ -251,6 +282,8 @@ class FakeNvml:
         state = self._gpu_call(name, entity.gpu)
         if entity.kind == "mig" and not mig_ok:
             self._raise("NOT_SUPPORTED")
+        if entity.kind == "gpu":
+            self._check_mig_monitor(name, state)
         return state, entity
 
     def _gpu(self, name: str, handle: Any) -> _GpuState:
@@ -264,6 +297,8 @@ class FakeNvml:
         if self.profile.nvml.init_error:
             self._raise(self.profile.nvml.init_error)
         self._check_injected("nvmlInitWithFlags", self.node_errors, self.node_remaining)
+        if not self.mig_monitor_forced:
+            self.mig_monitor = mig_monitor_from_environment()
         self.init_count += 1
 
     def nvmlInit(self) -> None:
@@ -733,7 +768,10 @@ class FakeNvml:
     def _gi_entity(self, name: str, handle: Any) -> tuple[_GpuState, _Entity]:
         self._enter(name)
         entity = self._entity(handle, ("gi",))
-        return self._gpu_call(name, entity.gpu), entity
+        state = self._gpu_call(name, entity.gpu)
+        if not self.mig_monitor:  # a handle held from before the capability went away
+            self._raise("NO_PERMISSION")
+        return state, entity
 
     def nvmlGpuInstanceGetInfo(self, gpuInstance: Any) -> Any:
         state, entity = self._gi_entity("nvmlGpuInstanceGetInfo", gpuInstance)
@@ -1188,6 +1226,17 @@ class FakeNvmlControl:
         state = self._gpu(index)
         state.lost = lost
         state.lost_error = error
+
+    def set_mig_monitor(self, access: bool | None) -> None:
+        """Hold the MIG monitor capability (True) or not (False) from now on, whatever the
+        environment says; ``None`` reads ``NVIDIA_MIG_MONITOR_DEVICES`` again now."""
+        self._nvml.mig_monitor_forced = access is not None
+        self._nvml.mig_monitor = mig_monitor_from_environment() if access is None else access
+
+    @property
+    def mig_monitor(self) -> bool:
+        """Whether NVML answers the MIG monitor calls (read at nvmlInit, or set here)."""
+        return bool(self._nvml.mig_monitor)
 
     def _set_series(self, index: int, name: str, value: float) -> None:
         state = self._gpu(index)

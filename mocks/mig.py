@@ -149,9 +149,72 @@ H100_80GB = MigTable(
         _p("7g.80gb", GI_PROFILE_7_SLICE, 0, 7, 1, 81152, 132, (8, 7, 0, 7, 1), (0,), 8),
     ),
 )
+
+# H200 141GB: the rows of `nvidia-smi mig -lgip` in NVIDIA/mig-parted#120 (memory in GiB there:
+# 16.00, 32.25, 69.50; SM, DEC, ENC / CE, JPEG, OFA as printed). Its 7g.141gb row is not in that
+# capture, so it is not modelled: a profile cannot place a 7g instance on an H200.
+H200_141GB = MigTable(
+    name="h200-141gb",
+    memory_slices=8,
+    max_gpu_instances=7,
+    profiles=(
+        _p("1g.18gb", GI_PROFILE_1_SLICE, 19, 1, 7, 16384, 16, (1, 1, 0, 1, 0), _ALL_1G, 1),
+        _p("1g.18gb+me", GI_PROFILE_1_SLICE_REV1, 20, 1, 1, 16384, 16, (1, 1, 0, 1, 1), _ALL_1G, 1),
+        _p("1g.35gb", GI_1G_REV2, 15, 1, 4, 33024, 26, (1, 1, 0, 1, 0), (0, 2, 4, 6), 2),
+        _p("2g.35gb", GI_PROFILE_2_SLICE, 14, 2, 3, 33024, 32, (2, 2, 0, 2, 0), (0, 2, 4), 2),
+        _p("3g.71gb", GI_PROFILE_3_SLICE, 9, 3, 2, 71168, 60, (3, 3, 0, 3, 0), (0, 4), 4),
+        _p("4g.71gb", GI_PROFILE_4_SLICE, 5, 4, 1, 71168, 64, (4, 4, 0, 4, 0), (0,), 4),
+    ),
+)
+
+# Partial tables: only the rows public `nvidia-smi mig -lgip` captures show in full (id, count,
+# GiB, SM, DEC, ENC / CE, JPEG, OFA). `-lgip` prints no placements; they are taken to be the
+# A100/H100 ones (8 memory slices). Larger profiles of these boards are not modelled until a
+# capture shows them.
+# B200: NVIDIA/gpu-operator#1351 (GiB 20.50, 44.25).
+B200_180GB = MigTable(
+    name="b200-180gb",
+    memory_slices=8,
+    max_gpu_instances=7,
+    profiles=(
+        _p("1g.23gb", GI_PROFILE_1_SLICE, 19, 1, 7, 20992, 18, (2, 1, 0, 1, 0), _ALL_1G, 1),
+        _p("1g.23gb+me", GI_PROFILE_1_SLICE_REV1, 20, 1, 1, 20992, 18, (2, 1, 0, 1, 1), _ALL_1G, 1),
+        _p("1g.45gb", GI_1G_REV2, 15, 1, 4, 45312, 30, (2, 1, 0, 1, 0), (0, 2, 4, 6), 2),
+        _p("2g.45gb", GI_PROFILE_2_SLICE, 14, 2, 3, 45312, 36, (4, 2, 0, 2, 0), (0, 2, 4), 2),
+    ),
+)
+
+# GB200 (HGX GB200): NVIDIA/gpu-operator#1303 (GiB 20.00, 45.50). Not implied by the GPU name,
+# so gb200-nvl4 keeps MIG off; a profile names the table to use it.
+GB200_186GB = MigTable(
+    name="gb200-186gb",
+    memory_slices=8,
+    max_gpu_instances=7,
+    profiles=(
+        _p("1g.24gb", GI_PROFILE_1_SLICE, 19, 1, 7, 20480, 18, (2, 1, 0, 1, 0), _ALL_1G, 1),
+        _p("1g.24gb+me", GI_PROFILE_1_SLICE_REV1, 20, 1, 1, 20480, 18, (2, 1, 0, 1, 1), _ALL_1G, 1),
+        _p("1g.47gb", GI_1G_REV2, 15, 1, 4, 46592, 32, (2, 1, 0, 1, 0), (0, 2, 4, 6), 2),
+        _p("2g.47gb", GI_PROFILE_2_SLICE, 14, 2, 3, 46592, 38, (4, 2, 0, 2, 0), (0, 2, 4), 2),
+    ),
+)
+
+# H100 NVL 94GB: NVIDIA/gpu-operator#903 (GiB 10.75, 21.62).
+H100_NVL_94GB = MigTable(
+    name="h100-nvl-94gb",
+    memory_slices=8,
+    max_gpu_instances=7,
+    profiles=(
+        _p("1g.12gb", GI_PROFILE_1_SLICE, 19, 1, 7, 11008, 16, (1, 1, 0, 1, 0), _ALL_1G, 1),
+        _p("1g.12gb+me", GI_PROFILE_1_SLICE_REV1, 20, 1, 1, 11008, 16, (1, 1, 0, 1, 1), _ALL_1G, 1),
+        _p("1g.24gb", GI_1G_REV2, 15, 1, 4, 22144, 26, (1, 1, 0, 1, 0), (0, 2, 4, 6), 2),
+    ),
+)
 # fmt: on
 
-TABLES: dict[str, MigTable] = {t.name: t for t in (A100_80GB, A100_40GB, H100_80GB)}
+TABLES: dict[str, MigTable] = {
+    t.name: t
+    for t in (A100_80GB, A100_40GB, H100_80GB, H200_141GB, B200_180GB, GB200_186GB, H100_NVL_94GB)
+}
 
 # GPU product names whose MIG table is implied when a profile does not name one.
 TABLE_FOR_GPU_NAME: dict[str, str] = {
@@ -161,6 +224,9 @@ TABLE_FOR_GPU_NAME: dict[str, str] = {
     "NVIDIA A100-PCIE-40GB": "a100-40gb",
     "NVIDIA H100 80GB HBM3": "h100-80gb",
     "NVIDIA H100 PCIe": "h100-80gb",
+    "NVIDIA H200": "h200-141gb",
+    "NVIDIA B200": "b200-180gb",
+    "NVIDIA H100 NVL": "h100-nvl-94gb",
 }
 
 # Compute-instance sizes NVML offers inside a GPU instance (nvidia-smi mig -lcip).

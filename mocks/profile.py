@@ -496,7 +496,7 @@ class _Parser:
         )
         numa_nodes = self.numa(doc.get("numa"))
         pci_doc = self.mapping(doc.get("pci"), "pci")
-        self.known(pci_doc, "pci", {"switches"})
+        self.known(pci_doc, "pci", {"switches", "numa_node_unknown"})
         switches = tuple(
             self.switch(s, f"pci.switches[{i}]")
             for i, s in enumerate(
@@ -535,6 +535,7 @@ class _Parser:
             gpus=tuple(sorted(gpus, key=lambda g: g.bus_id)),
             nics=nics,
             nvswitches=nvswitches,
+            pci_numa_unknown=self.flag(pci_doc, "numa_node_unknown", "pci", False),
         )
         self.check_references(profile)
         return profile

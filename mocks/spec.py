@@ -290,6 +290,9 @@ class MachineProfile:
     gpus: tuple[GpuSpec, ...] = ()  # sorted by bus id
     nics: tuple[NicSpec, ...] = ()
     nvswitches: tuple[NvswitchSpec, ...] = ()
+    # The kernel knows no NUMA node for PCI devices (single-socket machines without an ACPI
+    # SRAT, many VMs): every PCI device's sysfs numa_node says -1 (issue 15 #4).
+    pci_numa_unknown: bool = False
 
     def nvml_gpus(self) -> tuple[GpuSpec, ...]:
         """GPUs NVML enumerates, in NVML index order (ascending PCI bus id)."""

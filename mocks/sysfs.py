@@ -116,7 +116,8 @@ class _Writer:
         self.write(directory / "subsystem_vendor", f"0x{subsystem & 0xFFFF:04x}")
         self.write(directory / "subsystem_device", f"0x{(subsystem >> 16) & 0xFFFF:04x}")
         self.write(directory / "class", pci_class)
-        self.write(directory / "numa_node", str(numa_node))
+        known = not self.profile.pci_numa_unknown
+        self.write(directory / "numa_node", str(numa_node) if known else "-1")
         self.write(directory / "local_cpulist", format_cpulist(cpus))
         self.write(directory / "local_cpus", cpumask(cpus, self.nr_cpus))
         self.write(directory / "current_link_speed", link_speed(link.gen))

@@ -16,6 +16,11 @@ import os
 # on gRPC across a fork. Set before anything imports grpc.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+# The suite runs the agent as the DaemonSet's mig-monitor component does (the MIG monitor
+# capability granted): the fake NVML reads this at nvmlInit, as the container runtime grants the
+# capability at container start. Tests of the other case delete it (docs/profiles.md).
+os.environ.setdefault("NVIDIA_MIG_MONITOR_DEVICES", "all")
+
 import re
 import secrets
 import time

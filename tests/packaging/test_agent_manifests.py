@@ -164,3 +164,19 @@ def test_daemonset_arguments_are_accepted_by_the_agent_cli(base: list[dict[str, 
     assert parsed.node_name == "node-a"
     assert parsed.metrics_address == "0.0.0.0:9465"
     assert parsed.pod_resources_socket == "/var/lib/kubelet/pod-resources/kubelet.sock"
+
+
+def test_mig_monitor_component_grants_the_mig_monitor_capability(tmp_path: Path) -> None:
+    """Real MIG nodes: NVML answers NO_PERMISSION on MIG-enabled GPUs unless the container
+    holds the MIG monitor capability, which the NVIDIA runtime injects for
+    NVIDIA_MIG_MONITOR_DEVICES=all and only with CAP_SYS_ADMIN (issue 15 #3)."""
+    objects = render(overlay(tmp_path / "mig", components=("mig-monitor",)))
+    container = _agent_container(objects)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["NVIDIA_MIG_MONITOR_DEVICES"] == "all"
+    assert "NVIDIA_MIG_CONFIG_DEVICES" not in env
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    security = container["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["privileged"] is False

@@ -35,6 +35,10 @@ PROFILES = (
     "gb200-nvl4",
     "dgx-h100-degraded",
     "cpu-only",
+    "supermicro-hgx-h100",
+    "hgx-h200-mig",
+    "l4-single-socket",
+    "a100-pcie-pair-missing-bridge",
 )
 STRATEGIES = ("none", "single", "mixed")
 

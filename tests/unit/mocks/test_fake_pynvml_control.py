@@ -164,7 +164,7 @@ def test_profile_error_injection_per_gpu(tmp_path: Path) -> None:
         yaml.safe_dump(
             {
                 "base": "dgx-h100",
-                "gpus": {"0000:2a:00.0": {"errors": {"nvmlDeviceGetNvLinkState": "NOT_SUPPORTED"}}},
+                "gpus": {"0000:43:00.0": {"errors": {"nvmlDeviceGetNvLinkState": "NOT_SUPPORTED"}}},
             }
         )
     )

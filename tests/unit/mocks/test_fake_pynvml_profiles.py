@@ -42,8 +42,8 @@ def test_dgx_h100_gpus_memory_and_driver() -> None:
         assert fake.nvmlDeviceGetMaxPcieLinkWidth(handle) == 16
         assert fake.nvmlDeviceGetMigMode(handle) == [0, 0]
     bus_ids = [fake.nvmlDeviceGetPciInfo(h).busId for h in gpus]
-    assert bus_ids[0] == "00000000:18:00.0"
-    assert [b[9:11] for b in bus_ids] == ["18", "2A", "3A", "5D", "9A", "AB", "BA", "DB"]
+    assert bus_ids[0] == "00000000:1B:00.0"  # the DGX H100's (Fabric Manager user guide)
+    assert [b[9:11] for b in bus_ids] == ["1B", "43", "52", "61", "9D", "C3", "D1", "DF"]
 
 
 def test_dgx_h100_nvswitch_links_and_numa() -> None:

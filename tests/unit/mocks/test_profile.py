@@ -18,13 +18,17 @@ from gputopo.mocks.profile import (
 
 BUILTINS = (
     "a100-pcie-nvlink-pairs",
+    "a100-pcie-pair-missing-bridge",
     "cpu-only",
     "dgx-a100-mig",
     "dgx-h100",
     "dgx-h100-degraded",
     "gb200-nvl4",
+    "hgx-h200-mig",
     "l4-pcie",
+    "l4-single-socket",
     "rtx4090-workstation",
+    "supermicro-hgx-h100",
 )
 
 MINIMAL_GPU = {
@@ -52,7 +56,7 @@ def load_error(tmp_path: Path, document: object) -> str:
     return message
 
 
-def test_builtin_profiles_are_exactly_the_documented_eight() -> None:
+def test_builtin_profiles_are_exactly_the_documented_ones() -> None:
     assert builtin_profile_names() == BUILTINS
 
 
@@ -289,7 +293,7 @@ def test_bad_nvml_load_error(tmp_path: Path) -> None:
 def test_base_inheritance_merges_gpus_by_bus_id(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        {"base": "dgx-h100", "gpus": {"18:00.0": {"lost": True}}, "node": {"hostname": "x"}},
+        {"base": "dgx-h100", "gpus": {"1b:00.0": {"lost": True}}, "node": {"hostname": "x"}},
     )
     profile = load_profile(path)
     base = load_profile("dgx-h100")
