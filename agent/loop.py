@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 from gputopo.agent.clock import Clock, SystemClock
 from gputopo.agent.discovery import Discoverer
-from gputopo.agent.metrics import AgentStats, SnapshotHolder
 from gputopo.agent.nvml import HealthPoll
 from gputopo.agent.podresources import (
     PodResourcesClient,
@@ -43,6 +42,7 @@ from gputopo.agent.publish.calls import PublishResult
 from gputopo.agent.publish.cycle import CycleResult, NrtWriter, run_cycle
 from gputopo.agent.publish.desired import is_successful_discovery
 from gputopo.agent.publish.writer import Publisher
+from gputopo.agent.stats import AgentStats, SnapshotHolder
 from gputopo.agent.topology import NodeTopology, count_nvml_errors
 from gputopo.agent.triggers import UdevMonitor, open_udev_monitor, watch_udev
 from gputopo.agent.usage import LoadSampler

@@ -3,9 +3,9 @@
 Following prometheus/client_python's advice for exporters, nothing here keeps gauges that a loop
 mutates. The run loop replaces the :class:`MetricsSnapshot` in a :class:`SnapshotHolder`
 (topology each discovery, load each health tick, pod-resources each cycle) and records its work
-in :class:`AgentStats`; :meth:`MetricsCollector.collect` turns whatever is latest into metric
-families when Prometheus scrapes. Every series, label and unit is listed in docs/metrics.md.
-The HTTP side (``/metrics``, ``/healthz``, ``/readyz``) is the one server both deployables use,
+in :class:`AgentStats` (both in :mod:`agent.stats`); :meth:`MetricsCollector.collect` turns
+whatever is latest into metric families when Prometheus scrapes. Every series, label and unit
+is listed in docs/metrics.md. The HTTP side (``/metrics``, ``/healthz``, ``/readyz``) is the one server both deployables use,
 :class:`gputopo.core.serve.ProbeServer`.
 
 Labels: per-GPU series carry ``gpu`` (NVML index), ``uuid``, ``pci_bus_id``, ``model``,
@@ -14,15 +14,17 @@ Labels: per-GPU series carry ``gpu`` (NVML index), ``uuid``, ``pci_bus_id``, ``m
 unknown). MIG device series add ``gpu_instance``, ``compute_instance`` and ``mig_profile`` and
 carry the MIG device's UUID as ``uuid``. An empty label value means unknown or not applicable.
 Unknown numbers are left out (no series), never reported as zero.
+
+One file, over 500 lines, on purpose: it is one collector, whose families share the label
+builders above and are written section by section in the order docs/metrics.md lists them, so a
+reader checks one against the other top to bottom; what the loop records lives apart, in
+:mod:`agent.stats`.
 """
 
 from __future__ import annotations
 
 import platform
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from typing import Any
 
@@ -36,6 +38,13 @@ from prometheus_client.registry import CollectorRegistry
 
 from gputopo.agent.nvml import CLOCK_EVENT_REASONS, NVLINK_ERROR_COUNTERS, GpuLoad
 from gputopo.agent.podresources import DeviceAllocation, PodResourcesSnapshot
+from gputopo.agent.stats import (
+    DISCOVERY_BUCKETS,
+    AgentStats,
+    AgentStatsSnapshot,
+    MetricsSnapshot,
+    SnapshotHolder,
+)
 from gputopo.agent.topology import (
     ComputeInstance,
     Gpu,
@@ -60,127 +69,7 @@ GPU_LABELS = (
     "container",
 )
 MIG_LABELS = (*GPU_LABELS[:6], "gpu_instance", "compute_instance", "mig_profile", *GPU_LABELS[6:])
-# Seconds: discovery takes ~0.1 s on a mocked DGX and seconds on a real 8-GPU node (P2P queries).
-DISCOVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 THROTTLE_REASONS = tuple(name for _, name in CLOCK_EVENT_REASONS)
-
-
-@dataclass(frozen=True)
-class MetricsSnapshot:
-    """What the node looks like now; any part may still be missing (``None``: not yet known)."""
-
-    topology: NodeTopology | None = None
-    load: LoadSample | None = None
-    pod_resources: PodResourcesSnapshot | None = None
-
-
-class SnapshotHolder:
-    """The latest :class:`MetricsSnapshot`; loops replace parts, scrapes read the whole."""
-
-    def __init__(self, snapshot: MetricsSnapshot | None = None) -> None:
-        self._lock = threading.Lock()
-        self._snapshot = snapshot or MetricsSnapshot()
-
-    def get(self) -> MetricsSnapshot:
-        with self._lock:
-            return self._snapshot
-
-    def set(self, snapshot: MetricsSnapshot) -> None:
-        with self._lock:
-            self._snapshot = snapshot
-
-    def update(
-        self,
-        *,
-        topology: NodeTopology | None = None,
-        load: LoadSample | None = None,
-        pod_resources: PodResourcesSnapshot | None = None,
-    ) -> MetricsSnapshot:
-        """Replace the parts given (``None`` keeps a part as it is)."""
-        changes: dict[str, Any] = {}
-        if topology is not None:
-            changes["topology"] = topology
-        if load is not None:
-            changes["load"] = load
-        if pod_resources is not None:
-            changes["pod_resources"] = pod_resources
-        with self._lock:
-            self._snapshot = replace(self._snapshot, **changes)
-            return self._snapshot
-
-
-@dataclass(frozen=True)
-class AgentStatsSnapshot:
-    discovery_bucket_counts: tuple[int, ...]  # per DISCOVERY_BUCKETS bound, not cumulative
-    discovery_count: int
-    discovery_sum_seconds: float
-    discoveries: Mapping[str, int]  # outcome -> count
-    api_writes: Mapping[str, int]  # outcome -> count
-    last_successful_publish: float | None
-    last_discovery: float | None
-    partial_discoveries: int = 0
-    foreign_owned_keys: int = 0
-
-
-class AgentStats:
-    """The agent's own work counters. Loops record; the collector reads at scrape time."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._buckets = [0] * (len(DISCOVERY_BUCKETS) + 1)  # the last one is +Inf
-        self._count = 0
-        self._sum = 0.0
-        self._discoveries: dict[str, int] = {"success": 0, "error": 0}
-        self._api_writes: dict[str, int] = {}
-        self._last_publish: float | None = None
-        self._last_discovery: float | None = None
-        self._partial_discoveries = 0
-        self._foreign_owned_keys = 0
-
-    def observe_discovery(
-        self, seconds: float, *, success: bool = True, at: float | None = None
-    ) -> None:
-        with self._lock:
-            position = next(
-                (i for i, bound in enumerate(DISCOVERY_BUCKETS) if seconds <= bound),
-                len(DISCOVERY_BUCKETS),
-            )
-            self._buckets[position] += 1
-            self._count += 1
-            self._sum += seconds
-            outcome = "success" if success else "error"
-            self._discoveries[outcome] += 1
-            if success:
-                self._last_discovery = time.time() if at is None else at
-
-    def record_api_write(self, outcome: str, count: int = 1) -> None:
-        """An API write attempted by the publisher: ``outcome`` e.g. success, conflict, error."""
-        with self._lock:
-            self._api_writes[outcome] = self._api_writes.get(outcome, 0) + count
-
-    def record_publish_checks(self, *, partial_discoveries: int, foreign_owned_keys: int) -> None:
-        """The publisher's safety counters as it last reported them (totals, not deltas)."""
-        with self._lock:
-            self._partial_discoveries = partial_discoveries
-            self._foreign_owned_keys = foreign_owned_keys
-
-    def record_publish_success(self, at: float | None = None) -> None:
-        with self._lock:
-            self._last_publish = time.time() if at is None else at
-
-    def snapshot(self) -> AgentStatsSnapshot:
-        with self._lock:
-            return AgentStatsSnapshot(
-                discovery_bucket_counts=tuple(self._buckets),
-                discovery_count=self._count,
-                discovery_sum_seconds=self._sum,
-                discoveries=dict(self._discoveries),
-                api_writes=dict(self._api_writes),
-                last_successful_publish=self._last_publish,
-                last_discovery=self._last_discovery,
-                partial_discoveries=self._partial_discoveries,
-                foreign_owned_keys=self._foreign_owned_keys,
-            )
 
 
 def package_version() -> str:
