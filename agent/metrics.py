@@ -3,10 +3,10 @@
 Following prometheus/client_python's advice for exporters, nothing here keeps gauges that a loop
 mutates. The run loop replaces the :class:`MetricsSnapshot` in a :class:`SnapshotHolder`
 (topology each discovery, load each health tick, pod-resources each cycle) and records its work
-in :class:`AgentStats` (both in :mod:`agent.stats`); :meth:`MetricsCollector.collect` turns
+in :class:`AgentStats`, both in :mod:`agent.stats`; :meth:`MetricsCollector.collect` turns
 whatever is latest into metric families when Prometheus scrapes. Every series, label and unit
-is listed in docs/metrics.md. The HTTP side (``/metrics``, ``/healthz``, ``/readyz``) is the one server both deployables use,
-:class:`gputopo.core.serve.ProbeServer`.
+is listed in docs/metrics.md. The HTTP side (``/metrics``, ``/healthz``, ``/readyz``) is the one
+server both deployables use, :class:`gputopo.core.serve.ProbeServer`.
 
 Labels: per-GPU series carry ``gpu`` (NVML index), ``uuid``, ``pci_bus_id``, ``model``,
 ``numa_node``, ``nvlink_domain`` and — from the kubelet's pod-resources API — ``pod``,
