@@ -242,8 +242,7 @@ def _parse_yaml(text: str, source: str) -> Any:
 def _read_profile_text(path: Path, source: str) -> str:
     """The profile's text, at most :data:`MAX_PROFILE_BYTES` read (``/dev/zero`` included)."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_PROFILE_BYTES + 1)
+        data = documents.read_limited(path, MAX_PROFILE_BYTES)
     except OSError as error:
         raise ProfileError(f"{source}: cannot read profile: {error.strerror or error}") from None
     if len(data) > MAX_PROFILE_BYTES:

@@ -23,12 +23,13 @@ deep input, which the pure-Python loader answers with a ``RecursionError``.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
+import stat
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Final
 
 import yaml
@@ -46,12 +47,31 @@ class DocumentError(ValueError):
     """A document cannot be read or is out of bounds; the message is one line naming it."""
 
 
+def read_limited(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """At most ``max_bytes`` + 1 bytes of ``path`` (the caller compares the length with its
+    limit). Never blocks: the file is opened non-blocking, and a FIFO or a socket (whose open or
+    read would wait for a writer forever) is refused like a directory, with an ``OSError``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            raise OSError(errno.EINVAL, "a pipe or socket, not a file")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1  # the file object owns it now
+            return handle.read(max_bytes + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def read_text(path: str | os.PathLike[str], *, what: str, max_bytes: int) -> str:
     """The UTF-8 text of ``path``, read at most ``max_bytes`` + 1 bytes far."""
     source = f"{what} {os.fspath(path)}"
     try:
-        with Path(path).open("rb") as handle:
-            data = handle.read(max_bytes + 1)
+        data = read_limited(path, max_bytes)
     except OSError as error:
         raise DocumentError(f"{source}: cannot read: {error.strerror or error}") from None
     if len(data) > max_bytes:

@@ -98,8 +98,11 @@ class ClusterConfig:
                 context.verify_mode = ssl.CERT_NONE
             elif self.ca_data is not None:
                 context.load_verify_locations(cadata=self.ca_data.decode("ascii", "replace"))
-            elif self.ca_file is not None:
-                context.load_verify_locations(cafile=self.ca_file)
+            elif (
+                self.ca_file is not None
+            ):  # read bounded here, never by OpenSSL (a FIFO, /dev/zero)
+                ca = _read_bounded(self.ca_file, self.source)
+                context.load_verify_locations(cadata=ca.decode("ascii", "replace"))
             if self.client_cert_file is not None or self.client_cert_data is not None:
                 self._load_client_certificate(context)
         except (ssl.SSLError, OSError) as error:
@@ -107,14 +110,14 @@ class ClusterConfig:
         return context
 
     def _load_client_certificate(self, context: ssl.SSLContext) -> None:
-        if self.client_cert_data is None and self.client_key_data is None:
-            assert self.client_cert_file is not None
-            context.load_cert_chain(self.client_cert_file, self.client_key_file)
-            return
-        # ssl loads certificates only from files: a private temporary file, removed at once.
+        # ssl loads certificates only from files: the bounded reads (never OpenSSL's own, which
+        # would wait on a FIFO or read /dev/zero for ever) go to a private temporary file,
+        # removed at once.
         with tempfile.TemporaryDirectory(prefix="gputopo-kube-") as directory:
             cert = self.client_cert_data or _read_bounded(self.client_cert_file or "", self.source)
-            key = self.client_key_data or _read_bounded(self.client_key_file or "", self.source)
+            key = self.client_key_data or (
+                _read_bounded(self.client_key_file, self.source) if self.client_key_file else b""
+            )
             pem = Path(directory) / "client.pem"
             pem.touch(mode=0o600)
             pem.write_bytes(cert.rstrip(b"\n") + b"\n" + key)
@@ -195,8 +198,7 @@ def _valid_host(host: str) -> bool:
 
 def _read_bounded(path: str, source: str) -> bytes:
     """A certificate or key file, at most :data:`MAX_CREDENTIAL_FILE_BYTES` read."""
-    with Path(path).open("rb") as handle:
-        data = handle.read(MAX_CREDENTIAL_FILE_BYTES + 1)
+    data = documents.read_limited(path, MAX_CREDENTIAL_FILE_BYTES)
     if len(data) > MAX_CREDENTIAL_FILE_BYTES:
         raise KubeConfigError(source, f"{path}: larger than {MAX_CREDENTIAL_FILE_BYTES} bytes")
     return data

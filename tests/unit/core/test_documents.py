@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -165,3 +166,12 @@ def test_check_bounds_counts_an_alias_each_time_it_is_used() -> None:
     check_bounds([shared] * 10, source="s", max_nodes=200)
     with pytest.raises(DocumentError, match="more than 50 values"):
         check_bounds([shared] * 10, source="s", max_nodes=50)
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(DocumentError, match=r"cannot read: a pipe or socket, not a file"):
+        read_text(fifo, what="kubeconfig", max_bytes=100)
+    assert time.monotonic() - started < 5

@@ -151,6 +151,15 @@ def test_dev_zero_is_refused_after_the_size_limit() -> None:
         load_profile("/dev/zero")
 
 
+def test_a_fifo_profile_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "machine.yaml"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(ProfileError, match="cannot read profile: a pipe or socket, not a file"):
+        load_profile(fifo)
+    assert time.monotonic() - started < 5
+
+
 def test_base_dev_zero_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "machine.yaml"
     path.write_text("base: /dev/zero\n")

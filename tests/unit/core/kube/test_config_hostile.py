@@ -23,6 +23,7 @@ from gputopo.core.kube.config import (
     MAX_KUBECONFIG_BYTES,
     MAX_TOKEN_BYTES,
     ClusterConfig,
+    load_config,
     load_incluster_config,
 )
 
@@ -320,3 +321,33 @@ def test_a_huge_context_name_gives_a_short_line(tmp_path: Path) -> None:
         load_kubeconfig(str(path), context="x" * 100_000)
     assert "no context named 'xxxx" in str(refused.value)
     assert len(str(refused.value)) < 300
+
+
+@pytest.mark.parametrize("field", ["certificate-authority", "client-certificate", "client-key"])
+def test_a_fifo_as_a_tls_file_is_a_start_up_error_not_a_hang(tmp_path: Path, field: str) -> None:
+    """OpenSSL would wait on a FIFO for ever; the files are read bounded first."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    user: dict[str, str] = {"token": "t"}
+    cluster: dict[str, str] = {"server": "https://127.0.0.1:6443"}
+    if field == "certificate-authority":
+        cluster[field] = str(fifo)
+    else:
+        user = {"client-certificate": str(fifo), "client-key": str(fifo)}
+    path = tmp_path / "config"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "users": [{"name": "u", "user": user}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    started = time.monotonic()
+    with pytest.raises(KubeConfigError, match="a pipe or socket, not a file"):
+        load_config(str(path)).ssl_context()
+    assert time.monotonic() - started < 5
