@@ -625,10 +625,19 @@ class FakeNvml:
         return int(_real.NVML_NVLINK_DEVICE_TYPE_SWITCH)
 
     def nvmlDeviceGetNvLinkCapability(self, device: Any, link: int, capability: int) -> int:
-        self._link("nvmlDeviceGetNvLinkCapability", device, link)
-        if not 0 <= capability < _real.NVML_NVLINK_CAP_COUNT:
+        """As ``nvidia-smi nvlink -c`` shows real NVML answering on V100, A100 and H100/H800 (x86
+        hosts): P2P, system memory access and both atomics 1; SLI 1 from Ampere on, 0 on Volta;
+        and NVML_NVLINK_CAP_VALID ("Link is supported") 0 on every link, so a caller must not
+        take it as the link's presence. Every link index answers, up or not; a capability past
+        NVML_NVLINK_CAP_COUNT is INVALID_ARGUMENT, as is a link past the last."""
+        state = self._link("nvmlDeviceGetNvLinkCapability", device, link)[0]
+        if not isinstance(capability, int) or not 0 <= capability < _real.NVML_NVLINK_CAP_COUNT:
             self._raise("INVALID_ARGUMENT")
-        return 0 if capability == _real.NVML_NVLINK_CAP_SLI_BRIDGE else 1
+        if capability == _real.NVML_NVLINK_CAP_VALID:
+            return 0
+        if capability == _real.NVML_NVLINK_CAP_SLI_BRIDGE:
+            return 0 if state.spec.architecture == "volta" else 1
+        return 1
 
     # ------------------------------------------------------------------ MIG
     def _mig(
@@ -1062,7 +1071,11 @@ class FakeNvml:
         )
 
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
+        """NOT_SUPPORTED on a MIG-enabled GPU, as real NVML answers there (utilisation is per
+        MIG device, through DCGM, not the parent's)."""
         state = self._gpu("nvmlDeviceGetUtilizationRates", handle)
+        if state.spec.mig.enabled:
+            self._raise("NOT_SUPPORTED")
         utilization = _real.c_nvmlUtilization_t()
         utilization.gpu = int(state.next_reading("utilization_gpu"))
         utilization.memory = int(state.next_reading("utilization_memory"))
