@@ -59,6 +59,8 @@ NVLINK_VERSION_TO_GENERATION: dict[int, int] = {1: 1, 2: 2, 3: 2, 4: 3, 5: 3, 6:
 
 # Per-direction bandwidth of one NVLink, GB/s, by generation (NVIDIA's published numbers: P100
 # NVLink1 20 GB/s; V100 NVLink2, A100 NVLink3 and H100 NVLink4 25 GB/s; Blackwell NVLink5 50).
+# Not the line rate `nvidia-smi nvlink -s` prints (25.781, 26.562, 53.125): links x these x 2 is
+# the datasheet's per-GPU figure users compare against (docs/discovery.md says why).
 NVLINK_BANDWIDTH_GBPS: dict[int, float] = {1: 20.0, 2: 25.0, 3: 25.0, 4: 25.0, 5: 50.0}
 
 
