@@ -19,6 +19,8 @@ demo: $(VENV)/.installed
 	$(BIN)/gputopo-agent discover --mock dgx-h100 --output text
 	@echo
 	$(BIN)/gputopo-scheduler simulate --cluster scheduler/samples/cluster.yaml --output text
+	@echo
+	@echo "The four pods not placed are refused on purpose: the sample shows kube-scheduler-style reasons (SLA taints, anti-affinity, capacity, a scheduling gate)."
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

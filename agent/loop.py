@@ -261,6 +261,7 @@ class Agent:
         self.stats.record_publish_checks(
             partial_discoveries=counters.partial_discoveries,
             foreign_owned_keys=counters.foreign_owned_keys,
+            foreign_nrt=getattr(nrt_counters, "foreign_nrt", 0),
         )
         if result.ok:
             self.stats.record_publish_success()

@@ -584,6 +584,12 @@ class MetricsCollector:
             "(ignored), as last read.",
             [],
         ).add_metric([], stats.foreign_owned_keys)
+        families.gauge(
+            "agent_nrt_foreign_writer",
+            "1 while this node's NodeResourceTopology is another writer's (NFD's "
+            "topology-updater): the agent steps back and does not write it.",
+            [],
+        ).add_metric([], stats.foreign_nrt)
 
 
 def _loads_by_gpu(topology: NodeTopology, load: LoadSample | None) -> dict[int, GpuLoad]:

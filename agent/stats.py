@@ -76,6 +76,7 @@ class AgentStatsSnapshot:
     last_discovery: float | None
     partial_discoveries: int = 0
     foreign_owned_keys: int = 0
+    foreign_nrt: int = 0
 
 
 class AgentStats:
@@ -92,6 +93,7 @@ class AgentStats:
         self._last_discovery: float | None = None
         self._partial_discoveries = 0
         self._foreign_owned_keys = 0
+        self._foreign_nrt = 0
 
     def observe_discovery(
         self, seconds: float, *, success: bool = True, at: float | None = None
@@ -114,11 +116,14 @@ class AgentStats:
         with self._lock:
             self._api_writes[outcome] = self._api_writes.get(outcome, 0) + count
 
-    def record_publish_checks(self, *, partial_discoveries: int, foreign_owned_keys: int) -> None:
+    def record_publish_checks(
+        self, *, partial_discoveries: int, foreign_owned_keys: int, foreign_nrt: int = 0
+    ) -> None:
         """The publisher's safety counters as it last reported them (totals, not deltas)."""
         with self._lock:
             self._partial_discoveries = partial_discoveries
             self._foreign_owned_keys = foreign_owned_keys
+            self._foreign_nrt = foreign_nrt
 
     def record_publish_success(self, at: float | None = None) -> None:
         with self._lock:
@@ -136,4 +141,5 @@ class AgentStats:
                 last_discovery=self._last_discovery,
                 partial_discoveries=self._partial_discoveries,
                 foreign_owned_keys=self._foreign_owned_keys,
+                foreign_nrt=self._foreign_nrt,
             )

@@ -27,10 +27,13 @@ def add_extender_parser(subparsers: Any) -> None:
     """Register `extender` on the CLI's subparsers."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "extender",
-        help="serve kube-scheduler's extender filter and prioritize verbs over HTTP",
+        help="serve kube-scheduler's extender verbs (filter, prioritize, preempt, bind)",
         description=(
-            "Answer kube-scheduler's extender calls (POST <urlPrefix>/filter and "
-            "<urlPrefix>/prioritize) with gputopo's filters and scores, on a cache of Nodes, "
+            "Answer kube-scheduler's extender calls (POST <urlPrefix>/filter, "
+            "<urlPrefix>/prioritize, <urlPrefix>/preempt and <urlPrefix>/bind) with gputopo's "
+            "filters and scores: preempt keeps only the candidate nodes whose victims, once "
+            "gone, let the pod pass gputopo's filters; bind binds a pod only to a node those "
+            "filters pass (docs/extender.md). All four answer from a cache of Nodes, "
             "Pods and Namespaces kept by list+watch (so nodeCacheCapable: true works). "
             "GET /healthz and /readyz (ready once the cache has listed everything; also on "
             "--probe-address, plain HTTP, for kubelet). Callers authenticate with a client "

@@ -133,11 +133,16 @@ def cluster_objects(control_plane: ControlPlane) -> Iterator[ClusterObjects]:
 
 
 CRD_DIRECTORY = Path(__file__).resolve().parents[1] / "daemonset" / "crds"
+# The scheduler's own CRD ships with it (issue 19), not in the agent's crds/.
+SCHEDULER_CRDS = (
+    Path(__file__).resolve().parents[1] / "daemonset" / "scheduler" / "podgroups-crd.yaml",
+)
 
 
 @pytest.fixture(scope="session")
 def gputopo_crds(kube_admin: client.ApiClient) -> list[str]:
-    """Every CRD gputopo ships (daemonset/crds), installed once and kept for the session.
+    """Every CRD gputopo ships (daemonset/crds and the scheduler's), installed once and kept
+    for the session.
 
     CRD deletion is asynchronous: tests that created and deleted them one by one raced each
     other (a create answered 409 by a terminating CRD, which then vanished under the next test).
@@ -148,7 +153,7 @@ def gputopo_crds(kube_admin: client.ApiClient) -> list[str]:
     custom = client.CustomObjectsApi(kube_admin)
     crds = [
         document
-        for path in sorted(CRD_DIRECTORY.glob("*.yaml"))
+        for path in [*sorted(CRD_DIRECTORY.glob("*.yaml")), *SCHEDULER_CRDS]
         for document in yaml.safe_load_all(path.read_text(encoding="utf-8"))
         if document and document.get("kind") == "CustomResourceDefinition"
     ]

@@ -33,6 +33,7 @@ class PublishCounters:
     discovery_failures: int = 0
     partial_discoveries: int = 0  # discoveries that kept the last good topology values
     foreign_owned_keys: int = 0  # ignored ownership entries on the Node, as last read
+    foreign_nrt: int = 0  # 1 while the node's NodeResourceTopology is another writer's
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,11 @@ its GPUs; the kubelet's reservations are not subtracted here.
 
 The object is written with server-side apply (field manager ``gputopo-agent``) and only when
 its content differs from what is stored, so an unchanged node makes no write.
+
+NFD's topology-updater writes an NRT of the same name (the node's). Two writers would overwrite
+each other's zones every cycle, so the agent steps back from an NRT it does not manage — one
+without its ``app.kubernetes.io/managed-by`` label, or whose zones another field manager has
+written — and writes nothing to it until it is gone (docs/coexistence.md).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ PLURAL: Final = "noderesourcetopologies"
 KIND: Final = "NodeResourceTopology"
 APPLY_PATCH: Final = "application/apply-patch+yaml"
 GPU_RESOURCE: Final = "nvidia.com/gpu"
+MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 
 
 def zone_name(numa_id: int) -> str:
@@ -89,10 +95,35 @@ def build_nrt(
         "kind": KIND,
         "metadata": {
             "name": node_name,
-            "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER},
+            "labels": {MANAGED_BY: FIELD_MANAGER},
         },
         "zones": zones,
     }
+
+
+def foreign_writer(current: Mapping[str, Any] | None) -> str | None:
+    """Who else writes this NRT, or None when there is none or it is this agent's (pure).
+
+    Not this agent's: an NRT without ``managed-by: gputopo-agent`` (NFD's topology-updater
+    creates its own, of the same name), or one whose zones a field manager other than the agent
+    wrote (NFD updating the agent's object in place: its label stays, its zones are NFD's). The
+    answer names the other writer from the label or ``managedFields`` for the log line."""
+    if current is None:
+        return None
+    metadata = current.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    managers = metadata.get("managedFields") or []
+    others = [
+        str(entry.get("manager") or "an unnamed field manager")
+        for entry in managers
+        if isinstance(entry, Mapping)
+        and entry.get("manager") != FIELD_MANAGER
+        and "f:zones" in (entry.get("fieldsV1") or {})
+    ]
+    if labels.get(MANAGED_BY) != FIELD_MANAGER:
+        owner = labels.get(MANAGED_BY)
+        return str(owner) if owner else (others[0] if others else "another writer")
+    return others[0] if others else None
 
 
 class CustomObjectsApi(Protocol):
@@ -158,6 +189,28 @@ class NrtPublisher:
         self.node_name = node_name
         self.backoff = backoff or Backoff()
         self.counters = counters or PublishCounters()
+        # The other writer of this node's NRT while the agent steps back from it (logged once).
+        self.stepped_back_for: str | None = None
+
+    def _step_back(self, current: Mapping[str, Any] | None) -> str | None:
+        """Whether another writer owns the stored NRT; logs when that starts and ends."""
+        other = foreign_writer(current)
+        if other is not None and other != self.stepped_back_for:
+            log.warning(
+                "NodeResourceTopology %s is written by %s, not gputopo-agent: not writing it "
+                "while it is there (docs/coexistence.md)",
+                self.node_name,
+                other,
+            )
+        elif other is None and self.stepped_back_for is not None:
+            log.info(
+                "NodeResourceTopology %s is no longer written by %s: gputopo-agent writes it",
+                self.node_name,
+                self.stepped_back_for,
+            )
+        self.stepped_back_for = other
+        self.counters.foreign_nrt = 0 if other is None else 1
+        return other
 
     def _call(self, what: str, fn: Callable[[], Any], *, allow_404: bool = False) -> Any:
         for attempt in range(self.backoff.max_attempts):
@@ -195,6 +248,11 @@ class NrtPublisher:
         desired = build_nrt(self.node_name, topology, available)
         try:
             current = self._get()
+            other = self._step_back(current)
+            if other is not None:
+                return PublishResult(
+                    "unchanged", message=f"{KIND} {self.node_name} is {other}'s: not written"
+                )
             if current is not None and _content(current) == _content(desired):
                 self.counters.unchanged += 1
                 return PublishResult("unchanged")
@@ -224,8 +282,7 @@ class NrtPublisher:
             current = self._get()
             if current is None:
                 return PublishResult("unchanged")
-            labels = (current.get("metadata") or {}).get("labels") or {}
-            if labels.get("app.kubernetes.io/managed-by") != FIELD_MANAGER:
+            if foreign_writer(current) is not None:
                 return PublishResult("unchanged", message="NodeResourceTopology is not ours")
             if dry_run:
                 return PublishResult("dry-run", message=f"would delete {KIND} {self.node_name}")

@@ -1,7 +1,7 @@
 """Gang scheduling (Coscheduling's PodGroup) by gputopo-scheduler's runtime on a real API server.
 
-The PodGroup CRD is daemonset/crds/podgroups.yaml, installed as shipped; the runtime runs as
-daemonset/scheduler's ServiceAccount with that RBAC; nodes are kwok's.
+The PodGroup CRD is daemonset/scheduler/podgroups-crd.yaml, installed as shipped; the runtime
+runs as daemonset/scheduler's ServiceAccount with that RBAC; nodes are kwok's.
 """
 
 from __future__ import annotations

@@ -91,6 +91,20 @@ def test_wheel_adds_exactly_one_top_level_import_package(wheel: Path) -> None:
     assert "gputopo/scheduler/profiles/default.yaml" in names
 
 
+def test_wheel_carries_the_apache_license_text(wheel: Path) -> None:
+    """The wheel ships the repository's LICENSE and declares its SPDX identifier (PEP 639)."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (licence,) = [name for name in names if name.endswith(".dist-info/licenses/LICENSE")]
+        carried = archive.read(licence).decode()
+        (metadata,) = [name for name in names if name.endswith(".dist-info/METADATA")]
+        headers = archive.read(metadata).decode().split("\n\n", 1)[0].splitlines()
+    assert carried == (REPO / "LICENSE").read_text()
+    assert "Apache License" in carried and "Version 2.0, January 2004" in carried
+    assert "License-Expression: Apache-2.0" in headers
+    assert "License-File: LICENSE" in headers
+
+
 def test_wheel_contains_the_packages_and_generated_stubs(installed: Path) -> None:
     python = installed / "python"
     code = (
