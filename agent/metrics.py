@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterable, Iterator
-from importlib import metadata
 from typing import Any
 
 from prometheus_client.core import (
@@ -36,6 +35,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import CollectorRegistry
 
+from gputopo import __version__
 from gputopo.agent.nvml import CLOCK_EVENT_REASONS, NVLINK_ERROR_COUNTERS, GpuLoad
 from gputopo.agent.podresources import DeviceAllocation, PodResourcesSnapshot
 from gputopo.agent.stats import (
@@ -70,13 +70,6 @@ GPU_LABELS = (
 )
 MIG_LABELS = (*GPU_LABELS[:6], "gpu_instance", "compute_instance", "mig_profile", *GPU_LABELS[6:])
 THROTTLE_REASONS = tuple(name for _, name in CLOCK_EVENT_REASONS)
-
-
-def package_version() -> str:
-    try:
-        return metadata.version("gputopo")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _text(value: object) -> str:
@@ -143,7 +136,7 @@ class MetricsCollector:
             source.get if isinstance(source, SnapshotHolder) else source
         )
         self.stats = stats
-        self.version = version or package_version()
+        self.version = version or __version__
 
     def describe(self) -> list[Metric]:
         # Series depend on the snapshot; an empty description keeps registration from scraping.
