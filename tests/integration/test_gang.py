@@ -171,13 +171,16 @@ def test_timeout_releases_held_places_then_the_gang_binds_when_complete(
     )
     assert _bound(cluster, namespace, "held") == []
     eventually(lambda: _pod_group_phase(cluster, namespace, "held") == "Pending", 30, "phase")
-    regarding_group = [
-        event
-        for event in cluster.events(namespace)
-        if event.get("regarding", {}).get("kind") == "PodGroup"
-        and "scheduleTimeoutSeconds" in str(event.get("note"))
-    ]
-    assert regarding_group, "no event on the PodGroup itself"
+    # Events are written by the recorder's workers, so the PodGroup's may land after the pods'.
+    eventually(
+        lambda: any(
+            event.get("regarding", {}).get("kind") == "PodGroup"
+            and "scheduleTimeoutSeconds" in str(event.get("note"))
+            for event in cluster.events(namespace)
+        ),
+        30,
+        "an event on the PodGroup itself",
+    )
     last = cluster.pod(namespace, "held-7")
     last["spec"]["schedulingGates"] = []
     cluster.api.request("PUT", f"/api/v1/namespaces/{namespace}/pods/held-7", body=last)
