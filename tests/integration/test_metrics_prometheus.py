@@ -23,6 +23,7 @@ from gputopo.agent.podresources import PodResourcesClient
 from gputopo.agent.runloop import serve
 from tests.conftest import StartPrometheus
 from tests.controlplane import PrometheusServer
+from tests.polling import eventually
 from tests.unit.agent.fake_kubelet import FakeKubeletState, fake_kubelet, short_socket_dir
 
 pytestmark = pytest.mark.integration
@@ -89,6 +90,9 @@ def agent(
         thread = threading.Thread(target=agent.run, daemon=True)
         thread.start()
         try:
+            # The tests read the snapshot: it exists once the first discovery is done, which
+            # on a loaded machine can take longer than starting Prometheus.
+            eventually(lambda: agent.holder.get().topology is not None, 30, "the first discovery")
             yield agent, f"127.0.0.1:{server.port}"
         finally:
             agent.stop()
