@@ -19,6 +19,7 @@ from gputopo.core.contract import Contract, Gfd
 from tests.controlplane import ClusterObjects, ControlPlane
 from tests.integration.test_publisher import (  # noqa: F401  (fixtures)
     AGENT_NAMESPACE,
+    agent_bound_to,
     agent_client,
     agent_rbac_and_policy,
     eventually_denied,
@@ -56,32 +57,13 @@ def agent_on_gpu_node(
     )
     patch_as(kube_admin, name, {"metadata": {"labels": {Gfd.GPU_PRODUCT: GFD_PRODUCT}}}, "gfd")
     patch_as(kube_admin, name, {"spec": {"taints": [OPERATOR_TAINT]}}, "gpu-operator")
-    core = client.CoreV1Api(kube_admin)
-    pod = core.create_namespaced_pod(
-        AGENT_NAMESPACE,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": f"gputopo-agent-{name}"},
-            "spec": {
-                "nodeName": name,
-                "serviceAccountName": "gputopo-agent",
-                "containers": [{"name": "agent", "image": "gputopo:test"}],
-            },
-        },
-    )
-    try:
-        agent = control_plane.client_for_service_account(
-            AGENT_NAMESPACE, "gputopo-agent", bound_pod=pod
-        )
+    with agent_bound_to(control_plane, kube_admin, name) as agent:
         # the policy takes effect a moment after creation: wait for its first denial
         eventually_denied(
             lambda: patch_as(agent, name, {"metadata": {"labels": {"team": "web"}}}),
             lambda: patch_as(kube_admin, name, {"metadata": {"labels": {"team": "ml"}}}),
         )
         yield agent, name
-    finally:
-        core.delete_namespaced_pod(pod.metadata.name, AGENT_NAMESPACE, grace_period_seconds=0)
 
 
 def publish(agent: client.ApiClient, name: str, topology: Any = None) -> Any:

@@ -479,25 +479,35 @@ def agent_on_node_a(
                 "spec": {"taints": [FOREIGN_TAINT]},
             }
         )
+    with agent_bound_to(control_plane, kube_admin, node_a) as agent:
+        yield agent, node_a, node_b
+
+
+@contextlib.contextmanager
+def agent_bound_to(
+    control_plane: ControlPlane, kube_admin: client.ApiClient, node: str
+) -> Iterator[client.ApiClient]:
+    """An API client as the agent's ServiceAccount, its token bound to a Pod on ``node`` (as the
+    DaemonSet's would be, so the admission policy's node-name claim applies); the Pod is deleted
+    on exit."""
     core = client.CoreV1Api(kube_admin)
     pod = core.create_namespaced_pod(
         AGENT_NAMESPACE,
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": f"gputopo-agent-{node_a}"},
+            "metadata": {"name": f"gputopo-agent-{node}"},
             "spec": {
-                "nodeName": node_a,
+                "nodeName": node,
                 "serviceAccountName": "gputopo-agent",
                 "containers": [{"name": "agent", "image": "gputopo:test"}],
             },
         },
     )
     try:
-        agent = control_plane.client_for_service_account(
+        yield control_plane.client_for_service_account(
             AGENT_NAMESPACE, "gputopo-agent", bound_pod=pod
         )
-        yield agent, node_a, node_b
     finally:
         core.delete_namespaced_pod(pod.metadata.name, AGENT_NAMESPACE, grace_period_seconds=0)
 
