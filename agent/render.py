@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gputopo.agent.sysfs import format_cpulist, pcie_relation
+from gputopo.agent.sysfs import pcie_relation
 from gputopo.agent.topology import (
     Gpu,
     Health,
@@ -20,6 +20,7 @@ from gputopo.agent.topology import (
     RdmaNic,
     count_nvml_errors,
 )
+from gputopo.core.grammar import format_cpulist
 
 _P2P_CODES = {
     P2PLevel.INTERNAL: "PIX",

@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass
 
 from gputopo.core import grammar
-from gputopo.core.grammar import format_cpulist as format_cpulist  # agent.render reads it here
 
 NVIDIA_VENDOR_ID = "0x10de"
 # PCI class codes of NVIDIA GPUs: VGA controller (0x0300xx) and 3D controller (0x0302xx).

@@ -6,12 +6,12 @@ import pytest
 
 from gputopo.agent.sysfs import (
     SysfsReader,
-    format_cpulist,
     nearest_pcie_switch,
     normalize_bus_id,
     parse_link_speed,
     salvage_cpulist,
 )
+from gputopo.core.grammar import format_cpulist
 from tests.unit.agent.agent_fixtures import PciFunction, build_tree
 
 SWITCHED_GPU = PciFunction(
