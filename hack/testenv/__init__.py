@@ -1,14 +1,17 @@
 """Real components for the integration tests, built from pinned Go modules and cached per user.
 
-`python -m hack.testenv ensure` builds kube-apiserver, kube-scheduler and etcd from
-`hack/tools/go.mod` and kwok from `hack/tools/kwok/go.mod` into
-`${XDG_CACHE_HOME:-~/.cache}/gputopo/testenv/<versions>/`, and finds (or installs) a Prometheus
-server. The test fixtures call `locate()`, which never builds: a missing tool is an error that
+`python -m hack.testenv ensure` builds kube-apiserver, kube-scheduler, kube-controller-manager
+and etcd from `hack/tools/go.mod` and kwok from `hack/tools/kwok/go.mod` into
+`${XDG_CACHE_HOME:-~/.cache}/gputopo/testenv/<versions>/`, each tool of `GO_TOOLS` from its own
+module under `hack/tools/<name>/` into a cache directory of its own, and finds (or installs) a
+Prometheus server. The test fixtures call `locate()`, which never builds: a missing tool is an error that
 points at `make tools`.
 """
 
 from hack.testenv.tools import (
     COMPONENTS,
+    GO_TOOLS,
+    GoTool,
     Pins,
     Tools,
     ToolsMissingError,
@@ -20,6 +23,8 @@ from hack.testenv.tools import (
 
 __all__ = [
     "COMPONENTS",
+    "GO_TOOLS",
+    "GoTool",
     "Pins",
     "Tools",
     "ToolsMissingError",

@@ -32,14 +32,39 @@ KWOK_MODULE = TOOLS_MODULE / "kwok"
 
 KUBE_APISERVER = "kube-apiserver"
 KUBE_SCHEDULER = "kube-scheduler"
+KUBE_CONTROLLER_MANAGER = "kube-controller-manager"
 ETCD = "etcd"
 KWOK = "kwok"
 KWOK_STAGES = "kwok-stages.yaml"
 PROMETHEUS = "prometheus"
 
-# Everything `ensure` provides; the Go-built ones are the first four.
-GO_COMPONENTS = (KUBE_APISERVER, ETCD, KUBE_SCHEDULER, KWOK)
-COMPONENTS = (*GO_COMPONENTS, PROMETHEUS)
+# The control plane, built from hack/tools (Kubernetes, etcd) and hack/tools/kwok.
+GO_COMPONENTS = (KUBE_APISERVER, ETCD, KUBE_SCHEDULER, KUBE_CONTROLLER_MANAGER, KWOK)
+_KUBE_COMMANDS = (KUBE_APISERVER, KUBE_SCHEDULER, KUBE_CONTROLLER_MANAGER)
+
+
+@dataclass(frozen=True)
+class GoTool:
+    """A tool our users run beside gputopo, built from its own module under hack/tools/<dir>.
+
+    Each has its own go.mod (its dependencies never move the control plane's pins) and its own
+    cache directory keyed by its version and a digest of that module, so adding or bumping one
+    never rebuilds the others.
+    """
+
+    name: str  # the binary
+    directory: str  # hack/tools/<directory>
+    module: str  # the module whose `require` line pins the version
+    package: str  # the main package built
+
+    @property
+    def module_dir(self) -> Path:
+        return TOOLS_MODULE / self.directory
+
+
+# Tools in their own modules; `ensure` builds each that is missing.
+GO_TOOLS: tuple[GoTool, ...] = ()
+COMPONENTS = (*GO_COMPONENTS, *(tool.name for tool in GO_TOOLS), PROMETHEUS)
 
 # The default kwok stages ("fast": a Node becomes Ready at once, a bound Pod Running at once, a
 # deleted Pod goes away), taken from the pinned kwok module's kustomize tree at build time.
@@ -164,12 +189,10 @@ def _read_stamp(cache_dir: Path) -> dict[str, dict[str, object]]:
     return components if isinstance(components, dict) else {}
 
 
-def _write_stamp(cache_dir: Path, pins: Pins, components: Mapping[str, object]) -> None:
-    stamp = {
-        "pins": {"kubernetes": pins.kubernetes, "etcd": pins.etcd, "kwok": pins.kwok},
-        "digest": pins.digest,
-        "components": dict(components),
-    }
+def _write_stamp(
+    cache_dir: Path, pins: Mapping[str, str], digest: str, components: Mapping[str, object]
+) -> None:
+    stamp = {"pins": dict(pins), "digest": digest, "components": dict(components)}
     tmp = cache_dir / f".{_STAMP}.{os.getpid()}"
     tmp.write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(cache_dir / _STAMP)
@@ -199,6 +222,34 @@ def _from_assets(name: str) -> Path | None:
     return path
 
 
+def tool_version(tool: GoTool) -> str:
+    """The version of `tool.module` pinned in its own go.mod."""
+    return _go_mod_require(tool.module_dir / "go.mod", tool.module)
+
+
+def tool_cache_dir(tool: GoTool) -> Path:
+    """`<cache>/<name>-<version>_<os>-<arch>_<digest of its go.mod, go.sum and the recipe>`."""
+    digest = hashlib.sha256(_BUILD_RECIPE.encode())
+    for name in ("go.mod", "go.sum"):
+        digest.update(name.encode())
+        digest.update((tool.module_dir / name).read_bytes())
+    key = f"{tool.name}-{tool_version(tool)}_{sys.platform}-{_goarch()}_{digest.hexdigest()[:12]}"
+    return cache_root() / key
+
+
+def _locate_tool(tool: GoTool, tools: Tools) -> None:
+    asset = _from_assets(tool.name)
+    cache_dir = tool_cache_dir(tool)
+    if asset is not None:
+        tools.paths[tool.name] = asset
+        tools.sources[tool.name] = "KUBEBUILDER_ASSETS"
+    elif _cached_ok(cache_dir, _read_stamp(cache_dir), tool.name):
+        tools.paths[tool.name] = cache_dir / tool.name
+        tools.sources[tool.name] = "cache"
+    else:
+        tools.missing[tool.name] = f"not built in {cache_dir}"
+
+
 def locate(pins: Pins | None = None) -> Tools:
     """Find every component without building anything; what is absent lands in `missing`."""
     pins = pins or read_pins()
@@ -215,6 +266,8 @@ def locate(pins: Pins | None = None) -> Tools:
             tools.sources[name] = "cache"
         else:
             tools.missing[name] = f"not built in {cache_dir}"
+    for tool in GO_TOOLS:
+        _locate_tool(tool, tools)
     try:
         found = prometheus.find()
     except prometheus.PrometheusUnavailableError as error:
@@ -306,11 +359,7 @@ def _go_build(
 
 def _build(go: Path, pins: Pins, names: list[str], staging: Path, log: Path) -> None:
     """Build `names` into `staging`; kube-apiserver and kube-scheduler share one `go build`."""
-    kube = [
-        f"k8s.io/kubernetes/cmd/{name}"
-        for name in names
-        if name in (KUBE_APISERVER, KUBE_SCHEDULER)
-    ]
+    kube = [f"k8s.io/kubernetes/cmd/{name}" for name in names if name in _KUBE_COMMANDS]
     if kube:
         _go_build(go, TOOLS_MODULE, _version_ldflags(pins), f"{staging}/", kube, log)
     if ETCD in names:
@@ -335,6 +384,34 @@ def _say(message: str) -> None:
     print(f"testenv: {message}", file=sys.stderr, flush=True)
 
 
+def _ensure_tool(go: Path, tool: GoTool) -> None:
+    """Build one tool of GO_TOOLS into its own cache directory, unless a racer already did."""
+    cache_dir = tool_cache_dir(tool)
+    with _locked(cache_dir):
+        stamp = _read_stamp(cache_dir)
+        if _cached_ok(cache_dir, stamp, tool.name):
+            return
+        log = cache_dir / "build.log"
+        staging = cache_dir / f".build-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        _say(f"building {tool.name} {tool_version(tool)} with {go} (log: {log})")
+        started = time.monotonic()
+        try:
+            _go_build(go, tool.module_dir, "-s -w", str(staging / tool.name), [tool.package], log)
+            (staging / tool.name).replace(cache_dir / tool.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        seconds = round(time.monotonic() - started, 1)
+        stamp[tool.name] = {
+            "size": (cache_dir / tool.name).stat().st_size,
+            "build_seconds": seconds,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _write_stamp(cache_dir, {tool.module: tool_version(tool)}, cache_dir.name, stamp)
+        _say(f"built {tool.name} in {seconds:.0f} s")
+
+
 def ensure(pins: Pins | None = None, install_prometheus: bool = True) -> Tools:
     """Build what is missing (and only that), find or install Prometheus, return the locations."""
     pins = pins or read_pins()
@@ -346,7 +423,8 @@ def ensure(pins: Pins | None = None, install_prometheus: bool = True) -> Tools:
             raise ToolsMissingError(
                 f"cannot build {', '.join(wanted)}: `go` is not on PATH. Install Go (the version "
                 "in hack/tools/go.mod or newer), or set KUBEBUILDER_ASSETS to a directory holding "
-                "prebuilt kube-apiserver, etcd, kube-scheduler and kwok (+ kwok-stages.yaml)"
+                "prebuilt kube-apiserver, etcd, kube-scheduler, kube-controller-manager and kwok "
+                "(+ kwok-stages.yaml)"
             )
         cache_dir = tools.cache_dir
         with _locked(cache_dir):
@@ -372,10 +450,24 @@ def ensure(pins: Pins | None = None, install_prometheus: bool = True) -> Tools:
                         }
                     if KWOK in wanted:
                         (staging / KWOK_STAGES).replace(cache_dir / KWOK_STAGES)
-                    _write_stamp(cache_dir, pins, stamp)
+                    _write_stamp(
+                        cache_dir,
+                        {"kubernetes": pins.kubernetes, "etcd": pins.etcd, "kwok": pins.kwok},
+                        pins.digest,
+                        stamp,
+                    )
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
                 _say(f"built {', '.join(wanted)} in {seconds:.0f} s")
+        tools = locate(pins)
+    missing_tools = [tool for tool in GO_TOOLS if tool.name in tools.missing]
+    if missing_tools:
+        go = find_go()
+        if go is None:
+            names = ", ".join(tool.name for tool in missing_tools)
+            raise ToolsMissingError(f"cannot build {names}: `go` is not on PATH")
+        for tool in missing_tools:
+            _ensure_tool(go, tool)
         tools = locate(pins)
     if PROMETHEUS in tools.missing and install_prometheus and not os.environ.get("PROMETHEUS_BIN"):
         try:
