@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Final
 
 from gputopo.scheduler.dra.cel import CelError, SelectorCache
@@ -40,7 +39,7 @@ from gputopo.scheduler.dra.model import (
 from gputopo.scheduler.dra.topology import DevicePlace, NodeTopology, level_of, preference_order
 from gputopo.scheduler.gpu_alloc import LEVEL_ALIGNED, GpuSlot
 
-MAX_STEPS: Final = 20_000
+MAX_STEPS: Final = 5_000
 _BLOCKING_EFFECTS: Final = frozenset({"NoSchedule", "NoExecute"})
 
 
@@ -183,7 +182,7 @@ class _Search:
             for name, amount in counters.items():
                 if name not in available:
                     return False
-                if used.get(name, Fraction(0)) + amount > available[name]:
+                if used.get(name, 0) + amount > available[name]:
                     return False
         return True
 
@@ -238,7 +237,66 @@ class _Search:
                 f"{MAX_STEPS} steps (claims too complex for gputopo's allocator)"
             )
 
+    def _precheck(self) -> None:
+        """Constraints no device set can meet, found without a search: the search would
+        otherwise try every combination before saying no."""
+        for claim_index, claim in enumerate(self.claims):
+            if not claim.constraints or any(len(r.alternatives) != 1 for r in claim.requests):
+                continue
+            subs = [r.alternatives[0] for r in claim.requests]
+            if any(s.mode != "ExactCount" for s in subs):
+                continue
+            for constraint in claim.constraints:
+                members = [
+                    s
+                    for r, s in zip(claim.requests, subs, strict=True)
+                    if not constraint.requests or r.name in constraint.requests
+                ]
+                free = {
+                    s.name: [d for d in self._matching(claim_index, s) if self._usable(d)]
+                    for s in members
+                }
+                needed = sum(s.count for s in members)
+                if constraint.distinct_attribute is not None:
+                    name = constraint.distinct_attribute
+                    values = {
+                        (a.kind, a.value)
+                        for ds in free.values()
+                        for d in ds
+                        if (a := d.attributes.get(name)) is not None
+                    }
+                    if len(values) < needed:
+                        raise Unallocatable(
+                            f"cannot allocate all claims: resourceclaim {claim.key}: "
+                            f"distinctAttribute {name}: {len(values)} distinct values "
+                            f"among the free devices, {needed} needed"
+                        )
+                if constraint.match_attribute is not None:
+                    name = constraint.match_attribute
+                    groups: dict[tuple[str, object], set[Device]] = {}
+                    per_request: dict[tuple[str, object], dict[str, int]] = {}
+                    for sub_name, ds in free.items():
+                        for d in ds:
+                            a = d.attributes.get(name)
+                            if a is None:
+                                continue
+                            key = (a.kind, a.value)
+                            groups.setdefault(key, set()).add(d)
+                            counts = per_request.setdefault(key, {})
+                            counts[sub_name] = counts.get(sub_name, 0) + 1
+                    if not any(
+                        len(groups[key]) >= needed
+                        and all(per_request[key].get(s.name, 0) >= s.count for s in members)
+                        for key in groups
+                    ):
+                        raise Unallocatable(
+                            f"cannot allocate all claims: resourceclaim {claim.key}: "
+                            f"matchAttribute {name}: no value is shared by {needed} free "
+                            "matching devices"
+                        )
+
     def run(self) -> NodeAllocation:
+        self._precheck()
         if not self._solve(0):
             raise Unallocatable(self.first_reason or "cannot allocate all claims")
         results: dict[str, list[AllocationResult]] = {c.key: [] for c in self.claims}

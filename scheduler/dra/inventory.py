@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 from gputopo.scheduler.dra.model import (
     Device,
@@ -34,7 +33,7 @@ class NodeInventory:
 
     node: str
     devices: list[Device] = field(default_factory=list)
-    counters: dict[CounterKey, dict[str, Fraction]] = field(default_factory=dict)
+    counters: dict[CounterKey, dict[str, int]] = field(default_factory=dict)
     incomplete: set[PoolKey] = field(default_factory=set)
     unsupported: list[str] = field(default_factory=list)
 
@@ -75,7 +74,7 @@ class Usage:
     """Devices taken on a node and counters consumed, by claims allocated so far."""
 
     taken: set[DeviceKey] = field(default_factory=set)
-    consumed: dict[CounterKey, dict[str, Fraction]] = field(default_factory=dict)
+    consumed: dict[CounterKey, dict[str, int]] = field(default_factory=dict)
 
     def copy(self) -> Usage:
         return Usage(set(self.taken), {k: dict(v) for k, v in self.consumed.items()})
@@ -85,14 +84,14 @@ class Usage:
         for set_name, counters in device.consumes.items():
             used = self.consumed.setdefault((device.driver, device.pool, set_name), {})
             for name, amount in counters.items():
-                used[name] = used.get(name, Fraction(0)) + amount
+                used[name] = used.get(name, 0) + amount
 
     def give_back(self, device: Device) -> None:
         self.taken.discard(device.key)
         for set_name, counters in device.consumes.items():
             used = self.consumed.get((device.driver, device.pool, set_name), {})
             for name, amount in counters.items():
-                used[name] = used.get(name, Fraction(0)) - amount
+                used[name] = used.get(name, 0) - amount
 
 
 def usage_of(

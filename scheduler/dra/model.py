@@ -15,6 +15,7 @@ admin access, consumable capacity requests, binding conditions, per-device node 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -62,7 +63,7 @@ class Device:
     name: str
     attributes: Mapping[str, Attribute]
     capacity: Mapping[str, Fraction]
-    consumes: Mapping[str, Mapping[str, Fraction]]  # counter set -> counter -> amount
+    consumes: Mapping[str, Mapping[str, int]]  # counter set -> counter -> amount (rounded up)
     taints: tuple[DeviceTaint, ...] = ()
     unsupported: str | None = None  # a feature this device needs that gputopo does not do
 
@@ -84,7 +85,7 @@ class ResourceSlice:
     slice_count: int
     node_name: str | None
     devices: tuple[Device, ...]
-    counters: Mapping[str, Mapping[str, Fraction]]  # counter set -> counter -> available
+    counters: Mapping[str, Mapping[str, int]]  # counter set -> counter -> available
     unsupported: str | None = None
 
 
@@ -318,14 +319,14 @@ def _device(r: _Reader, raw: Any, path: str, driver: str, pool: str) -> Device:
     for k, v in r.obj(d, "capacity", f"{path}.capacity").items():
         entry = r.item(v, f"{path}.capacity[{k}]")
         capacity[qualify(str(k), driver)] = r.quantity(entry.get("value"), f"{path}.capacity[{k}]")
-    consumes: dict[str, dict[str, Fraction]] = {}
+    consumes: dict[str, dict[str, int]] = {}
     for i, item in enumerate(r.seq(d, "consumesCounters", f"{path}.consumesCounters")):
         c = r.item(item, f"{path}.consumesCounters[{i}]")
         counter_set = r.text(c, "counterSet", f"{path}.consumesCounters[{i}].counterSet", True)
         counters = consumes.setdefault(counter_set, {})
         for k, v in r.obj(c, "counters", f"{path}.consumesCounters[{i}].counters").items():
             entry = r.item(v, f"{path}.consumesCounters[{i}].counters[{k}]")
-            counters[str(k)] = r.quantity(entry.get("value"), f"{path}.counters[{k}]")
+            counters[str(k)] = math.ceil(r.quantity(entry.get("value"), f"{path}.counters[{k}]"))
     unsupported = None
     if d.get("allowMultipleAllocations"):
         unsupported = "devices with allowMultipleAllocations (consumable capacity)"
@@ -348,14 +349,16 @@ def parse_resource_slice(obj: Mapping[str, Any]) -> ResourceSlice:
         _device(r, d, f"spec.devices[{i}]", driver, pool_name)
         for i, d in enumerate(r.seq(spec, "devices", "spec.devices"))
     )
-    counters: dict[str, dict[str, Fraction]] = {}
+    counters: dict[str, dict[str, int]] = {}
     for i, item in enumerate(r.seq(spec, "sharedCounters", "spec.sharedCounters")):
         counter_set = r.item(item, f"spec.sharedCounters[{i}]")
         set_name = r.text(counter_set, "name", f"spec.sharedCounters[{i}].name", required=True)
         values = counters.setdefault(set_name, {})
         for k, v in r.obj(counter_set, "counters", f"spec.sharedCounters[{i}].counters").items():
             entry = r.item(v, f"spec.sharedCounters[{i}].counters[{k}]")
-            values[str(k)] = r.quantity(entry.get("value"), f"spec.sharedCounters[{i}][{k}]")
+            values[str(k)] = math.floor(
+                r.quantity(entry.get("value"), f"spec.sharedCounters[{i}][{k}]")
+            )
     node_name = r.text(spec, "nodeName", "spec.nodeName") or None
     unsupported = None
     if node_name is None and not counters:

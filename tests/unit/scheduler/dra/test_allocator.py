@@ -109,13 +109,13 @@ def test_request_selectors_narrow_the_class() -> None:
 def test_cel_runtime_error_is_a_reason_naming_the_selector() -> None:
     inventory, _ = node_setup("dgx-h100")
     one = claim("bad", exactly("gpu", 1, selectors=(f"device.attributes['{GPU}'].nope == 1",)))
-    with pytest.raises(Unallocatable, match="CEL runtime error.*nope"):
+    with pytest.raises(Unallocatable, match=r"CEL runtime error.*nope"):
         Allocator().allocate([one], inventory, Usage(), classes())
 
 
 def test_unknown_device_class_is_named() -> None:
     inventory, _ = node_setup("dgx-h100")
-    with pytest.raises(Unallocatable, match="device class fpga.example.com does not exist"):
+    with pytest.raises(Unallocatable, match=r"device class fpga\.example\.com does not exist"):
         Allocator().allocate(
             [claim("x", exactly("f", 1, "fpga.example.com"))], inventory, Usage(), classes()
         )
