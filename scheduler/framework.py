@@ -169,7 +169,7 @@ class ScheduleResult:
     (it is only needed for explain output and events), keyed and ordered by node name.
     """
 
-    __slots__ = ("_evaluation", "feasible_nodes", "message", "node", "pod", "warnings")
+    __slots__ = ("_evaluation", "claims", "feasible_nodes", "message", "node", "pod", "warnings")
 
     def __init__(
         self,
@@ -186,6 +186,8 @@ class ScheduleResult:
         self.warnings = warnings
         self.feasible_nodes = feasible_nodes
         self._evaluation = evaluation
+        # DRA: pod claim name -> its allocation results (wire form), once placed
+        self.claims: dict[str, list[dict[str, str]]] | None = None
 
     @property
     def scheduled(self) -> bool:

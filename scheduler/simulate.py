@@ -1,6 +1,10 @@
 """Offline scheduling of plain Kubernetes YAML: what would go where, and why not.
 
-Input files hold Nodes, Namespaces, PriorityClasses and Pods (multi-document YAML or a `v1 List`).
+Input files hold Nodes, Namespaces, PriorityClasses and Pods (multi-document YAML or a `v1 List`),
+and the DRA objects (`resource.k8s.io/v1` DeviceClasses, ResourceSlices, ResourceClaims,
+ResourceClaimTemplates, DeviceTaintRules). A pod's claims are allocated as it is placed; a claim
+from a template is the one kube-controller-manager would create (`<pod>-<claim name>`), and each
+placed pod's allocations are printed under ``"claims"``.
 Pods with `spec.nodeName` are existing load; the others are placed one at a time, in file order
 (files in the order given, documents in file order), each placement counting as load for the
 pods after it. Priorities are resolved (and an unknown `priorityClassName` is an input error, as
@@ -22,6 +26,8 @@ from typing import Any, Final
 
 from gputopo.core.contract import DEFAULT_CONTRACT
 from gputopo.core.documents import DocumentError, load_json, load_yaml_all, read_text
+from gputopo.scheduler.dra.state import KINDS as DRA_KINDS
+from gputopo.scheduler.dra.state import DraState
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import ScheduleResult, schedule_one
 from gputopo.scheduler.model import (
@@ -57,6 +63,7 @@ class ClusterInput:
     bound_pods: list[Pod] = field(default_factory=list)
     pending_pods: list[Pod] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    dra: DraState = field(default_factory=lambda: DraState(invent_from_templates=True))
 
 
 def _documents(path: str, text: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -138,10 +145,12 @@ def _add_object(
         pod = parse_pod(obj)
         (cluster.bound_pods if pod.node_name else cluster.pending_pods).append(pod)
         return ("Pod", pod.key)
+    if kind in DRA_KINDS:
+        return (kind, cluster.dra.observe(kind, obj))
     if kind not in _IGNORED_KINDS:
         cluster.notes.append(
-            f"{where}: kind {kind} is not simulated (only Node, Namespace, PriorityClass, Pod); "
-            "skipped"
+            f"{where}: kind {kind} is not simulated (only Node, Namespace, PriorityClass, Pod "
+            "and the DRA kinds); skipped"
         )
     return None
 
@@ -190,6 +199,7 @@ def build_snapshot(cluster: ClusterInput) -> ClusterSnapshot:
         snapshot.add_node(node)
     for pod in cluster.bound_pods:
         snapshot.add_pod(pod)
+    snapshot.attach(cluster.dra)
     return snapshot
 
 
@@ -208,14 +218,38 @@ def simulate(
         result = schedule_one(pod, snapshot, profile)
         if result.node is not None:
             snapshot.assume(pod, result.node)
+            _assume_claims(cluster, snapshot, pod, result)
         if not explain:
             result.discard_diagnosis()
         results.append(result)
     return snapshot, results
 
 
+def _assume_claims(
+    cluster: ClusterInput, snapshot: ClusterSnapshot, pod: Pod, result: ScheduleResult
+) -> None:
+    """Record the placed pod's allocations: later pods see those devices taken."""
+    if not pod.resource_claims or result.node is None:
+        return
+    node = snapshot.node(result.node)
+    assert node is not None
+    dra = cluster.dra
+    claims = dra.pod_claims(pod, invent_from_templates=True)
+    outcome = dra.allocate(pod, node, claims)
+    assert not isinstance(outcome, str), outcome  # the filter passed this node
+    dra.assume(pod, outcome)
+    allocations: dict[str, list[dict[str, str]]] = {}
+    for pod_claim in claims:
+        key = pod_claim.claim.key
+        results = outcome.allocation.results.get(key) or pod_claim.claim.allocation or ()
+        allocations[pod_claim.pod_claim_name] = [r.wire() for r in results]
+    result.claims = allocations
+
+
 def result_to_json(result: ScheduleResult, explain: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"pod": result.pod, "node": result.node, "message": result.message}
+    if result.claims:
+        out["claims"] = result.claims
     if result.warnings:
         out["warnings"] = list(result.warnings)
     if explain:
@@ -247,6 +281,9 @@ def render_text(cluster: ClusterInput, results: Sequence[ScheduleResult], explai
     for result in results:
         if result.node is not None:
             lines.append(f"  {result.pod:<{width}}  ->  {result.node}")
+            for claim_name, devices in (result.claims or {}).items():
+                shown = ", ".join(f"{d['pool']}/{d['device']}" for d in devices)
+                lines.append(f"  {'':<{width}}      claim {claim_name}: {shown}")
         else:
             lines.append(f"  {result.pod:<{width}}  --  not placed: {result.message}")
         for warning in result.warnings:

@@ -69,8 +69,12 @@ class PodAllocation:
 
 
 class DraState:
-    def __init__(self, allocator: Allocator | None = None) -> None:
+    def __init__(
+        self, allocator: Allocator | None = None, *, invent_from_templates: bool = False
+    ) -> None:
         self.allocator = allocator or Allocator()
+        # simulate: claims from templates exist only as what the controller would create
+        self.invent_from_templates = invent_from_templates
         self.slices: dict[str, ResourceSlice] = {}
         self.classes: dict[str, DeviceClass] = {}
         self.claims: dict[str, ResourceClaim] = {}
@@ -178,13 +182,13 @@ class DraState:
                         raise ClaimProblem(
                             f'waiting for resource claim "{name}" of pod {pod.key} to be created'
                         )
-                    claim = self._invented(pod, name, template)
-                    found.append(PodClaim(name, self.effective(claim), True))
+                    invented = self._invented(pod, name, template)
+                    found.append(PodClaim(name, self.effective(invented), True))
                     continue
-            claim = self.claims.get(f"{pod.namespace}/{claim_name}")
-            if claim is None:
+            stored = self.claims.get(f"{pod.namespace}/{claim_name}")
+            if stored is None:
                 raise ClaimProblem(f'resourceclaim "{claim_name}" not found')
-            claim = self.effective(claim)
+            claim = self.effective(stored)
             if claim.unsupported:
                 raise ClaimProblem(
                     f'resourceclaim "{claim_name}": {claim.unsupported} are not supported'
@@ -255,18 +259,19 @@ class DraState:
                 return f"resourceclaim {claim.key} is allocated on another node"
         pending = [c.claim for c in claims if c.claim.allocation is None]
         inventory = self.inventories().get(node.name)
-        if inventory is None:
-            if not pending:
-                return PodAllocation(
-                    node.name, NodeAllocation({}, LEVEL_ALIGNED, 0, ()), tuple(claims)
-                )
+        if inventory is None and pending:
             return "cannot allocate all claims: node has no ResourceSlices"
-        for claim in claims:
-            if claim.claim.allocation is not None and claim.claim.allocated_node is None:
+        for pod_claim in claims:
+            allocated = pod_claim.claim
+            if (
+                inventory is not None
+                and allocated.allocation is not None
+                and allocated.allocated_node is None
+                and not all(inventory.device(r.device_key) for r in allocated.allocation)
+            ):
                 # allocated by someone whose nodeSelector we cannot read: devices must be here
-                if not all(inventory.device(r.device_key) for r in claim.claim.allocation):
-                    return f"resourceclaim {claim.claim.key} is allocated on another node"
-        if not pending:
+                return f"resourceclaim {allocated.key} is allocated on another node"
+        if not pending or inventory is None:
             return PodAllocation(node.name, NodeAllocation({}, LEVEL_ALIGNED, 0, ()), tuple(claims))
         if inventory.unsupported and not inventory.devices:
             return f"cannot allocate all claims: {inventory.unsupported[0]} are not supported"

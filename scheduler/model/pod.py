@@ -34,6 +34,7 @@ class Pod:
     __slots__ = (
         "annotations",
         "blockers",
+        "claim_statuses",
         "host_ports",
         "key",
         "label_signature",
@@ -55,6 +56,7 @@ class Pod:
         "required_anti_affinity",
         "required_node_affinity",
         "required_node_names",
+        "resource_claims",
         "scheduler_name",
         "scheduling_gates",
         "spread_constraints",
@@ -95,6 +97,10 @@ class Pod:
     scheduling_gates: tuple[str, ...]
     warnings: tuple[str, ...]
     blockers: tuple[str, ...]
+    # spec.resourceClaims: (name, resourceClaimName, resourceClaimTemplateName), "" when unset
+    resource_claims: tuple[tuple[str, str, str], ...]
+    # status.resourceClaimStatuses: pod claim name -> the ResourceClaim made for it
+    claim_statuses: dict[str, str]
     static_key: str
 
     @property
@@ -154,7 +160,9 @@ def parse_pod(obj: JsonObject) -> Pod:
     pod.spread_constraints = _spread_constraints(where, spec, pod.labels)
 
     pod.scheduling_gates = _scheduling_gates(where, spec)
-    pod.blockers = _blockers(where, spec)
+    pod.blockers = ()
+    pod.resource_claims = _resource_claims(where, spec)
+    pod.claim_statuses = _claim_statuses(where, status)
     pod.warnings = _volume_warnings(where, spec)
     pod.static_key = json.dumps(
         [
@@ -296,12 +304,38 @@ def _scheduling_gates(where: FieldReader, spec: JsonObject) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _blockers(where: FieldReader, spec: JsonObject) -> tuple[str, ...]:
-    """What gputopo cannot place at all, reported as the reason rather than ignored."""
+def _resource_claims(where: FieldReader, spec: JsonObject) -> tuple[tuple[str, str, str], ...]:
+    """DRA claims the pod names; allocating them is the DynamicResources plugin's work."""
     claims = where.sequence(spec, "resourceClaims", "spec.resourceClaims")
-    if claims:
-        return ("pod uses DRA resourceClaims, which gputopo does not allocate; not scheduled",)
-    return ()
+    found = []
+    for i in range(len(claims)):
+        claim = where.object_at(claims, i, "spec.resourceClaims")
+        path = f"spec.resourceClaims[{i}]"
+        name = where.string(claim, "name", f"{path}.name")
+        if not name:
+            raise where.error(f"{path}.name", "must be set")
+        claim_name = where.string(claim, "resourceClaimName", f"{path}.resourceClaimName")
+        template = where.string(
+            claim, "resourceClaimTemplateName", f"{path}.resourceClaimTemplateName"
+        )
+        if bool(claim_name) == bool(template):
+            raise where.error(
+                path, "exactly one of resourceClaimName and resourceClaimTemplateName must be set"
+            )
+        found.append((name, claim_name, template))
+    return tuple(found)
+
+
+def _claim_statuses(where: FieldReader, status: JsonObject) -> dict[str, str]:
+    statuses = where.sequence(status, "resourceClaimStatuses", "status.resourceClaimStatuses")
+    found: dict[str, str] = {}
+    for i in range(len(statuses)):
+        entry = where.object_at(statuses, i, "status.resourceClaimStatuses")
+        path = f"status.resourceClaimStatuses[{i}]"
+        claim_name = where.string(entry, "resourceClaimName", f"{path}.resourceClaimName")
+        if claim_name:
+            found[where.string(entry, "name", f"{path}.name")] = claim_name
+    return found
 
 
 def _volume_warnings(where: FieldReader, spec: JsonObject) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from typing import Final
 
 from gputopo.scheduler.plugins import (
     balanced_allocation,
+    dynamic_resources,
     gpu_topology,
     headroom,
     inter_pod_affinity,
@@ -35,6 +36,7 @@ PLUGINS: Final[tuple[Plugin, ...]] = (
     node_affinity.PLUGIN,
     node_ports.PLUGIN,
     resources_fit.PLUGIN,
+    dynamic_resources.PLUGIN,
     topology_spread.PLUGIN,
     inter_pod_affinity.PLUGIN,
     balanced_allocation.PLUGIN,

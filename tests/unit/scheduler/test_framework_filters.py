@@ -44,7 +44,7 @@ def test_dra_resource_claims_are_reported_not_ignored() -> None:
     claims = [{"name": "gpu", "resourceClaimName": "gpu-claim"}]
     result = schedule(pod("p", resourceClaims=claims), cluster([node("a")]))
     assert result.node is None
-    assert "resourceClaims" in result.message
+    assert "resourceClaims" in result.message  # no DRA objects: said so, not guessed
 
 
 def test_pvc_volumes_schedule_with_a_warning() -> None:

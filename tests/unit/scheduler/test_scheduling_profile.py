@@ -26,7 +26,9 @@ REPO = Path(__file__).resolve().parents[3]
 def test_shipped_profile_has_kube_scheduler_default_weights() -> None:
     profile = default_profile()
     kube_plugins = {
-        k: v for k, v in profile.weights.items() if k not in ("GpuTopology", "LoadAware")
+        k: v
+        for k, v in profile.weights.items()
+        if k not in ("GpuTopology", "LoadAware", "DynamicResources")
     }
     assert kube_plugins == {
         "TaintToleration": 3,
