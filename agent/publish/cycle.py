@@ -19,10 +19,15 @@ log = logging.getLogger(__name__)
 class CycleResult:
     node: PublishResult
     nrt: PublishResult | None = None
+    device_taints: PublishResult | None = None
 
     @property
     def ok(self) -> bool:
-        return self.node.ok and (self.nrt is None or self.nrt.ok)
+        return (
+            self.node.ok
+            and (self.nrt is None or self.nrt.ok)
+            and (self.device_taints is None or self.device_taints.ok)
+        )
 
 
 class NrtWriter(Protocol):
@@ -35,12 +40,19 @@ class NrtWriter(Protocol):
     ) -> PublishResult: ...
 
 
+class DeviceTaintWriter(Protocol):
+    """agent.device_taints.DeviceTaintPublisher: per-GPU health as DeviceTaintRules."""
+
+    def publish(self, topology: NodeTopology, *, dry_run: bool = False) -> PublishResult: ...
+
+
 def run_cycle(
     discover: Callable[[], NodeTopology],
     publisher: Publisher,
     *,
     nrt: NrtWriter | None = None,
     available: Callable[[], Mapping[int, Mapping[str, int]]] | None = None,
+    device_taints: DeviceTaintWriter | None = None,
     dry_run: bool = False,
 ) -> CycleResult:
     """One discovery + publish; what ``run --once`` does and what the run loop will repeat."""
@@ -57,4 +69,8 @@ def run_cycle(
     # A partial discovery's zones may be missing NUMA nodes or GPUs: the last NRT stands.
     if nrt is not None and is_successful_discovery(topology) and not topology.incomplete:
         nrt_result = nrt.publish(topology, available() if available else None, dry_run=dry_run)
-    return CycleResult(node_result, nrt_result)
+    # After the Node: its health taint stands for nodes without DRA and while this one fails.
+    taints_result = None
+    if device_taints is not None:
+        taints_result = device_taints.publish(topology, dry_run=dry_run)
+    return CycleResult(node_result, nrt_result, taints_result)

@@ -1,0 +1,208 @@
+"""DeviceTaintPublisher against an in-memory API: zero writes when nothing changed, the
+hysteresis count kept on the rule, conflicts re-planned, no DRA API means no rule, prune."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from gputopo.agent.device_taints import DeviceTaintOptions, DeviceTaintPublisher
+from gputopo.agent.topology import Health
+from gputopo.core.kube import KubeApiError
+from gputopo.core.retry import Backoff
+from tests.unit.agent.machines import degraded, dgx_h100, nvml_down_with_gpus
+from tests.unit.agent.test_device_taints import h100_slice
+
+NODE = "dgx-1"
+RULES = "/apis/resource.k8s.io/v1/devicetaintrules"
+SLICES = "/apis/resource.k8s.io/v1/resourceslices"
+
+
+def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+    return target
+
+
+class FakeResourceApi:
+    """resource.k8s.io/v1 as the writer uses it: list slices by field selector, list/create/
+    merge-patch/delete DeviceTaintRules with resourceVersion checks."""
+
+    def __init__(self, slices: list[dict[str, Any]], *, served: bool = True) -> None:
+        self.slices = slices
+        self.served = served
+        self.rules: dict[str, dict[str, Any]] = {}
+        self.writes: list[tuple[str, str]] = []
+        self.version = 0
+        self.conflict_next_patch = False
+
+    def _bump(self, rule: dict[str, Any]) -> None:
+        self.version += 1
+        rule["metadata"]["resourceVersion"] = str(self.version)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: Mapping[str, Any] | None = None,
+    ) -> Any:
+        if not self.served:
+            raise KubeApiError(method, path, 404, json.dumps({"reason": "NotFound"}))
+        query = query or {}
+        if method == "GET" and path == SLICES:
+            fields = dict(part.split("=") for part in str(query["fieldSelector"]).split(","))
+            return {
+                "items": [
+                    s
+                    for s in self.slices
+                    if s["spec"]["nodeName"] == fields["spec.nodeName"]
+                    and s["spec"]["driver"] == fields["spec.driver"]
+                ]
+            }
+        if method == "GET" and path == RULES:
+            key, _, value = str(query["labelSelector"]).partition("=")
+            return {
+                "items": [
+                    copy.deepcopy(r)
+                    for r in self.rules.values()
+                    if r["metadata"].get("labels", {}).get(key) == value
+                ]
+            }
+        name = path.rpartition("/")[2]
+        self.writes.append((method, name if method != "POST" else body["metadata"]["name"]))
+        if method == "POST":
+            rule = copy.deepcopy(body)
+            if rule["metadata"]["name"] in self.rules:
+                raise KubeApiError(method, path, 409, json.dumps({"reason": "AlreadyExists"}))
+            self._bump(rule)
+            self.rules[rule["metadata"]["name"]] = rule
+            return rule
+        if name not in self.rules:
+            raise KubeApiError(method, path, 404, json.dumps({"reason": "NotFound"}))
+        rule = self.rules[name]
+        if method == "DELETE":
+            del self.rules[name]
+            return {}
+        wanted = body["metadata"].get("resourceVersion")
+        if self.conflict_next_patch or wanted != rule["metadata"]["resourceVersion"]:
+            self.conflict_next_patch = False
+            self._bump(rule)  # someone else wrote it in between
+            raise KubeApiError(method, path, 409, json.dumps({"reason": "Conflict"}))
+        patch = copy.deepcopy(body)
+        patch["metadata"].pop("resourceVersion", None)
+        merge(rule, patch)
+        self._bump(rule)
+        return rule
+
+
+def publisher(api: FakeResourceApi, **options: Any) -> DeviceTaintPublisher:
+    return DeviceTaintPublisher(
+        api,
+        NODE,
+        DeviceTaintOptions(**options),
+        backoff=Backoff(max_attempts=2, sleep=lambda _: None),
+    )
+
+
+def lost(index: int) -> Any:
+    return degraded(dgx_h100(), index, health=Health.FAILED, lost=True)
+
+
+def taint_of(api: FakeResourceApi, name: str) -> str:
+    taint = api.rules[name]["spec"]["taint"]
+    return f"{taint['key']}={taint['value']}:{taint['effect']}"
+
+
+def test_a_lost_gpu_gets_its_rule_and_a_second_publish_writes_nothing() -> None:
+    api = FakeResourceApi([h100_slice()])
+    writer = publisher(api)
+
+    first = writer.publish(lost(5))
+    second = writer.publish(lost(5))
+
+    assert first.status == "written"
+    assert list(api.rules) == ["gputopo.dgx-1.gpu-5"]
+    assert taint_of(api, "gputopo.dgx-1.gpu-5") == "gputopo.io/gpu-health=failed:NoSchedule"
+    assert second.status == "unchanged"
+    assert api.writes == [("POST", "gputopo.dgx-1.gpu-5")]
+
+
+def test_recovery_deletes_the_rule_after_three_healthy_discoveries() -> None:
+    api = FakeResourceApi([h100_slice()])
+    writer = publisher(api)
+    writer.publish(lost(5))
+
+    results = [writer.publish(dgx_h100()).status for _ in range(3)]
+
+    assert results == ["written", "written", "written"]
+    assert api.rules == {}
+    counts = [verb for verb, _ in api.writes[1:]]
+    assert counts == ["PATCH", "PATCH", "DELETE"]
+
+
+def test_a_failed_discovery_touches_no_rule() -> None:
+    api = FakeResourceApi([h100_slice()])
+    writer = publisher(api)
+    writer.publish(lost(5))
+
+    for _ in range(5):
+        assert writer.publish(nvml_down_with_gpus()).status == "skipped"
+
+    assert list(api.rules) == ["gputopo.dgx-1.gpu-5"]
+    assert len(api.writes) == 1
+
+
+def test_a_conflict_is_re_read_and_re_planned() -> None:
+    api = FakeResourceApi([h100_slice()])
+    writer = publisher(api)
+    writer.publish(degraded(dgx_h100(), 5, health=Health.DEGRADED, nvlinks_down=1))
+    api.conflict_next_patch = True
+
+    result = writer.publish(lost(5))
+
+    assert result.status == "written", result.message
+    assert taint_of(api, "gputopo.dgx-1.gpu-5") == "gputopo.io/gpu-health=failed:NoSchedule"
+    assert writer.counters.conflicts == 1
+
+
+def test_without_the_resource_api_nothing_is_written_and_nothing_fails() -> None:
+    api = FakeResourceApi([], served=False)
+
+    result = publisher(api).publish(lost(5))
+
+    assert (result.status, result.message) == ("unchanged", "resource.k8s.io/v1 not served")
+    assert api.writes == []
+
+
+def test_other_nodes_rules_are_never_read_as_ours() -> None:
+    api = FakeResourceApi([h100_slice(), h100_slice(node="dgx-2", pool="dgx-2")])
+    other = DeviceTaintPublisher(api, "dgx-2", DeviceTaintOptions())
+    other.publish(lost(1))
+
+    for _ in range(4):
+        publisher(api).publish(dgx_h100())
+
+    assert list(api.rules) == ["gputopo.dgx-2.gpu-1"]
+
+
+def test_prune_deletes_every_own_rule_at_once_and_dry_run_writes_nothing() -> None:
+    api = FakeResourceApi([h100_slice()])
+    writer = publisher(api)
+    writer.publish(degraded(lost(2), 6, lost=True))
+
+    dry = writer.prune(dry_run=True)
+    assert dry.status == "dry-run" and len(dry.changes) == 2
+    assert len(api.rules) == 2
+
+    assert writer.prune().status == "written"
+    assert api.rules == {}
