@@ -172,6 +172,34 @@ def sick_gpus(topology: NodeTopology, options: DeviceTaintOptions) -> SickGpus:
     return SickGpus(by_uuid, by_pci)
 
 
+def covers_node_health(
+    topology: NodeTopology, devices: Iterable[SliceDevice], options: DeviceTaintOptions
+) -> bool:
+    """Whether every GPU the node health taint stands for (failed, lost, or on PCI without
+    NVML: agent.labels.health.gpu_health) has a device in the node's slices that its device
+    taint keeps pods off (an effect other than None). False on a node without slices."""
+    devices = list(devices)
+    if not devices:
+        return False
+    uuids = {d.uuid for d in devices} | {d.parent_uuid for d in devices}
+    pci_ids = {d.pci_bus_id for d in devices}
+    sick = sick_gpus(topology, options)
+    for gpu in topology.gpus:
+        if not (gpu.health_signals.lost or gpu.health is Health.FAILED):
+            continue
+        health = sick.by_uuid.get(gpu.uuid or "") or sick.by_pci_bus_id.get(gpu.pci_bus_id.lower())
+        if health is None or options.effect(health) == "None":
+            return False
+        if gpu.uuid not in uuids and gpu.pci_bus_id.lower() not in pci_ids:
+            return False
+    for pci_only in topology.pci_only_gpus:
+        if pci_only.pci_bus_id.lower() not in pci_ids:
+            return False
+        if options.effect(DeviceHealthClass.FAILED) == "None":
+            return False
+    return True
+
+
 # -- ResourceSlice devices ---------------------------------------------------------------------
 
 
@@ -491,6 +519,8 @@ class DeviceTaintPublisher:
         self.counters = counters or PublishCounters()
         self.max_conflict_retries = max_conflict_retries
         self.served: bool | None = None  # resource.k8s.io/v1 answered, once known
+        # The node's devices as of the last pass that wrote what it planned; None otherwise.
+        self.devices: list[SliceDevice] | None = None
 
     def _call(self, what: str, fn: Callable[[], Any], *, allow_404: bool = False) -> Any:
         for attempt in range(self.backoff.max_attempts):
@@ -582,9 +612,14 @@ class DeviceTaintPublisher:
                 allow_404=True,
             )
 
+    def covers_node_health(self, topology: NodeTopology) -> bool:
+        """After :meth:`publish`: whether the node health taint is redundant (see the function)."""
+        return self.devices is not None and covers_node_health(topology, self.devices, self.options)
+
     def publish(self, topology: NodeTopology, *, dry_run: bool = False) -> PublishResult:
         """One pass after a discovery: read slices and rules, plan, write what differs."""
         self.counters.cycles += 1
+        self.devices = None
         if not is_successful_discovery(topology):
             self.counters.discovery_failures += 1
             return PublishResult("skipped", message="discovery failed; device taints kept")
@@ -608,6 +643,7 @@ class DeviceTaintPublisher:
         dry_run: bool,
         removal_after: int | None = None,
     ) -> PublishResult:
+        self.devices = None
         try:
             for _ in range(self.max_conflict_retries):
                 devices = self.read_devices()
@@ -630,8 +666,10 @@ class DeviceTaintPublisher:
                 changes = tuple(a.change for a in actions if a.change is not None)
                 if not actions:
                     self.counters.unchanged += 1
+                    self.devices = devices
                     return PublishResult("unchanged")
                 if dry_run:
+                    self.devices = devices
                     return PublishResult("dry-run", changes)
                 try:
                     for action in actions:
@@ -642,6 +680,7 @@ class DeviceTaintPublisher:
                         "DeviceTaintRules of %s changed while writing; re-reading", self.node_name
                     )
                     continue
+                self.devices = devices
                 if changes:
                     log.info(
                         "device taints of Node %s: %s",

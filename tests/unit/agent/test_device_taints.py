@@ -18,6 +18,7 @@ from gputopo.agent.device_taints import (
     DeviceTaintOptions,
     InvalidDeviceTaintEffect,
     RuleView,
+    covers_node_health,
     desired_rules,
     gpu_health_class,
     plan_device_taints,
@@ -328,3 +329,22 @@ def test_a_changed_effect_flag_is_written_at_once() -> None:
     assert action.change.describe() == (
         "~ device-taint gputopo.dgx-1.gpu-3: failed:NoSchedule -> failed:NoExecute"
     )
+
+
+# -- when the node health taint is redundant -----------------------------------------------------
+
+
+def test_device_taints_cover_the_node_taint_only_where_every_failed_gpu_has_a_device() -> None:
+    failed = degraded(dgx_h100(), 3, lost=True)
+    devices = slice_devices([h100_slice()], NODE, DRIVER)
+    without_gpu_3 = [d for d in devices if d.name != "gpu-3"]
+
+    assert covers_node_health(failed, devices, OPTIONS)
+    assert not covers_node_health(failed, without_gpu_3, OPTIONS)
+    assert not covers_node_health(failed, [], OPTIONS)  # no DRA on this node: node taint
+
+
+def test_a_failed_gpu_whose_device_taint_has_no_effect_keeps_the_node_taint() -> None:
+    failed = degraded(dgx_h100(), 3, health=Health.FAILED)
+    devices = slice_devices([h100_slice()], NODE, DRIVER)
+    assert not covers_node_health(failed, devices, DeviceTaintOptions(failed_effect="None"))

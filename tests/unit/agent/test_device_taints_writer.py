@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gputopo.agent.device_taints import DeviceTaintOptions, DeviceTaintPublisher
+from gputopo.agent.publish.cycle import run_cycle
+from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.topology import Health
 from gputopo.core.kube import KubeApiError
 from gputopo.core.retry import Backoff
@@ -206,3 +208,52 @@ def test_prune_deletes_every_own_rule_at_once_and_dry_run_writes_nothing() -> No
 
     assert writer.prune().status == "written"
     assert api.rules == {}
+
+
+class FakeNodeApi:
+    """One Node: read it, merge-patch it."""
+
+    def __init__(self, name: str) -> None:
+        self.node: dict[str, Any] = {
+            "metadata": {"name": name, "resourceVersion": "1"},
+            "spec": {},
+        }
+
+    def read_node(self, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self.node)
+
+    def patch_node(self, name: str, body: Any, **_: Any) -> Any:
+        patch = copy.deepcopy(body)
+        patch["metadata"].pop("resourceVersion", None)
+        merge(self.node, patch)
+        version = int(self.node["metadata"]["resourceVersion"]) + 1
+        self.node["metadata"]["resourceVersion"] = str(version)
+        return self.node
+
+    def taint_keys(self) -> set[str]:
+        return {t["key"] for t in self.node["spec"].get("taints") or ()}
+
+
+def test_on_a_dra_node_the_device_taint_replaces_the_node_health_taint() -> None:
+    resources = FakeResourceApi([h100_slice()])
+    nodes = FakeNodeApi(NODE)
+    node_publisher = Publisher(nodes, NODE, backoff=Backoff(max_attempts=1))
+
+    result = run_cycle(lambda: lost(5), node_publisher, device_taints=publisher(resources))
+
+    assert result.ok
+    assert list(resources.rules) == ["gputopo.dgx-1.gpu-5"]
+    assert "gputopo.io/gpu-health" not in nodes.taint_keys()
+    assert "gputopo.io/sla" in nodes.taint_keys()
+
+
+def test_without_slices_of_its_own_the_node_keeps_its_health_taint_and_gets_no_rule() -> None:
+    resources = FakeResourceApi([h100_slice(node="dgx-2", pool="dgx-2")])
+    nodes = FakeNodeApi(NODE)
+    node_publisher = Publisher(nodes, NODE, backoff=Backoff(max_attempts=1))
+
+    result = run_cycle(lambda: lost(5), node_publisher, device_taints=publisher(resources))
+
+    assert result.ok
+    assert resources.rules == {}
+    assert "gputopo.io/gpu-health" in nodes.taint_keys()
