@@ -12,6 +12,8 @@ in cycles, not seconds.
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -411,3 +413,78 @@ def test_a_reset_xid_evicts_the_pod_holding_that_gpu_and_only_that_pod(
     survivor = core.read_namespaced_pod("b", namespace)
     assert survivor.metadata.deletion_timestamp is None
     assert survivor.status.phase == "Running"
+
+
+# -- the installed command ------------------------------------------------------------------------
+
+AGENT = Path(sys.executable).parent / "gputopo-agent"
+
+
+def test_run_once_on_the_degraded_dgx_taints_its_three_sick_gpus_and_then_writes_nothing(
+    agent_rbac_and_policy: None,  # noqa: F811
+    control_plane: ControlPlane,
+    cluster_objects: ClusterObjects,
+    kube_admin: client.ApiClient,
+    kwok: ManagedProcess,
+    tmp_path: Path,
+) -> None:
+    """`gputopo-agent run --once --publish-device-taints` as the agent's ServiceAccount on the
+    dgx-h100-degraded profile: GPU 6 lost, GPU 4 XID 79, GPU 1 uncorrectable ECC."""
+    from gputopo.mocks.profile import load_profile
+    from gputopo.mocks.resourceslices import resource_slices
+
+    name = f"dra-cli-{uuid.uuid4().hex[:6]}"
+    cluster_objects.create_node(kwok_node(name))
+    profile = load_profile("dgx-h100-degraded")
+    slices = resource_slices(profile, name)
+    for body in slices:
+        _custom(kube_admin).create_cluster_custom_object(GROUP, VERSION, "resourceslices", body)
+        cluster_objects.track(
+            "ResourceSlice",
+            body["metadata"]["name"],
+            lambda api, n: _custom(api).delete_cluster_custom_object(
+                GROUP, VERSION, "resourceslices", n
+            ),
+        )
+    device_of_pci = {
+        device["attributes"]["resource.kubernetes.io/pciBusID"]["string"]: device["name"]
+        for body in slices
+        for device in body["spec"]["devices"]
+    }
+    with agent_bound_to(control_plane, kube_admin, name) as agent_api:
+        token = agent_api.configuration.api_key["authorization"]
+        kubeconfig = control_plane.kubeconfig_for_token(token, f"agent-{name}")
+        argv = [
+            str(AGENT),
+            "run",
+            "--once",
+            "--mock",
+            "dgx-h100-degraded",
+            "--node-name",
+            name,
+            "--kubeconfig",
+            str(kubeconfig),
+            "--publish-device-taints",
+        ]
+        try:
+            first = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+            second = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+            rules = device_taint_rules(kube_admin, name)
+        finally:
+            for rule in device_taint_rules(kube_admin, name):
+                with contextlib.suppress(client.ApiException):
+                    _custom(kube_admin).delete_cluster_custom_object(
+                        GROUP, VERSION, "devicetaintrules", rule
+                    )
+
+    assert first.returncode == 0, first.stderr
+    assert f"DeviceTaintRules of {name}: written" in first.stdout
+    by_device = {r["spec"]["deviceSelector"]["device"]: taint_text(r) for r in rules.values()}
+    assert by_device == {
+        device_of_pci["0000:d1:00.0"]: f"{HEALTH_TAINT}=failed:NoSchedule",
+        device_of_pci["0000:9d:00.0"]: f"{HEALTH_TAINT}=reset-required:NoExecute",
+        device_of_pci["0000:43:00.0"]: f"{HEALTH_TAINT}=failed:NoSchedule",
+    }
+    assert HEALTH_TAINT not in node_taints(kube_admin, name)
+    assert second.returncode == 0, second.stderr
+    assert f"DeviceTaintRules of {name}: unchanged" in second.stdout
