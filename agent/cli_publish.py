@@ -199,13 +199,14 @@ def add_device_taint_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def device_taint_publisher(
-    args: argparse.Namespace, api: KubeClient, node: str, options: PublishOptions
-) -> DeviceTaintPublisher | None:
+def device_taint_options(
+    args: argparse.Namespace, options: PublishOptions
+) -> DeviceTaintOptions | None:
+    """The device-taint flags, checked before any API call; None without the flag."""
     if not args.publish_device_taints:
         return None
     try:
-        taint_options = DeviceTaintOptions(
+        return DeviceTaintOptions(
             degraded_effect=args.device_taint_effect_degraded,
             failed_effect=args.device_taint_effect_failed,
             reset_required_effect=args.device_taint_effect_reset_required,
@@ -215,7 +216,6 @@ def device_taint_publisher(
         )
     except ValueError as error:
         raise CliError(str(error)) from None
-    return DeviceTaintPublisher(api, node, taint_options)
 
 
 def add_runloop_arguments(parser: argparse.ArgumentParser) -> None:
@@ -310,6 +310,7 @@ def _node_name_from_environment() -> str | None:
 
 def run_run(args: argparse.Namespace) -> int:
     options = publish_options(args)
+    taint_options = device_taint_options(args, options)
     check_machine_arguments(args)
     node = args.node_name or _node_name_from_environment()
     if not node:
@@ -324,7 +325,9 @@ def run_run(args: argparse.Namespace) -> int:
     api = _api_client(args.kubeconfig, args.context)
     publisher = Publisher(api, node, options)
     nrt = NrtPublisher(api, node) if args.publish_nrt else None
-    device_taints = device_taint_publisher(args, api, node, options)
+    device_taints = None
+    if taint_options is not None:
+        device_taints = DeviceTaintPublisher(api, node, taint_options)
 
     if args.prune:
         result = publisher.prune(dry_run=args.dry_run)
