@@ -44,6 +44,7 @@ from typing import Any, Final, Protocol
 from gputopo.agent.health import APPLICATION_XIDS
 from gputopo.agent.nvml import RESET_REQUIRED_XIDS
 from gputopo.agent.publish.calls import (
+    FIELD_MANAGER,
     ApiCallFailed,
     PublishCounters,
     PublishResult,
@@ -492,7 +493,6 @@ class RequestApi(Protocol):
 
 RULES_PATH: Final = f"/apis/{GROUP}/{VERSION}/devicetaintrules"
 SLICES_PATH: Final = f"/apis/{GROUP}/{VERSION}/resourceslices"
-FIELD_MANAGER: Final = "gputopo-agent"
 
 
 class _Conflict(Exception):
