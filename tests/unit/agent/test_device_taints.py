@@ -348,3 +348,30 @@ def test_a_failed_gpu_whose_device_taint_has_no_effect_keeps_the_node_taint() ->
     failed = degraded(dgx_h100(), 3, health=Health.FAILED)
     devices = slice_devices([h100_slice()], NODE, DRIVER)
     assert not covers_node_health(failed, devices, DeviceTaintOptions(failed_effect="None"))
+
+
+@pytest.mark.parametrize("partitionable", [False, True])
+def test_on_the_mig_dgx_a_sick_gpu_taints_all_its_devices_from_the_driver_layout(
+    partitionable: bool, tmp_path: Any
+) -> None:
+    """dgx-a100-mig as NVIDIA's driver publishes it (mocks/resourceslices.py), static MIG and
+    DynamicMIG's partitionable layout: the GPU's full device and each of its MIG devices."""
+    from gputopo.agent.discovery import Discoverer
+    from gputopo.mocks.fake_pynvml import make_fake_pynvml
+    from gputopo.mocks.profile import load_profile
+    from gputopo.mocks.resourceslices import resource_slices
+    from gputopo.mocks.sysfs import build_sysfs
+
+    profile = load_profile("dgx-a100-mig")
+    build_sysfs(profile, tmp_path)
+    with Discoverer(make_fake_pynvml(profile), tmp_path, NODE) as discoverer:
+        topology = discoverer.discover()
+    sick = degraded(topology, 0, health=Health.FAILED, lost=True)
+    slices = resource_slices(profile, NODE, partitionable=partitionable)
+    devices = slice_devices(slices, NODE, DRIVER)
+
+    rules = desired_rules(sick_gpus(sick, OPTIONS), devices, NODE, OPTIONS)
+
+    named = {d.name for d in devices if d.name == "gpu-0" or d.name.startswith("gpu-0-")}
+    assert named and {r.device for r in rules.values()} == named
+    assert {r.effect for r in rules.values()} == {"NoSchedule"}
