@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import hashlib
 import logging
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
@@ -56,6 +55,7 @@ from gputopo.agent.topology import Gpu, Health, NodeTopology
 from gputopo.core.contract import DEFAULT_CONTRACT, Contract
 from gputopo.core.kube import MERGE_PATCH
 from gputopo.core.retry import Backoff, is_retryable, status_of
+from gputopo.core.validate import is_dns_subdomain, short_hash
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ UUID_ATTRIBUTES: Final = ("uuid",)
 PARENT_UUID_ATTRIBUTES: Final = ("parentUUID",)
 PCI_BUS_ID_ATTRIBUTES: Final = ("pcieBusID", "resource.kubernetes.io/pciBusID")
 MAX_NAME_LENGTH: Final = 253
+MAX_DRIVER_LENGTH: Final = 63  # resource.k8s.io/v1 DriverNameMaxLength
 
 
 class DeviceHealthClass(enum.StrEnum):
@@ -115,8 +116,11 @@ class DeviceTaintOptions:
                 raise InvalidDeviceTaintEffect(
                     f"{flag} {effect!r} is not one of {', '.join(DEVICE_TAINT_EFFECTS)}"
                 )
-        if not self.driver:
-            raise ValueError("--dra-driver: empty; expected a DRA driver name like gpu.nvidia.com")
+        if not (is_dns_subdomain(self.driver) and len(self.driver) <= MAX_DRIVER_LENGTH):
+            raise ValueError(
+                f"--dra-driver {self.driver!r}: expected a DRA driver name, a DNS subdomain of "
+                f"at most {MAX_DRIVER_LENGTH} characters like gpu.nvidia.com"
+            )
         if self.removal_after < 1:
             raise ValueError(f"removal_after must be >= 1, got {self.removal_after}")
 
@@ -274,8 +278,7 @@ def rule_name(node_name: str, pool: str, device: str) -> str:
     name = f"gputopo.{middle}.{device}".lower()
     if len(name) <= MAX_NAME_LENGTH:
         return name
-    digest = hashlib.sha256(f"{node_name}\0{pool}\0{device}".encode()).hexdigest()[:16]
-    return f"gputopo.{digest}.{device}".lower()
+    return f"gputopo.{short_hash(f'{node_name}/{pool}')}.{device}".lower()
 
 
 @dataclass(frozen=True)

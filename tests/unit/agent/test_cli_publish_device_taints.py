@@ -52,7 +52,19 @@ def test_an_empty_driver_is_one_line_naming_the_flag(capsys: pytest.CaptureFixtu
         capsys,
     )
     assert status == 2
-    assert err.count("\n") == 1 and "--dra-driver: empty" in err
+    assert err.count("\n") == 1 and "--dra-driver '': expected a DRA driver name" in err
+
+
+def test_a_driver_that_is_no_dns_subdomain_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    status, err = run(
+        ["run", "--once", "--node-name", "n1", "--publish-device-taints", "--dra-driver", "GPU!"],
+        capsys,
+    )
+    assert status == 2
+    assert err == (
+        "gputopo-agent: error: --dra-driver 'GPU!': expected a DRA driver name, a DNS subdomain "
+        "of at most 63 characters like gpu.nvidia.com\n"
+    )
 
 
 def test_the_flags_have_environment_twins(monkeypatch: pytest.MonkeyPatch) -> None:
