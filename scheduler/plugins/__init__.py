@@ -36,9 +36,9 @@ PLUGINS: Final[tuple[Plugin, ...]] = (
     node_affinity.PLUGIN,
     node_ports.PLUGIN,
     resources_fit.PLUGIN,
-    dynamic_resources.PLUGIN,
     topology_spread.PLUGIN,
     inter_pod_affinity.PLUGIN,
+    dynamic_resources.PLUGIN,  # before preemption, as kube-scheduler's registry has it
     balanced_allocation.PLUGIN,
     gpu_topology.PLUGIN,
     load_aware.PLUGIN,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from gputopo.scheduler.preemption import PreemptionPlan
 from gputopo.scheduler.runtime.cache import ClusterCache
+from gputopo.scheduler.runtime.dra_writer import DraWriteError, DraWriter
 from gputopo.scheduler.runtime.events import EventRecorder
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from gputopo.scheduler.runtime.metrics import SchedulerMetrics
@@ -47,6 +48,8 @@ class Binder:
         self.recorder = recorder
         self.is_leader = is_leader
         self._pool = WorkerPool("bind", workers)
+        # DRA: claims are written before the bind, released when it fails (set by the runner)
+        self.dra: DraWriter | None = None
 
     def submit_bind(self, queued: QueuedPod, node_name: str) -> None:
         self._pool.submit(self.bind, queued, node_name)
@@ -127,6 +130,12 @@ class Binder:
         if not self.cache.has_node(node_name):
             self._bind_failed(queued, "node_gone", f"node {node_name} was deleted")
             return
+        if self.dra is not None:
+            try:
+                self.dra.write(key, pod)
+            except DraWriteError as err:
+                self._bind_failed(queued, "conflict", str(err))
+                return
         started = time.perf_counter()
         try:
             self.api.bind(
@@ -141,6 +150,8 @@ class Binder:
             return
         finally:
             self.metrics.bind_duration.observe(time.perf_counter() - started)
+        if self.dra is not None:
+            self.dra.done(key)
         self.cache.finish_binding(key)
         self.queue.done(key)
         self.metrics.attempts.labels("scheduled").inc()
@@ -150,6 +161,8 @@ class Binder:
             self.set_nominated_node(pod, None)
 
     def _bind_failed(self, queued: QueuedPod, reason: str, detail: str) -> None:
+        if self.dra is not None:
+            self.dra.release(queued.key)  # what was written for the pod's claims goes back
         self.cache.forget(queued.key)
         self.metrics.bind_errors.labels(reason).inc()
         log.warning("binding failed", extra={"pod": queued.key, "reason": reason, "error": detail})

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gputopo.scheduler import gpu_alloc
+from gputopo.scheduler.dra.state import ClaimProblem, DraState
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import schedule_one
 from gputopo.scheduler.model import Pod, parse_pod
 from gputopo.scheduler.prometheus_load import LoadTracker
+from gputopo.scheduler.runtime.dra_writer import DraWriter, PodDraPlan
 from gputopo.scheduler.runtime.kube import JsonDict
 from gputopo.scheduler.scheduling_profile import SchedulerProfile, default_profile, load_profile
 from gputopo.scheduler.snapshot import ClusterSnapshot
@@ -42,6 +44,8 @@ class SchedulingFramework(Protocol):
     def delete_namespace(self, name: str) -> None: ...
     def upsert_nrt(self, nrt: JsonDict) -> None: ...
     def delete_nrt(self, name: str) -> None: ...
+    def upsert_dra(self, kind: str, obj: JsonDict) -> None: ...
+    def delete_dra(self, kind: str, key: str) -> None: ...
     def schedule(self, pod: JsonDict) -> Placement: ...
 
 
@@ -64,6 +68,11 @@ class CoreFramework:
         self.load = load
         if load is not None:
             self.snapshot.attach(load)
+        # DRA objects (ResourceSlices, claims, classes...) and the allocations decided; the
+        # runner sets ``dra_writer`` so the binder writes them before binding.
+        self.dra = DraState()
+        self.snapshot.attach(self.dra)
+        self.dra_writer: DraWriter | None = None
 
     @classmethod
     def from_profile(
@@ -93,11 +102,36 @@ class CoreFramework:
         last = self._last_parsed
         parsed = last[1] if last is not None and last[0] == id(pod) else parse_pod(pod)
         bound = self.snapshot.assume(parsed, node_name)
+        if parsed.resource_claims:
+            self._assume_claims(parsed, node_name)
         if self.load is not None:
             slot = self.snapshot.slot_of(node_name)
             state = self.gpus.state(slot) if slot is not None else None
             held = state.pod_gpus.get(bound.key) if state is not None else None
             self.load.note_bound(node_name, held[0] if held else ())
+
+    def _assume_claims(self, pod: Pod, node_name: str) -> None:
+        """The allocations the cycle chose count as taken until written or released."""
+        node = self.snapshot.node(node_name)
+        if node is None:
+            return
+        try:
+            claims = self.dra.pod_claims(pod)
+        except ClaimProblem:
+            return
+        outcome = self.dra.allocate(pod, node, claims)
+        if isinstance(outcome, str):
+            return
+        self.dra.assume(pod, outcome)
+        if self.dra_writer is not None:
+            self.dra_writer.plan(pod.key, PodDraPlan(node_name, tuple(claims), outcome))
+
+    def upsert_dra(self, kind: str, obj: JsonDict) -> None:
+        """A DRA object added or changed (ValueError/SchedulerInputError names a bad one)."""
+        self.dra.observe(kind, obj)
+
+    def delete_dra(self, kind: str, key: str) -> None:
+        self.dra.forget_object(kind, key)
 
     def upsert_nrt(self, nrt: JsonDict) -> None:
         """A NodeResourceTopology ADDED/MODIFIED event (GPU availability per NUMA zone).
@@ -120,6 +154,10 @@ class CoreFramework:
 
     def forget(self, key: str) -> None:
         self.snapshot.forget(key)
+        writer = self.dra_writer
+        plan = writer.plans.pop(key, None) if writer is not None else None
+        if plan is not None:
+            self.dra.forget(plan.outcome.allocation.results)
 
     def confirm(self, key: str, labels: Mapping[str, str] | None) -> bool:
         return self.snapshot.confirm(key, labels)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gputopo.scheduler.dra.state import KINDS as DRA_OBJECT_KINDS
 from gputopo.scheduler.gang import group_key_of
 from gputopo.scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
 from gputopo.scheduler.runtime.core_adapter import SchedulingFramework
@@ -21,6 +22,7 @@ from gputopo.scheduler.runtime.priorities import PriorityClasses
 from gputopo.scheduler.runtime.queue import SchedulingQueue, pod_key
 
 NRT_KIND = "NodeResourceTopology"
+DRA_KINDS = DRA_OBJECT_KINDS  # ResourceSlice, DeviceClass, ResourceClaim, templates, rules
 
 
 class ClusterEventHandlers:
@@ -65,6 +67,8 @@ class ClusterEventHandlers:
             self.gangs.podgroup_upserted(obj)
         elif kind == NRT_KIND:
             self._nrt_changed(obj)
+        elif kind in DRA_KINDS:
+            self._dra_changed(kind, obj)
 
     def on_update(self, kind: str, old: JsonDict, new: JsonDict) -> None:
         if kind == "Pod":
@@ -84,6 +88,8 @@ class ClusterEventHandlers:
             self.gangs.podgroup_upserted(new)
         elif kind == NRT_KIND:
             self._nrt_changed(new)
+        elif kind in DRA_KINDS:
+            self._dra_changed(kind, new)
 
     def on_delete(self, kind: str, obj: JsonDict) -> None:
         if kind == "Pod":
@@ -110,6 +116,19 @@ class ClusterEventHandlers:
             with self.cache.lock:
                 self.framework.delete_nrt(str(obj["metadata"]["name"]))
             self.queue.move_all_to_active_or_backoff()
+        elif kind in DRA_KINDS:
+            meta = obj.get("metadata", {})
+            name = str(meta.get("name", ""))
+            key = f"{meta['namespace']}/{name}" if meta.get("namespace") else name
+            with self.cache.lock:
+                self.framework.delete_dra(kind, key)
+            self.queue.move_all_to_active_or_backoff()
+
+    def _dra_changed(self, kind: str, obj: JsonDict) -> None:
+        """Devices published, claims allocated or freed, taints: waiting DRA pods may fit."""
+        with self.cache.lock:
+            self.framework.upsert_dra(kind, obj)  # a malformed object raises: the reflector logs
+        self.queue.move_all_to_active_or_backoff()
 
     def _nrt_changed(self, nrt: JsonDict) -> None:
         """Fewer or more GPUs held by others: pods waiting for GPUs may fit now, or not."""

@@ -29,6 +29,7 @@ from gputopo.scheduler.runtime.binder import Binder
 from gputopo.scheduler.runtime.cache import ClusterCache
 from gputopo.scheduler.runtime.core_adapter import CoreFramework, SchedulingFramework
 from gputopo.scheduler.runtime.cycle import SchedulingCycle
+from gputopo.scheduler.runtime.dra_writer import DraWriter
 from gputopo.scheduler.runtime.events import EventRecorder
 from gputopo.scheduler.runtime.gang_hooks import GangHooks
 from gputopo.scheduler.runtime.handlers import NRT_KIND, ClusterEventHandlers
@@ -48,6 +49,14 @@ NAMESPACES_PATH = "/api/v1/namespaces"
 PRIORITY_CLASSES_PATH = "/apis/scheduling.k8s.io/v1/priorityclasses"
 NRT_API = "/apis/topology.node.k8s.io/v1alpha2"
 NRTS_PATH = f"{NRT_API}/noderesourcetopologies"
+DRA_API = "/apis/resource.k8s.io/v1"
+DRA_PATHS = {
+    "ResourceSlice": f"{DRA_API}/resourceslices",
+    "DeviceClass": f"{DRA_API}/deviceclasses",
+    "ResourceClaim": f"{DRA_API}/resourceclaims",
+    "ResourceClaimTemplate": f"{DRA_API}/resourceclaimtemplates",
+    "DeviceTaintRule": f"{DRA_API}/devicetaintrules",
+}
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,15 @@ class SchedulerRuntime:
         # The agent's NodeResourceTopologies (GPUs held by pods this scheduler does not know).
         # Optional like PodGroup: without the CRD the GPU bookkeeping alone decides.
         self._nrts = Reflector(api, NRT_KIND, NRTS_PATH, handlers, on_error=on_error)
+        # DRA (resource.k8s.io/v1): optional too; without it pods with claims are refused.
+        self._dra = [
+            Reflector(api, kind, path, handlers, on_error=on_error)
+            for kind, path in DRA_PATHS.items()
+        ]
+        if isinstance(framework, CoreFramework):
+            writer = DraWriter(api, framework.dra, self.cache.lock)
+            framework.dra_writer = writer
+            self.binder.dra = writer
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -193,6 +211,11 @@ class SchedulerRuntime:
                 "own bookkeeping only, until restart",
                 extra={"api": NRT_API},
             )
+        if self._api_served(DRA_API):
+            for reflector in self._dra:
+                reflector.start()
+        else:
+            log.info("resource.k8s.io/v1 not served: DRA claims are refused", extra={})
         self._loop = threading.Thread(target=self._schedule_loop, name="schedule", daemon=True)
         self._loop.start()
         if self.elector is not None:
@@ -232,6 +255,8 @@ class SchedulerRuntime:
         self._podgroups.stop()
         self.gangs.close()
         self._nrts.stop()
+        for reflector in self._dra:
+            reflector.stop()
         self.recorder.close()
         if self._server is not None:
             self._server.stop()

@@ -91,11 +91,15 @@ def test_the_registry_is_kube_schedulers_default_filter_order() -> None:
         "NodeResourcesFit",
         "PodTopologySpread",
         "InterPodAffinity",
+        "DynamicResources",
         "GpuTopology",
         "LoadAware",
         "Headroom",
     ]
-    assert [p.name for p in PLUGINS if isinstance(p, PreFilterPlugin)] == ["NodeAffinity"]
+    assert [p.name for p in PLUGINS if isinstance(p, PreFilterPlugin)] == [
+        "NodeAffinity",
+        "DynamicResources",
+    ]
 
 
 def test_every_score_plugin_has_a_weight_in_the_default_profile_by_its_name() -> None:

@@ -26,9 +26,7 @@ REPO = Path(__file__).resolve().parents[3]
 def test_shipped_profile_has_kube_scheduler_default_weights() -> None:
     profile = default_profile()
     kube_plugins = {
-        k: v
-        for k, v in profile.weights.items()
-        if k not in ("GpuTopology", "LoadAware", "DynamicResources")
+        k: v for k, v in profile.weights.items() if k not in ("GpuTopology", "LoadAware")
     }
     assert kube_plugins == {
         "TaintToleration": 3,
@@ -37,6 +35,7 @@ def test_shipped_profile_has_kube_scheduler_default_weights() -> None:
         "InterPodAffinity": 2,
         "NodeResourcesFit": 1,
         "NodeResourcesBalancedAllocation": 1,
+        "DynamicResources": 2,  # kube-scheduler's applyDynamicResources
     }
     assert profile.fit_strategy == "LeastAllocated"
     assert profile.fit_resources == (("cpu", 1), ("memory", 1))
