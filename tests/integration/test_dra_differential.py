@@ -98,7 +98,7 @@ def test_gputopo_agrees_with_kube_scheduler_and_aligns_better(
     cluster: Cluster,
     kube_scheduler: ManagedProcess,
     namespace: str,
-    dra_objects: list[str],
+    dra_objects: list[str],  # noqa: F811  (the fixture imported above)
     record_property: Any,
 ) -> None:
     slices = {}
