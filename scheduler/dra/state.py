@@ -75,6 +75,11 @@ class DraState:
         self.allocator = allocator or Allocator()
         # simulate: claims from templates exist only as what the controller would create
         self.invent_from_templates = invent_from_templates
+        # Fed by watches or a file: only then does the DynamicResources plugin judge pods (the
+        # extender's cache watches no DRA object: it leaves DRA pods to kube-scheduler).
+        self.watched = invent_from_templates
+        # Why no DRA object can be known (the API server does not serve resource.k8s.io/v1)
+        self.unavailable: str | None = None
         self.slices: dict[str, ResourceSlice] = {}
         self.classes: dict[str, DeviceClass] = {}
         self.claims: dict[str, ResourceClaim] = {}

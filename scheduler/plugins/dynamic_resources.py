@@ -58,10 +58,14 @@ class DynamicResources:
         if not ctx.pod.resource_claims:
             return None
         state = dra_state(ctx)
-        if state is None:
+        if state is None or state.unavailable:
+            why = state.unavailable if state is not None else None
             return PreFilterResult(
-                refusal="pod uses DRA resourceClaims and no DRA objects are known"
+                refusal=f"pod uses DRA resourceClaims, which cannot be allocated here: "
+                f"{why or 'no DRA objects are known'}"
             )
+        if not state.watched:
+            return None  # the extender: kube-scheduler allocates, this plugin has no opinion
         try:
             claims = pod_claims(ctx, state)
         except ClaimProblem as problem:
@@ -75,7 +79,7 @@ class DynamicResources:
         if not ctx.pod.resource_claims:
             return None
         state = dra_state(ctx)
-        if state is None:
+        if state is None or not state.watched:
             return None
         claims = pod_claims(ctx, state)
         masks: dict[str, np.ndarray] = {}
@@ -97,7 +101,7 @@ class DynamicResources:
         if not ctx.pod.resource_claims:
             return None
         state = dra_state(ctx)
-        if state is None:
+        if state is None or not state.watched:
             return None
         claims = pod_claims(ctx, state)
         scores = np.zeros(len(feasible), dtype=np.int64)

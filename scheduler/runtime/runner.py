@@ -211,10 +211,16 @@ class SchedulerRuntime:
                 "own bookkeeping only, until restart",
                 extra={"api": NRT_API},
             )
+        framework = self.cache.framework
+        dra = framework.dra if isinstance(framework, CoreFramework) else None
         if self._api_served(DRA_API):
+            if dra is not None:
+                dra.watched = True
             for reflector in self._dra:
                 reflector.start()
         else:
+            if dra is not None:
+                dra.unavailable = "the API server does not serve resource.k8s.io/v1"
             log.info("resource.k8s.io/v1 not served: DRA claims are refused", extra={})
         self._loop = threading.Thread(target=self._schedule_loop, name="schedule", daemon=True)
         self._loop.start()
