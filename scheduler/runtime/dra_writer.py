@@ -83,6 +83,10 @@ class DraWriter:
                 reserved = status.setdefault("reservedFor", [])
                 if any(entry.get("uid") == consumer["uid"] for entry in reserved):
                     continue
+                if results is None and not status.get("allocation"):
+                    raise DraWriteError(
+                        f"resourceclaim {claim.key}: its allocation is not written yet"
+                    )
                 if results is not None:
                     if status.get("allocation"):
                         raise DraWriteError(
