@@ -1,0 +1,102 @@
+"""The DRA writer: claims written before the bind, resourceVersion-guarded, released on failure."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+import pytest
+
+from gputopo.core.kube.errors import KubeApiError
+from gputopo.mocks import resourceslices
+from gputopo.mocks.profile import load_profile
+from gputopo.scheduler.dra.state import DraState
+from gputopo.scheduler.model import parse_node, parse_pod
+from gputopo.scheduler.runtime.dra_writer import DraWriteError, DraWriter, PodDraPlan
+from tests.unit.scheduler.dra.dra_builders import claim_object, exactly, node_object
+
+
+class RecordingApi:
+    """Answers PUTs like the API server (resourceVersion bumps; 409 when stale)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.refuse: str | None = None
+
+    def request(self, method: str, path: str, *, body: Any = None, **_: Any) -> Any:
+        self.calls.append((method, path))
+        if self.refuse and path.endswith(self.refuse):
+            raise KubeApiError(method, path, 409, "Conflict")
+        key = path.removesuffix("/status")
+        stored = self.objects.get(key)
+        if stored is not None and (
+            stored["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]
+        ):
+            raise KubeApiError(method, path, 409, "Conflict")
+        answer = copy.deepcopy(body)
+        answer["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
+        self.objects[key] = answer
+        return answer
+
+
+def _setup(api: RecordingApi) -> tuple[DraWriter, DraState, dict[str, Any]]:
+    state = DraState()
+    for one in resourceslices.resource_slices(load_profile("l4-pcie"), "n1"):
+        state.observe("ResourceSlice", one)
+    for device_class in resourceslices.device_classes():
+        state.observe("DeviceClass", device_class)
+    claim = claim_object("c", [exactly("gpu", 2)])
+    claim["metadata"]["resourceVersion"] = "7"
+    state.observe("ResourceClaim", claim)
+    pod = {
+        "metadata": {"name": "p", "namespace": "default", "uid": "pod-uid"},
+        "spec": {"containers": [], "resourceClaims": [{"name": "g", "resourceClaimName": "c"}]},
+    }
+    parsed = parse_pod(pod)
+    node = parse_node(node_object("l4-pcie", "n1"))
+    claims = state.pod_claims(parsed)
+    outcome = state.allocate(parsed, node, claims)
+    assert not isinstance(outcome, str), outcome
+    state.assume(parsed, outcome)
+    writer = DraWriter(api, state, threading.RLock())  # type: ignore[arg-type]
+    writer.plan("default/p", PodDraPlan("n1", tuple(claims), outcome))
+    return writer, state, pod
+
+
+def test_writes_finalizer_then_allocation_and_reservation() -> None:
+    api = RecordingApi()
+    writer, _, pod = _setup(api)
+    writer.write("default/p", pod)
+    path = "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/c"
+    assert api.calls == [("PUT", path), ("PUT", path + "/status")]
+    written = api.objects[path]
+    assert "resource.kubernetes.io/delete-protection" in written["metadata"]["finalizers"]
+    assert len(written["status"]["allocation"]["devices"]["results"]) == 2
+    terms = written["status"]["allocation"]["nodeSelector"]["nodeSelectorTerms"]
+    assert terms[0]["matchFields"][0]["values"] == ["n1"]
+    assert written["status"]["reservedFor"] == [{"resource": "pods", "name": "p", "uid": "pod-uid"}]
+
+
+def test_a_conflict_fails_the_write_and_gives_the_devices_back() -> None:
+    api = RecordingApi()
+    api.refuse = "/status"
+    writer, state, pod = _setup(api)
+    assert state.assumed
+    with pytest.raises(DraWriteError, match="conflict"):
+        writer.write("default/p", pod)
+    assert not state.assumed
+    assert "default/p" not in writer.plans
+
+
+def test_release_after_a_failed_bind_removes_allocation_and_reservation() -> None:
+    api = RecordingApi()
+    writer, state, pod = _setup(api)
+    writer.write("default/p", pod)
+    writer.release("default/p")
+    path = "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/c"
+    released = api.objects[path]
+    assert not released["status"].get("allocation")
+    assert not released["status"].get("reservedFor")
+    assert not state.assumed
