@@ -42,7 +42,7 @@ pytestmark = pytest.mark.integration
 
 PROFILE = "dgx-h100"
 NODES = {"gputopo-scheduler": "diff-gputopo", "default-scheduler": "diff-kube"}
-TRIALS = 6
+TRIALS = 10
 GPU = "gpu.nvidia.com"
 SELECTORS = (
     (),
