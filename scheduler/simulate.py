@@ -229,12 +229,21 @@ def _assume_claims(
     cluster: ClusterInput, snapshot: ClusterSnapshot, pod: Pod, result: ScheduleResult
 ) -> None:
     """Record the placed pod's allocations: later pods see those devices taken."""
-    if not pod.resource_claims or result.node is None:
+    if result.node is None:
         return
     node = snapshot.node(result.node)
     assert node is not None
     dra = cluster.dra
-    claims = dra.pod_claims(pod, invent_from_templates=True)
+    claims = dra.pod_claims(pod, invent_from_templates=True) if pod.resource_claims else []
+    extended = {
+        resource: wanted
+        for resource, wanted in dra.extended_requests(pod).items()
+        if node.allocatable.get(resource, 0) <= 0
+    }
+    if extended:  # DRA serves them on this node (DeviceClass extendedResourceName)
+        claims.append(dra.extended_claim(pod, extended))
+    if not claims:
+        return
     outcome = dra.allocate(pod, node, claims)
     assert not isinstance(outcome, str), outcome  # the filter passed this node
     dra.assume(pod, outcome)

@@ -42,6 +42,8 @@ KINDS: Final = (
     "ResourceClaimTemplate",
     "DeviceTaintRule",
 )
+# The pod claim name simulate prints a pod's DRA-backed extended resources under
+EXTENDED_CLAIM: Final = "extended-resources"
 # kube-scheduler's limit on status.reservedFor (ResourceClaimReservedForMaxSize)
 MAX_RESERVED_FOR: Final = 256
 
@@ -156,6 +158,58 @@ class DraState:
         topology = node_topology(node)
         self._topologies[node.name] = (text, topology)
         return topology
+
+    # -- extended resources served by DRA (KEP-5004) -----------------------------------------
+
+    def extended_class(self, resource: str) -> DeviceClass | None:
+        """The DeviceClass whose ``extendedResourceName`` is ``resource`` (by name, the first)."""
+        if not self.watched:
+            return None
+        for name in sorted(self.classes):
+            if self.classes[name].extended_resource_name == resource:
+                return self.classes[name]
+        return None
+
+    def extended_requests(self, pod: Pod) -> dict[str, tuple[int, DeviceClass]]:
+        """The pod's extended resources a DeviceClass maps: resource -> (amount, class)."""
+        found = {}
+        for resource, amount in pod.requests.items():
+            if amount > 0 and "/" in resource:
+                device_class = self.extended_class(resource)
+                if device_class is not None:
+                    found[resource] = (amount, device_class)
+        return found
+
+    def extended_claim(self, pod: Pod, requests: Mapping[str, tuple[int, DeviceClass]]) -> PodClaim:
+        """The claim kube-scheduler makes for a pod's DRA-backed extended resources: one
+        ExactCount request per resource, of the mapped class."""
+        claim = parse_resource_claim(
+            {
+                "metadata": {
+                    "name": f"{pod.name}-{EXTENDED_CLAIM}",
+                    "namespace": pod.namespace,
+                    "uid": f"{pod.uid or pod.key}/{EXTENDED_CLAIM}",
+                },
+                "spec": {
+                    "devices": {
+                        "requests": [
+                            {
+                                "name": f"request-{index}",
+                                "exactly": {
+                                    "deviceClassName": device_class.name,
+                                    "allocationMode": "ExactCount",
+                                    "count": min(amount, 128),
+                                },
+                            }
+                            for index, (_, (amount, device_class)) in enumerate(
+                                sorted(requests.items())
+                            )
+                        ]
+                    }
+                },
+            }
+        )
+        return PodClaim(EXTENDED_CLAIM, self.effective(claim), True)
 
     # -- claims of a pod ----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from gputopo.scheduler.dra.state import ClaimProblem, DraState, PodAllocation, PodClaim
 from gputopo.scheduler.gpu_alloc import LEVEL_ALIGNED, LEVEL_NUMA, LEVEL_NVLINK
+from gputopo.scheduler.model import Node
 from gputopo.scheduler.plugins.context import CycleContext, PreFilterResult
 from gputopo.scheduler.plugins.gpu_topology import (
     FIT_POINTS,
@@ -40,6 +41,32 @@ def dra_state(ctx: CycleContext) -> DraState | None:
 
 def pod_claims(ctx: CycleContext, state: DraState) -> list[PodClaim]:
     return state.pod_claims(ctx.pod, invent_from_templates=state.invent_from_templates)
+
+
+def node_claims(
+    ctx: CycleContext, state: DraState, claims: list[PodClaim], node: Node
+) -> list[PodClaim] | str:
+    """The pod's claims on this node: its own, plus the claim for its extended resources that
+    DRA serves here (those the node does not advertise); a reason when that cannot be done."""
+    extended = {
+        resource: wanted
+        for resource, wanted in state.extended_requests(ctx.pod).items()
+        if node.allocatable.get(resource, 0) <= 0
+    }
+    if not extended:
+        return claims
+    if not state.invent_from_templates:
+        return (
+            f"DRA-backed extended resource {', '.join(sorted(extended))}: gputopo-scheduler "
+            "does not write extended-resource claims yet (schedule this pod with kube-scheduler)"
+        )
+    return [*claims, state.extended_claim(ctx.pod, extended)]
+
+
+def has_dra_work(ctx: CycleContext, state: DraState | None) -> bool:
+    if ctx.pod.resource_claims:
+        return True
+    return state is not None and bool(state.extended_requests(ctx.pod))
 
 
 def outcome_score(outcome: PodAllocation) -> int:
@@ -76,17 +103,18 @@ class DynamicResources:
         return None
 
     def filter(self, ctx: CycleContext) -> MaskVerdict | None:
-        if not ctx.pod.resource_claims:
-            return None
         state = dra_state(ctx)
-        if state is None or not state.watched:
+        if state is None or not state.watched or not has_dra_work(ctx, state):
             return None
         claims = pod_claims(ctx, state)
         masks: dict[str, np.ndarray] = {}
         for slot in ctx.passing():
             node = ctx.snapshot.nodes[int(slot)]
             assert node is not None
-            outcome = state.allocate(ctx.pod, node, claims)
+            on_node = node_claims(ctx, state, claims, node)
+            outcome = (
+                on_node if isinstance(on_node, str) else state.allocate(ctx.pod, node, on_node)
+            )
             if isinstance(outcome, str):
                 mask = masks.get(outcome)
                 if mask is None:
@@ -98,17 +126,18 @@ class DynamicResources:
         return MaskVerdict([(Reason(reason), mask) for reason, mask in masks.items()])
 
     def score(self, ctx: CycleContext, feasible: IntArray) -> IntArray | None:
-        if not ctx.pod.resource_claims:
-            return None
         state = dra_state(ctx)
-        if state is None or not state.watched:
+        if state is None or not state.watched or not has_dra_work(ctx, state):
             return None
         claims = pod_claims(ctx, state)
         scores = np.zeros(len(feasible), dtype=np.int64)
         for i, slot in enumerate(feasible):
             node = ctx.snapshot.nodes[int(slot)]
             assert node is not None
-            outcome = state.allocate(ctx.pod, node, claims)
+            on_node = node_claims(ctx, state, claims, node)
+            if isinstance(on_node, str):
+                continue
+            outcome = state.allocate(ctx.pod, node, on_node)
             if not isinstance(outcome, str):
                 scores[i] = outcome_score(outcome)
         return scores

@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gputopo.scheduler import gpu_alloc
+from gputopo.scheduler.dra.state import DraState
 from gputopo.scheduler.model import Pod
 from gputopo.scheduler.plugins.context import CycleContext
 from gputopo.scheduler.plugins.verdict import CodedVerdict, Reason
@@ -263,15 +264,40 @@ def _mig_tiers(
     return tiers
 
 
+def dra_served(ctx: CycleContext) -> IntArray | None:
+    """Slots where DRA serves the pod's ``nvidia.com/gpu`` (a DeviceClass maps it and the node
+    does not advertise it): there the device plugin's prediction does not apply."""
+    dra = ctx.snapshot.attached(DraState)
+    if dra is None or not ctx.pod.requests.get(gpu_alloc.GPU_RESOURCE):
+        return None
+    if dra.extended_class(gpu_alloc.GPU_RESOURCE) is None:
+        return None
+    allocatable, _ = ctx.snapshot.resource_arrays(gpu_alloc.GPU_RESOURCE)
+    served: IntArray = np.flatnonzero(allocatable == 0).astype(np.int64)
+    return served
+
+
 class GpuTopology:
     name: Final = NAME
 
     def filter(self, ctx: CycleContext) -> CodedVerdict | None:
         codes = filter_nodes(ctx.pod, ctx.gpus, ctx.passing())
-        return None if codes is None else CodedVerdict(codes, _VERDICT_REASONS)
+        if codes is None:
+            return None
+        served = dra_served(ctx)
+        if served is not None:
+            codes[served] = 0  # DynamicResources judges these nodes
+        return CodedVerdict(codes, _VERDICT_REASONS)
 
     def score(self, ctx: CycleContext, feasible: IntArray) -> IntArray | None:
-        return score(ctx.pod, ctx.gpus, feasible)
+        scores = score(ctx.pod, ctx.gpus, feasible)
+        served = dra_served(ctx)
+        if scores is None or served is None:
+            return scores
+        dra_scores = ctx.scores.get("DynamicResources")
+        on_dra = np.isin(feasible, served)
+        scores[on_dra] = dra_scores[on_dra] if dra_scores is not None else 0
+        return scores
 
 
 PLUGIN: Final = GpuTopology()

@@ -13,6 +13,7 @@ from typing import Final
 
 import numpy as np
 
+from gputopo.scheduler.dra.state import DraState
 from gputopo.scheduler.model import Pod
 from gputopo.scheduler.plugins.context import CycleContext
 from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE
@@ -39,13 +40,20 @@ def requested_resources(pod: Pod) -> list[str]:
 
 
 def filter_nodes(pod: Pod, snapshot: ClusterSnapshot) -> MaskVerdict:
-    """Per reason (too many pods, then each resource short), the node slots failing it."""
+    """Per reason (too many pods, then each resource short), the node slots failing it.
+
+    An extended resource a DeviceClass maps (``extendedResourceName``) is not checked on nodes
+    that do not advertise it: DRA serves it there (DynamicResources), as in kube-scheduler."""
     failing: list[tuple[Reason, BoolArray]] = [
         (_TOO_MANY_PODS, snapshot.pod_count + 1 > snapshot.allowed_pods)
     ]
+    dra = snapshot.attached(DraState)
     for name in requested_resources(pod):
         allocatable, requested = snapshot.resource_arrays(name)
-        failing.append((Reason(insufficient(name)), pod.requests[name] > allocatable - requested))
+        short = pod.requests[name] > allocatable - requested
+        if dra is not None and "/" in name and dra.extended_class(name) is not None:
+            short = short & (allocatable > 0)
+        failing.append((Reason(insufficient(name)), short))
     return MaskVerdict(failing)
 
 

@@ -86,15 +86,25 @@ def _run(
 
 def test_dra_pods_per_second_and_aligned_share(
     control_plane: ControlPlane,
-    cluster: Cluster,
+    kwok: ManagedProcess,
     kube_scheduler: ManagedProcess,
     namespace: str,
     dra_objects: list[str],  # noqa: F811  (the fixture imported above)
 ) -> None:
+    cluster = Cluster(control_plane)
+    try:
+        _measure(control_plane, cluster, namespace, created=dra_objects)
+    finally:
+        cluster.delete_nodes()
+
+
+def _measure(
+    control_plane: ControlPlane, cluster: Cluster, namespace: str, *, created: list[str]
+) -> None:
     for prefix in ("kube", "gtopo"):
         for n in range(NODES):
             name = f"bench-{prefix}-{n}"
-            publish_node(cluster, dra_objects, PROFILE, name)
+            publish_node(cluster, created, PROFILE, name)
             cluster.api.request(
                 "PATCH",
                 f"/api/v1/nodes/{name}",

@@ -148,3 +148,33 @@ def test_bad_dra_object_is_one_line_naming_it(
     assert "ResourceClaim default/bad" in err
     assert "count" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def _gpu_pod(name: str, gpus: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}"},
+        "spec": {
+            "containers": [
+                {"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}
+            ]
+        },
+    }
+
+
+def test_plain_nvidia_gpu_pods_are_served_by_dra_where_the_node_has_no_device_plugin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the nodes advertise no nvidia.com/gpu: the DeviceClass gpu.nvidia.com maps it to DRA
+    path = _cluster(tmp_path, _gpu_pod("one", 1), _gpu_pod("four", 4), _gpu_pod("too-many", 4))
+    pods = _simulate(capsys, path)
+    one, four = pods["default/one"], pods["default/four"]
+    assert one["node"] == four["node"] == "a"
+    (first,) = one["claims"]["extended-resources"]
+    devices = sorted(d["device"] for d in four["claims"]["extended-resources"])
+    assert first["device"] not in devices
+    # the 4 GPUs come from the NUMA node the first pod left whole
+    assert devices in (["gpu-0", "gpu-1", "gpu-2", "gpu-3"], ["gpu-4", "gpu-5", "gpu-6", "gpu-7"])
+    assert pods["default/too-many"]["node"] is None
+    assert "3 of 4 matching devices available" in pods["default/too-many"]["message"]
