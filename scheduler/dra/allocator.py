@@ -57,6 +57,14 @@ class NodeAllocation:
     devices: tuple[Device, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Candidates:
+    inventory: NodeInventory  # held, so that its id is not reused while this entry lives
+    devices: list[Device]
+    error: str | None
+    skipped: str | None
+
+
 @dataclass(slots=True)
 class _Slot:
     """One request of one claim, during the search."""
@@ -71,6 +79,9 @@ class Allocator:
 
     def __init__(self, selectors: SelectorCache | None = None) -> None:
         self.selectors = selectors or SelectorCache()
+        # Candidates per (node inventory, selectors, tolerations, taint rules), across cycles:
+        # the selectors' results and the taints do not change while those objects stay the same.
+        self.candidates: dict[tuple[object, ...], _Candidates] = {}
 
     def allocate(
         self,
@@ -87,7 +98,10 @@ class Allocator:
                 raise Unallocatable(
                     f"resourceclaim {claim.key}: {claim.unsupported} are not supported by gputopo"
                 )
+        if len(self.candidates) > 100_000:
+            self.candidates.clear()
         search = _Search(self.selectors, claims, inventory, usage, classes, rules, topology)
+        search.shared = self.candidates
         return search.run()
 
 
@@ -122,6 +136,7 @@ class _Search:
         self.chosen: list[tuple[SubRequest, list[Device]]] = []
         self.candidates: dict[tuple[int, str], list[Device]] = {}
         self.first_reason: str | None = None
+        self.shared: dict[tuple[object, ...], _Candidates] = {}
 
     # -- candidates -------------------------------------------------------------------------
 
@@ -148,15 +163,30 @@ class _Search:
             )
         device_class = self._class(claim, sub)
         expressions = device_class.selectors + sub.selectors
+        shared_key = (id(self.inventory), expressions, sub.tolerations, tuple(map(id, self.rules)))
+        shared = self.shared.get(shared_key)
+        if shared is not None and shared.inventory is self.inventory:
+            if shared.error is not None:
+                raise Unallocatable(
+                    f"resourceclaim {claim.key}: request {sub.name}: {shared.error}"
+                )
+            self.first_reason = self.first_reason or shared.skipped
+            self.candidates[key] = shared.devices
+            return shared.devices
+        try:
+            matching = self._select(expressions, sub)
+        except CelError as error:
+            self.shared[shared_key] = _Candidates(self.inventory, [], str(error), None)
+            raise Unallocatable(f"resourceclaim {claim.key}: request {sub.name}: {error}") from None
+        self.shared[shared_key] = _Candidates(self.inventory, matching, None, self.first_reason)
+        self.candidates[key] = matching
+        return matching
+
+    def _select(self, expressions: tuple[str, ...], sub: SubRequest) -> list[Device]:
         matching: list[Device] = []
         for device in self.inventory.devices:
-            try:
-                if not all(self.selectors.matches(e, device) for e in expressions):
-                    continue
-            except CelError as error:
-                raise Unallocatable(
-                    f"resourceclaim {claim.key}: request {sub.name}: {error}"
-                ) from None
+            if not all(self.selectors.matches(e, device) for e in expressions):
+                continue
             if device.unsupported:
                 self.first_reason = self.first_reason or (
                     f"device {device.pool}/{device.name} uses {device.unsupported}, "
@@ -169,7 +199,6 @@ class _Search:
             ):
                 continue
             matching.append(device)
-        self.candidates[key] = matching
         return matching
 
     def _fits_counters(self, device: Device) -> bool:

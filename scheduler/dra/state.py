@@ -92,6 +92,7 @@ class DraState:
         self._inventories: dict[str, NodeInventory] | None = None
         self._topologies: dict[str, tuple[str, NodeTopology | None]] = {}
         self.generation = 0
+        self._index: tuple[int, dict[str | None, list[ResourceClaim]]] | None = None
         # (pod key, generation) -> node -> PodAllocation | reason
         self._cycle: tuple[tuple[str, int], dict[str, PodAllocation | str]] | None = None
 
@@ -286,13 +287,25 @@ class DraState:
         inventory = self.inventories().get(node)
         if inventory is None:
             return Usage()
-        claims = [self.effective(c) for c in self.claims.values()]
-        claims += [
-            self._assumed_claim(key)
-            for key in self.assumed
-            if key not in self.claims  # invented (simulate) claims live only here
-        ]
-        return usage_of(inventory, claims, skip)
+        return usage_of(inventory, self._allocated_on(node), skip)
+
+    def _allocated_on(self, node: str) -> list[ResourceClaim]:
+        """Allocated claims (written or assumed) that may hold devices of ``node``: indexed by
+        the allocation's node once per generation, so a cycle over many nodes does not walk
+        every claim for every node. A claim whose node cannot be read counts everywhere."""
+        if self._index is None or self._index[0] != self.generation:
+            by_node: dict[str | None, list[ResourceClaim]] = {}
+            for claim in self.claims.values():
+                effective = self.effective(claim)
+                if effective.allocation is not None:
+                    by_node.setdefault(effective.allocated_node, []).append(effective)
+            for key in self.assumed:
+                if key not in self.claims:  # invented (simulate) claims live only here
+                    assumed = self._assumed_claim(key)
+                    by_node.setdefault(assumed.allocated_node, []).append(assumed)
+            self._index = (self.generation, by_node)
+        by_node = self._index[1]
+        return by_node.get(node, []) + by_node.get(None, [])
 
     def _assumed_claim(self, key: str) -> ResourceClaim:
         results, node, _ = self.assumed[key]
