@@ -52,10 +52,10 @@ def publish_node(
         cluster.api.request("POST", f"{RESOURCE}/resourceslices", body=one)
         created.append(f"{RESOURCE}/resourceslices/{one['metadata']['name']}")
     for device_class in resourceslices.device_classes():
-        path = f"{RESOURCE}/deviceclasses/{device_class['metadata']['name']}"
-        with contextlib.suppress(KubeApiError):  # shared by the tests: created once
+        # shared by every test of the session: created once and kept (deleting them after one
+        # test would race the next one's create)
+        with contextlib.suppress(KubeApiError):
             cluster.api.request("POST", f"{RESOURCE}/deviceclasses", body=device_class)
-            created.append(path)
     return slices
 
 

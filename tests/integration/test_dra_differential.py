@@ -27,6 +27,7 @@ from gputopo.scheduler.dra.model import (
     parse_resource_claim,
     parse_resource_slice,
 )
+from gputopo.scheduler.runtime.kube import KubeApiError
 from tests.controlplane import ControlPlane, ManagedProcess
 from tests.integration.scheduler_env import Cluster, pod_scheduled_condition, running_runtime
 from tests.integration.test_dra_allocation import (  # noqa: F401  (dra_objects: a fixture)
@@ -86,13 +87,24 @@ def settle(cluster: Cluster, namespace: str, name: str) -> str | None:
 
 def free_claim(cluster: Cluster, namespace: str, claim: dict[str, Any]) -> None:
     """Deallocate, unprotect and delete a claim whose pods are gone (what the resourceclaim
-    controller would do), so the next trial starts with every device free."""
+    controller would do, and may be doing at the same time: a conflict reads it again), so the
+    next trial starts with every device free."""
     path = f"{RESOURCE}/namespaces/{namespace}/resourceclaims/{claim['metadata']['name']}"
-    claim["status"] = {}
-    claim = cluster.api.request("PUT", f"{path}/status", body=claim)
-    claim["metadata"]["finalizers"] = []
-    cluster.api.request("PUT", path, body=claim)
-    cluster.api.request("DELETE", path)
+    for _ in range(10):
+        try:
+            claim = cluster.api.request("GET", path)
+            claim["status"] = {}
+            claim = cluster.api.request("PUT", f"{path}/status", body=claim)
+            claim["metadata"]["finalizers"] = []
+            cluster.api.request("PUT", path, body=claim)
+            cluster.api.request("DELETE", path)
+            return
+        except KubeApiError as err:
+            if err.status == 404:
+                return
+            if err.status != 409:
+                raise
+    raise AssertionError(f"claim {path} kept changing")
 
 
 def numa_nodes(devices: list[str]) -> set[int]:
