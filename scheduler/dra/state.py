@@ -366,6 +366,14 @@ class DraState:
             self.assumed[claim_key] = (results, outcome.node, pod.uid or pod.key)
         self.generation += 1
 
+    def rename_assumed(self, old: str, new: str) -> None:
+        """An assumed allocation's claim got its real name (a created claim)."""
+        entry = self.assumed.pop(old, None)
+        seen = self.claims.get(new)
+        if entry is not None and (seen is None or seen.allocation is None):
+            self.assumed[new] = entry
+        self.generation += 1
+
     def forget(self, claim_keys: Iterable[str]) -> None:
         for key in claim_keys:
             self.assumed.pop(key, None)

@@ -47,7 +47,7 @@ def node_claims(
     ctx: CycleContext, state: DraState, claims: list[PodClaim], node: Node
 ) -> list[PodClaim] | str:
     """The pod's claims on this node: its own, plus the claim for its extended resources that
-    DRA serves here (those the node does not advertise); a reason when that cannot be done."""
+    DRA serves here (those the node does not advertise)."""
     extended = {
         resource: wanted
         for resource, wanted in state.extended_requests(ctx.pod).items()
@@ -55,11 +55,6 @@ def node_claims(
     }
     if not extended:
         return claims
-    if not state.invent_from_templates:
-        return (
-            f"DRA-backed extended resource {', '.join(sorted(extended))}: gputopo-scheduler "
-            "does not write extended-resource claims yet (schedule this pod with kube-scheduler)"
-        )
     return [*claims, state.extended_claim(ctx.pod, extended)]
 
 

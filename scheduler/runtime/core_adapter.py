@@ -102,7 +102,7 @@ class CoreFramework:
         last = self._last_parsed
         parsed = last[1] if last is not None and last[0] == id(pod) else parse_pod(pod)
         bound = self.snapshot.assume(parsed, node_name)
-        if parsed.resource_claims:
+        if parsed.resource_claims or self.dra.extended_requests(parsed):
             self._assume_claims(parsed, node_name)
         if self.load is not None:
             slot = self.snapshot.slot_of(node_name)
@@ -116,15 +116,26 @@ class CoreFramework:
         if node is None:
             return
         try:
-            claims = self.dra.pod_claims(pod)
+            claims = self.dra.pod_claims(pod) if pod.resource_claims else []
         except ClaimProblem:
+            return
+        extended = {
+            resource: wanted
+            for resource, wanted in self.dra.extended_requests(pod).items()
+            if node.allocatable.get(resource, 0) <= 0  # DRA serves it on this node
+        }
+        if extended:
+            claims.append(self.dra.extended_claim(pod, extended))
+        if not claims:
             return
         outcome = self.dra.allocate(pod, node, claims)
         if isinstance(outcome, str):
             return
         self.dra.assume(pod, outcome)
         if self.dra_writer is not None:
-            self.dra_writer.plan(pod.key, PodDraPlan(node_name, tuple(claims), outcome))
+            plan = PodDraPlan(node_name, tuple(claims), outcome)
+            plan.extended = {resource: c.name for resource, (_, c) in extended.items()}
+            self.dra_writer.plan(pod.key, plan)
 
     def upsert_dra(self, kind: str, obj: JsonDict) -> None:
         """A DRA object added or changed (ValueError/SchedulerInputError names a bad one)."""

@@ -19,13 +19,15 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from gputopo.scheduler.dra.state import DraState, PodAllocation, PodClaim
+from gputopo.scheduler.dra.model import AllocationResult
+from gputopo.scheduler.dra.state import EXTENDED_CLAIM, DraState, PodAllocation, PodClaim
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 
 log = logging.getLogger("gputopo.scheduler.runtime")
 
 CLAIMS_PATH: Final = "/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/{name}"
 FINALIZER: Final = "resource.kubernetes.io/delete-protection"
+EXTENDED_CLAIM_ANNOTATION: Final = "resource.kubernetes.io/extended-resource-claim"
 
 
 class DraWriteError(Exception):
@@ -37,6 +39,7 @@ class _Written:
     claim: str  # namespace/name
     allocated: bool  # this scheduler wrote the allocation (else: only reservedFor)
     obj: JsonDict  # the claim as the API server returned it
+    created: bool = False  # this scheduler created the claim (extended resources)
 
 
 @dataclass
@@ -47,6 +50,15 @@ class PodDraPlan:
     claims: tuple[PodClaim, ...]
     outcome: PodAllocation
     written: list[_Written] = field(default_factory=list)
+    # DRA-backed extended resources: resource -> device class name
+    extended: dict[str, str] = field(default_factory=dict)
+    extended_claim: str | None = None  # the created claim, namespace/name
+
+    def synthetic_key(self) -> str:
+        for pod_claim in self.claims:
+            if pod_claim.pod_claim_name == EXTENDED_CLAIM:
+                return pod_claim.claim.key
+        return ""
 
 
 class DraWriter:
@@ -74,6 +86,9 @@ class DraWriter:
             for pod_claim in plan.claims:
                 claim = pod_claim.claim
                 results = plan.outcome.allocation.results.get(claim.key)
+                if pod_claim.pod_claim_name == EXTENDED_CLAIM and results is not None:
+                    self._write_extended(plan, pod, results, consumer)
+                    continue
                 with self.lock:
                     current = self.state.claims.get(claim.key)
                 if current is None:
@@ -94,22 +109,7 @@ class DraWriter:
                         )
                     obj = self._protect(obj)
                     status = obj.setdefault("status", {})
-                    status["allocation"] = {
-                        "devices": {"results": [r.wire() for r in results]},
-                        "nodeSelector": {
-                            "nodeSelectorTerms": [
-                                {
-                                    "matchFields": [
-                                        {
-                                            "key": "metadata.name",
-                                            "operator": "In",
-                                            "values": [plan.node],
-                                        }
-                                    ]
-                                }
-                            ]
-                        },
-                    }
+                    status["allocation"] = _allocation(plan.node, [r.wire() for r in results])
                     reserved = status.setdefault("reservedFor", [])
                 reserved.append(consumer)
                 written = self._put(obj, status=True)
@@ -117,6 +117,81 @@ class DraWriter:
         except DraWriteError:
             self.release(key)
             raise
+
+    def _write_extended(
+        self,
+        plan: PodDraPlan,
+        pod: JsonDict,
+        results: tuple[AllocationResult, ...],
+        consumer: dict[str, str],
+    ) -> None:
+        """kube-scheduler's claim for DRA-backed extended resources (KEP-5004): created with the
+        pod as owner, one request per container and resource, allocated, and named in the pod's
+        ``status.extendedResourceClaimStatus``."""
+        meta = pod["metadata"]
+        namespace, name = str(meta.get("namespace") or "default"), str(meta["name"])
+        by_resource: dict[str, list[AllocationResult]] = {}
+        for index, resource in enumerate(sorted(plan.extended)):
+            by_resource[resource] = [r for r in results if r.request == f"request-{index}"]
+        requests, mappings, assigned = _container_requests(pod, plan.extended, by_resource)
+        claim = {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
+            "metadata": {
+                "generateName": f"{name}-extended-resources-",
+                "namespace": namespace,
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": name,
+                        "uid": str(meta.get("uid", "")),
+                        "controller": True,
+                    }
+                ],
+                "annotations": {EXTENDED_CLAIM_ANNOTATION: "true"},
+                "finalizers": [FINALIZER],
+            },
+            "spec": {"devices": {"requests": requests}},
+        }
+        try:
+            created: JsonDict = dict(
+                self.api.request(
+                    "POST",
+                    f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims",
+                    body=claim,
+                )
+            )
+        except (KubeApiError, OSError) as err:
+            raise DraWriteError(
+                f"extended-resource claim of pod {namespace}/{name}: {err}"
+            ) from None
+        plan.written.append(
+            _Written(f"{namespace}/{created['metadata']['name']}", True, created, True)
+        )
+        created.setdefault("status", {})["allocation"] = _allocation(plan.node, assigned)
+        created["status"]["reservedFor"] = [consumer]
+        written = self._put(created, status=True)
+        plan.written[-1] = _Written(plan.written[-1].claim, True, written, True)
+        try:
+            self.api.request(
+                "PATCH",
+                f"/api/v1/namespaces/{namespace}/pods/{name}/status",
+                body={
+                    "status": {
+                        "extendedResourceClaimStatus": {
+                            "requestMappings": mappings,
+                            "resourceClaimName": created["metadata"]["name"],
+                        }
+                    }
+                },
+                content_type="application/merge-patch+json",
+            )
+        except (KubeApiError, OSError) as err:
+            raise DraWriteError(
+                f"pod {namespace}/{name}: extendedResourceClaimStatus: {err}"
+            ) from None
+        plan.extended_claim = f"{namespace}/{created['metadata']['name']}"
 
     def _protect(self, obj: JsonDict) -> JsonDict:
         finalizers = obj["metadata"].setdefault("finalizers", [])
@@ -149,6 +224,9 @@ class DraWriter:
         with self.lock:
             self.state.forget(plan.outcome.allocation.results)
         for written in reversed(plan.written):
+            if written.created:
+                self._delete_created(written)
+                continue
             obj = copy.deepcopy(written.obj)
             status = obj.setdefault("status", {})
             status["reservedFor"] = [
@@ -165,10 +243,92 @@ class DraWriter:
                 log.warning("cannot release a claim", extra={"pod": key, "error": str(err)})
         plan.written.clear()
 
+    def _delete_created(self, written: _Written) -> None:
+        obj = copy.deepcopy(written.obj)
+        obj["metadata"]["finalizers"] = [
+            f for f in obj["metadata"].get("finalizers") or [] if f != FINALIZER
+        ]
+        meta = obj["metadata"]
+        path = CLAIMS_PATH.format(namespace=meta["namespace"], name=meta["name"])
+        try:
+            self._put(obj, status=False)
+            self.api.request("DELETE", path)
+        except (DraWriteError, KubeApiError, OSError) as err:
+            log.warning("cannot delete an extended-resource claim", extra={"error": str(err)})
+
     def done(self, key: str) -> None:
         """The bind succeeded: the claims' watch events confirm the allocations."""
-        self.plans.pop(key, None)
+        plan = self.plans.pop(key, None)
+        if plan is not None and plan.extended_claim is not None:
+            with self.lock:  # the devices stay taken under the claim's real name
+                self.state.rename_assumed(plan.synthetic_key(), plan.extended_claim)
 
 
 def _pod_name(key: str) -> str:
     return key.partition("/")[2]
+
+
+def _allocation(node: str, results: list[dict[str, str]]) -> JsonDict:
+    return {
+        "devices": {"results": results},
+        "nodeSelector": {
+            "nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+            ]
+        },
+    }
+
+
+def _container_requests(
+    pod: JsonDict, extended: dict[str, str], devices: dict[str, list[AllocationResult]]
+) -> tuple[list[JsonDict], list[JsonDict], list[dict[str, str]]]:
+    """kube-scheduler's requests (``container-<i>-request-<j>``: i counts init containers
+    first, j is the resource's place among the container's sorted request names), the pod's
+    request mappings, and the allocated devices renamed to those requests."""
+    spec = pod.get("spec", {})
+    init = spec.get("initContainers") or []
+    for container in init:
+        if set((container.get("resources") or {}).get("requests") or {}) & set(extended):
+            raise DraWriteError(
+                "init containers with DRA-backed extended resources are not supported"
+            )
+    requests: list[JsonDict] = []
+    mappings: list[JsonDict] = []
+    assigned: list[dict[str, str]] = []
+    remaining = {resource: list(found) for resource, found in devices.items()}
+    for offset, container in enumerate(spec.get("containers") or []):
+        index = len(init) + offset
+        container_requests = (container.get("resources") or {}).get("requests") or {}
+        names = sorted(container_requests)
+        for resource in sorted(extended):
+            if resource not in container_requests:
+                continue
+            count = int(str(container_requests[resource]))
+            if count <= 0:
+                continue
+            request = f"container-{index}-request-{names.index(resource)}"
+            requests.append(
+                {
+                    "name": request,
+                    "exactly": {
+                        "deviceClassName": extended[resource],
+                        "allocationMode": "ExactCount",
+                        "count": count,
+                    },
+                }
+            )
+            mappings.append(
+                {
+                    "containerName": container["name"],
+                    "resourceName": resource,
+                    "requestName": request,
+                }
+            )
+            taken, remaining[resource] = remaining[resource][:count], remaining[resource][count:]
+            if len(taken) != count:
+                raise DraWriteError(f"extended resource {resource}: too few devices allocated")
+            assigned.extend(
+                {"request": request, "driver": r.driver, "pool": r.pool, "device": r.device}
+                for r in taken
+            )
+    return requests, mappings, assigned

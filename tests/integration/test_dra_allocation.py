@@ -16,7 +16,7 @@ from gputopo.mocks.profile import load_profile
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from gputopo.scheduler.runtime.runner import SchedulerRuntime
 from tests.controlplane import ControlPlane, ManagedProcess
-from tests.integration.scheduler_env import Cluster, running_runtime
+from tests.integration.scheduler_env import Cluster, gpu_pod, running_runtime
 from tests.polling import eventually
 from tests.unit.scheduler.dra.dra_builders import claim_object, exactly, node_object
 
@@ -295,3 +295,37 @@ def test_failed_bind_gives_back_the_allocation(
         )
     assert not released["status"].get("reservedFor")
     assert cluster.node_of(namespace, "p") == ""
+
+
+def test_plain_gpu_pod_is_served_by_dra_as_kube_scheduler_would(
+    control_plane: ControlPlane, cluster: Cluster, namespace: str, dra_objects: list[str]
+) -> None:
+    # the node advertises no nvidia.com/gpu: the DeviceClass gpu.nvidia.com (extendedResourceName)
+    publish_node(cluster, dra_objects, "dgx-h100", "dra-h100-ext")
+    with running_runtime(control_plane):
+        cluster.create_pod(namespace, gpu_pod("one", 1))
+        eventually(lambda: cluster.node_of(namespace, "one"), 120, "one bound")
+        cluster.create_pod(namespace, gpu_pod("four", 4))
+        eventually(lambda: cluster.node_of(namespace, "four"), 120, "four bound")
+    pod = cluster.pod(namespace, "four")
+    status = pod["status"]["extendedResourceClaimStatus"]
+    assert status["requestMappings"] == [
+        {
+            "containerName": "main",
+            "resourceName": "nvidia.com/gpu",
+            "requestName": "container-0-request-1",
+        }
+    ]
+    claim = read_claim(cluster, namespace, status["resourceClaimName"])
+    assert (
+        claim["metadata"]["annotations"]["resource.kubernetes.io/extended-resource-claim"] == "true"
+    )
+    assert claim["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]
+    results = claim["status"]["allocation"]["devices"]["results"]
+    devices = [r["device"] for r in results]
+    assert {r["request"] for r in results} == {"container-0-request-1"}
+    assert len(devices) == 4
+    assert numa_of_devices("dgx-h100", devices) in ({0}, {1})
+    first = cluster.pod(namespace, "one")["status"]["extendedResourceClaimStatus"]
+    (taken,) = allocated(cluster, namespace, first["resourceClaimName"])
+    assert taken["device"] not in devices

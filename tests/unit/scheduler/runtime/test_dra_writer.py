@@ -29,6 +29,18 @@ class RecordingApi:
         self.calls.append((method, path))
         if self.refuse and path.endswith(self.refuse):
             raise KubeApiError(method, path, 409, "Conflict")
+        if method == "PATCH":
+            self.objects[path] = body
+            return body
+        if method == "DELETE":
+            self.objects.pop(path, None)
+            return {}
+        if method == "POST":
+            created = copy.deepcopy(body)
+            created["metadata"]["name"] = body["metadata"]["generateName"] + "x7k2q"
+            created["metadata"]["resourceVersion"] = "1"
+            self.objects[f"{path}/{created['metadata']['name']}"] = created
+            return created
         key = path.removesuffix("/status")
         stored = self.objects.get(key)
         if stored is not None and (
@@ -100,3 +112,60 @@ def test_release_after_a_failed_bind_removes_allocation_and_reservation() -> Non
     assert not released["status"].get("allocation")
     assert not released["status"].get("reservedFor")
     assert not state.assumed
+
+
+def test_dra_backed_gpus_get_kube_schedulers_extended_resource_claim() -> None:
+    api = RecordingApi()
+    state = DraState()
+    state.watched = True
+    for one in resourceslices.resource_slices(load_profile("l4-pcie"), "n1"):
+        state.observe("ResourceSlice", one)
+    for device_class in resourceslices.device_classes():
+        state.observe("DeviceClass", device_class)
+    pod = {
+        "metadata": {"name": "p", "namespace": "default", "uid": "pod-uid"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "resources": {"requests": {"cpu": "1", "nvidia.com/gpu": "2"}},
+                }
+            ]
+        },
+    }
+    parsed = parse_pod(pod)
+    node = parse_node(node_object("l4-pcie", "n1"))  # advertises no nvidia.com/gpu
+    extended = state.extended_requests(parsed)
+    claims = [state.extended_claim(parsed, extended)]
+    outcome = state.allocate(parsed, node, claims)
+    assert not isinstance(outcome, str), outcome
+    state.assume(parsed, outcome)
+    writer = DraWriter(api, state, threading.RLock())  # type: ignore[arg-type]
+    plan = PodDraPlan("n1", tuple(claims), outcome)
+    plan.extended = {"nvidia.com/gpu": "gpu.nvidia.com"}
+    writer.plan("default/p", plan)
+    writer.write("default/p", pod)
+    claims_path = "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims"
+    created = api.objects[f"{claims_path}/p-extended-resources-x7k2q"]
+    assert created["metadata"]["annotations"] == {
+        "resource.kubernetes.io/extended-resource-claim": "true"
+    }
+    assert created["metadata"]["ownerReferences"][0]["uid"] == "pod-uid"
+    (request,) = created["spec"]["devices"]["requests"]
+    assert request["name"] == "container-0-request-1"  # "cpu" sorts first
+    assert request["exactly"]["count"] == 2
+    results = created["status"]["allocation"]["devices"]["results"]
+    assert [r["request"] for r in results] == ["container-0-request-1"] * 2
+    patch = api.objects["/api/v1/namespaces/default/pods/p/status"]
+    assert patch["status"]["extendedResourceClaimStatus"] == {
+        "requestMappings": [
+            {
+                "containerName": "main",
+                "resourceName": "nvidia.com/gpu",
+                "requestName": "container-0-request-1",
+            }
+        ],
+        "resourceClaimName": "p-extended-resources-x7k2q",
+    }
+    writer.release("default/p")
+    assert f"{claims_path}/p-extended-resources-x7k2q" not in api.objects
