@@ -218,6 +218,8 @@ class SchedulerRuntime:
                 dra.watched = True
             for reflector in self._dra:
                 reflector.start()
+            # synced and healthy with the others: a claim must be known before its pod is tried
+            self.reflectors.extend(self._dra)
         else:
             if dra is not None:
                 dra.unavailable = "the API server does not serve resource.k8s.io/v1"
@@ -262,7 +264,7 @@ class SchedulerRuntime:
         self.gangs.close()
         self._nrts.stop()
         for reflector in self._dra:
-            reflector.stop()
+            reflector.stop()  # idempotent: those that started were stopped with the others
         self.recorder.close()
         if self._server is not None:
             self._server.stop()
