@@ -52,13 +52,18 @@ def run(*args: str, values: Mapping[str, Any] | None = None) -> subprocess.Compl
         )
 
 
+def template_text(values: Mapping[str, Any] | None = None, *, namespace: str = NAMESPACE) -> str:
+    """`helm template gputopo charts/gputopo -n NAMESPACE`: the rendered YAML stream."""
+    result = run("template", RELEASE, str(CHART), "--namespace", namespace, values=values)
+    assert result.returncode == 0, f"helm template failed: {result.stderr.strip()}"
+    return result.stdout
+
+
 def template(
     values: Mapping[str, Any] | None = None, *, namespace: str = NAMESPACE
 ) -> list[dict[str, Any]]:
-    """`helm template gputopo charts/gputopo -n NAMESPACE`: the rendered objects, in order."""
-    result = run("template", RELEASE, str(CHART), "--namespace", namespace, values=values)
-    assert result.returncode == 0, f"helm template failed: {result.stderr.strip()}"
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    """The objects `helm template` renders, in its order."""
+    return [doc for doc in yaml.safe_load_all(template_text(values, namespace=namespace)) if doc]
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.packaging import kustomize
-from tests.packaging.helm import NAMESPACE, template
+from tests.packaging.helm import NAMESPACE, template_text
 
 HELM_LABELS = (
     "helm.sh/chart",
@@ -35,6 +35,20 @@ EXPLICIT_AGENT_ARGS = [
 ]
 
 Key = tuple[str, str]
+
+
+def _chart(values: dict[str, Any], scratch: Path) -> list[dict[str, Any]]:
+    """The chart's objects read by the same YAML reader as kustomize's (kustomize itself: the
+    rendered stream as the one resource of a kustomization without transformers).
+
+    Go's YAML reader, which kustomize, kubectl and Helm use, reads a folded scalar's
+    more-indented line (the admission policy's CEL) with one line break more than PyYAML does;
+    reading both sides through kustomize compares what the API server is sent, not two readers.
+    """
+    scratch.mkdir(parents=True)
+    (scratch / "rendered.yaml").write_text(template_text(values), encoding="utf-8")
+    (scratch / "kustomization.yaml").write_text("resources: [rendered.yaml]\n", encoding="utf-8")
+    return kustomize.render(scratch)
 
 
 def _without_helm_metadata(obj: dict[str, Any]) -> dict[str, Any]:
@@ -68,14 +82,13 @@ def agent_base() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def chart_all_on() -> list[dict[str, Any]]:
-    return template(
-        {
-            "scheduler": {"enabled": True},
-            "extender": {"enabled": True},
-            "namespace": {"create": True},
-        }
-    )
+def chart_all_on(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    values = {
+        "scheduler": {"enabled": True},
+        "extender": {"enabled": True},
+        "namespace": {"create": True},
+    }
+    return _chart(values, tmp_path_factory.mktemp("chart") / "all-on")
 
 
 def _keys(objects: list[dict[str, Any]], kinds: set[str], name_prefix: str) -> set[Key]:
@@ -158,7 +171,7 @@ def test_agent_daemonset_equals_kustomize_with_the_same_component(
     manifests = kustomize.render(kustomize.overlay(tmp_path / "o", components=components))
     key = ("DaemonSet", "gputopo-agent")
     expected = _by_key(manifests)[key]
-    actual = _by_key(template(values))[key]
+    actual = _by_key(_chart(values, tmp_path / "chart"))[key]
     (expected_container,) = expected["spec"]["template"]["spec"]["containers"]
     (actual_container,) = actual["spec"]["template"]["spec"]["containers"]
     assert actual_container.pop("args") == expected_container.pop("args") + EXPLICIT_AGENT_ARGS
