@@ -1,5 +1,6 @@
-"""The Helm chart, rendered by the pinned helm and sent to a real kube-apiserver: every object is
-accepted, with the scheduler and the extender on.
+"""The Helm chart on a real kube-apiserver: every rendered object accepted (with the scheduler
+and the extender on), and a release installed, upgraded, uninstalled and installed again by the
+pinned helm itself.
 
 Rendered into a fresh namespace (`helm template -n <namespace>`), so nothing is left behind in
 gputopo-system. Cluster-scoped objects (CRDs, ClusterRoles and bindings, admission policies) are
@@ -11,12 +12,17 @@ NetworkPolicy) are really applied, then read back.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client, dynamic
 
-from tests.packaging.helm import template
+from hack.testenv import Tools, ToolsMissingError
+from tests.controlplane import ComponentFailedError, ControlPlane, running_control_plane
+from tests.packaging import helm
+from tests.packaging.helm import CHART, template
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -102,3 +108,112 @@ def test_chart_with_scheduler_and_extender_is_accepted_by_the_real_apiserver(
         "gputopo-extender", namespace
     )
     assert policy_read.spec.ingress[0]._from[1].ip_block.cidr == "10.0.0.10/32"
+
+
+# -- helm install, upgrade, uninstall, on a control plane of its own ------------------------------
+#
+# A release installs cluster-scoped objects for real (CRDs, ClusterRoles, the admission policies,
+# all with fixed names other tests create too), so the lifecycle runs against a private etcd and
+# kube-apiserver, started for this module (about 5 s).
+
+NRT_CRD = "noderesourcetopologies.topology.node.k8s.io"
+PODGROUP_CRD = "podgroups.scheduling.x-k8s.io"
+RELEASE_NAMESPACE = "gputopo-system"
+PRIVILEGED = {
+    "pod-security.kubernetes.io/enforce": "privileged",
+    "pod-security.kubernetes.io/audit": "restricted",
+    "pod-security.kubernetes.io/warn": "restricted",
+}
+
+
+@pytest.fixture(scope="module")
+def private_plane(
+    testenv_tools: Tools, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    try:
+        with running_control_plane(testenv_tools, tmp_path_factory.mktemp("chart-plane")) as plane:
+            yield plane
+    except (ToolsMissingError, ComponentFailedError) as error:
+        pytest.fail(f"{type(error).__name__}: {error}", pytrace=False)
+
+
+def _helm(plane: ControlPlane, *args: str) -> str:
+    result = helm.run("--kubeconfig", str(plane.admin_kubeconfig), *args)
+    assert result.returncode == 0, f"helm {args[0]}: {result.stderr.strip()}"
+    return result.stdout
+
+
+def _agent_args(plane: ControlPlane) -> list[str]:
+    daemonset = client.AppsV1Api(plane.admin).read_namespaced_daemon_set(
+        "gputopo-agent", RELEASE_NAMESPACE
+    )
+    return list(daemonset.spec.template.spec.containers[0].args)
+
+
+def _exists(read: Callable[[], object]) -> bool:
+    try:
+        read()
+    except client.ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def test_helm_install_upgrade_uninstall_and_reinstall(private_plane: ControlPlane) -> None:
+    plane = private_plane
+    plane.create_namespace(RELEASE_NAMESPACE, PRIVILEGED)
+    release = ("gputopo", str(CHART), "-n", RELEASE_NAMESPACE)
+    apps = client.AppsV1Api(plane.admin)
+    extensions = client.ApiextensionsV1Api(plane.admin)
+    admission = client.AdmissionregistrationV1Api(plane.admin)
+    rbac = client.RbacAuthorizationV1Api(plane.admin)
+
+    _helm(plane, "install", *release, "--set", "scheduler.enabled=true")
+    assert "--mig-strategy=none" in _agent_args(plane)
+    assert _exists(lambda: apps.read_namespaced_deployment("gputopo-scheduler", RELEASE_NAMESPACE))
+    assert {NRT_CRD, PODGROUP_CRD} <= {
+        crd.metadata.name for crd in extensions.list_custom_resource_definition().items
+    }
+    policy = admission.read_validating_admission_policy("gputopo-agent-node-writes")
+    assert f"system:serviceaccount:{RELEASE_NAMESPACE}:gputopo-agent" in str(policy.spec)
+
+    # An upgrade changes the agent's flags and removes the scheduler; the PodGroup CRD stays.
+    _helm(
+        plane,
+        "upgrade",
+        *release,
+        "--reuse-values",
+        "--set",
+        "migStrategy=mixed,scheduler.enabled=false",
+    )
+    assert "--mig-strategy=mixed" in _agent_args(plane)
+    eventually(
+        lambda: (
+            not _exists(
+                lambda: apps.read_namespaced_deployment("gputopo-scheduler", RELEASE_NAMESPACE)
+            )
+        ),
+        what="the scheduler's Deployment gone after the upgrade",
+    )
+    assert _exists(lambda: extensions.read_custom_resource_definition(PODGROUP_CRD))
+
+    # Uninstall removes everything but the CRDs (helm.sh/resource-policy: keep).
+    output = _helm(plane, "uninstall", "gputopo", "-n", RELEASE_NAMESPACE)
+    assert NRT_CRD in output  # helm names what it kept
+    eventually(
+        lambda: (
+            not _exists(lambda: apps.read_namespaced_daemon_set("gputopo-agent", RELEASE_NAMESPACE))
+        ),
+        what="the agent's DaemonSet gone after the uninstall",
+    )
+    assert not _exists(lambda: admission.read_validating_admission_policy(policy.metadata.name))
+    assert not _exists(lambda: rbac.read_cluster_role("gputopo-agent"))
+    assert _exists(lambda: extensions.read_custom_resource_definition(NRT_CRD))
+    assert _exists(lambda: extensions.read_custom_resource_definition(PODGROUP_CRD))
+
+    # A new install of the same release adopts the kept CRDs.
+    _helm(plane, "install", *release)
+    assert "--mig-strategy=none" in _agent_args(plane)
+    crd = extensions.read_custom_resource_definition(NRT_CRD)
+    assert crd.metadata.labels["app.kubernetes.io/managed-by"] == "Helm"

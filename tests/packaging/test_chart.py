@@ -40,8 +40,8 @@ def test_chart_metadata_follows_the_project() -> None:
 @pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
 @pytest.mark.parametrize(
     "values",
-    [{}, ALL_ON, {"agent": {"migMonitor": True}, "namespace": {"create": True}}],
-    ids=["defaults", "scheduler-and-extender", "mig-monitor-and-namespace"],
+    [{}, ALL_ON, {"agent": {"migMonitor": True, "podResources": {"runAsRoot": True}}}],
+    ids=["defaults", "scheduler-and-extender", "mig-monitor-and-root"],
 )
 def test_helm_lint_passes(strict: bool, values: dict[str, Any]) -> None:
     result = helm.run("lint", str(CHART), *(["--strict"] if strict else []), values=values)

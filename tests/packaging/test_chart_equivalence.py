@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.packaging import kustomize
-from tests.packaging.helm import NAMESPACE, template_text
+from tests.packaging.helm import template_text
 
 HELM_LABELS = (
     "helm.sh/chart",
@@ -86,7 +86,6 @@ def chart_all_on(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any
     values = {
         "scheduler": {"enabled": True},
         "extender": {"enabled": True},
-        "namespace": {"create": True},
     }
     return _chart(values, tmp_path_factory.mktemp("chart") / "all-on")
 
@@ -111,12 +110,11 @@ def test_agent_rbac_and_admission_policy_equal_kustomize(
     _assert_equal(chart_all_on, agent_base, keys)
 
 
-def test_agent_crd_namespace_and_service_equal_kustomize(
+def test_agent_crd_and_service_equal_kustomize(
     agent_base: list[dict[str, Any]], chart_all_on: list[dict[str, Any]]
 ) -> None:
     keys = {
         ("CustomResourceDefinition", "noderesourcetopologies.topology.node.k8s.io"),
-        ("Namespace", NAMESPACE),
         ("Service", "gputopo-agent-metrics"),
     }
     _assert_equal(chart_all_on, agent_base, keys)
