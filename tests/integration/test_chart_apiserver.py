@@ -27,6 +27,7 @@ from tests.polling import eventually
 pytestmark = pytest.mark.integration
 
 FIELD_MANAGER = "gputopo-chart-test"
+MERGE = "application/merge-patch+json"
 
 
 def _apply(api: dynamic.DynamicClient, body: dict[str, Any], *, dry_run: bool) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def test_chart_with_scheduler_and_extender_is_accepted_by_the_real_apiserver(
 
 NRT_CRD = "noderesourcetopologies.topology.node.k8s.io"
 PODGROUP_CRD = "podgroups.scheduling.x-k8s.io"
-RELEASE_NAMESPACE = "gputopo-system"
+RELEASE_NAMESPACE = "gpu-agents"  # not gputopo-system: the chart must follow it
 PRIVILEGED = {
     "pod-security.kubernetes.io/enforce": "privileged",
     "pod-security.kubernetes.io/audit": "restricted",
@@ -160,6 +161,51 @@ def _exists(read: Callable[[], object]) -> bool:
     return True
 
 
+def _agent_is_kept_to_its_own_node(plane: ControlPlane) -> None:
+    """The release's RBAC and admission policy at work: the agent's ServiceAccount, its token
+    bound to a Pod on node A as the DaemonSet's would be, labels node A and is refused node B."""
+    core = client.CoreV1Api(plane.admin)
+    node_a, node_b = "gpu-node-a", "gpu-node-b"
+    for name in (node_a, node_b):
+        core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+    pod = core.create_namespaced_pod(
+        RELEASE_NAMESPACE,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "gputopo-agent-on-a"},
+            "spec": {
+                "nodeName": node_a,
+                "serviceAccountName": "gputopo-agent",
+                "containers": [{"name": "agent", "image": "gputopo:test"}],
+            },
+        },
+    )
+    agent = client.CoreV1Api(
+        plane.client_for_service_account(RELEASE_NAMESPACE, "gputopo-agent", bound_pod=pod)
+    )
+    label = {"metadata": {"labels": {"gputopo.io/gpu.interconnect": "nvswitch"}}}
+
+    def refused_on_b() -> str | None:
+        try:
+            agent.patch_node(node_b, label, _content_type=MERGE)
+        except client.ApiException as error:
+            assert error.status == 403, error.body
+            return str(error.body)
+        core.patch_node(
+            node_b,
+            {"metadata": {"labels": {"gputopo.io/gpu.interconnect": None}}},
+            _content_type=MERGE,
+        )
+        return None  # the policy is not enforced yet: a moment after its creation
+
+    assert "only change the Node its token is bound to" in eventually(
+        refused_on_b, what="the agent refused on another node"
+    )
+    agent.patch_node(node_a, label, _content_type=MERGE)
+    assert core.read_node(node_a).metadata.labels["gputopo.io/gpu.interconnect"] == "nvswitch"
+
+
 def test_helm_install_upgrade_uninstall_and_reinstall(private_plane: ControlPlane) -> None:
     plane = private_plane
     plane.create_namespace(RELEASE_NAMESPACE, PRIVILEGED)
@@ -176,7 +222,7 @@ def test_helm_install_upgrade_uninstall_and_reinstall(private_plane: ControlPlan
         crd.metadata.name for crd in extensions.list_custom_resource_definition().items
     }
     policy = admission.read_validating_admission_policy("gputopo-agent-node-writes")
-    assert f"system:serviceaccount:{RELEASE_NAMESPACE}:gputopo-agent" in str(policy.spec)
+    _agent_is_kept_to_its_own_node(plane)
 
     # An upgrade changes the agent's flags and removes the scheduler; the PodGroup CRD stays.
     _helm(
