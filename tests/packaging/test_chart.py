@@ -3,7 +3,9 @@ bad values with a message naming them (values.schema.json)."""
 
 from __future__ import annotations
 
+import tarfile
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,9 +51,30 @@ def test_helm_lint_passes(strict: bool, values: dict[str, Any]) -> None:
     assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
 
 
+def test_packaged_chart_carries_the_manifests_and_renders_the_same(tmp_path: Path) -> None:
+    """charts/gputopo/manifests links to daemonset/: `helm package` must carry those files, so a
+    chart installed from its archive (a chart repository) renders what the directory renders."""
+    result = helm.run("package", str(CHART), "--destination", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (archive,) = tmp_path.glob("gputopo-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert "gputopo/manifests/admission/agent-node-policy.yaml" in names
+    for values in ({}, ALL_ON):
+        from_archive = helm.run(
+            "template", helm.RELEASE, str(archive), "--namespace", helm.NAMESPACE, values=values
+        )
+        assert from_archive.returncode == 0, from_archive.stderr
+        rendered = list(yaml.safe_load_all(from_archive.stdout))
+        assert rendered == list(yaml.safe_load_all(helm.template_text(values)))
+
+
 def test_defaults_render_the_agent_only() -> None:
     objects = template()
-    assert _names(objects) == {
+    names = _names(objects)
+    # nothing of the scheduler's or the extender's
+    assert all(name.startswith("gputopo-agent") or name == NRT_CRD for _, name in names)
+    assert names >= {
         ("ServiceAccount", "gputopo-agent"),
         ("ClusterRole", "gputopo-agent"),
         ("ClusterRoleBinding", "gputopo-agent"),
@@ -155,7 +178,8 @@ def test_nrt_off_drops_the_flag_the_grant_the_policy_and_the_crd() -> None:
     assert ("ValidatingAdmissionPolicy", "gputopo-agent-nrt-writes") not in names
     assert ("CustomResourceDefinition", NRT_CRD) not in names
     rules = find(objects, "ClusterRole", "gputopo-agent")["rules"]
-    assert [rule["apiGroups"] for rule in rules] == [[""]]
+    assert [rule for rule in rules if "topology.node.k8s.io" in rule["apiGroups"]] == []
+    assert {"resources": ["nodes"], "verbs": ["get", "patch"]}.items() <= rules[0].items()
 
 
 def test_admission_policy_names_the_release_namespaces_agent() -> None:
