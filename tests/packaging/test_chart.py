@@ -117,6 +117,20 @@ def test_scheduler_and_extender_render_with_the_podgroup_crd() -> None:
     } <= names
 
 
+def _image(objects: list[dict[str, Any]], kind: str, name: str) -> str:
+    (container,) = find(objects, kind, name)["spec"]["template"]["spec"]["containers"]
+    return str(container["image"])
+
+
+def test_scheduler_and_extender_take_the_scheduler_image_else_the_agents() -> None:
+    same = template({**ALL_ON, "image": {"repository": "registry.example/gputopo", "tag": "1.2"}})
+    assert _image(same, "Deployment", "gputopo-scheduler") == "registry.example/gputopo:1.2"
+    split = template({**ALL_ON, "schedulerImage": {"repository": "registry.example/sched"}})
+    assert _image(split, "DaemonSet", "gputopo-agent") == "gputopo:0.1.0"
+    assert _image(split, "Deployment", "gputopo-scheduler") == "registry.example/sched:0.1.0"
+    assert _image(split, "Deployment", "gputopo-extender") == "registry.example/sched:0.1.0"
+
+
 def test_podgroup_crd_comes_only_with_the_scheduler() -> None:
     crds = {name for kind, name in _names(template({"extender": {"enabled": True}}))}
     assert PODGROUP_CRD not in crds
@@ -231,6 +245,7 @@ def test_scheduler_profile_value_reaches_its_configmap() -> None:
         ({"health": {"taintEffect": "noschedule"}}, "health/taintEffect"),
         ({"image": {"pullPolicy": "Maybe"}}, "image/pullPolicy"),
         ({"image": {"repository": ""}}, "image/repository"),
+        ({"schedulerImage": {"tag": "a b"}}, "schedulerImage/tag"),
         ({"agent": {"podResources": {"socket": "kubelet.sock"}}}, "agent/podResources/socket"),
         ({"agent": {"interval": 0}}, "agent/interval"),
         ({"agent": {"extraArgs": ["log-level=debug"]}}, "agent/extraArgs/0"),

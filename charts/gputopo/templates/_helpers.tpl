@@ -40,9 +40,16 @@ app.kubernetes.io/part-of: gputopo
 {{ include "gputopo.helmLabels" . }}
 {{- end -}}
 
-{{/* The image, with the tag defaulting to the chart's appVersion. */}}
+{{/* The agent's image, with the tag defaulting to the chart's appVersion. */}}
 {{- define "gputopo.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* The scheduler's and the extender's image: schedulerImage, else the agent's. */}}
+{{- define "gputopo.schedulerImage" -}}
+{{- $repository := .Values.schedulerImage.repository | default .Values.image.repository -}}
+{{- $tag := .Values.schedulerImage.tag | default .Values.image.tag | default .Chart.AppVersion -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 
 {{/* The agent's ServiceAccount as the API server names its requests (the admission policy). */}}
