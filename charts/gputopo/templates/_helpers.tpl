@@ -57,14 +57,6 @@ app.kubernetes.io/part-of: gputopo
 {{- printf "system:serviceaccount:%s:gputopo-agent" .Release.Namespace -}}
 {{- end -}}
 
-{{/* imagePullSecrets for a pod spec, if any. */}}
-{{- define "gputopo.imagePullSecrets" -}}
-{{- with .Values.imagePullSecrets }}
-imagePullSecrets:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- end -}}
-
 {{/*
 The objects of daemonset/ (kustomize; charts/gputopo/manifests links there), the source of truth
 for what is deployed, as the chart deploys them: the release namespace wherever the manifests say
