@@ -39,6 +39,14 @@ def test_chart_metadata_follows_the_project() -> None:
     assert chart["kubeVersion"] == ">=1.34.0-0"
 
 
+def test_older_kubernetes_is_refused_by_kube_version() -> None:
+    args = ("template", helm.RELEASE, str(CHART), "--kube-version")
+    refused = helm.run(*args, "v1.33.4")
+    assert refused.returncode != 0
+    assert "chart requires kubeVersion: >=1.34.0-0" in refused.stderr
+    assert helm.run(*args, "v1.34.0").returncode == 0
+
+
 @pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
 @pytest.mark.parametrize(
     "values",
