@@ -63,7 +63,15 @@ class GoTool:
 
 
 # Tools in their own modules; `ensure` builds each that is missing.
-GO_TOOLS: tuple[GoTool, ...] = ()
+GO_TOOLS: tuple[GoTool, ...] = (
+    # Helm 4, for the chart under charts/gputopo (helm lint / template in tests/packaging).
+    GoTool(
+        name="helm",
+        directory="helm",
+        module="helm.sh/helm/v4",
+        package="helm.sh/helm/v4/cmd/helm",
+    ),
+)
 COMPONENTS = (*GO_COMPONENTS, *(tool.name for tool in GO_TOOLS), PROMETHEUS)
 
 # The default kwok stages ("fast": a Node becomes Ready at once, a bound Pod Running at once, a
