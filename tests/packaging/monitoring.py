@@ -305,17 +305,21 @@ def scheduler_series_names() -> set[str]:
 
 
 def collector_series_names() -> set[str]:
-    """Sample names of the agent's collector on the two snapshots the mocked machines do not
-    produce: NVLink error counters (the mocks' NVML has no ``nvmlDeviceGetNvLinkErrorCounter``)
-    and a node whose driver is gone (NVML down, GPUs on the PCI bus only)."""
+    """Sample names of the agent's collector on the snapshots the mocked machines do not
+    produce: NVLink error counters (the mocks' NVML has no ``nvmlDeviceGetNvLinkErrorCounter``),
+    a node whose driver is gone (NVML down, GPUs on the PCI bus only) and a pre-Ampere GPU's
+    retired pages (every profile's GPUs remap rows instead)."""
     from gputopo.agent.metrics import MetricsCollector, build_registry
-    from tests.unit.agent.machines import nvml_down_with_gpus
+    from gputopo.agent.topology import MemoryRepair
+    from tests.unit.agent.machines import degraded, dgx_h100, nvml_down_with_gpus
     from tests.unit.agent.test_metrics import load_sample, pods, small_dgx
 
+    retiring = MemoryRepair(retired_pages_single_bit=2, retired_pages_double_bit=1)
     names: set[str] = set()
     for snapshot in (
         MetricsSnapshot(topology=small_dgx(), load=load_sample(), pod_resources=pods()),
         MetricsSnapshot(topology=nvml_down_with_gpus()),
+        MetricsSnapshot(topology=degraded(dgx_h100(), 0, memory_repair=retiring)),
     ):
         registry = build_registry(MetricsCollector(lambda snapshot=snapshot: snapshot))
         names |= exposition_names(generate_latest(registry).decode())

@@ -1,4 +1,4 @@
-"""``gputopo_node_sla_score``: the raw SLA score of the latest discovery, for alerts and dashboards."""
+"""``gputopo_node_sla_score``: the raw SLA score of the latest discovery (alerts, dashboards)."""
 
 from __future__ import annotations
 
