@@ -142,11 +142,12 @@ CASES = [
     AlertCase(
         "GputopoNodeSLABelowThreshold",
         {
-            series("gputopo_node_sla_score", AGENT): "1000 1000 900x20",
-            series("gputopo_node_sla_score", {**AGENT, "instance": "dgx-2:9465"}): "960x22",
+            series("gputopo_node_sla_score", AGENT): "1000 1000 850x20",
+            # At the threshold is not below it.
+            series("gputopo_node_sla_score", {**AGENT, "instance": "dgx-2:9465"}): "900x22",
         },
         ["1m", "8m"],  # 8m: pending for 10 minutes
-        [Firing("15m", [AGENT], [900])],
+        [Firing("15m", [AGENT], [850])],
     ),
     AlertCase(
         "GputopoAgentDown",
