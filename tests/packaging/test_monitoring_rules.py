@@ -122,6 +122,16 @@ CASES = [
         [Firing("22m", [{**GPU3, "xid": "48"}], [1])],
     ),
     AlertCase(
+        "GputopoFatalXID",
+        {
+            # An old XID 79; at 13m another pod takes the GPU, which renames the counter's series.
+            series("gputopo_gpu_xid_errors_total", {**GPU3, "xid": "79", "pod": "a"}): "1x12",
+            series("gputopo_gpu_xid_errors_total", {**GPU3, "xid": "79", "pod": "b"}): "_x13 1x10",
+        },
+        ["14m", "20m"],
+        [Firing("5m", [{**GPU3, "xid": "79", "pod": "a"}], [1])],
+    ),
+    AlertCase(
         "GputopoGPUUncorrectableECC",
         {
             series(
