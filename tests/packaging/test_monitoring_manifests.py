@@ -168,24 +168,20 @@ def test_the_sla_threshold_is_the_charts_value(tmp_path: Path) -> None:
     values = {"monitoring": {"prometheusRule": {"enabled": True, "slaThreshold": 750}}}
     objects = helm.template(values)
     assert _sla_expression(objects) == "gputopo_node_sla_score < 750"
-    # Nothing else changes.
-    default = helm.template({"monitoring": {"prometheusRule": {"enabled": True}}})
     changed = _named(objects, "PrometheusRule")["gputopo-alerts"]["spec"]["groups"]
-    unchanged = _named(default, "PrometheusRule")["gputopo-alerts"]["spec"]["groups"]
-    for group in (changed, unchanged):
-        for g in group:
-            for r in g["rules"]:
-                if r.get("alert") == "GputopoNodeSLABelowThreshold":
-                    r["expr"] = "<threshold>"
-    assert changed == unchanged
     path = tmp_path / "rules.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {"groups": _named(objects, "PrometheusRule")["gputopo-alerts"]["spec"]["groups"]}
-        )
-    )
+    path.write_text(yaml.safe_dump({"groups": changed}))
     result = run_promtool("check", "rules", path)
     assert result.returncode == 0, result.stdout + result.stderr
+    # Nothing else changes.
+    default = helm.template({"monitoring": {"prometheusRule": {"enabled": True}}})
+    unchanged = _named(default, "PrometheusRule")["gputopo-alerts"]["spec"]["groups"]
+    for groups in (changed, unchanged):
+        for group in groups:
+            for rule in group["rules"]:
+                if rule.get("alert") == "GputopoNodeSLABelowThreshold":
+                    rule["expr"] = "<threshold>"
+    assert changed == unchanged
 
 
 @pytest.mark.parametrize("threshold", [1001, -1, "high"])
