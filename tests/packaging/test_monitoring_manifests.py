@@ -190,3 +190,8 @@ def test_a_threshold_outside_the_sla_range_is_refused(threshold: object) -> None
     result = helm.run("template", helm.RELEASE, str(helm.CHART), values=values)
     assert result.returncode != 0
     assert "slaThreshold" in result.stderr
+
+
+def test_helm_lint_strict_passes_with_all_monitoring_on() -> None:
+    result = helm.run("lint", "--strict", str(helm.CHART), values=ALL_ON)
+    assert result.returncode == 0, result.stdout + result.stderr
