@@ -11,6 +11,7 @@ this would write (tests/packaging/test_monitoring_manifests.py runs the same com
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if arguments.check:
         for path in stale:
-            print(f"out of date: {path.relative_to(REPO)} (run python -m hack.monitoring)")
+            print(f"out of date: {os.path.relpath(path, REPO)} (run python -m hack.monitoring)")
         return 1 if stale else 0
     for path, text in expected_files().items():
         if path in stale:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-            print(f"wrote {path.relative_to(REPO)}")
+            print(f"wrote {os.path.relpath(path, REPO)}")
     return 0
 
 

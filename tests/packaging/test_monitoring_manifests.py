@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from hack import monitoring
 from hack.monitoring import RULE_OBJECTS, main, stale_files
 from tests.packaging import helm
 from tests.packaging.kustomize import REPO, overlay, render
@@ -49,6 +50,22 @@ def charted() -> list[dict[str, Any]]:
 
 def test_the_kustomize_copies_equal_the_chart_files() -> None:
     assert stale_files() == [], "run `python -m hack.monitoring` and commit the copies"
+    assert main(["--check"]) == 0
+
+
+def test_a_stale_copy_is_reported_and_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "gputopo-dashboard.json"
+    copy.write_text("{}")
+    monkeypatch.setattr(monitoring, "DASHBOARD_COPY", copy)
+    monkeypatch.setattr(monitoring, "RULE_OBJECTS", ())
+    assert stale_files() == [copy]
+    assert main(["--check"]) == 1
+    assert "out of date" in capsys.readouterr().out
+    assert copy.read_text() == "{}"  # --check writes nothing
+    assert main([]) == 0
+    assert copy.read_text() == DASHBOARD.read_text(encoding="utf-8")
     assert main(["--check"]) == 0
 
 
