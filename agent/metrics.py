@@ -38,6 +38,7 @@ from prometheus_client.registry import CollectorRegistry
 from gputopo import __version__
 from gputopo.agent.nvml import CLOCK_EVENT_REASONS, NVLINK_ERROR_COUNTERS, GpuLoad
 from gputopo.agent.podresources import DeviceAllocation, PodResourcesSnapshot
+from gputopo.agent.sla import assess as assess_sla
 from gputopo.agent.stats import (
     DISCOVERY_BUCKETS,
     AgentStats,
@@ -203,6 +204,14 @@ class MetricsCollector:
                 pci_only.add_metric(
                     [missing.pci_bus_id, _text(missing.numa_node), _text(missing.driver)], 1
                 )
+            sla = assess_sla(topology)
+            if sla is not None:
+                families.gauge(
+                    "node_sla_score",
+                    "The node's raw SLA score (0..1000) from the last discovery, before the "
+                    "hysteresis that filters the published label and taint.",
+                    [],
+                ).add_metric([], sla.score)
         load = snapshot.load
         if load is not None and load.cpu_utilization_ratio is not None:
             families.gauge(
