@@ -28,9 +28,8 @@ def connect(kubeconfig: str | None, context: str | None) -> KubeClient:
     """The client for --kubeconfig/--context (else in-cluster, $KUBECONFIG, ~/.kube/config)."""
     try:
         config = load_config(kubeconfig, context=context)
-    except KubeConfigError as error:
-        source = f"kubeconfig {kubeconfig!r}: " if kubeconfig else ""
-        raise CliError(f"{source}{error}") from None
+    except KubeConfigError as error:  # names the file (or the in-cluster account) itself
+        raise CliError(str(error)) from None
     return KubeClient(config, timeout_s=REQUEST_TIMEOUT_S, user_agent=USER_AGENT)
 
 
