@@ -108,7 +108,9 @@ def cluster_from_objects(
     ``kubectl gputopo why`` builds the cluster of live objects here, so it is the one
     simulate explains. With ``skip_invalid`` an object the scheduler cannot read (the API server
     accepts some that it refuses) is left out with a note naming it, as the running scheduler
-    leaves it out, instead of failing the whole cluster.
+    leaves it out, instead of failing the whole cluster; and a Node whose topology annotation is
+    not even JSON is kept with a note, its labels describing its GPUs, as the running scheduler
+    keeps it (in a file, that annotation is the user's error).
     """
     cluster = ClusterInput()
     seen: dict[tuple[str, str], str] = {}
@@ -118,7 +120,7 @@ def cluster_from_objects(
         if not isinstance(kind, str) or not kind:
             raise SchedulerInputError(f"{where}: kind: must be set")
         try:
-            identity = _add_object(cluster, kind, obj, where)
+            identity = _add_object(cluster, kind, obj, where, live=skip_invalid)
         except SchedulerInputError as exc:
             if not skip_invalid:
                 raise SchedulerInputError(f"{where}: {exc}") from None
@@ -139,11 +141,17 @@ def cluster_from_objects(
 
 
 def _add_object(
-    cluster: ClusterInput, kind: str, obj: Mapping[str, Any], where: str
+    cluster: ClusterInput, kind: str, obj: Mapping[str, Any], where: str, live: bool = False
 ) -> tuple[str, str] | None:
     if kind == "Node":
         node = parse_node(obj)
-        _check_topology_annotation(node)
+        try:
+            _check_topology_annotation(node)
+        except SchedulerInputError as exc:
+            if not live:
+                raise
+            # Not the user's file but the cluster: the running scheduler keeps such a node.
+            cluster.notes.append(f"{where}: {exc}; its labels describe its GPUs instead")
         cluster.nodes.append(node)
         return ("Node", node.name)
     if kind == "Namespace":

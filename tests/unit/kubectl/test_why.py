@@ -104,11 +104,22 @@ def test_a_pod_the_scheduler_cannot_read_gets_the_parse_error_as_its_reason() ->
     assert "unschedulable: Pod ml/bad" in why.render_text(explanation)
 
 
-def test_an_unreadable_node_is_left_out_with_a_note() -> None:
+def test_an_unreadable_annotation_is_a_note_and_the_node_is_read_from_its_labels() -> None:
     garbage = node("h100-z", annotation="{not json", labels={C.gpu_present: "true"})
     explanation = _explain(_cluster(garbage, pod("train", 1)), "train")
-    assert explanation.nodes == 3
+    assert explanation.nodes == 4
     assert len(explanation.notes) == 1 and "Node h100-z" in explanation.notes[0]
+    assert explanation.result is not None
+    assert explanation.result.diagnosis()["h100-z"].feasible  # 8 GPUs by its allocatable
+
+
+def test_an_unreadable_node_is_left_out_with_a_note() -> None:
+    broken = node("h100-y", dgx_h100())
+    broken["spec"] = {"taints": [{"key": "x", "effect": "Sometimes"}]}
+    explanation = _explain(_cluster(broken, pod("train", 1)), "train")
+    assert explanation.nodes == 3
+    assert len(explanation.notes) == 1 and "Node h100-y" in explanation.notes[0]
+    assert explanation.notes[0].endswith("; skipped")
 
 
 def test_gated_pod_says_so() -> None:

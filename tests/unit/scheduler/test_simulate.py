@@ -227,11 +227,17 @@ def test_cluster_from_objects_is_the_cluster_load_cluster_builds(tmp_path: Path)
 def test_cluster_from_objects_skips_an_unreadable_object_with_a_note_when_asked() -> None:
     docs = (
         "kind: Node\nmetadata: {name: n1, annotations: {gputopo.io/topology: '{x'}}\n",
-        "kind: Node\nmetadata: {name: n2}\n",
+        "kind: Node\nmetadata: {name: n2, labels: [not, a, map]}\n",
+        "kind: Node\nmetadata: {name: n3}\n",
     )
     with pytest.raises(SchedulerInputError, match=r"^live cluster: Node n1: metadata\.annotations"):
         cluster_from_objects(_objects(*docs))
     cluster = cluster_from_objects(_objects(*docs), skip_invalid=True)
-    assert [n.name for n in cluster.nodes] == ["n2"]
-    assert len(cluster.notes) == 1 and cluster.notes[0].startswith("live cluster: Node n1: ")
-    assert cluster.notes[0].endswith("; skipped")
+    # The unreadable annotation: kept, as the running scheduler keeps it, read from its labels.
+    assert [n.name for n in cluster.nodes] == ["n1", "n3"]
+    first, second = cluster.notes
+    assert first.startswith("live cluster: Node n1: ")
+    assert first.endswith("; its labels describe its GPUs instead")
+    assert second.startswith("live cluster: Node n2: metadata.labels") and second.endswith(
+        "; skipped"
+    )
