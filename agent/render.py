@@ -274,8 +274,10 @@ def gpu_pair_code(topology: NodeTopology, a: Gpu, b: Gpu) -> str:
     level = next((p2p.level for p2p in a.p2p if p2p.gpu == b.index), None)
     if level is not None:
         return _P2P_CODES[level]
-    # NVML gave no level for the pair (or none was recorded): the PCI paths and NUMA nodes
-    # decide, by the rule the GPU-NIC cells follow.
+    if a.p2p or b.p2p or a.health_signals.lost or b.health_signals.lost:
+        return UNKNOWN  # NVML answered for others, not this pair: its links may be NVLink too
+    # No P2P levels were recorded at all (a topology read from the annotation, which keeps
+    # NVLink domains instead): the PCI paths and NUMA nodes decide, as for the GPU-NIC cells.
     return _pcie_code(
         a.pci_path, a.pcie_switch, a.numa_node, b.pci_path, b.pcie_switch, b.numa_node
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gputopo.agent.render import gpu_nic_code, gpu_pair_code
-from gputopo.agent.topology import NvlinkLink, NvlinkRemote, P2PLevel, P2PLink
+from gputopo.agent.topology import HealthSignals, NvlinkLink, NvlinkRemote, P2PLevel, P2PLink
 from tests.unit.agent.machines import dgx_h100
 
 
@@ -44,3 +44,12 @@ def test_a_nic_that_lists_the_gpu_as_local_is_below_a_switch() -> None:
     assert gpu_nic_code(gpu, own) == "PXB"
     assert gpu_nic_code(gpu, topology.rdma_nics[0]) == "PIX"  # the nearest switch of both
     assert gpu_nic_code(gpu, topology.rdma_nics[1]) == "NODE"
+
+
+def test_a_pair_nvml_did_not_answer_for_stays_unknown() -> None:
+    topology = dgx_h100()
+    a = replace(topology.gpus[0], nvlink_domain=None, p2p=(P2PLink(1, P2PLevel.NODE),))
+    c = replace(topology.gpus[4], nvlink_domain=None)
+    assert gpu_pair_code(topology, a, c) == "?"  # a lost GPU may still be on the NVSwitch
+    lost = replace(c, health_signals=HealthSignals(lost=True))
+    assert gpu_pair_code(topology, replace(a, p2p=()), lost) == "?"
