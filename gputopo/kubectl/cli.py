@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "topo",
         help="a node's topology from its annotation, drawn like `gputopo-agent discover -o text`",
     )
-    topo_parser.add_argument("node", metavar="NODE", help="the Node's name")
+    topo_parser.add_argument("node", metavar="NODE", help="the Node's name (or node/NAME)")
     _common(topo_parser)
     topo_parser.set_defaults(handler=topo_command)
 
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
             "`gputopo-scheduler simulate --explain` for the pod on them, now."
         ),
     )
-    why_parser.add_argument("pod", metavar="POD", help="the pending Pod's name")
+    why_parser.add_argument("pod", metavar="POD", help="the pending Pod's name (or pod/NAME)")
     why_parser.add_argument(
         "--profile", metavar="FILE", help="scoring profile YAML (default: the shipped profile)"
     )
@@ -110,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(why_parser)
     why_parser.set_defaults(handler=why_command)
     return parser
+
+
+def _object_name(text: str, kind: str) -> str:
+    """``train-0``, or kubectl's ``pod/train-0`` (``pods/``, ``po/`` too) for a pod."""
+    prefix, slash, name = text.partition("/")
+    if slash and prefix.lower() in _KIND_ALIASES[kind]:
+        return name
+    return text
+
+
+_KIND_ALIASES: Final = {"pod": ("pod", "pods", "po"), "node": ("node", "nodes", "no")}
 
 
 def nodes_command(args: argparse.Namespace) -> int:
@@ -129,11 +140,10 @@ def nodes_command(args: argparse.Namespace) -> int:
 
 def topo_command(args: argparse.Namespace) -> int:
     client = live.connect(args.kubeconfig, args.context)
-    node = live.get(
-        client, f"/api/v1/nodes/{quote(args.node, safe='')}", f"reading node {args.node}"
-    )
+    name = _object_name(args.node, "node")
+    node = live.get(client, f"/api/v1/nodes/{quote(name, safe='')}", f"reading node {name}")
     if node is None:
-        raise CliError(f'node "{args.node}" not found', EXIT_FAILURE)
+        raise CliError(f'node "{name}" not found', EXIT_FAILURE)
     print(topo.node_topology_text(node), end="")
     return 0
 
@@ -142,7 +152,7 @@ def why_command(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile) if args.profile else default_profile()
     client = live.connect(args.kubeconfig, args.context)
     namespace = args.namespace or client.config.namespace or "default"
-    explanation = why.explain(client, namespace, args.pod, profile)
+    explanation = why.explain(client, namespace, _object_name(args.pod, "pod"), profile)
     for note in explanation.notes:
         print(f"{PROG} why: {note}", file=sys.stderr)
     if args.output in ("json", "yaml"):

@@ -23,6 +23,7 @@ class FakeApi:
         self.status = status  # answer every request with this error status
         self.unreachable = False
         self.queries: list[tuple[str, dict[str, Any]]] = []
+        self.config: Any = None  # what KubeClient.config would be, where a test needs it
 
     def request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None) -> Any:
         assert method == "GET"

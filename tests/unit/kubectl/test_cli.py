@@ -9,7 +9,12 @@ import pytest
 import yaml
 
 from gputopo import __version__
+from gputopo.core.kube import ClusterConfig
+from gputopo.kubectl import live
 from gputopo.kubectl.cli import build_parser, main
+from tests.unit.agent.machines import dgx_h100
+from tests.unit.kubectl.fake_api import FakeApi
+from tests.unit.kubectl.kube_objects import node, pod
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -113,3 +118,25 @@ def test_a_bad_profile_is_one_line_and_exit_2(
     profile.write_text("weights: [1, 2]\n")
     status, _, err = _run(capsys, "why", "p", "--profile", str(profile))
     assert status == 2 and err.startswith("kubectl-gputopo: error: ") and str(profile) in err
+
+
+@pytest.mark.parametrize("spelling", ["train", "pod/train", "pods/train", "po/train"])
+def test_why_takes_the_pod_as_kubectl_spells_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], spelling: str
+) -> None:
+    api = FakeApi([pod("train", 1, "gpu-1", namespace="default")])
+    api.config = ClusterConfig(server="https://unused", source="test", namespace=None)
+    monkeypatch.setattr(live, "connect", lambda kubeconfig, context: api)
+    status, out, _ = _run(capsys, "why", spelling)
+    assert (status, out) == (0, "pod default/train is bound to node gpu-1: nothing to explain.\n")
+
+
+def test_topo_takes_node_slash_name(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = FakeApi([node("gpu-1", dgx_h100())])
+    monkeypatch.setattr(live, "connect", lambda kubeconfig, context: api)
+    status, out, _ = _run(capsys, "topo", "node/gpu-1")
+    assert status == 0 and out.startswith("Host:         gpu-1\n")
+    status, _, err = _run(capsys, "topo", "pod/gpu-1")  # not a node: looked up as named
+    assert status == 1 and err == 'kubectl-gputopo: error: node "pod/gpu-1" not found\n'
