@@ -25,7 +25,13 @@ from gputopo.core.contract import DEFAULT_CONTRACT
 from gputopo.kubectl.cli import main
 from tests.controlplane import ControlPlane
 from tests.controlplane.kubeconfig import write_kubeconfig
-from tests.integration.scheduler_env import Cluster, gpu_node, gpu_pod
+from tests.integration.scheduler_env import (
+    Cluster,
+    gpu_node,
+    gpu_pod,
+    pod_scheduled_condition,
+    running_runtime,
+)
 from tests.polling import eventually
 from tests.unit.agent.machines import dgx_h100, h100
 
@@ -241,6 +247,44 @@ def test_why_explains_a_pending_pod_on_the_live_cluster(
     status, out, err = _run(capsys, "why", "ghost", "--kubeconfig", kubeconfig)
     assert (status, out) == (1, "")
     assert err == f'kubectl-gputopo: error: pod "ghost" not found in namespace "{namespace}"\n'
+
+
+def test_why_says_what_the_running_scheduler_says(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A differential check: gputopo's scheduler runtime, on the same live objects, refuses the
+    pod with the message `why` simulates (then its preemption verdict, which simulate lacks)."""
+    two, tainted = _name("h100-2x4"), _name("h100-sla")
+    cluster.create_node(_annotated_node(two, _two_domain_h100_annotation()))
+    tainted_node = _annotated_node(tainted, topology_annotation_value(dgx_h100()))
+    tainted_node["spec"] = {
+        "taints": [{"key": C.sla_taint, "value": "900", "effect": "NoSchedule"}]
+    }
+    cluster.create_node(tainted_node)
+    holder = gpu_pod("holder", 6)
+    holder["spec"]["nodeName"] = two
+    cluster.create_pod(namespace, holder)
+    with running_runtime(control_plane):
+        cluster.create_pod(namespace, gpu_pod("train", 4))
+        condition = eventually(
+            lambda: pod_scheduled_condition(cluster.pod(namespace, "train")),
+            30,
+            "the runtime's PodScheduled condition",
+        )
+    kubeconfig = str(_kubeconfig(control_plane, "why-differential"))
+    status, out, err = _run(capsys, "why", "train", "-n", namespace, "--kubeconfig", kubeconfig,
+                            "-o", "json")  # fmt: skip
+    assert status == 0, err
+    simulated = json.loads(out)["simulation"]["message"]
+    assert simulated.startswith("0/") and f"{{{C.sla_taint}: 900}}" in simulated
+    assert condition["reason"] == "Unschedulable"
+    assert condition["message"].startswith(simulated + " preemption: ")
+
+    status, out, _ = _run(capsys, "why", "pod/train", "-n", namespace, "--kubeconfig", kubeconfig)
+    assert f"  the pod says: Unschedulable: {condition['message']}" in out
 
 
 def test_forbidden_is_one_line(
