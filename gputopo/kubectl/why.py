@@ -27,6 +27,7 @@ from gputopo.core.kube import KubeClient
 from gputopo.kubectl import live
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.framework import ScheduleResult
+from gputopo.scheduler.gang import POD_GROUP_LABEL
 from gputopo.scheduler.model import parse_pod
 from gputopo.scheduler.scheduling_profile import SchedulerProfile
 from gputopo.scheduler.simulate import (
@@ -50,6 +51,7 @@ class Explanation:
     bound_to: str | None = None
     phase: str = ""
     condition: str | None = None  # the PodScheduled condition's message, as the pod says now
+    pod_group: str | None = None  # its gang's PodGroup (scheduling.x-k8s.io/pod-group)
     parse_error: str | None = None
     result: ScheduleResult | None = None
     nodes: int = 0
@@ -103,6 +105,7 @@ def explain(
         bound_to=spec.get("nodeName") or None,
         phase=str((pod.get("status") or {}).get("phase") or ""),
         condition=_scheduled_condition(pod),
+        pod_group=((pod.get("metadata") or {}).get("labels") or {}).get(POD_GROUP_LABEL),
     )
     if explanation.bound_to or explanation.phase in ("Succeeded", "Failed"):
         return explanation
@@ -147,6 +150,11 @@ def render_text(explanation: Explanation, scheduler_name: str = DEFAULT_SCHEDULE
         )
     if explanation.condition:
         lines.append(f"  the pod says: {explanation.condition}")
+    if explanation.pod_group:
+        lines.append(
+            f"  note: a member of PodGroup {explanation.pod_group!r}: the scheduler places it "
+            "only with its gang (docs/gang.md); simulated here alone"
+        )
     if explanation.parse_error:
         lines.append(f"  unschedulable: {explanation.parse_error}")
         return "\n".join(lines)
@@ -177,6 +185,7 @@ def document(explanation: Explanation) -> dict[str, Any]:
         "phase": explanation.phase,
         "boundTo": explanation.bound_to,
         "condition": explanation.condition,
+        "podGroup": explanation.pod_group,
     }
     if explanation.parse_error:
         out["unschedulable"] = explanation.parse_error

@@ -139,3 +139,12 @@ def test_json_and_yaml_hold_the_simulation() -> None:
     assert simulation["nodes"]["h100-b"]["reasons"] == [
         "node(s) had untolerated taint {gputopo.io/sla: 900}"
     ]
+
+
+def test_a_gang_member_is_simulated_alone_with_a_note() -> None:
+    member = pod("worker-0", 2)
+    member["metadata"]["labels"] = {"scheduling.x-k8s.io/pod-group": "train"}
+    explanation = _explain(_cluster(member), "worker-0")
+    assert explanation.pod_group == "train"
+    assert "a member of PodGroup 'train'" in why.render_text(explanation)
+    assert why.document(explanation)["podGroup"] == "train"
