@@ -30,7 +30,8 @@ from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.scheduling_profile import default_profile, load_profile
 
 PROG: Final = "kubectl-gputopo"
-OUTPUTS: Final = ("text", "wide", "json", "yaml")
+_CONNECTION_DESTS: Final = frozenset({"kubeconfig", "context", "namespace"})
+_KIND_ALIASES: Final = {"pod": ("pod", "pods", "po"), "node": ("node", "nodes", "no")}
 
 
 def _connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,9 +55,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_logging_arguments(parser)
     # A person reads this tool's stderr: text, and only what went wrong.
     parser.set_defaults(log_format="text", log_level="warning")
-
-
-_CONNECTION_DESTS: Final = frozenset({"kubeconfig", "context", "namespace"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,9 +116,6 @@ def _object_name(text: str, kind: str) -> str:
     if slash and prefix.lower() in _KIND_ALIASES[kind]:
         return name
     return text
-
-
-_KIND_ALIASES: Final = {"pod": ("pod", "pods", "po"), "node": ("node", "nodes", "no")}
 
 
 def nodes_command(args: argparse.Namespace) -> int:
