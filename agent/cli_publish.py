@@ -24,6 +24,12 @@ from gputopo.agent.cli_machine import (
     machine_source,
     node_name,
 )
+from gputopo.agent.device_taints import (
+    DEFAULT_DRIVER,
+    DEVICE_TAINT_EFFECTS,
+    DeviceTaintOptions,
+    DeviceTaintPublisher,
+)
 from gputopo.agent.loop import DEFAULT_POD_RESOURCES_INTERVAL_S
 from gputopo.agent.nvml import DEFAULT_XID_WINDOW_S
 from gputopo.agent.podresources import DEFAULT_SOCKET
@@ -157,6 +163,7 @@ def add_run_parser(subparsers: Any) -> None:
     )
     add_kubeconfig_arguments(parser)
     parser.add_argument("--publish-nrt", action="store_true", help="also apply the NRT object")
+    add_device_taint_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
     parser.add_argument("--prune", action="store_true", help="remove everything gputopo owns")
     add_runloop_arguments(parser)
@@ -164,6 +171,51 @@ def add_run_parser(subparsers: Any) -> None:
     # Last: every option on `run` (the publishing and machine flags too) gets its twin.
     apply_env_twins(parser, "gputopo-agent")
     parser.set_defaults(handler=run_run)
+
+
+def add_device_taint_arguments(parser: argparse.ArgumentParser) -> None:
+    """Per-GPU health as DRA DeviceTaintRules (agent.device_taints, docs/dra.md)."""
+    parser.add_argument(
+        "--publish-device-taints",
+        action="store_true",
+        help="also mark sick GPUs with DeviceTaintRules on the node's DRA devices",
+    )
+    parser.add_argument(
+        "--dra-driver",
+        default=DEFAULT_DRIVER,
+        metavar="NAME",
+        help=f"the DRA driver whose ResourceSlices publish the GPUs (default {DEFAULT_DRIVER})",
+    )
+    for health, default in (
+        ("degraded", "None"),
+        ("failed", "NoSchedule"),
+        ("reset-required", "NoExecute"),
+    ):
+        parser.add_argument(
+            f"--device-taint-effect-{health}",
+            choices=DEVICE_TAINT_EFFECTS,
+            default=default,
+            help=f"effect of the device taint of a {health} GPU (default {default})",
+        )
+
+
+def device_taint_options(
+    args: argparse.Namespace, options: PublishOptions
+) -> DeviceTaintOptions | None:
+    """The device-taint flags, checked before any API call; None without the flag."""
+    if not args.publish_device_taints:
+        return None
+    try:
+        return DeviceTaintOptions(
+            degraded_effect=args.device_taint_effect_degraded,
+            failed_effect=args.device_taint_effect_failed,
+            reset_required_effect=args.device_taint_effect_reset_required,
+            driver=args.dra_driver,
+            removal_after=options.removal_after,
+            contract=options.contract,
+        )
+    except ValueError as error:
+        raise CliError(str(error)) from None
 
 
 def add_runloop_arguments(parser: argparse.ArgumentParser) -> None:
@@ -258,6 +310,7 @@ def _node_name_from_environment() -> str | None:
 
 def run_run(args: argparse.Namespace) -> int:
     options = publish_options(args)
+    taint_options = device_taint_options(args, options)
     check_machine_arguments(args)
     node = args.node_name or _node_name_from_environment()
     if not node:
@@ -272,22 +325,34 @@ def run_run(args: argparse.Namespace) -> int:
     api = _api_client(args.kubeconfig, args.context)
     publisher = Publisher(api, node, options)
     nrt = NrtPublisher(api, node) if args.publish_nrt else None
+    device_taints = None
+    if taint_options is not None:
+        device_taints = DeviceTaintPublisher(api, node, taint_options)
 
     if args.prune:
         result = publisher.prune(dry_run=args.dry_run)
         _print_result(f"Node {node}", result)
         nrt_result = nrt.prune(dry_run=args.dry_run) if nrt is not None else None
         _print_result(f"NodeResourceTopology {node}", nrt_result)
-        return 0 if CycleResult(result, nrt_result).ok else EXIT_FAILURE
+        taints = device_taints.prune(dry_run=args.dry_run) if device_taints is not None else None
+        _print_result(f"DeviceTaintRules of {node}", taints)
+        return 0 if CycleResult(result, nrt_result, taints).ok else EXIT_FAILURE
 
     with machine_source(args) as source:
         if not args.once:
             from gputopo.agent.runloop import run_agent
 
-            return run_agent(source.discoverer, publisher, args, nrt=nrt)
+            return run_agent(
+                source.discoverer, publisher, args, nrt=nrt, device_taints=device_taints
+            )
         cycle = run_cycle(
-            lambda: discover_topology(source), publisher, nrt=nrt, dry_run=args.dry_run
+            lambda: discover_topology(source),
+            publisher,
+            nrt=nrt,
+            device_taints=device_taints,
+            dry_run=args.dry_run,
         )
         _print_result(f"Node {node}", cycle.node)
         _print_result(f"NodeResourceTopology {node}", cycle.nrt)
+        _print_result(f"DeviceTaintRules of {node}", cycle.device_taints)
         return 0 if cycle.ok else EXIT_FAILURE

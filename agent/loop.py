@@ -39,7 +39,7 @@ from gputopo.agent.podresources import (
     unavailable,
 )
 from gputopo.agent.publish.calls import PublishResult
-from gputopo.agent.publish.cycle import CycleResult, NrtWriter, run_cycle
+from gputopo.agent.publish.cycle import CycleResult, DeviceTaintWriter, NrtWriter, run_cycle
 from gputopo.agent.publish.desired import is_successful_discovery
 from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.stats import AgentStats, SnapshotHolder
@@ -97,6 +97,7 @@ class Agent:
         *,
         publisher: Publisher | None,
         nrt: NrtWriter | None = None,
+        device_taints: DeviceTaintWriter | None = None,
         pod_resources: PodResourcesClient | None = None,
         config: RunLoopConfig | None = None,
         holder: SnapshotHolder | None = None,
@@ -109,6 +110,7 @@ class Agent:
         self.discoverer = discoverer
         self.publisher = publisher
         self.nrt = nrt
+        self.device_taints = device_taints
         self.pod_resources = pod_resources
         self.config = config or RunLoopConfig()
         self.holder = holder or SnapshotHolder()
@@ -219,6 +221,7 @@ class Agent:
                     self.publisher,
                     nrt=self.nrt,
                     available=available if pods.available else None,
+                    device_taints=self.device_taints,
                     dry_run=self.config.dry_run,
                 )
                 self._record_publish(result)
@@ -247,6 +250,9 @@ class Agent:
         nrt_counters = getattr(self.nrt, "counters", None)
         if nrt_counters is not None and nrt_counters is not self.publisher.counters:
             sources.append(nrt_counters)
+        taint_counters = getattr(self.device_taints, "counters", None)
+        if taint_counters is not None and all(taint_counters is not c for c in sources):
+            sources.append(taint_counters)
         current = {
             "success": sum(c.writes for c in sources),
             "conflict": sum(c.conflicts for c in sources),
@@ -265,7 +271,11 @@ class Agent:
         )
         if result.ok:
             self.stats.record_publish_success()
-        for what, part in (("Node", result.node), ("NodeResourceTopology", result.nrt)):
+        for what, part in (
+            ("Node", result.node),
+            ("NodeResourceTopology", result.nrt),
+            ("DeviceTaintRules", result.device_taints),
+        ):
             if part is None:
                 continue
             level = logging.INFO if part.ok else logging.ERROR

@@ -13,7 +13,7 @@ from gputopo.agent.loop import Agent, RunLoopConfig
 from gputopo.agent.metrics import MetricsCollector, build_registry
 from gputopo.agent.nvml import XidDecay
 from gputopo.agent.podresources import PodResourcesClient
-from gputopo.agent.publish.cycle import NrtWriter
+from gputopo.agent.publish.cycle import DeviceTaintWriter, NrtWriter
 from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.triggers import signal_handlers
 from gputopo.core.address import parse_address
@@ -37,6 +37,7 @@ def run_agent(
     args: argparse.Namespace,
     *,
     nrt: NrtWriter | None = None,
+    device_taints: DeviceTaintWriter | None = None,
 ) -> int:
     """``gputopo-agent run`` (not ``--once``): the parsed flags of
     :func:`agent.cli_publish.add_runloop_arguments` plus ``--interval``, ``--dry-run`` and
@@ -61,7 +62,14 @@ def run_agent(
     # A channel per poll: between polls gRPC has none and its own threads stop; reconnecting to
     # a local unix socket every --pod-resources-interval is cheaper than keeping them.
     pod_client = PodResourcesClient(socket_path, keep_open=False) if socket_path else None
-    agent = Agent(discoverer, publisher=publisher, nrt=nrt, pod_resources=pod_client, config=config)
+    agent = Agent(
+        discoverer,
+        publisher=publisher,
+        nrt=nrt,
+        device_taints=device_taints,
+        pod_resources=pod_client,
+        config=config,
+    )
     try:
         server = serve(agent, args.metrics_address)
     except OSError as error:

@@ -3,7 +3,9 @@
 * ``<prefix>/sla=<0..1000>``, effect ``PreferNoSchedule`` by default. With KEP-5471 a pod
   tolerates it with ``operator: Gt, value: "950"`` when the node's score is above 950.
 * ``<prefix>/gpu-health=failed``, effect ``NoSchedule`` by default (``NoExecute`` to evict),
-  present while any GPU has failed, is lost or is on PCI but not in NVML.
+  present while any GPU has failed, is lost or is on PCI but not in NVML — unless each such GPU
+  is marked by its own DeviceTaintRule on a DRA node (agent.device_taints), which keeps pods
+  off that GPU only.
 
 The agent's own DaemonSet tolerates both, so it keeps running on the nodes it taints.
 """
@@ -46,14 +48,18 @@ class TaintOptions:
 
 
 def compute_taints(
-    topology: NodeTopology, sla_score: int | None, options: TaintOptions | None = None
+    topology: NodeTopology,
+    sla_score: int | None,
+    options: TaintOptions | None = None,
+    *,
+    health_taint: bool = True,
 ) -> list[Taint]:
     options = options or TaintOptions()
     c = options.contract
     taints: list[Taint] = []
     if sla_score is not None and (topology.gpus or topology.pci_only_gpus):
         taints.append(Taint(c.sla_taint, str(sla_score), options.sla_effect))
-    if topology.gpus or topology.pci_only_gpus:
+    if health_taint and (topology.gpus or topology.pci_only_gpus):
         worst, _ = gpu_health(topology)
         if worst is Health.FAILED:
             taints.append(Taint(c.health_taint, Health.FAILED.value, options.health_effect))

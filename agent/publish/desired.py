@@ -72,6 +72,7 @@ def desired_state(
     *,
     previous_sla: SlaState | None = None,
     hysteresis: SlaHysteresis | None = None,
+    health_taint: bool = True,
 ) -> DesiredState:
     gate.repairs.clear()  # the repairs of this computation only; the counter keeps totals
     assessment = assess(topology)
@@ -86,7 +87,7 @@ def desired_state(
         topology,
         LabelOptions(mig_strategy=options.mig_strategy, contract=options.contract, sla_score=score),
     )
-    taints = compute_taints(topology, score, options.taint_options())
+    taints = compute_taints(topology, score, options.taint_options(), health_taint=health_taint)
     return DesiredState(
         labels=gate.labels(labels),
         taints=tuple(gate.taint(t.key, t.value, t.effect) for t in taints),

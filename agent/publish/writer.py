@@ -114,8 +114,12 @@ class Publisher:
 
     # the two operations
 
-    def publish(self, topology: NodeTopology, *, dry_run: bool = False) -> PublishResult:
-        """One publish of a successful discovery; re-plans and retries on 409 Conflict."""
+    def publish(
+        self, topology: NodeTopology, *, dry_run: bool = False, health_taint: bool = True
+    ) -> PublishResult:
+        """One publish of a successful discovery; re-plans and retries on 409 Conflict.
+
+        ``health_taint`` False: the failed GPUs are marked by DeviceTaintRules instead."""
         self.counters.cycles += 1
         if not is_successful_discovery(topology):
             self.counters.discovery_failures += 1
@@ -143,6 +147,7 @@ class Publisher:
                 self.gate,
                 previous_sla=self._previous_sla(node),
                 hysteresis=self.hysteresis,
+                health_taint=health_taint,
             )
             others = {k: v for k, v in node.annotations.items() if k not in desired.annotations}
             self.gate.annotations(desired.annotations, others)  # raises over the size limit
