@@ -232,11 +232,21 @@ def _topology_of(annotations: Mapping[str, str]) -> tuple[GangTopology | None, s
 
 
 def not_found_message(group_key: str) -> str:
+    """Coscheduling's, or for a native group kube-scheduler's GangScheduling message."""
+    if group_key.startswith(NATIVE_KEY_PREFIX):
+        name = split_group_key(group_key)[2]
+        return f'waiting for pods\'s pod group "{name}" to appear in scheduling queue'
     return f"pod group {group_key} not found"
 
 
-def too_few_message(pod_key: str, count: int, min_member: int) -> str:
-    """Coscheduling's PreFilter message."""
+def too_few_message(pod_key: str, count: int, min_member: int, group_key: str = "") -> str:
+    """Coscheduling's PreFilter message, or for a native group kube-scheduler's PreEnqueue
+    message with the counts added."""
+    if group_key.startswith(NATIVE_KEY_PREFIX):
+        return (
+            "waiting for minCount pods from a gang to appear in scheduling queue "
+            f"(pods: {count}, minCount: {min_member})"
+        )
     return (
         f"pre-filter pod {pod_key.split('/', 1)[-1]} cannot find enough sibling pods, "
         f"current pods number: {count}, minMember of group: {min_member}"
@@ -267,9 +277,14 @@ def min_resources_message(group_key: str, gap: Mapping[str, int]) -> str:
 
 
 def no_domain_message(group_key: str, topology: GangTopology, members: int) -> str:
+    required_by = (
+        "spec.schedulingConstraints.topology"
+        if group_key.startswith(NATIVE_KEY_PREFIX)
+        else f"{TOPOLOGY_POLICY_ANNOTATION}: required"
+    )
     return (
         f"pod group {group_key}: no nodes sharing one {topology.label_key} value have room "
-        f"for {members} members ({TOPOLOGY_POLICY_ANNOTATION}: required)"
+        f"for {members} members ({required_by})"
     )
 
 

@@ -145,7 +145,8 @@ class GangHooks:
             self.metrics.gang_cycles.labels("backing_off").inc()
             return backing_off_message(group_key, self.backoff_s)
         elif (total := len(self.members(group_key))) < spec.min_member:
-            refusal, reason = too_few_message(pod_key, total, spec.min_member), "NotEnoughPods"
+            refusal = too_few_message(pod_key, total, spec.min_member, group_key)
+            reason = "NotEnoughPods"
             group_note = (
                 f"pod group {group_key}: current pods number: {total}, "
                 f"minMember of group: {spec.min_member}"

@@ -20,7 +20,10 @@ from gputopo.scheduler.gang import (
     group_key_of_model,
     group_key_of_podgroup,
     native_group_condition,
+    no_domain_message,
+    not_found_message,
     split_group_key,
+    too_few_message,
 )
 from gputopo.scheduler.model import parse_pod
 from gputopo.scheduler.snapshot import ClusterSnapshot
@@ -186,3 +189,18 @@ def test_a_turned_away_group_is_unschedulable_with_the_reason_and_keeps_its_tran
 
 def test_a_group_being_tried_has_no_condition_yet() -> None:
     assert native_group_condition(4, [_member("w-0", node="n1")], None, {}, NOW) is None
+
+
+def test_refusals_of_a_native_group_use_kube_schedulers_words() -> None:
+    native = "scheduling.k8s.io/ml/train"
+    assert not_found_message(native) == (
+        'waiting for pods\'s pod group "train" to appear in scheduling queue'
+    )
+    assert too_few_message("ml/w-0", 3, 4, native) == (
+        "waiting for minCount pods from a gang to appear in scheduling queue (pods: 3, minCount: 4)"
+    )
+    topology = GangTopology("nvidia.com/gpu.clique", required=True)
+    assert no_domain_message(native, topology, 4).endswith("(spec.schedulingConstraints.topology)")
+    # Coscheduling's keep theirs.
+    assert not_found_message("ml/train") == "pod group ml/train not found"
+    assert too_few_message("ml/w-0", 3, 4, "ml/train").startswith("pre-filter pod w-0 cannot find")
