@@ -56,14 +56,25 @@ class GoTool:
     directory: str  # hack/tools/<directory>
     module: str  # the module whose `require` line pins the version
     package: str  # the main package built
+    # Folders of the module's source copied beside the binary (into `<name>-assets/`), e.g.
+    # the CRDs a controller needs installed; `assets_dir` finds them.
+    assets: tuple[str, ...] = ()
 
     @property
     def module_dir(self) -> Path:
         return TOOLS_MODULE / self.directory
 
 
+KUEUE = GoTool(
+    name="kueue",
+    directory="kueue",
+    module="sigs.k8s.io/kueue",
+    package="sigs.k8s.io/kueue/cmd/kueue",
+    assets=("config/components/crd/bases",),
+)
+
 # Tools in their own modules; `ensure` builds each that is missing.
-GO_TOOLS: tuple[GoTool, ...] = ()
+GO_TOOLS: tuple[GoTool, ...] = (KUEUE,)
 COMPONENTS = (*GO_COMPONENTS, *(tool.name for tool in GO_TOOLS), PROMETHEUS)
 
 # The default kwok stages ("fast": a Node becomes Ready at once, a bound Pod Running at once, a
@@ -237,13 +248,24 @@ def tool_cache_dir(tool: GoTool) -> Path:
     return cache_root() / key
 
 
+def assets_dir(binary: Path, tool: GoTool) -> Path:
+    """Where the copied source folders of ``tool`` lie, next to its located ``binary``."""
+    return binary.parent / f"{tool.name}-assets"
+
+
+def _assets_ok(binary: Path, tool: GoTool) -> bool:
+    return all((assets_dir(binary, tool) / folder).is_dir() for folder in tool.assets)
+
+
 def _locate_tool(tool: GoTool, tools: Tools) -> None:
     asset = _from_assets(tool.name)
     cache_dir = tool_cache_dir(tool)
-    if asset is not None:
+    if asset is not None and _assets_ok(asset, tool):
         tools.paths[tool.name] = asset
         tools.sources[tool.name] = "KUBEBUILDER_ASSETS"
-    elif _cached_ok(cache_dir, _read_stamp(cache_dir), tool.name):
+    elif _cached_ok(cache_dir, _read_stamp(cache_dir), tool.name) and _assets_ok(
+        cache_dir / tool.name, tool
+    ):
         tools.paths[tool.name] = cache_dir / tool.name
         tools.sources[tool.name] = "cache"
     else:
@@ -389,7 +411,7 @@ def _ensure_tool(go: Path, tool: GoTool) -> None:
     cache_dir = tool_cache_dir(tool)
     with _locked(cache_dir):
         stamp = _read_stamp(cache_dir)
-        if _cached_ok(cache_dir, stamp, tool.name):
+        if _cached_ok(cache_dir, stamp, tool.name) and _assets_ok(cache_dir / tool.name, tool):
             return
         log = cache_dir / "build.log"
         staging = cache_dir / f".build-{os.getpid()}"
@@ -399,6 +421,19 @@ def _ensure_tool(go: Path, tool: GoTool) -> None:
         started = time.monotonic()
         try:
             _go_build(go, tool.module_dir, "-s -w", str(staging / tool.name), [tool.package], log)
+            if tool.assets:
+                source = _module_dir(go, tool.module_dir, tool.module, log)
+                for folder in tool.assets:
+                    # Go's module cache is read-only; the copy must be deletable on rebuild.
+                    shutil.copytree(
+                        source / folder, staging / "assets" / folder, copy_function=shutil.copyfile
+                    )
+                for path in (staging / "assets").rglob("*"):
+                    path.chmod(0o755 if path.is_dir() else 0o644)
+                (staging / "assets").chmod(0o755)
+                target = assets_dir(cache_dir / tool.name, tool)
+                shutil.rmtree(target, ignore_errors=True)
+                (staging / "assets").replace(target)
             (staging / tool.name).replace(cache_dir / tool.name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""Real components for integration tests: etcd, kube-apiserver, kube-scheduler, kwok, Prometheus.
+"""Real components for integration tests: etcd, kube-apiserver, kube-scheduler,
+kube-controller-manager, kwok, Prometheus.
 
 The pytest fixtures in tests/conftest.py wrap these; binaries come from `hack.testenv.locate()`
 (built by `make tools`), never from a build during a test run.
@@ -7,8 +8,12 @@ The pytest fixtures in tests/conftest.py wrap these; binaries come from `hack.te
 from tests.controlplane.cleanup import ClusterObjects
 from tests.controlplane.cluster import (
     ADMIN_USER,
+    DEVICE_TAINT_EVICTION_CONTROLLER,
+    DRA_CONTROLLERS,
     FEATURE_GATES,
     KWOK_NODE_ANNOTATION,
+    RESOURCE_CLAIM_CONTROLLER,
+    TAINT_EVICTION_CONTROLLER,
     ControlPlane,
     StartupTimes,
     kwok_node,
@@ -19,8 +24,12 @@ from tests.controlplane.prometheus import PrometheusServer, PromQLError, Sample,
 
 __all__ = [
     "ADMIN_USER",
+    "DEVICE_TAINT_EVICTION_CONTROLLER",
+    "DRA_CONTROLLERS",
     "FEATURE_GATES",
     "KWOK_NODE_ANNOTATION",
+    "RESOURCE_CLAIM_CONTROLLER",
+    "TAINT_EVICTION_CONTROLLER",
     "ClusterObjects",
     "ComponentFailedError",
     "ControlPlane",

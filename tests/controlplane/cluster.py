@@ -1,13 +1,21 @@
-"""etcd + kube-apiserver (and, on demand, kube-scheduler and kwok) on loopback for one session.
+"""etcd + kube-apiserver (and, on demand, kube-scheduler, kube-controller-manager and kwok) on
+loopback for one session.
 
 The apiserver runs with what a real cluster's has: TLS with its own CA, a static token file for
 an admin in system:masters, Node+RBAC authorization, service-account issuer and signing keys
 (so the TokenRequest API mints real, pod-bound tokens), NodeRestriction admission, and the
 KEP-5471 gate `TaintTolerationComparisonOperators` on, and Kubernetes' own gang API
-(`GenericWorkload`, `scheduling.k8s.io/v1beta1`) served. What a controller-manager would do is
-absent: no namespace/garbage-collection/serviceaccount controllers, so `create_namespace`
-creates the `default` ServiceAccount itself and `TaintNodesByCondition` admission is off (no node
-lifecycle controller would ever lift its not-ready taint).
+(`GenericWorkload`, `scheduling.k8s.io/v1beta1`) served. kube-controller-manager runs only the
+controllers a test names (`start_controller_manager`): no namespace/garbage-collection/
+serviceaccount controllers, so `create_namespace` creates the `default` ServiceAccount itself
+and `TaintNodesByCondition` admission is off (no node lifecycle controller would ever lift its
+not-ready taint).
+
+DRA needs no extra gate or runtime-config in v1.37.2 (pkg/features/kube_features.go there):
+DynamicResourceAllocation, DRADeviceTaints, DRADeviceTaintRules, DRAExtendedResource and
+DRAPrioritizedList are GA and on, DRAPartitionableDevices and DRAConsumableCapacity beta and on
+by default, and `resource.k8s.io/v1` (devicetaintrules included) is a default-enabled version.
+The beta/alpha versions of the group stay off, as in a default cluster.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from pathlib import Path
 from kubernetes import client
 
 from hack.testenv import Tools
-from hack.testenv.tools import ETCD, KUBE_APISERVER, KUBE_SCHEDULER, KWOK
+from hack.testenv.tools import ETCD, KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KWOK
 from tests.controlplane.certs import ClusterPki, write_cluster_pki
 from tests.controlplane.kubeconfig import write_kubeconfig
 from tests.controlplane.processes import ComponentFailedError, ManagedProcess, free_port
@@ -44,6 +52,14 @@ ADMIN_USER = "gputopo-test-admin"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_NODE_VALUE = "fake"
 START_TIMEOUT_S = 60.0
+# kube-controller-manager's controllers for DRA (cmd/kube-controller-manager/names): the
+# ResourceClaim controller makes claims from a Pod's claim templates and clears reservedFor; the
+# device-taint-eviction controller evicts Pods whose allocated devices carry a NoExecute taint.
+RESOURCE_CLAIM_CONTROLLER = "resourceclaim-controller"
+DEVICE_TAINT_EVICTION_CONTROLLER = "device-taint-eviction-controller"
+# Evicts Pods from Nodes with NoExecute taints they do not tolerate (KEP-5471 `Gt`/`Lt` included).
+TAINT_EVICTION_CONTROLLER = "taint-eviction-controller"
+DRA_CONTROLLERS = (RESOURCE_CLAIM_CONTROLLER, DEVICE_TAINT_EVICTION_CONTROLLER)
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,8 @@ class ControlPlane:
         self.admin_kubeconfig = workdir / "admin.kubeconfig"
         self.startup: StartupTimes | None = None
         self.scheduler: ManagedProcess | None = None
+        self.controller_manager: ManagedProcess | None = None
+        self.controller_manager_controllers: tuple[str, ...] = ()
         self.kwok: ManagedProcess | None = None
         self._admin: client.ApiClient | None = None
 
@@ -380,6 +398,55 @@ class ControlPlane:
         )
         return process
 
+    def start_controller_manager(
+        self, controllers: Sequence[str] = DRA_CONTROLLERS, extra_args: Sequence[str] = ()
+    ) -> ManagedProcess:
+        """kube-controller-manager running exactly `controllers` (admin kubeconfig, no election).
+
+        One runs at a time: asked for another set of controllers, the running one is stopped
+        and a new one started with that set (a controller a test did not ask for, such as
+        taint eviction, must not act on other tests' objects).
+        """
+        wanted = tuple(controllers)
+        if not wanted:
+            raise ValueError("start_controller_manager: controllers is empty")
+        running = self.controller_manager
+        if running is not None and running.alive():
+            if wanted == self.controller_manager_controllers:
+                return running
+            running.stop()
+        binary = self.tools.require(KUBE_CONTROLLER_MANAGER)
+        port = free_port()
+        kubeconfig = str(self.admin_kubeconfig)
+        process = self._spawn(
+            "kube-controller-manager",
+            [
+                str(binary),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                f"--controllers={','.join(wanted)}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={self.workdir / 'controller-manager-certs'}",
+                f"--feature-gates={FEATURE_GATES}",
+                *extra_args,
+            ],
+        )
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        process.wait_until(
+            lambda: _https_text(f"https://127.0.0.1:{port}/healthz", None, insecure) == "ok",
+            START_TIMEOUT_S,
+            "healthy (/healthz)",
+        )
+        self.controller_manager = process
+        self.controller_manager_controllers = wanted
+        return process
+
     def start_kwok(self) -> ManagedProcess:
         """kwok managing Nodes annotated kwok.x-k8s.io/node=fake, with the default fast stages."""
         if self.kwok is not None and self.kwok.alive():
@@ -458,8 +525,12 @@ def running_control_plane(tools: Tools, workdir: Path) -> Iterator[ControlPlane]
 
 __all__ = [
     "ADMIN_USER",
+    "DEVICE_TAINT_EVICTION_CONTROLLER",
+    "DRA_CONTROLLERS",
     "FEATURE_GATES",
     "KWOK_NODE_ANNOTATION",
+    "RESOURCE_CLAIM_CONTROLLER",
+    "TAINT_EVICTION_CONTROLLER",
     "ComponentFailedError",
     "ControlPlane",
     "StartupTimes",
