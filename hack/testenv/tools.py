@@ -23,6 +23,9 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from hack.testenv import prometheus
 
@@ -36,6 +39,7 @@ KUBE_CONTROLLER_MANAGER = "kube-controller-manager"
 ETCD = "etcd"
 KWOK = "kwok"
 KWOK_STAGES = "kwok-stages.yaml"
+KWOK_KEEP_RUNNING = "gputopo.io/kwok-keep-running"
 PROMETHEUS = "prometheus"
 
 # The control plane, built from hack/tools (Kubernetes, etcd) and hack/tools/kwok.
@@ -88,7 +92,10 @@ _KWOK_STAGE_FILES = (
 
 _STAMP = "stamp.json"
 # Part of the cache key: changing how the binaries are built must not reuse old ones.
-_BUILD_RECIPE = "CGO_ENABLED=0 -mod=readonly -trimpath -ldflags=-s -w +version; kwok fast stages"
+_BUILD_RECIPE = (
+    "CGO_ENABLED=0 -mod=readonly -trimpath -ldflags=-s -w +version; kwok fast stages; "
+    "Job pods kept running by annotation"
+)
 _MAKE_TOOLS_HINT = "run `make tools` (python -m hack.testenv ensure)"
 
 
@@ -393,13 +400,29 @@ def _build(go: Path, pins: Pins, names: list[str], staging: Path, log: Path) -> 
         _go_build(go, KWOK_MODULE, "-s -w", str(staging / KWOK), ["sigs.k8s.io/kwok/cmd/kwok"], log)
         source = _module_dir(go, KWOK_MODULE, "sigs.k8s.io/kwok", log)
         documents = [
-            (source / relative).read_text(encoding="utf-8").strip()
+            _keep_running_unless_done(yaml.safe_load((source / relative).read_text("utf-8")))
             for relative in _KWOK_STAGE_FILES
         ]
-        header = f"# Default kwok stages from sigs.k8s.io/kwok@{pins.kwok} (node fast, pod fast).\n"
-        (staging / KWOK_STAGES).write_text(
-            header + "\n---\n".join(documents) + "\n", encoding="utf-8"
+        header = (
+            f"# Default kwok stages from sigs.k8s.io/kwok@{pins.kwok} (node fast, pod fast); Job "
+            f'pods annotated {KWOK_KEEP_RUNNING}: "true" are not completed.\n'
         )
+        (staging / KWOK_STAGES).write_text(
+            header + "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in documents),
+            encoding="utf-8",
+        )
+
+
+def _keep_running_unless_done(stage: dict[str, Any]) -> dict[str, Any]:
+    """kwok's fast `pod-complete` stage makes every Job's pod Succeed as soon as it runs; tests
+    that need a Job running (Kueue's preemption of admitted work) annotate its pod template
+    with KWOK_KEEP_RUNNING, which this stage then leaves alone."""
+    if stage.get("metadata", {}).get("name") == "pod-complete":
+        expressions = stage["spec"]["selector"]["matchExpressions"]
+        expressions.append(
+            {"key": f'.metadata.annotations["{KWOK_KEEP_RUNNING}"]', "operator": "DoesNotExist"}
+        )
+    return stage
 
 
 def _say(message: str) -> None:

@@ -32,13 +32,14 @@ QUEUE_NAME_LABEL = "kueue.x-k8s.io/queue-name"
 REQUIRED_TOPOLOGY = "kueue.x-k8s.io/podset-required-topology"
 _CRD_FOLDER = "config/components/crd/bases"
 _START_TIMEOUT_S = 90.0
+METRICS_CERT_DIR = Path("/etc/kueue/metrics/certs")
 
 
 def install_kueue_crds(plane: ControlPlane) -> list[str]:
     """Create Kueue's CRDs (idempotent) and wait until each is established."""
     binary = plane.tools.require(KUEUE.name)
     folder = assets_dir(binary, KUEUE) / _CRD_FOLDER
-    extensions = client.ApiextensionsV1Api(plane.admin())
+    extensions = client.ApiextensionsV1Api(plane.admin)
     names: list[str] = []
     for path in sorted(folder.glob("kueue.x-k8s.io_*.yaml")):
         crd = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -80,6 +81,7 @@ def start_kueue(
     )
     (certs / "tls.crt").write_bytes(cert_pem)
     (certs / "tls.key").write_bytes(key_pem)
+    _install_metrics_certs(cert_pem, key_pem)
     health, metrics, webhook = free_port(), free_port(), free_port()
     configuration: dict[str, Any] = {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
@@ -93,10 +95,6 @@ def start_kueue(
         "internalCertManagement": {"enable": False},
         "integrations": {"frameworks": ["batch/job"]},
     }
-    if feature_gates:
-        configuration["featureGates"] = dict(
-            (gate.split("=", 1)[0], gate.split("=", 1)[1] == "true") for gate in feature_gates
-        )
     config_file = workdir / "kueue-config.yaml"
     config_file.write_text(json.dumps(configuration, indent=2), encoding="utf-8")
     argv = [
@@ -104,6 +102,9 @@ def start_kueue(
         f"--config={config_file}",
         f"--kubeconfig={plane.admin_kubeconfig}",
         "--zap-log-level=info",
+        # The on-demand visibility API server wants its own certificate at a fixed path
+        # (/visibility) and an APIService; the tests read Workloads instead.
+        f"--feature-gates={','.join(('VisibilityOnDemand=false', *feature_gates))}",
     ]
     process = ManagedProcess("kueue", argv, plane.workdir / "logs" / "kueue.log", workdir)
     plane.processes.append(process)  # stopped with the control plane if the caller does not
@@ -113,6 +114,32 @@ def start_kueue(
         "ready (/readyz)",
     )
     return process
+
+
+def _install_metrics_certs(cert_pem: bytes, key_pem: bytes) -> None:
+    """Kueue v0.17 reads its metrics server's certificate from a fixed path when its internal
+    certificate management is off (cmd/kueue/main.go: `/etc/kueue/metrics/certs`), where a real
+    install mounts cert-manager's Secret. The test writes one there (CI runs as root); the
+    files are replaced on every start and `remove_metrics_certs` takes them away."""
+    try:
+        METRICS_CERT_DIR.mkdir(parents=True, exist_ok=True)
+        (METRICS_CERT_DIR / "tls.crt").write_bytes(cert_pem)
+        (METRICS_CERT_DIR / "tls.key").write_bytes(key_pem)
+    except OSError as error:
+        raise RuntimeError(
+            f"Kueue needs its metrics certificate in {METRICS_CERT_DIR} (a path fixed in Kueue "
+            f"v0.17): cannot write it ({error}); run the integration tests as root"
+        ) from None
+
+
+def remove_metrics_certs() -> None:
+    for name in ("tls.crt", "tls.key"):
+        (METRICS_CERT_DIR / name).unlink(missing_ok=True)
+    for folder in (METRICS_CERT_DIR, METRICS_CERT_DIR.parent, METRICS_CERT_DIR.parent.parent):
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # not empty (someone else's), or gone
 
 
 def _http_ok(url: str) -> bool:

@@ -19,12 +19,14 @@ from kubernetes import client
 from gputopo.scheduler.cli import main as scheduler_main
 from gputopo.scheduler.runtime.kube import JsonDict
 from gputopo.scheduler.runtime.runner import SchedulerRuntime
+from hack.testenv.tools import KWOK_KEEP_RUNNING as KEEP_RUNNING
 from tests.controlplane import ControlPlane, ManagedProcess
 from tests.controlplane.kueue import (
     KUEUE_GROUP,
     KUEUE_VERSION,
     QUEUE_NAME_LABEL,
     REQUIRED_TOPOLOGY,
+    remove_metrics_certs,
     start_kueue,
 )
 from tests.integration.scheduler_env import Cluster, gpu_node, running_runtime
@@ -48,6 +50,7 @@ def kueue(
         yield process
     finally:
         process.stop()
+        remove_metrics_certs()
 
 
 @pytest.fixture
@@ -66,7 +69,7 @@ class Kueue:
     """Kueue objects for one test, deleted after it (cluster-scoped ones included)."""
 
     def __init__(self, plane: ControlPlane) -> None:
-        self.custom = client.CustomObjectsApi(plane.admin())
+        self.custom = client.CustomObjectsApi(plane.admin)
         self.created: list[tuple[str, str, str]] = []  # (plural, namespace, name)
 
     def create(self, plural: str, body: JsonDict, namespace: str = "") -> None:
@@ -160,7 +163,8 @@ def _job(
             "completions": pods,
             "suspend": True,  # what Kueue's Job webhook would set
             "template": {
-                "metadata": {"annotations": template_annotations or {}},
+                # kwok completes Job pods at once unless told to keep them running.
+                "metadata": {"annotations": {KEEP_RUNNING: "true", **(template_annotations or {})}},
                 "spec": spec,
             },
         },
@@ -168,7 +172,7 @@ def _job(
 
 
 def _create_job(plane: ControlPlane, namespace: str, job: JsonDict) -> None:
-    client.BatchV1Api(plane.admin()).create_namespaced_job(namespace, job)
+    client.BatchV1Api(plane.admin).create_namespaced_job(namespace, job)
 
 
 def _job_pods(cluster: Cluster, namespace: str, job: str) -> list[JsonDict]:
@@ -177,6 +181,7 @@ def _job_pods(cluster: Cluster, namespace: str, job: str) -> list[JsonDict]:
         for pod in cluster.pods(namespace)
         if (pod["metadata"].get("labels") or {}).get("job-name") == job
         and not pod["metadata"].get("deletionTimestamp")
+        and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
     ]
 
 
@@ -309,7 +314,7 @@ def test_kueue_admits_borrows_and_reclaims_while_gputopo_keeps_each_gang_in_one_
         # Every pod Kueue admitted binds (gputopo never strands Kueue's accounting).
         eventually(lambda: len(_bound_nodes(cluster, team_b, "eval")) == 2, 60, "eval bound")
         eventually(
-            lambda: not _bound_nodes(cluster, namespace, "train"), 60, "team a's pods are gone"
+            lambda: not _bound_nodes(cluster, namespace, "train"), 120, "team a's pods are gone"
         )
         admitted = _workload_of(queues, namespace, "train")
         assert admitted is not None and _condition(admitted, "Admitted") != "True"
