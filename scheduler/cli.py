@@ -19,6 +19,7 @@ from gputopo.core.flags import OneLineErrorParser, add_output_argument, add_vers
 from gputopo.core.logs import add_logging_arguments
 from gputopo.scheduler.cli_extender import add_extender_parser
 from gputopo.scheduler.cli_run import add_run_parser
+from gputopo.scheduler.cli_topology import add_topology_parser
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.scheduling_profile import default_profile, load_profile
 from gputopo.scheduler.simulate import load_cluster, render_json, render_text, simulate
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_parser(subparsers)
     add_run_parser(subparsers)
     add_extender_parser(subparsers)
+    add_topology_parser(subparsers)
     return parser
 
 

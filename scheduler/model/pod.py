@@ -45,6 +45,7 @@ class Pod:
         "nonzero_cpu",
         "nonzero_memory",
         "phase",
+        "pod_group_name",
         "preferred_affinity",
         "preferred_anti_affinity",
         "preferred_node_affinity",
@@ -78,6 +79,7 @@ class Pod:
     priority_class_name: str
     priority: int | None
     scheduler_name: str
+    pod_group_name: str  # spec.schedulingGroup.podGroupName: a native (scheduling.k8s.io) gang
     requests: dict[str, int]
     nonzero_cpu: int
     nonzero_memory: int
@@ -188,6 +190,8 @@ def _read_identity(
     pod.priority_class_name = where.string(spec, "priorityClassName", "spec.priorityClassName")
     pod.priority = where.integer(spec, "priority", "spec.priority")
     pod.scheduler_name = where.string(spec, "schedulerName", "spec.schedulerName")
+    group = where.mapping(spec, "schedulingGroup", "spec.schedulingGroup")
+    pod.pod_group_name = where.string(group, "podGroupName", "spec.schedulingGroup.podGroupName")
 
 
 def _required_node_affinity(

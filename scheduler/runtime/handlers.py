@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gputopo.scheduler.gang import group_key_of
+from gputopo.scheduler.gang import NATIVE_PODGROUP_KIND, group_key_of
 from gputopo.scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
 from gputopo.scheduler.runtime.core_adapter import SchedulingFramework
 from gputopo.scheduler.runtime.events import EventRecorder
@@ -21,6 +21,7 @@ from gputopo.scheduler.runtime.priorities import PriorityClasses
 from gputopo.scheduler.runtime.queue import SchedulingQueue, pod_key
 
 NRT_KIND = "NodeResourceTopology"
+_PODGROUP_KINDS = ("PodGroup", NATIVE_PODGROUP_KIND)
 
 
 class ClusterEventHandlers:
@@ -61,8 +62,8 @@ class ClusterEventHandlers:
                 self.framework.upsert_namespace(obj)
         elif kind == "PriorityClass":
             self.priorities.upsert(obj)
-        elif kind == "PodGroup":
-            self.gangs.podgroup_upserted(obj)
+        elif kind in _PODGROUP_KINDS:
+            self.gangs.podgroup_upserted(obj, native=kind == NATIVE_PODGROUP_KIND)
         elif kind == NRT_KIND:
             self._nrt_changed(obj)
 
@@ -80,8 +81,8 @@ class ClusterEventHandlers:
             self.queue.move_all_to_active_or_backoff()
         elif kind == "PriorityClass":
             self.priorities.upsert(new)
-        elif kind == "PodGroup":
-            self.gangs.podgroup_upserted(new)
+        elif kind in _PODGROUP_KINDS:
+            self.gangs.podgroup_upserted(new, native=kind == NATIVE_PODGROUP_KIND)
         elif kind == NRT_KIND:
             self._nrt_changed(new)
 
@@ -104,8 +105,8 @@ class ClusterEventHandlers:
                 self.framework.delete_namespace(str(obj["metadata"]["name"]))
         elif kind == "PriorityClass":
             self.priorities.delete(obj)
-        elif kind == "PodGroup":
-            self.gangs.podgroup_deleted(obj)
+        elif kind in _PODGROUP_KINDS:
+            self.gangs.podgroup_deleted(obj, native=kind == NATIVE_PODGROUP_KIND)
         elif kind == NRT_KIND:
             with self.cache.lock:
                 self.framework.delete_nrt(str(obj["metadata"]["name"]))
