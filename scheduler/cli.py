@@ -18,6 +18,7 @@ from gputopo.core.cli import run_command
 from gputopo.core.flags import OneLineErrorParser, add_output_argument, add_version_argument
 from gputopo.core.logs import add_logging_arguments
 from gputopo.scheduler.cli_extender import add_extender_parser
+from gputopo.scheduler.cli_rebalance import add_rebalance_parser
 from gputopo.scheduler.cli_run import add_run_parser
 from gputopo.scheduler.cli_topology import add_topology_parser
 from gputopo.scheduler.errors import SchedulerInputError
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(subparsers)
     add_extender_parser(subparsers)
     add_topology_parser(subparsers)
+    add_rebalance_parser(subparsers)
     return parser
 
 

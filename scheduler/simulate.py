@@ -56,6 +56,8 @@ class ClusterInput:
     priority_classes: dict[str, PriorityClass] = field(default_factory=dict)
     bound_pods: list[Pod] = field(default_factory=list)
     pending_pods: list[Pod] = field(default_factory=list)
+    # PodDisruptionBudgets as read (rebalance plans with them; placement ignores them).
+    disruption_budgets: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -166,12 +168,44 @@ def _add_object(
         pod = parse_pod(obj)
         (cluster.bound_pods if pod.node_name else cluster.pending_pods).append(pod)
         return ("Pod", pod.key)
+    if kind == "PodDisruptionBudget":
+        return _add_budget(cluster, obj)
     if kind not in _IGNORED_KINDS:
         cluster.notes.append(
             f"{where}: kind {kind} is not simulated (only Node, Namespace, PriorityClass, Pod); "
             "skipped"
         )
     return None
+
+
+def _add_budget(cluster: ClusterInput, obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata")
+    spec = obj.get("spec")
+    if not isinstance(meta, Mapping) or not meta.get("name"):
+        raise SchedulerInputError("PodDisruptionBudget: metadata.name: must be set")
+    key = f"{meta.get('namespace') or 'default'}/{meta['name']}"
+    if not isinstance(spec, Mapping):
+        raise SchedulerInputError(f"PodDisruptionBudget {key}: spec: expected an object")
+    selector = spec.get("selector")
+    if selector is not None and not isinstance(selector, Mapping):
+        raise SchedulerInputError(f"PodDisruptionBudget {key}: spec.selector: expected an object")
+    for name in ("minAvailable", "maxUnavailable"):
+        value = spec.get(name)
+        if value is not None and not _int_or_percent(value):
+            raise SchedulerInputError(
+                f"PodDisruptionBudget {key}: spec.{name}: expected an integer or a percentage, "
+                f"got {value!r}"
+            )
+    cluster.disruption_budgets.append(dict(obj))
+    return ("PodDisruptionBudget", key)
+
+
+def _int_or_percent(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 0
+    return isinstance(value, str) and value.endswith("%") and value[:-1].isdigit()
 
 
 def _check_topology_annotation(node: Node) -> None:

@@ -34,6 +34,7 @@ class Pod:
     __slots__ = (
         "annotations",
         "blockers",
+        "has_controller",
         "host_ports",
         "key",
         "label_signature",
@@ -72,6 +73,7 @@ class Pod:
     uid: str
     labels: dict[str, str]
     annotations: dict[str, str]
+    has_controller: bool  # an ownerReference with controller: true (something recreates it)
     label_signature: tuple[tuple[str, str], ...]
     node_name: str
     phase: str
@@ -185,6 +187,10 @@ def _read_identity(
     pod.label_signature = tuple(sorted(pod.labels.items()))
     pod.annotations = where.string_map(meta, "annotations", "metadata.annotations")
     pod.terminating = meta.get("deletionTimestamp") is not None
+    owners = where.sequence(meta, "ownerReferences", "metadata.ownerReferences")
+    pod.has_controller = any(
+        isinstance(owner, Mapping) and owner.get("controller") is True for owner in owners
+    )
     pod.node_name = where.string(spec, "nodeName", "spec.nodeName")
     pod.phase = where.string(status, "phase", "status.phase")
     pod.priority_class_name = where.string(spec, "priorityClassName", "spec.priorityClassName")
