@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 
 from gputopo.agent.discovery import Discoverer
+from gputopo.agent.driver_upgrade import DEFAULT_UPGRADE_POLL_S
 from gputopo.agent.loop import Agent, RunLoopConfig
 from gputopo.agent.metrics import MetricsCollector, build_registry
 from gputopo.agent.nvml import XidDecay
@@ -37,10 +39,13 @@ def run_agent(
     args: argparse.Namespace,
     *,
     nrt: NrtWriter | None = None,
+    upgrade_state: Callable[[], str | None] | None = None,
 ) -> int:
     """``gputopo-agent run`` (not ``--once``): the parsed flags of
     :func:`agent.cli_publish.add_runloop_arguments` plus ``--interval``, ``--dry-run`` and
-    ``--log-format``/``--log-level``; ``discoverer`` is open; returns the exit status."""
+    ``--log-format``/``--log-level``; ``discoverer`` is open; ``upgrade_state`` reads the GPU
+    Operator's upgrade state of this node (:mod:`agent.driver_upgrade`); returns the exit
+    status."""
     configure_logging(args.log_format, args.log_level)
     try:
         config = RunLoopConfig(
@@ -51,6 +56,7 @@ def run_agent(
             min_trigger_interval_s=args.min_trigger_interval,
             dry_run=getattr(args, "dry_run", False),
             udev=not args.no_udev,
+            upgrade_poll_interval_s=args.driver_upgrade_poll_interval or DEFAULT_UPGRADE_POLL_S,
         )
         xid_decay = XidDecay(window_s=args.xid_window)
         parse_address(args.metrics_address)
@@ -61,7 +67,14 @@ def run_agent(
     # A channel per poll: between polls gRPC has none and its own threads stop; reconnecting to
     # a local unix socket every --pod-resources-interval is cheaper than keeping them.
     pod_client = PodResourcesClient(socket_path, keep_open=False) if socket_path else None
-    agent = Agent(discoverer, publisher=publisher, nrt=nrt, pod_resources=pod_client, config=config)
+    agent = Agent(
+        discoverer,
+        publisher=publisher,
+        nrt=nrt,
+        pod_resources=pod_client,
+        config=config,
+        upgrade_state=upgrade_state,
+    )
     try:
         server = serve(agent, args.metrics_address)
     except OSError as error:
