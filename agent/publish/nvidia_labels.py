@@ -3,14 +3,18 @@ conflict rule that keeps gputopo out of a write war with GPU Feature Discovery (
 
 * ``own`` — gputopo writes the keys it computes where they are absent and keeps the ones it
   holds current; a key another writer holds together with it (the same value applied by both)
-  stays gputopo's to update and remove.
+  stays gputopo's to update, and a one-off overwrite of a key gputopo wrote (a
+  ``kubectl label --overwrite``) is corrected — once per key: the correction is recorded (a
+  ``corrected:<key>`` marker in the pending-removal annotation, written with the correction),
+  and when the value is replaced again gputopo yields the key like the other modes.
 * ``defer`` (the default) — gputopo writes a key only where no other field manager holds it:
   a key that any other writer holds, alone or together with gputopo, is that writer's.
 * ``off`` — gputopo writes none; the ones it holds go, after the usual removal hysteresis.
 
 In every mode a key another writer set first is never overwritten (the admission policy denies
 it too), and the conflict rule holds: once another field manager has replaced the value of a
-key gputopo wrote, gputopo stops writing that key (no write war). Who holds what is read from
+key gputopo wrote (in ``own``: again, after the one correction), gputopo stops writing that
+key — no write war. Who holds what is read from
 the Node's ``metadata.managedFields``, which the API server keeps per field manager: an update
 that changes a label hands the label to the writer that changed it.
 
@@ -62,18 +66,23 @@ def label_holders(entries: Any) -> dict[str, frozenset[str]]:
     return {key: frozenset(managers) for key, managers in holders.items()}
 
 
+CORRECTED_MARKER: Final = "corrected:"
+
+
 def yielded_keys(
     claimed: frozenset[str],
     holders: Mapping[str, frozenset[str]],
     present: Mapping[str, str],
     mode: str,
     own_manager: str,
+    corrected: frozenset[str] = frozenset(),
 ) -> frozenset[str]:
     """The ``nvidia.com/*`` keys among ``claimed`` (what gputopo's annotation or field manager
     says it owns) that belong to another writer now: held by another field manager and not by
     gputopo (it replaced gputopo's value: the conflict rule), or — in every mode but ``own`` —
     held by another field manager at all (``off`` and a prune never remove a label another
-    writer holds too)."""
+    writer holds too). In ``own`` a key another writer took is gputopo's to correct once:
+    yielded only when it is among ``corrected``."""
     result = set()
     for key in claimed:
         if not is_nvidia_key(key) or key not in present:
@@ -82,7 +91,7 @@ def yielded_keys(
         others = managers - {own_manager}
         if not others:
             continue
-        if mode != "own" or own_manager not in managers:
+        if mode != "own" or (own_manager not in managers and key in corrected):
             result.add(key)
     return frozenset(result)
 

@@ -11,6 +11,8 @@ from typing import Any, Final
 
 from gputopo.agent.publish.desired import DesiredState
 from gputopo.agent.publish.nvidia_labels import (
+    CORRECTED_MARKER,
+    DEFAULT_NVIDIA_LABEL_MODE,
     LabelConflict,
     is_nvidia_key,
     label_holders,
@@ -138,7 +140,13 @@ class Ownership:
     yielded: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, node: NodeView, contract: Contract, mode: str = "own") -> Ownership:
+    def of(
+        cls,
+        node: NodeView,
+        contract: Contract,
+        mode: str = DEFAULT_NVIDIA_LABEL_MODE,
+        corrected: frozenset[str] = frozenset(),
+    ) -> Ownership:
         claimed_labels = parse_key_list(node.annotations.get(contract.owned_labels_annotation))
         claimed_taints = parse_key_list(node.annotations.get(contract.owned_taints_annotation))
         labels = {key for key in claimed_labels if contract.may_own_label(key)}
@@ -168,7 +176,7 @@ class Ownership:
                 if contract.may_own_taint(_taint_identity(taint))
             }
         yielded = yielded_keys(
-            frozenset(labels), node.label_holders, node.labels, mode, FIELD_MANAGER
+            frozenset(labels), node.label_holders, node.labels, mode, FIELD_MANAGER, corrected
         )
         return cls(frozenset(labels - yielded), frozenset(taints), tuple(ignored), yielded)
 
@@ -260,14 +268,19 @@ def plan(
     desired: DesiredState,
     contract: Contract,
     removal_after: int,
-    nvidia_labels: str = "own",
+    nvidia_labels: str = DEFAULT_NVIDIA_LABEL_MODE,
 ) -> Plan:
     """The merge patch that brings ``node`` to ``desired`` under the ownership rules and the
     ``nvidia_labels`` mode (:mod:`.nvidia_labels`; ``off``: ``desired`` already has none)."""
     planner = _Planner(node, contract)
-    ownership = Ownership.of(node, contract, nvidia_labels)
-    owned_labels, owned_taints = ownership.labels, ownership.taints
     pending = _parse_pending(node.annotations.get(contract.pending_removal_annotation))
+    corrected = frozenset(
+        marker.removeprefix(CORRECTED_MARKER)
+        for marker in pending
+        if marker.startswith(CORRECTED_MARKER)
+    )
+    ownership = Ownership.of(node, contract, nvidia_labels, corrected)
+    owned_labels, owned_taints = ownership.labels, ownership.taints
     own_prefix = f"{contract.prefix}/"
     skipped: list[str] = []
 
@@ -296,7 +309,12 @@ def plan(
                 conflicts.append(LabelConflict(key, value, old, tuple(sorted(others))))
             continue
         new_owned_labels.add(key)
-        if old is None or old == value or key in health_keys:
+        if complete and old is not None and old != value and _held_by_others_only(node, key):
+            # own mode: another writer overwrote a key gputopo wrote; corrected this once,
+            # and the record of it makes the next overwrite a conflict (nvidia_labels).
+            planner.set_label(key, value)
+            new_pending[f"{CORRECTED_MARKER}{key}"] = 1
+        elif old is None or old == value or key in health_keys:
             planner.set_label(key, value)
         elif not complete:
             continue  # a partial discovery keeps the last good value
@@ -322,6 +340,11 @@ def plan(
         else:
             new_owned_labels.add(key)
             new_pending[f"label:{key}"] = misses
+
+    for marker in pending:  # a correction stays recorded while the key is claimed
+        key = marker.removeprefix(CORRECTED_MARKER)
+        if marker.startswith(CORRECTED_MARKER) and key in new_owned_labels:
+            new_pending[marker] = 1
 
     # taints (identified by key and effect)
     desired_taints = {t.identity(): t for t in desired.taints}
@@ -384,6 +407,11 @@ def plan(
     )
 
 
+def _held_by_others_only(node: NodeView, key: str) -> bool:
+    holders = node.label_holders.get(key, frozenset())
+    return bool(holders) and FIELD_MANAGER not in holders
+
+
 def taints_only(full: Plan, contract: Contract) -> Plan | None:
     """The taint part of ``full`` (with its ownership record), or None when it changes no taint.
 
@@ -407,7 +435,7 @@ def taints_only(full: Plan, contract: Contract) -> Plan | None:
     return Plan(changes, {"metadata": metadata, "spec": {"taints": spec["taints"]}})
 
 
-def plan_prune(node: NodeView, contract: Contract, nvidia_labels: str = "own") -> Plan:
+def plan_prune(node: NodeView, contract: Contract, nvidia_labels: str = "defer") -> Plan:
     """Remove every label, taint and annotation the agent owns; nothing else (a key another
     writer took over, see :mod:`.nvidia_labels`, is not the agent's any more)."""
     planner = _Planner(node, contract)
