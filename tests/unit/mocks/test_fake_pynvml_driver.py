@@ -1,0 +1,46 @@
+"""The fake's driver can be unloaded and loaded again, as a containerised driver upgrade does:
+refused while an NVML session is open (rmmod: module in use), DRIVER_NOT_LOADED at nvmlInit
+while it is out, and the new version reported once it is back."""
+
+from __future__ import annotations
+
+import pynvml
+import pytest
+
+from gputopo.mocks.fake_pynvml import DriverInUse, make_fake_pynvml
+
+
+def test_unload_is_refused_while_nvml_is_initialised_dgx_h100() -> None:
+    nvml = make_fake_pynvml("dgx-h100")
+    nvml.nvmlInit()
+    with pytest.raises(DriverInUse, match=r"dgx-h100: .*in use \(1 NVML session"):
+        nvml.control.unload_driver()
+    assert nvml.control.driver_loaded
+    nvml.nvmlShutdown()
+    nvml.control.unload_driver()
+    assert not nvml.control.driver_loaded
+
+
+def test_nvml_cannot_initialise_while_the_driver_is_out_dgx_h100() -> None:
+    nvml = make_fake_pynvml("dgx-h100")
+    nvml.control.unload_driver()
+    with pytest.raises(pynvml.NVMLError_DriverNotLoaded):
+        nvml.nvmlInit()
+    assert not nvml.control.initialized
+
+
+def test_the_loaded_driver_reports_its_new_version_dgx_h100() -> None:
+    nvml = make_fake_pynvml("dgx-h100")
+    nvml.control.unload_driver()
+    nvml.control.load_driver("565.57.01", cuda_version=12070)
+    nvml.nvmlInit()
+    assert nvml.nvmlSystemGetDriverVersion() == "565.57.01"
+    assert nvml.nvmlSystemGetNVMLVersion() == "12.565.57.01"
+    assert nvml.nvmlSystemGetCudaDriverVersion() == 12070
+    assert nvml.nvmlDeviceGetCount() == 8
+
+
+def test_a_malformed_driver_version_is_refused() -> None:
+    nvml = make_fake_pynvml("dgx-h100")
+    with pytest.raises(ValueError):
+        nvml.control.load_driver("latest")
