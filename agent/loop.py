@@ -224,6 +224,7 @@ class Agent:
                 )
                 result = CycleResult(PublishResult("skipped", message=message))
                 self._last_cycle_result = result
+                self.cycles += 1
                 return result
             if self._reopen_pending:
                 self._open_nvml()
