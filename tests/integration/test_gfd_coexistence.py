@@ -29,6 +29,13 @@ from gputopo.agent.runloop import serve
 from gputopo.core.contract import Gfd
 from gputopo.core.kube import KubeClient, load_kubeconfig
 from tests.controlplane import ClusterObjects, ControlPlane
+from tests.integration.test_publisher import (  # noqa: F401  (fixtures)
+    agent_bound_to,
+    agent_client,
+    agent_rbac_and_policy,
+    fast_backoff,
+)
+from tests.unit.agent.machines import dgx_h100
 
 pytestmark = pytest.mark.integration
 
@@ -197,3 +204,41 @@ def test_defer_never_touches_a_value_gfd_wrote_first_and_off_writes_none(
     gputopo_nvidia = [k for k in labels if k.startswith("nvidia.com/") and k != Gfd.GPU_PRODUCT]
     assert gputopo_nvidia == []
     assert labels["gputopo.io/gpu.present"] == "true"
+
+
+def test_as_the_agents_service_account_under_the_shipped_rbac_and_policy(
+    agent_rbac_and_policy: None,  # noqa: F811
+    control_plane: ControlPlane,
+    kube_admin: client.ApiClient,
+    node_name: str,
+) -> None:
+    """The DaemonSet's identity may record the conflict Event (RBAC: events create) and every
+    write of the coexistence path passes the admission policy, own's one correction included."""
+    with agent_bound_to(control_plane, kube_admin, node_name) as identity:
+        api = agent_client(identity)
+        for mode in ("defer", "own"):
+            events = NodeEvents(api, node_name)
+            publisher = Publisher(
+                api,
+                node_name,
+                PublishOptions(nvidia_labels=mode),
+                backoff=fast_backoff(),
+                events=events,
+            )
+            result = publisher.publish(dgx_h100())
+            assert result.ok, result.message
+            foreign_sets(kube_admin, node_name, f"NVIDIA-H100-SXM5-80GB-{mode}")
+            result = publisher.publish(dgx_h100())
+            assert result.status == ("written" if mode == "own" else "unchanged"), result.message
+            if mode == "defer":
+                assert events.created == 1  # allowed: the Event exists
+                assert list(publisher.label_conflicts) == [Gfd.GPU_PRODUCT]
+                # GFD goes away, so own starts from a key gputopo writes itself
+                client.CoreV1Api(kube_admin).patch_node(
+                    node_name,
+                    {"metadata": {"labels": {Gfd.GPU_PRODUCT: None}}},
+                    field_manager=GFD_MANAGER,
+                    _content_type=MERGE,
+                )
+        api.close()
+    assert node_state(kube_admin, node_name)[1][Gfd.GPU_PRODUCT] == OURS
