@@ -36,6 +36,9 @@ RELEASE_STATES: Final = frozenset(
 # watch cache). The controller spends at least one reconcile in each state before it deletes
 # the driver pod, and the new driver pod retries its unload, so a few seconds' lag is harmless.
 DEFAULT_UPGRADE_POLL_S: Final = 10.0
+# The read runs on the health thread: an API server that does not answer must not hold it up
+# for long (its liveness limit is 30 s).
+READ_TIMEOUT_S: Final = 5.0
 
 
 def releases_nvml(state: str | None) -> bool:
@@ -44,7 +47,9 @@ def releases_nvml(state: str | None) -> bool:
 
 
 class NodeGetApi(Protocol):
-    def request(self, method: str, path: str, *, query: Any = ...) -> Any: ...
+    def request(
+        self, method: str, path: str, *, query: Any = ..., timeout_s: float | None = ...
+    ) -> Any: ...
 
 
 class UpgradeStateReader:
@@ -60,7 +65,9 @@ class UpgradeStateReader:
     def __call__(self) -> str | None:
         path = f"/api/v1/nodes/{urllib.parse.quote(self.node_name, safe='')}"
         # resourceVersion=0: any recent version will do, served from the watch cache.
-        node = self.api.request("GET", path, query={"resourceVersion": "0"})
+        node = self.api.request(
+            "GET", path, query={"resourceVersion": "0"}, timeout_s=READ_TIMEOUT_S
+        )
         labels = (node.get("metadata") or {}).get("labels") or {}
         state = labels.get(UPGRADE_STATE_LABEL)
         return state if isinstance(state, str) and state else None

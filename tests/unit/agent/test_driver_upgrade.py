@@ -54,8 +54,11 @@ class FakeApi:
         self.labels = labels
         self.calls: list[tuple[str, str, Any]] = []
 
-    def request(self, method: str, path: str, *, query: Any = None) -> Any:
+    def request(
+        self, method: str, path: str, *, query: Any = None, timeout_s: float | None = None
+    ) -> Any:
         self.calls.append((method, path, query))
+        assert timeout_s == 5.0  # short: the read runs on the health thread
         metadata: dict[str, Any] = {"name": "gpu-1"}
         if self.labels is not None:
             metadata["labels"] = self.labels
