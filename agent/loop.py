@@ -425,10 +425,9 @@ class Agent:
         if thread is None:
             return
         thread.join(timeout=self.config.event_wait_s * 5 + 5)
+        self._threads.remove(thread)  # stopped on purpose: not a dead thread for liveness
         if thread.is_alive():
             log.error("the event thread did not leave NVML's event wait; releasing NVML anyway")
-        else:
-            self._threads.remove(thread)
 
     # -- the GPU Operator's driver upgrade --------------------------------------------------
 
@@ -490,6 +489,7 @@ class Agent:
         )
         with self._cycle_lock:
             self._released_for = None
+            self.discoverer.adapter.driver_reloaded()
             self._open_nvml()
         self.stats.record_driver_upgrade(None)
         if self._threads and not self._stop.is_set():

@@ -1212,7 +1212,8 @@ class FakeNvmlControl:
 
     def load_driver(self, version: str | None = None, *, cuda_version: int | None = None) -> None:
         """Load the driver again, optionally another ``version`` (an upgrade): the next
-        ``nvmlInit`` succeeds and NVML reports the new versions."""
+        ``nvmlInit`` succeeds and NVML reports the new versions; the volatile ECC counters start
+        again from zero, as they count since the driver loaded."""
         import dataclasses
 
         driver = self.profile.driver
@@ -1222,6 +1223,11 @@ class FakeNvmlControl:
         if cuda_version is not None:
             driver = dataclasses.replace(driver, cuda_version=cuda_version)
         self._nvml.profile = dataclasses.replace(self.profile, driver=driver)
+        for state in self._nvml.gpus:  # volatile ECC counts are "since the driver loaded"
+            if state.ecc is not None:
+                state.ecc = dataclasses.replace(
+                    state.ecc, volatile_corrected=0, volatile_uncorrected=0
+                )
         self._nvml.driver_loaded = True
 
     def _gpu(self, index: int) -> _GpuState:

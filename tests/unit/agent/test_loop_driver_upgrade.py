@@ -198,3 +198,29 @@ def test_the_running_agent_stops_its_event_thread_before_it_shuts_nvml_down(node
 
 def _events_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "gputopo-events" and t.is_alive()]
+
+
+def test_a_gpu_failed_before_the_upgrade_is_judged_anew_with_the_new_driver(node: Node) -> None:
+    """XID 79 needs a GPU reset; the driver reload is one. Until the new driver's discoveries,
+    the health taint stays (the Node is not touched while NVML is released); then it goes, after
+    the usual removal hysteresis."""
+    agent, control = node.agent, node.control
+    control.inject_xid(4, 79)
+    assert agent.run_cycle().node.status == "written"
+    assert _health_taints(node) == ["failed"]
+    node.label.state = "pod-restart-required"
+    agent.check_driver_upgrade(force=True)
+    assert _health_taints(node) == ["failed"]  # kept while the driver is out
+    control.unload_driver()
+    control.load_driver(NEW_DRIVER)
+    node.label.state = "upgrade-done"
+    agent.check_driver_upgrade(force=True)
+    for _ in range(3):
+        agent.run_cycle()
+    assert _health_taints(node) == []
+    assert node.metric("gputopo_gpu_xid_errors_total")  # the counter did not go away
+
+
+def _health_taints(node: Node) -> list[str]:
+    taints = node.api.document["spec"].get("taints") or []
+    return [t["value"] for t in taints if t["key"] == "gputopo.io/gpu-health"]

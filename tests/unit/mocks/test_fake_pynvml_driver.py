@@ -44,3 +44,20 @@ def test_a_malformed_driver_version_is_refused() -> None:
     nvml = make_fake_pynvml("dgx-h100")
     with pytest.raises(ValueError):
         nvml.control.load_driver("latest")
+
+
+def test_volatile_ecc_counts_restart_with_the_driver_dgx_h100() -> None:
+    nvml = make_fake_pynvml("dgx-h100")
+    nvml.nvmlInit()
+    nvml.control.inject_ecc_error(2, uncorrectable=True, count=2)
+    handle = nvml.nvmlDeviceGetHandleByIndex(2)
+    volatile, aggregate = pynvml.NVML_VOLATILE_ECC, pynvml.NVML_AGGREGATE_ECC
+    uncorrected = pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+    assert nvml.nvmlDeviceGetTotalEccErrors(handle, uncorrected, volatile) == 2
+    nvml.nvmlShutdown()
+    nvml.control.unload_driver()
+    nvml.control.load_driver()
+    nvml.nvmlInit()
+    handle = nvml.nvmlDeviceGetHandleByIndex(2)
+    assert nvml.nvmlDeviceGetTotalEccErrors(handle, uncorrected, volatile) == 0
+    assert nvml.nvmlDeviceGetTotalEccErrors(handle, uncorrected, aggregate) >= 2
