@@ -31,9 +31,19 @@ class EventApi(Protocol):
     def request(self, method: str, path: str, *, body: Any = ..., decode: bool = ...) -> Any: ...
 
 
+# An Event's name is a DNS subdomain: at most 253 characters.
+_NAME_LIMIT: Final = 253
+
+
 def event_name(node: str, reason: str, subject: str) -> str:
+    """``<node>.gputopo-<reason>-<digest of reason and subject>``; a Node name so long that it
+    would not fit is cut and its own digest appended, so the name stays unique and valid."""
     digest = hashlib.sha256(f"{reason}\0{subject}".encode()).hexdigest()[:12]
-    return f"{node}.gputopo-{reason.lower()}-{digest}"
+    suffix = f".gputopo-{reason.lower()}-{digest}"
+    if len(node) + len(suffix) > _NAME_LIMIT:
+        node_digest = hashlib.sha256(node.encode()).hexdigest()[:12]
+        node = f"{node[: _NAME_LIMIT - len(suffix) - 13].rstrip('.-')}-{node_digest}"
+    return node + suffix
 
 
 class NodeEvents:
