@@ -64,6 +64,11 @@ SLOW_SIGNALS_EVERY = 10
 # re-reads pod-resources every 60 s; 10 s keeps the NodeResourceTopology's "available" within
 # a few seconds of a pod starting at a fraction of the CPU of a 5 s poll (docs/performance.md).
 DEFAULT_POD_RESOURCES_INTERVAL_S = 10.0
+# NVML's answer when its user-space library and the loaded kernel driver differ in version
+# (NVML_ERROR_LIB_RM_VERSION_MISMATCH, nvidia-smi's "Driver/library version mismatch").
+LIBRARY_MISMATCH = "LibRmVersionMismatch"
+# What run() returns when the agent must be restarted to go on.
+EXIT_RESTART = 3
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,9 @@ class Agent:
         self._upgrade_lock = threading.Lock()
         self._events_stop = self.clock.event()
         self._events_thread: threading.Thread | None = None
+        # Set when the agent must be restarted to go on (run() returns it): after a driver
+        # upgrade to another version, NVML's library in this container is the old driver's.
+        self.exit_status = 0
 
     # -- triggers ---------------------------------------------------------------------------
 
@@ -498,11 +506,24 @@ class Agent:
 
     def _open_nvml(self) -> None:
         """Open NVML after an upgrade; until it opens (the new driver still loading), every
-        cycle tries again and discovery reports NVML down, which publishes nothing."""
+        cycle tries again and discovery reports NVML down, which publishes nothing.
+
+        Another driver version than the container's NVML library (the NVIDIA container toolkit
+        mounted the old driver's when the container started) cannot be opened from this
+        process at all: the agent stops with :data:`EXIT_RESTART`, and the kubelet recreates
+        the container with the new driver's library."""
         status = self.discoverer.open()
         self._reopen_pending = not status.available
         if status.available:
             self._xid_total, self._ecc_total = self._event_totals()
+        elif (status.error or "").startswith(LIBRARY_MISMATCH):
+            log.error(
+                "NVML after the driver upgrade: %s — this container's NVML library is the old "
+                "driver's; exiting so that the kubelet recreates it with the new one",
+                status.error,
+            )
+            self.exit_status = EXIT_RESTART
+            self.stop()
         else:
             log.warning("NVML not open yet after the driver upgrade: %s", status.error)
 
@@ -550,7 +571,7 @@ class Agent:
             deadline = last_cycle + self.next_delay()
         for thread in self._threads:
             thread.join(timeout=5)
-        return 0
+        return self.exit_status
 
 
 def log_nvml_error_changes(

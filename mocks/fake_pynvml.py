@@ -206,6 +206,12 @@ class FakeNvml:
         # False between FakeNvmlControl.unload_driver and load_driver: the kernel module is out
         # (a containerised driver being upgraded), so nvmlInit answers DRIVER_NOT_LOADED.
         self.driver_loaded = True
+        # The driver version of the libnvidia-ml this process loaded: the NVIDIA container
+        # toolkit bind-mounts the driver's user-space libraries into a container when it starts,
+        # so after the kernel driver is replaced by another version, nvmlInit in a container
+        # started before answers LIB_RM_VERSION_MISMATCH until the container is recreated
+        # (FakeNvmlControl.mount_library).
+        self.library_version = profile.driver.version
         # Read at nvmlInit, as a container holds the capability from its start; None until then
         # unless a test set it through the control.
         self.mig_monitor: bool | None = None
@@ -297,6 +303,8 @@ class FakeNvml:
         self.calls["nvmlInitWithFlags"] += 1
         if not self.driver_loaded:
             self._raise("DRIVER_NOT_LOADED")
+        if self.library_version != self.profile.driver.version:
+            self._raise("LIB_RM_VERSION_MISMATCH")
         if self.profile.nvml.load_error:
             self._raise(self.profile.nvml.load_error)
         if self.profile.nvml.init_error:
@@ -1211,9 +1219,11 @@ class FakeNvmlControl:
         self._nvml.driver_loaded = False
 
     def load_driver(self, version: str | None = None, *, cuda_version: int | None = None) -> None:
-        """Load the driver again, optionally another ``version`` (an upgrade): the next
-        ``nvmlInit`` succeeds and NVML reports the new versions; the volatile ECC counters start
-        again from zero, as they count since the driver loaded."""
+        """Load the driver again, optionally another ``version`` (an upgrade); the volatile ECC
+        counters start again from zero, as they count since the driver loaded. The same version:
+        the next ``nvmlInit`` succeeds. Another one: ``nvmlInit`` answers
+        LIB_RM_VERSION_MISMATCH ("Driver/library version mismatch") until :meth:`mount_library`
+        — the library this process loaded is still the old driver's."""
         import dataclasses
 
         driver = self.profile.driver
@@ -1229,6 +1239,11 @@ class FakeNvmlControl:
                     state.ecc, volatile_corrected=0, volatile_uncorrected=0
                 )
         self._nvml.driver_loaded = True
+
+    def mount_library(self) -> None:
+        """The container was recreated: the toolkit mounted the loaded driver's libraries, so
+        NVML's library and kernel driver match again."""
+        self._nvml.library_version = self.profile.driver.version
 
     def _gpu(self, index: int) -> _GpuState:
         if not 0 <= index < len(self._nvml.gpus):

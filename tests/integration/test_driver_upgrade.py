@@ -1,8 +1,10 @@
 """The GPU Operator's driver upgrade against a real kube-apiserver: the test plays the operator's
-upgrade controller, flipping ``nvidia.com/gpu-driver-upgrade-state`` on the Node, and its driver
-pod, unloading and loading the (fake) driver. The running agent — mocked DGX H100, its own REST
-client — lets go of NVML so the unload succeeds, writes nothing to the Node meanwhile, keeps
-serving /metrics and ready probes, and publishes the new driver's version once it is back.
+upgrade controller, flipping ``nvidia.com/gpu-driver-upgrade-state`` on the Node, its driver
+pod, unloading and loading the (fake) driver, and the kubelet, recreating the agent's container.
+The running agent — mocked DGX H100, its own REST client — lets go of NVML so the unload
+succeeds, writes nothing to the Node meanwhile, keeps serving /metrics and ready probes; with
+the same driver back it opens NVML in place, with another version it exits to be recreated
+(its container's NVML library is the old driver's) and the new container publishes it.
 """
 
 from __future__ import annotations
@@ -47,23 +49,15 @@ def node_name(cluster_objects: ClusterObjects) -> str:
     return name
 
 
-@pytest.fixture
-def running(
-    node_name: str, control_plane: ControlPlane, tmp_path: Path
-) -> Iterator[tuple[Agent, Any, str]]:
-    """(the running agent, the fake NVML's control, the /metrics URL)."""
-    from gputopo.mocks.fake_pynvml import make_fake_pynvml
-    from gputopo.mocks.profile import load_profile
-    from gputopo.mocks.sysfs import build_sysfs
+class AgentProcess:
+    """The agent as its container runs it: a thread in ``Agent.run``, its /metrics server."""
 
-    profile = load_profile("dgx-h100")
-    nvml = make_fake_pynvml(profile)
-    build_sysfs(profile, tmp_path / "sys")
-    api = KubeClient(load_kubeconfig(str(control_plane.admin_kubeconfig)))
-    with Discoverer(nvml, tmp_path / "sys", node_name) as discoverer:
-        agent = Agent(
-            discoverer,
-            publisher=Publisher(api, node_name),
+    def __init__(self, nvml: Any, sysfs: Path, node: str, api: KubeClient) -> None:
+        self.discoverer = Discoverer(nvml, sysfs, node)
+        self.discoverer.open()
+        self.agent = Agent(
+            self.discoverer,
+            publisher=Publisher(api, node),
             config=RunLoopConfig(
                 interval_s=3600,
                 health_interval_s=0.1,
@@ -72,27 +66,61 @@ def running(
                 event_wait_s=0.1,
                 udev=False,
             ),
-            upgrade_state=UpgradeStateReader(api, node_name),
+            upgrade_state=UpgradeStateReader(api, node),
         )
-        server = serve(agent, "127.0.0.1:0", registry_version="test")
-        thread = threading.Thread(target=agent.run, daemon=True)
-        thread.start()
-        try:
-            yield agent, nvml.control, f"{server.url}/metrics"
-        finally:
-            agent.stop()
-            thread.join(timeout=10)
-            server.stop()
-            api.close()
+        self.server = serve(self.agent, "127.0.0.1:0", registry_version="test")
+        self.metrics_url = f"{self.server.url}/metrics"
+        self.exit_status: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.exit_status = self.agent.run()
+
+    def stop(self) -> None:
+        self.agent.stop()
+        self.thread.join(timeout=10)
+        self.server.stop()
+        self.discoverer.close()
 
 
-def operator_sets(admin: client.ApiClient, node: str, state: str | None) -> None:
-    client.CoreV1Api(admin).patch_node(
+@pytest.fixture
+def machine(
+    node_name: str, control_plane: ControlPlane, tmp_path: Path
+) -> Iterator[tuple[Any, Any]]:
+    """(``start()``: a new agent process on the mocked DGX H100, the fake NVML's control)."""
+    from gputopo.mocks.fake_pynvml import make_fake_pynvml
+    from gputopo.mocks.profile import load_profile
+    from gputopo.mocks.sysfs import build_sysfs
+
+    profile = load_profile("dgx-h100")
+    nvml = make_fake_pynvml(profile)
+    build_sysfs(profile, tmp_path / "sys")
+    api = KubeClient(load_kubeconfig(str(control_plane.admin_kubeconfig)))
+    started: list[AgentProcess] = []
+
+    def start() -> AgentProcess:
+        process = AgentProcess(nvml, tmp_path / "sys", node_name, api)
+        started.append(process)
+        return process
+
+    try:
+        yield start, nvml.control
+    finally:
+        for process in started:
+            process.stop()
+        api.close()
+
+
+def operator_sets(admin: client.ApiClient, node: str, state: str | None) -> str:
+    """The upgrade controller writes the state; the Node's resourceVersion after it."""
+    patched = client.CoreV1Api(admin).patch_node(
         node,
         {"metadata": {"labels": {UPGRADE_STATE_LABEL: state}}},
         field_manager="gpu-operator",
         _content_type=MERGE,
     )
+    return str(patched.metadata.resource_version)
 
 
 def node_labels(admin: client.ApiClient, node: str) -> tuple[str, dict[str, str]]:
@@ -116,9 +144,11 @@ def unload_succeeds(control: Any) -> bool:
 
 
 def test_the_agent_lets_the_operator_replace_the_driver_dgx_h100(
-    running: tuple[Agent, Any, str], kube_admin: client.ApiClient, node_name: str
+    machine: tuple[Any, Any], kube_admin: client.ApiClient, node_name: str
 ) -> None:
-    agent, control, metrics_url = running
+    start, control = machine
+    process = start()
+    agent, metrics_url = process.agent, process.metrics_url
     eventually(lambda: agent.readiness()[0], what="the first publish")
     assert node_labels(kube_admin, node_name)[1][Gfd.CUDA_DRIVER_VERSION_FULL] == "550.54.15"
     assert not unload_succeeds(control)  # the agent holds NVML: rmmod would say "in use"
@@ -150,7 +180,15 @@ def test_the_agent_lets_the_operator_replace_the_driver_dgx_h100(
     )
 
     control.load_driver(NEW_DRIVER)  # the new driver pod finished installing
-    operator_sets(kube_admin, node_name, "validation-required")
+    version = operator_sets(kube_admin, node_name, "validation-required")
+    # The container's NVML library is the old driver's ("Driver/library version mismatch"):
+    # the agent exits, without a write, for the kubelet to recreate the container.
+    eventually(lambda: not process.thread.is_alive(), timeout_s=15, what="the agent exiting")
+    assert process.exit_status == 3
+    assert node_labels(kube_admin, node_name)[0] == version
+
+    control.mount_library()  # the recreated container has the new driver's library
+    restarted = start()
     eventually(
         lambda: (
             node_labels(kube_admin, node_name)[1].get(Gfd.CUDA_DRIVER_VERSION_FULL) == NEW_DRIVER
@@ -159,8 +197,30 @@ def test_the_agent_lets_the_operator_replace_the_driver_dgx_h100(
         what="the new driver's version on the Node",
     )
     assert control.initialized
-    assert 'gputopo_agent_driver_upgrade_in_progress{state=""} 0.0' in scrape(metrics_url)
+    eventually(
+        lambda: (
+            'gputopo_agent_driver_upgrade_in_progress{state=""} 0.0'
+            in scrape(restarted.metrics_url)
+        ),
+        what="no upgrade on /metrics",
+    )
     operator_sets(kube_admin, node_name, "upgrade-done")
     labels = node_labels(kube_admin, node_name)[1]
     assert labels[UPGRADE_STATE_LABEL] == "upgrade-done"  # the operator's label, untouched
-    assert agent.liveness()[0], agent.liveness()
+    assert restarted.agent.liveness()[0], restarted.agent.liveness()
+
+
+def test_the_same_driver_restarted_is_opened_again_in_place_dgx_h100(
+    machine: tuple[Any, Any], kube_admin: client.ApiClient, node_name: str
+) -> None:
+    start, control = machine
+    process = start()
+    eventually(lambda: process.agent.readiness()[0], what="the first publish")
+    operator_sets(kube_admin, node_name, "pod-restart-required")
+    eventually(lambda: not control.initialized, timeout_s=10, what="NVML released")
+    assert unload_succeeds(control)
+    control.load_driver()
+    operator_sets(kube_admin, node_name, "upgrade-done")
+    eventually(lambda: control.initialized, timeout_s=10, what="NVML opened again")
+    eventually(lambda: process.agent.released_for is None, what="the release ended")
+    assert process.thread.is_alive() and process.agent.readiness()[0]

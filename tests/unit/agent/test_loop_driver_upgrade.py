@@ -1,7 +1,8 @@
 """The GPU Operator's driver upgrade on a mocked DGX H100: the agent releases NVML while the
 node's upgrade state says the driver is being replaced (the fake refuses to unload a driver that
 an NVML session holds, as ``rmmod`` does), keeps serving metrics and probes without touching the
-Node, and opens NVML again — the new driver's version published — once the upgrade moves on."""
+Node, and opens NVML again once the upgrade moves on — or, when the driver is another version
+than its container's NVML library, exits to be recreated with the new one."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from gputopo.agent.discovery import Discoverer
-from gputopo.agent.loop import Agent, RunLoopConfig
+from gputopo.agent.loop import EXIT_RESTART, Agent, RunLoopConfig
 from gputopo.agent.metrics import MetricsCollector
 from gputopo.agent.publish.writer import Publisher
 from gputopo.core.contract import Gfd
@@ -46,15 +47,20 @@ class UpgradeLabel:
 class Node:
     def __init__(self, tmp_path: Path) -> None:
         profile = load_profile("dgx-h100")
-        build_sysfs(profile, tmp_path / "sys")
+        self.sysfs = tmp_path / "sys"
+        build_sysfs(profile, self.sysfs)
         self.nvml: Any = make_fake_pynvml(profile)
         self.control = self.nvml.control
-        self.discoverer = Discoverer(self.nvml, tmp_path / "sys", "dgx-a")
         self.api = UpdatingApiServer()
         self.label = UpgradeLabel()
         self.clock = FakeClock()
-        self.agent = Agent(
-            self.discoverer,
+        self.discoverer = Discoverer(self.nvml, self.sysfs, "dgx-a")
+        self.agent = self.new_agent(self.discoverer)
+
+    def new_agent(self, discoverer: Discoverer) -> Agent:
+        """The agent's process on this machine and Node (the container started anew)."""
+        return Agent(
+            discoverer,
             publisher=Publisher(self.api, "n1", backoff=Backoff(max_attempts=1)),
             config=RunLoopConfig(interval_s=3600, upgrade_poll_interval_s=10, event_wait_s=0.05),
             udev_monitor_factory=None,
@@ -114,15 +120,45 @@ def test_nvml_is_released_for_the_driver_swap_and_reopened_after_dgx_h100(node: 
     }
     assert agent.holder.get().load is None  # no stale per-second samples on /metrics
 
-    control.load_driver(NEW_DRIVER)
-    node.label.state = "validation-required"  # the new driver runs; the validator checks it
+    control.load_driver()  # the driver pod restarted with the same version
+    node.label.state = "validation-required"  # the driver runs; the validator checks it
     node.clock.advance(10)
     agent.health_tick()
     assert agent.released_for is None
     assert control.initialized
-    assert agent.run_cycle().node.status == "written"
-    assert labels[Gfd.CUDA_DRIVER_VERSION_FULL] == NEW_DRIVER
+    assert agent.run_cycle().node.status in ("written", "unchanged")
+    assert labels[Gfd.CUDA_DRIVER_VERSION_FULL] == "550.54.15"
     assert node.metric("gputopo_agent_driver_upgrade_in_progress") == {(("state", ""),): 0.0}
+    assert not agent.stopping
+
+
+def test_another_driver_version_makes_the_agent_exit_to_be_recreated_dgx_h100(
+    node: Node, tmp_path: Path
+) -> None:
+    """The container's libnvidia-ml is the old driver's: NVML answers "Driver/library version
+    mismatch" until the container is recreated. The agent exits (status 3) without touching the
+    Node; the kubelet's new container publishes the new driver."""
+    agent, control = node.agent, node.control
+    assert agent.run_cycle().node.status == "written"
+    node.label.state = "pod-restart-required"
+    agent.check_driver_upgrade(force=True)
+    control.unload_driver()
+    control.load_driver(NEW_DRIVER)
+    writes = node.writes()
+    node.label.state = "validation-required"
+    agent.check_driver_upgrade(force=True)
+    assert agent.stopping and agent.exit_status == EXIT_RESTART == 3
+    assert node.writes() == writes
+    assert not control.initialized
+
+    control.mount_library()  # the kubelet recreated the container: the new driver's library
+    with Discoverer(node.nvml, node.sysfs, "dgx-a") as discoverer:
+        restarted = node.new_agent(discoverer)
+        restarted.check_driver_upgrade(force=True)
+        assert restarted.released_for is None
+        assert restarted.run_cycle().node.status == "written"
+    labels = node.api.document["metadata"]["labels"]
+    assert labels[Gfd.CUDA_DRIVER_VERSION_FULL] == NEW_DRIVER
 
 
 @pytest.mark.parametrize(
@@ -167,10 +203,10 @@ def test_opening_is_retried_until_the_new_driver_loads(node: Node) -> None:
     result = agent.run_cycle()
     assert result.node.status == "skipped"  # NVML down with GPUs on the PCI bus: nothing said
     assert node.writes() == writes
-    control.load_driver(NEW_DRIVER)
-    assert agent.run_cycle().node.status == "written"
+    control.load_driver()
+    assert agent.run_cycle().node.status in ("written", "unchanged")
     assert control.initialized
-    assert node.api.document["metadata"]["labels"][Gfd.CUDA_DRIVER_VERSION_FULL] == NEW_DRIVER
+    assert not agent.stopping
 
 
 def test_the_running_agent_stops_its_event_thread_before_it_shuts_nvml_down(node: Node) -> None:
@@ -212,7 +248,7 @@ def test_a_gpu_failed_before_the_upgrade_is_judged_anew_with_the_new_driver(node
     agent.check_driver_upgrade(force=True)
     assert _health_taints(node) == ["failed"]  # kept while the driver is out
     control.unload_driver()
-    control.load_driver(NEW_DRIVER)
+    control.load_driver()
     node.label.state = "upgrade-done"
     agent.check_driver_upgrade(force=True)
     for _ in range(3):

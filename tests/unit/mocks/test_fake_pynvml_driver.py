@@ -29,10 +29,15 @@ def test_nvml_cannot_initialise_while_the_driver_is_out_dgx_h100() -> None:
     assert not nvml.control.initialized
 
 
-def test_the_loaded_driver_reports_its_new_version_dgx_h100() -> None:
+def test_a_new_driver_needs_its_library_mounted_dgx_h100() -> None:
+    """nvidia-smi's "Driver/library version mismatch": the container still has the old
+    libnvidia-ml until it is recreated."""
     nvml = make_fake_pynvml("dgx-h100")
     nvml.control.unload_driver()
     nvml.control.load_driver("565.57.01", cuda_version=12070)
+    with pytest.raises(pynvml.NVMLError_LibRmVersionMismatch):
+        nvml.nvmlInit()
+    nvml.control.mount_library()
     nvml.nvmlInit()
     assert nvml.nvmlSystemGetDriverVersion() == "565.57.01"
     assert nvml.nvmlSystemGetNVMLVersion() == "12.565.57.01"
@@ -61,3 +66,11 @@ def test_volatile_ecc_counts_restart_with_the_driver_dgx_h100() -> None:
     handle = nvml.nvmlDeviceGetHandleByIndex(2)
     assert nvml.nvmlDeviceGetTotalEccErrors(handle, uncorrected, volatile) == 0
     assert nvml.nvmlDeviceGetTotalEccErrors(handle, uncorrected, aggregate) >= 2
+
+
+def test_the_same_driver_loaded_again_initialises_at_once_dgx_h100() -> None:
+    nvml = make_fake_pynvml("dgx-h100")
+    nvml.control.unload_driver()
+    nvml.control.load_driver()
+    nvml.nvmlInit()
+    assert nvml.nvmlSystemGetDriverVersion() == "550.54.15"
