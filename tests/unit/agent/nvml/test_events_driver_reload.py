@@ -25,7 +25,7 @@ def reload(adapter: NvmlAdapter, control: Any, clock: FakeClock) -> None:
     adapter.close()
     control.unload_driver()
     clock.now += 120
-    control.load_driver("565.57.01")
+    control.load_driver()  # the driver pod restarted (another version: a new container)
     adapter.driver_reloaded()
     assert adapter.open().available
 
