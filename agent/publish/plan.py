@@ -309,7 +309,13 @@ def plan(
                 conflicts.append(LabelConflict(key, value, old, tuple(sorted(others))))
             continue
         new_owned_labels.add(key)
-        if complete and old is not None and old != value and _held_by_others_only(node, key):
+        if (
+            complete
+            and is_nvidia_key(key)
+            and old is not None
+            and old != value
+            and _held_by_others_only(node, key)
+        ):
             # own mode: another writer overwrote a key gputopo wrote; corrected this once,
             # and the record of it makes the next overwrite a conflict (nvidia_labels).
             planner.set_label(key, value)

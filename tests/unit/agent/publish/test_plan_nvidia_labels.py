@@ -102,6 +102,15 @@ def test_own_corrects_an_overwrite_once_and_records_it() -> None:
     assert [c.key for c in result.conflicts] == [Gfd.GPU_PRODUCT]
 
 
+@pytest.mark.parametrize("mode", ["own", "defer"])
+def test_gputopos_own_prefix_is_always_set_back_without_a_record(mode: str) -> None:
+    node = view({C.sla: "0"}, {C.sla: {"kubectl-label"}}, C.sla)
+    result = plan(node, desired({C.sla: "1000"}), C, removal_after=1, nvidia_labels=mode)
+    assert result.patch["metadata"]["labels"] == {C.sla: "1000"}
+    assert C.pending_removal_annotation not in result.patch["metadata"].get("annotations", {})
+    assert result.conflicts == ()
+
+
 def test_a_key_held_together_is_updated_in_own_and_left_in_defer() -> None:
     node = view({Gfd.GPU_COUNT: "8"}, {Gfd.GPU_COUNT: {FIELD_MANAGER, "gfd-apply"}}, Gfd.GPU_COUNT)
     want = desired({Gfd.GPU_COUNT: "7"})
