@@ -70,6 +70,11 @@ class BuiltImage:
         assert isinstance(entrypoint, list)
         return [str(word) for word in entrypoint]
 
+    def env(self) -> dict[str, str]:
+        variables = self.config().get("Env") or []
+        assert isinstance(variables, list)
+        return dict(str(variable).partition("=")[::2] for variable in variables)
+
     def size_bytes(self) -> int:
         """The image's unpacked size as `buildah images` reports it (3 significant digits)."""
         out = self.store.run("images", "--json", self.reference).stdout
@@ -86,12 +91,17 @@ def _parse_size(text: str) -> int:
     return round(float(number) * _SIZE_UNITS[unit])
 
 
-def _venv(*command: str) -> subprocess.CompletedProcess[str]:
-    """The same command from this virtualenv (the editable install, with the scheduler extra)."""
+def _venv(built: BuiltImage, *command: str) -> subprocess.CompletedProcess[str]:
+    """The same command from this virtualenv, in the image's environment (not the suite's: the
+    suite sets variables, such as NVIDIA_MIG_MONITOR_DEVICES, that the agent reads)."""
     program, *args = command
+    env = built.env()
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["HOME"] = str(REPO)
     return subprocess.run(
         [str(VENV_BIN / program), *args],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -222,7 +232,7 @@ def test_agent_image_discovers_the_mocked_dgx_h100_like_the_venv(
     document = json.loads(in_image)
     assert len(document["gpus"]) == 8
     assert document["interconnect"] == "nvswitch"
-    assert document == json.loads(_venv("gputopo-agent", *command).stdout)
+    assert document == json.loads(_venv(agent, "gputopo-agent", *command).stdout)
 
 
 @pytest.mark.parametrize("profile", ["dgx-h100", "dgx-a100-mig"])
@@ -233,7 +243,7 @@ def test_agent_image_labels_the_mocked_machine_like_the_venv(
     command = ("labels", "--mock", profile, "--node-name", "gpu-node-1", "--mig-strategy", "mixed")
     in_image = json.loads(agent.run(*agent.entrypoint(), *command).stdout)
     assert in_image["labels"]["gputopo.io/gpu.present"] == "true"
-    assert in_image == json.loads(_venv("gputopo-agent", *command).stdout)
+    assert in_image == json.loads(_venv(agent, "gputopo-agent", *command).stdout)
 
 
 def test_scheduler_image_simulates_the_sample_like_the_venv(
@@ -243,7 +253,8 @@ def test_scheduler_image_simulates_the_sample_like_the_venv(
     in_image = scheduler.run(
         *scheduler.entrypoint(), "simulate", "--cluster", "/tmp/cluster.yaml", "-o", "json"
     ).stdout
-    in_venv = _venv("gputopo-scheduler", "simulate", "--cluster", str(SAMPLE), "-o", "json")
+    command = ("gputopo-scheduler", "simulate", "--cluster", str(SAMPLE), "-o", "json")
+    in_venv = _venv(scheduler, *command)
     placed = json.loads(in_image)
     assert placed == json.loads(in_venv.stdout)
     assert any(pod["node"] for pod in placed["pods"])
