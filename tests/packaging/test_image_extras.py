@@ -148,3 +148,25 @@ def test_import_linter_forbids_numpy_on_the_agent_side() -> None:
         if contract["type"] == "forbidden" and "numpy" in contract["forbidden_modules"]
     ]
     assert any(set(AGENT_SIDE) <= set(c["source_modules"]) for c in forbidding_numpy)
+
+
+def test_scheduler_package_exports_load_on_first_use() -> None:
+    """`import gputopo.scheduler` loads no numpy; each name in `__all__` still resolves."""
+    code = """
+import sys
+import gputopo.scheduler as scheduler
+before = "numpy" in sys.modules
+resolved = [name for name in scheduler.__all__ if getattr(scheduler, name) is not None]
+print(before, len(resolved) == len(scheduler.__all__), "numpy" in sys.modules)
+try:
+    scheduler.no_such_name
+except AttributeError as error:
+    print(error)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == (
+        "False True True\nmodule 'gputopo.scheduler' has no attribute 'no_such_name'\n"
+    )
