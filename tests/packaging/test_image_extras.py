@@ -37,7 +37,7 @@ def _name(requirement: str) -> str:
 
 @pytest.fixture(scope="module")
 def graph() -> grimp.ImportGraph:
-    return grimp.build_graph("gputopo", include_external_packages=True)
+    return grimp.build_graph("gputopo", include_external_packages=True, cache_dir=None)
 
 
 def _third_party_imports(graph: grimp.ImportGraph, packages: tuple[str, ...]) -> set[str]:
