@@ -77,7 +77,7 @@ class BuildahStore:
 
     @property
     def env(self) -> dict[str, str]:
-        """The environment buildah runs in: chroot isolation, no registries configuration."""
+        """The environment buildah runs in: chroot isolation, the layer cache on."""
         return dict(os.environ, BUILDAH_ISOLATION="chroot", BUILDAH_LAYERS="true")
 
     def run(
