@@ -105,7 +105,7 @@ def test_defaults_render_the_agent_only() -> None:
     (container,) = find(objects, "DaemonSet", "gputopo-agent")["spec"]["template"]["spec"][
         "containers"
     ]
-    assert container["image"] == "gputopo:0.1.0"  # the tag defaults to appVersion
+    assert container["image"] == "gputopo-agent:0.1.0"  # the tag defaults to appVersion
 
 
 def test_scheduler_and_extender_render_with_the_podgroup_crd() -> None:
@@ -131,10 +131,20 @@ def _image(objects: list[dict[str, Any]], kind: str, name: str) -> str:
 
 
 def test_scheduler_and_extender_take_the_scheduler_image_else_the_agents() -> None:
-    same = template({**ALL_ON, "image": {"repository": "registry.example/gputopo", "tag": "1.2"}})
+    default = template(ALL_ON)
+    assert _image(default, "DaemonSet", "gputopo-agent") == "gputopo-agent:0.1.0"
+    assert _image(default, "Deployment", "gputopo-scheduler") == "gputopo-scheduler:0.1.0"
+    assert _image(default, "Deployment", "gputopo-extender") == "gputopo-scheduler:0.1.0"
+    same = template(
+        {
+            **ALL_ON,
+            "image": {"repository": "registry.example/gputopo", "tag": "1.2"},
+            "schedulerImage": {"repository": ""},
+        }
+    )
     assert _image(same, "Deployment", "gputopo-scheduler") == "registry.example/gputopo:1.2"
     split = template({**ALL_ON, "schedulerImage": {"repository": "registry.example/sched"}})
-    assert _image(split, "DaemonSet", "gputopo-agent") == "gputopo:0.1.0"
+    assert _image(split, "DaemonSet", "gputopo-agent") == "gputopo-agent:0.1.0"
     assert _image(split, "Deployment", "gputopo-scheduler") == "registry.example/sched:0.1.0"
     assert _image(split, "Deployment", "gputopo-extender") == "registry.example/sched:0.1.0"
 
