@@ -196,6 +196,42 @@ def test_values_reach_the_agent() -> None:
     assert mounts["pod-resources"] == "/run/kubelet/pod-resources"
 
 
+def test_coexistence_and_device_taint_values_reach_the_agents_flags() -> None:
+    default = find(template({}), "DaemonSet", "gputopo-agent")
+    (container,) = default["spec"]["template"]["spec"]["containers"]
+    assert {"--nvidia-labels=defer", "--driver-upgrade-poll-interval=10"} <= set(container["args"])
+    assert not any(arg.startswith("--publish-device-taints") for arg in container["args"])
+    objects = template(
+        {
+            "nvidiaLabels": "own",
+            "agent": {"driverUpgradePollInterval": 0},
+            "health": {
+                "deviceTaints": {
+                    "enabled": True,
+                    "driver": "gpu.example.com",
+                    "effects": {
+                        "degraded": "None",
+                        "failed": "NoExecute",
+                        "resetRequired": "NoExecute",
+                    },
+                }
+            },
+        }
+    )
+    (container,) = find(objects, "DaemonSet", "gputopo-agent")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert {
+        "--nvidia-labels=own",
+        "--driver-upgrade-poll-interval=0",
+        "--publish-device-taints",
+        "--dra-driver=gpu.example.com",
+        "--device-taint-effect-degraded=None",
+        "--device-taint-effect-failed=NoExecute",
+        "--device-taint-effect-reset-required=NoExecute",
+    } <= set(container["args"])
+
+
 def test_an_empty_pod_resources_socket_mounts_nothing() -> None:
     objects = template({"agent": {"podResources": {"socket": ""}}})
     pod = find(objects, "DaemonSet", "gputopo-agent")["spec"]["template"]["spec"]
@@ -259,6 +295,12 @@ def test_scheduler_profile_value_reaches_its_configmap() -> None:
     ("values", "named"),
     [
         ({"migStrategy": "sometimes"}, "migStrategy"),
+        ({"nvidiaLabels": "mine"}, "nvidiaLabels"),
+        ({"agent": {"driverUpgradePollInterval": -1}}, "agent/driverUpgradePollInterval"),
+        (
+            {"health": {"deviceTaints": {"enabled": True, "effects": {"failed": "Evict"}}}},
+            "health/deviceTaints",
+        ),
         ({"sla": {"taintEffect": "Evict"}}, "sla/taintEffect"),
         ({"health": {"taintEffect": "noschedule"}}, "health/taintEffect"),
         ({"image": {"pullPolicy": "Maybe"}}, "image/pullPolicy"),
