@@ -81,6 +81,7 @@ NODE_COOLDOWN: Final = "node-cooldown"
 COOLDOWN: Final = "cooldown"
 CONFLICT: Final = "conflict"
 API_ERROR: Final = "api-error"
+_REFUSALS: Final = {429: DISRUPTION_BUDGET, 409: CONFLICT}
 REFUSAL_REASONS: Final = (
     DISRUPTION_BUDGET,
     EVICTIONS_PER_MINUTE,
@@ -424,32 +425,38 @@ class RebalanceController:
         self.events.record(pod, "Normal", "RebalanceDeferred", "Rebalancing", note)
 
     def _carry_out(self, pod: JsonDict, move: Move, pods: Mapping[str, JsonDict]) -> str | None:
-        """Evict, then nominate; the refusal reason if the move stopped, else None."""
+        """Nominate, then evict; the refusal reason if the move stopped, else None.
+
+        The nomination comes first (as kube-scheduler's preemption nominates before its victims
+        are gone): from the moment the room is freed it is the waiting pod's, so a recreated
+        victim is not placed back into it. A move that stops clears the nomination again."""
+        try:
+            self._nominate(pod, move.frees)
+        except (KubeApiError, KubeConnectionError, OSError) as err:
+            self._refused(pod, move, [], API_ERROR, f"nominating it to {move.frees}: {err}")
+            return API_ERROR
         evicted: list[str] = []
         for key in move.evict:
             victim = pods[key]
+            refusal: tuple[str, str] | None = None
             if not self.still_leading():
-                self._refused(pod, move, evicted, API_ERROR, "this replica stopped leading")
-                return API_ERROR
-            try:
-                self._evict(victim)
-            except KubeApiError as err:
-                if err.status == 404:  # gone already: its place is free
-                    evicted.append(key)
-                    continue
-                reason = (
-                    DISRUPTION_BUDGET
-                    if err.status == 429
-                    else CONFLICT
-                    if err.status == 409
-                    else API_ERROR
-                )
-                detail = err.message or err.reason or f"HTTP {err.status}"
-                self._refused(pod, move, evicted, reason, f"evicting {key}: {detail}")
-                return reason
-            except (KubeConnectionError, OSError) as err:
-                self._refused(pod, move, evicted, API_ERROR, f"evicting {key}: {err}")
-                return API_ERROR
+                refusal = (API_ERROR, "this replica stopped leading")
+            else:
+                try:
+                    self._evict(victim)
+                except KubeApiError as err:
+                    if err.status != 404:  # 404: gone already, its place is free
+                        detail = err.message or err.reason or f"HTTP {err.status}"
+                        refusal = (
+                            _REFUSALS.get(err.status, API_ERROR),
+                            f"evicting {key}: {detail}",
+                        )
+                except (KubeConnectionError, OSError) as err:
+                    refusal = (API_ERROR, f"evicting {key}: {err}")
+            if refusal is not None:
+                self._refused(pod, move, evicted, *refusal)
+                self._clear_nomination(pod)
+                return refusal[0]
             evicted.append(key)
             self.metrics.evictions.inc()
             note = (
@@ -458,7 +465,6 @@ class RebalanceController:
             )
             self.events.record(victim, "Normal", "RebalanceEvicted", "Evicting", note)
         self.limits.spend(move, len(evicted))
-        self._nominate(pod, move.frees)
         self.metrics.moves.labels("acting").inc()
         log.info("move done", extra={"pod": move.for_pod, "node": move.frees, "evicted": evicted})
         note = f"Evicted {_evictions(move)} from node {move.frees}; node {move.frees} held for it"
@@ -493,20 +499,23 @@ class RebalanceController:
             decode=False,
         )
 
-    def _nominate(self, pod: JsonDict, node: str) -> None:
+    def _nominate(self, pod: JsonDict, node: str | None) -> None:
         meta = pod["metadata"]
         path = f"/api/v1/namespaces/{meta.get('namespace') or 'default'}/pods/{meta['name']}/status"
+        self.api.request(
+            "PATCH",
+            path,
+            body={"status": {"nominatedNodeName": node}},
+            content_type="application/merge-patch+json",
+            decode=False,
+        )
+
+    def _clear_nomination(self, pod: JsonDict) -> None:
         try:
-            self.api.request(
-                "PATCH",
-                path,
-                body={"status": {"nominatedNodeName": node}},
-                content_type="application/merge-patch+json",
-                decode=False,
-            )
+            self._nominate(pod, None)
         except (KubeApiError, KubeConnectionError, OSError) as err:
-            # The evictions stand; without the nomination the pod still goes first by priority.
-            log.warning("cannot set nominatedNodeName", extra={"path": path, "error": str(err)})
+            # The scheduler clears a stale nomination itself when nothing can be preempted.
+            log.warning("cannot clear nominatedNodeName", extra={"error": str(err)})
 
 
 def _key(obj: Mapping[str, Any]) -> str:

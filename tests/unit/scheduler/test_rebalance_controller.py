@@ -201,6 +201,8 @@ def test_acting_evicts_through_the_eviction_api_and_nominates_the_freed_node() -
     assert eviction["apiVersion"] == "policy/v1" and eviction["kind"] == "Eviction"
     assert eviction["deleteOptions"] == {"preconditions": {"uid": "uid-small-3"}}
     assert kube.nominations() == [("trainer", "node-b")]
+    nominated_at = next(i for i, (_, path, _) in enumerate(kube.writes) if "status" in path)
+    assert nominated_at == 0  # the room is held before anything is evicted
     assert events.reasons("small-3") == ["RebalanceEvicted"]
     assert events.reasons("trainer") == ["RebalanceMoved"]
     assert _sample(metrics, "gputopo_rebalance_evictions_total") == 2.0
@@ -213,7 +215,8 @@ def test_a_429_from_the_eviction_api_stops_the_move_and_is_reported() -> None:
     report = controller.run_once()
     assert report.done == [] and [reason for _, reason in report.refused] == [DISRUPTION_BUDGET]
     assert kube.evicted() == ["small-3"]  # tried, refused; small-4 never tried
-    assert kube.nominations() == []
+    # Nominated before the first eviction, cleared when the move stopped.
+    assert kube.nominations() == [("trainer", "node-b"), ("trainer", None)]
     assert events.reasons("trainer") == ["RebalanceRefused"]
     assert "disruption budget" in events.recorded[-1][2]
     assert _sample(metrics, "gputopo_rebalance_refusals_total", reason=DISRUPTION_BUDGET) == 1.0
