@@ -74,8 +74,17 @@ def priority_classes(control_plane: ControlPlane) -> Iterator[None]:
 
 
 @pytest.fixture
-def replicasets(control_plane: ControlPlane) -> None:
+def replicasets(control_plane: ControlPlane, namespace: str) -> Iterator[None]:
+    """The replicaset controller; the test's ReplicaSets are deleted before its namespace, so
+    no pod is recreated into a namespace being deleted (no namespace controller runs here, and
+    such a pod would be left pending for the next test's scheduler)."""
     control_plane.start_controller_manager(("replicaset",))
+    yield
+    api = Cluster(control_plane).api
+    path = f"/apis/apps/v1/namespaces/{namespace}/replicasets"
+    for item in api.request("GET", path).get("items") or []:
+        with contextlib.suppress(KubeApiError):
+            api.request("DELETE", f"{path}/{item['metadata']['name']}")
 
 
 @pytest.fixture
