@@ -40,6 +40,7 @@ class FakeKube:
         self.objects = objects
         self.refuse = refuse
         self.writes: list[tuple[str, str, Any]] = []
+        self.events: list[JsonDict] = []
 
     def request(
         self,
@@ -60,6 +61,9 @@ class FakeKube:
                 if obj["kind"] == kind
             ]
             return {"items": items, "metadata": {}}
+        if path.endswith("/events"):  # the real EventRecorder's writes
+            self.events.append(body)
+            return {}
         self.writes.append((method, path, body))
         if path.endswith("/eviction"):
             name = path.split("/")[-2]
