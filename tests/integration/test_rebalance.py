@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from gputopo.scheduler.gang import POD_GROUP_LABEL
 from gputopo.scheduler.rebalance_controller import (
     CONTROLLER,
     DISRUPTION_BUDGET,
@@ -106,18 +107,23 @@ def _scheduling(control_plane: ControlPlane) -> Iterator[SchedulerRuntime]:
 # -- the cluster --------------------------------------------------------------------------------
 
 
-def _replica_set(name: str, replicas: int, gpus: int = 1, **spec: Any) -> JsonDict:
+def _replica_set(
+    name: str, replicas: int, gpus: int = 1, labels: dict[str, str] | None = None, **spec: Any
+) -> JsonDict:
     template = gpu_pod(name, gpus, priority_class=LOW)
     template["spec"].update(spec)
-    labels = {"app": name}
+    selector = {"app": name}
     return {
         "apiVersion": "apps/v1",
         "kind": "ReplicaSet",
-        "metadata": {"name": name, "labels": labels},
+        "metadata": {"name": name, "labels": selector},
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": template["spec"]},
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": {**selector, **(labels or {})}},
+                "spec": template["spec"],
+            },
         },
     }
 
@@ -144,7 +150,9 @@ def _place_replicas(cluster: Cluster, namespace: str, rs: JsonDict, nodes: list[
         cluster.bind(namespace, pod["metadata"]["name"], node)
 
 
-def _fragmented(cluster: Cluster, namespace: str, fillers: int = 2) -> list[str]:
+def _fragmented(
+    cluster: Cluster, namespace: str, fillers: int = 2, labels: dict[str, str] | None = None
+) -> list[str]:
     """rb-a: a 3-GPU unowned pod; rb-b, rb-c, ...: one 1-GPU filler each. The filler nodes."""
     nodes = [f"rb-{letter}" for letter in "abcdef"[: fillers + 1]]
     for node in nodes:
@@ -152,7 +160,7 @@ def _fragmented(cluster: Cluster, namespace: str, fillers: int = 2) -> list[str]
     anchor = gpu_pod("anchor", 3, priority_class=LOW)
     anchor["spec"]["nodeName"] = "rb-a"
     cluster.create_pod(namespace, anchor)
-    _place_replicas(cluster, namespace, _replica_set("filler", fillers), nodes[1:])
+    _place_replicas(cluster, namespace, _replica_set("filler", fillers, labels=labels), nodes[1:])
     return nodes[1:]
 
 
@@ -372,6 +380,27 @@ def test_no_move_when_the_simulator_says_it_would_not_help(
         assert "without a place" in unresolved.reason
         assert _evictions(controller) == 0 and _filler_nodes(cluster, namespace) == before
         assert not [r for r in _reasons(cluster, namespace, "trainer") if r.startswith("Rebalance")]
+
+
+def test_a_gang_is_never_split(
+    cluster: Cluster,
+    namespace: str,
+    replicasets: None,
+    rebalance_api: KubeApi,
+    control_plane: ControlPlane,
+    priority_classes: None,
+) -> None:
+    """The acting test's cluster, but the fillers are the members of one gang: evicting one
+    would break the job, so no move is made (and the whole gang is not moved either)."""
+    _fragmented(cluster, namespace, labels={POD_GROUP_LABEL: "fillers"})
+    before = _filler_nodes(cluster, namespace)
+    with _scheduling(control_plane):
+        _trainer(cluster, namespace)
+        with _controller(rebalance_api, dry_run=False) as controller:
+            report = controller.run_once()
+        assert report.plan.moves == [] and report.done == []
+        assert [item.pod for item in report.plan.unresolved] == [f"{namespace}/trainer"]
+        assert _evictions(controller) == 0 and _filler_nodes(cluster, namespace) == before
 
 
 def test_two_controllers_one_leader_one_move(
