@@ -3,8 +3,11 @@
 Every ``interval`` the leader lists Nodes, Pods, Namespaces, PriorityClasses and
 PodDisruptionBudgets and looks for pods that *wait*: pending, for this scheduler, asking for at
 least ``min_gpus`` GPUs, ``PodScheduled=False/Unschedulable`` for longer than ``wait`` (since
-the condition's lastTransitionTime), and not nominated to a node already (a preemption, a
-reservation or an earlier move is under way for them). For those it plans with
+the condition's lastTransitionTime), and with no move under way for them: not nominated to a
+node where a pod is terminating (a preemption's or a move's victims), and not moved for by this
+controller within ``node_cooldown``. A pod that a reservation nominated (gputopo-scheduler
+holds a node for a large pod until its pods finish, `scheduler/reservation.py`) does wait: a
+move may free a node for it sooner. For those it plans with
 :class:`~gputopo.scheduler.rebalance.Rebalancer` on the cluster as listed, so every rule of the
 planner holds here too: only pods of lower priority, in allowed namespaces and classes, not opted
 out, controller-owned, never a gang member, no PodDisruptionBudget exceeded, and no move unless
@@ -23,8 +26,8 @@ the simulator proves the waiting pod then fits and every evicted pod fits elsewh
   the waiting pod gets one ``RebalanceDeferred`` Event per reason.
 
 Pods already terminating (an eviction or a deletion under way) hold their place in the plan but
-are never picked again. Pending pods nominated to a node are counted on it, as the scheduler
-counts them.
+are never picked again. Other pending pods nominated to a node are counted on it, as the
+scheduler counts them.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -210,27 +213,45 @@ def requested_gpus(pod: Mapping[str, Any]) -> int:
 
 
 def waiting_pods(
-    pods: Iterable[Mapping[str, Any]], settings: RebalanceSettings, now: float
+    pods: Iterable[Mapping[str, Any]],
+    settings: RebalanceSettings,
+    now: float,
+    busy_nodes: Collection[str] = (),
+    moved: Collection[str] = (),
 ) -> list[tuple[str, float]]:
-    """(ns/name, unschedulable since) of the pods a move may be planned for, longest first."""
+    """(ns/name, unschedulable since) of the pods a move may be planned for, longest first.
+
+    ``busy_nodes``: nodes where a pod is terminating (a pod nominated to one is being made room
+    for); ``moved``: pods this controller made a move for lately."""
     found: list[tuple[str, float]] = []
     for pod in pods:
         meta = pod.get("metadata") or {}
         spec = pod.get("spec") or {}
         status = pod.get("status") or {}
-        if spec.get("nodeName") or meta.get("deletionTimestamp"):
+        key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+        if spec.get("nodeName") or meta.get("deletionTimestamp") or key in moved:
             continue
         if (spec.get("schedulerName") or "default-scheduler") != settings.scheduler_name:
             continue
-        if status.get("nominatedNodeName"):
-            continue  # a preemption, a reservation or an earlier move holds a node for it
+        if status.get("nominatedNodeName") in busy_nodes:
+            continue  # a preemption or a move is freeing its node
         if requested_gpus(pod) < settings.policy.min_gpus:
             continue
         since = unschedulable_since(pod)
         if since is None or now - since < settings.wait_s:
             continue
-        found.append((f"{meta.get('namespace') or 'default'}/{meta.get('name')}", since))
+        found.append((key, since))
     return sorted(found, key=lambda item: (item[1], item[0]))
+
+
+def terminating_on(pods: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Nodes with a pod being deleted (an eviction, a preemption under way)."""
+    return {
+        str((pod.get("spec") or {}).get("nodeName"))
+        for pod in pods
+        if (pod.get("metadata") or {}).get("deletionTimestamp")
+        and (pod.get("spec") or {}).get("nodeName")
+    }
 
 
 # -- metrics --------------------------------------------------------------------------------------
@@ -338,6 +359,8 @@ class RebalanceController:
         self.limits = RateLimits(settings, clock)
         self.waiting_count = 0
         self._reported: set[tuple[str, ...]] = set()  # dry-run plans and deferrals told once
+        self._moved: dict[str, float] = {}  # pod -> when a move was made for it (clock)
+        self.clock = clock
 
     # -- a round --------------------------------------------------------------------------------
 
@@ -345,7 +368,19 @@ class RebalanceController:
         """List, plan, and (acting) carry the plan out, within the rate limits."""
         objects = self._list()
         pods = {_key(obj): obj for obj in objects if obj["kind"] == "Pod"}
-        waiting = waiting_pods(pods.values(), self.settings, self.wall_clock())
+        now = self.clock()
+        self._moved = {
+            key: at
+            for key, at in self._moved.items()
+            if key in pods and now - at < self.settings.node_cooldown_s
+        }
+        waiting = waiting_pods(
+            pods.values(),
+            self.settings,
+            self.wall_clock(),
+            busy_nodes=terminating_on(pods.values()),
+            moved=self._moved,
+        )
         self.waiting_count = len(waiting)
         self.metrics.rounds.inc()
         report = RoundReport(waiting=[key for key, _ in waiting])
@@ -360,7 +395,10 @@ class RebalanceController:
             log.info("object left out of the plan", extra={"note": note})
         by_key = {pod.key: pod for pod in cluster.pending_pods}
         bound = list(cluster.bound_pods)
+        planned_for = {key for key, _ in waiting}
         for pod in cluster.pending_pods:  # a nominated pod counts on its node, as the scheduler
+            if pod.key in planned_for:
+                continue  # its own nomination (a reservation) is what a move may improve on
             nominated = str((pods[pod.key].get("status") or {}).get("nominatedNodeName") or "")
             if nominated:
                 bound.append(pod.bound_to(nominated))
@@ -465,6 +503,7 @@ class RebalanceController:
             )
             self.events.record(victim, "Normal", "RebalanceEvicted", "Evicting", note)
         self.limits.spend(move, len(evicted))
+        self._moved[move.for_pod] = self.clock()
         self.metrics.moves.labels("acting").inc()
         log.info("move done", extra={"pod": move.for_pod, "node": move.frees, "evicted": evicted})
         note = f"Evicted {_evictions(move)} from node {move.frees}; node {move.frees} held for it"

@@ -233,22 +233,38 @@ def test_a_pod_that_has_not_waited_long_enough_gets_no_move() -> None:
     assert report.waiting == [] and kube.writes == [] and events.recorded == []
 
 
-def test_a_pod_already_nominated_or_of_another_scheduler_is_left_alone() -> None:
-    nominated = _waiting("nominated", 8)
-    nominated["status"]["nominatedNodeName"] = "node-c"
+def test_a_pod_whose_node_is_being_freed_or_of_another_scheduler_is_left_alone() -> None:
+    being_freed = _waiting("preempting", 8)
+    being_freed["status"]["nominatedNodeName"] = "node-c"
     other = _waiting("other", 8)
     other["spec"]["schedulerName"] = "default-scheduler"
-    pods = [nominated, other, _waiting("small", 1)]
-    assert waiting_pods(pods, RebalanceSettings(), NOW) == []
+    reserved = _waiting("reserved", 8)
+    reserved["status"]["nominatedNodeName"] = "node-a"  # a reservation: nothing terminating
+    pods = [being_freed, other, _waiting("small", 1), reserved]
+    found = waiting_pods(pods, RebalanceSettings(), NOW, busy_nodes={"node-c"})
+    assert [key for key, _ in found] == ["default/reserved"]
+    assert (
+        waiting_pods(pods, RebalanceSettings(), NOW, {"node-c"}, moved={"default/reserved"}) == []
+    )
 
 
 def test_a_nominated_pod_holds_its_node_in_the_plan() -> None:
-    nominated = _waiting("first", 8)
+    nominated = _waiting("first", 8, waited_s=10)  # not waiting long enough to be planned for
     nominated["status"]["nominatedNodeName"] = "node-b"
     kube = FakeKube(_fragmented(nominated, _waiting("trainer", 8)))
     controller, _, _ = _controller(kube)
     report = controller.run_once()
     assert [m.frees for m in report.plan.moves] == ["node-c"]  # node-b is first's
+
+
+def test_a_pod_a_reservation_holds_a_node_for_gets_a_move_and_a_new_nomination() -> None:
+    trainer = _waiting("trainer", 8)
+    trainer["status"]["nominatedNodeName"] = "node-a"  # waiting for big to finish, some day
+    kube = FakeKube(_fragmented(trainer))
+    controller, _, _ = _controller(kube, dry_run=False)
+    assert [m.frees for m in controller.run_once().done] == ["node-b"]
+    assert kube.nominations() == [("trainer", "node-b")]
+    assert controller.run_once().plan.moves == []  # moved for lately: not again
 
 
 def test_no_move_when_the_cluster_does_not_have_the_gpus() -> None:
