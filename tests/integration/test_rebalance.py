@@ -15,7 +15,12 @@ stays out of it) fits nowhere though the cluster has the GPUs: the controller mu
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -401,6 +406,52 @@ def test_a_gang_is_never_split(
         assert report.plan.moves == [] and report.done == []
         assert [item.pod for item in report.plan.unresolved] == [f"{namespace}/trainer"]
         assert _evictions(controller) == 0 and _filler_nodes(cluster, namespace) == before
+
+
+def test_the_command_runs_the_controller_until_sigterm(
+    cluster: Cluster,
+    namespace: str,
+    replicasets: None,
+    rebalance_api: KubeApi,
+    control_plane: ControlPlane,
+    priority_classes: None,
+    tmp_path: Path,
+) -> None:
+    """`gputopo-scheduler rebalance` as the Deployment runs it (environment twins, the
+    component's identity), dry run as shipped: the Event comes, SIGTERM ends it with 0."""
+    _fragmented(cluster, namespace)
+    token = control_plane.service_account_token(SCHEDULER_NAMESPACE, SERVICE_ACCOUNT)
+    kubeconfig = control_plane.kubeconfig_for_token(token, "rebalance-command")
+    environment = {
+        **os.environ,
+        "GPUTOPO_KUBECONFIG": str(kubeconfig),
+        "GPUTOPO_WAIT": "0s",
+        "GPUTOPO_INTERVAL": "300ms",
+        "GPUTOPO_LEADER_ELECT": "false",
+        "GPUTOPO_METRICS_ADDRESS": "",
+    }
+    with _scheduling(control_plane):
+        _trainer(cluster, namespace)
+        log = (tmp_path / "rebalance.log").open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gputopo.scheduler.cli", "rebalance"],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        try:
+            eventually(
+                lambda: "RebalancePlanned" in _reasons(cluster, namespace, "trainer"),
+                60,
+                "the command's RebalancePlanned event",
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=30)
+            log.close()
+        assert code == 0, (tmp_path / "rebalance.log").read_text()[-2000:]
+        assert not cluster.pod(namespace, "trainer")["spec"].get("nodeName")
 
 
 def test_two_controllers_one_leader_one_move(
