@@ -394,6 +394,8 @@ class RebalanceController:
         for note in cluster.notes:
             log.info("object left out of the plan", extra={"note": note})
         by_key = {pod.key: pod for pod in cluster.pending_pods}
+        # Budgets count the pods that run; nominated pending pods only hold room.
+        budgets = budgets_from_objects(cluster.disruption_budgets, cluster.bound_pods)
         bound = list(cluster.bound_pods)
         planned_for = {key for key, _ in waiting}
         for pod in cluster.pending_pods:  # a nominated pod counts on its node, as the scheduler
@@ -403,7 +405,6 @@ class RebalanceController:
             if nominated:
                 bound.append(pod.bound_to(nominated))
         cluster.bound_pods = bound
-        budgets = budgets_from_objects(cluster.disruption_budgets, cluster.bound_pods)
         planner = Rebalancer(build_snapshot(cluster), budgets, self.settings.policy, self.profile)
         candidates = [by_key[key] for key, _ in waiting if key in by_key]
         report.plan = planner.plan(candidates)
