@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import dynamic
 
 from gputopo.scheduler.gang import POD_GROUP_LABEL
 from gputopo.scheduler.rebalance_controller import (
@@ -49,6 +50,8 @@ from tests.integration.scheduler_env import (
     running_runtime,
     scheduler_rbac,
 )
+from tests.integration.test_deploy_manifests import _apply, _namespaced
+from tests.packaging.kustomize import overlay, render
 from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -520,3 +523,33 @@ def test_two_controllers_one_leader_one_move(
             if event.get("reason") == "RebalanceMoved"
         ]
         assert [event["reportingInstance"] for event in moved] == [holder]
+
+
+def test_the_component_is_accepted_by_the_api_server(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """The rendered component in a fresh namespace: namespaced objects applied and read back,
+    cluster-scoped ones with server-side dry run (stored nowhere another test would see)."""
+    objects = render(overlay(tmp_path / "overlay", components=("rebalance",), namespace=namespace))
+    api = dynamic.DynamicClient(control_plane.admin)
+    ours = [o for o in objects if o["metadata"]["name"].startswith("gputopo-rebalance")]
+    assert sorted(o["kind"] for o in ours) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ]
+    for body in ours:
+        if _namespaced(api, body):
+            _apply(api, body, dry_run=False)
+        else:
+            body["metadata"].pop("namespace", None)
+            _apply(api, body, dry_run=True)
+    deployment = Cluster(control_plane).api.request(
+        "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/gputopo-rebalance"
+    )
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["GPUTOPO_DRY_RUN"] == "true"
