@@ -15,11 +15,12 @@ the simulator proves the waiting pod then fits and every evicted pod fits elsewh
 
 * Dry run (the default): an Event ``RebalancePlanned`` on the waiting pod naming the node and
   the evictions, once per distinct plan, and the ``moves`` metric; nothing is evicted.
-* Acting: each pod is evicted through the Eviction API (policy/v1, UID-guarded), which enforces
-  PodDisruptionBudgets itself: a 429 stops the move (``RebalanceRefused``), whatever the
-  planner believed. Once all are out the waiting pod is nominated to the freed node
-  (``status.nominatedNodeName``: gputopo-scheduler counts a nominated pod on its node for every
-  pod of lower or equal priority, so the room stays its own), and Events go on the evicted pods
+* Acting: the waiting pod is first nominated to the node to free (``status.nominatedNodeName``:
+  gputopo-scheduler counts a nominated pod on its node for every pod of lower or equal
+  priority, so the room stays its own; kube-scheduler's preemption nominates before its victims
+  go too), then each pod is evicted through the Eviction API (policy/v1, UID-guarded), which
+  enforces PodDisruptionBudgets itself: a 429 stops the move (``RebalanceRefused``) and clears
+  the nomination, whatever the planner believed. Events go on the evicted pods
   (``RebalanceEvicted``) and the waiting pod (``RebalanceMoved``).
 * Rate limits, acting only: a token bucket of evictions per minute, a cool-down per freed node
   and a global cool-down after each move. A move they hold back is planned again next round;
