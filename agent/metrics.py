@@ -38,6 +38,7 @@ from prometheus_client.registry import CollectorRegistry
 from gputopo import __version__
 from gputopo.agent.nvml import CLOCK_EVENT_REASONS, NVLINK_ERROR_COUNTERS, GpuLoad
 from gputopo.agent.podresources import DeviceAllocation, PodResourcesSnapshot
+from gputopo.agent.sla import assess as assess_sla
 from gputopo.agent.stats import (
     DISCOVERY_BUCKETS,
     AgentStats,
@@ -203,6 +204,14 @@ class MetricsCollector:
                 pci_only.add_metric(
                     [missing.pci_bus_id, _text(missing.numa_node), _text(missing.driver)], 1
                 )
+            sla = assess_sla(topology)
+            if sla is not None:
+                families.gauge(
+                    "node_sla_score",
+                    "The node's raw SLA score (0..1000) from the last discovery, before the "
+                    "hysteresis that filters the published label and taint.",
+                    [],
+                ).add_metric([], sla.score)
         load = snapshot.load
         if load is not None and load.cpu_utilization_ratio is not None:
             families.gauge(
@@ -583,6 +592,22 @@ class MetricsCollector:
             "topology-updater): the agent steps back and does not write it.",
             [],
         ).add_metric([], stats.foreign_nrt)
+        conflicts = families.gauge(
+            "agent_label_conflicts",
+            "1 per nvidia.com/* label another writer (GPU Feature Discovery) holds with a value "
+            "other than gputopo's: gputopo leaves it alone and does not write it.",
+            ["key", "holder"],
+        )
+        for key, holder in sorted(stats.label_conflicts.items()):
+            conflicts.add_metric([key, holder], 1)
+        upgrade = families.gauge(
+            "agent_driver_upgrade_in_progress",
+            "1 while the GPU Operator upgrades this node's driver (state in the label "
+            "nvidia.com/gpu-driver-upgrade-state) and the agent has released NVML: no "
+            "discovery, no GPU samples, no Node writes until it ends.",
+            ["state"],
+        )
+        upgrade.add_metric([stats.driver_upgrade or ""], 1 if stats.driver_upgrade else 0)
 
 
 def _loads_by_gpu(topology: NodeTopology, load: LoadSample | None) -> dict[int, GpuLoad]:

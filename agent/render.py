@@ -32,6 +32,7 @@ _P2P_CODES = {
 }
 
 UNKNOWN = "?"
+NVLINK_UNKNOWN = "NV?"
 
 
 def render_text(topology: NodeTopology) -> str:
@@ -268,26 +269,50 @@ def gpu_pair_code(topology: NodeTopology, a: Gpu, b: Gpu) -> str:
         )
         if to_switch_a and to_switch_b:
             return f"NV{min(to_switch_a, to_switch_b)}"
+        if not a.nvlinks or not b.nvlinks:
+            return NVLINK_UNKNOWN  # one domain, but its links are not known (an annotation)
     level = next((p2p.level for p2p in a.p2p if p2p.gpu == b.index), None)
-    return _P2P_CODES[level] if level is not None else UNKNOWN
+    if level is not None:
+        return _P2P_CODES[level]
+    if a.p2p or b.p2p or a.health_signals.lost or b.health_signals.lost:
+        return UNKNOWN  # NVML answered for others, not this pair: its links may be NVLink too
+    # No P2P levels were recorded at all (a topology read from the annotation, which keeps
+    # NVLink domains instead): the PCI paths and NUMA nodes decide, as for the GPU-NIC cells.
+    return _pcie_code(
+        a.pci_path, a.pcie_switch, a.numa_node, b.pci_path, b.pcie_switch, b.numa_node
+    )
 
 
 def gpu_nic_code(gpu: Gpu, nic: RdmaNic) -> str:
     """As ``nvidia-smi topo -m``: PIX (one switch between them) or PXB (several, e.g. the two
     bridge levels of a DGX's Broadcom switch) from the PCI paths, PHB through the host bridge,
-    else NODE/SYS by NUMA node."""
-    return _pcie_code(gpu.pci_path, gpu.pcie_switch, gpu.numa_node, nic)
+    else NODE/SYS by NUMA node. Without both paths (a topology read from the annotation, which
+    keeps no NIC path) a NIC that lists the GPU as local meets it below a switch: PIX when it is
+    the nearest switch of both, else PXB."""
+    code = _pcie_code(
+        gpu.pci_path, gpu.pcie_switch, gpu.numa_node, nic.pci_path, nic.pcie_switch, nic.numa_node
+    )
+    if code in ("NODE", "SYS", UNKNOWN) and gpu.index in nic.local_gpus:
+        return "PXB"
+    return code
 
 
-def _pcie_code(path: tuple[str, ...], switch: str | None, numa: int | None, nic: RdmaNic) -> str:
-    relation = pcie_relation(path, nic.pci_path)
+def _pcie_code(
+    path: tuple[str, ...],
+    switch: str | None,
+    numa: int | None,
+    other_path: tuple[str, ...],
+    other_switch: str | None,
+    other_numa: int | None,
+) -> str:
+    relation = pcie_relation(path, other_path)
     if relation is not None:
         return relation
-    if not (path and nic.pci_path) and switch is not None and switch == nic.pcie_switch:
+    if not (path and other_path) and switch is not None and switch == other_switch:
         return "PIX"  # a topology recorded before NIC paths were kept
-    if numa is None or nic.numa_node is None:
+    if numa is None or other_numa is None:
         return UNKNOWN
-    return "NODE" if numa == nic.numa_node else "SYS"
+    return "NODE" if numa == other_numa else "SYS"
 
 
 def _matrix(topology: NodeTopology) -> str:
@@ -315,10 +340,14 @@ def _matrix(topology: NodeTopology) -> str:
         "          PXB = several PCIe switches, PHB = same host bridge,",
         "          NODE = same NUMA node, SYS = across NUMA nodes, ? = unknown",
     ]
+    if any(NVLINK_UNKNOWN in row for row in rows):
+        legend.append("          NV? = one NVLink domain, links not known")
     if nics:
         legend.append("  NICs: " + ", ".join(f"NIC{i}={nic.name}" for i, nic in enumerate(nics)))
     return "Topology matrix\n" + _table(headers, rows) + "\n\n" + "\n".join(legend)
 
 
 def _nic_pair(a: RdmaNic, b: RdmaNic) -> str:
-    return _pcie_code(a.pci_path, a.pcie_switch, a.numa_node, b)
+    return _pcie_code(
+        a.pci_path, a.pcie_switch, a.numa_node, b.pci_path, b.pcie_switch, b.numa_node
+    )

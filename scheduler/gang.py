@@ -1,8 +1,20 @@
-"""Gang scheduling, compatible with scheduler-plugins' Coscheduling.
+"""Gang scheduling: Kubernetes' own PodGroup, and scheduler-plugins' Coscheduling.
 
-A pod joins a gang with the label `scheduling.x-k8s.io/pod-group: <PodGroup name>` (the
-PodGroup, `scheduling.x-k8s.io/v1alpha1`, lives in the pod's namespace). No member is bound
-until `minMember` members have a place:
+A pod joins a gang in one of two ways, both in the pod's namespace:
+
+- Kubernetes' workload API (`scheduling.k8s.io/v1beta1`, gate `GenericWorkload`):
+  `spec.schedulingGroup.podGroupName` names a PodGroup whose `spec.schedulingPolicy.gang.minCount`
+  is the gang's size (`basic` is a group of one) and whose
+  `spec.schedulingConstraints.topology[0].key` keeps every member in one domain of that node
+  label (required). Its status carries kube-scheduler's `PodGroupInitiallyScheduled` condition.
+- Coscheduling: the label `scheduling.x-k8s.io/pod-group: <PodGroup name>` names a
+  `scheduling.x-k8s.io/v1alpha1` PodGroup (`minMember`, `scheduleTimeoutSeconds`,
+  `minResources`). A pod that sets both is a member of the native group only.
+
+The two kinds have separate keys (`namespace/name` for Coscheduling,
+`scheduling.k8s.io/namespace/name` for the native kind), so groups of one name never mix. The
+native API has no timeout field: its gangs wait `DEFAULT_TIMEOUT_S`. No member is bound until the
+minimum count has a place:
 
 - PreFilter: a member whose group is unknown, or whose group has fewer than `minMember` pods in
   all (pending + bound), is unschedulable at once, with Coscheduling's message.
@@ -38,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gputopo.core.validate import is_qualified_name
+from gputopo.scheduler.model import Pod
 from gputopo.scheduler.quantity import CPU, PODS, resource_amount
 from gputopo.scheduler.snapshot import ClusterSnapshot
 
@@ -46,6 +59,13 @@ PODGROUP_GROUP: Final = "scheduling.x-k8s.io"
 PODGROUP_VERSION: Final = "v1alpha1"
 PODGROUP_API: Final = f"/apis/{PODGROUP_GROUP}/{PODGROUP_VERSION}"
 PODGROUPS_PATH: Final = f"{PODGROUP_API}/podgroups"
+# Kubernetes' own gang API (KEP-4671 workload-aware scheduling), beta in v1.37.
+NATIVE_PODGROUP_GROUP: Final = "scheduling.k8s.io"
+NATIVE_PODGROUP_VERSION: Final = "v1beta1"
+NATIVE_PODGROUP_API: Final = f"/apis/{NATIVE_PODGROUP_GROUP}/{NATIVE_PODGROUP_VERSION}"
+NATIVE_PODGROUPS_PATH: Final = f"{NATIVE_PODGROUP_API}/podgroups"
+NATIVE_KEY_PREFIX: Final = f"{NATIVE_PODGROUP_GROUP}/"
+NATIVE_PODGROUP_KIND: Final = "PodGroup.scheduling.k8s.io"  # the runtime's watch of that kind
 DEFAULT_TIMEOUT_S: Final = 60.0
 TOPOLOGY_ANNOTATION: Final = "gputopo.io/gang-topology"
 TOPOLOGY_POLICY_ANNOTATION: Final = "gputopo.io/gang-topology-policy"
@@ -64,12 +84,42 @@ JsonDict = dict[str, Any]
 
 
 def group_key_of(pod: JsonDict) -> str | None:
-    """`namespace/podgroup` for a gang member, None for any other pod."""
+    """The gang key of a member (see the module docstring), None for any other pod."""
     meta = pod.get("metadata") or {}
-    name = (meta.get("labels") or {}).get(POD_GROUP_LABEL)
-    if not name:
-        return None
-    return f"{meta.get('namespace') or 'default'}/{name}"
+    group = (pod.get("spec") or {}).get("schedulingGroup")
+    native = group.get("podGroupName") if isinstance(group, Mapping) else None
+    return _group_key(str(meta.get("namespace") or ""), native, (meta.get("labels") or {}))
+
+
+def group_key_of_podgroup(obj: JsonDict, native: bool | None = None) -> str:
+    """The gang key of a PodGroup object of either kind; ``native`` None: by its apiVersion
+    (list items carry none: a watch of one kind says which)."""
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace") or "default"
+    if is_native_podgroup(obj) if native is None else native:
+        return f"{NATIVE_KEY_PREFIX}{namespace}/{meta.get('name')}"
+    return f"{namespace}/{meta.get('name')}"
+
+
+def is_native_podgroup(obj: JsonDict) -> bool:
+    return str(obj.get("apiVersion") or "").startswith(NATIVE_KEY_PREFIX)
+
+
+def split_group_key(group_key: str) -> tuple[str, str, str]:
+    """(API path of its kind, namespace, name) of a gang key."""
+    if group_key.startswith(NATIVE_KEY_PREFIX):
+        namespace, name = group_key[len(NATIVE_KEY_PREFIX) :].split("/", 1)
+        return NATIVE_PODGROUP_API, namespace, name
+    namespace, name = group_key.split("/", 1)
+    return PODGROUP_API, namespace, name
+
+
+def _group_key(namespace: str, native: object, labels: Mapping[str, str]) -> str | None:
+    namespace = namespace or "default"
+    if isinstance(native, str) and native:
+        return f"{NATIVE_KEY_PREFIX}{namespace}/{native}"
+    name = labels.get(POD_GROUP_LABEL)
+    return f"{namespace}/{name}" if name else None
 
 
 @dataclass(frozen=True)
@@ -94,10 +144,13 @@ class PodGroupSpec:
     invalid: str | None = None  # a one-line message naming the bad field; the group waits
 
     @classmethod
-    def from_json(cls, obj: JsonDict) -> PodGroupSpec:
+    def from_json(cls, obj: JsonDict, native: bool | None = None) -> PodGroupSpec:
+        """Either kind; ``native`` as for `group_key_of_podgroup`."""
+        if is_native_podgroup(obj) if native is None else native:
+            return cls._from_native(obj)
         meta = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
-        key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+        key = group_key_of_podgroup(obj, native=False)
         timeout = spec.get("scheduleTimeoutSeconds")
         problems: list[str] = []
         min_resources: list[tuple[str, int]] = []
@@ -114,6 +167,48 @@ class PodGroupSpec:
             min_member=max(int(spec.get("minMember") or 1), 1),
             timeout_s=float(timeout) if timeout else DEFAULT_TIMEOUT_S,
             min_resources=tuple(min_resources),
+            topology=topology,
+            invalid=f"PodGroup {key}: {'; '.join(problems)}" if problems else None,
+        )
+
+    @classmethod
+    def _from_native(cls, obj: JsonDict) -> PodGroupSpec:
+        """`scheduling.k8s.io/v1beta1` PodGroup: gang.minCount (basic: one), the topology
+        constraint (required), else gputopo's topology annotations."""
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        key = group_key_of_podgroup(obj, native=True)
+        problems: list[str] = []
+        policy = spec.get("schedulingPolicy") or {}
+        gang = policy.get("gang") if isinstance(policy, Mapping) else None
+        min_count = 1
+        if isinstance(gang, Mapping):
+            raw = gang.get("minCount")
+            if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
+                min_count = raw
+            else:
+                problems.append(
+                    f"spec.schedulingPolicy.gang.minCount: expected a positive integer, got {raw!r}"
+                )
+        topology, problem = _topology_of(meta.get("annotations") or {})
+        if problem is not None:
+            problems.append(problem)
+        constraints = spec.get("schedulingConstraints") or {}
+        terms = constraints.get("topology") if isinstance(constraints, Mapping) else None
+        if terms:
+            first = terms[0] if isinstance(terms, list) else None
+            label_key = first.get("key") if isinstance(first, Mapping) else None
+            if isinstance(label_key, str) and is_qualified_name(label_key):
+                topology = GangTopology(label_key, required=True)
+            else:
+                problems.append(
+                    "spec.schedulingConstraints.topology[0].key: expected a node label key, "
+                    f"got {label_key!r}"
+                )
+        return cls(
+            key=key,
+            min_member=min_count,
+            timeout_s=DEFAULT_TIMEOUT_S,
             topology=topology,
             invalid=f"PodGroup {key}: {'; '.join(problems)}" if problems else None,
         )
@@ -137,11 +232,21 @@ def _topology_of(annotations: Mapping[str, str]) -> tuple[GangTopology | None, s
 
 
 def not_found_message(group_key: str) -> str:
+    """Coscheduling's, or for a native group kube-scheduler's GangScheduling message."""
+    if group_key.startswith(NATIVE_KEY_PREFIX):
+        name = split_group_key(group_key)[2]
+        return f'waiting for pods\'s pod group "{name}" to appear in scheduling queue'
     return f"pod group {group_key} not found"
 
 
-def too_few_message(pod_key: str, count: int, min_member: int) -> str:
-    """Coscheduling's PreFilter message."""
+def too_few_message(pod_key: str, count: int, min_member: int, group_key: str = "") -> str:
+    """Coscheduling's PreFilter message, or for a native group kube-scheduler's PreEnqueue
+    message with the counts added."""
+    if group_key.startswith(NATIVE_KEY_PREFIX):
+        return (
+            "waiting for minCount pods from a gang to appear in scheduling queue "
+            f"(pods: {count}, minCount: {min_member})"
+        )
     return (
         f"pre-filter pod {pod_key.split('/', 1)[-1]} cannot find enough sibling pods, "
         f"current pods number: {count}, minMember of group: {min_member}"
@@ -172,9 +277,14 @@ def min_resources_message(group_key: str, gap: Mapping[str, int]) -> str:
 
 
 def no_domain_message(group_key: str, topology: GangTopology, members: int) -> str:
+    required_by = (
+        "spec.schedulingConstraints.topology"
+        if group_key.startswith(NATIVE_KEY_PREFIX)
+        else f"{TOPOLOGY_POLICY_ANNOTATION}: required"
+    )
     return (
         f"pod group {group_key}: no nodes sharing one {topology.label_key} value have room "
-        f"for {members} members ({TOPOLOGY_POLICY_ANNOTATION}: required)"
+        f"for {members} members ({required_by})"
     )
 
 
@@ -196,8 +306,7 @@ def free_capacity(
     own = [
         entry
         for entry in snapshot.pods.values()
-        if entry.slot >= 0
-        and group_key_of_labels(entry.pod.namespace, entry.pod.labels) == group_key
+        if entry.slot >= 0 and group_key_of_model(entry.pod) == group_key
     ]
     free: dict[str, int] = {}
     for name in names:
@@ -223,9 +332,9 @@ def resource_gap(spec: PodGroupSpec, free: Mapping[str, int]) -> dict[str, int]:
     }
 
 
-def group_key_of_labels(namespace: str, labels: Mapping[str, str]) -> str | None:
-    name = labels.get(POD_GROUP_LABEL)
-    return f"{namespace or 'default'}/{name}" if name else None
+def group_key_of_model(pod: Pod) -> str | None:
+    """`group_key_of` for a parsed pod."""
+    return _group_key(pod.namespace, pod.pod_group_name, pod.labels)
 
 
 # -- topology ----------------------------------------------------------------------------------
@@ -328,6 +437,46 @@ def group_status(
     return status
 
 
+NATIVE_SCHEDULED_CONDITION: Final = "PodGroupInitiallyScheduled"
+
+
+def native_group_condition(
+    min_member: int,
+    members: Sequence[JsonDict],
+    problem: tuple[str, str] | None,
+    previous: Mapping[str, Any],
+    now: str,
+) -> JsonDict | None:
+    """The `PodGroupInitiallyScheduled` condition of a native PodGroup, as kube-scheduler keeps
+    it: True (for good) once `minCount` members have a node; False with reason `Unschedulable`
+    while the group is turned away; None (no condition yet) while it is being tried."""
+    old = next(
+        (
+            c
+            for c in previous.get("conditions") or []
+            if isinstance(c, Mapping) and c.get("type") == NATIVE_SCHEDULED_CONDITION
+        ),
+        None,
+    )
+    if old is not None and old.get("status") == "True":
+        return dict(old)  # terminal: never reverts, even if members are evicted later
+    scheduled = sum(1 for pod in members if (pod.get("spec") or {}).get("nodeName"))
+    if scheduled >= min_member:
+        status, reason, message = "True", "Scheduled", "minCount members have a node"
+    elif problem is not None:
+        status, reason, message = "False", "Unschedulable", problem[1]
+    else:
+        return None
+    same = old is not None and old.get("status") == status
+    return {
+        "type": NATIVE_SCHEDULED_CONDITION,
+        "status": status,
+        "reason": reason,
+        "message": message[:1024],
+        "lastTransitionTime": (old or {}).get("lastTransitionTime") if same else now,
+    }
+
+
 @dataclass
 class _Waiting:
     since: float
@@ -345,8 +494,8 @@ class GangCoordinator:
     _domains: dict[str, str] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
-    def upsert_group(self, obj: JsonDict) -> None:
-        spec = PodGroupSpec.from_json(obj)
+    def upsert_group(self, obj: JsonDict, native: bool | None = None) -> None:
+        spec = PodGroupSpec.from_json(obj, native)
         with self._lock:
             if self._groups.get(spec.key) not in (None, spec):
                 self._backoff_until.pop(spec.key, None)  # a changed spec deserves a try now
@@ -384,9 +533,9 @@ class GangCoordinator:
         with self._lock:
             self._domains[group_key] = value
 
-    def delete_group(self, obj: JsonDict) -> None:
+    def delete_group(self, obj: JsonDict, native: bool | None = None) -> None:
         with self._lock:
-            self._groups.pop(PodGroupSpec.from_json(obj).key, None)
+            self._groups.pop(group_key_of_podgroup(obj, native), None)
 
     def group(self, key: str) -> PodGroupSpec | None:
         with self._lock:

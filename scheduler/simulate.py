@@ -19,7 +19,7 @@ file that breaks a limit is one line naming it (docs/operations.md lists the lim
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -62,6 +62,8 @@ class ClusterInput:
     priority_classes: dict[str, PriorityClass] = field(default_factory=dict)
     bound_pods: list[Pod] = field(default_factory=list)
     pending_pods: list[Pod] = field(default_factory=list)
+    # PodDisruptionBudgets as read (rebalance plans with them; placement ignores them).
+    disruption_budgets: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     dra: DraState = field(default_factory=lambda: DraState(invent_from_templates=True))
 
@@ -95,42 +97,70 @@ def _documents(path: str, text: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
 
 def load_cluster(paths: Sequence[str | Path]) -> ClusterInput:
     """Read and check the input files; errors name the file, document and object."""
-    cluster = ClusterInput()
-    seen: dict[tuple[str, str], str] = {}
-    pod_where: dict[str, str] = {}
+    return cluster_from_objects(_file_objects(paths))
+
+
+def _file_objects(paths: Sequence[str | Path]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     for path in paths:
         try:
             text = read_text(path, what="cluster file", max_bytes=MAX_CLUSTER_FILE_BYTES)
         except DocumentError as exc:
             raise SchedulerInputError(str(exc)) from None
-        for where, obj in _documents(str(path), text):
-            kind = obj.get("kind")
-            if not isinstance(kind, str) or not kind:
-                raise SchedulerInputError(f"{where}: kind: must be set")
-            try:
-                identity = _add_object(cluster, kind, obj, where)
-            except SchedulerInputError as exc:
+        yield from _documents(str(path), text)
+
+
+def cluster_from_objects(
+    objects: Iterable[tuple[str, Mapping[str, Any]]], *, skip_invalid: bool = False
+) -> ClusterInput:
+    """The cluster of (where, object) pairs, checked as :func:`load_cluster` checks files.
+
+    ``kubectl gputopo why`` builds the cluster of live objects here, so it is the one
+    simulate explains. With ``skip_invalid`` an object the scheduler cannot read (the API server
+    accepts some that it refuses) is left out with a note naming it, as the running scheduler
+    leaves it out, instead of failing the whole cluster; and a Node whose topology annotation is
+    not even JSON is kept with a note, its labels describing its GPUs, as the running scheduler
+    keeps it (in a file, that annotation is the user's error).
+    """
+    cluster = ClusterInput()
+    seen: dict[tuple[str, str], str] = {}
+    pod_where: dict[str, str] = {}
+    for where, obj in objects:
+        kind = obj.get("kind")
+        if not isinstance(kind, str) or not kind:
+            raise SchedulerInputError(f"{where}: kind: must be set")
+        try:
+            identity = _add_object(cluster, kind, obj, where, live=skip_invalid)
+        except SchedulerInputError as exc:
+            if not skip_invalid:
                 raise SchedulerInputError(f"{where}: {exc}") from None
-            if identity is None:
-                continue
-            if identity in seen:
-                first = seen[identity]
-                raise SchedulerInputError(
-                    f"{where}: {identity[0]} {identity[1]}: defined twice (first at {first})"
-                )
-            seen[identity] = where
-            if identity[0] == "Pod":
-                pod_where[identity[1]] = where
+            cluster.notes.append(f"{where}: {exc}; skipped")
+            continue
+        if identity is None:
+            continue
+        if identity in seen:
+            first = seen[identity]
+            raise SchedulerInputError(
+                f"{where}: {identity[0]} {identity[1]}: defined twice (first at {first})"
+            )
+        seen[identity] = where
+        if identity[0] == "Pod":
+            pod_where[identity[1]] = where
     _resolve_priorities(cluster, pod_where)
     return cluster
 
 
 def _add_object(
-    cluster: ClusterInput, kind: str, obj: Mapping[str, Any], where: str
+    cluster: ClusterInput, kind: str, obj: Mapping[str, Any], where: str, live: bool = False
 ) -> tuple[str, str] | None:
     if kind == "Node":
         node = parse_node(obj)
-        _check_topology_annotation(node)
+        try:
+            _check_topology_annotation(node)
+        except SchedulerInputError as exc:
+            if not live:
+                raise
+            # Not the user's file but the cluster: the running scheduler keeps such a node.
+            cluster.notes.append(f"{where}: {exc}; its labels describe its GPUs instead")
         cluster.nodes.append(node)
         return ("Node", node.name)
     if kind == "Namespace":
@@ -147,12 +177,44 @@ def _add_object(
         return ("Pod", pod.key)
     if kind in DRA_KINDS:
         return (kind, cluster.dra.observe(kind, obj))
+    if kind == "PodDisruptionBudget":
+        return _add_budget(cluster, obj)
     if kind not in _IGNORED_KINDS:
         cluster.notes.append(
             f"{where}: kind {kind} is not simulated (only Node, Namespace, PriorityClass, Pod "
             "and the DRA kinds); skipped"
         )
     return None
+
+
+def _add_budget(cluster: ClusterInput, obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata")
+    spec = obj.get("spec")
+    if not isinstance(meta, Mapping) or not meta.get("name"):
+        raise SchedulerInputError("PodDisruptionBudget: metadata.name: must be set")
+    key = f"{meta.get('namespace') or 'default'}/{meta['name']}"
+    if not isinstance(spec, Mapping):
+        raise SchedulerInputError(f"PodDisruptionBudget {key}: spec: expected an object")
+    selector = spec.get("selector")
+    if selector is not None and not isinstance(selector, Mapping):
+        raise SchedulerInputError(f"PodDisruptionBudget {key}: spec.selector: expected an object")
+    for name in ("minAvailable", "maxUnavailable"):
+        value = spec.get(name)
+        if value is not None and not _int_or_percent(value):
+            raise SchedulerInputError(
+                f"PodDisruptionBudget {key}: spec.{name}: expected an integer or a percentage, "
+                f"got {value!r}"
+            )
+    cluster.disruption_budgets.append(dict(obj))
+    return ("PodDisruptionBudget", key)
+
+
+def _int_or_percent(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 0
+    return isinstance(value, str) and value.endswith("%") and value[:-1].isdigit()
 
 
 def _check_topology_annotation(node: Node) -> None:
@@ -298,13 +360,17 @@ def render_text(cluster: ClusterInput, results: Sequence[ScheduleResult], explai
         for warning in result.warnings:
             lines.append(f"  {'':<{width}}      warning: {warning}")
         if explain:
-            lines.extend(_explain_lines(result, width))
+            lines.extend(explain_lines(result, width))
     placed = sum(1 for r in results if r.node is not None)
     lines += ["", f"placed {placed} of {len(results)} pods"]
     return "\n".join(lines)
 
 
-def _explain_lines(result: ScheduleResult, width: int) -> list[str]:
+def explain_lines(result: ScheduleResult, width: int) -> list[str]:
+    """Every node's verdict for one pod, best first: the chosen node starred, a feasible node
+    with its score per plugin, an infeasible one with the reasons of the filter it failed
+    (kube-scheduler's words). Indented to sit under a pod name ``width`` wide; also what
+    ``kubectl gputopo why`` prints for a live pod."""
     diagnosis = result.diagnosis()
     if not diagnosis:
         return []

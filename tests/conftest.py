@@ -185,15 +185,22 @@ StartPrometheus = Callable[..., PrometheusServer]
 def start_prometheus(
     testenv_tools: Tools, tmp_path: Path
 ) -> Generator[StartPrometheus, None, None]:
-    """Factory: `start_prometheus({"job": ["127.0.0.1:port"]}, scrape_interval="1s")`."""
+    """Factory: `start_prometheus({"job": ["127.0.0.1:port"]}, scrape_interval="1s",
+    rule_files=[...])`."""
     servers: list[PrometheusServer] = []
 
-    def start(jobs: Mapping[str, Sequence[str]], scrape_interval: str = "1s") -> PrometheusServer:
+    def start(
+        jobs: Mapping[str, Sequence[str]],
+        scrape_interval: str = "1s",
+        rule_files: Sequence[Path] = (),
+    ) -> PrometheusServer:
         workdir = tmp_path / f"prometheus-{len(servers)}"
         started: list[PrometheusServer] = []
         failure = _start(
             lambda: started.append(
-                PrometheusServer(testenv_tools.require(PROMETHEUS), workdir, jobs, scrape_interval)
+                PrometheusServer(
+                    testenv_tools.require(PROMETHEUS), workdir, jobs, scrape_interval, rule_files
+                )
             )
         )
         if failure is not None:

@@ -33,9 +33,9 @@ def _report(tools: Tools, as_json: bool) -> str:
     ]
     for name in COMPONENTS:
         if name in tools.paths:
-            lines.append(f"  {name:<15} {tools.paths[name]}  ({tools.sources[name]})")
+            lines.append(f"  {name:<24} {tools.paths[name]}  ({tools.sources[name]})")
         else:
-            lines.append(f"  {name:<15} MISSING: {tools.missing.get(name, '')}")
+            lines.append(f"  {name:<24} MISSING: {tools.missing.get(name, '')}")
     return "\n".join(lines)
 
 

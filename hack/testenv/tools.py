@@ -23,6 +23,9 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from hack.testenv import prometheus
 
@@ -36,7 +39,9 @@ KUBE_CONTROLLER_MANAGER = "kube-controller-manager"
 ETCD = "etcd"
 KWOK = "kwok"
 KWOK_STAGES = "kwok-stages.yaml"
+KWOK_KEEP_RUNNING = "gputopo.io/kwok-keep-running"
 PROMETHEUS = "prometheus"
+BASE_IMAGE = "python-base-image"  # hack/testenv/image.py: the suite's local base for the Dockerfile
 
 # The control plane, built from hack/tools (Kubernetes, etcd) and hack/tools/kwok.
 GO_COMPONENTS = (KUBE_APISERVER, ETCD, KUBE_SCHEDULER, KUBE_CONTROLLER_MANAGER, KWOK)
@@ -56,15 +61,36 @@ class GoTool:
     directory: str  # hack/tools/<directory>
     module: str  # the module whose `require` line pins the version
     package: str  # the main package built
+    # Folders of the module's source copied beside the binary (into `<name>-assets/`), e.g.
+    # the CRDs a controller needs installed; `assets_dir` finds them.
+    assets: tuple[str, ...] = ()
 
     @property
     def module_dir(self) -> Path:
         return TOOLS_MODULE / self.directory
 
 
+KUEUE = GoTool(
+    name="kueue",
+    directory="kueue",
+    module="sigs.k8s.io/kueue",
+    package="sigs.k8s.io/kueue/cmd/kueue",
+    assets=("config/components/crd/bases",),
+)
+
 # Tools in their own modules; `ensure` builds each that is missing.
-GO_TOOLS: tuple[GoTool, ...] = ()
-COMPONENTS = (*GO_COMPONENTS, *(tool.name for tool in GO_TOOLS), PROMETHEUS)
+GO_TOOLS: tuple[GoTool, ...] = (
+    # Helm 4, for the chart under charts/gputopo (helm lint / template in tests/packaging).
+    GoTool(
+        name="helm",
+        directory="helm",
+        module="helm.sh/helm/v4",
+        package="helm.sh/helm/v4/cmd/helm",
+    ),
+    # Kueue's controller manager, which the queueing tests run (tests/controlplane/kueue.py).
+    KUEUE,
+)
+COMPONENTS = (*GO_COMPONENTS, *(tool.name for tool in GO_TOOLS), PROMETHEUS, BASE_IMAGE)
 
 # The default kwok stages ("fast": a Node becomes Ready at once, a bound Pod Running at once, a
 # deleted Pod goes away), taken from the pinned kwok module's kustomize tree at build time.
@@ -77,7 +103,10 @@ _KWOK_STAGE_FILES = (
 
 _STAMP = "stamp.json"
 # Part of the cache key: changing how the binaries are built must not reuse old ones.
-_BUILD_RECIPE = "CGO_ENABLED=0 -mod=readonly -trimpath -ldflags=-s -w +version; kwok fast stages"
+_BUILD_RECIPE = (
+    "CGO_ENABLED=0 -mod=readonly -trimpath -ldflags=-s -w +version; kwok fast stages; "
+    "Job pods kept running by annotation"
+)
 _MAKE_TOOLS_HINT = "run `make tools` (python -m hack.testenv ensure)"
 
 
@@ -237,13 +266,24 @@ def tool_cache_dir(tool: GoTool) -> Path:
     return cache_root() / key
 
 
+def assets_dir(binary: Path, tool: GoTool) -> Path:
+    """Where the copied source folders of ``tool`` lie, next to its located ``binary``."""
+    return binary.parent / f"{tool.name}-assets"
+
+
+def _assets_ok(binary: Path, tool: GoTool) -> bool:
+    return all((assets_dir(binary, tool) / folder).is_dir() for folder in tool.assets)
+
+
 def _locate_tool(tool: GoTool, tools: Tools) -> None:
     asset = _from_assets(tool.name)
     cache_dir = tool_cache_dir(tool)
-    if asset is not None:
+    if asset is not None and _assets_ok(asset, tool):
         tools.paths[tool.name] = asset
         tools.sources[tool.name] = "KUBEBUILDER_ASSETS"
-    elif _cached_ok(cache_dir, _read_stamp(cache_dir), tool.name):
+    elif _cached_ok(cache_dir, _read_stamp(cache_dir), tool.name) and _assets_ok(
+        cache_dir / tool.name, tool
+    ):
         tools.paths[tool.name] = cache_dir / tool.name
         tools.sources[tool.name] = "cache"
     else:
@@ -277,7 +317,20 @@ def locate(pins: Pins | None = None) -> Tools:
             tools.paths[PROMETHEUS], tools.sources[PROMETHEUS] = found
         else:
             tools.missing[PROMETHEUS] = "no prometheus on PATH and PROMETHEUS_BIN unset"
+    _locate_base_image(tools)
     return tools
+
+
+def _locate_base_image(tools: Tools) -> None:
+    from hack.testenv import image  # image.py reads cache_root() from this module
+
+    try:
+        base = image.locate()
+    except image.BaseImageUnavailableError as error:
+        tools.missing[BASE_IMAGE] = str(error)
+    else:
+        tools.paths[BASE_IMAGE] = base.tarball
+        tools.sources[BASE_IMAGE] = base.reference
 
 
 def find_go() -> Path | None:
@@ -371,13 +424,29 @@ def _build(go: Path, pins: Pins, names: list[str], staging: Path, log: Path) -> 
         _go_build(go, KWOK_MODULE, "-s -w", str(staging / KWOK), ["sigs.k8s.io/kwok/cmd/kwok"], log)
         source = _module_dir(go, KWOK_MODULE, "sigs.k8s.io/kwok", log)
         documents = [
-            (source / relative).read_text(encoding="utf-8").strip()
+            _keep_running_unless_done(yaml.safe_load((source / relative).read_text("utf-8")))
             for relative in _KWOK_STAGE_FILES
         ]
-        header = f"# Default kwok stages from sigs.k8s.io/kwok@{pins.kwok} (node fast, pod fast).\n"
-        (staging / KWOK_STAGES).write_text(
-            header + "\n---\n".join(documents) + "\n", encoding="utf-8"
+        header = (
+            f"# Default kwok stages from sigs.k8s.io/kwok@{pins.kwok} (node fast, pod fast); Job "
+            f'pods annotated {KWOK_KEEP_RUNNING}: "true" are not completed.\n'
         )
+        (staging / KWOK_STAGES).write_text(
+            header + "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in documents),
+            encoding="utf-8",
+        )
+
+
+def _keep_running_unless_done(stage: dict[str, Any]) -> dict[str, Any]:
+    """kwok's fast `pod-complete` stage makes every Job's pod Succeed as soon as it runs; tests
+    that need a Job running (Kueue's preemption of admitted work) annotate its pod template
+    with KWOK_KEEP_RUNNING, which this stage then leaves alone."""
+    if stage.get("metadata", {}).get("name") == "pod-complete":
+        expressions = stage["spec"]["selector"]["matchExpressions"]
+        expressions.append(
+            {"key": f'.metadata.annotations["{KWOK_KEEP_RUNNING}"]', "operator": "DoesNotExist"}
+        )
+    return stage
 
 
 def _say(message: str) -> None:
@@ -389,7 +458,7 @@ def _ensure_tool(go: Path, tool: GoTool) -> None:
     cache_dir = tool_cache_dir(tool)
     with _locked(cache_dir):
         stamp = _read_stamp(cache_dir)
-        if _cached_ok(cache_dir, stamp, tool.name):
+        if _cached_ok(cache_dir, stamp, tool.name) and _assets_ok(cache_dir / tool.name, tool):
             return
         log = cache_dir / "build.log"
         staging = cache_dir / f".build-{os.getpid()}"
@@ -399,6 +468,19 @@ def _ensure_tool(go: Path, tool: GoTool) -> None:
         started = time.monotonic()
         try:
             _go_build(go, tool.module_dir, "-s -w", str(staging / tool.name), [tool.package], log)
+            if tool.assets:
+                source = _module_dir(go, tool.module_dir, tool.module, log)
+                for folder in tool.assets:
+                    # Go's module cache is read-only; the copy must be deletable on rebuild.
+                    shutil.copytree(
+                        source / folder, staging / "assets" / folder, copy_function=shutil.copyfile
+                    )
+                for path in (staging / "assets").rglob("*"):
+                    path.chmod(0o755 if path.is_dir() else 0o644)
+                (staging / "assets").chmod(0o755)
+                target = assets_dir(cache_dir / tool.name, tool)
+                shutil.rmtree(target, ignore_errors=True)
+                (staging / "assets").replace(target)
             (staging / tool.name).replace(cache_dir / tool.name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -473,6 +555,14 @@ def ensure(pins: Pins | None = None, install_prometheus: bool = True) -> Tools:
         try:
             prometheus.install()
         except (prometheus.PrometheusUnavailableError, subprocess.CalledProcessError) as error:
+            raise ToolsMissingError(str(error)) from error
+        tools = locate(pins)
+    if BASE_IMAGE in tools.missing:
+        from hack.testenv import image
+
+        try:
+            image.ensure()
+        except (image.BaseImageUnavailableError, subprocess.CalledProcessError) as error:
             raise ToolsMissingError(str(error)) from error
         tools = locate(pins)
     return tools

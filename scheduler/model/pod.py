@@ -35,6 +35,7 @@ class Pod:
         "annotations",
         "blockers",
         "claim_statuses",
+        "has_controller",
         "host_ports",
         "key",
         "label_signature",
@@ -46,6 +47,7 @@ class Pod:
         "nonzero_cpu",
         "nonzero_memory",
         "phase",
+        "pod_group_name",
         "preferred_affinity",
         "preferred_anti_affinity",
         "preferred_node_affinity",
@@ -73,6 +75,7 @@ class Pod:
     uid: str
     labels: dict[str, str]
     annotations: dict[str, str]
+    has_controller: bool  # an ownerReference with controller: true (something recreates it)
     label_signature: tuple[tuple[str, str], ...]
     node_name: str
     phase: str
@@ -80,6 +83,7 @@ class Pod:
     priority_class_name: str
     priority: int | None
     scheduler_name: str
+    pod_group_name: str  # spec.schedulingGroup.podGroupName: a native (scheduling.k8s.io) gang
     requests: dict[str, int]
     nonzero_cpu: int
     nonzero_memory: int
@@ -191,11 +195,17 @@ def _read_identity(
     pod.label_signature = tuple(sorted(pod.labels.items()))
     pod.annotations = where.string_map(meta, "annotations", "metadata.annotations")
     pod.terminating = meta.get("deletionTimestamp") is not None
+    owners = where.sequence(meta, "ownerReferences", "metadata.ownerReferences")
+    pod.has_controller = any(
+        isinstance(owner, Mapping) and owner.get("controller") is True for owner in owners
+    )
     pod.node_name = where.string(spec, "nodeName", "spec.nodeName")
     pod.phase = where.string(status, "phase", "status.phase")
     pod.priority_class_name = where.string(spec, "priorityClassName", "spec.priorityClassName")
     pod.priority = where.integer(spec, "priority", "spec.priority")
     pod.scheduler_name = where.string(spec, "schedulerName", "spec.schedulerName")
+    group = where.mapping(spec, "schedulingGroup", "spec.schedulingGroup")
+    pod.pod_group_name = where.string(group, "podGroupName", "spec.schedulingGroup.podGroupName")
 
 
 def _required_node_affinity(

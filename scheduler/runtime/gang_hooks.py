@@ -22,6 +22,7 @@ from gputopo.scheduler.gang import (
     domain_of_placed,
     free_capacity,
     group_key_of,
+    group_key_of_podgroup,
     in_domain,
     min_resources_message,
     no_domain_message,
@@ -94,14 +95,14 @@ class GangHooks:
         self.gang.drop(group_key, key)
         self.status.touch(group_key)
 
-    def podgroup_upserted(self, pod_group: JsonDict) -> None:
-        self.gang.upsert_group(pod_group)
+    def podgroup_upserted(self, pod_group: JsonDict, native: bool = False) -> None:
+        self.gang.upsert_group(pod_group, native)
         self.queue.move_all_to_active_or_backoff()
-        self.status.touch(pod_key(pod_group))
+        self.status.touch(group_key_of_podgroup(pod_group, native))
 
-    def podgroup_deleted(self, pod_group: JsonDict) -> None:
-        self.gang.delete_group(pod_group)
-        self.status.forget(pod_key(pod_group))
+    def podgroup_deleted(self, pod_group: JsonDict, native: bool = False) -> None:
+        self.gang.delete_group(pod_group, native)
+        self.status.forget(group_key_of_podgroup(pod_group, native))
 
     # -- members ----------------------------------------------------------------------------------
 
@@ -144,7 +145,8 @@ class GangHooks:
             self.metrics.gang_cycles.labels("backing_off").inc()
             return backing_off_message(group_key, self.backoff_s)
         elif (total := len(self.members(group_key))) < spec.min_member:
-            refusal, reason = too_few_message(pod_key, total, spec.min_member), "NotEnoughPods"
+            refusal = too_few_message(pod_key, total, spec.min_member, group_key)
+            reason = "NotEnoughPods"
             group_note = (
                 f"pod group {group_key}: current pods number: {total}, "
                 f"minMember of group: {spec.min_member}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gputopo.scheduler.dra.state import KINDS as DRA_OBJECT_KINDS
-from gputopo.scheduler.gang import group_key_of
+from gputopo.scheduler.gang import NATIVE_PODGROUP_KIND, group_key_of
 from gputopo.scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
 from gputopo.scheduler.runtime.core_adapter import SchedulingFramework
 from gputopo.scheduler.runtime.events import EventRecorder
@@ -23,6 +23,7 @@ from gputopo.scheduler.runtime.queue import SchedulingQueue, pod_key
 
 NRT_KIND = "NodeResourceTopology"
 DRA_KINDS = DRA_OBJECT_KINDS  # ResourceSlice, DeviceClass, ResourceClaim, templates, rules
+_PODGROUP_KINDS = ("PodGroup", NATIVE_PODGROUP_KIND)
 
 
 class ClusterEventHandlers:
@@ -63,8 +64,8 @@ class ClusterEventHandlers:
                 self.framework.upsert_namespace(obj)
         elif kind == "PriorityClass":
             self.priorities.upsert(obj)
-        elif kind == "PodGroup":
-            self.gangs.podgroup_upserted(obj)
+        elif kind in _PODGROUP_KINDS:
+            self.gangs.podgroup_upserted(obj, native=kind == NATIVE_PODGROUP_KIND)
         elif kind == NRT_KIND:
             self._nrt_changed(obj)
         elif kind in DRA_KINDS:
@@ -84,8 +85,8 @@ class ClusterEventHandlers:
             self.queue.move_all_to_active_or_backoff()
         elif kind == "PriorityClass":
             self.priorities.upsert(new)
-        elif kind == "PodGroup":
-            self.gangs.podgroup_upserted(new)
+        elif kind in _PODGROUP_KINDS:
+            self.gangs.podgroup_upserted(new, native=kind == NATIVE_PODGROUP_KIND)
         elif kind == NRT_KIND:
             self._nrt_changed(new)
         elif kind in DRA_KINDS:
@@ -110,8 +111,8 @@ class ClusterEventHandlers:
                 self.framework.delete_namespace(str(obj["metadata"]["name"]))
         elif kind == "PriorityClass":
             self.priorities.delete(obj)
-        elif kind == "PodGroup":
-            self.gangs.podgroup_deleted(obj)
+        elif kind in _PODGROUP_KINDS:
+            self.gangs.podgroup_deleted(obj, native=kind == NATIVE_PODGROUP_KIND)
         elif kind == NRT_KIND:
             with self.cache.lock:
                 self.framework.delete_nrt(str(obj["metadata"]["name"]))

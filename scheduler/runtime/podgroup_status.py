@@ -1,5 +1,9 @@
 """PodGroup status, written by the scheduler through the `podgroups/status` subresource.
 
+A native PodGroup (`scheduling.k8s.io`) gets only kube-scheduler's `PodGroupInitiallyScheduled`
+condition, by strategic merge so conditions others own (`DisruptionTarget`) stay; what follows
+is about Coscheduling's PodGroup.
+
 scheduler-plugins splits this between a PodGroup controller (phase, counts, occupiedBy) and the
 scheduler; gputopo has no controller, so the scheduler keeps the whole status: the phase and
 counts computed by `scheduler.gang.group_status` from the group's pods, plus a `Scheduled`
@@ -17,7 +21,14 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from gputopo.scheduler.gang import PHASE_PENDING, PODGROUP_API, group_status
+from gputopo.scheduler.gang import (
+    NATIVE_PODGROUP_API,
+    NATIVE_SCHEDULED_CONDITION,
+    PHASE_PENDING,
+    group_status,
+    native_group_condition,
+    split_group_key,
+)
 from gputopo.scheduler.runtime.events import EventRecorder
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from gputopo.scheduler.runtime.workers import WorkerPool
@@ -102,6 +113,9 @@ class PodGroupStatusWriter:
         if pod_group is None or min_member is None:
             return
         previous = pod_group.get("status") or {}
+        if split_group_key(group_key)[0] == NATIVE_PODGROUP_API:
+            self._sync_native(group_key, min_member, problem, previous)
+            return
         status = group_status(
             min_member,
             self._members(group_key),
@@ -118,21 +132,49 @@ class PodGroupStatusWriter:
             with self._lock:
                 self._written[group_key] = status
             return
-        namespace, name = group_key.split("/", 1)
+        if self._patch(group_key, {"status": status}, "application/merge-patch+json"):
+            with self._lock:
+                self._written[group_key] = status
+
+    def _sync_native(
+        self,
+        group_key: str,
+        min_member: int,
+        problem: tuple[str, str] | None,
+        previous: JsonDict,
+    ) -> None:
+        condition = native_group_condition(
+            min_member, self._members(group_key), problem, previous, _now()
+        )
+        if condition is None:
+            return
+        status = {"conditions": [condition]}
+        with self._lock:
+            if self._written.get(group_key) == status:
+                return
+        conditions = previous.get("conditions") or []
+        stored = [c for c in conditions if c.get("type") == NATIVE_SCHEDULED_CONDITION]
+        if stored == [condition] or self._patch(
+            group_key, {"status": status}, "application/strategic-merge-patch+json"
+        ):
+            with self._lock:
+                self._written[group_key] = status
+
+    def _patch(self, group_key: str, body: JsonDict, content_type: str) -> bool:
+        api, namespace, name = split_group_key(group_key)
         try:
             self._api.request(
                 "PATCH",
-                f"{PODGROUP_API}/namespaces/{namespace}/podgroups/{name}/status",
-                body={"status": status},
-                content_type="application/merge-patch+json",
+                f"{api}/namespaces/{namespace}/podgroups/{name}/status",
+                body=body,
+                content_type=content_type,
             )
         except (KubeApiError, OSError) as err:
             log.warning(
                 "cannot update PodGroup status", extra={"group": group_key, "error": str(err)}
             )
-            return
-        with self._lock:
-            self._written[group_key] = status
+            return False
+        return True
 
     @staticmethod
     def _condition(phase: str, problem: tuple[str, str] | None, previous: JsonDict) -> JsonDict:

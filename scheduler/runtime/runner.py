@@ -22,7 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gputopo.scheduler.gang import PODGROUP_API, PODGROUPS_PATH
+from gputopo.scheduler.gang import (
+    NATIVE_PODGROUP_API,
+    NATIVE_PODGROUP_KIND,
+    NATIVE_PODGROUPS_PATH,
+    PODGROUP_API,
+    PODGROUPS_PATH,
+    split_group_key,
+)
 from gputopo.scheduler.preemption import Preemption
 from gputopo.scheduler.reservation import Reservations
 from gputopo.scheduler.runtime.binder import Binder
@@ -34,7 +41,7 @@ from gputopo.scheduler.runtime.events import EventRecorder
 from gputopo.scheduler.runtime.gang_hooks import GangHooks
 from gputopo.scheduler.runtime.handlers import NRT_KIND, ClusterEventHandlers
 from gputopo.scheduler.runtime.informer import Reflector
-from gputopo.scheduler.runtime.kube import KubeApi, KubeApiError
+from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from gputopo.scheduler.runtime.leader import LeaderElector, LeaseConfig
 from gputopo.scheduler.runtime.metrics import HealthServer, RuntimeState, SchedulerMetrics
 from gputopo.scheduler.runtime.pending import PendingPods
@@ -126,7 +133,7 @@ class SchedulerRuntime:
             backoff_s=config.gang_backoff_s,
             pods=lambda: list(self._pod_reflector.store.values()),
             pending=self.pending.items,
-            pod_group=lambda key: self._podgroups.store.get(key),
+            pod_group=self._pod_group,
             is_leader=self.is_leader,
             clock=clock,
         )
@@ -173,6 +180,10 @@ class SchedulerRuntime:
             Reflector(api, "PriorityClass", PRIORITY_CLASSES_PATH, handlers, on_error=on_error),
         ]
         self._podgroups = Reflector(api, "PodGroup", PODGROUPS_PATH, handlers, on_error=on_error)
+        # Kubernetes' own PodGroup (scheduling.k8s.io, gate GenericWorkload): optional the same way.
+        self._native_podgroups = Reflector(
+            api, NATIVE_PODGROUP_KIND, NATIVE_PODGROUPS_PATH, handlers, on_error=on_error
+        )
         # The agent's NodeResourceTopologies (GPUs held by pods this scheduler does not know).
         # Optional like PodGroup: without the CRD the GPU bookkeeping alone decides.
         self._nrts = Reflector(api, NRT_KIND, NRTS_PATH, handlers, on_error=on_error)
@@ -202,6 +213,14 @@ class SchedulerRuntime:
             log.info(
                 "PodGroup CRD not installed: gang scheduling off until restart",
                 extra={"api": PODGROUP_API},
+            )
+        if self._api_served(NATIVE_PODGROUP_API):
+            self._native_podgroups.start()
+        else:
+            log.info(
+                "scheduling.k8s.io PodGroups not served (gate GenericWorkload off): native gangs "
+                "off until restart",
+                extra={"api": NATIVE_PODGROUP_API},
             )
         if self._api_served(NRT_API):
             self._nrts.start()
@@ -238,6 +257,12 @@ class SchedulerRuntime:
             },
         )
 
+    def _pod_group(self, group_key: str) -> JsonDict | None:
+        """The PodGroup object behind a gang key, from the watch of its kind."""
+        api, namespace, name = split_group_key(group_key)
+        store = (self._native_podgroups if api == NATIVE_PODGROUP_API else self._podgroups).store
+        return store.get(f"{namespace}/{name}")
+
     def _api_served(self, api_path: str) -> bool:
         """False only when the API server says the group/version (a CRD's) does not exist."""
         try:
@@ -261,6 +286,7 @@ class SchedulerRuntime:
         for reflector in self.reflectors:
             reflector.stop()
         self._podgroups.stop()
+        self._native_podgroups.stop()
         self.gangs.close()
         self._nrts.stop()
         for reflector in self._dra:

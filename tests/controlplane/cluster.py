@@ -4,7 +4,8 @@ loopback for one session.
 The apiserver runs with what a real cluster's has: TLS with its own CA, a static token file for
 an admin in system:masters, Node+RBAC authorization, service-account issuer and signing keys
 (so the TokenRequest API mints real, pod-bound tokens), NodeRestriction admission, and the
-KEP-5471 gate `TaintTolerationComparisonOperators` on. kube-controller-manager runs only the
+KEP-5471 gate `TaintTolerationComparisonOperators` on, and Kubernetes' own gang API
+(`GenericWorkload`, `scheduling.k8s.io/v1beta1`) served. kube-controller-manager runs only the
 controllers a test names (`start_controller_manager`): no namespace/garbage-collection/
 serviceaccount controllers, so `create_namespace` creates the `default` ServiceAccount itself
 and `TaintNodesByCondition` admission is off (no node lifecycle controller would ever lift its
@@ -38,7 +39,14 @@ from tests.controlplane.certs import ClusterPki, write_cluster_pki
 from tests.controlplane.kubeconfig import write_kubeconfig
 from tests.controlplane.processes import ComponentFailedError, ManagedProcess, free_port
 
-FEATURE_GATES = "TaintTolerationComparisonOperators=true"
+# KEP-5471 Gt/Lt tolerations (alpha); Kubernetes' own gang API (Workload/PodGroup, beta, off by
+# default, served with --runtime-config below) and its PodGroup topology constraint (alpha: the
+# apiserver drops spec.schedulingConstraints without it).
+FEATURE_GATES = (
+    "TaintTolerationComparisonOperators=true,GenericWorkload=true,"
+    "TopologyAwareWorkloadScheduling=true"
+)
+RUNTIME_CONFIG = "scheduling.k8s.io/v1beta1=true"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER = "gputopo-test-admin"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -156,6 +164,7 @@ class ControlPlane:
                 "--enable-admission-plugins=NodeRestriction",
                 "--disable-admission-plugins=TaintNodesByCondition",
                 f"--feature-gates={FEATURE_GATES}",
+                f"--runtime-config={RUNTIME_CONFIG}",
                 # The `kubernetes` Service endpoints cannot point at loopback; nothing needs them.
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",

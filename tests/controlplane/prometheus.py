@@ -59,7 +59,8 @@ def query(base_url: str, promql: str, timeout: float = 5.0) -> list[Sample]:
 
 
 class PrometheusServer:
-    """`prometheus` with a generated scrape config: one job per entry of `jobs`."""
+    """`prometheus` with a generated scrape config: one job per entry of `jobs`, and the rule
+    files given (evaluated every scrape interval)."""
 
     def __init__(
         self,
@@ -67,6 +68,7 @@ class PrometheusServer:
         workdir: Path,
         jobs: Mapping[str, Sequence[str]],
         scrape_interval: str = "1s",
+        rule_files: Sequence[Path] = (),
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -83,6 +85,8 @@ class PrometheusServer:
                 for job, targets in jobs.items()
             ],
         }
+        if rule_files:
+            config["rule_files"] = [str(path) for path in rule_files]
         self.config_file = workdir / "prometheus.yml"
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         # Debian's Prometheus 2.42 has been seen to die of SIGSEGV while starting on a loaded

@@ -53,6 +53,10 @@ def test_cluster_role_grants_exactly_what_the_runtime_uses(objects: list[dict[st
         ("scheduling.x-k8s.io", "podgroups", "list"),
         ("scheduling.x-k8s.io", "podgroups", "watch"),
         ("scheduling.x-k8s.io", "podgroups/status", "patch"),
+        ("scheduling.k8s.io", "podgroups", "get"),  # Kubernetes' own gang API
+        ("scheduling.k8s.io", "podgroups", "list"),
+        ("scheduling.k8s.io", "podgroups", "watch"),
+        ("scheduling.k8s.io", "podgroups/status", "patch"),
         ("", "pods/binding", "create"),
         ("", "pods/status", "patch"),
         ("events.k8s.io", "events", "create"),

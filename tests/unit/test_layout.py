@@ -3,8 +3,9 @@
 ``tests/unit/<package>/.../test_<module>.py`` tests ``<package>/.../<module>.py`` (or the package
 ``<package>/.../<module>/``); ``test_<module>_<aspect>.py`` is a further file for the same module
 (e.g. ``test_discovery_profiles.py``: discovery on the built-in profiles). The package folders are
-``agent/``, ``scheduler/``, ``mocks/`` and ``gputopo/core/`` (as ``tests/unit/core/``). Every test
-folder is a Python package, so equal file names in different folders never collide.
+``agent/``, ``scheduler/``, ``mocks/``, ``gputopo/core/`` (as ``tests/unit/core/``) and
+``gputopo/kubectl/`` (as ``tests/unit/kubectl/``). Every test folder is a Python package, so
+equal file names in different folders never collide.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ SOURCES = {
     "scheduler": REPO / "scheduler",
     "mocks": REPO / "mocks",
     "core": REPO / "gputopo" / "core",
+    "kubectl": REPO / "gputopo" / "kubectl",
 }
 # Tests that span several modules on purpose; each says why it has no single module to mirror.
 CROSS_CUTTING = {

@@ -88,6 +88,7 @@ class ClusterConfig:
     client_key_data: bytes | None = None
     token: str | None = None
     token_file: str | None = None
+    namespace: str | None = None  # the context's default namespace (kubectl's -n default)
 
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context for ``server``; a bad certificate or key is a KubeConfigError."""
@@ -357,6 +358,7 @@ def kubeconfig_from_document(
         client_key_data=data(user, "client-key-data"),
         token=token or None,
         token_file=file(user, "tokenFile"),
+        namespace=_context_namespace(context_entry),
     )
     has_cert = config.client_cert_file is not None or config.client_cert_data is not None
     has_key = config.client_key_file is not None or config.client_key_data is not None
@@ -367,6 +369,13 @@ def kubeconfig_from_document(
     if config.token_file is not None and config.token is None:
         read_token_file(config.token_file, where)  # unreadable now: a start-up error
     return config
+
+
+def _context_namespace(context_entry: Mapping[str, Any]) -> str | None:
+    """The context's ``namespace``; one that is not a name is ignored here (only kubectl-style
+    tools read it, and they fall back to ``default``) rather than failing the connection."""
+    namespace = context_entry.get("namespace")
+    return namespace if isinstance(namespace, str) and namespace else None
 
 
 def _named(document: Mapping[str, Any], section: str, field: str, name: str, source: str) -> Any:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from gputopo.agent.annotation import build_topology_annotation, topology_annotation_value
-from gputopo.agent.topology import EccCounts, Health
+from gputopo.agent.annotation import (
+    build_topology_annotation,
+    topology_annotation_value,
+    topology_from_annotation,
+)
+from gputopo.agent.topology import EccCounts, Health, NodeTopology
 from gputopo.core.contract import ContractError, parse_topology_annotation
 from gputopo.core.grammar import format_cpulist, parse_cpulist
 from tests.unit.agent.machines import a100_mig, degraded, dgx_h100, one_g, three_g
@@ -81,3 +86,37 @@ def test_parser_keeps_unknown_fields_of_the_same_version() -> None:
     document = json.loads(topology_annotation_value(dgx_h100()))
     document["future_field"] = 1
     assert parse_topology_annotation(json.dumps(document)).extra == {"future_field": 1}
+
+
+@pytest.mark.parametrize(
+    "topology",
+    [dgx_h100(), a100_mig({0: (one_g(1, 0), three_g(2, 4)), 1: None})],
+    ids=["dgx-h100", "a100-mig"],
+)
+def test_annotation_read_back_into_the_model_gives_the_same_annotation(
+    topology: NodeTopology,
+) -> None:
+    annotation = build_topology_annotation(topology)
+    model = topology_from_annotation(annotation, "node-1")
+    assert build_topology_annotation(model) == annotation
+    assert model.node.hostname == "node-1"
+    assert model.driver.driver_version is None  # not in the annotation: unknown, not guessed
+    assert all(gpu.nvlinks == () and gpu.p2p == () for gpu in model.gpus)
+
+
+def test_annotation_read_back_keeps_a_failed_gpu_failed() -> None:
+    failed = degraded(dgx_h100(), 3, health=Health.FAILED)
+    model = topology_from_annotation(build_topology_annotation(failed), "n")
+    assert [gpu.health for gpu in model.gpus].count(Health.FAILED) == 1
+    assert model.gpus[3].health is Health.FAILED and model.gpus[3].health_reasons
+
+
+def test_annotation_read_back_puts_nics_on_their_numa_nodes() -> None:
+    model = topology_from_annotation(build_topology_annotation(dgx_h100()), "n")
+    assert model.numa_nodes[0].nics == ("mlx5_0", "mlx5_1", "mlx5_2", "mlx5_3")
+
+
+def test_annotation_with_an_unknown_interconnect_is_refused() -> None:
+    annotation = replace(build_topology_annotation(dgx_h100()), interconnect="infiniband")
+    with pytest.raises(ValueError, match="interconnect: expected one of nvswitch"):
+        topology_from_annotation(annotation, "n")

@@ -9,8 +9,11 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gputopo.scheduler.cli import main
+from gputopo.scheduler.errors import SchedulerInputError
+from gputopo.scheduler.simulate import cluster_from_objects, load_cluster
 
 SAMPLE = str(resources.files("scheduler").joinpath("samples/cluster.yaml"))
 
@@ -200,3 +203,41 @@ def test_entry_point_prints_no_traceback(tmp_path: Path) -> None:
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     assert completed.stderr.strip().endswith("spec.containers: expected a list, got int")
+
+
+def _objects(*docs: str) -> list[tuple[str, dict[str, object]]]:
+    return [("live cluster", yaml.safe_load(doc)) for doc in docs]
+
+
+def test_cluster_from_objects_is_the_cluster_load_cluster_builds(tmp_path: Path) -> None:
+    docs = (
+        "kind: Node\nmetadata: {name: n1}\nstatus: {allocatable: {cpu: '4', pods: '10'}}\n",
+        "kind: Pod\nmetadata: {name: a, namespace: d}\nspec: {nodeName: n1, containers: []}\n",
+        "kind: Pod\nmetadata: {name: b, namespace: d}\nspec: {containers: []}\n",
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text("---\n".join(docs))
+    from_file = load_cluster([path])
+    from_objects = cluster_from_objects(_objects(*docs))
+    assert [n.name for n in from_objects.nodes] == [n.name for n in from_file.nodes] == ["n1"]
+    assert [p.key for p in from_objects.bound_pods] == ["d/a"]
+    assert [p.key for p in from_objects.pending_pods] == ["d/b"]
+
+
+def test_cluster_from_objects_skips_an_unreadable_object_with_a_note_when_asked() -> None:
+    docs = (
+        "kind: Node\nmetadata: {name: n1, annotations: {gputopo.io/topology: '{x'}}\n",
+        "kind: Node\nmetadata: {name: n2, labels: [not, a, map]}\n",
+        "kind: Node\nmetadata: {name: n3}\n",
+    )
+    with pytest.raises(SchedulerInputError, match=r"^live cluster: Node n1: metadata\.annotations"):
+        cluster_from_objects(_objects(*docs))
+    cluster = cluster_from_objects(_objects(*docs), skip_invalid=True)
+    # The unreadable annotation: kept, as the running scheduler keeps it, read from its labels.
+    assert [n.name for n in cluster.nodes] == ["n1", "n3"]
+    first, second = cluster.notes
+    assert first.startswith("live cluster: Node n1: ")
+    assert first.endswith("; its labels describe its GPUs instead")
+    assert second.startswith("live cluster: Node n2: metadata.labels") and second.endswith(
+        "; skipped"
+    )

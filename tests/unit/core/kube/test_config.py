@@ -64,6 +64,17 @@ def test_a_named_context_overrides_current_context(tmp_path: Path) -> None:
     assert load_kubeconfig(path).bearer_token() == "abc"
 
 
+def test_the_contexts_namespace_is_kept_for_kubectl_style_tools(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    write(path, {"token": "abc"})
+    document = yaml.safe_load(path.read_text())
+    document["contexts"][1]["context"]["namespace"] = "ml"
+    document["contexts"][0]["context"]["namespace"] = ["not", "a", "name"]
+    path.write_text(yaml.safe_dump(document))
+    assert load_kubeconfig(str(path), context="second").namespace == "ml"
+    assert load_kubeconfig(str(path)).namespace is None  # ignored, never a failed connection
+
+
 def test_inline_data_is_base64_decoded(tmp_path: Path) -> None:
     data = base64.b64encode(b"PEM").decode()
     path = write(

@@ -101,3 +101,78 @@ def test_turned_away_is_pending_with_the_reason_and_one_event_per_new_reason() -
         "InsufficientResources",
         "resource gap: nvidia.com/gpu: 8",
     )
+
+
+# -- Kubernetes' own PodGroup (scheduling.k8s.io) ------------------------------------------------
+
+NATIVE_KEY = "scheduling.k8s.io/ml/job"
+NATIVE_STATUS = "/apis/scheduling.k8s.io/v1beta1/namespaces/ml/podgroups/job/status"
+
+
+def _native_member(name: str, node: str = "") -> dict[str, Any]:
+    spec: dict[str, Any] = {"schedulingGroup": {"podGroupName": "job"}}
+    if node:
+        spec["nodeName"] = node
+    return {"metadata": {"name": name, "namespace": "ml"}, "spec": spec, "status": {}}
+
+
+def test_a_native_group_gets_only_kube_schedulers_condition_by_strategic_merge() -> None:
+    members = [_native_member("w-0", "n1"), _native_member("w-1", "n1")]
+    api = RecordingApi()
+    sent: list[str] = []
+    request = api.request
+
+    def recording(method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
+        sent.append(str(kw.get("content_type")))
+        return request(method, path, body)
+
+    api.request = recording  # type: ignore[method-assign]
+    writer = PodGroupStatusWriter(
+        api,  # type: ignore[arg-type]
+        RecordingEvents(),  # type: ignore[arg-type]
+        pod_group=lambda key: {"metadata": {"name": "job", "namespace": "ml"}},
+        members=lambda key: members,
+        holding=lambda key: 0,
+        min_member=lambda key: 2,
+    )
+    writer.touch(NATIVE_KEY)
+    writer.close()
+    assert [path for path, _ in api.patches] == [NATIVE_STATUS]
+    assert sent == ["application/strategic-merge-patch+json"]
+    status = api.patches[0][1]["status"]
+    assert list(status) == ["conditions"]  # no Coscheduling phase or counts
+    assert [(c["type"], c["status"]) for c in status["conditions"]] == [
+        ("PodGroupInitiallyScheduled", "True")
+    ]
+
+
+def test_a_native_group_turned_away_is_unschedulable_and_one_being_tried_is_not_written() -> None:
+    members = [_native_member("w-0"), _native_member("w-1")]
+    api = RecordingApi()
+    writer = PodGroupStatusWriter(
+        api,  # type: ignore[arg-type]
+        RecordingEvents(),  # type: ignore[arg-type]
+        pod_group=lambda key: {"metadata": {"name": "job", "namespace": "ml"}},
+        members=lambda key: members,
+        holding=lambda key: 1,
+        min_member=lambda key: 2,
+    )
+    writer.touch(NATIVE_KEY)
+    writer.close()
+    assert api.patches == []  # being tried: kube-scheduler writes no condition either
+    writer = PodGroupStatusWriter(
+        api,  # type: ignore[arg-type]
+        RecordingEvents(),  # type: ignore[arg-type]
+        pod_group=lambda key: {"metadata": {"name": "job", "namespace": "ml"}},
+        members=lambda key: members,
+        holding=lambda key: 0,
+        min_member=lambda key: 2,
+    )
+    writer.turned_away(NATIVE_KEY, "NoDomain", "no nodes sharing one clique have room")
+    writer.close()
+    condition = api.patches[-1][1]["status"]["conditions"][0]
+    assert (condition["status"], condition["reason"], condition["message"]) == (
+        "False",
+        "Unschedulable",
+        "no nodes sharing one clique have room",
+    )
