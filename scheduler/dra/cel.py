@@ -30,7 +30,6 @@ from fractions import Fraction
 from typing import Any, Final
 
 import celpy
-import lark
 from celpy import celtypes
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
@@ -237,7 +236,8 @@ def device_activation(device: Device) -> dict[str, Any]:
     }
 
 
-def _check_cost(tree: lark.Tree[Any], expression: str) -> None:
+def _check_cost(tree: Any, expression: str) -> None:
+    """Walk cel-python's syntax tree (lark trees: ``data`` and ``children``; tokens are str)."""
     nodes = 0
     pending: list[tuple[Any, int]] = [(tree, 0)]
     while pending:
@@ -245,18 +245,19 @@ def _check_cost(tree: lark.Tree[Any], expression: str) -> None:
         nodes += 1
         if nodes > MAX_TREE_NODES:
             raise CelError(f"selector {_short(expression)}: exceeds the cost limit (too large)")
-        if not isinstance(node, lark.Tree):
+        children = getattr(node, "children", None)
+        if children is None or isinstance(node, str):
             continue
         inner = depth
         if node.data == "member_dot_arg" and any(
-            isinstance(c, lark.Token) and str(c) in _COMPREHENSIONS for c in node.children
+            isinstance(c, str) and str(c) in _COMPREHENSIONS for c in children
         ):
             inner = depth + 1
             if inner > MAX_COMPREHENSION_DEPTH:
                 raise CelError(
                     f"selector {_short(expression)}: exceeds the cost limit (nested comprehensions)"
                 )
-        pending.extend((child, inner) for child in node.children)
+        pending.extend((child, inner) for child in children)
 
 
 def _short(expression: str) -> str:
