@@ -23,11 +23,24 @@ from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.scheduling_profile import default_profile, load_profile
 
 PROG = "gputopo-scheduler"
-# numpy comes with the `scheduler` extra; the agent's install (and image) leaves it out.
-MISSING_EXTRA = (
-    "numpy is not installed: the scheduler needs the `scheduler` extra "
-    "(pip install 'gputopo[scheduler]', or the scheduler image)"
-)
+# The `scheduler` extra's modules (numpy; cel-python, imported as celpy, for DRA selectors): the
+# agent's install (and image) leaves them out.
+SCHEDULER_EXTRA_MODULES = (("numpy", "numpy"), ("celpy", "cel-python"))
+
+
+def missing_extra() -> str | None:
+    """The first distribution of the `scheduler` extra that is not installed, else None."""
+    for module, distribution in SCHEDULER_EXTRA_MODULES:
+        if importlib.util.find_spec(module) is None:
+            return distribution
+    return None
+
+
+def missing_extra_message(distribution: str) -> str:
+    return (
+        f"{distribution} is not installed: the scheduler needs the `scheduler` extra "
+        "(pip install 'gputopo[scheduler]', or the scheduler image)"
+    )
 
 
 def add_simulate_parser(subparsers: Any) -> None:
@@ -90,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if importlib.util.find_spec("numpy") is None:
-        print(error_line(PROG, MISSING_EXTRA), file=sys.stderr)
+    missing = missing_extra()
+    if missing is not None:
+        print(error_line(PROG, missing_extra_message(missing)), file=sys.stderr)
         return EXIT_FAILURE
     return run_command(PROG, build_parser, argv, user_errors=(SchedulerInputError,))
 

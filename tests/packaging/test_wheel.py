@@ -128,8 +128,8 @@ def test_wheel_contains_the_packages_and_generated_stubs(installed: Path) -> Non
     assert out[1] == "v1"
 
 
-@pytest.mark.parametrize("entrypoint", ["gputopo-agent", "gputopo-scheduler"])
-def test_both_entrypoints_answer_help(installed: Path, entrypoint: str) -> None:
+@pytest.mark.parametrize("entrypoint", ["gputopo-agent", "gputopo-scheduler", "kubectl-gputopo"])
+def test_every_entrypoint_answers_help(installed: Path, entrypoint: str) -> None:
     out = _run([str(installed / entrypoint), "--help"], cwd=installed, env=_image_env(installed))
     assert "usage:" in out
 

@@ -28,13 +28,17 @@ def test_importing_the_cli_imports_no_numpy() -> None:
     assert result.stdout.strip() == "False"
 
 
-def test_simulate_without_numpy_is_one_line_naming_the_extra(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(("module", "distribution"), [("numpy", "numpy"), ("celpy", "cel-python")])
+def test_simulate_without_the_extra_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    module: str,
+    distribution: str,
 ) -> None:
     real_find_spec = importlib.util.find_spec
 
     def find_spec(name: str, package: str | None = None) -> ModuleSpec | None:
-        return None if name == "numpy" else real_find_spec(name, package)
+        return None if name == module else real_find_spec(name, package)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     status = cli.main(["simulate", "--cluster", SAMPLE])
@@ -42,8 +46,8 @@ def test_simulate_without_numpy_is_one_line_naming_the_extra(
     assert status == 1
     assert captured.out == ""
     assert captured.err == (
-        "gputopo-scheduler: error: numpy is not installed: the scheduler needs the `scheduler` "
-        "extra (pip install 'gputopo[scheduler]', or the scheduler image)\n"
+        f"gputopo-scheduler: error: {distribution} is not installed: the scheduler needs the "
+        "`scheduler` extra (pip install 'gputopo[scheduler]', or the scheduler image)\n"
     )
 
 
