@@ -14,6 +14,15 @@ Each cycle gets a `CycleContext` holding the snapshot's GPU allocator and load t
 with the snapshot across cycles, see `ClusterSnapshot.attach`) and the pod shape's pre-computed
 node state; filters and scores answer for all nodes at once over the snapshot's per-node arrays.
 
+Node sampling (kube-scheduler's `percentageOfNodesToScore`, docs/scheduling.md): a placement
+cycle (``sample=True``: simulate and the runtime) walks the nodes from where the previous one
+stopped (round robin, kept with the snapshot in a `NodeSampler`), stops at the profile's number
+of feasible nodes and scores only those; the filters still answer for every node at once (one
+array operation is cheaper than choosing which nodes to ask), so only scoring and the
+diagnosis shrink. Clusters under 100 nodes are scored whole, and pods that request GPUs use the
+profile's own GPU percentage (default 100: every feasible node). Callers that read the verdict
+of a named node (extender, preemption, reservation) keep the default ``sample=False``.
+
 Ties between equally scored nodes are broken by a stable hash of the pod's `namespace/name` and
 the node's name (then by node name): deterministic across runs and processes, yet different pods
 of one shape spread over equal nodes instead of all landing on the alphabetically first one.
@@ -31,7 +40,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from gputopo.scheduler.gpu_alloc import GpuAllocator
+from gputopo.scheduler.gpu_alloc import GpuAllocator, pod_gpu_count, pod_mig_requests
 from gputopo.scheduler.model import Pod
 from gputopo.scheduler.plugins import PLUGINS
 from gputopo.scheduler.plugins.context import (
@@ -227,6 +236,71 @@ class ScheduleResult:
         return f"ScheduleResult({self.pod} -> {self.node or self.message})"
 
 
+# kube-scheduler's minFeasibleNodesToFind and minFeasibleNodesPercentageToFind.
+MIN_FEASIBLE_NODES_TO_FIND: Final = 100
+MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: Final = 5
+
+
+def num_feasible_nodes_to_find(percentage: int, num_all_nodes: int) -> int:
+    """How many feasible nodes a cycle looks for among ``num_all_nodes`` (kube-scheduler's
+    `numFeasibleNodesToFind`): all under 100 nodes; ``percentage`` 0 is the adaptive default,
+    50 % minus 1 % per 125 nodes, at least 5 %; never fewer than 100."""
+    if num_all_nodes < MIN_FEASIBLE_NODES_TO_FIND:
+        return num_all_nodes
+    if percentage == 0:
+        percentage = max(50 - num_all_nodes // 125, MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND)
+    count = num_all_nodes * min(percentage, 100) // 100
+    return max(count, MIN_FEASIBLE_NODES_TO_FIND)
+
+
+def requests_gpus(pod: Pod) -> bool:
+    """A pod whose placement the GPU topology decides: it requests whole GPUs or MIG slices."""
+    return pod_gpu_count(pod) > 0 or bool(pod_mig_requests(pod))
+
+
+def percentage_of_nodes_to_score(pod: Pod, profile: SchedulerProfile) -> int:
+    """The profile's percentage for this pod: its GPU one for pods that request GPUs."""
+    if requests_gpus(pod):
+        return profile.gpu_percentage_of_nodes_to_score
+    return profile.percentage_of_nodes_to_score
+
+
+class NodeSampler:
+    """Where the next placement cycle starts walking the nodes (kube-scheduler's
+    `nextStartNodeIndex`), kept with the snapshot so consecutive pods spread their samples
+    over the whole cluster. Deterministic: the same cycles in the same order start at the same
+    nodes."""
+
+    __slots__ = ("next_start",)
+
+    def __init__(self) -> None:
+        self.next_start = 0
+
+    @classmethod
+    def of(cls, snapshot: ClusterSnapshot) -> NodeSampler:
+        sampler = snapshot.attached(cls)
+        if sampler is None:
+            sampler = cls()
+            snapshot.attach(sampler)
+        return sampler
+
+
+def sample_feasible(
+    candidates: IntArray, feasible: npt.NDArray[np.bool_], to_find: int, start: int
+) -> tuple[IntArray, IntArray]:
+    """Walk ``candidates`` (node slots) from index ``start``, wrapping around, and stop at the
+    ``to_find``-th slot with ``feasible[slot]``: (the feasible slots found, in slot order; the
+    slots walked, in walking order). All of them when fewer are feasible."""
+    count = len(candidates)
+    start = start % count if count else 0
+    order = np.concatenate((candidates[start:], candidates[:start])) if start else candidates
+    positions = np.flatnonzero(feasible[order])
+    if len(positions) > to_find:
+        walked = order[: int(positions[to_find - 1]) + 1]
+        return np.sort(walked[positions[:to_find]]), walked
+    return np.sort(order[positions]), order
+
+
 def _unschedulable_without_filters(pod: Pod) -> str | None:
     if pod.scheduling_gates:
         return SCHEDULING_GATED_MESSAGE
@@ -261,10 +335,15 @@ def schedule_one(
     snapshot: ClusterSnapshot,
     profile: SchedulerProfile | None = None,
     plugins: tuple[Plugin, ...] = PLUGINS,
+    *,
+    sample: bool = False,
 ) -> ScheduleResult:
-    """Decide where `pod` goes in `snapshot` (no side effects; call `snapshot.assume` to place).
+    """Decide where `pod` goes in `snapshot` (call `snapshot.assume` to place).
 
     ``plugins``: the registry by default; a test or an embedder may run another tuple.
+    ``sample``: a placement cycle, which scores only the profile's share of the feasible nodes
+    (see the module docstring) and advances the snapshot's `NodeSampler`, its one side effect;
+    the diagnosis then covers the nodes walked. Without it every node is scored and diagnosed.
     """
     profile = profile or default_profile()
     refused = _unschedulable_without_filters(pod)
@@ -316,10 +395,20 @@ def schedule_one(
             failed |= verdict.failing
             verdicts[index] = verdict
 
-    evaluation = _Evaluation(
-        snapshot.names_view(), slots, snapshot.capacity, verdicts, stage_plugins
-    )
+    walked = slots
     feasible = slots[~failed[slots]]
+    if sample and len(slots) >= MIN_FEASIBLE_NODES_TO_FIND:
+        candidates = slots if considered is None else slots[considered[slots]]
+        to_find = num_feasible_nodes_to_find(
+            percentage_of_nodes_to_score(pod, profile), len(candidates)
+        )
+        if to_find < len(feasible):
+            sampler = NodeSampler.of(snapshot)
+            feasible, walked = sample_feasible(candidates, ~failed, to_find, sampler.next_start)
+            sampler.next_start = (sampler.next_start + len(walked)) % len(slots)
+    evaluation = _Evaluation(
+        snapshot.names_view(), walked, snapshot.capacity, verdicts, stage_plugins
+    )
     evaluation.feasible_slots = feasible
     if len(feasible) == 0:
         message = fit_error_message(len(slots), evaluation.reason_counts())
