@@ -107,6 +107,7 @@ class _Evaluation:
         "stage_plugins",
         "total",
         "verdicts",
+        "walk",
     )
 
     def __init__(
@@ -127,6 +128,14 @@ class _Evaluation:
         self.feasible_slots: IntArray = np.zeros(0, dtype=np.int64)
         self.total: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
         self.plugin_scores: dict[str, npt.NDArray[np.uint8]] = {}
+        # A sampled cycle's walk (first slot, last slot): only those nodes are diagnosed.
+        self.walk: tuple[int, int] | None = None
+
+    def walked(self) -> IntArray:
+        """The slots this cycle looked at, ascending: all live ones unless it sampled."""
+        if self.walk is None:
+            return self.slots
+        return walked_slots(self.slots, *self.walk)
 
     @property
     def stage(self) -> npt.NDArray[np.int8]:
@@ -214,8 +223,7 @@ class ScheduleResult:
             return {}
         position = {int(slot): i for i, slot in enumerate(evaluation.feasible_slots)}
         out: dict[str, NodeDiagnosis] = {}
-        for slot in evaluation.slots:
-            slot = int(slot)
+        for slot in evaluation.walked().tolist():
             name = evaluation.names[slot]
             index = position.get(slot)
             if index is None:
@@ -267,14 +275,15 @@ def percentage_of_nodes_to_score(pod: Pod, profile: SchedulerProfile) -> int:
 
 class NodeSampler:
     """Where the next placement cycle starts walking the nodes (kube-scheduler's
-    `nextStartNodeIndex`), kept with the snapshot so consecutive pods spread their samples
+    `nextStartNodeIndex`, kept here as a node slot: the one after the last node the previous
+    sampled cycle looked at), kept with the snapshot so consecutive pods spread their samples
     over the whole cluster. Deterministic: the same cycles in the same order start at the same
     nodes."""
 
-    __slots__ = ("next_start",)
+    __slots__ = ("next_slot",)
 
     def __init__(self) -> None:
-        self.next_start = 0
+        self.next_slot = 0
 
     @classmethod
     def of(cls, snapshot: ClusterSnapshot) -> NodeSampler:
@@ -285,20 +294,25 @@ class NodeSampler:
         return sampler
 
 
-def sample_feasible(
-    candidates: IntArray, feasible: npt.NDArray[np.bool_], to_find: int, start: int
-) -> tuple[IntArray, IntArray]:
-    """Walk ``candidates`` (node slots) from index ``start``, wrapping around, and stop at the
-    ``to_find``-th slot with ``feasible[slot]``: (the feasible slots found, in slot order; the
-    slots walked, in walking order). All of them when fewer are feasible."""
-    count = len(candidates)
-    start = start % count if count else 0
-    order = np.concatenate((candidates[start:], candidates[:start])) if start else candidates
-    positions = np.flatnonzero(feasible[order])
-    if len(positions) > to_find:
-        walked = order[: int(positions[to_find - 1]) + 1]
-        return np.sort(walked[positions[:to_find]]), walked
-    return np.sort(order[positions]), order
+def sample_feasible(feasible: IntArray, to_find: int, start: int) -> tuple[IntArray, int]:
+    """The first ``to_find`` of the ``feasible`` slots (ascending) met walking the slots from
+    ``start`` upward and wrapping around, in ascending order, and the last one met (where
+    the walk stopped). Needs ``0 < to_find <= len(feasible)``."""
+    first = int(np.searchsorted(feasible, start))
+    end = first + to_find
+    if end <= len(feasible):
+        return feasible[first:end], int(feasible[end - 1])
+    wrapped = end - len(feasible)
+    return np.concatenate((feasible[:wrapped], feasible[first:])), int(feasible[wrapped - 1])
+
+
+def walked_slots(slots: IntArray, start: int, last: int) -> IntArray:
+    """The ``slots`` a walk from slot ``start`` to slot ``last`` (inclusive, wrapping) passed."""
+    if start <= last:
+        walked: IntArray = slots[(slots >= start) & (slots <= last)]
+    else:
+        walked = slots[(slots >= start) | (slots <= last)]
+    return walked
 
 
 def _unschedulable_without_filters(pod: Pod) -> str | None:
@@ -356,7 +370,7 @@ def schedule_one(
     ctx = CycleContext(
         pod, snapshot, profile, GpuAllocator.of(snapshot), snapshot.attached(LoadTracker)
     )
-    slots = np.flatnonzero(snapshot.alive).astype(np.int64)
+    slots = snapshot.live_slots()
     failed = np.zeros(snapshot.capacity, dtype=np.bool_)
     ctx.slots, ctx.failed = slots, failed
     filters = extensions.filters
@@ -395,20 +409,23 @@ def schedule_one(
             failed |= verdict.failing
             verdicts[index] = verdict
 
-    walked = slots
     feasible = slots[~failed[slots]]
+    walk = None
     if sample and len(slots) >= MIN_FEASIBLE_NODES_TO_FIND:
-        candidates = slots if considered is None else slots[considered[slots]]
+        considered_count = len(slots) if considered is None else int(considered[slots].sum())
         to_find = num_feasible_nodes_to_find(
-            percentage_of_nodes_to_score(pod, profile), len(candidates)
+            percentage_of_nodes_to_score(pod, profile), considered_count
         )
-        if to_find < len(feasible):
+        if 0 < to_find < len(feasible):
             sampler = NodeSampler.of(snapshot)
-            feasible, walked = sample_feasible(candidates, ~failed, to_find, sampler.next_start)
-            sampler.next_start = (sampler.next_start + len(walked)) % len(slots)
+            start = sampler.next_slot
+            feasible, last = sample_feasible(feasible, to_find, start)
+            sampler.next_slot = last + 1
+            walk = (start, last)
     evaluation = _Evaluation(
-        snapshot.names_view(), walked, snapshot.capacity, verdicts, stage_plugins
+        snapshot.names_view(), slots, snapshot.capacity, verdicts, stage_plugins
     )
+    evaluation.walk = walk
     evaluation.feasible_slots = feasible
     if len(feasible) == 0:
         message = fit_error_message(len(slots), evaluation.reason_counts())

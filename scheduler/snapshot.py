@@ -158,6 +158,7 @@ class ClusterSnapshot:
         self._static_cache_generation = -1
         self._topology: dict[str, TopologyIndex] = {}
         self._names_view: tuple[str, ...] | None = None
+        self._live_slots: IntArray | None = None
         # Long-lived state derived from this snapshot (the GPU allocator, the load view), one
         # per type, owned here so that it lives and dies with the snapshot it describes.
         self._attached: dict[type, object] = {}
@@ -394,8 +395,18 @@ class ClusterSnapshot:
             self._names_view = tuple(self.node_names)
         return self._names_view
 
+    def live_slots(self) -> IntArray:
+        """The slots that hold a node, ascending: one shared read-only array until the node set
+        changes (every scheduling cycle starts from it)."""
+        if self._live_slots is None:
+            slots = np.flatnonzero(self.alive).astype(np.int64)
+            slots.flags.writeable = False
+            self._live_slots = slots
+        return self._live_slots
+
     def _node_changed(self) -> None:
         self._names_view = None
+        self._live_slots = None
         self.generation += 1
         self.static_generation += 1
         self._topology.clear()
@@ -428,6 +439,7 @@ class ClusterSnapshot:
         self._free_slots.extend(range(capacity - 1, old - 1, -1))
         self._topology.clear()
         self._names_view = None
+        self._live_slots = None
         self.static_generation += 1
 
     # ---------------------------------------------------------------- namespaces

@@ -14,6 +14,7 @@ from gputopo.scheduler.framework import (
     num_feasible_nodes_to_find,
     sample_feasible,
     schedule_one,
+    walked_slots,
 )
 from gputopo.scheduler.model import parse_node, parse_pod
 from gputopo.scheduler.scheduling_profile import SchedulerProfile, default_profile
@@ -71,25 +72,37 @@ def test_configured_percentage_keeps_the_floor_of_100_nodes(
     assert num_feasible_nodes_to_find(percentage, nodes) == to_find
 
 
-def test_sample_walks_from_the_start_wraps_and_stops_at_enough_feasible() -> None:
-    candidates = np.arange(10, dtype=np.int64)
-    feasible = np.array([1, 0, 1, 1, 0, 0, 1, 0, 1, 1], dtype=np.bool_)
+def test_sample_takes_the_feasible_slots_met_from_the_start() -> None:
+    feasible = np.array([0, 2, 3, 6, 8, 9], dtype=np.int64)
 
-    found, walked = sample_feasible(candidates, feasible, 3, 8)
+    found, last = sample_feasible(feasible, 3, 1)
 
-    assert walked.tolist() == [8, 9, 0]
-    assert found.tolist() == [0, 8, 9]
+    assert found.tolist() == [2, 3, 6]
+    assert last == 6
 
 
-def test_sample_walks_everything_when_too_few_are_feasible() -> None:
-    candidates = np.array([3, 5, 7, 9], dtype=np.int64)
-    feasible = np.zeros(10, dtype=np.bool_)
-    feasible[[5, 9]] = True
+def test_sample_wraps_around_past_the_last_slot() -> None:
+    feasible = np.array([0, 2, 3, 6, 8, 9], dtype=np.int64)
 
-    found, walked = sample_feasible(candidates, feasible, 3, 1)
+    found, last = sample_feasible(feasible, 3, 8)
 
-    assert walked.tolist() == [5, 7, 9, 3]
-    assert found.tolist() == [5, 9]
+    assert found.tolist() == [0, 8, 9]  # ascending; the walk went 8, 9, then 0
+    assert last == 0
+
+
+def test_sample_starting_past_every_feasible_slot_wraps_to_the_first() -> None:
+    feasible = np.array([1, 4], dtype=np.int64)
+
+    found, last = sample_feasible(feasible, 1, 7)
+
+    assert (found.tolist(), last) == ([1], 1)
+
+
+def test_walked_slots_wrap_like_the_walk() -> None:
+    slots = np.array([0, 1, 2, 5, 7, 9], dtype=np.int64)
+
+    assert walked_slots(slots, 2, 7).tolist() == [2, 5, 7]
+    assert walked_slots(slots, 7, 1).tolist() == [0, 1, 7, 9]
 
 
 def test_cpu_pod_scores_the_adaptive_share_and_the_next_cycle_starts_after_it() -> None:
@@ -102,7 +115,7 @@ def test_cpu_pod_scores_the_adaptive_share_and_the_next_cycle_starts_after_it() 
     assert first == [f"n{i:04d}" for i in range(100)]
     assert second == [f"n{i:04d}" for i in range(100, 200)]
     assert third == first  # round robin wraps
-    assert NodeSampler.of(snapshot).next_start == 100
+    assert NodeSampler.of(snapshot).next_slot == 100
 
 
 def test_filtering_stops_once_enough_nodes_are_feasible() -> None:
@@ -116,7 +129,7 @@ def test_filtering_stops_once_enough_nodes_are_feasible() -> None:
     assert result.feasible_nodes == 144
     assert sum(1 for d in diagnosis.values() if d.feasible) == 144
     assert sorted(diagnosis) == [f"n{i:04d}" for i in range(287)]  # walked up to the 144th
-    assert NodeSampler.of(snapshot).next_start == 287
+    assert NodeSampler.of(snapshot).next_slot == 287
 
 
 def test_sampling_can_miss_the_best_node_and_full_scoring_finds_it() -> None:
