@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import pytest
 
-from gputopo.scheduler.model import parse_node, parse_pod
+from gputopo.scheduler.model import Pod, parse_node, parse_pod
 from gputopo.scheduler.scheduling_profile import SchedulerProfile, default_profile
 from gputopo.scheduler.simulate import ClusterInput, simulate
 
@@ -208,6 +208,10 @@ def generate(nodes: int, pods: int, seed: int = 1) -> tuple[list[Any], list[Any]
     return make_nodes(nodes, rng), [make_pod(i, rng) for i in range(pods)]
 
 
+def pod_gpus(pod: Pod) -> int:
+    return pod.requests.get("nvidia.com/gpu", 0)
+
+
 def rss_mib() -> float:
     """This process's resident memory now (VmRSS), MiB."""
     with open("/proc/self/status") as status:
@@ -231,11 +235,13 @@ def run(
     parsed = time.perf_counter()
     rss_before = rss_mib()
     cpu_started = time.process_time()
-    _, results = simulate(cluster, profile, explain=False)  # as the CLI without --explain
+    snapshot, results = simulate(cluster, profile, explain=False)  # as the CLI without --explain
     cpu_s = time.process_time() - cpu_started
     done = time.perf_counter()
     rss_after = rss_mib()
     placed = sum(1 for r in results if r.node is not None)
+    gpus, gpus_used = snapshot.resource_arrays("nvidia.com/gpu")
+    placed_gpu = [r for r, pod in zip(results, cluster.pending_pods, strict=True) if pod_gpus(pod)]
     return {
         "nodes": nodes,
         "pods": pods,
@@ -247,6 +253,11 @@ def run(
         "pods_per_second": pods / (done - parsed),
         "pods_per_cpu_second": pods / cpu_s,
         "messages": len(Counter(r.message for r in results if r.node is None)),
+        # GPU packing: GPU pods placed, and GPU machines left whole (every GPU free) or partly
+        # used; scoring fewer nodes per GPU pod must not leave fewer whole machines.
+        "gpu_pods_placed": sum(1 for r in placed_gpu if r.node is not None),
+        "gpu_nodes_whole_free": int(((gpus > 0) & (gpus_used == 0)).sum()),
+        "gpu_nodes_partly_used": int(((gpus_used > 0) & (gpus_used < gpus)).sum()),
         "rss_mib": rss_after,
         "rss_growth_mib": rss_after - rss_before,
     }
@@ -276,6 +287,9 @@ def flat_cost(repeats: int = 1, profile: SchedulerProfile | None = None) -> list
                 "large_placed": large["placed"],
                 "large_rss_mib": large["rss_mib"],
                 "large_rss_growth_mib": large["rss_growth_mib"],
+                "large_gpu_pods_placed": large["gpu_pods_placed"],
+                "large_gpu_nodes_whole_free": large["gpu_nodes_whole_free"],
+                "large_gpu_nodes_partly_used": large["gpu_nodes_partly_used"],
             }
         )
     return pairs
