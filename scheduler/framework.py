@@ -1,8 +1,9 @@
 """One scheduling cycle: run the registered plugins over every node, score the feasible ones,
 pick one.
 
-`schedule_one(pod, snapshot)` is the whole decision and has no side effects; the caller records
-a placement with `snapshot.assume(pod, node)`. The framework knows plugins only through their
+`schedule_one(pod, snapshot)` is the whole decision and has no side effects (a sampled cycle
+only moves the round-robin start, below); the caller records a placement with
+`snapshot.assume(pod, node)`. The framework knows plugins only through their
 interface (`scheduler.plugins.context`): it runs the PreFilter, Filter and Score of each plugin
 in `scheduler.plugins.PLUGINS` in that tuple's order (kube-scheduler's default filter order),
 weights scores by the profile's weight for the plugin's name, and never names a plugin. A node
