@@ -238,14 +238,19 @@ def _namespace(plane: ControlPlane, name: str) -> Iterator[str]:
         yield name
     finally:
         api = KubeApi(plane.admin)
-        # Deleting thousands of pods can outlast the client's request timeout; the server
-        # goes on deleting, and the wait below sees it through.
-        with contextlib.suppress(KubeApiError, KubeConnectionError):
-            api.request(
-                "DELETE", f"/api/v1/namespaces/{name}/pods", query={"gracePeriodSeconds": 0}
-            )
+
+        def deleted() -> bool:
+            # Deleting thousands of pods can outlast the client's request timeout, which ends
+            # the server's deletecollection too: ask again until none is left.
+            with contextlib.suppress(KubeApiError, KubeConnectionError):
+                api.request(
+                    "DELETE", f"/api/v1/namespaces/{name}/pods", query={"gracePeriodSeconds": 0}
+                )
+            pods = api.request("GET", f"/api/v1/namespaces/{name}/pods", query={"limit": 1})
+            return not pods.get("items")
+
         eventually(
-            lambda: not api.request("GET", f"/api/v1/namespaces/{name}/pods").get("items"),
+            deleted,
             600,
             f"pods of {name} to be deleted",
         )
@@ -368,6 +373,7 @@ def test_e2e_scheduler_throughput(
             for order in round_orders(ROUNDS):
                 for which in order:
                     results.append(_measure(control_plane, tmp_path, which))
+                    print(json.dumps(results[-1]), flush=True)  # kept if a later run fails
 
         benchmark.pedantic(run_both, rounds=1, iterations=1)
     finally:
@@ -378,7 +384,7 @@ def test_e2e_scheduler_throughput(
     assert len(results) == per_round * ROUNDS
     add_ceiling_fractions(results, per_round)
     for result in results:
-        print(json.dumps(result))
+        print(f"{result['scheduler']}: {result['of_ceiling']} of the ceiling")
     benchmark.extra_info["results"] = results
     assert all(result["pods"] == PODS for result in results)
     schedulers = [result for result in results if result["scheduler"] != CEILING]
