@@ -211,3 +211,15 @@ def test_simulate_with_sampling_is_deterministic() -> None:
     first = run()
     assert first == run()
     assert len(set(first)) == 250  # round robin reaches every node
+
+
+def test_mig_slice_pods_count_as_gpu_pods() -> None:
+    mig = "nvidia.com/mig-1g.10gb"
+    nodes = _nodes(300, allocatable={"cpu": "64", "memory": "256Gi", "pods": "110", mig: "7"})
+    snapshot = cluster(nodes)
+
+    result = schedule_one(
+        parse_pod(pod("m", requests={mig: "1"}, limits={mig: "1"})), snapshot, sample=True
+    )
+
+    assert result.feasible_nodes == 300
