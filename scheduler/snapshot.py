@@ -89,13 +89,23 @@ class SelectorCount:
     them, or only those not terminating), kept up to date as pods are attached and detached, so
     that a cycle reads the counts instead of collecting every matching pod again."""
 
-    __slots__ = ("counts", "live_only", "match_cache", "selector")
+    __slots__ = ("counts", "index_labels", "live_only", "match_cache", "selector")
 
     def __init__(self, selector: LabelSelector, live_only: bool, counts: IntArray) -> None:
         self.selector = selector
         self.live_only = live_only
         self.counts = counts
         self.match_cache: dict[tuple[tuple[str, str], ...], bool] = {}
+        # The (key, value) labels one of which a matching pod must carry (the selector's first
+        # `In` requirement), so that attaching a pod visits only the counts it may change;
+        # (None,) when the selector has no `In` requirement.
+        self.index_labels: tuple[tuple[str, str] | None, ...] = (None,)
+        for requirement in selector.requirements:
+            if requirement.op == "In":
+                self.index_labels = tuple(
+                    (requirement.key, value) for value in sorted(requirement.values)
+                )
+                break
 
     def counts_pod(self, pod: Pod) -> bool:
         if self.live_only and pod.terminating:
@@ -189,7 +199,10 @@ class ClusterSnapshot:
         self._selector_counts: OrderedDict[tuple[str, tuple[object, ...], bool], SelectorCount] = (
             OrderedDict()
         )
-        self._selector_counts_by_namespace: dict[str, dict[object, SelectorCount]] = {}
+        # namespace -> an index label of SelectorCount (or None) -> the counts indexed there.
+        self._selector_index: dict[
+            str, dict[tuple[str, str] | None, dict[object, SelectorCount]]
+        ] = {}
         # Long-lived state derived from this snapshot (the GPU allocator, the load view), one
         # per type, owned here so that it lives and dies with the snapshot it describes.
         self._attached: dict[type, object] = {}
@@ -315,13 +328,18 @@ class ClusterSnapshot:
                 entries = [entry for entry in entries if not entry.pod.terminating]
             counted = SelectorCount(selector, live_only, self.per_node_count(entries))
             self._selector_counts[key] = counted
-            self._selector_counts_by_namespace.setdefault(namespace, {})[key] = counted
+            by_label = self._selector_index.setdefault(namespace, {})
+            for label in counted.index_labels:
+                by_label.setdefault(label, {})[key] = counted
             if len(self._selector_counts) > _SELECTOR_COUNTS_SIZE:
-                dropped, _ = self._selector_counts.popitem(last=False)
-                by_key = self._selector_counts_by_namespace[dropped[0]]
-                del by_key[dropped]
-                if not by_key:
-                    del self._selector_counts_by_namespace[dropped[0]]
+                dropped_key, dropped = self._selector_counts.popitem(last=False)
+                by_label = self._selector_index[dropped_key[0]]
+                for label in dropped.index_labels:
+                    del by_label[label][dropped_key]
+                    if not by_label[label]:
+                        del by_label[label]
+                if not by_label:
+                    del self._selector_index[dropped_key[0]]
         else:
             self._selector_counts.move_to_end(key)
         view = counted.counts.view()
@@ -329,11 +347,15 @@ class ClusterSnapshot:
         return view
 
     def _count_selectors(self, pod: Pod, slot: int, delta: int) -> None:
-        counted = self._selector_counts_by_namespace.get(pod.namespace)
-        if counted:
-            for selector_count in counted.values():
-                if selector_count.counts_pod(pod):
-                    selector_count.counts[slot] += delta
+        by_label = self._selector_index.get(pod.namespace)
+        if not by_label:
+            return
+        for label in (*pod.labels.items(), None):
+            counted = by_label.get(label)
+            if counted:
+                for selector_count in counted.values():
+                    if selector_count.counts_pod(pod):
+                        selector_count.counts[slot] += delta
 
     def per_node_count(self, entries: Iterable[PodEntry]) -> IntArray:
         slots = np.fromiter((entry.slot for entry in entries), dtype=np.int64)
