@@ -1,8 +1,9 @@
 """One scheduling cycle: run the registered plugins over every node, score the feasible ones,
 pick one.
 
-`schedule_one(pod, snapshot)` is the whole decision and has no side effects; the caller records
-a placement with `snapshot.assume(pod, node)`. The framework knows plugins only through their
+`schedule_one(pod, snapshot)` is the whole decision and has no side effects (a sampled cycle
+only moves the round-robin start, below); the caller records a placement with
+`snapshot.assume(pod, node)`. The framework knows plugins only through their
 interface (`scheduler.plugins.context`): it runs the PreFilter, Filter and Score of each plugin
 in `scheduler.plugins.PLUGINS` in that tuple's order (kube-scheduler's default filter order),
 weights scores by the profile's weight for the plugin's name, and never names a plugin. A node
@@ -13,6 +14,15 @@ each reason carries kube-scheduler's status code, so preemption knows where it c
 Each cycle gets a `CycleContext` holding the snapshot's GPU allocator and load tracker (kept
 with the snapshot across cycles, see `ClusterSnapshot.attach`) and the pod shape's pre-computed
 node state; filters and scores answer for all nodes at once over the snapshot's per-node arrays.
+
+Node sampling (kube-scheduler's `percentageOfNodesToScore`, docs/scheduling.md): a placement
+cycle (``sample=True``: simulate and the runtime) walks the nodes from where the previous one
+stopped (round robin, kept with the snapshot in a `NodeSampler`), stops at the profile's number
+of feasible nodes and scores only those; the filters still answer for every node at once (one
+array operation is cheaper than choosing which nodes to ask), so only scoring and the
+diagnosis shrink. Clusters under 100 nodes are scored whole, and pods that request GPUs use the
+profile's own GPU percentage (default 100: every feasible node). Callers that read the verdict
+of a named node (extender, preemption, reservation) keep the default ``sample=False``.
 
 Ties between equally scored nodes are broken by a stable hash of the pod's `namespace/name` and
 the node's name (then by node name): deterministic across runs and processes, yet different pods
@@ -31,7 +41,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from gputopo.scheduler.gpu_alloc import GpuAllocator
+from gputopo.scheduler.gpu_alloc import GpuAllocator, pod_gpu_count, pod_mig_requests
 from gputopo.scheduler.model import Pod
 from gputopo.scheduler.plugins import PLUGINS
 from gputopo.scheduler.plugins.context import (
@@ -98,6 +108,7 @@ class _Evaluation:
         "stage_plugins",
         "total",
         "verdicts",
+        "walk",
     )
 
     def __init__(
@@ -118,6 +129,14 @@ class _Evaluation:
         self.feasible_slots: IntArray = np.zeros(0, dtype=np.int64)
         self.total: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
         self.plugin_scores: dict[str, npt.NDArray[np.uint8]] = {}
+        # A sampled cycle's walk (first slot, last slot): only those nodes are diagnosed.
+        self.walk: tuple[int, int] | None = None
+
+    def walked(self) -> IntArray:
+        """The slots this cycle looked at, ascending: all live ones unless it sampled."""
+        if self.walk is None:
+            return self.slots
+        return walked_slots(self.slots, *self.walk)
 
     @property
     def stage(self) -> npt.NDArray[np.int8]:
@@ -207,8 +226,7 @@ class ScheduleResult:
             return {}
         position = {int(slot): i for i, slot in enumerate(evaluation.feasible_slots)}
         out: dict[str, NodeDiagnosis] = {}
-        for slot in evaluation.slots:
-            slot = int(slot)
+        for slot in evaluation.walked().tolist():
             name = evaluation.names[slot]
             index = position.get(slot)
             if index is None:
@@ -227,6 +245,78 @@ class ScheduleResult:
 
     def __repr__(self) -> str:
         return f"ScheduleResult({self.pod} -> {self.node or self.message})"
+
+
+# kube-scheduler's minFeasibleNodesToFind and minFeasibleNodesPercentageToFind.
+MIN_FEASIBLE_NODES_TO_FIND: Final = 100
+MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: Final = 5
+
+
+def num_feasible_nodes_to_find(percentage: int, num_all_nodes: int) -> int:
+    """How many feasible nodes a cycle looks for among ``num_all_nodes`` (kube-scheduler's
+    `numFeasibleNodesToFind`): all under 100 nodes; ``percentage`` 0 is the adaptive default,
+    50 % minus 1 % per 125 nodes, at least 5 %; never fewer than 100."""
+    if num_all_nodes < MIN_FEASIBLE_NODES_TO_FIND:
+        return num_all_nodes
+    if percentage == 0:
+        percentage = max(50 - num_all_nodes // 125, MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND)
+    count = num_all_nodes * min(percentage, 100) // 100
+    return max(count, MIN_FEASIBLE_NODES_TO_FIND)
+
+
+def requests_gpus(pod: Pod) -> bool:
+    """A pod whose placement the GPU topology decides: it requests whole GPUs or MIG slices,
+    or devices through DRA ResourceClaims (whose choice of devices is topology-scored too)."""
+    return pod_gpu_count(pod) > 0 or bool(pod_mig_requests(pod)) or bool(pod.resource_claims)
+
+
+def percentage_of_nodes_to_score(pod: Pod, profile: SchedulerProfile) -> int:
+    """The profile's percentage for this pod: its GPU one for pods that request GPUs."""
+    if requests_gpus(pod):
+        return profile.gpu_percentage_of_nodes_to_score
+    return profile.percentage_of_nodes_to_score
+
+
+class NodeSampler:
+    """Where the next placement cycle starts walking the nodes (kube-scheduler's
+    `nextStartNodeIndex`, kept here as a node slot: the one after the last node the previous
+    sampled cycle looked at), kept with the snapshot so consecutive pods spread their samples
+    over the whole cluster. Deterministic: the same cycles in the same order start at the same
+    nodes."""
+
+    __slots__ = ("next_slot",)
+
+    def __init__(self) -> None:
+        self.next_slot = 0
+
+    @classmethod
+    def of(cls, snapshot: ClusterSnapshot) -> NodeSampler:
+        sampler = snapshot.attached(cls)
+        if sampler is None:
+            sampler = cls()
+            snapshot.attach(sampler)
+        return sampler
+
+
+def sample_feasible(feasible: IntArray, to_find: int, start: int) -> tuple[IntArray, int]:
+    """The first ``to_find`` of the ``feasible`` slots (ascending) met walking the slots from
+    ``start`` upward and wrapping around, in ascending order, and the last one met (where
+    the walk stopped). Needs ``0 < to_find <= len(feasible)``."""
+    first = int(np.searchsorted(feasible, start))
+    end = first + to_find
+    if end <= len(feasible):
+        return feasible[first:end], int(feasible[end - 1])
+    wrapped = end - len(feasible)
+    return np.concatenate((feasible[:wrapped], feasible[first:])), int(feasible[wrapped - 1])
+
+
+def walked_slots(slots: IntArray, start: int, last: int) -> IntArray:
+    """The ``slots`` a walk from slot ``start`` to slot ``last`` (inclusive, wrapping) passed."""
+    if start <= last:
+        walked: IntArray = slots[(slots >= start) & (slots <= last)]
+    else:
+        walked = slots[(slots >= start) | (slots <= last)]
+    return walked
 
 
 def _unschedulable_without_filters(pod: Pod) -> str | None:
@@ -263,10 +353,15 @@ def schedule_one(
     snapshot: ClusterSnapshot,
     profile: SchedulerProfile | None = None,
     plugins: tuple[Plugin, ...] = PLUGINS,
+    *,
+    sample: bool = False,
 ) -> ScheduleResult:
-    """Decide where `pod` goes in `snapshot` (no side effects; call `snapshot.assume` to place).
+    """Decide where `pod` goes in `snapshot` (call `snapshot.assume` to place).
 
     ``plugins``: the registry by default; a test or an embedder may run another tuple.
+    ``sample``: a placement cycle, which scores only the profile's share of the feasible nodes
+    (see the module docstring) and advances the snapshot's `NodeSampler`, its one side effect;
+    the diagnosis then covers the nodes walked. Without it every node is scored and diagnosed.
     """
     profile = profile or default_profile()
     refused = _unschedulable_without_filters(pod)
@@ -279,7 +374,7 @@ def schedule_one(
     ctx = CycleContext(
         pod, snapshot, profile, GpuAllocator.of(snapshot), snapshot.attached(LoadTracker)
     )
-    slots = np.flatnonzero(snapshot.alive).astype(np.int64)
+    slots = snapshot.live_slots()
     failed = np.zeros(snapshot.capacity, dtype=np.bool_)
     ctx.slots, ctx.failed = slots, failed
     filters = extensions.filters
@@ -318,10 +413,23 @@ def schedule_one(
             failed |= verdict.failing
             verdicts[index] = verdict
 
+    feasible = slots[~failed[slots]]
+    walk = None
+    if sample and len(slots) >= MIN_FEASIBLE_NODES_TO_FIND:
+        considered_count = len(slots) if considered is None else int(considered[slots].sum())
+        to_find = num_feasible_nodes_to_find(
+            percentage_of_nodes_to_score(pod, profile), considered_count
+        )
+        if 0 < to_find < len(feasible):
+            sampler = NodeSampler.of(snapshot)
+            start = sampler.next_slot
+            feasible, last = sample_feasible(feasible, to_find, start)
+            sampler.next_slot = last + 1
+            walk = (start, last)
     evaluation = _Evaluation(
         snapshot.names_view(), slots, snapshot.capacity, verdicts, stage_plugins
     )
-    feasible = slots[~failed[slots]]
+    evaluation.walk = walk
     evaluation.feasible_slots = feasible
     if len(feasible) == 0:
         message = fit_error_message(len(slots), evaluation.reason_counts())

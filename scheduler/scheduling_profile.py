@@ -39,6 +39,12 @@ class SchedulerProfile:
     # Headroom (scheduler/plugins/headroom.py): nodes with an NVLink domain of at least this many
     # GPUs are kept for pods of that many GPUs while smaller pods fit elsewhere (0: off).
     headroom_min_gpus: int = 8
+    # Node sampling (scheduler/framework.py, docs/scheduling.md): kube-scheduler's
+    # percentageOfNodesToScore for pods without GPUs (0: adaptive, 50 - nodes/125 %, at least
+    # 5 % and 100 nodes; 100: all), and the same for pods that request GPUs (default 100: every
+    # feasible node scored, topology fit decides).
+    percentage_of_nodes_to_score: int = 0
+    gpu_percentage_of_nodes_to_score: int = 100
 
     def weight(self, plugin: str) -> int:
         return self.weights.get(plugin, 0)
@@ -108,6 +114,12 @@ class _ProfileDocument:
     )
     reservation: _ReservationSection | None = None
     headroom: _HeadroomSection | None = None
+    percentage_of_nodes_to_score: int | None = field(
+        default=None, metadata=wire(key="percentageOfNodesToScore", minimum=0, maximum=100)
+    )
+    gpu_percentage_of_nodes_to_score: int | None = field(
+        default=None, metadata=wire(key="gpuPercentageOfNodesToScore", minimum=0, maximum=100)
+    )
 
 
 def _fail(source: str, path: str, problem: str) -> SchedulerInputError:
@@ -202,6 +214,13 @@ def parse_profile(document: object, source: str) -> SchedulerProfile:
         reservation_min_gpus=_pick(reservation.min_gpus, base.reservation_min_gpus if base else 8),
         reservation_ttl_s=_pick(reservation.ttl_seconds, base.reservation_ttl_s if base else 300),
         headroom_min_gpus=_pick(headroom.min_gpus, base.headroom_min_gpus if base else 8),
+        percentage_of_nodes_to_score=_pick(
+            top.percentage_of_nodes_to_score, base.percentage_of_nodes_to_score if base else 0
+        ),
+        gpu_percentage_of_nodes_to_score=_pick(
+            top.gpu_percentage_of_nodes_to_score,
+            base.gpu_percentage_of_nodes_to_score if base else 100,
+        ),
     )
 
 

@@ -277,7 +277,7 @@ def simulate(
     snapshot = build_snapshot(cluster)
     results: list[ScheduleResult] = []
     for pod in cluster.pending_pods:
-        result = schedule_one(pod, snapshot, profile)
+        result = schedule_one(pod, snapshot, profile, sample=True)
         if result.node is not None:
             snapshot.assume(pod, result.node)
             _assume_claims(cluster, snapshot, pod, result)

@@ -55,6 +55,9 @@ PREFERRED_ANTI_AFFINITY = "preferred-anti-affinity"
 _T = TypeVar("_T")
 _STATIC_CACHE_SIZE = 1024
 _MATCH_CACHE_SIZE = 4096
+# Selector counts kept up to date (`count_matching`): each is one int64 per node slot (40 KB at
+# 5000 nodes), the least recently read dropped first.
+_SELECTOR_COUNTS_SIZE = 512
 
 
 class PodEntry:
@@ -79,6 +82,40 @@ class TermAggregate:
         self.total = 0
         self.match_cache: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
         self.namespace_generation = -1
+
+
+class SelectorCount:
+    """Per node slot, how many assigned pods of one namespace one label selector matches (all of
+    them, or only those not terminating), kept up to date as pods are attached and detached, so
+    that a cycle reads the counts instead of collecting every matching pod again."""
+
+    __slots__ = ("counts", "index_labels", "live_only", "match_cache", "selector")
+
+    def __init__(self, selector: LabelSelector, live_only: bool, counts: IntArray) -> None:
+        self.selector = selector
+        self.live_only = live_only
+        self.counts = counts
+        self.match_cache: dict[tuple[tuple[str, str], ...], bool] = {}
+        # The (key, value) labels one of which a matching pod must carry (the selector's first
+        # `In` requirement), so that attaching a pod visits only the counts it may change;
+        # (None,) when the selector has no `In` requirement.
+        self.index_labels: tuple[tuple[str, str] | None, ...] = (None,)
+        for requirement in selector.requirements:
+            if requirement.op == "In":
+                self.index_labels = tuple(
+                    (requirement.key, value) for value in sorted(requirement.values)
+                )
+                break
+
+    def counts_pod(self, pod: Pod) -> bool:
+        if self.live_only and pod.terminating:
+            return False
+        matched = self.match_cache.get(pod.label_signature)
+        if matched is None:
+            if len(self.match_cache) > _MATCH_CACHE_SIZE:
+                self.match_cache.clear()
+            matched = self.match_cache[pod.label_signature] = self.selector.matches(pod.labels)
+        return matched
 
 
 class TopologyIndex:
@@ -158,6 +195,14 @@ class ClusterSnapshot:
         self._static_cache_generation = -1
         self._topology: dict[str, TopologyIndex] = {}
         self._names_view: tuple[str, ...] | None = None
+        self._live_slots: IntArray | None = None
+        self._selector_counts: OrderedDict[tuple[str, tuple[object, ...], bool], SelectorCount] = (
+            OrderedDict()
+        )
+        # namespace -> an index label of SelectorCount (or None) -> the counts indexed there.
+        self._selector_index: dict[
+            str, dict[tuple[str, str] | None, dict[object, SelectorCount]]
+        ] = {}
         # Long-lived state derived from this snapshot (the GPU allocator, the load view), one
         # per type, owned here so that it lives and dies with the snapshot it describes.
         self._attached: dict[type, object] = {}
@@ -267,6 +312,50 @@ class ClusterSnapshot:
                 aggregate.match_cache.clear()
             aggregate.match_cache[key] = cached
         return cached
+
+    def count_matching(
+        self, namespace: str, selector: LabelSelector, *, live_only: bool = False
+    ) -> IntArray:
+        """Per node slot, the assigned pods in ``namespace`` that ``selector`` matches (only
+        those not terminating with ``live_only``): `per_node_count(pods_matching(...))`, but
+        kept up to date incrementally once asked for, so its cost does not grow with the pods
+        already bound. Read-only; valid until the snapshot next changes."""
+        key = (namespace, selector.signature, live_only)
+        counted = self._selector_counts.get(key)
+        if counted is None:
+            entries = self.pods_matching(namespace, selector)
+            if live_only:
+                entries = [entry for entry in entries if not entry.pod.terminating]
+            counted = SelectorCount(selector, live_only, self.per_node_count(entries))
+            self._selector_counts[key] = counted
+            by_label = self._selector_index.setdefault(namespace, {})
+            for label in counted.index_labels:
+                by_label.setdefault(label, {})[key] = counted
+            if len(self._selector_counts) > _SELECTOR_COUNTS_SIZE:
+                dropped_key, dropped = self._selector_counts.popitem(last=False)
+                by_label = self._selector_index[dropped_key[0]]
+                for label in dropped.index_labels:
+                    del by_label[label][dropped_key]
+                    if not by_label[label]:
+                        del by_label[label]
+                if not by_label:
+                    del self._selector_index[dropped_key[0]]
+        else:
+            self._selector_counts.move_to_end(key)
+        view = counted.counts.view()
+        view.flags.writeable = False
+        return view
+
+    def _count_selectors(self, pod: Pod, slot: int, delta: int) -> None:
+        by_label = self._selector_index.get(pod.namespace)
+        if not by_label:
+            return
+        for label in (*pod.labels.items(), None):
+            counted = by_label.get(label)
+            if counted:
+                for selector_count in counted.values():
+                    if selector_count.counts_pod(pod):
+                        selector_count.counts[slot] += delta
 
     def per_node_count(self, entries: Iterable[PodEntry]) -> IntArray:
         slots = np.fromiter((entry.slot for entry in entries), dtype=np.int64)
@@ -394,8 +483,18 @@ class ClusterSnapshot:
             self._names_view = tuple(self.node_names)
         return self._names_view
 
+    def live_slots(self) -> IntArray:
+        """The slots that hold a node, ascending: one shared read-only array until the node set
+        changes (every scheduling cycle starts from it)."""
+        if self._live_slots is None:
+            slots = np.flatnonzero(self.alive).astype(np.int64)
+            slots.flags.writeable = False
+            self._live_slots = slots
+        return self._live_slots
+
     def _node_changed(self) -> None:
         self._names_view = None
+        self._live_slots = None
         self.generation += 1
         self.static_generation += 1
         self._topology.clear()
@@ -422,12 +521,15 @@ class ClusterSnapshot:
         for by_signature in self.terms.values():
             for aggregate in by_signature.values():
                 aggregate.counts = _grow(aggregate.counts, capacity)
+        for selector_count in self._selector_counts.values():
+            selector_count.counts = _grow(selector_count.counts, capacity)
         self.nodes.extend([None] * (capacity - old))
         self.node_names.extend([""] * (capacity - old))
         self.node_pods.extend({} for _ in range(capacity - old))
         self._free_slots.extend(range(capacity - 1, old - 1, -1))
         self._topology.clear()
         self._names_view = None
+        self._live_slots = None
         self.static_generation += 1
 
     # ---------------------------------------------------------------- namespaces
@@ -550,6 +652,7 @@ class ClusterSnapshot:
             ips = self.host_ports.setdefault((port.protocol, port.port), {}).setdefault(slot, {})
             ips[port.ip] = ips.get(port.ip, 0) + 1
         self._index_labels(pod)
+        self._count_selectors(pod, slot, 1)
         self._namespace_pods.setdefault(pod.namespace, set()).add(pod.key)
         if pod.has_affinity_terms:
             for category, weight, term in _pod_terms(pod):
@@ -597,6 +700,7 @@ class ClusterSnapshot:
             if not by_slot:
                 del self.host_ports[(port.protocol, port.port)]
         self._unindex_labels(pod)
+        self._count_selectors(pod, slot, -1)
         namespace_pods = self._namespace_pods[pod.namespace]
         namespace_pods.discard(pod.key)
         if not namespace_pods:

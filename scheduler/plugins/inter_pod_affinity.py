@@ -57,6 +57,15 @@ def _pods_matching_term(snapshot: ClusterSnapshot, term: AffinityTerm) -> list[P
     return out
 
 
+def _count_matching_term(snapshot: ClusterSnapshot, term: AffinityTerm) -> IntArray:
+    """Per node, the assigned pods the term selects (the snapshot keeps these counts)."""
+    total: IntArray | None = None
+    for namespace in snapshot.term_namespaces(term):
+        counts = snapshot.count_matching(namespace, term.selector)
+        total = counts if total is None else total + counts
+    return np.zeros(snapshot.capacity, dtype=np.int64) if total is None else total
+
+
 def _occupied_domains(snapshot: ClusterSnapshot, key: str, per_node: IntArray) -> IntArray:
     """For every node, the count summed over the node's topology domain (0 if unlabelled)."""
     index = snapshot.topology(key)
@@ -117,7 +126,7 @@ def filter_nodes(pod: Pod, snapshot: ClusterSnapshot) -> npt.NDArray[np.int8] | 
     if pod.required_anti_affinity:
         blocked = np.zeros(snapshot.capacity, dtype=np.bool_)
         for term in pod.required_anti_affinity:
-            per_node = snapshot.per_node_count(_pods_matching_term(snapshot, term))
+            per_node = _count_matching_term(snapshot, term)
             blocked |= _occupied_domains(snapshot, term.topology_key, per_node) > 0
         reasons[(reasons == 0) & blocked] = ANTI_AFFINITY
     if existing is not None:
@@ -132,10 +141,10 @@ def score(
     """Min-max normalised preferred (anti-)affinity, both directions; None when nothing applies."""
     contributions: list[tuple[str, IntArray]] = []
     for weighted in pod.preferred_affinity:
-        per_node = snapshot.per_node_count(_pods_matching_term(snapshot, weighted.term))
+        per_node = _count_matching_term(snapshot, weighted.term)
         contributions.append((weighted.term.topology_key, per_node * weighted.weight))
     for weighted in pod.preferred_anti_affinity:
-        per_node = snapshot.per_node_count(_pods_matching_term(snapshot, weighted.term))
+        per_node = _count_matching_term(snapshot, weighted.term)
         contributions.append((weighted.term.topology_key, per_node * -weighted.weight))
     for category, sign in (
         (REQUIRED_AFFINITY, 1),

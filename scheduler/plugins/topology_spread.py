@@ -44,12 +44,7 @@ _MAX_INT32: Final = 2**31 - 1
 def _matching_per_node(
     pod: Pod, snapshot: ClusterSnapshot, constraint: SpreadConstraint
 ) -> IntArray:
-    entries = [
-        entry
-        for entry in snapshot.pods_matching(pod.namespace, constraint.selector)
-        if not entry.pod.terminating
-    ]
-    return snapshot.per_node_count(entries)
+    return snapshot.count_matching(pod.namespace, constraint.selector, live_only=True)
 
 
 def _eligible(

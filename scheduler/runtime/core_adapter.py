@@ -160,7 +160,7 @@ class CoreFramework:
         except SchedulerInputError as err:
             return Placement(None, str(err))
         self._last_parsed = (id(pod), parsed)
-        result = schedule_one(parsed, self.snapshot, self.profile)
+        result = schedule_one(parsed, self.snapshot, self.profile, sample=True)
         return Placement(result.node, result.message)
 
     def forget(self, key: str) -> None:

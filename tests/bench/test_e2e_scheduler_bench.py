@@ -12,7 +12,8 @@ to 5000 so its 50 QPS default rate limit does not decide the result; gputopo-sch
 leader election off and its defaults. Both bind to the same nodes, emptied in between.
 
 Also reported: ``cpu_s``, the scheduler process's CPU seconds (user + system, from /proc) when
-the last pod was bound. GPUTOPO_BENCH_ROUNDS (default 1) alternates the two schedulers that
+the last pod was bound, and ``rss_mib`` / ``peak_rss_mib``, its resident memory then and at
+its peak (VmRSS, VmHWM). GPUTOPO_BENCH_ROUNDS (default 1) alternates the two schedulers that
 many times on the same control plane, kube-scheduler first in odd rounds and second in even
 ones (`round_orders`): rates drift down run after run, and on a shared machine one pair of runs
 is noise.
@@ -20,7 +21,15 @@ is noise.
 GPUTOPO_BENCH_URLLIB3=1 adds a third run per round, gputopo-scheduler with its HTTP transport
 swapped for urllib3 (tests/bench/urllib3_transport.py; docs/performance.md, "The HTTP client").
 
-Run: ``make bench BENCH_ARGS="-k e2e -s"``; scale with GPUTOPO_BENCH_NODES / GPUTOPO_BENCH_PODS.
+The ceiling: every round also runs ``tests/bench/ceiling_binder.py``, a binder that makes no
+decisions (the same pods, bound round robin over the nodes, with gputopo's client, bind workers
+and Scheduled event), alternated with the two schedulers (`round_orders`). Each result carries
+``of_ceiling``: its steady rate over the ceiling's steady rate in the same round, i.e. how much
+of what the API server and etcd absorb here the scheduler uses. The ceiling ignores GPU counts,
+so its placements overcommit and are not checked.
+
+Run: ``make bench BENCH_ARGS="-k e2e -s"``; scale with GPUTOPO_BENCH_NODES / GPUTOPO_BENCH_PODS
+(docs/performance.md has the commands for 200 and 1000 nodes).
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from typing import Any
 
 import pytest
 
+from gputopo.core.kube.errors import KubeConnectionError
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from hack.testenv.tools import KUBE_SCHEDULER
 from tests.controlplane import FEATURE_GATES, ControlPlane, ManagedProcess, free_port
@@ -57,6 +67,8 @@ KUBE_NAME = "bench-kube-scheduler"
 URLLIB3_VARIANT = "gputopo-scheduler-urllib3"
 EXTRA_SCHEDULERS = (URLLIB3_VARIANT,) if os.environ.get("GPUTOPO_BENCH_URLLIB3") == "1" else ()
 GPUTOPO_NAME = "bench-gputopo-scheduler"
+CEILING = "ceiling"  # tests/bench/ceiling_binder.py, under its own schedulerName
+CEILING_NAME = "bench-ceiling-binder"
 
 
 class BindWatch:
@@ -204,6 +216,21 @@ def _start_gputopo(plane: ControlPlane, workdir: Path, transport: str = "hand") 
     )
 
 
+def _start_ceiling(plane: ControlPlane, workdir: Path) -> ManagedProcess:
+    return ManagedProcess(
+        "ceiling-binder-bench",
+        [
+            sys.executable,
+            "-m",
+            "tests.bench.ceiling_binder",
+            f"--kubeconfig={plane.admin_kubeconfig}",
+            f"--scheduler-name={CEILING_NAME}",
+        ],
+        workdir / "logs" / "ceiling-binder-bench.log",
+        REPO,
+    )
+
+
 @contextlib.contextmanager
 def _namespace(plane: ControlPlane, name: str) -> Iterator[str]:
     plane.create_namespace(name)
@@ -211,13 +238,20 @@ def _namespace(plane: ControlPlane, name: str) -> Iterator[str]:
         yield name
     finally:
         api = KubeApi(plane.admin)
-        with contextlib.suppress(KubeApiError):
-            api.request(
-                "DELETE", f"/api/v1/namespaces/{name}/pods", query={"gracePeriodSeconds": 0}
-            )
+
+        def deleted() -> bool:
+            # Deleting thousands of pods can outlast the client's request timeout, which ends
+            # the server's deletecollection too: ask again until none is left.
+            with contextlib.suppress(KubeApiError, KubeConnectionError):
+                api.request(
+                    "DELETE", f"/api/v1/namespaces/{name}/pods", query={"gracePeriodSeconds": 0}
+                )
+            pods = api.request("GET", f"/api/v1/namespaces/{name}/pods", query={"limit": 1})
+            return not pods.get("items")
+
         eventually(
-            lambda: not api.request("GET", f"/api/v1/namespaces/{name}/pods").get("items"),
-            120,
+            deleted,
+            600,
             f"pods of {name} to be deleted",
         )
         plane.delete_namespace(name)
@@ -225,13 +259,15 @@ def _namespace(plane: ControlPlane, name: str) -> Iterator[str]:
 
 def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
     api = KubeApi(plane.admin)
-    name = KUBE_NAME if which == "kube-scheduler" else GPUTOPO_NAME
+    name = {"kube-scheduler": KUBE_NAME, CEILING: CEILING_NAME}.get(which, GPUTOPO_NAME)
     with _namespace(plane, f"bench-{which}-{next(_ROUND)}") as namespace:
         _create_pods(api, namespace, name)
         watch = BindWatch(api, namespace)
         spawned = time.monotonic()
         if which == "kube-scheduler":
             process = _start_kube_scheduler(plane, workdir)
+        elif which == CEILING:
+            process = _start_ceiling(plane, workdir)
         else:
             transport = "urllib3" if which == URLLIB3_VARIANT else "hand"
             process = _start_gputopo(plane, workdir, transport)
@@ -244,6 +280,7 @@ def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
                 f"log: {process.log_tail()}"
             )
             cpu_s = _cpu_seconds(process.pid)
+            rss_mib, peak_rss_mib = _rss_mib(process.pid)
         finally:
             watch.stop()
             process.stop(grace=20)
@@ -260,6 +297,8 @@ def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
             "end_to_end_pods_per_s": round(len(times) / (last - spawned), 1),
             "max_gpus_on_one_node": max(gpus.values()),
             "cpu_s": cpu_s,
+            "rss_mib": rss_mib,
+            "peak_rss_mib": peak_rss_mib,
         }
 
 
@@ -268,14 +307,32 @@ def round_orders(rounds: int) -> list[tuple[str, ...]]:
     (ABBA). Rates drift down over consecutive runs on one control plane (etcd and the watch
     cache grow; measured 531 -> 484 -> 380 pods/s for kube-scheduler over three rounds), so a
     fixed order hands the earlier slot's advantage to one scheduler every round."""
-    order = ("kube-scheduler", "gputopo-scheduler", *EXTRA_SCHEDULERS)
+    order = ("kube-scheduler", "gputopo-scheduler", *EXTRA_SCHEDULERS, CEILING)
     return [order if index % 2 == 0 else order[::-1] for index in range(rounds)]
+
+
+def add_ceiling_fractions(results: list[dict[str, Any]], per_round: int) -> None:
+    """``of_ceiling`` on every result: its steady rate / the ceiling's in the same round."""
+    for start in range(0, len(results), per_round):
+        batch = results[start : start + per_round]
+        ceiling = next(r for r in batch if r["scheduler"] == CEILING)["steady_pods_per_s"]
+        for result in batch:
+            result["of_ceiling"] = round(result["steady_pods_per_s"] / ceiling, 3)
 
 
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a live process (fields 14 and 15 of /proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
+def _rss_mib(pid: int) -> tuple[float, float]:
+    """(resident, peak resident) MiB of a live process (VmRSS and VmHWM of /proc/PID/status)."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    rss, peak = (round(int(fields[key].split()[0]) / 1024, 1) for key in ("VmRSS", "VmHWM"))
+    return rss, peak
 
 
 def _gpus_per_node(api: KubeApi, namespace: str) -> dict[str, int]:
@@ -316,15 +373,19 @@ def test_e2e_scheduler_throughput(
             for order in round_orders(ROUNDS):
                 for which in order:
                     results.append(_measure(control_plane, tmp_path, which))
+                    print(json.dumps(results[-1]), flush=True)  # kept if a later run fails
 
         benchmark.pedantic(run_both, rounds=1, iterations=1)
     finally:
         for name in names:
             with contextlib.suppress(KubeApiError):
                 api.request("DELETE", f"/api/v1/nodes/{name}")
+    per_round = 3 + len(EXTRA_SCHEDULERS)
+    assert len(results) == per_round * ROUNDS
+    add_ceiling_fractions(results, per_round)
     for result in results:
-        print(json.dumps(result))
+        print(f"{result['scheduler']}: {result['of_ceiling']} of the ceiling")
     benchmark.extra_info["results"] = results
-    assert len(results) == (2 + len(EXTRA_SCHEDULERS)) * ROUNDS
     assert all(result["pods"] == PODS for result in results)
-    assert all(result["max_gpus_on_one_node"] <= 8 for result in results), "overcommit"
+    schedulers = [result for result in results if result["scheduler"] != CEILING]
+    assert all(result["max_gpus_on_one_node"] <= 8 for result in schedulers), "overcommit"

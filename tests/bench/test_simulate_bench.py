@@ -1,22 +1,31 @@
-"""In-process `simulate` throughput: 1000 nodes x 10 000 pods of mixed shapes (seeded).
+"""In-process `simulate` throughput: 1000 nodes x 10 000 pods of mixed shapes (seeded), and
+whether the cost per pod stays flat at 5000 nodes x 50 000 pods (issue 21).
 
 Run with `make bench` (or `pytest tests/bench/test_simulate_bench.py --benchmark-only -o
 addopts=""`); `python tests/bench/test_simulate_bench.py [nodes] [pods]` prints the same numbers
-without pytest. Placing a pod is measured end to end: filters, scores, pick and assume; parsing
-the input is reported separately.
+without pytest, and `python tests/bench/test_simulate_bench.py --flat 3` runs 1000 x 10 000 and
+5000 x 50 000 alternately three times and prints the ratio of their rates per pair (the issue's
+flat-cost figure). Placing a pod is measured end to end: filters, scores, pick and assume;
+parsing the input is reported separately. Each rate is given per wall second and per second of
+this process's CPU time (`time.process_time`), which a machine shared with other work disturbs
+less; ``rss_mib`` is the process's resident memory after the run and ``rss_growth_mib`` what
+the run added to it (the snapshot's pods and the results).
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import gc
 import random
-import sys
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
-from gputopo.scheduler.model import parse_node, parse_pod
+from gputopo.scheduler.model import Pod, parse_node, parse_pod
+from gputopo.scheduler.scheduling_profile import SchedulerProfile, default_profile
 from gputopo.scheduler.simulate import ClusterInput, simulate
 
 ZONE = "topology.kubernetes.io/zone"
@@ -199,17 +208,40 @@ def generate(nodes: int, pods: int, seed: int = 1) -> tuple[list[Any], list[Any]
     return make_nodes(nodes, rng), [make_pod(i, rng) for i in range(pods)]
 
 
-def run(nodes: int = 1000, pods: int = 10_000, seed: int = 1) -> dict[str, float]:
+def pod_gpus(pod: Pod) -> int:
+    return pod.requests.get("nvidia.com/gpu", 0)
+
+
+def rss_mib() -> float:
+    """This process's resident memory now (VmRSS), MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def run(
+    nodes: int = 1000, pods: int = 10_000, seed: int = 1, profile: SchedulerProfile | None = None
+) -> dict[str, float]:
     node_dicts, pod_dicts = generate(nodes, pods, seed)
     started = time.perf_counter()
     cluster = ClusterInput(
         nodes=[parse_node(n) for n in node_dicts],
         pending_pods=[parse_pod(p) for p in pod_dicts],
     )
+    del node_dicts, pod_dicts
+    gc.collect()
     parsed = time.perf_counter()
-    _, results = simulate(cluster, explain=False)  # as the CLI without --explain
+    rss_before = rss_mib()
+    cpu_started = time.process_time()
+    snapshot, results = simulate(cluster, profile, explain=False)  # as the CLI without --explain
+    cpu_s = time.process_time() - cpu_started
     done = time.perf_counter()
+    rss_after = rss_mib()
     placed = sum(1 for r in results if r.node is not None)
+    gpus, gpus_used = snapshot.resource_arrays("nvidia.com/gpu")
+    placed_gpu = [r for r, pod in zip(results, cluster.pending_pods, strict=True) if pod_gpus(pod)]
     return {
         "nodes": nodes,
         "pods": pods,
@@ -217,9 +249,50 @@ def run(nodes: int = 1000, pods: int = 10_000, seed: int = 1) -> dict[str, float
         "unschedulable": pods - placed,
         "parse_seconds": parsed - started,
         "simulate_seconds": done - parsed,
+        "simulate_cpu_seconds": cpu_s,
         "pods_per_second": pods / (done - parsed),
+        "pods_per_cpu_second": pods / cpu_s,
         "messages": len(Counter(r.message for r in results if r.node is None)),
+        # GPU packing: GPU pods placed, and GPU machines left whole (every GPU free) or partly
+        # used; scoring fewer nodes per GPU pod must not leave fewer whole machines.
+        "gpu_pods_placed": sum(1 for r in placed_gpu if r.node is not None),
+        "gpu_nodes_whole_free": int(((gpus > 0) & (gpus_used == 0)).sum()),
+        "gpu_nodes_partly_used": int(((gpus_used > 0) & (gpus_used < gpus)).sum()),
+        "rss_mib": rss_after,
+        "rss_growth_mib": rss_after - rss_before,
     }
+
+
+SMALL: Final = (1000, 10_000)
+LARGE: Final = (5000, 50_000)
+
+
+def flat_cost(repeats: int = 1, profile: SchedulerProfile | None = None) -> list[dict[str, float]]:
+    """SMALL and LARGE alternately (ABBA), ``repeats`` pairs: per pair the ratio of LARGE's
+    rate to SMALL's, per wall second and per CPU second (the issue's target: at least 0.8)."""
+    pairs = []
+    for index in range(repeats):
+        order = (SMALL, LARGE) if index % 2 == 0 else (LARGE, SMALL)
+        stats = {size: run(*size, profile=profile) for size in order}
+        small, large = stats[SMALL], stats[LARGE]
+        pairs.append(
+            {
+                "small_pods_per_second": small["pods_per_second"],
+                "large_pods_per_second": large["pods_per_second"],
+                "small_pods_per_cpu_second": small["pods_per_cpu_second"],
+                "large_pods_per_cpu_second": large["pods_per_cpu_second"],
+                "ratio_wall": large["pods_per_second"] / small["pods_per_second"],
+                "ratio_cpu": large["pods_per_cpu_second"] / small["pods_per_cpu_second"],
+                "small_placed": small["placed"],
+                "large_placed": large["placed"],
+                "large_rss_mib": large["rss_mib"],
+                "large_rss_growth_mib": large["rss_growth_mib"],
+                "large_gpu_pods_placed": large["gpu_pods_placed"],
+                "large_gpu_nodes_whole_free": large["gpu_nodes_whole_free"],
+                "large_gpu_nodes_partly_used": large["gpu_nodes_partly_used"],
+            }
+        )
+    return pairs
 
 
 @pytest.mark.bench
@@ -229,7 +302,38 @@ def test_simulate_1000_nodes_10000_pods(benchmark: Any) -> None:
     assert stats["placed"] > 0
 
 
+@pytest.mark.bench
+def test_simulate_flat_cost_1000_to_5000_nodes(benchmark: Any) -> None:
+    pairs = benchmark.pedantic(flat_cost, rounds=1, iterations=1)
+    benchmark.extra_info["pairs"] = pairs
+    assert all(pair["large_placed"] > 0 for pair in pairs)
+
+
+def _print(stats: dict[str, float]) -> None:
+    for key, value in stats.items():
+        print(f"{key:>26}: {value:.3f}" if isinstance(value, float) else f"{key:>26}: {value}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("nodes", type=int, nargs="?", default=SMALL[0])
+    parser.add_argument("pods", type=int, nargs="?", default=SMALL[1])
+    parser.add_argument("--flat", type=int, metavar="PAIRS", help="run the flat-cost pairs")
+    parser.add_argument("--percentage", type=int, help="profile percentageOfNodesToScore")
+    parser.add_argument("--gpu-percentage", type=int, help="profile gpuPercentageOfNodesToScore")
+    args = parser.parse_args()
+    profile = default_profile()
+    if args.percentage is not None:
+        profile = dataclasses.replace(profile, percentage_of_nodes_to_score=args.percentage)
+    if args.gpu_percentage is not None:
+        profile = dataclasses.replace(profile, gpu_percentage_of_nodes_to_score=args.gpu_percentage)
+    if args.flat:
+        for pair in flat_cost(args.flat, profile):
+            _print(pair)
+            print()
+    else:
+        _print(run(args.nodes, args.pods, profile=profile))
+
+
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:]]
-    for key, value in run(*args).items():
-        print(f"{key:>18}: {value:.3f}" if isinstance(value, float) else f"{key:>18}: {value}")
+    main()

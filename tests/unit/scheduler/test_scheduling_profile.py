@@ -153,6 +153,14 @@ def test_empty_profile_is_the_default(document: object) -> None:
         ({"reservation": {"minGpus": 1025}}, "reservation.minGpus: expected an integer in 0..1024"),
         ({"reservation": {"ttlSeconds": 1.5}}, "reservation.ttlSeconds: expected an integer"),
         ({"headroom": {"minGpus": -1}}, "headroom.minGpus: expected an integer in 0..1024"),
+        (
+            {"percentageOfNodesToScore": 101},
+            "percentageOfNodesToScore: expected an integer in 0..100",
+        ),
+        (
+            {"gpuPercentageOfNodesToScore": "all"},
+            "gpuPercentageOfNodesToScore: expected an integer",
+        ),
         ({"weights": {}}, "weights: unknown field"),
         ([1], "document: expected a mapping, got list"),
         ({"kind": "Deployment"}, "kind: expected SchedulerProfile, got 'Deployment'"),
@@ -230,3 +238,21 @@ def test_random_profile_structure_decodes_or_is_one_input_error(document: object
         return
     assert all(0 <= weight <= 100 for weight in profile.weights.values())
     assert 1 <= profile.reservation_ttl_s <= 86400
+
+
+def test_node_sampling_is_kube_schedulers_adaptive_default_and_all_for_gpu_pods() -> None:
+    profile = default_profile()
+    assert (profile.percentage_of_nodes_to_score, profile.gpu_percentage_of_nodes_to_score) == (
+        0,
+        100,
+    )
+
+
+def test_node_sampling_percentages_are_read_from_the_profile() -> None:
+    profile = parse_profile(
+        {"percentageOfNodesToScore": 30, "gpuPercentageOfNodesToScore": 0}, "p.yaml"
+    )
+    assert (profile.percentage_of_nodes_to_score, profile.gpu_percentage_of_nodes_to_score) == (
+        30,
+        0,
+    )
