@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.packaging.kustomize import REPO, find, render
 
@@ -68,8 +70,21 @@ def test_cluster_role_grants_exactly_what_the_runtime_uses(objects: list[dict[st
         ("nodes", ""),
         ("namespaces", ""),
         ("priorityclasses", "scheduling.k8s.io"),
+        # DRA (scheduler/dra): devices, classes, claims, device taints
+        ("resourceslices", "resource.k8s.io"),
+        ("deviceclasses", "resource.k8s.io"),
+        ("resourceclaims", "resource.k8s.io"),
+        ("resourceclaimtemplates", "resource.k8s.io"),
+        ("devicetaintrules", "resource.k8s.io"),
     ):
         expected |= {(group, resource, verb) for verb in ("get", "list", "watch")}
+    expected |= {
+        ("resource.k8s.io", "resourceclaims", "update"),  # the finalizer before allocating
+        ("resource.k8s.io", "resourceclaims", "create"),  # DRA-backed extended resources
+        ("resource.k8s.io", "resourceclaims", "delete"),
+        ("resource.k8s.io", "resourceclaims/status", "update"),  # allocation, reservedFor
+        ("resource.k8s.io", "resourceclaims/binding", "update"),
+    }
     assert rules_of(objects, "ClusterRole", "gputopo-scheduler") == expected
 
 
@@ -92,3 +107,15 @@ def test_lease_access_is_confined_to_its_namespace_and_lease(
         ("coordination.k8s.io", "leases", "get"),
         ("coordination.k8s.io", "leases", "update"),
     }
+
+
+def test_the_shipped_profile_configmap_is_the_default_profile(
+    objects: list[dict[str, Any]],
+) -> None:
+    """The ConfigMap starts as scheduler/profiles/default.yaml, so a new weight or key (the
+    DynamicResources score, node sampling) ships with it."""
+    config_map = find(objects, "ConfigMap", "gputopo-scheduler-profile")
+    default = Path(__file__).resolve().parents[2] / "scheduler" / "profiles" / "default.yaml"
+    assert yaml.safe_load(config_map["data"]["profile.yaml"]) == yaml.safe_load(
+        default.read_text(encoding="utf-8")
+    )
