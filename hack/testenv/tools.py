@@ -88,6 +88,13 @@ GO_TOOLS: tuple[GoTool, ...] = (
     ),
     # Kueue's controller manager, which the queueing tests run (tests/controlplane/kueue.py).
     KUEUE,
+    # The Kubernetes descheduler, the baseline of the rebalance benchmark (tests/bench).
+    GoTool(
+        name="descheduler",
+        directory="descheduler",
+        module="sigs.k8s.io/descheduler",
+        package="sigs.k8s.io/descheduler/cmd/descheduler",
+    ),
 )
 COMPONENTS = (*GO_COMPONENTS, *(tool.name for tool in GO_TOOLS), PROMETHEUS)
 
