@@ -123,8 +123,15 @@ def sla_tolerations(threshold: int, grace_s: int) -> list[JsonDict]:
     ]
 
 
-def sla_deployment(name: str, threshold: int, grace_s: int, gpus: int) -> JsonDict:
-    """One replica needing ``gpus`` GPUs on a node whose SLA score is above ``threshold``."""
+def sla_deployment(
+    name: str,
+    threshold: int,
+    grace_s: int,
+    gpus: int,
+    tolerations: list[JsonDict] | None = None,
+) -> JsonDict:
+    """One replica needing ``gpus`` GPUs on a node whose SLA score is above ``threshold``
+    (``tolerations`` replace :func:`sla_tolerations`)."""
     labels = {"app": name}
     affinity = {
         "nodeAffinity": {
@@ -152,7 +159,9 @@ def sla_deployment(name: str, threshold: int, grace_s: int, gpus: int) -> JsonDi
                     "schedulerName": "gputopo-scheduler",
                     "terminationGracePeriodSeconds": 0,
                     "affinity": affinity,
-                    "tolerations": sla_tolerations(threshold, grace_s),
+                    "tolerations": (
+                        sla_tolerations(threshold, grace_s) if tolerations is None else tolerations
+                    ),
                     "containers": [
                         {
                             "name": "main",
@@ -354,3 +363,43 @@ def test_replacement_waits_rather_than_return_to_the_sick_node(
         )
         assert len(pending) == 1 and not pending[0]["spec"].get("nodeName")
         assert workloads.running_on("strict", sick) is None
+
+
+def test_a_single_gt_toleration_with_toleration_seconds_evicts_from_a_healthy_node(
+    control_plane: ControlPlane, cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """Why docs/sla.md asks for two tolerations: `tolerationSeconds` on the matching `Gt`
+    toleration itself bounds the stay on a node whose score never changed (SLA 1000 > 950)."""
+    with failover_cluster(control_plane, cluster, namespace, tmp_path / "sys") as (
+        sick,
+        _,
+        workloads,
+    ):
+        single = [
+            {
+                "key": SLA,
+                "operator": "Gt",
+                "value": "950",
+                "effect": "NoExecute",
+                "tolerationSeconds": 2,
+            }
+        ]
+        workloads.create(sla_deployment("single", 950, 0, gpus=4, tolerations=single))
+        workloads.create(sla_deployment("pair", 950, grace_s=2, gpus=4))
+        first = eventually(lambda: workloads.running_on("single", sick), what="single on node")
+        pair = eventually(lambda: workloads.running_on("pair", sick), what="pair on node")
+        eventually(
+            lambda: all(p.name != first.name for p in workloads.pods("single")),
+            timeout_s=30,
+            what="the single-toleration Pod evicted from the healthy node",
+        )
+        # Its replacement lands on the same node (nothing changed there) and runs: by then the
+        # controller has acted on every pod whose time was up at the same moment.
+        eventually(
+            lambda: (p := workloads.running_on("single", sick)) and p.name != first.name,
+            what="the single-toleration Pod's replacement Running",
+        )
+        assert sla_taint(cluster.api, sick) == "1000:NoExecute"
+        # The Gt-then-Exists pair, same seconds, same node: still there.
+        assert workloads.running_on("pair", sick) == pair
+        assert [p.name for p in workloads.pods("pair")] == [pair.name]
