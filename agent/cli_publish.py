@@ -30,12 +30,14 @@ from gputopo.agent.device_taints import (
     DeviceTaintOptions,
     DeviceTaintPublisher,
 )
+from gputopo.agent.driver_upgrade import DEFAULT_UPGRADE_POLL_S
 from gputopo.agent.loop import DEFAULT_POD_RESOURCES_INTERVAL_S
 from gputopo.agent.nvml import DEFAULT_XID_WINDOW_S
 from gputopo.agent.podresources import DEFAULT_SOCKET
 from gputopo.agent.publish.calls import PublishResult
 from gputopo.agent.publish.cycle import CycleResult, run_cycle
 from gputopo.agent.publish.desired import PublishOptions, desired_state
+from gputopo.agent.publish.nvidia_labels import DEFAULT_NVIDIA_LABEL_MODE, NVIDIA_LABEL_MODES
 from gputopo.agent.publish.plan import fresh_node_publication
 from gputopo.agent.publish.writer import Publisher
 from gputopo.agent.topology import NodeTopology
@@ -66,6 +68,7 @@ POD_RESOURCES_INTERVAL = seconds(0.1, 86400.0, low_open=False)
 MIN_TRIGGER_INTERVAL = Bounded(float, 0.0, 86400.0)
 JITTER = Bounded(float, 0.0, 0.5)
 XID_WINDOW = Bounded(float, 0.0, WEEK_S)  # 0: until the agent restarts
+UPGRADE_POLL = Bounded(float, 0.0, 3600.0)  # 0: the driver-upgrade label is not read
 
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +91,15 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
         help="effect of the <prefix>/gpu-health taint (default NoSchedule)",
     )
     parser.add_argument(
+        "--nvidia-labels",
+        choices=NVIDIA_LABEL_MODES,
+        default=DEFAULT_NVIDIA_LABEL_MODE,
+        help="who writes the GFD-compatible nvidia.com/* labels: own (gputopo keeps the ones it "
+        "wrote), defer (only where no other writer such as GPU Feature Discovery holds the key) "
+        f"or off (none; removes only its own); default {DEFAULT_NVIDIA_LABEL_MODE} "
+        "(docs/coexistence.md)",
+    )
+    parser.add_argument(
         "--prefix",
         default=DEFAULT_PREFIX,
         help=f"prefix of gputopo's own keys (default {DEFAULT_PREFIX})",
@@ -102,6 +114,7 @@ def publish_options(args: argparse.Namespace) -> PublishOptions:
         mig_strategy=args.mig_strategy,
         sla_taint_effect=args.sla_taint_effect,
         health_taint_effect=args.health_taint_effect,
+        nvidia_labels=args.nvidia_labels,
     )
 
 
@@ -271,6 +284,15 @@ def add_runloop_arguments(parser: argparse.ArgumentParser) -> None:
         f"restarts; at most 604800, a week (default {DEFAULT_XID_WINDOW_S:g})",
     )
     parser.add_argument("--no-udev", action="store_true", help="do not watch udev for GPU hotplug")
+    parser.add_argument(
+        "--driver-upgrade-poll-interval",
+        type=UPGRADE_POLL,
+        default=DEFAULT_UPGRADE_POLL_S,
+        metavar="SECONDS",
+        help="how often to read the GPU Operator's nvidia.com/gpu-driver-upgrade-state label on "
+        "this Node; NVML is released while the driver is being replaced (docs/coexistence.md); "
+        f"0: never read it; at most 3600 (default {DEFAULT_UPGRADE_POLL_S:g})",
+    )
 
 
 def _api_client(kubeconfig: str | None, context: str | None = None) -> KubeClient:
@@ -323,7 +345,9 @@ def run_run(args: argparse.Namespace) -> int:
     from gputopo.agent.publish.nrt import NrtPublisher
 
     api = _api_client(args.kubeconfig, args.context)
-    publisher = Publisher(api, node, options)
+    from gputopo.agent.publish.events import NodeEvents
+
+    publisher = Publisher(api, node, options, events=NodeEvents(api, node))
     nrt = NrtPublisher(api, node) if args.publish_nrt else None
     device_taints = None
     if taint_options is not None:
@@ -340,10 +364,19 @@ def run_run(args: argparse.Namespace) -> int:
 
     with machine_source(args) as source:
         if not args.once:
+            from gputopo.agent.driver_upgrade import UpgradeStateReader
             from gputopo.agent.runloop import run_agent
 
+            upgrade_state = (
+                UpgradeStateReader(api, node) if args.driver_upgrade_poll_interval > 0 else None
+            )
             return run_agent(
-                source.discoverer, publisher, args, nrt=nrt, device_taints=device_taints
+                source.discoverer,
+                publisher,
+                args,
+                nrt=nrt,
+                device_taints=device_taints,
+                upgrade_state=upgrade_state,
             )
         cycle = run_cycle(
             lambda: discover_topology(source),

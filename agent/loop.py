@@ -16,6 +16,12 @@ changed); this module only decides *when*:
 - a udev monitor (:mod:`agent.triggers`): an NVIDIA PCI device added, removed, bound or unbound
   triggers an immediate rediscovery (GPU hotplug, driver reload); SIGHUP triggers a cycle.
 
+While the GPU Operator upgrades the node's driver (its label
+``nvidia.com/gpu-driver-upgrade-state``, read every ``upgrade_poll_interval_s``;
+:mod:`agent.driver_upgrade`) the agent releases NVML — event thread stopped, no samples, no
+discoveries, no Node writes — and keeps serving ``/metrics`` and its probes; it reopens NVML and
+rediscovers when the upgrade moves on.
+
 Immediate cycles are rate-limited (``min_trigger_interval_s``) so an XID storm cannot become an
 API-write storm. Time is read through an injected :class:`agent.clock.Clock`, so tests move it
 by hand. The flags, logging and the metrics server around the loop are :mod:`agent.runloop`'s.
@@ -27,10 +33,11 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gputopo.agent.clock import Clock, SystemClock
 from gputopo.agent.discovery import Discoverer
+from gputopo.agent.driver_upgrade import DEFAULT_UPGRADE_POLL_S, UPGRADE_STATE_LABEL, releases_nvml
 from gputopo.agent.nvml import HealthPoll
 from gputopo.agent.podresources import (
     PodResourcesClient,
@@ -57,6 +64,11 @@ SLOW_SIGNALS_EVERY = 10
 # re-reads pod-resources every 60 s; 10 s keeps the NodeResourceTopology's "available" within
 # a few seconds of a pod starting at a fraction of the CPU of a 5 s poll (docs/performance.md).
 DEFAULT_POD_RESOURCES_INTERVAL_S = 10.0
+# NVML's answer when its user-space library and the loaded kernel driver differ in version
+# (NVML_ERROR_LIB_RM_VERSION_MISMATCH, nvidia-smi's "Driver/library version mismatch").
+LIBRARY_MISMATCH = "LibRmVersionMismatch"
+# What run() returns when the agent must be restarted to go on.
+EXIT_RESTART = 3
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ class RunLoopConfig:
     min_trigger_interval_s: float = 5.0
     dry_run: bool = False
     udev: bool = True
+    upgrade_poll_interval_s: float = DEFAULT_UPGRADE_POLL_S
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0:
@@ -84,6 +97,10 @@ class RunLoopConfig:
             )
         if self.min_trigger_interval_s < 0:
             raise ValueError(f"--min-trigger-interval {self.min_trigger_interval_s}: negative")
+        if self.upgrade_poll_interval_s <= 0:
+            raise ValueError(
+                f"--driver-upgrade-poll-interval {self.upgrade_poll_interval_s}: must be positive"
+            )
 
 
 class Agent:
@@ -106,6 +123,7 @@ class Agent:
         udev_monitor_factory: Callable[[], UdevMonitor] | None = open_udev_monitor,
         rng: random.Random | None = None,
         clock: Clock | None = None,
+        upgrade_state: Callable[[], str | None] | None = None,
     ) -> None:
         self.discoverer = discoverer
         self.publisher = publisher
@@ -137,6 +155,19 @@ class Agent:
         self._published_allocations: frozenset[str] | None = None
         self._pods_read_at = 0.0
         self.cycles = 0
+        # The GPU Operator's driver upgrade (agent.driver_upgrade): where to read its state,
+        # the state NVML is released for (None: NVML is the agent's), and whether NVML still
+        # has to be opened again after one (the new driver may not be loaded at once).
+        self.upgrade_state = upgrade_state
+        self._released_for: str | None = None
+        self._reopen_pending = False
+        self._upgrade_checked_at: float | None = None
+        self._upgrade_lock = threading.Lock()
+        self._events_stop = self.clock.event()
+        self._events_thread: threading.Thread | None = None
+        # Set when the agent must be restarted to go on (run() returns it): after a driver
+        # upgrade to another version, NVML's library in this container is the old driver's.
+        self.exit_status = 0
 
     # -- triggers ---------------------------------------------------------------------------
 
@@ -148,6 +179,7 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+        self._events_stop.set()
         self._wake.set()
 
     @property
@@ -171,6 +203,10 @@ class Agent:
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:
+        released_for = self._released_for
+        if released_for is not None:
+            # Ready: /metrics must stay scraped (and the pod in its Service) while it lasts.
+            return True, f"driver upgrade in progress ({released_for}): NVML released"
         result = self._last_cycle_result
         if result is None:
             return False, "first discovery not finished"
@@ -191,6 +227,17 @@ class Agent:
     def run_cycle(self) -> CycleResult:
         """Discover, publish, refresh the metrics snapshot; what every trigger ends in."""
         with self._cycle_lock:
+            if self._released_for is not None:
+                message = (
+                    f"driver upgrade in progress ({self._released_for}): NVML released, "
+                    "the Node is kept as it is"
+                )
+                result = CycleResult(PublishResult("skipped", message=message))
+                self._last_cycle_result = result
+                self.cycles += 1
+                return result
+            if self._reopen_pending:
+                self._open_nvml()
             pods = self._pods()
             self._pods_read_at = self.clock.monotonic()
             self.holder.update(pod_resources=pods)
@@ -269,6 +316,12 @@ class Agent:
             foreign_owned_keys=counters.foreign_owned_keys,
             foreign_nrt=getattr(nrt_counters, "foreign_nrt", 0),
         )
+        self.stats.record_label_conflicts(
+            {
+                key: ",".join(conflict.holders) or "unknown"
+                for key, conflict in self.publisher.label_conflicts.items()
+            }
+        )
         if result.ok:
             self.stats.record_publish_success()
         for what, part in (
@@ -289,6 +342,9 @@ class Agent:
         """Fast health signals and a load sample into the metrics snapshot; every
         ``pod_resources_interval_s`` also the kubelet's allocations (a change triggers a cycle,
         so the NodeResourceTopology's "available" follows pods)."""
+        self.check_driver_upgrade()
+        if self._released_for is not None:
+            return  # no NVML to sample; the kubelet's allocations wait for the reopen
         if self.clock.monotonic() - self._pods_read_at >= self.config.pod_resources_interval_s:
             self._pods_read_at = self.clock.monotonic()
             pods = self._pods(self.holder.get().pod_resources)
@@ -343,14 +399,15 @@ class Agent:
     def _watch_events(self) -> None:
         """The event thread: asleep in NVML's event wait until an XID or ECC error arrives
         (woken at once, no polling); polls every ``xid_interval_s`` where NVML cannot wait."""
-        while not self._stop.is_set():
+        stop = self._events_stop
+        while not stop.is_set():
             try:
                 blocked = self.xid_tick(wait_s=self.config.event_wait_s)
             except Exception:  # a bug in one tick must not end the event watch
                 log.exception("event watch failed")
                 blocked = False
             if not blocked:
-                self.clock.wait(self._stop, self.config.xid_interval_s)
+                self.clock.wait(stop, self.config.xid_interval_s)
 
     def _every(self, name: str, period: float, work: Callable[[], None]) -> None:
         while not self._stop.is_set():
@@ -366,10 +423,119 @@ class Agent:
         assert self.udev_monitor_factory is not None
         watch_udev(self.udev_monitor_factory, self.trigger, self._stop, self.config.interval_s)
 
-    def _start(self, name: str, target: Callable[[], None]) -> None:
+    def _start(self, name: str, target: Callable[[], None]) -> threading.Thread:
         thread = threading.Thread(target=target, name=f"gputopo-{name}", daemon=True)
         thread.start()
         self._threads.append(thread)
+        return thread
+
+    def _start_events(self) -> None:
+        self._events_stop = self.clock.event()
+        if self._stop.is_set():
+            self._events_stop.set()
+        self._events_thread = self._start("events", self._watch_events)
+
+    def _stop_events(self) -> None:
+        """End the event thread and wait for it to leave NVML's event wait (at most
+        ``event_wait_s``): the event set must not be freed under a waiting thread."""
+        self._events_stop.set()
+        thread, self._events_thread = self._events_thread, None
+        if thread is None:
+            return
+        thread.join(timeout=self.config.event_wait_s * 5 + 5)
+        self._threads.remove(thread)  # stopped on purpose: not a dead thread for liveness
+        if thread.is_alive():
+            log.error("the event thread did not leave NVML's event wait; releasing NVML anyway")
+
+    # -- the GPU Operator's driver upgrade --------------------------------------------------
+
+    @property
+    def released_for(self) -> str | None:
+        """The upgrade state NVML is released for; None while the agent holds NVML."""
+        return self._released_for
+
+    def check_driver_upgrade(self, *, force: bool = False) -> None:
+        """Read the upgrade state (every ``upgrade_poll_interval_s``, or now with ``force``);
+        release NVML when an upgrade reaches the node, reopen it when the upgrade moves on."""
+        if self.upgrade_state is None:
+            return
+        now = self.clock.monotonic()
+        due = self._upgrade_checked_at is None or (
+            now - self._upgrade_checked_at >= self.config.upgrade_poll_interval_s
+        )
+        if not (force or due):
+            return
+        self._upgrade_checked_at = now
+        try:
+            state = self.upgrade_state()
+        except Exception as error:  # keep the last answer: no flapping on an API hiccup
+            log.warning("could not read %s of this node: %s", UPGRADE_STATE_LABEL, error)
+            return
+        with self._upgrade_lock:
+            if releases_nvml(state) and self._released_for is None:
+                assert state is not None
+                self._release_nvml(state)
+            elif releases_nvml(state) and state != self._released_for:
+                log.info("driver upgrade moved on to %s; NVML stays released", state)
+                self._released_for = state
+                self.stats.record_driver_upgrade(state)
+            elif not releases_nvml(state) and self._released_for is not None:
+                self._reopen_nvml(state)
+
+    def _release_nvml(self, state: str) -> None:
+        log.warning(
+            "GPU driver upgrade on this node (%s=%s): releasing NVML until it is done; the "
+            "Node's labels and taints stay as they are meanwhile",
+            UPGRADE_STATE_LABEL,
+            state,
+        )
+        self._stop_events()
+        with self._cycle_lock:  # no discovery is reading NVML while it closes
+            self._released_for = state
+            self._reopen_pending = False
+            self.discoverer.close()
+        snapshot = self.holder.get()
+        self.holder.set(replace(snapshot, load=None))  # no stale per-second samples
+        self.stats.record_driver_upgrade(state)
+
+    def _reopen_nvml(self, state: str | None) -> None:
+        log.info(
+            "GPU driver upgrade %s (%s=%s): opening NVML again and rediscovering",
+            "finished" if state in (None, "upgrade-done") else "moved on",
+            UPGRADE_STATE_LABEL,
+            state or "(none)",
+        )
+        with self._cycle_lock:
+            self._released_for = None
+            self.discoverer.adapter.driver_reloaded()
+            self._open_nvml()
+        self.stats.record_driver_upgrade(None)
+        if self._threads and not self._stop.is_set():
+            self._start_events()
+        self.trigger(f"GPU driver upgrade {state or 'ended'}")
+
+    def _open_nvml(self) -> None:
+        """Open NVML after an upgrade; until it opens (the new driver still loading), every
+        cycle tries again and discovery reports NVML down, which publishes nothing.
+
+        Another driver version than the container's NVML library (the NVIDIA container toolkit
+        mounted the old driver's when the container started) cannot be opened from this
+        process at all: the agent stops with :data:`EXIT_RESTART`, and the kubelet recreates
+        the container with the new driver's library."""
+        status = self.discoverer.open()
+        self._reopen_pending = not status.available
+        if status.available:
+            self._xid_total, self._ecc_total = self._event_totals()
+        elif (status.error or "").startswith(LIBRARY_MISMATCH):
+            log.error(
+                "NVML after the driver upgrade: %s — this container's NVML library is the old "
+                "driver's; exiting so that the kubelet recreates it with the new one",
+                status.error,
+            )
+            self.exit_status = EXIT_RESTART
+            self.stop()
+        else:
+            log.warning("NVML not open yet after the driver upgrade: %s", status.error)
 
     def next_delay(self) -> float:
         spread = self.config.interval_s * self.config.jitter
@@ -377,6 +543,7 @@ class Agent:
 
     def run(self) -> int:
         """Until :meth:`stop`: cycles on schedule and on triggers. 0 on a clean stop."""
+        self.check_driver_upgrade(force=True)  # started mid-upgrade: do not touch the driver
         self.run_cycle()
         if self.discoverer.adapter.status.available:
             self._xid_total, self._ecc_total = self._event_totals()
@@ -384,7 +551,8 @@ class Agent:
         self._start(
             "health", lambda: self._every("health", self.config.health_interval_s, self.health_tick)
         )
-        self._start("events", self._watch_events)
+        if self._released_for is None:
+            self._start_events()  # else when NVML is opened again
         if self.udev_monitor_factory is not None:
             self._start("udev", self._watch_udev)
         last_cycle = self.clock.monotonic()
@@ -413,7 +581,7 @@ class Agent:
             deadline = last_cycle + self.next_delay()
         for thread in self._threads:
             thread.join(timeout=5)
-        return 0
+        return self.exit_status
 
 
 def log_nvml_error_changes(

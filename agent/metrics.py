@@ -592,6 +592,22 @@ class MetricsCollector:
             "topology-updater): the agent steps back and does not write it.",
             [],
         ).add_metric([], stats.foreign_nrt)
+        conflicts = families.gauge(
+            "agent_label_conflicts",
+            "1 per nvidia.com/* label another writer (GPU Feature Discovery) holds with a value "
+            "other than gputopo's: gputopo leaves it alone and does not write it.",
+            ["key", "holder"],
+        )
+        for key, holder in sorted(stats.label_conflicts.items()):
+            conflicts.add_metric([key, holder], 1)
+        upgrade = families.gauge(
+            "agent_driver_upgrade_in_progress",
+            "1 while the GPU Operator upgrades this node's driver (state in the label "
+            "nvidia.com/gpu-driver-upgrade-state) and the agent has released NVML: no "
+            "discovery, no GPU samples, no Node writes until it ends.",
+            ["state"],
+        )
+        upgrade.add_metric([stats.driver_upgrade or ""], 1 if stats.driver_upgrade else 0)
 
 
 def _loads_by_gpu(topology: NodeTopology, load: LoadSample | None) -> dict[int, GpuLoad]:

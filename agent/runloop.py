@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 
 from gputopo.agent.discovery import Discoverer
+from gputopo.agent.driver_upgrade import DEFAULT_UPGRADE_POLL_S
 from gputopo.agent.loop import Agent, RunLoopConfig
 from gputopo.agent.metrics import MetricsCollector, build_registry
 from gputopo.agent.nvml import XidDecay
@@ -38,10 +40,13 @@ def run_agent(
     *,
     nrt: NrtWriter | None = None,
     device_taints: DeviceTaintWriter | None = None,
+    upgrade_state: Callable[[], str | None] | None = None,
 ) -> int:
     """``gputopo-agent run`` (not ``--once``): the parsed flags of
     :func:`agent.cli_publish.add_runloop_arguments` plus ``--interval``, ``--dry-run`` and
-    ``--log-format``/``--log-level``; ``discoverer`` is open; returns the exit status."""
+    ``--log-format``/``--log-level``; ``discoverer`` is open; ``upgrade_state`` reads the GPU
+    Operator's upgrade state of this node (:mod:`agent.driver_upgrade`); returns the exit
+    status."""
     configure_logging(args.log_format, args.log_level)
     try:
         config = RunLoopConfig(
@@ -52,6 +57,7 @@ def run_agent(
             min_trigger_interval_s=args.min_trigger_interval,
             dry_run=getattr(args, "dry_run", False),
             udev=not args.no_udev,
+            upgrade_poll_interval_s=args.driver_upgrade_poll_interval or DEFAULT_UPGRADE_POLL_S,
         )
         xid_decay = XidDecay(window_s=args.xid_window)
         parse_address(args.metrics_address)
@@ -69,6 +75,7 @@ def run_agent(
         device_taints=device_taints,
         pod_resources=pod_client,
         config=config,
+        upgrade_state=upgrade_state,
     )
     try:
         server = serve(agent, args.metrics_address)

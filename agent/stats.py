@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gputopo.agent.podresources import PodResourcesSnapshot
@@ -77,6 +77,10 @@ class AgentStatsSnapshot:
     partial_discoveries: int = 0
     foreign_owned_keys: int = 0
     foreign_nrt: int = 0
+    # nvidia.com/* key -> the other writers holding it with a value other than gputopo's
+    label_conflicts: Mapping[str, str] = field(default_factory=dict)
+    # the GPU Operator's upgrade state while the agent has NVML released for it, else None
+    driver_upgrade: str | None = None
 
 
 class AgentStats:
@@ -94,6 +98,18 @@ class AgentStats:
         self._partial_discoveries = 0
         self._foreign_owned_keys = 0
         self._foreign_nrt = 0
+        self._label_conflicts: dict[str, str] = {}
+        self._driver_upgrade: str | None = None
+
+    def record_label_conflicts(self, conflicts: Mapping[str, str]) -> None:
+        """The publisher's current label conflicts (key -> other writers), replacing the last."""
+        with self._lock:
+            self._label_conflicts = dict(conflicts)
+
+    def record_driver_upgrade(self, state: str | None) -> None:
+        """The upgrade state NVML is released for, or None once it is open again."""
+        with self._lock:
+            self._driver_upgrade = state
 
     def observe_discovery(
         self, seconds: float, *, success: bool = True, at: float | None = None
@@ -142,4 +158,6 @@ class AgentStats:
                 partial_discoveries=self._partial_discoveries,
                 foreign_owned_keys=self._foreign_owned_keys,
                 foreign_nrt=self._foreign_nrt,
+                label_conflicts=dict(self._label_conflicts),
+                driver_upgrade=self._driver_upgrade,
             )

@@ -203,6 +203,15 @@ class FakeNvml:
             for index, gpu in enumerate(profile.nvml_gpus())
         ]
         self.event_sets: dict[int, _EventSet] = {}
+        # False between FakeNvmlControl.unload_driver and load_driver: the kernel module is out
+        # (a containerised driver being upgraded), so nvmlInit answers DRIVER_NOT_LOADED.
+        self.driver_loaded = True
+        # The driver version of the libnvidia-ml this process loaded: the NVIDIA container
+        # toolkit bind-mounts the driver's user-space libraries into a container when it starts,
+        # so after the kernel driver is replaced by another version, nvmlInit in a container
+        # started before answers LIB_RM_VERSION_MISMATCH until the container is recreated
+        # (FakeNvmlControl.mount_library).
+        self.library_version = profile.driver.version
         # Read at nvmlInit, as a container holds the capability from its start; None until then
         # unless a test set it through the control.
         self.mig_monitor: bool | None = None
@@ -292,6 +301,10 @@ class FakeNvml:
     # ------------------------------------------------------------------ init / system
     def nvmlInitWithFlags(self, flags: int) -> None:
         self.calls["nvmlInitWithFlags"] += 1
+        if not self.driver_loaded:
+            self._raise("DRIVER_NOT_LOADED")
+        if self.library_version != self.profile.driver.version:
+            self._raise("LIB_RM_VERSION_MISMATCH")
         if self.profile.nvml.load_error:
             self._raise(self.profile.nvml.load_error)
         if self.profile.nvml.init_error:
@@ -1165,6 +1178,10 @@ class FakeNvml:
             self.lock.notify_all()
 
 
+class DriverInUse(RuntimeError):
+    """``rmmod nvidia`` refused: a process still holds NVML initialised (the module is in use)."""
+
+
 class FakeNvmlControl:
     """Changes a running fake machine; GPU ``index`` is the NVML index."""
 
@@ -1183,6 +1200,50 @@ class FakeNvmlControl:
     @property
     def initialized(self) -> bool:
         return self._nvml.init_count > 0
+
+    @property
+    def driver_loaded(self) -> bool:
+        return self._nvml.driver_loaded
+
+    def unload_driver(self) -> None:
+        """Unload the kernel driver, as the GPU Operator's driver container does before it
+        installs a new one. Refused with :class:`DriverInUse` while any NVML session is open
+        (an initialised NVML holds ``/dev/nvidiactl``, so ``rmmod`` answers "in use"); once
+        out, ``nvmlInit`` answers DRIVER_NOT_LOADED until :meth:`load_driver`."""
+        sessions = self._nvml.init_count
+        if sessions > 0:
+            raise DriverInUse(
+                f"{self.profile.name}: cannot unload the driver: module nvidia is in use "
+                f"({sessions} NVML session(s) initialised)"
+            )
+        self._nvml.driver_loaded = False
+
+    def load_driver(self, version: str | None = None, *, cuda_version: int | None = None) -> None:
+        """Load the driver again, optionally another ``version`` (an upgrade); the volatile ECC
+        counters start again from zero, as they count since the driver loaded. The same version:
+        the next ``nvmlInit`` succeeds. Another one: ``nvmlInit`` answers
+        LIB_RM_VERSION_MISMATCH ("Driver/library version mismatch") until :meth:`mount_library`
+        — the library this process loaded is still the old driver's."""
+        import dataclasses
+
+        driver = self.profile.driver
+        if version is not None:
+            driver_branch(version)  # "565.57.01"; a malformed version fails here, not later
+            driver = dataclasses.replace(driver, version=version, nvml_version=f"12.{version}")
+        if cuda_version is not None:
+            driver = dataclasses.replace(driver, cuda_version=cuda_version)
+        self._nvml.profile = dataclasses.replace(self.profile, driver=driver)
+        for state in self._nvml.gpus:  # volatile ECC counts are "since the driver loaded"
+            if state.ecc is not None:
+                state.ecc = dataclasses.replace(
+                    state.ecc, volatile_corrected=0, volatile_uncorrected=0
+                )
+        self._nvml.driver_loaded = True
+
+    def mount_library(self) -> None:
+        """The container was recreated: the toolkit mounted the loaded driver's libraries, so
+        NVML's library and kernel driver match again."""
+        self._nvml.library_version = self.profile.driver.version
 
     def _gpu(self, index: int) -> _GpuState:
         if not 0 <= index < len(self._nvml.gpus):

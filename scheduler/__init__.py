@@ -13,19 +13,60 @@ The public surface of the core, for the runtime (list+watch, queue, binder), the
 - `parse_pod`, `parse_node`, `parse_namespace`: parse once, reuse (errors: SchedulerInputError).
 - `SchedulerProfile`, `default_profile()`, `load_profile(path)`: score weights.
 - `fit_error_message(num_nodes, reason_counts)`: kube-scheduler's FitError wording.
+
+Exported lazily (PEP 562): importing a submodule, such as the CLI, does not import numpy, so
+``gputopo-scheduler`` can say in one line that the ``scheduler`` extra is missing instead of
+failing in this file with a traceback.
 """
 
-from gputopo.scheduler.errors import SchedulerInputError
-from gputopo.scheduler.framework import (
-    NodeDiagnosis,
-    ScheduleResult,
-    fit_error_message,
-    reason_counts,
-    schedule_one,
-)
-from gputopo.scheduler.model import Pod, parse_namespace, parse_node, parse_pod
-from gputopo.scheduler.scheduling_profile import SchedulerProfile, default_profile, load_profile
-from gputopo.scheduler.snapshot import ClusterSnapshot
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gputopo.scheduler.errors import SchedulerInputError
+    from gputopo.scheduler.framework import (
+        NodeDiagnosis,
+        ScheduleResult,
+        fit_error_message,
+        reason_counts,
+        schedule_one,
+    )
+    from gputopo.scheduler.model import Pod, parse_namespace, parse_node, parse_pod
+    from gputopo.scheduler.scheduling_profile import (
+        SchedulerProfile,
+        default_profile,
+        load_profile,
+    )
+    from gputopo.scheduler.snapshot import ClusterSnapshot
+
+_EXPORTED_FROM = {
+    "SchedulerInputError": "errors",
+    "NodeDiagnosis": "framework",
+    "ScheduleResult": "framework",
+    "fit_error_message": "framework",
+    "reason_counts": "framework",
+    "schedule_one": "framework",
+    "Pod": "model",
+    "parse_namespace": "model",
+    "parse_node": "model",
+    "parse_pod": "model",
+    "SchedulerProfile": "scheduling_profile",
+    "default_profile": "scheduling_profile",
+    "load_profile": "scheduling_profile",
+    "ClusterSnapshot": "snapshot",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTED_FROM.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value: object = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ClusterSnapshot",

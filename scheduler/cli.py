@@ -10,22 +10,24 @@ too (`gputopo.core.cli`, `gputopo.core.flags`).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gputopo.core.cli import run_command
+from gputopo.core.cli import EXIT_FAILURE, error_line, run_command
 from gputopo.core.flags import OneLineErrorParser, add_output_argument, add_version_argument
 from gputopo.core.logs import add_logging_arguments
-from gputopo.scheduler.cli_extender import add_extender_parser
-from gputopo.scheduler.cli_rebalance import add_rebalance_parser
 from gputopo.scheduler.cli_run import add_run_parser
-from gputopo.scheduler.cli_topology import add_topology_parser
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.scheduling_profile import default_profile, load_profile
-from gputopo.scheduler.simulate import load_cluster, render_json, render_text, simulate
 
 PROG = "gputopo-scheduler"
+# numpy comes with the `scheduler` extra; the agent's install (and image) leaves it out.
+MISSING_EXTRA = (
+    "numpy is not installed: the scheduler needs the `scheduler` extra "
+    "(pip install 'gputopo[scheduler]', or the scheduler image)"
+)
 
 
 def add_simulate_parser(subparsers: Any) -> None:
@@ -57,6 +59,8 @@ def add_simulate_parser(subparsers: Any) -> None:
 
 
 def simulate_command(args: argparse.Namespace) -> int:
+    from gputopo.scheduler.simulate import load_cluster, render_json, render_text, simulate
+
     profile = load_profile(args.profile) if args.profile else default_profile()
     cluster = load_cluster(args.cluster)
     for note in cluster.notes:
@@ -70,6 +74,10 @@ def simulate_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gputopo.scheduler.cli_extender import add_extender_parser
+    from gputopo.scheduler.cli_rebalance import add_rebalance_parser
+    from gputopo.scheduler.cli_topology import add_topology_parser
+
     parser = OneLineErrorParser(prog=PROG, description="gputopo's topology-aware scheduler")
     add_version_argument(parser, PROG)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -82,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if importlib.util.find_spec("numpy") is None:
+        print(error_line(PROG, MISSING_EXTRA), file=sys.stderr)
+        return EXIT_FAILURE
     return run_command(PROG, build_parser, argv, user_errors=(SchedulerInputError,))
 
 

@@ -1,17 +1,30 @@
-"""`gputopo-scheduler rebalance --cluster FILE`: plan the moves that make room, offline.
+"""`gputopo-scheduler rebalance`: plan the moves that make room, offline or live.
 
-Reads what `simulate` reads (Nodes, Namespaces, PriorityClasses, Pods) plus
-PodDisruptionBudgets, and prints the plan of `scheduler/rebalance.py`: which pods to evict from
-which node for which waiting pod, and where each evicted pod then goes. Nothing is evicted.
+With ``--cluster FILE``: reads what `simulate` reads (Nodes, Namespaces, PriorityClasses, Pods)
+plus PodDisruptionBudgets, and prints the plan of `scheduler/rebalance.py`: which pods to evict
+from which node for which waiting pod, and where each evicted pod then goes. Nothing is evicted.
+
+Without it: the leader-elected controller of `scheduler/rebalance_controller.py` on the cluster
+the kubeconfig names, dry-run unless ``--dry-run=false``. Every flag has an environment twin.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+import logging
+import os
+import re
+import socket
+from typing import TYPE_CHECKING, Any, Final
 
-from gputopo.core.flags import add_output_argument
+from gputopo.core.address import parse_address
+from gputopo.core.flags import (
+    Bounded,
+    add_kubeconfig_arguments,
+    add_output_argument,
+    apply_env_twins,
+)
 from gputopo.core.logs import add_logging_arguments
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.rebalance import (
@@ -22,24 +35,69 @@ from gputopo.scheduler.rebalance import (
 )
 from gputopo.scheduler.scheduling_profile import default_profile, load_profile
 
+if TYPE_CHECKING:
+    from gputopo.scheduler.rebalance_controller import RebalanceSettings
+
+log = logging.getLogger("gputopo.scheduler.rebalance")
+
+_TRUE: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE: Final = frozenset({"false", "0", "no", "off"})
+_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
+_UNIT_S: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def boolean(text: str) -> bool:
+    """An argparse type: true or false (``--dry-run=false``)."""
+    word = text.strip().lower()
+    if word not in _TRUE | _FALSE:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text[:80]!r}")
+    return word in _TRUE
+
+
+boolean.__name__ = "true or false"
+
+
+class Duration(Bounded):
+    """Seconds, or a Go-style duration of one unit: ``300``, ``30s``, ``5m``, ``1h``."""
+
+    def __init__(self, low: float, high: float, *, low_open: bool = False) -> None:
+        super().__init__(float, low, high, low_open=low_open)
+        left = "(" if low_open else "["
+        self.__name__ = f"a duration (300, 30s, 5m, 1h) in {left}{low:g}s, {high:g}s]"
+
+    def __call__(self, text: str) -> float:
+        match = _DURATION.fullmatch(text.strip())
+        if match is None:
+            raise argparse.ArgumentTypeError(f"expected {self.__name__}, got {text[:80]!r}")
+        value = float(match.group(1)) * _UNIT_S[match.group(2)]
+        return float(super().__call__(repr(value)))
+
+
+WAIT: Final = Duration(0.0, 7 * 86400.0)
+INTERVAL: Final = Duration(0.1, 86400.0)
+COOLDOWN: Final = Duration(0.0, 7 * 86400.0)
+PER_MINUTE: Final = Bounded(float, 0.0, 10000.0, low_open=True)
+
 
 def add_rebalance_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "rebalance",
-        help="plan the fewest evictions that make room for waiting multi-GPU pods (offline)",
+        help="make room for waiting multi-GPU pods: plan offline (--cluster) or run the controller",
         description=(
             "For each pending pod asking for at least --min-gpus GPUs that fits nowhere although "
             "the cluster has the GPUs free, find the smallest set of lower-priority pods to evict "
             "from one node so it fits there, with no PodDisruptionBudget exceeded and every "
-            "evicted pod proven to fit on another node. Prints the plan; evicts nothing."
+            "evicted pod proven to fit on another node. With --cluster: print the plan, evict "
+            "nothing. Without: run the leader-elected controller on the live cluster (dry-run, "
+            "Events only, unless --dry-run=false)."
         ),
     )
     parser.add_argument(
         "--cluster",
         action="append",
-        required=True,
         metavar="FILE",
-        help="Kubernetes YAML (as simulate reads it, plus PodDisruptionBudgets); repeatable",
+        help="plan offline on Kubernetes YAML (as simulate reads it, plus "
+        "PodDisruptionBudgets); repeatable",
     )
     parser.add_argument("--profile", metavar="FILE", help="scoring profile YAML")
     parser.add_argument(
@@ -69,8 +127,110 @@ def add_rebalance_parser(subparsers: Any) -> None:
         help="at most N evictions per move (default 8)",
     )
     add_output_argument(parser, ("json", "text"), "json")
+    _add_live_arguments(parser)
     add_logging_arguments(parser)
+    apply_env_twins(parser, "gputopo-scheduler")
     parser.set_defaults(handler=rebalance_command)
+
+
+def _add_live_arguments(parser: argparse.ArgumentParser) -> None:
+    from gputopo.scheduler.cli_run import (
+        LEASE_SECONDS,
+        default_lease_namespace,
+        dns_label,
+        dns_subdomain,
+    )
+
+    live = parser.add_argument_group("the live controller (without --cluster)")
+    add_kubeconfig_arguments(parser)
+    live.add_argument(
+        "--dry-run",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="Events and metrics only, never an eviction (default true; --dry-run=false acts)",
+    )
+    live.add_argument(
+        "--wait",
+        type=WAIT,
+        default=300.0,
+        metavar="DURATION",
+        help="how long a pod must have been Unschedulable before a move is planned for it "
+        "(default 5m)",
+    )
+    live.add_argument(
+        "--interval",
+        type=INTERVAL,
+        default=30.0,
+        metavar="DURATION",
+        help="time between planning rounds (default 30s)",
+    )
+    live.add_argument(
+        "--evictions-per-minute",
+        type=PER_MINUTE,
+        default=4.0,
+        metavar="N",
+        help="token bucket: evictions a minute, a minute's worth saved up (default 4)",
+    )
+    live.add_argument(
+        "--node-cooldown",
+        type=COOLDOWN,
+        default=600.0,
+        metavar="DURATION",
+        help="no second move freeing the same node within this time (default 10m)",
+    )
+    live.add_argument(
+        "--cooldown",
+        type=COOLDOWN,
+        default=60.0,
+        metavar="DURATION",
+        help="no move at all within this time after a move (default 1m)",
+    )
+    live.add_argument(
+        "--scheduler-name",
+        default="gputopo-scheduler",
+        type=dns_subdomain,
+        help="waiting pods of this spec.schedulerName only (it honours the nomination)",
+    )
+    live.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="elect a leader on a Lease before planning (default on)",
+    )
+    live.add_argument(
+        "--lease-namespace",
+        default=default_lease_namespace(),
+        type=dns_label,
+        help="namespace of the leader Lease (default: own namespace)",
+    )
+    live.add_argument(
+        "--lease-name",
+        default="gputopo-rebalance",
+        type=dns_subdomain,
+        help="name of the leader Lease",
+    )
+    live.add_argument(
+        "--identity",
+        default=f"{socket.gethostname()}_{os.getpid()}",
+        help="holderIdentity in the Lease (default hostname_pid)",
+    )
+    live.add_argument(
+        "--lease-duration", type=LEASE_SECONDS, default=15.0, help="Lease duration in seconds"
+    )
+    live.add_argument(
+        "--renew-deadline", type=LEASE_SECONDS, default=10.0, help="renew deadline in seconds"
+    )
+    live.add_argument(
+        "--retry-period", type=LEASE_SECONDS, default=2.0, help="Lease retry period in seconds"
+    )
+    live.add_argument(
+        "--metrics-address",
+        default=":10262",
+        help="HOST:PORT for /metrics, /healthz, /readyz; '' disables",
+    )
 
 
 def policy_from_args(args: argparse.Namespace) -> RebalancePolicy:
@@ -87,6 +247,8 @@ def policy_from_args(args: argparse.Namespace) -> RebalancePolicy:
 
 
 def rebalance_command(args: argparse.Namespace) -> int:
+    if not args.cluster:
+        return controller_command(args)
     from gputopo.scheduler.simulate import build_snapshot, load_cluster
 
     policy = policy_from_args(args)
@@ -107,3 +269,58 @@ def render_text(plan: RebalancePlan) -> str:
     for item in plan.unresolved:
         lines.append(f"unresolved {item.pod}: {item.reason}")
     return "\n".join(lines) if lines else "nothing to rebalance"
+
+
+def controller_settings(args: argparse.Namespace) -> RebalanceSettings:
+    from gputopo.scheduler.rebalance_controller import RebalanceSettings
+
+    return RebalanceSettings(
+        policy=policy_from_args(args),
+        dry_run=args.dry_run,
+        wait_s=args.wait,
+        interval_s=args.interval,
+        evictions_per_minute=args.evictions_per_minute,
+        node_cooldown_s=args.node_cooldown,
+        cooldown_s=args.cooldown,
+        scheduler_name=args.scheduler_name,
+    )
+
+
+def controller_command(args: argparse.Namespace) -> int:
+    """Run the controller until SIGTERM/SIGINT; then stop and release the Lease."""
+    from gputopo.scheduler.rebalance_controller import RebalanceService
+    from gputopo.scheduler.runtime.kube import load_kube_api
+    from gputopo.scheduler.runtime.leader import LeaseConfig
+    from gputopo.scheduler.runtime.signals import stop_on_signals
+
+    settings = controller_settings(args)
+    profile = load_profile(args.profile) if args.profile else default_profile()
+    try:
+        lease = None
+        if args.leader_elect:
+            lease = LeaseConfig(
+                namespace=args.lease_namespace,
+                name=args.lease_name,
+                identity=args.identity,
+                lease_duration_s=args.lease_duration,
+                renew_deadline_s=args.renew_deadline,
+                retry_period_s=args.retry_period,
+            )
+        if args.metrics_address:
+            parse_address(args.metrics_address, example=":10262")
+        api = load_kube_api(args.kubeconfig, context=args.context)
+    except ValueError as err:  # bad flag combination, unreadable kubeconfig
+        raise SchedulerInputError(str(err)) from None
+    service = RebalanceService(
+        api, settings, profile, lease=lease, metrics_address=args.metrics_address or None
+    )
+    stopping = stop_on_signals()
+    try:
+        service.start()
+    except OSError as err:
+        raise SchedulerInputError(f"--metrics-address {args.metrics_address!r}: {err}") from None
+    mode = "dry run" if settings.dry_run else "acting"
+    log.info("rebalance controller started", extra={"mode": mode})
+    stopping.wait()
+    service.stop()
+    return 0

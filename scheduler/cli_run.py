@@ -65,7 +65,7 @@ def dns_label(text: str) -> str:
 dns_label.__name__ = "a DNS-1123 label"
 
 
-def _default_lease_namespace() -> str:
+def default_lease_namespace() -> str:
     try:
         with open(_SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as handle:
             return handle.read().strip() or "kube-system"
@@ -104,7 +104,7 @@ def add_run_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--lease-namespace",
-        default=_default_lease_namespace(),
+        default=default_lease_namespace(),
         type=dns_label,
         help="namespace of the leader Lease ($GPUTOPO_LEASE_NAMESPACE; default: own namespace)",
     )

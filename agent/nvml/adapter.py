@@ -100,6 +100,12 @@ class NvmlAdapter:
         self._events.free()
         self._session.close()
 
+    def driver_reloaded(self) -> None:
+        """Say the driver was replaced while NVML was closed (a GPU Operator upgrade): the GPUs
+        were reset, so the XIDs and ECC events of before no longer count for health."""
+        self._events.driver_reloaded()
+        self._slow_signals.clear()
+
     def __enter__(self) -> NvmlAdapter:
         self.open()
         return self

@@ -77,6 +77,18 @@ class NvmlEvents:
         # whichever thread drained it (the run loop's trigger).
         self.on_event: Callable[[str], None] | None = None
         self._handle_keys: dict[Any, str] = {}  # handle identity -> GPU key
+        # When the driver was last reloaded under the agent (a GPU Operator upgrade): every XID
+        # seen before then is stale, whatever its code — the reload reset the GPUs.
+        self._driver_reloaded_at: float | None = None
+
+    def driver_reloaded(self) -> None:
+        """The kernel driver was unloaded and loaded again since the last session (which resets
+        every GPU): XIDs seen before now stop counting for health (their counts stay, they are
+        a Prometheus counter), and the double-bit ECC events of the old session are dropped, as
+        the driver's volatile ECC counters restart at load."""
+        with self._lock:
+            self._driver_reloaded_at = self._clock()
+            self._ecc_events.clear()
 
     def register(self, module: Any, handles: Iterable[tuple[int, Any]]) -> None:
         """XID and ECC events on every GPU, as far as each supports them. NVML refuses the
@@ -182,17 +194,25 @@ class NvmlEvents:
     def stale_xids(self) -> dict[int, tuple[int, ...]]:
         """Per GPU, the XID codes that no longer count for health (:class:`XidDecay`)."""
         window = self.xid_decay.window_s
-        if window <= 0:
+        reloaded = self._driver_reloaded_at
+        if window <= 0 and reloaded is None:
             return {}
-        cutoff = self._clock() - window
+        cutoff = self._clock() - window if window > 0 else None
         stale: dict[int, list[int]] = {}
         with self._lock:
             index_of = {key: index for index, key in self._key_at.items()}
             for (key, code), seen in sorted(self._xid_last_seen.items()):
                 index = index_of.get(key)
-                if index is None or seen > cutoff or code in self.xid_decay.reset_required:
+                if index is None:
                     continue
-                stale.setdefault(index, []).append(code)
+                before_reload = reloaded is not None and seen <= reloaded
+                decayed = (
+                    cutoff is not None
+                    and seen <= cutoff
+                    and code not in self.xid_decay.reset_required
+                )
+                if before_reload or decayed:
+                    stale.setdefault(index, []).append(code)
         return {index: tuple(codes) for index, codes in sorted(stale.items())}
 
     def bind(self, index: int, uuid: str | None) -> str:

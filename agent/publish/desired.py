@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 
 from gputopo.agent.annotation import topology_annotation_value
 from gputopo.agent.labels import LabelOptions, compute_labels
+from gputopo.agent.publish.nvidia_labels import (
+    DEFAULT_NVIDIA_LABEL_MODE,
+    check_mode,
+    is_nvidia_key,
+)
 from gputopo.agent.sla import SlaHysteresis, SlaState, assess
 from gputopo.agent.taints import TaintOptions, compute_taints
 from gputopo.agent.topology import NodeTopology
@@ -31,10 +36,13 @@ class PublishOptions:
     removal_after: int = 3  # consecutive successful discoveries a key must be absent from
     sla_rise_after_observations: int = 3
     sla_rise_after_seconds: float = 120.0
+    # Who writes the GFD-compatible nvidia.com/* labels: own, defer or off (.nvidia_labels).
+    nvidia_labels: str = DEFAULT_NVIDIA_LABEL_MODE
 
     def __post_init__(self) -> None:
         if self.removal_after < 1:
             raise ValueError(f"removal_after must be >= 1, got {self.removal_after}")
+        check_mode(self.nvidia_labels)
         # Fail at start-up, with the flag named, rather than on the first publish.
         LabelOptions(mig_strategy=self.mig_strategy)
         self.taint_options()
@@ -88,6 +96,8 @@ def desired_state(
         LabelOptions(mig_strategy=options.mig_strategy, contract=options.contract, sla_score=score),
     )
     taints = compute_taints(topology, score, options.taint_options(), health_taint=health_taint)
+    if options.nvidia_labels == "off":
+        labels = {key: value for key, value in labels.items() if not is_nvidia_key(key)}
     return DesiredState(
         labels=gate.labels(labels),
         taints=tuple(gate.taint(t.key, t.value, t.effect) for t in taints),

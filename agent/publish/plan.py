@@ -6,10 +6,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gputopo.agent.publish.desired import DesiredState
+from gputopo.agent.publish.nvidia_labels import (
+    CORRECTED_MARKER,
+    DEFAULT_NVIDIA_LABEL_MODE,
+    LabelConflict,
+    is_nvidia_key,
+    label_holders,
+    yielded_keys,
+)
 from gputopo.core.contract import (
     NVIDIA_PREFIX,
     Contract,
@@ -37,6 +45,10 @@ class NodeView:
     # Annotation keys the agent's field manager holds; None where the Node carried no
     # managedFields at all (nothing to confirm or refute the ownership annotation with).
     managed_annotations: frozenset[str] | None = None
+    # Label key -> every field manager managedFields records as holding it (who else writes
+    # the nvidia.com/* keys: GPU Feature Discovery through NFD, a `kubectl label`).
+    label_holders: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    uid: str = ""
 
     @classmethod
     def from_dict(cls, node: Mapping[str, Any]) -> NodeView:
@@ -54,6 +66,8 @@ class NodeView:
                 if metadata.get("managedFields")
                 else None
             ),
+            label_holders=label_holders(metadata.get("managedFields")),
+            uid=str(metadata.get("uid", "")),
         )
 
 
@@ -95,6 +109,8 @@ class Plan:
     # Entries of the ownership annotations naming keys the agent never writes (forged or
     # garbled): ignored, dropped from the annotation by this plan, and reported.
     ignored_ownership: tuple[str, ...] = ()
+    # nvidia.com/* keys another writer holds with a value other than gputopo's: left alone.
+    conflicts: tuple[LabelConflict, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -119,9 +135,18 @@ class Ownership:
     labels: frozenset[str]
     taints: frozenset[str]
     ignored: tuple[str, ...]
+    # Claimed nvidia.com/* keys that another field manager holds now (see
+    # nvidia_labels.yielded_keys): not gputopo's to change or remove, whatever the claim says.
+    yielded: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, node: NodeView, contract: Contract) -> Ownership:
+    def of(
+        cls,
+        node: NodeView,
+        contract: Contract,
+        mode: str = DEFAULT_NVIDIA_LABEL_MODE,
+        corrected: frozenset[str] = frozenset(),
+    ) -> Ownership:
         claimed_labels = parse_key_list(node.annotations.get(contract.owned_labels_annotation))
         claimed_taints = parse_key_list(node.annotations.get(contract.owned_taints_annotation))
         labels = {key for key in claimed_labels if contract.may_own_label(key)}
@@ -150,7 +175,10 @@ class Ownership:
                 for taint in node.taints
                 if contract.may_own_taint(_taint_identity(taint))
             }
-        return cls(frozenset(labels), frozenset(taints), tuple(ignored))
+        yielded = yielded_keys(
+            frozenset(labels), node.label_holders, node.labels, mode, FIELD_MANAGER, corrected
+        )
+        return cls(frozenset(labels - yielded), frozenset(taints), tuple(ignored), yielded)
 
 
 def _taint_identity(taint: Mapping[str, Any]) -> str:
@@ -240,12 +268,19 @@ def plan(
     desired: DesiredState,
     contract: Contract,
     removal_after: int,
+    nvidia_labels: str = DEFAULT_NVIDIA_LABEL_MODE,
 ) -> Plan:
-    """The merge patch that brings ``node`` to ``desired`` under the ownership rules."""
+    """The merge patch that brings ``node`` to ``desired`` under the ownership rules and the
+    ``nvidia_labels`` mode (:mod:`.nvidia_labels`; ``off``: ``desired`` already has none)."""
     planner = _Planner(node, contract)
-    ownership = Ownership.of(node, contract)
-    owned_labels, owned_taints = ownership.labels, ownership.taints
     pending = _parse_pending(node.annotations.get(contract.pending_removal_annotation))
+    corrected = frozenset(
+        marker.removeprefix(CORRECTED_MARKER)
+        for marker in pending
+        if marker.startswith(CORRECTED_MARKER)
+    )
+    ownership = Ownership.of(node, contract, nvidia_labels, corrected)
+    owned_labels, owned_taints = ownership.labels, ownership.taints
     own_prefix = f"{contract.prefix}/"
     skipped: list[str] = []
 
@@ -258,15 +293,34 @@ def plan(
     health_keys = contract.health_label_keys()
     topology_keys = contract.topology_label_keys()
     new_owned_labels: set[str] = set()
+    conflicts: list[LabelConflict] = []
     # A partial discovery counts nothing: every pending removal and value change waits as it is.
     new_pending: dict[str, int] = {} if complete else dict(pending)
     for key, value in sorted(desired.labels.items()):
         old = node.labels.get(key)
         if old is not None and foreign(key, owned_labels, key):
             skipped.append(f"label {key}")
+            if key in ownership.yielded:
+                # The claim stays until a write happens anyway: dropping it would be a write
+                # of its own, and ownership is read from managedFields while it stands.
+                new_owned_labels.add(key)
+            if old != value and is_nvidia_key(key):
+                others = node.label_holders.get(key, frozenset()) - {FIELD_MANAGER}
+                conflicts.append(LabelConflict(key, value, old, tuple(sorted(others))))
             continue
         new_owned_labels.add(key)
-        if old is None or old == value or key in health_keys:
+        if (
+            complete
+            and is_nvidia_key(key)
+            and old is not None
+            and old != value
+            and _held_by_others_only(node, key)
+        ):
+            # own mode: another writer overwrote a key gputopo wrote; corrected this once,
+            # and the record of it makes the next overwrite a conflict (nvidia_labels).
+            planner.set_label(key, value)
+            new_pending[f"{CORRECTED_MARKER}{key}"] = 1
+        elif old is None or old == value or key in health_keys:
             planner.set_label(key, value)
         elif not complete:
             continue  # a partial discovery keeps the last good value
@@ -292,6 +346,11 @@ def plan(
         else:
             new_owned_labels.add(key)
             new_pending[f"label:{key}"] = misses
+
+    for marker in pending:  # a correction stays recorded while the key is claimed
+        key = marker.removeprefix(CORRECTED_MARKER)
+        if marker.startswith(CORRECTED_MARKER) and key in new_owned_labels:
+            new_pending[marker] = 1
 
     # taints (identified by key and effect)
     desired_taints = {t.identity(): t for t in desired.taints}
@@ -345,7 +404,18 @@ def plan(
         contract.sla_state_annotation,
         desired.sla_state.to_json() if desired.sla_state is not None else None,
     )
-    return Plan(tuple(planner.changes), planner.patch(), tuple(skipped), ownership.ignored)
+    return Plan(
+        tuple(planner.changes),
+        planner.patch(),
+        tuple(skipped),
+        ownership.ignored,
+        tuple(conflicts),
+    )
+
+
+def _held_by_others_only(node: NodeView, key: str) -> bool:
+    holders = node.label_holders.get(key, frozenset())
+    return bool(holders) and FIELD_MANAGER not in holders
 
 
 def taints_only(full: Plan, contract: Contract) -> Plan | None:
@@ -371,10 +441,11 @@ def taints_only(full: Plan, contract: Contract) -> Plan | None:
     return Plan(changes, {"metadata": metadata, "spec": {"taints": spec["taints"]}})
 
 
-def plan_prune(node: NodeView, contract: Contract) -> Plan:
-    """Remove every label, taint and annotation the agent owns; nothing else."""
+def plan_prune(node: NodeView, contract: Contract, nvidia_labels: str = "defer") -> Plan:
+    """Remove every label, taint and annotation the agent owns; nothing else (a key another
+    writer took over, see :mod:`.nvidia_labels`, is not the agent's any more)."""
     planner = _Planner(node, contract)
-    ownership = Ownership.of(node, contract)
+    ownership = Ownership.of(node, contract, nvidia_labels)
     owned_labels, owned_taints = ownership.labels, ownership.taints
     for key in sorted(owned_labels):
         if key in node.labels:

@@ -18,6 +18,8 @@ from gputopo.agent.publish.calls import (
     describe_api_error,
 )
 from gputopo.agent.publish.desired import PublishOptions, desired_state, is_successful_discovery
+from gputopo.agent.publish.events import LABEL_CONFLICT_REASON, NodeEvents
+from gputopo.agent.publish.nvidia_labels import LabelConflict
 from gputopo.agent.publish.plan import NodeView, Plan, plan, plan_prune, taints_only
 from gputopo.agent.sla import SlaHysteresis, SlaState, SlaStateError
 from gputopo.agent.topology import NodeTopology
@@ -54,6 +56,7 @@ class Publisher:
         counters: PublishCounters | None = None,
         hysteresis: SlaHysteresis | None = None,
         max_conflict_retries: int = 8,
+        events: NodeEvents | None = None,
     ) -> None:
         self.api = api
         self.node_name = node_name
@@ -65,6 +68,10 @@ class Publisher:
             self.options.sla_rise_after_observations, self.options.sla_rise_after_seconds
         )
         self.max_conflict_retries = max_conflict_retries
+        self.events = events
+        # nvidia.com/* keys another writer holds with another value, as last planned; each
+        # reported in one Event when it starts (docs/coexistence.md).
+        self.label_conflicts: dict[str, LabelConflict] = {}
 
     # API calls with retries
 
@@ -151,13 +158,40 @@ class Publisher:
             )
             others = {k: v for k, v in node.annotations.items() if k not in desired.annotations}
             self.gate.annotations(desired.annotations, others)  # raises over the size limit
-            return plan(node, desired, self.options.contract, self.options.removal_after)
+            node_plan = plan(
+                node,
+                desired,
+                self.options.contract,
+                self.options.removal_after,
+                self.options.nvidia_labels,
+            )
+            self._note_conflicts(node, node_plan.conflicts, dry_run)
+            return node_plan
 
         return self._apply(make_plan, dry_run)
 
     def prune(self, *, dry_run: bool = False) -> PublishResult:
         self.counters.cycles += 1
-        return self._apply(lambda node: plan_prune(node, self.options.contract), dry_run)
+        # Whatever the mode, a prune removes no label another writer holds too.
+        return self._apply(lambda node: plan_prune(node, self.options.contract, "defer"), dry_run)
+
+    def _note_conflicts(
+        self, node: NodeView, conflicts: tuple[LabelConflict, ...], dry_run: bool
+    ) -> None:
+        """Keep the conflicts for the metric; log and record an Event for each new one."""
+        current = {conflict.key: conflict for conflict in conflicts}
+        for key, conflict in sorted(current.items()):
+            if key in self.label_conflicts:
+                continue
+            message = (
+                f"gputopo leaves label {conflict.describe()}: another writer owns it "
+                f"(--nvidia-labels={self.options.nvidia_labels}); gputopo will not write it "
+                "while that value stands"
+            )
+            log.warning("Node %s: %s", self.node_name, message)
+            if self.events is not None and not dry_run:
+                self.events.warn_once(LABEL_CONFLICT_REASON, key, message, node_uid=node.uid)
+        self.label_conflicts = current
 
     def _previous_sla(self, node: NodeView) -> SlaState | None:
         text = node.annotations.get(self.options.contract.sla_state_annotation)

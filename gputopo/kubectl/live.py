@@ -8,20 +8,17 @@ else (403, 404, an unreachable server alike).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, Final
 
 from gputopo.core.cli import EXIT_FAILURE, CliError
 from gputopo.core.kube import KubeApiError, KubeClient, KubeConfigError, KubeConnectionError
 from gputopo.core.kube.client import Query
 from gputopo.core.kube.config import load_config
+from gputopo.core.kube.listing import RUNNING_PODS, list_items
 
 USER_AGENT: Final = "kubectl-gputopo"
-PAGE_SIZE: Final = 500
 REQUEST_TIMEOUT_S: Final = 30.0
-
-# Pods that hold resources: a finished pod holds none, as the scheduler's cache has it.
-RUNNING_PODS: Final = "status.phase!=Succeeded,status.phase!=Failed"
 
 
 def connect(kubeconfig: str | None, context: str | None) -> KubeClient:
@@ -58,21 +55,10 @@ def list_objects(
     client: KubeClient, path: str, kind: str, what: str, query: Query | None = None
 ) -> Iterator[dict[str, Any]]:
     """Every item of a list, page by page, each with its ``kind`` set."""
-    token = ""
-    while True:
-        page_query: dict[str, str | int | bool] = dict(query or {})
-        page_query["limit"] = PAGE_SIZE
-        if token:
-            page_query["continue"] = token
-        try:
-            page: Mapping[str, Any] = client.request("GET", path, query=page_query)
-        except (KubeApiError, KubeConnectionError) as error:
-            raise api_error(error, what) from None
-        for item in page.get("items") or []:
-            yield {"kind": kind, **item}
-        token = str((page.get("metadata") or {}).get("continue") or "")
-        if not token:
-            return
+    try:
+        yield from list_items(client, path, kind, query)
+    except (KubeApiError, KubeConnectionError) as error:
+        raise api_error(error, what) from None
 
 
 def list_nodes(client: KubeClient) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ KWOK = "kwok"
 KWOK_STAGES = "kwok-stages.yaml"
 KWOK_KEEP_RUNNING = "gputopo.io/kwok-keep-running"
 PROMETHEUS = "prometheus"
+BASE_IMAGE = "python-base-image"  # hack/testenv/image.py: the suite's local base for the Dockerfile
 
 # The control plane, built from hack/tools (Kubernetes, etcd) and hack/tools/kwok.
 GO_COMPONENTS = (KUBE_APISERVER, ETCD, KUBE_SCHEDULER, KUBE_CONTROLLER_MANAGER, KWOK)
@@ -96,7 +97,7 @@ GO_TOOLS: tuple[GoTool, ...] = (
         package="sigs.k8s.io/descheduler/cmd/descheduler",
     ),
 )
-COMPONENTS = (*GO_COMPONENTS, *(tool.name for tool in GO_TOOLS), PROMETHEUS)
+COMPONENTS = (*GO_COMPONENTS, *(tool.name for tool in GO_TOOLS), PROMETHEUS, BASE_IMAGE)
 
 # The default kwok stages ("fast": a Node becomes Ready at once, a bound Pod Running at once, a
 # deleted Pod goes away), taken from the pinned kwok module's kustomize tree at build time.
@@ -323,7 +324,20 @@ def locate(pins: Pins | None = None) -> Tools:
             tools.paths[PROMETHEUS], tools.sources[PROMETHEUS] = found
         else:
             tools.missing[PROMETHEUS] = "no prometheus on PATH and PROMETHEUS_BIN unset"
+    _locate_base_image(tools)
     return tools
+
+
+def _locate_base_image(tools: Tools) -> None:
+    from hack.testenv import image  # image.py reads cache_root() from this module
+
+    try:
+        base = image.locate()
+    except image.BaseImageUnavailableError as error:
+        tools.missing[BASE_IMAGE] = str(error)
+    else:
+        tools.paths[BASE_IMAGE] = base.tarball
+        tools.sources[BASE_IMAGE] = base.reference
 
 
 def find_go() -> Path | None:
@@ -548,6 +562,14 @@ def ensure(pins: Pins | None = None, install_prometheus: bool = True) -> Tools:
         try:
             prometheus.install()
         except (prometheus.PrometheusUnavailableError, subprocess.CalledProcessError) as error:
+            raise ToolsMissingError(str(error)) from error
+        tools = locate(pins)
+    if BASE_IMAGE in tools.missing:
+        from hack.testenv import image
+
+        try:
+            image.ensure()
+        except (image.BaseImageUnavailableError, subprocess.CalledProcessError) as error:
             raise ToolsMissingError(str(error)) from error
         tools = locate(pins)
     return tools

@@ -90,6 +90,10 @@ class EventRecorder:
             ("scheduling.x-k8s.io/v1alpha1", "PodGroup"),
         )
 
+    def record(self, pod: JsonDict, event_type: str, reason: str, action: str, note: str) -> None:
+        """Any other event regarding a pod (the rebalance controller's), deduplicated alike."""
+        self._pool.submit(self._emit, pod, event_type, reason, action, note)
+
     def _emit(
         self,
         pod: JsonDict,

@@ -38,14 +38,15 @@ _COLLECTIONS = {
 
 
 @contextlib.contextmanager
-def scheduler_rbac(plane: ControlPlane) -> Iterator[None]:
-    """Apply daemonset/scheduler's ServiceAccount and RBAC; delete them afterwards."""
+def scheduler_rbac(plane: ControlPlane, manifests: Path = MANIFESTS) -> Iterator[None]:
+    """Apply daemonset/scheduler's ServiceAccount and RBAC (or those of ``manifests``, a
+    component's folder); delete them afterwards."""
     admin = KubeApi(plane.admin)
     with contextlib.suppress(client.ApiException):
         plane.create_namespace(SCHEDULER_NAMESPACE)
     created: list[str] = []
     for file in ("serviceaccount.yaml", "rbac.yaml"):
-        for document in yaml.safe_load_all((MANIFESTS / file).read_text()):
+        for document in yaml.safe_load_all((manifests / file).read_text()):
             if not document:
                 continue
             document.setdefault("metadata", {})["namespace"] = SCHEDULER_NAMESPACE

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from gputopo.agent.publish.desired import PublishOptions
 from gputopo.agent.publish.writer import Publisher
 from gputopo.core.contract import Contract, Gfd
 from tests.controlplane import ClusterObjects, ControlPlane
@@ -66,8 +67,8 @@ def agent_on_gpu_node(
         yield agent, name
 
 
-def publish(agent: client.ApiClient, name: str, topology: Any = None) -> Any:
-    publisher = Publisher(agent_client(agent), name, backoff=fast_backoff())
+def publish(agent: client.ApiClient, name: str, topology: Any = None, options: Any = None) -> Any:
+    publisher = Publisher(agent_client(agent), name, options, backoff=fast_backoff())
     return publisher.publish(topology if topology is not None else dgx_h100())
 
 
@@ -156,9 +157,13 @@ def test_agent_publishes_beside_gfd_and_the_operator_and_corrects_its_own_keys(
     assert {"gfd", "gputopo-agent"} <= managers(kube_admin, name)
     assert publish(agent, name).status == "unchanged"
 
-    # a `kubectl label --overwrite` of an owned key is corrected (its manager entry goes)
+    # --nvidia-labels=own: a `kubectl label --overwrite` of an owned key is corrected once (its
+    # manager entry goes); in the default mode, defer, the overwrite stands (the conflict rule,
+    # tests/integration/test_gfd_coexistence.py)
     patch_as(kube_admin, name, {"metadata": {"labels": {Gfd.GPU_COUNT: "5"}}}, "kubectl-label")
-    assert publish(agent, name).status == "written"
+    assert publish(agent, name).status == "unchanged"
+    assert labels_of(read_node(kube_admin, name))[Gfd.GPU_COUNT] == "5"
+    assert publish(agent, name, options=PublishOptions(nvidia_labels="own")).status == "written"
     assert labels_of(read_node(kube_admin, name))[Gfd.GPU_COUNT] == "8"
 
     # a lost GPU: the health taint and the changed count are allowed

@@ -42,12 +42,16 @@ def test_dockerfile_is_hadolint_clean() -> None:
 
 
 def test_image_runs_as_a_numeric_non_root_user_with_both_entrypoints() -> None:
+    """The text of the Dockerfile; tests/packaging/test_image.py builds and runs both targets."""
     text = (REPO / "Dockerfile").read_text()
+    runtime = text[text.index(" AS runtime\n") : text.index(" AS scheduler\n")]
+    assert "ARG GPUTOPO_UID=65532" in runtime
+    assert "USER ${GPUTOPO_UID}:${GPUTOPO_UID}" in runtime
     final_stage = text[text.rindex("\nFROM ") :]
-    assert "ARG GPUTOPO_UID=65532" in final_stage
-    assert "USER ${GPUTOPO_UID}:${GPUTOPO_UID}" in final_stage
-    assert "gputopo-agent --help" in final_stage and "gputopo-scheduler --help" in final_stage
+    assert final_stage.startswith("\nFROM runtime AS agent\n")  # the default target
     assert 'ENTRYPOINT ["gputopo-agent"]' in final_stage
+    scheduler_stage = text[text.index("\nFROM runtime AS scheduler\n") : text.rindex("\nFROM ")]
+    assert 'ENTRYPOINT ["gputopo-scheduler"]' in scheduler_stage
     image_arg = next(line for line in text.splitlines() if line.startswith("ARG PYTHON_IMAGE="))
     assert "-slim-bookworm@sha256:" in image_arg
 

@@ -105,7 +105,7 @@ def test_defaults_render_the_agent_only() -> None:
     (container,) = find(objects, "DaemonSet", "gputopo-agent")["spec"]["template"]["spec"][
         "containers"
     ]
-    assert container["image"] == "gputopo:0.1.0"  # the tag defaults to appVersion
+    assert container["image"] == "gputopo-agent:0.1.0"  # the tag defaults to appVersion
 
 
 def test_scheduler_and_extender_render_with_the_podgroup_crd() -> None:
@@ -131,10 +131,20 @@ def _image(objects: list[dict[str, Any]], kind: str, name: str) -> str:
 
 
 def test_scheduler_and_extender_take_the_scheduler_image_else_the_agents() -> None:
-    same = template({**ALL_ON, "image": {"repository": "registry.example/gputopo", "tag": "1.2"}})
+    default = template(ALL_ON)
+    assert _image(default, "DaemonSet", "gputopo-agent") == "gputopo-agent:0.1.0"
+    assert _image(default, "Deployment", "gputopo-scheduler") == "gputopo-scheduler:0.1.0"
+    assert _image(default, "Deployment", "gputopo-extender") == "gputopo-scheduler:0.1.0"
+    same = template(
+        {
+            **ALL_ON,
+            "image": {"repository": "registry.example/gputopo", "tag": "1.2"},
+            "schedulerImage": {"repository": ""},
+        }
+    )
     assert _image(same, "Deployment", "gputopo-scheduler") == "registry.example/gputopo:1.2"
     split = template({**ALL_ON, "schedulerImage": {"repository": "registry.example/sched"}})
-    assert _image(split, "DaemonSet", "gputopo-agent") == "gputopo:0.1.0"
+    assert _image(split, "DaemonSet", "gputopo-agent") == "gputopo-agent:0.1.0"
     assert _image(split, "Deployment", "gputopo-scheduler") == "registry.example/sched:0.1.0"
     assert _image(split, "Deployment", "gputopo-extender") == "registry.example/sched:0.1.0"
 
@@ -184,6 +194,42 @@ def test_values_reach_the_agent() -> None:
     assert volumes["pod-resources"]["hostPath"]["path"] == "/run/kubelet/pod-resources"
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts["pod-resources"] == "/run/kubelet/pod-resources"
+
+
+def test_coexistence_and_device_taint_values_reach_the_agents_flags() -> None:
+    default = find(template({}), "DaemonSet", "gputopo-agent")
+    (container,) = default["spec"]["template"]["spec"]["containers"]
+    assert {"--nvidia-labels=defer", "--driver-upgrade-poll-interval=10"} <= set(container["args"])
+    assert not any(arg.startswith("--publish-device-taints") for arg in container["args"])
+    objects = template(
+        {
+            "nvidiaLabels": "own",
+            "agent": {"driverUpgradePollInterval": 0},
+            "health": {
+                "deviceTaints": {
+                    "enabled": True,
+                    "driver": "gpu.example.com",
+                    "effects": {
+                        "degraded": "None",
+                        "failed": "NoExecute",
+                        "resetRequired": "NoExecute",
+                    },
+                }
+            },
+        }
+    )
+    (container,) = find(objects, "DaemonSet", "gputopo-agent")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert {
+        "--nvidia-labels=own",
+        "--driver-upgrade-poll-interval=0",
+        "--publish-device-taints",
+        "--dra-driver=gpu.example.com",
+        "--device-taint-effect-degraded=None",
+        "--device-taint-effect-failed=NoExecute",
+        "--device-taint-effect-reset-required=NoExecute",
+    } <= set(container["args"])
 
 
 def test_an_empty_pod_resources_socket_mounts_nothing() -> None:
@@ -249,6 +295,12 @@ def test_scheduler_profile_value_reaches_its_configmap() -> None:
     ("values", "named"),
     [
         ({"migStrategy": "sometimes"}, "migStrategy"),
+        ({"nvidiaLabels": "mine"}, "nvidiaLabels"),
+        ({"agent": {"driverUpgradePollInterval": -1}}, "agent/driverUpgradePollInterval"),
+        (
+            {"health": {"deviceTaints": {"enabled": True, "effects": {"failed": "Evict"}}}},
+            "health/deviceTaints",
+        ),
         ({"sla": {"taintEffect": "Evict"}}, "sla/taintEffect"),
         ({"health": {"taintEffect": "noschedule"}}, "health/taintEffect"),
         ({"image": {"pullPolicy": "Maybe"}}, "image/pullPolicy"),

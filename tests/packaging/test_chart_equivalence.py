@@ -34,6 +34,8 @@ EXPLICIT_AGENT_ARGS = [
     "--mig-strategy=none",
     "--sla-taint-effect=PreferNoSchedule",
     "--health-taint-effect=NoSchedule",
+    "--nvidia-labels=defer",
+    "--driver-upgrade-poll-interval=10",
 ]
 
 Key = tuple[str, str]

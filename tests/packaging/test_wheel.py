@@ -49,14 +49,25 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A virtualenv with only the built wheel and its declared dependencies; yields its bin/."""
+    """A virtualenv with only the built wheel, its dependencies and the `scheduler` extra (both
+    entrypoints run); yields its bin/. The agent-only install is the agent image's
+    (tests/packaging/test_image.py)."""
     work = tmp_path_factory.mktemp("venv")
     environment = work / "venv"
     # No ensurepip in the new environment: this interpreter's pip installs into it (--python).
     venv.EnvBuilder(with_pip=False, clear=True).create(environment)
     python = environment / "bin" / "python"
     _run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            f"{wheel}[scheduler]",
+        ],
         cwd=work,
     )
     yield environment / "bin"

@@ -7,7 +7,7 @@ from typing import Any, cast
 import pytest
 
 from gputopo.core.cli import EXIT_FAILURE, CliError
-from gputopo.core.kube import KubeClient
+from gputopo.core.kube import KubeClient, listing
 from gputopo.kubectl import live
 from tests.unit.agent.machines import dgx_h100
 from tests.unit.kubectl.fake_api import FakeApi
@@ -19,7 +19,7 @@ def _client(api: FakeApi) -> KubeClient:
 
 
 def test_lists_are_read_in_pages_and_items_get_their_kind(monkeypatch: Any) -> None:
-    monkeypatch.setattr(live, "PAGE_SIZE", 2)
+    monkeypatch.setattr(listing, "PAGE_SIZE", 2)
     api = FakeApi([node(f"n{i}", dgx_h100()) for i in range(5)])
     nodes = live.list_nodes(_client(api))
     assert [n["metadata"]["name"] for n in nodes] == ["n0", "n1", "n2", "n3", "n4"]
