@@ -27,6 +27,10 @@ end of each step (completions, arrivals, everything settled), the arm acts once:
 * ``gputopo``: `scheduler/rebalance.py`'s `Rebalancer` plans on the live objects (as
   ``kubectl gputopo why`` reads them, `simulate.cluster_from_objects`) and each move's pods are
   evicted through the Eviction API;
+* ``controller``: gputopo's live rebalance controller (`scheduler/rebalance_controller.py`),
+  acting (``dry_run`` off), no wait, rate limits and cool-downs off, the arm's namespace only:
+  one round (`run_once`) per action; unlike the ``gputopo`` arm it nominates the waiting pod
+  to the node it frees, which holds that place;
 * ``descheduler``: the real descheduler (sigs.k8s.io/descheduler, built by hack/testenv) runs once
   (``--descheduling-interval 0``) with `DESCHEDULER_POLICY`: ``HighNodeUtilization`` on
   ``nvidia.com/gpu`` (nodes under `DESCHEDULER_THRESHOLD_PCT` % of their GPUs requested are
@@ -62,8 +66,15 @@ from typing import Any
 import pytest
 import yaml
 
-from gputopo.scheduler.rebalance import Rebalancer, budgets_from_objects
+from gputopo.scheduler.rebalance import RebalancePolicy, Rebalancer, budgets_from_objects
+from gputopo.scheduler.rebalance_controller import (
+    CONTROLLER,
+    RebalanceController,
+    RebalanceMetrics,
+    RebalanceSettings,
+)
 from gputopo.scheduler.runtime.core_adapter import CoreFramework
+from gputopo.scheduler.runtime.events import EventRecorder
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError, load_kube_api
 from gputopo.scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
 from gputopo.scheduler.scheduling_profile import default_profile
@@ -81,7 +92,7 @@ from tests.polling import eventually
 
 pytestmark = [pytest.mark.bench, pytest.mark.integration]
 
-ARMS = ("none", "gputopo", "descheduler")
+ARMS = ("none", "gputopo", "controller", "descheduler")
 SCHEDULER = "gputopo-scheduler"
 LARGE_CLASS = "rebalance-bench-large"
 LARGE_PRIORITY = 1000
@@ -352,6 +363,20 @@ def run_arm(
         ),
     )
     runtime.start()
+    recorder = EventRecorder(api, CONTROLLER, "bench")
+    controller = RebalanceController(
+        api,
+        RebalanceSettings(
+            policy=RebalancePolicy(namespaces=frozenset({namespace})),
+            dry_run=False,
+            wait_s=0,
+            evictions_per_minute=10_000,
+            node_cooldown_s=0,
+            cooldown_s=0,
+        ),
+        recorder,
+        RebalanceMetrics(),
+    )
     active: set[str] = set()
     try:
         for step in range(STEPS + 6):
@@ -369,6 +394,10 @@ def run_arm(
             waiting_before = trace.pending_large()
             if waiting_before and arm == "gputopo":
                 gputopo_rebalance(trace, result)
+            elif waiting_before and arm == "controller":
+                report = controller.run_once()
+                result.notes += [f"move {m.to_json()}" for m in report.done]
+                result.refused_by_pdb += len(report.refused)
             elif waiting_before and arm == "descheduler":
                 assert descheduler is not None
                 run_descheduler(plane, descheduler, trace, result)
@@ -387,6 +416,7 @@ def run_arm(
         return result
     finally:
         runtime.stop()
+        recorder.close()
         for path in (
             f"/apis/apps/v1/namespaces/{namespace}/replicasets",
             f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets",
