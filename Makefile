@@ -37,6 +37,7 @@ test: lint tools
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed tools
+	$(BIN)/python -m hack.testenv ensure --bench
 	$(BIN)/python -m pytest tests/bench -p no:randomly --benchmark-only -o addopts="" $(BENCH_ARGS)
 
 clean:

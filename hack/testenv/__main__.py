@@ -1,4 +1,5 @@
-"""`python -m hack.testenv ensure|show [--json]`: build what is missing, say where things are."""
+"""`python -m hack.testenv ensure|show [--json] [--bench]`: build what is missing, say where
+things are (`--bench`: the benchmarks' own tools too)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 import time
 
-from hack.testenv.tools import COMPONENTS, Tools, ToolsMissingError, ensure, locate
+from hack.testenv.tools import COMPONENTS, GO_TOOLS, Tools, ToolsMissingError, ensure, locate
 
 
 def _report(tools: Tools, as_json: bool) -> str:
@@ -47,17 +48,23 @@ def main(argv: list[str] | None = None) -> int:
         help="ensure: build/install what is missing; show: only report",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable report")
+    parser.add_argument(
+        "--bench",
+        action="store_true",
+        help="also the tools only the benchmarks run (the descheduler)",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        tools = ensure() if args.command == "ensure" else locate()
+        tools = ensure(bench=args.bench) if args.command == "ensure" else locate()
     except (ToolsMissingError, OSError) as error:
         print(f"testenv: {error}", file=sys.stderr)
         return 1
     print(_report(tools, args.json))
     if args.command == "ensure":
         print(f"testenv: ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
-    return 1 if tools.missing else 0
+    optional = set() if args.bench else {tool.name for tool in GO_TOOLS if tool.bench_only}
+    return 1 if set(tools.missing) - optional else 0
 
 
 if __name__ == "__main__":

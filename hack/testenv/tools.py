@@ -64,6 +64,9 @@ class GoTool:
     # Folders of the module's source copied beside the binary (into `<name>-assets/`), e.g.
     # the CRDs a controller needs installed; `assets_dir` finds them.
     assets: tuple[str, ...] = ()
+    # Only the benchmarks (tests/bench) run it: `make tools` leaves it out, `make bench`
+    # (`ensure --bench`) builds it, so the suite's cold start does not pay for it.
+    bench_only: bool = False
 
     @property
     def module_dir(self) -> Path:
@@ -78,7 +81,7 @@ KUEUE = GoTool(
     assets=("config/components/crd/bases",),
 )
 
-# Tools in their own modules; `ensure` builds each that is missing.
+# Tools in their own modules; `ensure` builds each that is missing (bench-only ones on request).
 GO_TOOLS: tuple[GoTool, ...] = (
     # Helm 4, for the chart under charts/gputopo (helm lint / template in tests/packaging).
     GoTool(
@@ -89,6 +92,14 @@ GO_TOOLS: tuple[GoTool, ...] = (
     ),
     # Kueue's controller manager, which the queueing tests run (tests/controlplane/kueue.py).
     KUEUE,
+    # The Kubernetes descheduler, the baseline of the rebalance benchmark (tests/bench).
+    GoTool(
+        name="descheduler",
+        directory="descheduler",
+        module="sigs.k8s.io/descheduler",
+        package="sigs.k8s.io/descheduler/cmd/descheduler",
+        bench_only=True,
+    ),
 )
 COMPONENTS = (*GO_COMPONENTS, *(tool.name for tool in GO_TOOLS), PROMETHEUS, BASE_IMAGE)
 
@@ -494,8 +505,9 @@ def _ensure_tool(go: Path, tool: GoTool) -> None:
         _say(f"built {tool.name} in {seconds:.0f} s")
 
 
-def ensure(pins: Pins | None = None, install_prometheus: bool = True) -> Tools:
-    """Build what is missing (and only that), find or install Prometheus, return the locations."""
+def ensure(pins: Pins | None = None, install_prometheus: bool = True, bench: bool = False) -> Tools:
+    """Build what is missing (and only that), find or install Prometheus, return the locations.
+    ``bench``: the benchmarks' own tools too (`GoTool.bench_only`)."""
     pins = pins or read_pins()
     tools = locate(pins)
     wanted = [name for name in GO_COMPONENTS if name in tools.missing]
@@ -542,7 +554,9 @@ def ensure(pins: Pins | None = None, install_prometheus: bool = True) -> Tools:
                     shutil.rmtree(staging, ignore_errors=True)
                 _say(f"built {', '.join(wanted)} in {seconds:.0f} s")
         tools = locate(pins)
-    missing_tools = [tool for tool in GO_TOOLS if tool.name in tools.missing]
+    missing_tools = [
+        tool for tool in GO_TOOLS if tool.name in tools.missing and (bench or not tool.bench_only)
+    ]
     if missing_tools:
         go = find_go()
         if go is None:
