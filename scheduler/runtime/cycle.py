@@ -120,7 +120,14 @@ class SchedulingCycle:
             )
             outcome = self._plan_preemption(pod) if group_key is None else None
             held = None
-            if group_key is None and (outcome is None or outcome.plan is None):
+            # A pod nominated to a node whose lower-priority pods are terminating (a preemption
+            # or a rebalance move making room for it) keeps that nomination: no reservation
+            # elsewhere, whatever its preemptionPolicy.
+            if (
+                group_key is None
+                and (outcome is None or outcome.plan is None)
+                and not self._room_on_its_way(pod)
+            ):
                 held = self._reserve(pod)
             self.queue.requeue_unschedulable(queued, cycle)
             message = (
@@ -170,14 +177,8 @@ class SchedulingCycle:
             return PreemptionOutcome(None, POLICY_NEVER_MESSAGE)
         priority_of = self.priorities.priority_of
         priority = priority_of(pod)
-        nominated = nominated_node(pod)
         bound = self.cache.bound_pods()
-        if nominated and any(
-            node_name_of(other) == nominated
-            and other["metadata"].get("deletionTimestamp")
-            and priority_of(other) < priority
-            for other in bound
-        ):
+        if self._room_on_its_way(pod):
             return PreemptionOutcome(None, TERMINATING_MESSAGE)  # the room is being freed
         listed: list[JsonDict] = []
         if any(priority_of(other) < priority for other in bound):  # else: no API call
@@ -188,6 +189,21 @@ class SchedulingCycle:
         budgets = [DisruptionBudget.from_json(pdb) for pdb in listed]
         with self.cache.lock:
             return self.preemption.evaluate(pod, bound, priority_of, budgets)
+
+    def _room_on_its_way(self, pod: JsonDict) -> bool:
+        """Whether a pod of lower priority is terminating on the node ``pod`` is nominated to
+        (kube-scheduler's check before preempting again: the room is being freed for it)."""
+        nominated = nominated_node(pod)
+        if not nominated:
+            return False
+        priority_of = self.priorities.priority_of
+        priority = priority_of(pod)
+        return any(
+            node_name_of(other) == nominated
+            and other["metadata"].get("deletionTimestamp")
+            and priority_of(other) < priority
+            for other in self.cache.bound_pods()
+        )
 
     # -- reservations (scheduler/reservation.py decides; the binder nominates and clears) ----
 

@@ -149,6 +149,10 @@ class ClusterEventHandlers:
                 and node_name_of(old) == node_name_of(pod)
                 and old.get("spec") == pod.get("spec")
                 and old["metadata"].get("labels") == pod["metadata"].get("labels")
+                # Terminating is not status-only: preemption and reservations read it (the room
+                # on a nominated node is being freed, kube-scheduler's check).
+                and old["metadata"].get("deletionTimestamp")
+                == pod["metadata"].get("deletionTimestamp")
                 and not self.cache.is_assumed(key)
             ):
                 return  # a status-only change (kubelet/kwok): nothing the filters read moved

@@ -172,3 +172,57 @@ def test_an_expired_reservation_clears_the_nomination(
         metrics = runtime.metrics.render().decode()
         assert 'gputopo_scheduler_reservations_total{event="expired"} 1.0' in metrics
         assert "gputopo_scheduler_reserved_nodes 0.0" in metrics
+
+
+def test_a_nomination_to_a_node_being_freed_is_kept_over_the_reservation(
+    cluster: Cluster, namespace: str, runtime: SchedulerRuntime, high_priority: str
+) -> None:
+    """A pod nominated to a node whose lower-priority pods are terminating (what a rebalance
+    move or a preemption does) keeps that nomination when it fails again meanwhile, even with
+    preemptionPolicy Never: the reservation never moves it back elsewhere."""
+    _setup(cluster, namespace)  # resv-big holds 4 of 8 GPUs: the reservation's choice
+    cluster.create_node(gpu_node("resv-moved", 8))
+    victim = gpu_pod("victim", 6, node_selector={"kubernetes.io/hostname": "resv-moved"})
+    victim["metadata"]["finalizers"] = ["gputopo.io/test-hold"]  # terminating until released
+    assert _bound(cluster, namespace, victim) == "resv-moved"
+    never = f"{high_priority}-never"  # high priority, preemptionPolicy Never (admission sets it)
+    with contextlib.suppress(KubeApiError):
+        cluster.api.request(
+            "POST",
+            PRIORITY_CLASSES,
+            body={
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": never},
+                "value": 1000,
+                "preemptionPolicy": "Never",
+            },
+        )
+    cluster.create_pod(namespace, gpu_pod("big", 8, priority_class=never))
+    eventually(lambda: _nominated(cluster, namespace, "big") == "resv-big", 30, "reserved")
+
+    # A move: the node's pod is evicted (it terminates) and the waiting pod nominated there.
+    pods = f"/api/v1/namespaces/{namespace}/pods"
+    cluster.api.request("DELETE", f"{pods}/victim")
+    cluster.api.request(
+        "PATCH",
+        f"{pods}/big/status",
+        body={"status": {"nominatedNodeName": "resv-moved"}},
+        content_type="application/merge-patch+json",
+    )
+    # A node joins: the waiting pod is tried again (and still fails: the victim terminates).
+    cluster.create_node(gpu_node("resv-new", 2))
+    # Its next failed cycle says why without a reservation, and the nomination stays.
+    eventually(
+        lambda: (m := _unschedulable_message(cluster, namespace, "big")) and "reservation" not in m,
+        30,
+        "a failed cycle after the move",
+    )
+    assert _nominated(cluster, namespace, "big") == "resv-moved"
+    cluster.api.request(
+        "PATCH",
+        f"{pods}/victim",
+        body={"metadata": {"finalizers": None}},
+        content_type="application/merge-patch+json",
+    )
+    assert eventually(lambda: cluster.node_of(namespace, "big"), 30, "big bound") == "resv-moved"
