@@ -120,13 +120,15 @@ class SchedulingCycle:
             )
             outcome = self._plan_preemption(pod) if group_key is None else None
             held = None
-            # A pod nominated to a node whose lower-priority pods are terminating (a preemption
-            # or a rebalance move making room for it) keeps that nomination: no reservation
-            # elsewhere, whatever its preemptionPolicy.
+            # A pod nominated to a node by someone else (a rebalance move, whose evictions may
+            # not even have started) or whose lower-priority pods are terminating there (room
+            # being made for it) keeps that nomination: no reservation elsewhere, whatever its
+            # preemptionPolicy.
             if (
                 group_key is None
                 and (outcome is None or outcome.plan is None)
                 and not self._room_on_its_way(pod)
+                and not self._nominated_by_another(pod)
             ):
                 held = self._reserve(pod)
             self.queue.requeue_unschedulable(queued, cycle)
@@ -204,6 +206,19 @@ class SchedulingCycle:
             and priority_of(other) < priority
             for other in self.cache.bound_pods()
         )
+
+    def _nominated_by_another(self, pod: JsonDict) -> bool:
+        """Whether ``pod`` is nominated to a node its reservation did not choose (then the
+        reservation, if any, is let go: the nomination holds the room instead)."""
+        nominated = nominated_node(pod)
+        if not nominated or self.reservations is None:
+            return False
+        key = pod_key(pod)
+        with self.cache.lock:
+            own = self.reservations.node_of(key)
+            if own is not None and own != nominated:
+                self.reservations.release(key)
+        return own != nominated
 
     # -- reservations (scheduler/reservation.py decides; the binder nominates and clears) ----
 

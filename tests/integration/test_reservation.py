@@ -177,9 +177,9 @@ def test_an_expired_reservation_clears_the_nomination(
 def test_a_nomination_to_a_node_being_freed_is_kept_over_the_reservation(
     cluster: Cluster, namespace: str, runtime: SchedulerRuntime, high_priority: str
 ) -> None:
-    """A pod nominated to a node whose lower-priority pods are terminating (what a rebalance
-    move or a preemption does) keeps that nomination when it fails again meanwhile, even with
-    preemptionPolicy Never: the reservation never moves it back elsewhere."""
+    """A pod nominated to a node by someone else (a rebalance move) keeps that nomination when it
+    fails again before the node's pods are gone, even with preemptionPolicy Never: its
+    reservation never moves it back elsewhere, and it binds on the freed node."""
     _setup(cluster, namespace)  # resv-big holds 4 of 8 GPUs: the reservation's choice
     cluster.create_node(gpu_node("resv-moved", 8))
     victim = gpu_pod("victim", 6, node_selector={"kubernetes.io/hostname": "resv-moved"})
@@ -201,23 +201,24 @@ def test_a_nomination_to_a_node_being_freed_is_kept_over_the_reservation(
     cluster.create_pod(namespace, gpu_pod("big", 8, priority_class=never))
     eventually(lambda: _nominated(cluster, namespace, "big") == "resv-big", 30, "reserved")
 
-    # A move: the node's pod is evicted (it terminates) and the waiting pod nominated there.
+    # A move (the rebalance controller's order): the waiting pod is nominated to the node first,
+    # then that node's pod is evicted. The pod fails again before the eviction lands: it keeps
+    # the nomination (no reservation, said without one).
     pods = f"/api/v1/namespaces/{namespace}/pods"
-    cluster.api.request("DELETE", f"{pods}/victim")
     cluster.api.request(
         "PATCH",
         f"{pods}/big/status",
         body={"status": {"nominatedNodeName": "resv-moved"}},
         content_type="application/merge-patch+json",
     )
-    # A node joins: the waiting pod is tried again (and still fails: the victim terminates).
-    cluster.create_node(gpu_node("resv-new", 2))
-    # Its next failed cycle says why without a reservation, and the nomination stays.
+    cluster.create_node(gpu_node("resv-new", 2))  # a node joins: the waiting pod is tried again
     eventually(
         lambda: (m := _unschedulable_message(cluster, namespace, "big")) and "reservation" not in m,
         30,
-        "a failed cycle after the move",
+        "a failed cycle after the nomination",
     )
+    assert _nominated(cluster, namespace, "big") == "resv-moved"
+    cluster.api.request("DELETE", f"{pods}/victim")  # terminating until its finalizer goes
     assert _nominated(cluster, namespace, "big") == "resv-moved"
     cluster.api.request(
         "PATCH",
