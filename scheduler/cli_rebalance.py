@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
-import socket
 from typing import TYPE_CHECKING, Any, Final
 
 from gputopo.core.address import parse_address
@@ -134,12 +132,7 @@ def add_rebalance_parser(subparsers: Any) -> None:
 
 
 def _add_live_arguments(parser: argparse.ArgumentParser) -> None:
-    from gputopo.scheduler.cli_run import (
-        LEASE_SECONDS,
-        default_lease_namespace,
-        dns_label,
-        dns_subdomain,
-    )
+    from gputopo.scheduler.cli_run import add_leader_election_arguments, dns_subdomain
 
     live = parser.add_argument_group("the live controller (without --cluster)")
     add_kubeconfig_arguments(parser)
@@ -194,38 +187,7 @@ def _add_live_arguments(parser: argparse.ArgumentParser) -> None:
         type=dns_subdomain,
         help="waiting pods of this spec.schedulerName only (it honours the nomination)",
     )
-    live.add_argument(
-        "--leader-elect",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="elect a leader on a Lease before planning (default on)",
-    )
-    live.add_argument(
-        "--lease-namespace",
-        default=default_lease_namespace(),
-        type=dns_label,
-        help="namespace of the leader Lease (default: own namespace)",
-    )
-    live.add_argument(
-        "--lease-name",
-        default="gputopo-rebalance",
-        type=dns_subdomain,
-        help="name of the leader Lease",
-    )
-    live.add_argument(
-        "--identity",
-        default=f"{socket.gethostname()}_{os.getpid()}",
-        help="holderIdentity in the Lease (default hostname_pid)",
-    )
-    live.add_argument(
-        "--lease-duration", type=LEASE_SECONDS, default=15.0, help="Lease duration in seconds"
-    )
-    live.add_argument(
-        "--renew-deadline", type=LEASE_SECONDS, default=10.0, help="renew deadline in seconds"
-    )
-    live.add_argument(
-        "--retry-period", type=LEASE_SECONDS, default=2.0, help="Lease retry period in seconds"
-    )
+    add_leader_election_arguments(live, "gputopo-rebalance", "planning")
     live.add_argument(
         "--metrics-address",
         default=":10262",
@@ -288,24 +250,15 @@ def controller_settings(args: argparse.Namespace) -> RebalanceSettings:
 
 def controller_command(args: argparse.Namespace) -> int:
     """Run the controller until SIGTERM/SIGINT; then stop and release the Lease."""
+    from gputopo.scheduler.cli_run import lease_config
     from gputopo.scheduler.rebalance_controller import RebalanceService
     from gputopo.scheduler.runtime.kube import load_kube_api
-    from gputopo.scheduler.runtime.leader import LeaseConfig
     from gputopo.scheduler.runtime.signals import stop_on_signals
 
     settings = controller_settings(args)
     profile = load_profile(args.profile) if args.profile else default_profile()
     try:
-        lease = None
-        if args.leader_elect:
-            lease = LeaseConfig(
-                namespace=args.lease_namespace,
-                name=args.lease_name,
-                identity=args.identity,
-                lease_duration_s=args.lease_duration,
-                renew_deadline_s=args.renew_deadline,
-                retry_period_s=args.retry_period,
-            )
+        lease = lease_config(args)
         if args.metrics_address:
             parse_address(args.metrics_address, example=":10262")
         api = load_kube_api(args.kubeconfig, context=args.context)

@@ -18,6 +18,7 @@ from gputopo.scheduler.runtime import gctune
 from gputopo.scheduler.runtime.signals import stop_on_signals
 
 if TYPE_CHECKING:
+    from gputopo.scheduler.runtime.leader import LeaseConfig
     from gputopo.scheduler.runtime.runner import RuntimeConfig, SchedulerRuntime
 
 log = logging.getLogger("gputopo.scheduler.cli")
@@ -73,6 +74,68 @@ def default_lease_namespace() -> str:
         return "kube-system"
 
 
+def add_leader_election_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, lease_name: str, doing: str
+) -> None:
+    """The Lease flags every leader-elected command has (`run`, `rebalance`); their environment
+    twins come from `apply_env_twins`."""
+    parser.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"elect a leader on a Lease before {doing} (default on)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=default_lease_namespace(),
+        type=dns_label,
+        help="namespace of the leader Lease (default: own namespace)",
+    )
+    parser.add_argument(
+        "--lease-name", default=lease_name, type=dns_subdomain, help="name of the leader Lease"
+    )
+    parser.add_argument(
+        "--identity",
+        default=f"{socket.gethostname()}_{os.getpid()}",
+        help="holderIdentity in the Lease (default hostname_pid)",
+    )
+    parser.add_argument(
+        "--lease-duration",
+        type=LEASE_SECONDS,
+        default=15.0,
+        help="seconds a standby waits before taking an unrenewed Lease",
+    )
+    parser.add_argument(
+        "--renew-deadline",
+        type=LEASE_SECONDS,
+        default=10.0,
+        help="seconds the leader may fail to renew before it stops",
+    )
+    parser.add_argument(
+        "--retry-period",
+        type=LEASE_SECONDS,
+        default=2.0,
+        help="seconds between Lease attempts and renewals",
+    )
+
+
+def lease_config(args: argparse.Namespace) -> LeaseConfig | None:
+    """The Lease of `add_leader_election_arguments`' flags; None with --no-leader-elect.
+    ValueError (one line) for inconsistent durations."""
+    from gputopo.scheduler.runtime.leader import LeaseConfig
+
+    if not args.leader_elect:
+        return None
+    return LeaseConfig(
+        namespace=args.lease_namespace,
+        name=args.lease_name,
+        identity=args.identity,
+        lease_duration_s=args.lease_duration,
+        renew_deadline_s=args.renew_deadline,
+        retry_period_s=args.retry_period,
+    )
+
+
 def add_run_parser(subparsers: Any) -> None:
     """Register `run` on the CLI's subparsers."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -96,47 +159,7 @@ def add_run_parser(subparsers: Any) -> None:
         default=None,
         help="scoring weights profile YAML ($GPUTOPO_PROFILE; built-in defaults if unset)",
     )
-    parser.add_argument(
-        "--leader-elect",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="elect a leader on a Lease before scheduling ($GPUTOPO_LEADER_ELECT, default on)",
-    )
-    parser.add_argument(
-        "--lease-namespace",
-        default=default_lease_namespace(),
-        type=dns_label,
-        help="namespace of the leader Lease ($GPUTOPO_LEASE_NAMESPACE; default: own namespace)",
-    )
-    parser.add_argument(
-        "--lease-name",
-        default="gputopo-scheduler",
-        type=dns_subdomain,
-        help="name of the leader Lease ($GPUTOPO_LEASE_NAME)",
-    )
-    parser.add_argument(
-        "--identity",
-        default=f"{socket.gethostname()}_{os.getpid()}",
-        help="holderIdentity in the Lease ($GPUTOPO_IDENTITY; default hostname_pid)",
-    )
-    parser.add_argument(
-        "--lease-duration",
-        type=LEASE_SECONDS,
-        default=15.0,
-        help="seconds a standby waits before taking an unrenewed Lease ($GPUTOPO_LEASE_DURATION)",
-    )
-    parser.add_argument(
-        "--renew-deadline",
-        type=LEASE_SECONDS,
-        default=10.0,
-        help="seconds the leader may fail to renew before it stops ($GPUTOPO_RENEW_DEADLINE)",
-    )
-    parser.add_argument(
-        "--retry-period",
-        type=LEASE_SECONDS,
-        default=2.0,
-        help="seconds between Lease attempts and renewals ($GPUTOPO_RETRY_PERIOD)",
-    )
+    add_leader_election_arguments(parser, "gputopo-scheduler", "scheduling")
     parser.add_argument(
         "--metrics-address",
         default=":10259",
@@ -170,19 +193,9 @@ def add_run_parser(subparsers: Any) -> None:
 
 def runtime_config(args: argparse.Namespace) -> RuntimeConfig:
     """The runtime's settings from `run`'s flags; ValueError (one line) names a bad one."""
-    from gputopo.scheduler.runtime.leader import LeaseConfig
     from gputopo.scheduler.runtime.runner import RuntimeConfig
 
-    lease = None
-    if args.leader_elect:
-        lease = LeaseConfig(
-            namespace=args.lease_namespace,
-            name=args.lease_name,
-            identity=args.identity,
-            lease_duration_s=args.lease_duration,
-            renew_deadline_s=args.renew_deadline,
-            retry_period_s=args.retry_period,
-        )
+    lease = lease_config(args)
     if args.metrics_address:
         parse_address(args.metrics_address, example=":10259")  # before any API call
     return RuntimeConfig(
