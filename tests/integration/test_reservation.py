@@ -63,6 +63,16 @@ def _bound(cluster: Cluster, namespace: str, pod: JsonDict) -> str:
     return eventually(lambda: cluster.node_of(namespace, name), 30, f"{name} bound")
 
 
+def _created(cluster: Cluster, namespace: str, pod: JsonDict) -> bool:
+    try:
+        cluster.create_pod(namespace, pod)
+    except KubeApiError as error:
+        if error.status == 403 and "PriorityClass" in str(error):
+            return False
+        raise
+    return True
+
+
 def _nominated(cluster: Cluster, namespace: str, name: str) -> str:
     return str(cluster.pod(namespace, name).get("status", {}).get("nominatedNodeName") or "")
 
@@ -198,7 +208,13 @@ def test_a_nomination_to_a_node_being_freed_is_kept_over_the_reservation(
                 "preemptionPolicy": "Never",
             },
         )
-    cluster.create_pod(namespace, gpu_pod("big", 8, priority_class=never))
+    # The Priority admission plugin reads classes from its informer: a class just created may
+    # not be there yet ("no PriorityClass with name ... was found").
+    eventually(
+        lambda: _created(cluster, namespace, gpu_pod("big", 8, priority_class=never)),
+        30,
+        "the pod admitted with the new PriorityClass",
+    )
     eventually(lambda: _nominated(cluster, namespace, "big") == "resv-big", 30, "reserved")
 
     # A move (the rebalance controller's order): the waiting pod is nominated to the node first,
