@@ -346,14 +346,7 @@ class ControlPlane:
                 *extra_args,
             ],
         )
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE
-        process.wait_until(
-            lambda: _https_text(f"https://127.0.0.1:{port}/readyz", None, insecure) == "ok",
-            START_TIMEOUT_S,
-            "ready (/readyz)",
-        )
+        _wait_serving(process, port, "/readyz")
         self.scheduler = process
         return process
 
@@ -388,14 +381,7 @@ class ControlPlane:
                 f"--feature-gates={FEATURE_GATES}",
             ],
         )
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE
-        process.wait_until(
-            lambda: _https_text(f"https://127.0.0.1:{port}/readyz", None, insecure) == "ok",
-            START_TIMEOUT_S,
-            "ready (/readyz)",
-        )
+        _wait_serving(process, port, "/readyz")
         return process
 
     def start_controller_manager(
@@ -435,14 +421,7 @@ class ControlPlane:
                 *extra_args,
             ],
         )
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE
-        process.wait_until(
-            lambda: _https_text(f"https://127.0.0.1:{port}/healthz", None, insecure) == "ok",
-            START_TIMEOUT_S,
-            "healthy (/healthz)",
-        )
+        _wait_serving(process, port, "/healthz")
         self.controller_manager = process
         self.controller_manager_controllers = wanted
         return process
@@ -466,7 +445,7 @@ class ControlPlane:
             ],
         )
         process.wait_until(
-            lambda: _http_text(f"http://127.0.0.1:{port}/healthz") == "ok",
+            lambda: http_text(f"http://127.0.0.1:{port}/healthz") == "ok",
             START_TIMEOUT_S,
             "ready (/healthz)",
         )
@@ -494,13 +473,28 @@ def kwok_node(
     )
 
 
+def _wait_serving(process: ManagedProcess, port: int, path: str) -> None:
+    """Wait until a component's own self-signed HTTPS endpoint (``/readyz``, ``/healthz``)
+    answers ok on loopback."""
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    what = "healthy" if path == "/healthz" else "ready"
+    process.wait_until(
+        lambda: _https_text(f"https://127.0.0.1:{port}{path}", None, insecure) == "ok",
+        START_TIMEOUT_S,
+        f"{what} ({path})",
+    )
+
+
 def _http_get(url: str) -> dict[str, object]:
     with urllib.request.urlopen(url, timeout=2) as response:
         parsed = json.loads(response.read())
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _http_text(url: str) -> str:
+def http_text(url: str) -> str:
+    """The body of a plain-HTTP loopback endpoint (kwok's /healthz, Kueue's /readyz)."""
     with urllib.request.urlopen(url, timeout=2) as response:
         return str(response.read().decode().strip())
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import yaml
 from kubernetes import client
 
 from hack.testenv.tools import KUEUE, assets_dir
-from tests.controlplane.cluster import ControlPlane
+from tests.controlplane.cluster import ControlPlane, http_text
 from tests.controlplane.processes import ManagedProcess, free_port
 
 KUEUE_NAMESPACE = "kueue-system"
@@ -109,7 +108,7 @@ def start_kueue(
     process = ManagedProcess("kueue", argv, plane.workdir / "logs" / "kueue.log", workdir)
     plane.processes.append(process)  # stopped with the control plane if the caller does not
     process.wait_until(
-        lambda: _http_ok(f"http://127.0.0.1:{health}/readyz"),
+        lambda: http_text(f"http://127.0.0.1:{health}/readyz") == "ok",
         _START_TIMEOUT_S,
         "ready (/readyz)",
     )
@@ -140,11 +139,3 @@ def remove_metrics_certs() -> None:
             folder.rmdir()
         except OSError:
             break  # not empty (someone else's), or gone
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
-            return bool(answer.status == 200)
-    except OSError:
-        return False
