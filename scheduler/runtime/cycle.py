@@ -118,7 +118,8 @@ class SchedulingCycle:
                 "pod unschedulable",
                 extra={"pod": queued.key, "reason_message": placement.message},
             )
-            outcome = self._plan_preemption(pod) if group_key is None else None
+            room_coming = group_key is None and self._room_on_its_way(pod)
+            outcome = self._plan_preemption(pod, room_coming) if group_key is None else None
             held = None
             # A pod nominated to a node by someone else (a rebalance move, whose evictions may
             # not even have started) or whose lower-priority pods are terminating there (room
@@ -127,7 +128,7 @@ class SchedulingCycle:
             if (
                 group_key is None
                 and (outcome is None or outcome.plan is None)
-                and not self._room_on_its_way(pod)
+                and not room_coming
                 and not self._nominated_by_another(pod)
             ):
                 held = self._reserve(pod)
@@ -171,17 +172,18 @@ class SchedulingCycle:
             if node and self.priorities.priority_of(other) >= priority
         ]
 
-    def _plan_preemption(self, pod: JsonDict) -> PreemptionOutcome | None:
-        """None when preemption is off; else a plan or kube-scheduler's reason for none."""
+    def _plan_preemption(self, pod: JsonDict, room_coming: bool) -> PreemptionOutcome | None:
+        """None when preemption is off; else a plan or kube-scheduler's reason for none
+        (``room_coming``: `_room_on_its_way`, computed once by the caller)."""
         if self.preemption is None:
             return None
         if not may_preempt(pod):
             return PreemptionOutcome(None, POLICY_NEVER_MESSAGE)
+        if room_coming:
+            return PreemptionOutcome(None, TERMINATING_MESSAGE)  # the room is being freed
         priority_of = self.priorities.priority_of
         priority = priority_of(pod)
         bound = self.cache.bound_pods()
-        if self._room_on_its_way(pod):
-            return PreemptionOutcome(None, TERMINATING_MESSAGE)  # the room is being freed
         listed: list[JsonDict] = []
         if any(priority_of(other) < priority for other in bound):  # else: no API call
             try:
