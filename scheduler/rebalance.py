@@ -125,13 +125,7 @@ def budgets_from_objects(
 def _with_computed_allowance(
     budget: DisruptionBudget, spec: Mapping[str, Any], bound: Sequence[Pod]
 ) -> DisruptionBudget:
-    selected = [
-        pod
-        for pod in bound
-        if pod.namespace == budget.namespace
-        and budget.selector is not None
-        and selector_matches(budget.selector, pod.labels)
-    ]
+    selected = [pod for pod in bound if _covers(budget, pod)]
     healthy = len(selected)
     if spec.get("minAvailable") is not None:
         allowed = healthy - _count(spec["minAvailable"], healthy)
@@ -146,6 +140,21 @@ def _with_computed_allowance(
         max(allowed, 0),
         budget.disrupted_pods,
     )
+
+
+def _covers(budget: DisruptionBudget, pod: Pod) -> bool:
+    """Whether ``budget`` selects ``pod`` (the parsed-pod twin of `DisruptionBudget.covers`)."""
+    return (
+        pod.namespace == budget.namespace
+        and budget.selector is not None
+        and selector_matches(budget.selector, pod.labels)
+    )
+
+
+def _taken(budget: DisruptionBudget, victims: Iterable[Pod]) -> int:
+    """Disruptions evicting ``victims`` spends of ``budget`` (pods it already counts as
+    disrupted spend nothing more)."""
+    return sum(1 for v in victims if _covers(budget, v) and v.name not in budget.disrupted_pods)
 
 
 def _count(value: object, total: int) -> int:
@@ -286,14 +295,7 @@ class Rebalancer:
 
     def _violates_budget(self, victims: Sequence[Pod]) -> bool:
         for index, budget in enumerate(self.budgets):
-            taken = sum(
-                1
-                for victim in victims
-                if victim.namespace == budget.namespace
-                and budget.selector is not None
-                and selector_matches(budget.selector, victim.labels)
-                and victim.name not in budget.disrupted_pods
-            )
+            taken = _taken(budget, victims)
             if taken and self._spent.get(index, 0) + taken > budget.disruptions_allowed:
                 return True
         return False
@@ -330,14 +332,7 @@ class Rebalancer:
         """The cluster as it will be after the move: evicted pods where the proof put them."""
         victims = [entry.pod for key in move.evict if (entry := self.snapshot.pods.get(key))]
         for index, budget in enumerate(self.budgets):
-            taken = sum(
-                1
-                for victim in victims
-                if victim.namespace == budget.namespace
-                and budget.selector is not None
-                and selector_matches(budget.selector, victim.labels)
-            )
-            self._spent[index] = self._spent.get(index, 0) + taken
+            self._spent[index] = self._spent.get(index, 0) + _taken(budget, victims)
         for victim in victims:
             self.snapshot.remove_pod(victim.key)
         self.snapshot.add_pod(pod.bound_to(move.frees))
