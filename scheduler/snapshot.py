@@ -73,13 +73,25 @@ class PodEntry:
 class TermAggregate:
     """How many existing pods on each node carry one distinct affinity term (with one weight)."""
 
-    __slots__ = ("counts", "match_cache", "namespace_generation", "term", "total", "weight")
+    __slots__ = (
+        "counts",
+        "match_cache",
+        "namespace_generation",
+        "sums",
+        "term",
+        "total",
+        "version",
+        "weight",
+    )
 
     def __init__(self, term: AffinityTerm, weight: int, capacity: int) -> None:
         self.term = term
         self.weight = weight
         self.counts: IntArray = np.zeros(capacity, dtype=np.int64)
         self.total = 0
+        # Bumped whenever `counts` changes; `ClusterSnapshot.domain_sums` caches by it.
+        self.version = 0
+        self.sums: dict[str, tuple[int, TopologyIndex, IntArray]] = {}
         self.match_cache: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
         self.namespace_generation = -1
 
@@ -89,12 +101,23 @@ class SelectorCount:
     them, or only those not terminating), kept up to date as pods are attached and detached, so
     that a cycle reads the counts instead of collecting every matching pod again."""
 
-    __slots__ = ("counts", "index_labels", "live_only", "match_cache", "selector")
+    __slots__ = (
+        "counts",
+        "index_labels",
+        "live_only",
+        "match_cache",
+        "selector",
+        "sums",
+        "version",
+    )
 
     def __init__(self, selector: LabelSelector, live_only: bool, counts: IntArray) -> None:
         self.selector = selector
         self.live_only = live_only
         self.counts = counts
+        # Bumped whenever `counts` changes; `ClusterSnapshot.domain_sums` caches by it.
+        self.version = 0
+        self.sums: dict[str, tuple[int, TopologyIndex, IntArray]] = {}
         self.match_cache: dict[tuple[tuple[str, str], ...], bool] = {}
         # The (key, value) labels one of which a matching pod must carry (the selector's first
         # `In` requirement), so that attaching a pod visits only the counts it may change;
@@ -165,6 +188,12 @@ class ClusterSnapshot:
         self.nonzero_cpu: IntArray = np.zeros(0, dtype=np.int64)
         self.nonzero_memory: IntArray = np.zeros(0, dtype=np.int64)
         self.name_hash: IntArray = np.zeros(0, dtype=np.int64)
+        # Per slot, a number that changes whenever the slot's Node object is added, replaced or
+        # removed, or a pod is counted on it or leaves it (one counter for all slots, so a slot
+        # never repeats a version): state derived from a node and its pods (the GPU allocator's)
+        # finds what to bring up to date by comparing versions as an array.
+        self.slot_version: IntArray = np.zeros(0, dtype=np.int64)
+        self._slot_versions = 0
         self.allocatable: dict[str, IntArray] = {}
         self.requested: dict[str, IntArray] = {}
         for name in (CPU, MEMORY, EPHEMERAL_STORAGE):
@@ -187,6 +216,13 @@ class ClusterSnapshot:
                 PREFERRED_ANTI_AFFINITY,
             )
         }
+        # Bumped when a distinct term is first aggregated or its last pod leaves: the cached
+        # lists of terms that select a pod (`matching_terms`) are rebuilt after it.
+        self._terms_generation = 0
+        self._matching_terms: dict[
+            tuple[str, str, tuple[tuple[str, str], ...]], list[TermAggregate]
+        ] = {}
+        self._matching_terms_key = (-1, -1)
         self.namespaces: dict[str, Namespace] = {}
         self.generation = 0
         self.static_generation = 0
@@ -320,6 +356,15 @@ class ClusterSnapshot:
         those not terminating with ``live_only``): `per_node_count(pods_matching(...))`, but
         kept up to date incrementally once asked for, so its cost does not grow with the pods
         already bound. Read-only; valid until the snapshot next changes."""
+        view = self.selector_count(namespace, selector, live_only=live_only).counts.view()
+        view.flags.writeable = False
+        return view
+
+    def selector_count(
+        self, namespace: str, selector: LabelSelector, *, live_only: bool = False
+    ) -> SelectorCount:
+        """The kept count behind `count_matching` (its ``counts`` and ``version``), for callers
+        that also want its per-domain sums (`domain_sums`). Valid until the snapshot changes."""
         key = (namespace, selector.signature, live_only)
         counted = self._selector_counts.get(key)
         if counted is None:
@@ -342,9 +387,43 @@ class ClusterSnapshot:
                     del self._selector_index[dropped_key[0]]
         else:
             self._selector_counts.move_to_end(key)
-        view = counted.counts.view()
-        view.flags.writeable = False
-        return view
+        return counted
+
+    def domain_sums(self, key: str, counted: TermAggregate | SelectorCount) -> IntArray:
+        """``counted.counts`` summed over each domain of the topology ``key``, indexed by domain
+        id, with one 0 appended: ``domain_sums(key, c)[topology(key).domain[slots]]`` is, per
+        slot, its domain's total (0 where the node lacks the label, whose id is -1). Kept with
+        ``counted`` until its counts or the nodes change, so a cycle costs a lookup, not a sum
+        over every node. Read-only."""
+        index = self.topology(key)
+        cached = counted.sums.get(key)
+        if cached is not None and cached[0] == counted.version and cached[1] is index:
+            return cached[2]
+        sums = np.zeros(len(index.values) + 1, dtype=np.int64)
+        sums[:-1] = index.aggregate(counted.counts)
+        sums.flags.writeable = False
+        counted.sums[key] = (counted.version, index, sums)
+        return sums
+
+    def matching_terms(self, category: str, pod: Pod) -> list[TermAggregate]:
+        """The existing pods' distinct terms of ``category`` that select ``pod`` (`term_matches`
+        of each), cached per pod namespace and labels until a distinct term comes or goes."""
+        key = (self._terms_generation, self.namespace_generation)
+        if self._matching_terms_key != key:
+            self._matching_terms.clear()
+            self._matching_terms_key = key
+        cache_key = (category, pod.namespace, pod.label_signature)
+        matched = self._matching_terms.get(cache_key)
+        if matched is None:
+            if len(self._matching_terms) > _MATCH_CACHE_SIZE:
+                self._matching_terms.clear()
+            matched = [
+                aggregate
+                for aggregate in self.terms[category].values()
+                if self.term_matches(aggregate, pod)
+            ]
+            self._matching_terms[cache_key] = matched
+        return matched
 
     def _count_selectors(self, pod: Pod, slot: int, delta: int) -> None:
         by_label = self._selector_index.get(pod.namespace)
@@ -356,6 +435,7 @@ class ClusterSnapshot:
                 for selector_count in counted.values():
                     if selector_count.counts_pod(pod):
                         selector_count.counts[slot] += delta
+                        selector_count.version += 1
 
     def per_node_count(self, entries: Iterable[PodEntry]) -> IntArray:
         slots = np.fromiter((entry.slot for entry in entries), dtype=np.int64)
@@ -429,6 +509,7 @@ class ClusterSnapshot:
         slot = self._free_slots.pop()
         self._slot_of[node.name] = slot
         self.nodes[slot] = node
+        self._bump_slot_version(slot)
         self.node_names[slot] = node.name
         self.alive[slot] = True
         self.name_hash[slot] = zlib.crc32(node.name.encode())
@@ -453,6 +534,7 @@ class ClusterSnapshot:
             self._pending.setdefault(name, {})[entry.pod.key] = entry.pod
             self.pods[entry.pod.key] = PodEntry(entry.pod, -1)
         self.nodes[slot] = None
+        self._bump_slot_version(slot)
         self.node_names[slot] = ""
         self.alive[slot] = False
         self.allowed_pods[slot] = 0
@@ -464,11 +546,16 @@ class ClusterSnapshot:
     def _replace_node(self, slot: int, node: Node) -> None:
         old = self.nodes[slot]
         self.nodes[slot] = node
+        self._bump_slot_version(slot)
         self._set_allocatable(slot, node)
         if old is None or old.static_signature != node.static_signature:
             self._node_changed()
         else:
             self.generation += 1
+
+    def _bump_slot_version(self, slot: int) -> None:
+        self._slot_versions += 1
+        self.slot_version[slot] = self._slot_versions
 
     def _set_allocatable(self, slot: int, node: Node) -> None:
         for name, array in self.allocatable.items():
@@ -515,6 +602,7 @@ class ClusterSnapshot:
         self.nonzero_cpu = _grow(self.nonzero_cpu, capacity)
         self.nonzero_memory = _grow(self.nonzero_memory, capacity)
         self.name_hash = _grow(self.name_hash, capacity)
+        self.slot_version = _grow(self.slot_version, capacity)
         for name in list(self.allocatable):
             self.allocatable[name] = _grow(self.allocatable[name], capacity)
             self.requested[name] = _grow(self.requested[name], capacity)
@@ -648,6 +736,7 @@ class ClusterSnapshot:
         self.nonzero_cpu[slot] += pod.nonzero_cpu
         self.nonzero_memory[slot] += pod.nonzero_memory
         self.pod_count[slot] += 1
+        self._bump_slot_version(slot)
         for port in pod.host_ports:
             ips = self.host_ports.setdefault((port.protocol, port.port), {}).setdefault(slot, {})
             ips[port.ip] = ips.get(port.ip, 0) + 1
@@ -661,7 +750,9 @@ class ClusterSnapshot:
                 if aggregate is None:
                     aggregate = TermAggregate(term, weight, self.capacity)
                     by_signature[(term.signature, weight)] = aggregate
+                    self._terms_generation += 1
                 aggregate.counts[slot] += 1
+                aggregate.version += 1
                 aggregate.total += 1
 
     def _index_labels(self, pod: Pod) -> None:
@@ -689,6 +780,7 @@ class ClusterSnapshot:
         self.nonzero_cpu[slot] -= pod.nonzero_cpu
         self.nonzero_memory[slot] -= pod.nonzero_memory
         self.pod_count[slot] -= 1
+        self._bump_slot_version(slot)
         for port in pod.host_ports:
             by_slot = self.host_ports[(port.protocol, port.port)]
             ips = by_slot[slot]
@@ -711,9 +803,11 @@ class ClusterSnapshot:
                 by_signature = self.terms[category]
                 aggregate = by_signature[(term.signature, weight)]
                 aggregate.counts[slot] -= 1
+                aggregate.version += 1
                 aggregate.total -= 1
                 if not aggregate.total:
                     del by_signature[(term.signature, weight)]
+                    self._terms_generation += 1
 
 
 def _pod_terms(pod: Pod) -> Iterator[tuple[str, int, AffinityTerm]]:

@@ -13,8 +13,6 @@ import numpy.typing as npt
 from gputopo.core.contract import DEFAULT_CONTRACT, Contract
 from gputopo.scheduler.gpu_alloc.layout import (
     DEFAULT_NRT_MAX_AGE_S,
-    GPU_RESOURCE,
-    MIG_RESOURCE_PREFIX,
     NO_FIT,
     GpuSlot,
     MigSlot,
@@ -163,16 +161,10 @@ class GpuAllocator:
         self.nrt: dict[str, NrtReport] = {}
         self._capacity = 0
         self._width = 1
-        self._seen_nodes: list[Node | None] = []
-        self._seen_pods: IntArray = np.zeros(0, dtype=np.int64)
-        self._seen_gpus: IntArray = np.zeros(0, dtype=np.int64)
-        self._seen_migs: IntArray = np.zeros(0, dtype=np.int64)
+        # Per slot, the snapshot's slot version last summarised (-1: never, or invalidated),
+        # and until when the NRT it used counts as fresh.
+        self._seen_versions: IntArray = np.zeros(0, dtype=np.int64)
         self._nrt_until: npt.NDArray[np.float64] = np.zeros(0)
-        # Slots already refreshed against this snapshot generation (a cycle refreshes in its
-        # filter and again in its score; the second is then free), valid until _fresh_until.
-        self._fresh: npt.NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
-        self._fresh_generation = -1
-        self._fresh_until = math.inf
         self.free_total: IntArray = np.zeros(0, dtype=np.int64)
         self.aligned_free: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.aligned_domain_free: IntArray = np.zeros((0, 1), dtype=np.int64)
@@ -216,8 +208,7 @@ class GpuAllocator:
     def _invalidate(self, name: str) -> None:
         slot = self.snapshot.slot_of(name)
         if slot is not None and slot < self._capacity:
-            self._seen_nodes[slot] = None
-            self._fresh[slot] = False
+            self._seen_versions[slot] = -1
 
     def fresh_nrt(self, name: str, state: NodeGpuState, now: float) -> NrtReport | None:
         report = self.nrt.get(name)
@@ -233,13 +224,10 @@ class GpuAllocator:
 
     def _grow(self, capacity: int) -> None:
         extra = capacity - self._capacity
-        self._seen_nodes.extend([None] * extra)
-        pad = np.full(extra, -1, dtype=np.int64)
-        self._seen_pods = np.concatenate([self._seen_pods, pad])
-        self._seen_gpus = np.concatenate([self._seen_gpus, pad])
-        self._seen_migs = np.concatenate([self._seen_migs, pad])
+        self._seen_versions = np.concatenate(
+            [self._seen_versions, np.full(extra, -1, dtype=np.int64)]
+        )
         self._nrt_until = np.concatenate([self._nrt_until, np.full(extra, math.inf)])
-        self._fresh = np.concatenate([self._fresh, np.zeros(extra, dtype=np.bool_)])
         self.free_total = np.concatenate([self.free_total, np.zeros(extra, dtype=np.int64)])
         self.sla = np.concatenate([self.sla, np.zeros(extra, dtype=np.int64)])
         filler = np.full((extra, self._width), -1, dtype=np.int64)
@@ -263,53 +251,25 @@ class GpuAllocator:
         self.numa_free = widen(self.numa_free)
         self._width = width
 
-    def _mig_requested(self) -> IntArray:
-        total = np.zeros(self.snapshot.capacity, dtype=np.int64)
-        for name, requested in self.snapshot.requested.items():
-            if name.startswith(MIG_RESOURCE_PREFIX):
-                total = total + requested
-        return total
-
     def refresh(self, slots: IntArray) -> None:
-        """Bring the given node slots up to date with the snapshot (and NRT freshness)."""
+        """Bring the given node slots up to date with the snapshot (and NRT freshness): those
+        whose node or pods changed since they were last summarised (the snapshot's slot
+        versions) and those whose NRT has since gone stale."""
         snapshot = self.snapshot
         if snapshot.capacity > self._capacity:
             self._grow(snapshot.capacity)
         if not len(slots):
             return
         now = self.clock()
-        if snapshot.generation != self._fresh_generation or now >= self._fresh_until:
-            self._fresh[:] = False
-            self._fresh_generation = snapshot.generation
-            self._fresh_until = math.inf
-        else:
-            slots = slots[~self._fresh[slots]]
-            if not len(slots):
-                return
-        _, gpu_requested = snapshot.resource_arrays(GPU_RESOURCE)
-        mig_requested = self._mig_requested()
-        changed = (
-            (self._seen_pods[slots] != snapshot.pod_count[slots])
-            | (self._seen_gpus[slots] != gpu_requested[slots])
-            | (self._seen_migs[slots] != mig_requested[slots])
-            | (self._nrt_until[slots] < now)
+        changed = (self._seen_versions[slots] != snapshot.slot_version[slots]) | (
+            self._nrt_until[slots] < now
         )
-        seen = self._seen_nodes
-        nodes = snapshot.nodes
-        for slot in slots[~changed].tolist():
-            if seen[slot] is not nodes[slot]:
-                self._update(slot, now)
         for slot in slots[changed].tolist():
             self._update(slot, now)
-        self._seen_pods[slots] = snapshot.pod_count[slots]
-        self._seen_gpus[slots] = gpu_requested[slots]
-        self._seen_migs[slots] = mig_requested[slots]
-        self._fresh[slots] = True
-        self._fresh_until = min(self._fresh_until, float(self._nrt_until[slots].min()))
 
     def _update(self, slot: int, now: float) -> None:
         node = self.snapshot.nodes[slot]
-        self._seen_nodes[slot] = node
+        self._seen_versions[slot] = self.snapshot.slot_version[slot]
         self._nrt_until[slot] = math.inf
         state = self.states.get(slot)
         if node is None:

@@ -57,30 +57,32 @@ def _pods_matching_term(snapshot: ClusterSnapshot, term: AffinityTerm) -> list[P
     return out
 
 
-def _count_matching_term(snapshot: ClusterSnapshot, term: AffinityTerm) -> IntArray:
-    """Per node, the assigned pods the term selects (the snapshot keeps these counts)."""
+def _term_domain_sums(snapshot: ClusterSnapshot, term: AffinityTerm) -> IntArray:
+    """Per topology domain of the term's key, the assigned pods the term selects (with a
+    trailing 0 for nodes without the key: see `ClusterSnapshot.domain_sums`)."""
     total: IntArray | None = None
     for namespace in snapshot.term_namespaces(term):
-        counts = snapshot.count_matching(namespace, term.selector)
-        total = counts if total is None else total + counts
-    return np.zeros(snapshot.capacity, dtype=np.int64) if total is None else total
+        counted = snapshot.selector_count(namespace, term.selector)
+        sums = snapshot.domain_sums(term.topology_key, counted)
+        total = sums if total is None else total + sums
+    if total is None:
+        return np.zeros(len(snapshot.topology(term.topology_key).values) + 1, dtype=np.int64)
+    return total
 
 
-def _occupied_domains(snapshot: ClusterSnapshot, key: str, per_node: IntArray) -> IntArray:
-    """For every node, the count summed over the node's topology domain (0 if unlabelled)."""
-    index = snapshot.topology(key)
-    return index.spread(index.aggregate(per_node))
+def _occupied(snapshot: ClusterSnapshot, key: str, sums: IntArray) -> BoolArray:
+    """Per node slot, whether its domain of ``key`` holds any of ``sums`` (per domain)."""
+    occupied: BoolArray = sums[snapshot.topology(key).domain] > 0
+    return occupied
 
 
 def _existing_anti_affinity_blocks(pod: Pod, snapshot: ClusterSnapshot) -> BoolArray | None:
-    aggregates = snapshot.terms[REQUIRED_ANTI_AFFINITY]
-    if not aggregates:
+    if not snapshot.terms[REQUIRED_ANTI_AFFINITY]:
         return None
     blocked: BoolArray | None = None
-    for aggregate in aggregates.values():
-        if not snapshot.term_matches(aggregate, pod):
-            continue
-        hit = _occupied_domains(snapshot, aggregate.term.topology_key, aggregate.counts) > 0
+    for aggregate in snapshot.matching_terms(REQUIRED_ANTI_AFFINITY, pod):
+        key = aggregate.term.topology_key
+        hit = _occupied(snapshot, key, snapshot.domain_sums(key, aggregate))
         blocked = hit if blocked is None else (blocked | hit)
     return blocked
 
@@ -126,8 +128,7 @@ def filter_nodes(pod: Pod, snapshot: ClusterSnapshot) -> npt.NDArray[np.int8] | 
     if pod.required_anti_affinity:
         blocked = np.zeros(snapshot.capacity, dtype=np.bool_)
         for term in pod.required_anti_affinity:
-            per_node = _count_matching_term(snapshot, term)
-            blocked |= _occupied_domains(snapshot, term.topology_key, per_node) > 0
+            blocked |= _occupied(snapshot, term.topology_key, _term_domain_sums(snapshot, term))
         reasons[(reasons == 0) & blocked] = ANTI_AFFINITY
     if existing is not None:
         reasons[(reasons == 0) & existing] = EXISTING_ANTI_AFFINITY
@@ -138,37 +139,46 @@ def filter_nodes(pod: Pod, snapshot: ClusterSnapshot) -> npt.NDArray[np.int8] | 
 def score(
     pod: Pod, snapshot: ClusterSnapshot, feasible: IntArray, profile: SchedulerProfile
 ) -> IntArray | None:
-    """Min-max normalised preferred (anti-)affinity, both directions; None when nothing applies."""
-    contributions: list[tuple[str, IntArray]] = []
-    for weighted in pod.preferred_affinity:
-        per_node = _count_matching_term(snapshot, weighted.term)
-        contributions.append((weighted.term.topology_key, per_node * weighted.weight))
-    for weighted in pod.preferred_anti_affinity:
-        per_node = _count_matching_term(snapshot, weighted.term)
-        contributions.append((weighted.term.topology_key, per_node * -weighted.weight))
+    """Min-max normalised preferred (anti-)affinity, both directions; None when nothing applies.
+
+    Every contribution is summed per topology domain (kept with the counts it sums) and read
+    only for the feasible nodes, so the cost follows the domains and the nodes scored, not the
+    cluster's size."""
+    per_key: dict[str, IntArray] = {}
+
+    def add(key: str, sums: IntArray, weight: int) -> None:
+        weighted = sums * weight
+        known = per_key.get(key)
+        per_key[key] = weighted if known is None else known + weighted
+
+    for weighted_term in pod.preferred_affinity:
+        term = weighted_term.term
+        add(term.topology_key, _term_domain_sums(snapshot, term), weighted_term.weight)
+    for weighted_term in pod.preferred_anti_affinity:
+        term = weighted_term.term
+        add(term.topology_key, _term_domain_sums(snapshot, term), -weighted_term.weight)
     for category, sign in (
         (REQUIRED_AFFINITY, 1),
         (PREFERRED_AFFINITY, 1),
         (PREFERRED_ANTI_AFFINITY, -1),
     ):
-        for aggregate in snapshot.terms[category].values():
+        if not snapshot.terms[category]:
+            continue
+        for aggregate in snapshot.matching_terms(category, pod):
             weight = (
                 profile.hard_pod_affinity_weight
                 if category == REQUIRED_AFFINITY
-                else (aggregate.weight)
+                else aggregate.weight
             )
             if weight == 0:
                 continue
-            if snapshot.term_matches(aggregate, pod):
-                contributions.append(
-                    (aggregate.term.topology_key, aggregate.counts * (sign * weight))
-                )
-    if not contributions:
+            key = aggregate.term.topology_key
+            add(key, snapshot.domain_sums(key, aggregate), sign * weight)
+    if not per_key:
         return None
-    raw = np.zeros(snapshot.capacity, dtype=np.int64)
-    for key, per_node in contributions:
-        raw += _occupied_domains(snapshot, key, per_node)
-    scores = raw[feasible]
+    scores = np.zeros(len(feasible), dtype=np.int64)
+    for key, sums in per_key.items():
+        scores += sums[snapshot.topology(key).domain[feasible]]
     lowest, highest = int(scores.min()), int(scores.max())
     spread = highest - lowest
     if spread <= 0:
