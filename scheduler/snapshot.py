@@ -58,6 +58,8 @@ _MATCH_CACHE_SIZE = 4096
 # Selector counts kept up to date (`count_matching`): each is one int64 per node slot (40 KB at
 # 5000 nodes), the least recently read dropped first.
 _SELECTOR_COUNTS_SIZE = 512
+# Per-domain sums kept per count (`domain_sums`): one per topology key and node mask.
+_DOMAIN_SUMS_SIZE = 32
 
 
 class PodEntry:
@@ -91,7 +93,7 @@ class TermAggregate:
         self.total = 0
         # Bumped whenever `counts` changes; `ClusterSnapshot.domain_sums` caches by it.
         self.version = 0
-        self.sums: dict[str, tuple[int, TopologyIndex, IntArray]] = {}
+        self.sums: dict[object, tuple[int, TopologyIndex, IntArray, BoolArray | None]] = {}
         self.match_cache: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
         self.namespace_generation = -1
 
@@ -117,7 +119,7 @@ class SelectorCount:
         self.counts = counts
         # Bumped whenever `counts` changes; `ClusterSnapshot.domain_sums` caches by it.
         self.version = 0
-        self.sums: dict[str, tuple[int, TopologyIndex, IntArray]] = {}
+        self.sums: dict[object, tuple[int, TopologyIndex, IntArray, BoolArray | None]] = {}
         self.match_cache: dict[tuple[tuple[str, str], ...], bool] = {}
         # The (key, value) labels one of which a matching pod must carry (the selector's first
         # `In` requirement), so that attaching a pod visits only the counts it may change;
@@ -389,20 +391,36 @@ class ClusterSnapshot:
             self._selector_counts.move_to_end(key)
         return counted
 
-    def domain_sums(self, key: str, counted: TermAggregate | SelectorCount) -> IntArray:
-        """``counted.counts`` summed over each domain of the topology ``key``, indexed by domain
-        id, with one 0 appended: ``domain_sums(key, c)[topology(key).domain[slots]]`` is, per
-        slot, its domain's total (0 where the node lacks the label, whose id is -1). Kept with
-        ``counted`` until its counts or the nodes change, so a cycle costs a lookup, not a sum
-        over every node. Read-only."""
+    def domain_sums(
+        self,
+        key: str,
+        counted: TermAggregate | SelectorCount,
+        mask: BoolArray | None = None,
+    ) -> IntArray:
+        """``counted.counts`` summed over each domain of the topology ``key`` (only over the
+        slots ``mask`` keeps, if given), indexed by domain id, with one 0 appended:
+        ``domain_sums(key, c)[topology(key).domain[slots]]`` is, per slot, its domain's total
+        (0 where the node lacks the label, whose id is -1). Kept with ``counted`` until its
+        counts or the nodes change (and per ``mask`` object: pass the same array for the same
+        nodes, e.g. one kept per pod shape), so a cycle costs a lookup, not a sum over every
+        node. Read-only."""
         index = self.topology(key)
-        cached = counted.sums.get(key)
-        if cached is not None and cached[0] == counted.version and cached[1] is index:
+        cache_key: object = key if mask is None else (key, id(mask))
+        cached = counted.sums.get(cache_key)
+        if (
+            cached is not None
+            and cached[0] == counted.version
+            and cached[1] is index
+            and cached[3] is mask
+        ):
             return cached[2]
+        per_node = counted.counts if mask is None else np.where(mask, counted.counts, 0)
         sums = np.zeros(len(index.values) + 1, dtype=np.int64)
-        sums[:-1] = index.aggregate(counted.counts)
+        sums[:-1] = index.aggregate(per_node)
         sums.flags.writeable = False
-        counted.sums[key] = (counted.version, index, sums)
+        if len(counted.sums) >= _DOMAIN_SUMS_SIZE:
+            counted.sums.clear()
+        counted.sums[cache_key] = (counted.version, index, sums, mask)
         return sums
 
     def matching_terms(self, category: str, pod: Pod) -> list[TermAggregate]:

@@ -165,6 +165,10 @@ class GpuAllocator:
         # and until when the NRT it used counts as fresh.
         self._seen_versions: IntArray = np.zeros(0, dtype=np.int64)
         self._nrt_until: npt.NDArray[np.float64] = np.zeros(0)
+        # Per slot, a number that changes whenever the slot's summary below is rewritten (one
+        # counter for all slots): scores computed from the summary are kept by it.
+        self.summary_version: IntArray = np.zeros(0, dtype=np.int64)
+        self._summary_versions = 0
         self.free_total: IntArray = np.zeros(0, dtype=np.int64)
         self.aligned_free: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.aligned_domain_free: IntArray = np.zeros((0, 1), dtype=np.int64)
@@ -228,6 +232,9 @@ class GpuAllocator:
             [self._seen_versions, np.full(extra, -1, dtype=np.int64)]
         )
         self._nrt_until = np.concatenate([self._nrt_until, np.full(extra, math.inf)])
+        self.summary_version = np.concatenate(
+            [self.summary_version, np.zeros(extra, dtype=np.int64)]
+        )
         self.free_total = np.concatenate([self.free_total, np.zeros(extra, dtype=np.int64)])
         self.sla = np.concatenate([self.sla, np.zeros(extra, dtype=np.int64)])
         filler = np.full((extra, self._width), -1, dtype=np.int64)
@@ -270,6 +277,8 @@ class GpuAllocator:
     def _update(self, slot: int, now: float) -> None:
         node = self.snapshot.nodes[slot]
         self._seen_versions[slot] = self.snapshot.slot_version[slot]
+        self._summary_versions += 1
+        self.summary_version[slot] = self._summary_versions
         self._nrt_until[slot] = math.inf
         state = self.states.get(slot)
         if node is None:

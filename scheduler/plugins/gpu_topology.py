@@ -45,6 +45,7 @@ from gputopo.scheduler import gpu_alloc
 from gputopo.scheduler.dra.state import DraState
 from gputopo.scheduler.model import Pod
 from gputopo.scheduler.plugins.context import CycleContext
+from gputopo.scheduler.plugins.kept_scores import KeptScores
 from gputopo.scheduler.plugins.verdict import CodedVerdict, Reason
 from gputopo.scheduler.snapshot import IntArray
 
@@ -199,10 +200,26 @@ def aligned_scores(allocator: gpu_alloc.GpuAllocator, slots: IntArray, count: in
 
 
 def score(pod: Pod, allocator: gpu_alloc.GpuAllocator, feasible: IntArray) -> IntArray | None:
+    """Per feasible slot (see the module docstring); None for pods without GPU requests. Whole-
+    GPU scores are kept per (count, scope) for the nodes whose GPU summary did not change
+    (`KeptScores`); MIG requests read per-device state and are computed every time."""
     request = request_of(pod)
     if request is None or request.problem is not None:
         return None
     allocator.refresh(feasible)
+    if request.migs:
+        return _scores(request, allocator, feasible)
+    return KeptScores.of(allocator.snapshot).scores(
+        (NAME, request.gpus, request.scope),
+        feasible,
+        allocator.summary_version,
+        lambda slots: _scores(request, allocator, slots),
+    )
+
+
+def _scores(
+    request: TopologyRequest, allocator: gpu_alloc.GpuAllocator, feasible: IntArray
+) -> IntArray:
     no_fit = gpu_alloc.NO_FIT
     tier = np.full(len(feasible), TIER_ALIGNED_BEST, dtype=np.int64)
     count = request.gpus

@@ -21,7 +21,7 @@ from gputopo.scheduler.plugins import node_affinity, taint_toleration
 from gputopo.scheduler.plugins.context import CycleContext
 from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE
 from gputopo.scheduler.plugins.verdict import CodedVerdict, Reason, unresolvable
-from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray, TopologyIndex
+from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray, SelectorCount
 
 NAME: Final = "PodTopologySpread"
 REASON_CONSTRAINTS: Final = "node(s) didn't match pod topology spread constraints"
@@ -41,30 +41,43 @@ _VERDICT_REASONS: Final = {
 _MAX_INT32: Final = 2**31 - 1
 
 
-def _matching_per_node(
-    pod: Pod, snapshot: ClusterSnapshot, constraint: SpreadConstraint
-) -> IntArray:
-    return snapshot.count_matching(pod.namespace, constraint.selector, live_only=True)
+def _matching(pod: Pod, snapshot: ClusterSnapshot, constraint: SpreadConstraint) -> SelectorCount:
+    return snapshot.selector_count(pod.namespace, constraint.selector, live_only=True)
 
 
-def _eligible(
-    ctx: CycleContext, constraint: SpreadConstraint, has_all_keys: BoolArray
-) -> BoolArray:
-    """Nodes counted for the constraint: the node inclusion policies, read from NodeAffinity's
-    and TaintToleration's per-shape node state."""
-    eligible = ctx.snapshot.alive & has_all_keys
-    if constraint.honor_node_affinity:
-        eligible = eligible & node_affinity.state(ctx).required_match
-    if constraint.honor_node_taints:
-        eligible = eligible & taint_toleration.state(ctx).hard_tolerated
-    return eligible
+class _Nodes:
+    """For one pod shape and one constraint: the nodes counted for it (the node inclusion
+    policies, read from NodeAffinity's and TaintToleration's per-shape node state, and every
+    topology key of the pod's constraints of the same kind) and which of the key's domains
+    hold one. Kept with the pod shape (`CycleContext.per_shape`) until a node changes."""
+
+    __slots__ = ("eligible", "eligible_domains", "index", "labelled", "present")
+
+    def __init__(
+        self, ctx: CycleContext, constraint: SpreadConstraint, keys: tuple[str, ...]
+    ) -> None:
+        snapshot = ctx.snapshot
+        has_all = snapshot.alive.copy()
+        for key in keys:
+            has_all &= snapshot.topology(key).domain >= 0
+        eligible = has_all
+        if constraint.honor_node_affinity:
+            eligible = eligible & node_affinity.state(ctx).required_match
+        if constraint.honor_node_taints:
+            eligible = eligible & taint_toleration.state(ctx).hard_tolerated
+        self.index = snapshot.topology(constraint.topology_key)
+        self.eligible: BoolArray = eligible
+        # Every key of the pod's constraints of this kind, on every live node.
+        self.labelled: BoolArray = has_all
+        self.present: BoolArray = np.zeros(len(self.index.values), dtype=np.bool_)
+        self.present[self.index.domain[eligible]] = True
+        self.eligible_domains = int(self.present.sum())
 
 
-def _has_all_keys(snapshot: ClusterSnapshot, indexes: list[TopologyIndex]) -> BoolArray:
-    has_all = snapshot.alive.copy()
-    for index in indexes:
-        has_all &= index.domain >= 0
-    return has_all
+def _nodes(ctx: CycleContext, constraint: SpreadConstraint, keys: tuple[str, ...]) -> _Nodes:
+    policies = (constraint.honor_node_affinity, constraint.honor_node_taints)
+    key = f"{NAME}:{constraint.topology_key}:{policies}:{keys}"
+    return ctx.per_shape(key, lambda c: _Nodes(c, constraint, keys))
 
 
 def filter_nodes(ctx: CycleContext) -> npt.NDArray[np.int8] | None:
@@ -73,24 +86,23 @@ def filter_nodes(ctx: CycleContext) -> npt.NDArray[np.int8] | None:
     constraints = [c for c in pod.spread_constraints if c.do_not_schedule]
     if not constraints:
         return None
-    indexes = [snapshot.topology(c.topology_key) for c in constraints]
-    has_all = _has_all_keys(snapshot, indexes)
+    keys = tuple(sorted({c.topology_key for c in constraints}))
     reasons = np.zeros(snapshot.capacity, dtype=np.int8)
-    for constraint, index in zip(constraints, indexes, strict=True):
-        eligible = _eligible(ctx, constraint, has_all)
-        per_node = np.where(eligible, _matching_per_node(pod, snapshot, constraint), 0)
-        per_domain = index.aggregate(per_node)
-        present = np.zeros(len(index.values), dtype=np.bool_)
-        present[index.domain[eligible]] = True
-        domains = int(present.sum())
-        minimum = int(per_domain[present].min()) if domains else _MAX_INT32
+    for constraint in constraints:
+        nodes = _nodes(ctx, constraint, keys)
+        index = nodes.index
+        sums = snapshot.domain_sums(
+            constraint.topology_key, _matching(pod, snapshot, constraint), nodes.eligible
+        )
+        domains = nodes.eligible_domains
+        minimum = int(sums[:-1][nodes.present].min()) if domains else _MAX_INT32
         if domains < constraint.min_domains:
             minimum = 0
         self_match = 1 if constraint.selector.matches(pod.labels) else 0
         labelled = index.domain >= 0
-        skew_fails = labelled & (
-            index.spread(per_domain) + self_match - minimum > constraint.max_skew
-        )
+        # sums[-1] is 0: unlabelled nodes never fail the skew (they fail the missing label).
+        skew_fails = sums[index.domain] + self_match - minimum > constraint.max_skew
+        skew_fails &= labelled
         undecided = reasons == 0
         reasons[undecided & ~labelled] = MISSING_LABEL
         reasons[undecided & skew_fails] = CONSTRAINTS_NOT_MATCH
@@ -104,30 +116,31 @@ def score(ctx: CycleContext, feasible: IntArray) -> IntArray | None:
     constraints = [c for c in pod.spread_constraints if not c.do_not_schedule]
     if not constraints:
         return None
-    indexes = [snapshot.topology(c.topology_key) for c in constraints]
-    has_all = _has_all_keys(snapshot, indexes)
-    scored = has_all[feasible]
-    scored_slots = feasible[scored]
+    keys = tuple(sorted({c.topology_key for c in constraints}))
+    scored: BoolArray | None = None
     raw = np.zeros(len(feasible))
-    for constraint, index in zip(constraints, indexes, strict=True):
-        matching = _matching_per_node(pod, snapshot, constraint)
+    for constraint in constraints:
+        nodes = _nodes(ctx, constraint, keys)
+        if scored is None:
+            scored = nodes.labelled[feasible]
+            scored_slots = feasible[scored]
+        index = nodes.index
         domain_of_feasible = index.domain[feasible]
+        matching = _matching(pod, snapshot, constraint)
         if constraint.topology_key == LABEL_HOSTNAME:
             size = len(scored_slots)
-            counts = matching[feasible]
+            counts = matching.counts[feasible]
         else:
-            size = len(np.unique(index.domain[scored_slots]))
-            eligible = _eligible(ctx, constraint, has_all)
-            per_domain = index.aggregate(np.where(eligible, matching, 0))
-            counts = np.where(
-                domain_of_feasible >= 0,
-                per_domain[np.maximum(domain_of_feasible, 0)] if len(per_domain) else 0,
-                0,
-            )
+            present = np.zeros(len(index.values), dtype=np.bool_)
+            present[index.domain[scored_slots]] = True
+            size = int(present.sum())
+            sums = snapshot.domain_sums(constraint.topology_key, matching, nodes.eligible)
+            counts = sums[domain_of_feasible]  # 0 for unlabelled nodes (sums[-1])
         weight = math.log(size + 2)
         raw = raw + np.where(
             domain_of_feasible >= 0, counts * weight + float(constraint.max_skew - 1), 0.0
         )
+    assert scored is not None
     rounded = np.floor(raw + 0.5).astype(np.int64)  # Go's math.Round for non-negative values
     out = np.zeros(len(feasible), dtype=np.int64)
     if not scored.any():
