@@ -36,7 +36,7 @@ import functools
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -127,10 +127,20 @@ class _Evaluation:
         self.stage_plugins = stage_plugins
         self._stage: npt.NDArray[np.int8] | None = None
         self.feasible_slots: IntArray = np.zeros(0, dtype=np.int64)
-        self.total: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
-        self.plugin_scores: dict[str, npt.NDArray[np.uint8]] = {}
+        # Per feasible slot, the weighted total and each plugin's score (0..100): the cycle's
+        # own int64 arrays, narrowed by `compact` when the diagnosis is kept.
+        self.total: npt.NDArray[np.integer[Any]] = np.zeros(0, dtype=np.int32)
+        self.plugin_scores: dict[str, npt.NDArray[np.integer[Any]]] = {}
         # A sampled cycle's walk (first slot, last slot): only those nodes are diagnosed.
         self.walk: tuple[int, int] | None = None
+
+    def compact(self) -> None:
+        """Narrow the kept scores (int32 totals, uint8 plugin scores): an eighth of the memory
+        for a diagnosis that outlives its cycle."""
+        self.total = self.total.astype(np.int32)
+        self.plugin_scores = {
+            name: scores.astype(np.uint8) for name, scores in self.plugin_scores.items()
+        }
 
     def walked(self) -> IntArray:
         """The slots this cycle looked at, ascending: all live ones unless it sampled."""
@@ -211,6 +221,11 @@ class ScheduleResult:
     @property
     def scheduled(self) -> bool:
         return self.node is not None
+
+    def keep_diagnosis(self) -> None:
+        """Keep the per-node diagnosis compactly (for results held after the cycle)."""
+        if self._evaluation is not None:
+            self._evaluation.compact()
 
     def discard_diagnosis(self) -> None:
         """Free the per-node arrays (a few KiB per 1000 nodes) once no diagnosis is needed."""
@@ -334,15 +349,42 @@ class _Extensions:
     pre_filters: tuple[PreFilterPlugin, ...]
     filters: tuple[FilterPlugin, ...]
     scores: tuple[ScorePlugin, ...]
+    # Per verdict index: "" (unused), each filter's name, "" (the PreFilters' left-out nodes).
+    stage_plugins: tuple[str, ...]
 
 
 @functools.lru_cache(maxsize=16)
 def _extensions(plugins: tuple[Plugin, ...]) -> _Extensions:
+    filters = tuple(p for p in plugins if isinstance(p, FilterPlugin))
     return _Extensions(
         tuple(p for p in plugins if isinstance(p, PreFilterPlugin)),
-        tuple(p for p in plugins if isinstance(p, FilterPlugin)),
+        filters,
         tuple(p for p in plugins if isinstance(p, ScorePlugin)),
+        ("", *(plugin.name for plugin in filters), ""),
     )
+
+
+_WEIGHTED_CACHE: dict[tuple[int, int], tuple[object, tuple[tuple[ScorePlugin, int], ...]]] = {}
+
+
+def _weighted(
+    profile: SchedulerProfile, extensions: _Extensions
+) -> tuple[tuple[ScorePlugin, int], ...]:
+    """The score plugins the profile weighs (weight not 0), with their weights; kept per
+    profile object (a profile is immutable)."""
+    key = (id(profile), id(extensions))
+    cached = _WEIGHTED_CACHE.get(key)
+    if cached is not None and cached[0] is profile:
+        return cached[1]
+    weighted = tuple(
+        (plugin, profile.weight(plugin.name))
+        for plugin in extensions.scores
+        if profile.weight(plugin.name)
+    )
+    if len(_WEIGHTED_CACHE) >= 64:
+        _WEIGHTED_CACHE.clear()
+    _WEIGHTED_CACHE[key] = (profile, weighted)
+    return weighted
 
 
 _DEFAULT_EXTENSIONS: Final = _extensions(PLUGINS)
@@ -375,11 +417,11 @@ def schedule_one(
         pod, snapshot, profile, GpuAllocator.of(snapshot), snapshot.attached(LoadTracker)
     )
     slots = snapshot.live_slots()
-    failed = np.zeros(snapshot.capacity, dtype=np.bool_)
+    failed = ~snapshot.alive  # free slots never pass
     ctx.slots, ctx.failed = slots, failed
     filters = extensions.filters
     verdicts: list[FilterVerdict | None] = [None] * (len(filters) + 2)
-    stage_plugins = ["", *(plugin.name for plugin in filters), ""]
+    stage_plugins = extensions.stage_plugins
 
     considered: npt.NDArray[np.bool_] | None = None
     restricted_by: list[str] = []
@@ -405,7 +447,7 @@ def schedule_one(
         failed |= left_out
         reason = unresolvable(f"node(s) didn't satisfy plugin(s) [{', '.join(restricted_by)}]")
         verdicts[index] = MaskVerdict([(reason, left_out)])
-        stage_plugins[index] = ", ".join(restricted_by)
+        stage_plugins = (*stage_plugins[:index], ", ".join(restricted_by))
 
     for index, filter_plugin in enumerate(filters, 1):
         verdict = filter_plugin.filter(ctx)
@@ -413,7 +455,7 @@ def schedule_one(
             failed |= verdict.failing
             verdicts[index] = verdict
 
-    feasible = slots[~failed[slots]]
+    feasible = np.flatnonzero(~failed)
     walk = None
     if sample and len(slots) >= MIN_FEASIBLE_NODES_TO_FIND:
         considered_count = len(slots) if considered is None else int(considered[slots].sum())
@@ -436,18 +478,15 @@ def schedule_one(
         return ScheduleResult(pod.key, None, message, pod.warnings, evaluation, 0)
 
     total = np.zeros(len(feasible), dtype=np.int64)
-    for score_plugin in extensions.scores:
-        weight = profile.weight(score_plugin.name)
-        if not weight:
-            continue
+    for score_plugin, weight in _weighted(profile, extensions):
         scores = score_plugin.score(ctx, feasible)
         if scores is not None:
             ctx.scores[score_plugin.name] = scores
             total += scores * weight
-    evaluation.total = total.astype(np.int32)
+    evaluation.total = total
     # Shown in the profile's order of weights.
     evaluation.plugin_scores = {
-        name: ctx.scores[name].astype(np.uint8) for name in profile.weights if name in ctx.scores
+        name: ctx.scores[name] for name in profile.weights if name in ctx.scores
     }
     best = _pick(pod, snapshot, feasible, total)
     return ScheduleResult(

@@ -281,7 +281,9 @@ def simulate(
         if result.node is not None:
             snapshot.assume(pod, result.node)
             _assume_claims(cluster, snapshot, pod, result)
-        if not explain:
+        if explain:
+            result.keep_diagnosis()
+        else:
             result.discard_diagnosis()
         results.append(result)
     return snapshot, results

@@ -60,8 +60,8 @@ class CycleContext:
         self.gpus = gpus
         self.load = load
         self._shape: dict[str, object] | None = None
-        # The live node slots, and per slot whether the node failed a filter run so far (the
-        # framework's to write).
+        # The live node slots, and per slot whether the node failed a filter run so far or
+        # holds no node (the framework's to write).
         self.slots: IntArray = np.zeros(0, dtype=np.int64)
         self.failed: BoolArray = np.zeros(0, dtype=np.bool_)
         # Scores already computed this cycle, by plugin name (a later score may read one).
@@ -86,7 +86,7 @@ class CycleContext:
 
     def passing(self) -> IntArray:
         """The slots that pass every filter run so far."""
-        passing: IntArray = self.slots[~self.failed[self.slots]]
+        passing: IntArray = np.flatnonzero(~self.failed)
         return passing
 
 
