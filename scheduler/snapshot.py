@@ -187,6 +187,8 @@ class ClusterSnapshot:
         self.alive: BoolArray = np.zeros(0, dtype=np.bool_)
         self.allowed_pods: IntArray = np.zeros(0, dtype=np.int64)
         self.pod_count: IntArray = np.zeros(0, dtype=np.int64)
+        # allowed_pods - pod_count, kept with them (NodeResourcesFit's "Too many pods").
+        self.pod_room: IntArray = np.zeros(0, dtype=np.int64)
         self.nonzero_cpu: IntArray = np.zeros(0, dtype=np.int64)
         self.nonzero_memory: IntArray = np.zeros(0, dtype=np.int64)
         self.name_hash: IntArray = np.zeros(0, dtype=np.int64)
@@ -198,6 +200,8 @@ class ClusterSnapshot:
         self._slot_versions = 0
         self.allocatable: dict[str, IntArray] = {}
         self.requested: dict[str, IntArray] = {}
+        # allocatable - requested per resource, kept with them: a filter compares once.
+        self.free: dict[str, IntArray] = {}
         for name in (CPU, MEMORY, EPHEMERAL_STORAGE):
             self._ensure_resource(name)
         self.node_pods: list[dict[str, PodEntry]] = []
@@ -512,6 +516,13 @@ class ClusterSnapshot:
             return zeros, zeros
         return self.allocatable[name], self.requested[name]
 
+    def free_arrays(self, name: str) -> tuple[IntArray, IntArray]:
+        """(allocatable, allocatable - requested) for a resource; zeros if never mentioned."""
+        if name not in self.allocatable:
+            zeros = np.zeros(self.capacity, dtype=np.int64)
+            return zeros, zeros
+        return self.allocatable[name], self.free[name]
+
     # ---------------------------------------------------------------- nodes
 
     def add_node(self, node: Node | JsonObject) -> Node:
@@ -556,8 +567,10 @@ class ClusterSnapshot:
         self.node_names[slot] = ""
         self.alive[slot] = False
         self.allowed_pods[slot] = 0
-        for array in self.allocatable.values():
+        self.pod_room[slot] = 0
+        for name, array in self.allocatable.items():
             array[slot] = 0
+            self.free[name][slot] = -self.requested[name][slot]
         self._free_slots.append(slot)
         self._node_changed()
 
@@ -580,7 +593,10 @@ class ClusterSnapshot:
             array[slot] = node.allocatable.get(name, 0)
         for name, amount in node.allocatable.items():
             self._ensure_resource(name)[slot] = amount
+        for name, array in self.allocatable.items():
+            self.free[name][slot] = array[slot] - self.requested[name][slot]
         self.allowed_pods[slot] = node.allowed_pods
+        self.pod_room[slot] = node.allowed_pods - self.pod_count[slot]
 
     def names_view(self) -> tuple[str, ...]:
         """Node name per slot ("" for free slots); one shared tuple until the node set changes."""
@@ -609,6 +625,7 @@ class ClusterSnapshot:
         if array is None:
             array = self.allocatable[name] = np.zeros(self.capacity, dtype=np.int64)
             self.requested[name] = np.zeros(self.capacity, dtype=np.int64)
+            self.free[name] = np.zeros(self.capacity, dtype=np.int64)
         return array
 
     def _grow_capacity(self, capacity: int) -> None:
@@ -617,6 +634,7 @@ class ClusterSnapshot:
         self.alive = _grow(self.alive, capacity, False)
         self.allowed_pods = _grow(self.allowed_pods, capacity)
         self.pod_count = _grow(self.pod_count, capacity)
+        self.pod_room = _grow(self.pod_room, capacity)
         self.nonzero_cpu = _grow(self.nonzero_cpu, capacity)
         self.nonzero_memory = _grow(self.nonzero_memory, capacity)
         self.name_hash = _grow(self.name_hash, capacity)
@@ -624,6 +642,7 @@ class ClusterSnapshot:
         for name in list(self.allocatable):
             self.allocatable[name] = _grow(self.allocatable[name], capacity)
             self.requested[name] = _grow(self.requested[name], capacity)
+            self.free[name] = _grow(self.free[name], capacity)
         for by_signature in self.terms.values():
             for aggregate in by_signature.values():
                 aggregate.counts = _grow(aggregate.counts, capacity)
@@ -751,9 +770,11 @@ class ClusterSnapshot:
         for name, amount in pod.requests.items():
             self._ensure_resource(name)
             self.requested[name][slot] += amount
+            self.free[name][slot] -= amount
         self.nonzero_cpu[slot] += pod.nonzero_cpu
         self.nonzero_memory[slot] += pod.nonzero_memory
         self.pod_count[slot] += 1
+        self.pod_room[slot] -= 1
         self._bump_slot_version(slot)
         for port in pod.host_ports:
             ips = self.host_ports.setdefault((port.protocol, port.port), {}).setdefault(slot, {})
@@ -795,9 +816,11 @@ class ClusterSnapshot:
         self.node_pods[slot].pop(pod.key, None)
         for name, amount in pod.requests.items():
             self.requested[name][slot] -= amount
+            self.free[name][slot] += amount
         self.nonzero_cpu[slot] -= pod.nonzero_cpu
         self.nonzero_memory[slot] -= pod.nonzero_memory
         self.pod_count[slot] -= 1
+        self.pod_room[slot] += 1
         self._bump_slot_version(slot)
         for port in pod.host_ports:
             by_slot = self.host_ports[(port.protocol, port.port)]

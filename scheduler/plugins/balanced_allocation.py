@@ -41,14 +41,20 @@ def score(
         allocatable = node_allocatable[feasible]
         requested = node_requested[feasible] + amount
         has = allocatable > 0
-        fraction = np.minimum(requested / np.where(has, allocatable, 1), 1.0)
-        fractions.append(np.where(has, fraction, 0.0))
+        if has.all():  # no masking needed
+            fractions.append(np.minimum(requested / allocatable, 1.0))
+        else:
+            fraction = np.minimum(requested / np.where(has, allocatable, 1), 1.0)
+            fractions.append(np.where(has, fraction, 0.0))
         present.append(has)
     if not fractions:
         return np.full(size, MAX_NODE_SCORE, dtype=np.int64)
     if len(fractions) == 2:
+        std2: FloatArray = np.abs(fractions[0] - fractions[1])
+        std2 /= 2
         both = present[0] & present[1]
-        std2: FloatArray = np.where(both, np.abs((fractions[0] - fractions[1]) / 2), 0.0)
+        if not both.all():
+            std2 = np.where(both, std2, 0.0)
         scores: IntArray = np.trunc((1 - std2) * MAX_NODE_SCORE).astype(np.int64)
         return scores
     counts = np.sum(present, axis=0)

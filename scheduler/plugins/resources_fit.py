@@ -39,29 +39,42 @@ def requested_resources(pod: Pod) -> list[str]:
     return first + sorted(name for name in pod.requests if name not in _FIRST)
 
 
+_INSUFFICIENT: dict[str, Reason] = {}
+
+
+def _insufficient_reason(resource: str) -> Reason:
+    reason = _INSUFFICIENT.get(resource)
+    if reason is None:
+        if len(_INSUFFICIENT) > 1024:
+            _INSUFFICIENT.clear()
+        reason = _INSUFFICIENT[resource] = Reason(insufficient(resource))
+    return reason
+
+
 def filter_nodes(pod: Pod, snapshot: ClusterSnapshot) -> MaskVerdict:
     """Per reason (too many pods, then each resource short), the node slots failing it.
 
     An extended resource a DeviceClass maps (``extendedResourceName``) is not checked on nodes
     that do not advertise it: DRA serves it there (DynamicResources), as in kube-scheduler."""
-    failing: list[tuple[Reason, BoolArray]] = [
-        (_TOO_MANY_PODS, snapshot.pod_count + 1 > snapshot.allowed_pods)
-    ]
+    failing: list[tuple[Reason, BoolArray]] = [(_TOO_MANY_PODS, snapshot.pod_room < 1)]
     dra = snapshot.attached(DraState)
     for name in requested_resources(pod):
-        allocatable, requested = snapshot.resource_arrays(name)
-        short = pod.requests[name] > allocatable - requested
+        allocatable, free = snapshot.free_arrays(name)
+        short = free < pod.requests[name]
         if dra is not None and "/" in name and dra.extended_class(name) is not None:
             short = short & (allocatable > 0)
-        failing.append((Reason(insufficient(name)), short))
+        failing.append((_insufficient_reason(name), short))
     return MaskVerdict(failing)
 
 
 def score(
     pod: Pod, snapshot: ClusterSnapshot, feasible: IntArray, profile: SchedulerProfile
 ) -> IntArray:
+    """LeastAllocated (or MostAllocated) per feasible slot: per resource the share left free
+    (or used) with the pod, x 100, averaged by the profile's weights over the resources the
+    node has (allocatable > 0)."""
     total = np.zeros(len(feasible), dtype=np.int64)
-    weight_sum = np.zeros(len(feasible), dtype=np.int64)
+    weight_sum: IntArray | int = 0
     most = profile.fit_strategy == "MostAllocated"
     for name, weight in profile.fit_resources:
         if name == CPU:
@@ -77,19 +90,30 @@ def score(
             node_allocatable, node_requested = snapshot.resource_arrays(name)
             allocatable = node_allocatable[feasible]
             requested = node_requested[feasible] + amount
+        if len(allocatable) and allocatable.min() > 0:  # every node has it: no masking
+            if most:
+                resource_score = np.minimum(requested, allocatable) * MAX_NODE_SCORE
+            else:  # nothing left when the request exceeds allocatable
+                resource_score = np.maximum(allocatable - requested, 0) * MAX_NODE_SCORE
+            resource_score //= allocatable
+            total += resource_score * weight if weight != 1 else resource_score
+            weight_sum = weight_sum + weight
+            continue
         present = allocatable > 0
         denominator = np.where(present, allocatable, 1)
         if most:
             resource_score = np.minimum(requested, allocatable) * MAX_NODE_SCORE // denominator
         else:
-            resource_score = np.where(
-                requested > allocatable,
-                0,
-                (allocatable - requested) * MAX_NODE_SCORE // denominator,
-            )
+            resource_score = np.maximum(allocatable - requested, 0) * MAX_NODE_SCORE // denominator
         total += np.where(present, resource_score * weight, 0)
-        weight_sum += np.where(present, weight, 0)
-    return np.where(weight_sum > 0, total // np.maximum(weight_sum, 1), 0)
+        weight_sum = weight_sum + np.where(present, weight, 0)
+    if isinstance(weight_sum, int):
+        if weight_sum == 0:
+            return np.zeros(len(feasible), dtype=np.int64)
+        total //= weight_sum
+        return total
+    out: IntArray = np.where(weight_sum > 0, total // np.maximum(weight_sum, 1), 0)
+    return out
 
 
 class NodeResourcesFit:
