@@ -417,15 +417,17 @@ class ClusterSnapshot:
             and cached[1] is index
             and cached[3] is mask
         ):
-            return cached[2]
-        per_node = counted.counts if mask is None else np.where(mask, counted.counts, 0)
-        sums = np.zeros(len(index.values) + 1, dtype=np.int64)
-        sums[:-1] = index.aggregate(per_node)
-        sums.flags.writeable = False
-        if len(counted.sums) >= _DOMAIN_SUMS_SIZE:
-            counted.sums.clear()
-        counted.sums[cache_key] = (counted.version, index, sums, mask)
-        return sums
+            sums = cached[2]
+        else:
+            per_node = counted.counts if mask is None else np.where(mask, counted.counts, 0)
+            sums = np.zeros(len(index.values) + 1, dtype=np.int64)
+            sums[:-1] = index.aggregate(per_node)
+            if len(counted.sums) >= _DOMAIN_SUMS_SIZE:
+                counted.sums.clear()
+            counted.sums[cache_key] = (counted.version, index, sums, mask)
+        view = sums.view()
+        view.flags.writeable = False
+        return view
 
     def matching_terms(self, category: str, pod: Pod) -> list[TermAggregate]:
         """The existing pods' distinct terms of ``category`` that select ``pod`` (`term_matches`
@@ -456,8 +458,7 @@ class ClusterSnapshot:
             if counted:
                 for selector_count in counted.values():
                     if selector_count.counts_pod(pod):
-                        selector_count.counts[slot] += delta
-                        selector_count.version += 1
+                        _add_count(selector_count, slot, delta)
 
     def per_node_count(self, entries: Iterable[PodEntry]) -> IntArray:
         slots = np.fromiter((entry.slot for entry in entries), dtype=np.int64)
@@ -790,8 +791,7 @@ class ClusterSnapshot:
                     aggregate = TermAggregate(term, weight, self.capacity)
                     by_signature[(term.signature, weight)] = aggregate
                     self._terms_generation += 1
-                aggregate.counts[slot] += 1
-                aggregate.version += 1
+                _add_count(aggregate, slot, 1)
                 aggregate.total += 1
 
     def _index_labels(self, pod: Pod) -> None:
@@ -843,12 +843,29 @@ class ClusterSnapshot:
             for category, weight, term in _pod_terms(pod):
                 by_signature = self.terms[category]
                 aggregate = by_signature[(term.signature, weight)]
-                aggregate.counts[slot] -= 1
-                aggregate.version += 1
+                _add_count(aggregate, slot, -1)
                 aggregate.total -= 1
                 if not aggregate.total:
                     del by_signature[(term.signature, weight)]
                     self._terms_generation += 1
+
+
+def _add_count(counted: TermAggregate | SelectorCount, slot: int, delta: int) -> None:
+    """``counted.counts[slot] += delta``; the per-domain sums kept with it (`domain_sums`) that
+    were current follow the change in place, so reading them stays a lookup."""
+    counted.counts[slot] += delta
+    version = counted.version
+    counted.version = version + 1
+    if not counted.sums:
+        return
+    for cache_key, (seen, index, sums, mask) in list(counted.sums.items()):
+        if seen != version or slot >= len(index.domain):
+            del counted.sums[cache_key]  # stale already: recomputed when next read
+            continue
+        domain = int(index.domain[slot])
+        if domain >= 0 and (mask is None or mask[slot]):
+            sums[domain] += delta
+        counted.sums[cache_key] = (version + 1, index, sums, mask)
 
 
 def _pod_terms(pod: Pod) -> Iterator[tuple[str, int, AffinityTerm]]:
