@@ -41,8 +41,9 @@ def score(
         allocatable = node_allocatable[feasible]
         requested = node_requested[feasible] + amount
         has = allocatable > 0
-        if has.all():  # no masking needed
-            fractions.append(np.minimum(requested / allocatable, 1.0))
+        if np.count_nonzero(has) == size:  # no masking needed
+            fraction = requested / allocatable
+            fractions.append(np.minimum(fraction, 1.0, out=fraction))
         else:
             fraction = np.minimum(requested / np.where(has, allocatable, 1), 1.0)
             fractions.append(np.where(has, fraction, 0.0))
@@ -50,12 +51,17 @@ def score(
     if not fractions:
         return np.full(size, MAX_NODE_SCORE, dtype=np.int64)
     if len(fractions) == 2:
-        std2: FloatArray = np.abs(fractions[0] - fractions[1])
+        # kube-scheduler's float64 steps in its order, in place: (1 - |f0 - f1| / 2) x 100,
+        # truncated (astype truncates toward zero; the value is never negative).
+        std2: FloatArray = fractions[0] - fractions[1]
+        np.abs(std2, out=std2)
         std2 /= 2
         both = present[0] & present[1]
-        if not both.all():
+        if np.count_nonzero(both) != size:
             std2 = np.where(both, std2, 0.0)
-        scores: IntArray = np.trunc((1 - std2) * MAX_NODE_SCORE).astype(np.int64)
+        np.subtract(1, std2, out=std2)
+        std2 *= MAX_NODE_SCORE
+        scores: IntArray = std2.astype(np.int64)
         return scores
     counts = np.sum(present, axis=0)
     first = np.full(size, np.nan)

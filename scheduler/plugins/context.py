@@ -86,7 +86,7 @@ class CycleContext:
 
     def passing(self) -> IntArray:
         """The slots that pass every filter run so far."""
-        passing: IntArray = np.flatnonzero(~self.failed)
+        passing: IntArray = (~self.failed).nonzero()[0]
         return passing
 
 

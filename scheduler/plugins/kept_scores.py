@@ -62,7 +62,7 @@ class KeptScores:
         values, seen = kept
         current = versions[slots]
         stale_mask = seen[slots] != current
-        if stale_mask.any():
+        if np.count_nonzero(stale_mask):
             stale = slots[stale_mask]
             values[stale] = compute(stale)
             seen[stale] = current[stale_mask]

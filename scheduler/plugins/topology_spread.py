@@ -133,7 +133,7 @@ def score(ctx: CycleContext, feasible: IntArray) -> IntArray | None:
         else:
             present = np.zeros(len(index.values), dtype=np.bool_)
             present[index.domain[scored_slots]] = True
-            size = int(present.sum())
+            size = int(np.count_nonzero(present))
             sums = snapshot.domain_sums(constraint.topology_key, matching, nodes.eligible)
             counts = sums[domain_of_feasible]  # 0 for unlabelled nodes (sums[-1])
         weight = math.log(size + 2)
@@ -143,7 +143,7 @@ def score(ctx: CycleContext, feasible: IntArray) -> IntArray | None:
     assert scored is not None
     rounded = np.floor(raw + 0.5).astype(np.int64)  # Go's math.Round for non-negative values
     out = np.zeros(len(feasible), dtype=np.int64)
-    if not scored.any():
+    if not np.count_nonzero(scored):
         return out
     valid = rounded[scored]
     lowest, highest = int(valid.min()), max(int(valid.max()), 0)
