@@ -23,7 +23,7 @@ from gputopo.scheduler.gpu_alloc.layout import (
     pod_mig_requests,
 )
 from gputopo.scheduler.gpu_alloc.nrt import NrtReport, parse_nrt
-from gputopo.scheduler.gpu_alloc.preferred import group_by, preferred_allocation
+from gputopo.scheduler.gpu_alloc.preferred import preferred_allocation
 from gputopo.scheduler.model import Node, Pod
 from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
 
@@ -316,23 +316,29 @@ class GpuAllocator:
         self.sla[slot] = 0
 
     def _summarise(self, slot: int, state: NodeGpuState, node: Node) -> None:
+        # One pass over the free GPUs counts every group: aligned (NVLink domain x NUMA node),
+        # NVLink domain (GPUs with NVLink peers only) and NUMA node. Group order does not
+        # matter: the score reads maxima and minima across a node's groups.
+        aligned_of: dict[tuple[object, int | None], int] = {}
+        domain_free_of: dict[object, int] = {}
+        nvlink_of: dict[object, int] = {}
+        numa_of: dict[int | None, int] = {}
         free = state.free_gpus()
         domain_key = NodeGpuLayout.domain_key
-        aligned_groups = group_by(free, lambda g: (domain_key(g), g.numa_node))
-        aligned = [len(g) for g in aligned_groups]
-        domain_free_of: dict[object, int] = {}
         for gpu in free:
-            domain_free_of[domain_key(gpu)] = domain_free_of.get(domain_key(gpu), 0) + 1
-        domain_size_of: dict[object, int] = {}
-        for gpu in state.layout.gpus:
-            if gpu.healthy:
-                domain_size_of[domain_key(gpu)] = domain_size_of.get(domain_key(gpu), 0) + 1
-        aligned_domain = [domain_free_of[domain_key(g[0])] for g in aligned_groups]
-        aligned_size = [domain_size_of[domain_key(g[0])] for g in aligned_groups]
-        domains = [
-            len(g) for g in group_by([g for g in free if g.nvlink_domain is not None], domain_key)
-        ]
-        numas = [len(g) for g in group_by(free, lambda g: g.numa_node)]
+            domain = domain_key(gpu)
+            group = (domain, gpu.numa_node)
+            aligned_of[group] = aligned_of.get(group, 0) + 1
+            domain_free_of[domain] = domain_free_of.get(domain, 0) + 1
+            if gpu.nvlink_domain is not None:
+                nvlink_of[domain] = nvlink_of.get(domain, 0) + 1
+            numa_of[gpu.numa_node] = numa_of.get(gpu.numa_node, 0) + 1
+        sizes = state.layout.healthy_domain_sizes
+        aligned = list(aligned_of.values())
+        aligned_domain = [domain_free_of[domain] for domain, _ in aligned_of]
+        aligned_size = [sizes[domain] for domain, _ in aligned_of]
+        domains = list(nvlink_of.values())
+        numas = list(numa_of.values())
         width = max(len(aligned), len(domains), len(numas), 1)
         if width > self._width:
             self._widen(width)

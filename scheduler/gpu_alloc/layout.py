@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -73,6 +73,17 @@ class NodeGpuLayout:
     gpus: tuple[GpuSlot, ...]
     migs: tuple[MigSlot, ...]
     source: str  # "annotation" | "labels"
+    # Healthy GPUs per NVLink domain (`domain_key`), derived once: the allocator's summary
+    # reads it at every change of the node's pods.
+    healthy_domain_sizes: Mapping[object, int] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        sizes: dict[object, int] = {}
+        for gpu in self.gpus:
+            if gpu.healthy:
+                key = self.domain_key(gpu)
+                sizes[key] = sizes.get(key, 0) + 1
+        object.__setattr__(self, "healthy_domain_sizes", sizes)
 
     def aligned_key(self, gpu: GpuSlot) -> tuple[object, ...]:
         return (self.domain_key(gpu), gpu.numa_node)
