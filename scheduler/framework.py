@@ -54,7 +54,7 @@ from gputopo.scheduler.plugins.context import (
 from gputopo.scheduler.plugins.verdict import FilterVerdict, MaskVerdict, unresolvable
 from gputopo.scheduler.prometheus_load import LoadTracker
 from gputopo.scheduler.scheduling_profile import SchedulerProfile, default_profile
-from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
+from gputopo.scheduler.snapshot import BoolArray, ClusterSnapshot, IntArray
 
 NO_NODES_MESSAGE: Final = "no nodes available to schedule pods"
 SCHEDULING_GATED_MESSAGE: Final = "Scheduling is blocked due to non-empty scheduling gates"
@@ -351,17 +351,37 @@ class _Extensions:
     scores: tuple[ScorePlugin, ...]
     # Per verdict index: "" (unused), each filter's name, "" (the PreFilters' left-out nodes).
     stage_plugins: tuple[str, ...]
+    # How many filters, from the first, say their verdict is node-only (`FilterPlugin`).
+    node_only: int
+    node_only_key: str
 
 
 @functools.lru_cache(maxsize=16)
 def _extensions(plugins: tuple[Plugin, ...]) -> _Extensions:
     filters = tuple(p for p in plugins if isinstance(p, FilterPlugin))
+    node_only = 0
+    while node_only < len(filters) and getattr(filters[node_only], "node_only", False) is True:
+        node_only += 1
     return _Extensions(
         tuple(p for p in plugins if isinstance(p, PreFilterPlugin)),
         filters,
         tuple(p for p in plugins if isinstance(p, ScorePlugin)),
         ("", *(plugin.name for plugin in filters), ""),
+        node_only,
+        "framework/node-only:" + ",".join(plugin.name for plugin in filters[:node_only]),
     )
+
+
+def _node_only_failed(ctx: CycleContext, extensions: _Extensions) -> BoolArray:
+    """Per slot, whether the node fails one of the leading node-only filters or holds no node:
+    the same for every pod of a shape, so kept with it (`CycleContext.per_shape`)."""
+    failed = ~ctx.snapshot.alive
+    for filter_plugin in extensions.filters[: extensions.node_only]:
+        verdict = filter_plugin.filter(ctx)
+        if verdict is not None:
+            failed |= verdict.failing
+    failed.flags.writeable = False
+    return failed
 
 
 _WEIGHTED_CACHE: dict[tuple[int, int], tuple[object, tuple[tuple[ScorePlugin, int], ...]]] = {}
@@ -417,7 +437,10 @@ def schedule_one(
         pod, snapshot, profile, GpuAllocator.of(snapshot), snapshot.attached(LoadTracker)
     )
     slots = snapshot.live_slots()
-    failed = ~snapshot.alive  # free slots never pass
+    # Free slots never pass, nor nodes the leading node-only filters refuse (kept per shape).
+    failed = ctx.per_shape(
+        extensions.node_only_key, lambda c: _node_only_failed(c, extensions)
+    ).copy()
     ctx.slots, ctx.failed = slots, failed
     filters = extensions.filters
     verdicts: list[FilterVerdict | None] = [None] * (len(filters) + 2)
@@ -449,10 +472,12 @@ def schedule_one(
         verdicts[index] = MaskVerdict([(reason, left_out)])
         stage_plugins = (*stage_plugins[:index], ", ".join(restricted_by))
 
+    node_only = extensions.node_only
     for index, filter_plugin in enumerate(filters, 1):
         verdict = filter_plugin.filter(ctx)
         if verdict is not None:
-            failed |= verdict.failing
+            if index > node_only:  # the leading node-only ones are in `failed` already
+                failed |= verdict.failing
             verdicts[index] = verdict
 
     feasible = (~failed).nonzero()[0]  # not np.flatnonzero: a third of its cost on 1-D

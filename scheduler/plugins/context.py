@@ -122,7 +122,12 @@ class FilterPlugin(Plugin, Protocol):
 
         A node counts as failing here only if it passed the filters before this one (a node
         reports the first filter it fails); ``ctx.passing()`` names those nodes for filters
-        that are cheaper when they look at fewer."""
+        that are cheaper when they look at fewer.
+
+        A filter whose verdict depends only on the pod's shape (`Pod.static_key`) and the nodes
+        says so with a class attribute ``node_only = True`` (and keeps its verdict with
+        `CycleContext.per_shape`): the framework combines the verdicts of the node-only filters
+        that come first in the plugin order once per shape instead of once per cycle."""
         ...
 
 

@@ -87,6 +87,8 @@ def state(ctx: CycleContext) -> AffinityState:
 
 class NodeAffinity:
     name: Final = NAME
+    # The verdict depends only on the pod's shape and the nodes (see `FilterPlugin`).
+    node_only: Final = True
 
     def pre_filter(self, ctx: CycleContext) -> PreFilterResult | None:
         names = ctx.pod.required_node_names

@@ -38,6 +38,8 @@ def _evaluate(ctx: CycleContext) -> _ShapeVerdict:
 
 class NodeName:
     name: Final = NAME
+    # The verdict depends only on the pod's shape and the nodes (see `FilterPlugin`).
+    node_only: Final = True
 
     def filter(self, ctx: CycleContext) -> CodedVerdict | None:
         if not ctx.pod.node_name:

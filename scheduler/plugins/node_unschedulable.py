@@ -46,6 +46,8 @@ def _evaluate(ctx: CycleContext) -> _ShapeVerdict:
 
 class NodeUnschedulable:
     name: Final = NAME
+    # The verdict depends only on the pod's shape and the nodes (see `FilterPlugin`).
+    node_only: Final = True
 
     def filter(self, ctx: CycleContext) -> CodedVerdict | None:
         return ctx.per_shape(NAME, _evaluate).verdict

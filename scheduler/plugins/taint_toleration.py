@@ -98,6 +98,8 @@ def state(ctx: CycleContext) -> TaintState:
 
 class TaintToleration:
     name: Final = NAME
+    # The verdict depends only on the pod's shape and the nodes (see `FilterPlugin`).
+    node_only: Final = True
 
     def filter(self, ctx: CycleContext) -> CodedVerdict | None:
         return state(ctx).verdict

@@ -182,3 +182,53 @@ def test_diagnosis_says_which_failures_preemption_cannot_cure() -> None:
     assert diagnosis["cordoned"].unresolvable
     assert not diagnosis["small"].unresolvable
     assert diagnosis["small"].reasons == ("Insufficient cpu",)
+
+
+class NodeOnlyRack(RackFilter):
+    """RackFilter declaring its verdict node-only (the framework may combine it per shape)."""
+
+    node_only = True
+
+
+class PassingRecorder:
+    """A filter that records which nodes passed the filters before it."""
+
+    name = "PassingRecorder"
+
+    def __init__(self) -> None:
+        self.seen: list[list[str]] = []
+
+    def filter(self, ctx: CycleContext) -> None:
+        self.seen.append(sorted(ctx.snapshot.node_names[slot] for slot in ctx.passing()))
+
+
+def test_only_leading_node_only_filters_are_combined_per_shape() -> None:
+    default = framework._extensions(PLUGINS)
+    assert [f.name for f in default.filters[: default.node_only]] == [
+        "NodeUnschedulable",
+        "NodeName",
+        "TaintToleration",
+        "NodeAffinity",
+    ]
+    # One that comes after a filter that is not node-only is run in its turn, every cycle.
+    late = framework._extensions((*PLUGINS[:6], NodeOnlyRack("a")))
+    assert late.node_only == 4
+    early = framework._extensions((NodeOnlyRack("a"), *PLUGINS))
+    assert early.node_only == 5
+
+
+def test_combined_node_only_verdicts_follow_node_changes() -> None:
+    recorder = PassingRecorder()
+    plugins = (NodeOnlyRack("b"), *PLUGINS[:5], recorder, *PLUGINS[5:])
+    snapshot = cluster(_racks())
+
+    first = schedule_one(parse_pod(pod("p")), snapshot, plugins=plugins)
+    assert recorder.seen[-1] == ["a1", "a2"]
+    assert first.diagnosis()["b1"].failed_plugin == "RackClosed"
+
+    snapshot.add_node(node("a2", labels={"rack": "a"}, unschedulable=True))  # cordoned
+    second = schedule_one(parse_pod(pod("q")), snapshot, plugins=plugins)  # the same shape
+    assert recorder.seen[-1] == ["a1"]
+    assert second.node == "a1"
+    assert second.diagnosis()["a2"].reasons == ("node(s) were unschedulable",)
+    assert second.diagnosis()["b1"].reasons == ("node(s) were in closed rack b",)
