@@ -317,7 +317,7 @@ def sample_feasible(feasible: IntArray, to_find: int, start: int) -> tuple[IntAr
     """The first ``to_find`` of the ``feasible`` slots (ascending) met walking the slots from
     ``start`` upward and wrapping around, in ascending order, and the last one met (where
     the walk stopped). Needs ``0 < to_find <= len(feasible)``."""
-    first = int(np.searchsorted(feasible, start))
+    first = int(feasible.searchsorted(start))
     end = first + to_find
     if end <= len(feasible):
         return feasible[first:end], int(feasible[end - 1])
