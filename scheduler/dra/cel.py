@@ -269,7 +269,9 @@ class SelectorCache:
     """Compiled selectors and their results per device, shared across scheduling cycles."""
 
     def __init__(self) -> None:
-        self._env = celpy.Environment()
+        # Built on the first selector compiled: building celpy's parser costs a quarter of a
+        # second or more, which clusters without CEL selectors should not pay at start-up.
+        self._environment: celpy.Environment | None = None
         self._programs: dict[str, celpy.Runner | CelError] = {}
         self._results: dict[tuple[str, Device], bool | CelError] = {}
         self._activations: dict[Device, dict[str, Any] | CelError] = {}
@@ -288,8 +290,11 @@ class SelectorCache:
             return CelError(
                 f"selector {_short(expression)}: longer than {MAX_EXPRESSION_LENGTH} characters"
             )
+        if self._environment is None:
+            self._environment = celpy.Environment()
+        environment = self._environment
         try:
-            tree = self._env.compile(expression)
+            tree = environment.compile(expression)
         except CELParseError as error:
             first = str(error).splitlines()[0] if str(error) else "syntax error"
             return CelError(f"selector {_short(expression)}: compilation failed: {first}")
@@ -297,7 +302,7 @@ class SelectorCache:
             _check_cost(tree, expression)
         except CelError as error:
             return error
-        return self._env.program(tree, functions=dict(FUNCTIONS))
+        return environment.program(tree, functions=dict(FUNCTIONS))
 
     def matches(self, expression: str, device: Device) -> bool:
         """Whether the selector selects the device; CelError for a compile or runtime error."""
