@@ -353,7 +353,6 @@ class _Extensions:
     stage_plugins: tuple[str, ...]
     # How many filters, from the first, say their verdict is node-only (`FilterPlugin`).
     node_only: int
-    node_only_key: str
 
 
 @functools.lru_cache(maxsize=16)
@@ -368,13 +367,23 @@ def _extensions(plugins: tuple[Plugin, ...]) -> _Extensions:
         tuple(p for p in plugins if isinstance(p, ScorePlugin)),
         ("", *(plugin.name for plugin in filters), ""),
         node_only,
-        "framework/node-only:" + ",".join(plugin.name for plugin in filters[:node_only]),
     )
 
 
 def _node_only_failed(ctx: CycleContext, extensions: _Extensions) -> BoolArray:
     """Per slot, whether the node fails one of the leading node-only filters or holds no node:
-    the same for every pod of a shape, so kept with it (`CycleContext.per_shape`)."""
+    the same for every pod of a shape, so kept with it (`CycleContext.per_shape`, under this
+    plugin tuple's identity; the kept entry holds the tuple, so its id is not reused)."""
+    kept = ctx.per_shape(
+        f"framework/node-only/{id(extensions)}",
+        lambda c: (extensions, _combine_node_only(c, extensions)),
+    )
+    if kept[0] is extensions:
+        return kept[1]
+    return _combine_node_only(ctx, extensions)
+
+
+def _combine_node_only(ctx: CycleContext, extensions: _Extensions) -> BoolArray:
     failed = ~ctx.snapshot.alive
     for filter_plugin in extensions.filters[: extensions.node_only]:
         verdict = filter_plugin.filter(ctx)
@@ -384,18 +393,21 @@ def _node_only_failed(ctx: CycleContext, extensions: _Extensions) -> BoolArray:
     return failed
 
 
-_WEIGHTED_CACHE: dict[tuple[int, int], tuple[object, tuple[tuple[ScorePlugin, int], ...]]] = {}
+_WEIGHTED_CACHE: dict[
+    tuple[int, int], tuple[object, object, tuple[tuple[ScorePlugin, int], ...]]
+] = {}
 
 
 def _weighted(
     profile: SchedulerProfile, extensions: _Extensions
 ) -> tuple[tuple[ScorePlugin, int], ...]:
     """The score plugins the profile weighs (weight not 0), with their weights; kept per
-    profile object (a profile is immutable)."""
+    profile object (a profile is immutable); the entry holds both objects, so an id is never
+    reused while its entry lives."""
     key = (id(profile), id(extensions))
     cached = _WEIGHTED_CACHE.get(key)
-    if cached is not None and cached[0] is profile:
-        return cached[1]
+    if cached is not None and cached[0] is profile and cached[1] is extensions:
+        return cached[2]
     weighted = tuple(
         (plugin, profile.weight(plugin.name))
         for plugin in extensions.scores
@@ -403,7 +415,7 @@ def _weighted(
     )
     if len(_WEIGHTED_CACHE) >= 64:
         _WEIGHTED_CACHE.clear()
-    _WEIGHTED_CACHE[key] = (profile, weighted)
+    _WEIGHTED_CACHE[key] = (profile, extensions, weighted)
     return weighted
 
 
@@ -438,9 +450,7 @@ def schedule_one(
     )
     slots = snapshot.live_slots()
     # Free slots never pass, nor nodes the leading node-only filters refuse (kept per shape).
-    failed = ctx.per_shape(
-        extensions.node_only_key, lambda c: _node_only_failed(c, extensions)
-    ).copy()
+    failed = _node_only_failed(ctx, extensions).copy()
     ctx.slots, ctx.failed = slots, failed
     filters = extensions.filters
     verdicts: list[FilterVerdict | None] = [None] * (len(filters) + 2)
