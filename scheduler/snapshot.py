@@ -58,8 +58,9 @@ _MATCH_CACHE_SIZE = 4096
 # Selector counts kept up to date (`count_matching`): each is one int64 per node slot (40 KB at
 # 5000 nodes), the least recently read dropped first.
 _SELECTOR_COUNTS_SIZE = 512
-# Per-domain sums kept per count (`domain_sums`): one per topology key and node mask.
-_DOMAIN_SUMS_SIZE = 32
+# Per-domain sums kept per count (`domain_sums`): one per topology key and node mask (each
+# holds its mask, one bool per node slot: at most 512 counts x 8 x 5 KB at 5000 nodes).
+_DOMAIN_SUMS_SIZE = 8
 
 
 class PodEntry:
@@ -422,6 +423,8 @@ class ClusterSnapshot:
             per_node = counted.counts if mask is None else np.where(mask, counted.counts, 0)
             sums = np.zeros(len(index.values) + 1, dtype=np.int64)
             sums[:-1] = index.aggregate(per_node)
+            for stale_key in [k for k, kept in counted.sums.items() if kept[1] is not index]:
+                del counted.sums[stale_key]  # summed over nodes that have changed since
             if len(counted.sums) >= _DOMAIN_SUMS_SIZE:
                 counted.sums.clear()
             counted.sums[cache_key] = (counted.version, index, sums, mask)
