@@ -99,6 +99,19 @@ class ClusterCache:
             self._bound_pods[key] = pod
             self.framework.upsert_pod(pod)
 
+    def refresh_bound_pod(self, pod: JsonDict) -> None:
+        """A newer version of a bound pod that changes nothing the core reads (its status, as the
+        kubelet or kwok reports it): kept in place of the old one, the core left alone.
+
+        Keeping the old version would hold two copies of every such pod, the cache's and the
+        watch store's, for as long as the pod lives. A pod not counted (gone, finished) stays
+        uncounted.
+        """
+        key = pod_key(pod)
+        with self.lock:
+            if key in self._bound_pods:
+                self._bound_pods[key] = pod
+
     def delete_pod(self, pod: JsonDict) -> None:
         key = pod_key(pod)
         with self.lock:

@@ -23,6 +23,8 @@ log = logging.getLogger("gputopo.scheduler.events")
 
 SERIES_WINDOW_S = 360.0
 SCHEDULING_GATED_MESSAGE = "Scheduling is blocked due to non-empty scheduling gates"
+# Events remembered for a series before those older than the window are dropped.
+REMEMBERED_EVENTS = 10000
 
 
 @dataclass
@@ -42,6 +44,7 @@ class EventRecorder:
     _pool: WorkerPool = field(init=False)
     _recorded: dict[tuple[str, str, str], _Recorded] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _expire_above: int = field(default=REMEMBERED_EVENTS, init=False)
 
     def __post_init__(self) -> None:
         self._pool = WorkerPool("events", self.workers)
@@ -50,9 +53,16 @@ class EventRecorder:
         self._pool.shutdown(wait=True)
 
     def scheduled(self, pod: JsonDict, node_name: str) -> None:
+        """One per binding: a pod is bound once, so this event never repeats and is not
+        remembered for a series (remembering it would keep an entry per bound pod)."""
         meta = pod.get("metadata", {})
         note = f"Successfully assigned {meta.get('namespace')}/{meta.get('name')} to {node_name}"
-        self._pool.submit(self._emit, pod, "Normal", "Scheduled", "Binding", note)
+        self._pool.submit(self._emit_once, pod, "Normal", "Scheduled", "Binding", note)
+
+    def _emit_once(
+        self, pod: JsonDict, event_type: str, reason: str, action: str, note: str
+    ) -> None:
+        self._emit(pod, event_type, reason, action, note, remember=False)
 
     def failed_scheduling(self, pod: JsonDict, message: str) -> None:
         """FailedScheduling event plus PodScheduled=False/Unschedulable, both saying ``message``."""
@@ -102,14 +112,18 @@ class EventRecorder:
         action: str,
         note: str,
         regarding: tuple[str, str] = ("v1", "Pod"),
+        *,
+        remember: bool = True,
     ) -> None:
         meta = pod.get("metadata", {})
         namespace = str(meta.get("namespace") or "default")
         uid = str(meta.get("uid") or "")
         key = (uid, reason, note)
         now = time.monotonic()
+        known: _Recorded | None = None
         with self._lock:
-            known = self._recorded.get(key)
+            if remember:
+                known = self._recorded.get(key)
             if known is not None and now - known.last_seen < SERIES_WINDOW_S:
                 known.count += 1
                 known.last_seen = now
@@ -152,10 +166,15 @@ class EventRecorder:
                 body=body,
                 decode=False,
             )
+            if not remember:
+                return
             with self._lock:
                 self._recorded[key] = _Recorded(name, namespace, 1, now)
-                if len(self._recorded) > 10000:
+                if len(self._recorded) > self._expire_above:
                     self._expire_locked(now)
+                    # a scan per event while more than that are within the window would cost
+                    # O(n) each: the next scan waits until the map has doubled
+                    self._expire_above = max(REMEMBERED_EVENTS, 2 * len(self._recorded))
         except (KubeApiError, OSError, ValueError) as err:
             log.warning(
                 "event write failed",

@@ -155,7 +155,10 @@ class ClusterEventHandlers:
                 == pod["metadata"].get("deletionTimestamp")
                 and not self.cache.is_assumed(key)
             ):
-                return  # a status-only change (kubelet/kwok): nothing the filters read moved
+                # a status-only change (kubelet/kwok): nothing the filters read moved; the cache
+                # keeps the new version only, the one the watch's store holds too
+                self.cache.refresh_bound_pod(pod)
+                return
             self.cache.upsert_bound_pod(pod)
             if finished_now:
                 self.queue.move_all_to_active_or_backoff()

@@ -5,6 +5,10 @@ resourceVersion with bookmarks; on 410 Gone (or an ERROR event saying so) relist
 deliver the difference against what was known, so a deletion missed while disconnected still
 arrives as a delete. Connection errors reconnect with capped exponential backoff and jitter
 (:class:`gputopo.core.retry.Backoff`, the agent's policy too).
+
+A ``transform`` trims each object before it is stored or handed on, as client-go's
+``SetTransform``: the store keeps every object of its kind for as long as it exists, so what
+nobody reads should not stay (`strip_managed_fields`, kube-scheduler's choice too).
 """
 
 from __future__ import annotations
@@ -27,6 +31,15 @@ class EventHandler(Protocol):
     def on_add(self, kind: str, obj: JsonDict) -> None: ...
     def on_update(self, kind: str, old: JsonDict, new: JsonDict) -> None: ...
     def on_delete(self, kind: str, obj: JsonDict) -> None: ...
+
+
+def strip_managed_fields(obj: JsonDict) -> JsonDict:
+    """Drop ``metadata.managedFields`` (the API server's per-manager field sets: a quarter to a
+    third of a Pod's JSON, more with every writer), which the scheduler never reads."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return obj
 
 
 def object_key(obj: JsonDict) -> str:
@@ -52,6 +65,7 @@ class Reflector:
     initial_backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     on_error: Callable[[str, Exception], None] | None = None
+    transform: Callable[[JsonDict], JsonDict] | None = None
     store: dict[str, JsonDict] = field(default_factory=dict, init=False)
     synced: threading.Event = field(default_factory=threading.Event, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
@@ -129,8 +143,9 @@ class Reflector:
             if continue_token:
                 query["continue"] = continue_token
             answer = self.api.request("GET", self.path, query=query, timeout_s=60)
+            transform = self.transform
             for item in answer.get("items") or []:
-                items[object_key(item)] = item
+                items[object_key(item)] = transform(item) if transform is not None else item
             meta = answer.get("metadata") or {}
             continue_token = str(meta.get("continue") or "")
             resource_version = str(meta.get("resourceVersion") or resource_version)
@@ -205,6 +220,8 @@ class Reflector:
         if kind == "BOOKMARK":
             self._resource_version = version or self._resource_version
             return
+        if self.transform is not None:
+            obj = self.transform(obj)
         key = object_key(obj)
         if kind == "ADDED" or kind == "MODIFIED":
             known = self.store.get(key)

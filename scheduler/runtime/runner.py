@@ -40,7 +40,7 @@ from gputopo.scheduler.runtime.dra_writer import DraWriter
 from gputopo.scheduler.runtime.events import EventRecorder
 from gputopo.scheduler.runtime.gang_hooks import GangHooks
 from gputopo.scheduler.runtime.handlers import NRT_KIND, ClusterEventHandlers
-from gputopo.scheduler.runtime.informer import Reflector
+from gputopo.scheduler.runtime.informer import Reflector, strip_managed_fields
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from gputopo.scheduler.runtime.leader import LeaderElector, LeaseConfig
 from gputopo.scheduler.runtime.metrics import HealthServer, RuntimeState, SchedulerMetrics
@@ -172,9 +172,15 @@ class SchedulerRuntime:
             is_leader=self.is_leader,
         )
         handlers, on_error = self.handlers, self._watch_error
-        self._pod_reflector = Reflector(api, "Pod", PODS_PATH, handlers, on_error=on_error)
+        # Pods and Nodes are the objects there are thousands of, kept whole for as long as they
+        # exist (the watch's store, preemption's victims); their managedFields are never read
+        # and the runtime never writes either back whole.
+        trim = strip_managed_fields
+        self._pod_reflector = Reflector(
+            api, "Pod", PODS_PATH, handlers, on_error=on_error, transform=trim
+        )
         self.reflectors = [
-            Reflector(api, "Node", NODES_PATH, handlers, on_error=on_error),
+            Reflector(api, "Node", NODES_PATH, handlers, on_error=on_error, transform=trim),
             self._pod_reflector,
             Reflector(api, "Namespace", NAMESPACES_PATH, handlers, on_error=on_error),
             Reflector(api, "PriorityClass", PRIORITY_CLASSES_PATH, handlers, on_error=on_error),

@@ -12,11 +12,12 @@ to 5000 so its 50 QPS default rate limit does not decide the result; gputopo-sch
 leader election off and its defaults. Both bind to the same nodes, emptied in between.
 
 Also reported: ``cpu_s``, the scheduler process's CPU seconds (user + system, from /proc) when
-the last pod was bound, and ``rss_mib`` / ``peak_rss_mib``, its resident memory then and at
-its peak (VmRSS, VmHWM). GPUTOPO_BENCH_ROUNDS (default 1) alternates the two schedulers that
-many times on the same control plane, kube-scheduler first in odd rounds and second in even
-ones (`round_orders`): rates drift down run after run, and on a shared machine one pair of runs
-is noise.
+the last pod was bound, and ``cpu_binding_s``, those spent from the first binding seen (within
+50 ms) to the last: the cost of binding, start-up and the initial list left out; and
+``rss_mib`` / ``peak_rss_mib``, its resident memory then and at its peak (VmRSS, VmHWM).
+GPUTOPO_BENCH_ROUNDS (default 1) alternates the two schedulers that many times on the same
+control plane, kube-scheduler first in odd rounds and second in even ones (`round_orders`):
+rates drift down run after run, and on a shared machine one pair of runs is noise.
 
 GPUTOPO_BENCH_URLLIB3=1 adds a third run per round, gputopo-scheduler with its HTTP transport
 swapped for urllib3 (tests/bench/urllib3_transport.py; docs/performance.md, "The HTTP client").
@@ -28,6 +29,11 @@ and Scheduled event), alternated with the two schedulers (`round_orders`). Each 
 of what the API server and etcd absorb here the scheduler uses. The ceiling ignores GPU counts,
 so its placements overcommit and are not checked.
 
+GPUTOPO_BENCH_PROFILE=DIR samples each gputopo-scheduler run with py-spy (on PATH, or
+GPUTOPO_BENCH_PYSPY=path), attached to the running process so ``cpu_s`` stays its own: the
+thread holding the GIL, 250 times a second, as folded stacks per thread in DIR/<run>.folded,
+and each thread's CPU seconds in DIR/<run>.threads (`_profiled`).
+
 Run: ``make bench BENCH_ARGS="-k e2e -s"``; scale with GPUTOPO_BENCH_NODES / GPUTOPO_BENCH_PODS
 (docs/performance.md has the commands for 200 and 1000 nodes).
 """
@@ -38,6 +44,9 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -257,6 +266,48 @@ def _namespace(plane: ControlPlane, name: str) -> Iterator[str]:
         plane.delete_namespace(name)
 
 
+# The GIL holder only (what Python runs), 250 Hz, thread names kept, folded stacks to the file;
+# without pausing the process per sample (that costs each of its ~40 threads CPU in the kernel).
+PY_SPY_OPTIONS = ("--gil", "--nonblocking", "--rate", "250", "--threads", "--format", "raw", "-o")
+
+
+@contextlib.contextmanager
+def _profiled(pid: int, run: str) -> Iterator[None]:
+    """py-spy sampling ``pid`` for the block when GPUTOPO_BENCH_PROFILE names a folder."""
+    folder = os.environ.get("GPUTOPO_BENCH_PROFILE")
+    if not folder:
+        yield
+        return
+    pyspy = os.environ.get("GPUTOPO_BENCH_PYSPY") or shutil.which("py-spy")
+    if pyspy is None:
+        raise RuntimeError("GPUTOPO_BENCH_PROFILE: py-spy is not on PATH (set GPUTOPO_BENCH_PYSPY)")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    output = Path(folder) / f"{run}.folded"
+    sampler = subprocess.Popen(
+        [pyspy, "record", "--pid", str(pid), *PY_SPY_OPTIONS, str(output)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield
+        # CPU seconds per thread (py-spy's stacks name each thread by this id): GIL sampling
+        # misses what runs without the GIL (TLS, socket I/O, numpy).
+        (Path(folder) / f"{run}.threads").write_text(
+            "".join(f"{tid} {seconds}\n" for tid, seconds in _thread_cpu_seconds(pid).items())
+        )
+    finally:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        sampler.wait(timeout=60)
+
+
+def _thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each thread of a live process, by native thread id."""
+    seconds: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            seconds[int(task.name)] = _cpu_seconds(pid, task.name)
+    return seconds
+
+
 def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
     api = KubeApi(plane.admin)
     name = {"kube-scheduler": KUBE_NAME, CEILING: CEILING_NAME}.get(which, GPUTOPO_NAME)
@@ -271,10 +322,19 @@ def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
         else:
             transport = "urllib3" if which == URLLIB3_VARIANT else "hand"
             process = _start_gputopo(plane, workdir, transport)
+        profiled = (
+            _profiled(process.pid, namespace)
+            if which not in ("kube-scheduler", CEILING)
+            else contextlib.nullcontext()
+        )
         try:
             deadline = time.monotonic() + float(os.environ.get("GPUTOPO_BENCH_TIMEOUT_S", "300"))
-            while watch.count() < PODS and process.alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            cpu_first_bind_s = None
+            with profiled:
+                while watch.count() < PODS and process.alive() and time.monotonic() < deadline:
+                    if cpu_first_bind_s is None and watch.count() and process.alive():
+                        cpu_first_bind_s = _cpu_seconds(process.pid)
+                    time.sleep(0.05)
             assert watch.count() >= PODS, (
                 f"{which} bound {watch.count()}/{PODS}; watch errors {watch.errors[-3:]}; "
                 f"log: {process.log_tail()}"
@@ -297,6 +357,8 @@ def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
             "end_to_end_pods_per_s": round(len(times) / (last - spawned), 1),
             "max_gpus_on_one_node": max(gpus.values()),
             "cpu_s": cpu_s,
+            # after the first bind (start-up, imports and the initial list excluded)
+            "cpu_binding_s": round(cpu_s - (cpu_first_bind_s or 0.0), 2),
             "rss_mib": rss_mib,
             "peak_rss_mib": peak_rss_mib,
         }
@@ -320,9 +382,11 @@ def add_ceiling_fractions(results: list[dict[str, Any]], per_round: int) -> None
             result["of_ceiling"] = round(result["steady_pods_per_s"] / ceiling, 3)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process (fields 14 and 15 of /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _cpu_seconds(pid: int, thread: str | None = None) -> float:
+    """User + system CPU seconds of a live process (fields 14 and 15 of /proc/PID/stat), or of
+    one of its threads (/proc/PID/task/TID/stat)."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
 

@@ -239,3 +239,25 @@ def test_relabelled_pod_whose_terms_read_its_labels_is_re_added(
 
 def _must_not_be_called(*_: object) -> None:
     raise AssertionError("the confirmation re-parsed the pod")
+
+
+def test_status_update_of_a_bound_pod_replaces_the_kept_version_without_reparsing(
+    cache: ClusterCache, framework: CoreFramework, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache.upsert_bound_pod(gpu_pod("llama-0", 8, node="dgx-a"))
+    running = gpu_pod("llama-0", 8, node="dgx-a", phase="Running")
+    monkeypatch.setattr(framework, "upsert_pod", _must_not_be_called)
+    cache.refresh_bound_pod(running)
+    assert cache.bound_pods() == [running]
+    assert cache.bound_pods()[0] is running  # the old version is no longer held
+    assert gpus_used(framework, "dgx-a") == 8
+
+
+def test_status_update_of_a_pod_not_counted_adds_nothing(
+    cache: ClusterCache, framework: CoreFramework
+) -> None:
+    cache.refresh_bound_pod(gpu_pod("unknown", 8, node="dgx-a", phase="Running"))
+    cache.upsert_bound_pod(gpu_pod("done", 8, node="dgx-a", phase="Failed"))
+    cache.refresh_bound_pod(gpu_pod("done", 8, node="dgx-a", phase="Failed"))
+    assert cache.bound_pods() == []
+    assert gpus_used(framework, "dgx-a") == 0

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from gputopo.scheduler.runtime.informer import Reflector
+from gputopo.scheduler.runtime.informer import Reflector, strip_managed_fields
 from gputopo.scheduler.runtime.kube import JsonDict
 
 
@@ -57,7 +57,11 @@ class Recorder:
         self.seen.append(("delete", obj["metadata"]["name"]))
 
 
-def _run(api: ScriptedApi, handler: Recorder) -> Reflector:
+def _run(
+    api: ScriptedApi,
+    handler: Recorder,
+    transform: Callable[[JsonDict], JsonDict] | None = None,
+) -> Reflector:
     errors: list[Exception] = []
     reflector = Reflector(
         api,  # type: ignore[arg-type]
@@ -66,6 +70,7 @@ def _run(api: ScriptedApi, handler: Recorder) -> Reflector:
         handler,  # type: ignore[arg-type]
         initial_backoff_s=0.01,
         on_error=lambda _, err: errors.append(err),
+        transform=transform,
     )
     reflector.start()
     assert api.idle.wait(10), "the reflector never went idle"
@@ -106,3 +111,58 @@ def test_bookmarks_advance_the_resource_version_without_events() -> None:
     _run(api, handler)
     assert handler.seen == [("add", "a")]
     assert api.watch_versions[:2] == ["5", "42"]
+
+
+def _managed(node: JsonDict) -> JsonDict:
+    node["metadata"]["managedFields"] = [{"manager": "kwok", "fieldsV1": {"f:status": {}}}]
+    return node
+
+
+class KeepingRecorder(Recorder):
+    """Also keeps the objects handed over, to see what the handler was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: list[JsonDict] = []
+
+    def on_add(self, kind: str, obj: JsonDict) -> None:
+        super().on_add(kind, obj)
+        self.objects.append(obj)
+
+    def on_update(self, kind: str, old: JsonDict, new: JsonDict) -> None:
+        super().on_update(kind, old, new)
+        self.objects.append(new)
+
+
+def test_transform_trims_listed_and_watched_objects_before_store_and_handler() -> None:
+    api = ScriptedApi(
+        lists=[[_managed(_node("a", "5"))]],
+        watches=[[{"type": "MODIFIED", "object": _managed(_node("a", "7"))}]],
+    )
+    handler = KeepingRecorder()
+    reflector = _run(api, handler, strip_managed_fields)
+    assert handler.seen == [("add", "a"), ("update", "a")]
+    assert [obj["metadata"] for obj in handler.objects] == [
+        {"name": "a", "resourceVersion": "5"},
+        {"name": "a", "resourceVersion": "7"},
+    ]
+    assert reflector.store["a"] is handler.objects[-1]  # one copy: the store's is the handler's
+
+
+def test_without_transform_objects_are_kept_whole() -> None:
+    api = ScriptedApi(lists=[[_managed(_node("a", "5"))]], watches=[])
+    handler = KeepingRecorder()
+    _run(api, handler)
+    assert "managedFields" in handler.objects[0]["metadata"]
+
+
+def test_strip_managed_fields_leaves_everything_else() -> None:
+    pod = {
+        "metadata": {"name": "p", "labels": {"app": "x"}, "managedFields": [{"manager": "m"}]},
+        "spec": {"nodeName": "dgx-a"},
+    }
+    assert strip_managed_fields(pod) == {
+        "metadata": {"name": "p", "labels": {"app": "x"}},
+        "spec": {"nodeName": "dgx-a"},
+    }
+    assert strip_managed_fields({"kind": "Status"}) == {"kind": "Status"}
