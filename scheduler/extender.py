@@ -55,7 +55,7 @@ from gputopo.scheduler.model import parse_pod
 from gputopo.scheduler.plugins import headroom
 from gputopo.scheduler.runtime.cache import ClusterCache, is_terminal, node_name_of
 from gputopo.scheduler.runtime.core_adapter import CoreFramework
-from gputopo.scheduler.runtime.informer import Reflector
+from gputopo.scheduler.runtime.informer import Reflector, strip_managed_fields
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi
 
 log = logging.getLogger("gputopo.scheduler.extender")
@@ -371,8 +371,9 @@ class ExtenderCache:
         self.cache = ClusterCache(framework)
         self.framework = framework
         self.reflectors = [
-            Reflector(api, "Node", NODES_PATH, self),
-            Reflector(api, "Pod", PODS_PATH, self),
+            # managedFields dropped, as the scheduler runtime's watches do (memory per pod)
+            Reflector(api, "Node", NODES_PATH, self, transform=strip_managed_fields),
+            Reflector(api, "Pod", PODS_PATH, self, transform=strip_managed_fields),
             Reflector(api, "Namespace", NAMESPACES_PATH, self),
         ]
 

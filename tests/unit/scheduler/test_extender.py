@@ -166,6 +166,17 @@ def test_watch_events_keep_bound_running_pods_only() -> None:
     assert framework.node_names() == []
 
 
+def test_node_and_pod_watches_drop_managed_fields() -> None:
+    watch = ExtenderCache(KubeApi(api_client=None), CoreFramework())
+    trims = {reflector.kind: reflector.transform for reflector in watch.reflectors}
+    bound = gpu_pod("running", gpus=1, node_name="n1")
+    bound["metadata"]["managedFields"] = [{"manager": "kube-scheduler", "fieldsV1": {}}]
+    for kind in ("Node", "Pod"):
+        trim = trims[kind]
+        assert trim is not None, kind
+        assert "managedFields" not in trim(json.loads(json.dumps(bound)))["metadata"]
+
+
 @pytest.fixture
 def server() -> Iterator[ExtenderServer]:
     http = ExtenderServer("127.0.0.1:0", Extender(_framework(GPU_PACKING_PROFILE)))
