@@ -213,8 +213,66 @@ def score(pod: Pod, allocator: gpu_alloc.GpuAllocator, feasible: IntArray) -> In
         (NAME, request.gpus, request.scope),
         feasible,
         allocator.summary_version,
-        lambda slots: _scores(request, allocator, slots),
+        lambda slots: (
+            _scores(request, allocator, slots)
+            if len(slots) > _FEW
+            else np.array(
+                [_slot_score(request, allocator, s) for s in slots.tolist()], dtype=np.int64
+            )
+        ),
     )
+
+
+# Up to this many nodes to (re)score, `_slot_score` in plain Python beats `_scores`' thirty
+# array operations (a cycle usually finds one or two nodes changed since the last of its shape).
+_FEW: Final = 8
+
+
+def _step(leftover: int, values: tuple[int, int, int, int, int]) -> int:
+    """`_steps` for one leftover."""
+    return int(_STEP_TABLES[values][min(max(leftover, 0), 8)])
+
+
+def _slot_score(request: TopologyRequest, allocator: gpu_alloc.GpuAllocator, slot: int) -> int:
+    """`_scores` of one slot for a whole-GPU request (no MIG), without arrays; a property test
+    holds the two equal."""
+    count = request.gpus
+    best_aligned = -1
+    for free, domain_free, domain_size in zip(
+        allocator.aligned_free[slot].tolist(),
+        allocator.aligned_domain_free[slot].tolist(),
+        allocator.aligned_domain_size[slot].tolist(),
+        strict=True,
+    ):
+        if free < count:
+            continue
+        intact = domain_free == domain_size and domain_size > count
+        intact = intact and domain_size >= PROTECTED_DOMAIN
+        pack = 0 if intact else _step(domain_free - count, PACK_POINTS)
+        value = (
+            TIER_ALIGNED
+            + _step(free - count, FIT_POINTS)
+            + pack
+            + _step(domain_size - count, SIZE_POINTS)
+        )
+        best_aligned = max(best_aligned, value)
+    scope = request.scope
+    if best_aligned >= 0:
+        tier = best_aligned
+    else:
+        fits_domain = count > 1 and any(
+            free >= count for free in allocator.domain_free[slot].tolist()
+        )
+        fits_numa = count > 1 and any(free >= count for free in allocator.numa_free[slot].tolist())
+        if scope == SINGLE_NUMA and fits_numa:
+            tier = TIER_REQUESTED_SCOPE  # meeting the ask beats a cross-NUMA NVLink domain
+        elif fits_domain:
+            tier = TIER_REQUESTED_SCOPE if scope in (None, SINGLE_NVLINK_DOMAIN) else TIER_NVLINK
+        elif fits_numa:
+            tier = TIER_NUMA
+        else:
+            tier = TIER_SPREAD
+    return tier + int(allocator.sla[slot]) * (SLA_BONUS_MAX + 1) // 1001
 
 
 def _scores(

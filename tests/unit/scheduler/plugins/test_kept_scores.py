@@ -95,7 +95,7 @@ _OPS = st.lists(
         st.integers(0, 7),  # pod
         st.sampled_from(sorted(LAYOUTS)),
         st.sampled_from([1, 2, 4, 8]),
-        st.sampled_from([None, "single-numa", "nvlink-and-numa"]),
+        st.sampled_from([None, "single-numa", "single-nvlink-domain", "nvlink-and-numa"]),
     ),
     max_size=30,
 )
