@@ -437,6 +437,13 @@ class NodeAgentMetrics:
         self._previous = gpus
         self.holder.update(load=LoadSample(timestamp=time.time(), gpus=gpus))
 
+    def reported(self) -> set[int]:
+        """The GPUs whose utilisation the last sample has: NVML reports none for a GPU in MIG
+        mode (NOT_SUPPORTED, as a real one does), so the agent exports none for it either."""
+        return {
+            index for index, load in self._previous.items() if load.utilization_ratio is not None
+        }
+
 
 @contextmanager
 def agent_metrics(nodes: dict[str, ClusterNode]) -> Iterator[dict[str, NodeAgentMetrics]]:
@@ -500,9 +507,10 @@ def apply_load(
         metrics[name].set_utilization(ratios)
     config = load_config(prometheus)
     want = {
-        (name, metrics[name].topology.gpus[i].index): round(100 * min(1.0, ratio)) / 100
+        (name, gpu.index): round(100 * min(1.0, ratio)) / 100
         for name, ratios in expected.items()
-        for i, ratio in enumerate(ratios)
+        for gpu, ratio in zip(metrics[name].topology.gpus, ratios, strict=True)
+        if gpu.index in metrics[name].reported()
     }
     deadline = time.monotonic() + LOAD_WAIT_S
     while True:
@@ -517,7 +525,16 @@ def apply_load(
             got = {}
         if all(abs(got.get(key, -1.0) - value) < 0.005 for key, value in want.items()):
             break
-        assert time.monotonic() < deadline, "Prometheus never showed the step's load"
+        if time.monotonic() >= deadline:
+            missing = [
+                f"{key}: want {value}, got {got.get(key)}"
+                for key, value in want.items()
+                if abs(got.get(key, -1.0) - value) >= 0.005
+            ]
+            raise AssertionError(
+                f"Prometheus never showed the step's load: {len(missing)} of {len(want)} GPUs "
+                f"differ, e.g. {missing[:3]}; query {config.promql(GPU_UTILIZATION)!r}"
+            )
         time.sleep(0.2)
     if tracker is not None:
         tracker.refresh_once()
