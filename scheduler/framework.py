@@ -306,11 +306,7 @@ class NodeSampler:
 
     @classmethod
     def of(cls, snapshot: ClusterSnapshot) -> NodeSampler:
-        sampler = snapshot.attached(cls)
-        if sampler is None:
-            sampler = cls()
-            snapshot.attach(sampler)
-        return sampler
+        return snapshot.attached_or_new(cls, cls)
 
 
 def sample_feasible(feasible: IntArray, to_find: int, start: int) -> tuple[IntArray, int]:

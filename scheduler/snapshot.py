@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -506,6 +506,15 @@ class ClusterSnapshot:
         """The state of type ``kind`` attached to this snapshot, or None."""
         state = self._attached.get(kind)
         return state if isinstance(state, kind) else None
+
+    def attached_or_new(self, kind: type[_T], make: Callable[[], _T]) -> _T:
+        """The state of type ``kind`` attached to this snapshot; ``make()`` attached first if
+        there is none (long-lived state made with defaults on first use)."""
+        state = self.attached(kind)
+        if state is None:
+            state = make()
+            self.attach(state)
+        return state
 
     def remember_static(self, key: str, value: object) -> None:
         cache = self.static_cache()

@@ -184,11 +184,7 @@ class GpuAllocator:
         The allocator keeps which GPUs each pod holds across cycles, so it lives as long as its
         snapshot and is kept by it (a runtime attaches one configured with its NRT age and clock).
         """
-        allocator = snapshot.attached(cls)
-        if allocator is None:
-            allocator = cls(snapshot)
-            snapshot.attach(allocator)
-        return allocator
+        return snapshot.attached_or_new(cls, lambda: cls(snapshot))
 
     # ------------------------------------------------------------ inputs
 

@@ -35,11 +35,7 @@ class KeptScores:
 
     @classmethod
     def of(cls, snapshot: ClusterSnapshot) -> KeptScores:
-        kept = snapshot.attached(cls)
-        if kept is None:
-            kept = cls()
-            snapshot.attach(kept)
-        return kept
+        return snapshot.attached_or_new(cls, cls)
 
     def scores(
         self,
