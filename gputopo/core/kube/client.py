@@ -14,12 +14,12 @@ raises :class:`KubeConnectionError`, an ``OSError``, which :mod:`gputopo.core.re
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
+from gputopo.core.kube import codec
 from gputopo.core.kube.config import ClusterConfig, load_config
 from gputopo.core.kube.errors import KubeApiError
 from gputopo.core.kube.transport import DEFAULT_TIMEOUT_S, HttpConnections, HttpStream
@@ -88,9 +88,9 @@ def json_lines(chunks: Iterable[bytes]) -> Iterator[JsonDict]:
         *lines, pending = pending.split(b"\n")
         for line in lines:
             if line.strip():
-                yield json.loads(line)
+                yield codec.loads(line)
     if pending.strip():
-        yield json.loads(pending)
+        yield codec.loads(pending)
 
 
 class KubeClient:
@@ -156,14 +156,14 @@ class KubeClient:
         headers = self._headers()
         payload = None
         if body is not None:
-            payload = json.dumps(body, separators=(",", ":")).encode()
+            payload = codec.dumps(body)
             headers["Content-Type"] = content_type
         status, reason, data = self._http.exchange(
             method, target(path, query), payload, headers, timeout_s or self.timeout_s
         )
         if not 200 <= status <= 299:
             raise KubeApiError(method, path, status, data, reason)
-        return json.loads(data) if data and decode else None
+        return codec.loads(data) if data and decode else None
 
     def stream_lines(
         self,
