@@ -1,14 +1,16 @@
 """Scores kept across cycles for the nodes that did not change.
 
-A node's NodeResourcesFit, NodeResourcesBalancedAllocation or GpuTopology score depends only on
-that node (what it offers, what its pods hold) and on what the pod asks for, so pods of one
-request shape would compute the same score for every node that nothing touched since. A
-`KeptScores` (attached to the snapshot) keeps, per plugin and request shape, the last score of
-every node slot with the version of the slot it was computed at, and recomputes only the slots
-whose version has moved on: a cycle then costs a few array lookups plus the work for the nodes
-that changed, not the work for every feasible node. The versions are the snapshot's
-(`ClusterSnapshot.slot_version`: the Node or its pods changed) or the GPU allocator's (a node's
-GPU summary changed). At most `LIMIT` shapes are kept, the least recently used dropped first.
+A node's GpuTopology score depends only on that node (its free GPUs, as the GPU allocator
+summarises them) and on what the pod asks for, so pods of one request shape would compute the
+same score for every node that nothing touched since. A `KeptScores` (attached to the
+snapshot) keeps, per plugin and request shape, the last score of every node slot with the
+version of the slot it was computed at, and recomputes only the slots whose version has moved
+on: a cycle then costs a few array lookups plus the work for the nodes that changed, not the
+work for every feasible node. The caller passes the versions (GpuTopology: the allocator's
+`summary_version`). NodeResourcesFit's and BalancedAllocation's scores are per node too, but
+keeping them did not pay: a CPU pod scores the next nodes of the round-robin walk, which its
+shape last scored long ago (docs/performance.md). At most `LIMIT` shapes are kept, the least
+recently used dropped first.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
 
-# Two int64 arrays per shape: 80 KB per shape at 5000 nodes, 10 MB at the limit.
+# Two int64 arrays per shape: 80 KB per shape at 5000 nodes, 5 MB at the limit.
 LIMIT: Final = 64
 
 
