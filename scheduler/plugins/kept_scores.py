@@ -8,9 +8,10 @@ version of the slot it was computed at, and recomputes only the slots whose vers
 on: a cycle then costs a few array lookups plus the work for the nodes that changed, not the
 work for every feasible node. The caller passes the versions (GpuTopology: the allocator's
 `summary_version`). NodeResourcesFit's and BalancedAllocation's scores are per node too, but
-keeping them did not pay: a CPU pod scores the next nodes of the round-robin walk, which its
-shape last scored long ago (docs/performance.md). At most `LIMIT` shapes are kept, the least
-recently used dropped first.
+keeping them did not pay (docs/performance.md): a CPU pod's sampled nodes nearly always include
+some changed since its shape last looked, and rescoring a few nodes takes the same few dozen
+array operations as scoring hundreds. At most `LIMIT` shapes are kept, the least recently used
+dropped first.
 """
 
 from __future__ import annotations
