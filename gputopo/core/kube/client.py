@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
-from gputopo.core.kube import codec
+from gputopo.core.kube.codec import STANDARD, JsonCodec
 from gputopo.core.kube.config import ClusterConfig, load_config
 from gputopo.core.kube.errors import KubeApiError
 from gputopo.core.kube.transport import DEFAULT_TIMEOUT_S, HttpConnections, HttpStream
@@ -78,7 +78,7 @@ def target(path: str, query: Query | None) -> str:
     return path + "?" + urllib.parse.urlencode(pairs)
 
 
-def json_lines(chunks: Iterable[bytes]) -> Iterator[JsonDict]:
+def json_lines(chunks: Iterable[bytes], codec: JsonCodec = STANDARD) -> Iterator[JsonDict]:
     """One decoded JSON document per line, whatever chunk boundaries split the lines."""
     pending = b""
     for chunk in chunks:
@@ -99,7 +99,8 @@ class KubeClient:
 
     ``authorization`` replaces the bearer token of ``config`` (an official-client
     configuration's refresh hook); ``authorization_ttl_s`` caches the header that long (the
-    scheduler: 1 s; the agent: 0, a token file is read for every request).
+    scheduler: 1 s; the agent: 0, a token file is read for every request). ``codec`` reads and
+    writes the JSON (`gputopo.core.kube.codec`; the standard library's by default).
     """
 
     def __init__(
@@ -110,8 +111,10 @@ class KubeClient:
         user_agent: str = USER_AGENT,
         authorization: Callable[[], str | None] | None = None,
         authorization_ttl_s: float = 0.0,
+        codec: JsonCodec = STANDARD,
     ) -> None:
         self.config = config
+        self.codec = codec
         self.timeout_s = timeout_s
         self.user_agent = user_agent
         https = urllib.parse.urlsplit(config.server).scheme == "https"
@@ -156,14 +159,14 @@ class KubeClient:
         headers = self._headers()
         payload = None
         if body is not None:
-            payload = codec.dumps(body)
+            payload = self.codec.dumps(body)
             headers["Content-Type"] = content_type
         status, reason, data = self._http.exchange(
             method, target(path, query), payload, headers, timeout_s or self.timeout_s
         )
         if not 200 <= status <= 299:
             raise KubeApiError(method, path, status, data, reason)
-        return codec.loads(data) if data and decode else None
+        return self.codec.loads(data) if data and decode else None
 
     def stream_lines(
         self,
@@ -183,7 +186,7 @@ class KubeClient:
         try:
             if not 200 <= stream.status <= 299:
                 raise KubeApiError("GET", path, stream.status, stream.read(), stream.reason)
-            yield from json_lines(stream.chunks())
+            yield from json_lines(stream.chunks(), self.codec)
         finally:
             stream.close()
 
