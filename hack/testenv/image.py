@@ -16,20 +16,18 @@ and, as root on Debian, installs buildah and mmdebstrap with apt-get when they a
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hack.testenv.tools import cache_root
+from hack.testenv.tools import cache_root, locked, say
 
 SUITE = "bookworm"
 VARIANT = "minbase"
@@ -224,21 +222,6 @@ def install_commands() -> None:
         raise BaseImageUnavailableError(f"apt-get ran but {' and '.join(still)} is still absent")
 
 
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _say(message: str) -> None:
-    print(f"testenv: {message}", file=sys.stderr, flush=True)
-
-
 def _mmdebstrap_command(target: Path) -> list[str]:
     mirror = os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR
     command = [
@@ -301,7 +284,7 @@ def ensure() -> BaseImage:
     """Build the root filesystem and import it, each only if missing; return the image."""
     install_commands()
     directory = cache_dir()
-    with _locked(directory):
+    with locked(directory):
         with contextlib.suppress(BaseImageUnavailableError):
             return locate()
         stamp = _read_stamp(directory)
@@ -309,7 +292,7 @@ def ensure() -> BaseImage:
         log = directory / "build.log"
         if not tarball.is_file() or stamp.get("tarball_size") != tarball.stat().st_size:
             staging = directory / f".rootfs-{os.getpid()}.tar"
-            _say(f"building the base image's root filesystem with mmdebstrap (log: {log})")
+            say(f"building the base image's root filesystem with mmdebstrap (log: {log})")
             started = time.monotonic()
             try:
                 _run_logged(_mmdebstrap_command(staging), log, timeout=1800)
@@ -322,7 +305,7 @@ def ensure() -> BaseImage:
                 "mmdebstrap_seconds": round(time.monotonic() - started, 1),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-        _say(f"importing {tarball} as {reference()} into {store().root}")
+        say(f"importing {tarball} as {reference()} into {store().root}")
         stamp["image_id"] = _import(store(), tarball)
         temporary = directory / f".{_STAMP}.{os.getpid()}"
         temporary.write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -353,7 +353,7 @@ def find_go() -> Path | None:
 
 
 @contextlib.contextmanager
-def _locked(cache_dir: Path) -> Iterator[None]:
+def locked(cache_dir: Path) -> Iterator[None]:
     """One builder per cache directory; a second `ensure` waits, then finds the work done."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     with (cache_dir / ".lock").open("w") as lock:
@@ -460,14 +460,15 @@ def _keep_running_unless_done(stage: dict[str, Any]) -> dict[str, Any]:
     return stage
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
+    """One progress line on stderr (builds take minutes; CI shows what is happening)."""
     print(f"testenv: {message}", file=sys.stderr, flush=True)
 
 
 def _ensure_tool(go: Path, tool: GoTool) -> None:
     """Build one tool of GO_TOOLS into its own cache directory, unless a racer already did."""
     cache_dir = tool_cache_dir(tool)
-    with _locked(cache_dir):
+    with locked(cache_dir):
         stamp = _read_stamp(cache_dir)
         if _cached_ok(cache_dir, stamp, tool.name) and _assets_ok(cache_dir / tool.name, tool):
             return
@@ -475,7 +476,7 @@ def _ensure_tool(go: Path, tool: GoTool) -> None:
         staging = cache_dir / f".build-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        _say(f"building {tool.name} {tool_version(tool)} with {go} (log: {log})")
+        say(f"building {tool.name} {tool_version(tool)} with {go} (log: {log})")
         started = time.monotonic()
         try:
             _go_build(go, tool.module_dir, "-s -w", str(staging / tool.name), [tool.package], log)
@@ -502,7 +503,7 @@ def _ensure_tool(go: Path, tool: GoTool) -> None:
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         _write_stamp(cache_dir, {tool.module: tool_version(tool)}, cache_dir.name, stamp)
-        _say(f"built {tool.name} in {seconds:.0f} s")
+        say(f"built {tool.name} in {seconds:.0f} s")
 
 
 def ensure(pins: Pins | None = None, install_prometheus: bool = True, bench: bool = False) -> Tools:
@@ -521,7 +522,7 @@ def ensure(pins: Pins | None = None, install_prometheus: bool = True, bench: boo
                 "(+ kwok-stages.yaml)"
             )
         cache_dir = tools.cache_dir
-        with _locked(cache_dir):
+        with locked(cache_dir):
             stamp = _read_stamp(cache_dir)
             wanted = [name for name in wanted if not _cached_ok(cache_dir, stamp, name)]
             if wanted:
@@ -529,8 +530,8 @@ def ensure(pins: Pins | None = None, install_prometheus: bool = True, bench: boo
                 staging = cache_dir / f".build-{os.getpid()}"
                 shutil.rmtree(staging, ignore_errors=True)
                 staging.mkdir()
-                _say(f"building {', '.join(wanted)} with {go} (log: {log})")
-                _say("a cold build takes 10 min on 2 idle cores; later builds reuse Go's cache")
+                say(f"building {', '.join(wanted)} with {go} (log: {log})")
+                say("a cold build takes 10 min on 2 idle cores; later builds reuse Go's cache")
                 started = time.monotonic()
                 try:
                     _build(go, pins, wanted, staging, log)
@@ -552,7 +553,7 @@ def ensure(pins: Pins | None = None, install_prometheus: bool = True, bench: boo
                     )
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
-                _say(f"built {', '.join(wanted)} in {seconds:.0f} s")
+                say(f"built {', '.join(wanted)} in {seconds:.0f} s")
         tools = locate(pins)
     missing_tools = [
         tool for tool in GO_TOOLS if tool.name in tools.missing and (bench or not tool.bench_only)

@@ -78,6 +78,18 @@ class ClusterObjects:
         node: client.V1Node = self.create("Node", body)
         return node
 
+    def create_kubelet_node(self, name: str) -> str:
+        """A Node as the kubelet registers one: its name and hostname label, nothing else."""
+        self.create_node(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+                "spec": {},
+            }
+        )
+        return name
+
     def track(self, kind: str, name: str, deleter: _Deleter | None = None) -> None:
         """Delete `name` of `kind` at teardown; pass `deleter` for kinds not listed above."""
         chosen = deleter or _DELETERS.get(kind)

@@ -94,6 +94,18 @@ def gpu_node(
     return node
 
 
+def gpu_container(gpus: int) -> JsonDict:
+    """A pause container that requests (and is limited to) ``gpus`` whole GPUs and 100m CPU."""
+    return {
+        "name": "main",
+        "image": "registry.k8s.io/pause:3.10",
+        "resources": {
+            "requests": {"cpu": "100m", GPU: str(gpus)},
+            "limits": {GPU: str(gpus)},
+        },
+    }
+
+
 def gpu_pod(
     name: str,
     gpus: int,
@@ -105,16 +117,7 @@ def gpu_pod(
     spec: JsonDict = {
         "schedulerName": scheduler_name,
         "terminationGracePeriodSeconds": 0,
-        "containers": [
-            {
-                "name": "main",
-                "image": "registry.k8s.io/pause:3.10",
-                "resources": {
-                    "requests": {"cpu": "100m", GPU: str(gpus)},
-                    "limits": {GPU: str(gpus)},
-                },
-            }
-        ],
+        "containers": [gpu_container(gpus)],
     }
     if node_selector:
         spec["nodeSelector"] = node_selector

@@ -37,16 +37,7 @@ NEW_DRIVER = "565.57.01"
 
 @pytest.fixture
 def node_name(cluster_objects: ClusterObjects) -> str:
-    name = f"upg-{uuid.uuid4().hex[:8]}"
-    cluster_objects.create_node(
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-            "spec": {},
-        }
-    )
-    return name
+    return cluster_objects.create_kubelet_node(f"upg-{uuid.uuid4().hex[:8]}")
 
 
 class AgentProcess:

@@ -66,16 +66,7 @@ def node_name(cluster_objects: ClusterObjects) -> str:
     """A Node registered as the kubelet does, with its hostname label: the API server tracks
     managedFields only on an object that has some (a Node created bare has none, and updates
     do not start them)."""
-    name = f"gfd-{uuid.uuid4().hex[:8]}"
-    cluster_objects.create_node(
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-            "spec": {},
-        }
-    )
-    return name
+    return cluster_objects.create_kubelet_node(f"gfd-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from tests.controlplane.kueue import (
     remove_metrics_certs,
     start_kueue,
 )
-from tests.integration.scheduler_env import Cluster, gpu_node, running_runtime
+from tests.integration.scheduler_env import Cluster, gpu_container, gpu_node, running_runtime
 from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -141,16 +141,7 @@ def _job(
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": 0,
         "nodeSelector": {POOL: pool},
-        "containers": [
-            {
-                "name": "main",
-                "image": "registry.k8s.io/pause:3.10",
-                "resources": {
-                    "requests": {"cpu": "100m", GPU: str(gpus)},
-                    "limits": {GPU: str(gpus)},
-                },
-            }
-        ],
+        "containers": [gpu_container(gpus)],
     }
     if pod_group:
         spec["schedulingGroup"] = {"podGroupName": pod_group}

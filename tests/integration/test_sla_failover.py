@@ -47,7 +47,7 @@ from gputopo.agent.publish.writer import Publisher
 from gputopo.core.kube import KubeClient, load_kubeconfig
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from tests.controlplane import TAINT_EVICTION_CONTROLLER, ControlPlane, ManagedProcess
-from tests.integration.scheduler_env import GPU, Cluster, gpu_node, running_runtime
+from tests.integration.scheduler_env import Cluster, gpu_container, gpu_node, running_runtime
 from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -162,16 +162,7 @@ def sla_deployment(
                     "tolerations": (
                         sla_tolerations(threshold, grace_s) if tolerations is None else tolerations
                     ),
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": "registry.k8s.io/pause:3.10",
-                            "resources": {
-                                "requests": {"cpu": "100m", GPU: str(gpus)},
-                                "limits": {GPU: str(gpus)},
-                            },
-                        }
-                    ],
+                    "containers": [gpu_container(gpus)],
                 },
             },
         },

@@ -6,16 +6,15 @@ cache (outside the clone, shared by clones) — the same way the control-plane b
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from hack.testenv.tools import locked
 
 KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
 # v5.8.1 is the newest release that builds with Go 1.24+ (v5.8.2 and later need Go 1.27).
@@ -30,17 +29,6 @@ class KustomizeUnavailableError(RuntimeError):
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "gputopo" / "bin" / f"kustomize-{KUSTOMIZE_VERSION}"
-
-
-@contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def kustomize_binary() -> Path:
@@ -63,7 +51,7 @@ def kustomize_binary() -> Path:
             f"kustomize is not built and no `go` is on PATH to build {KUSTOMIZE_MODULE}@"
             f"{KUSTOMIZE_VERSION}; install Go or set KUSTOMIZE_BIN"
         )
-    with _locked(directory):
+    with locked(directory):
         if binary.is_file():
             return binary
         staging = directory / "staging"
