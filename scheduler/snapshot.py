@@ -94,7 +94,7 @@ class TermAggregate:
         self.total = 0
         # Bumped whenever `counts` changes; `ClusterSnapshot.domain_sums` caches by it.
         self.version = 0
-        self.sums: dict[object, tuple[int, TopologyIndex, IntArray, BoolArray | None]] = {}
+        self.sums: dict[object, KeptSums] = {}
         self.match_cache: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
         self.namespace_generation = -1
 
@@ -120,7 +120,7 @@ class SelectorCount:
         self.counts = counts
         # Bumped whenever `counts` changes; `ClusterSnapshot.domain_sums` caches by it.
         self.version = 0
-        self.sums: dict[object, tuple[int, TopologyIndex, IntArray, BoolArray | None]] = {}
+        self.sums: dict[object, KeptSums] = {}
         self.match_cache: dict[tuple[tuple[str, str], ...], bool] = {}
         # The (key, value) labels one of which a matching pod must carry (the selector's first
         # `In` requirement), so that attaching a pod visits only the counts it may change;
@@ -170,6 +170,25 @@ class TopologyIndex:
         return out
 
 
+class KeptSums:
+    """What `ClusterSnapshot.domain_sums` keeps per (key, mask) with the counts it sums: the
+    counts' version it is current for, the topology index, the sums, the mask, and a read-only
+    view of the sums (what readers get). `_add_count` moves it along in place."""
+
+    __slots__ = ("index", "mask", "sums", "version", "view")
+
+    def __init__(
+        self, version: int, index: TopologyIndex, sums: IntArray, mask: BoolArray | None
+    ) -> None:
+        self.version = version
+        self.index = index
+        self.sums = sums
+        self.mask = mask
+        view = sums.view()
+        view.flags.writeable = False  # once: setting the flag costs as much as a lookup
+        self.view = view
+
+
 def _grow(array: npt.NDArray[Any], capacity: int, fill: object = 0) -> npt.NDArray[Any]:
     out = np.full(capacity, fill, dtype=array.dtype)
     out[: len(array)] = array
@@ -192,7 +211,9 @@ class ClusterSnapshot:
         self.pod_room: IntArray = np.zeros(0, dtype=np.int64)
         self.nonzero_cpu: IntArray = np.zeros(0, dtype=np.int64)
         self.nonzero_memory: IntArray = np.zeros(0, dtype=np.int64)
-        self.name_hash: IntArray = np.zeros(0, dtype=np.int64)
+        # crc32 of each node's name, for `framework._pick`'s tie-break (uint32: it multiplies
+        # modulo 2**32 with no masking).
+        self.name_hash: npt.NDArray[np.uint32] = np.zeros(0, dtype=np.uint32)
         # Per slot, a number that changes whenever the slot's Node object is added, replaced or
         # removed, or a pod is counted on it or leaves it (one counter for all slots, so a slot
         # never repeats a version): state derived from a node and its pods (the GPU allocator's)
@@ -234,6 +255,11 @@ class ClusterSnapshot:
         self.generation = 0
         self.static_generation = 0
         self.namespace_generation = 0
+        # Per resource, whether every node has some allocatable (`everywhere`), kept until a
+        # node's allocatable changes (`_allocatable_generation`).
+        self._allocatable_generation = 0
+        self._everywhere: dict[str, bool] = {}
+        self._everywhere_generation = -1
         self._static_cache: OrderedDict[str, object] = OrderedDict()
         self._static_cache_generation = -1
         self._topology: dict[str, TopologyIndex] = {}
@@ -414,23 +440,20 @@ class ClusterSnapshot:
         cached = counted.sums.get(cache_key)
         if (
             cached is not None
-            and cached[0] == counted.version
-            and cached[1] is index
-            and cached[3] is mask
+            and cached.version == counted.version
+            and cached.index is index
+            and cached.mask is mask
         ):
-            sums = cached[2]
-        else:
-            per_node = counted.counts if mask is None else np.where(mask, counted.counts, 0)
-            sums = np.zeros(len(index.values) + 1, dtype=np.int64)
-            sums[:-1] = index.aggregate(per_node)
-            for stale_key in [k for k, kept in counted.sums.items() if kept[1] is not index]:
-                del counted.sums[stale_key]  # summed over nodes that have changed since
-            if len(counted.sums) >= _DOMAIN_SUMS_SIZE:
-                counted.sums.clear()
-            counted.sums[cache_key] = (counted.version, index, sums, mask)
-        view = sums.view()
-        view.flags.writeable = False
-        return view
+            return cached.view
+        per_node = counted.counts if mask is None else np.where(mask, counted.counts, 0)
+        sums = np.zeros(len(index.values) + 1, dtype=np.int64)
+        sums[:-1] = index.aggregate(per_node)
+        for stale_key in [k for k, kept in counted.sums.items() if kept.index is not index]:
+            del counted.sums[stale_key]  # summed over nodes that have changed since
+        if len(counted.sums) >= _DOMAIN_SUMS_SIZE:
+            counted.sums.clear()
+        kept = counted.sums[cache_key] = KeptSums(counted.version, index, sums, mask)
+        return kept.view
 
     def matching_terms(self, category: str, pod: Pod) -> list[TermAggregate]:
         """The existing pods' distinct terms of ``category`` that select ``pod`` (`term_matches`
@@ -522,6 +545,20 @@ class ClusterSnapshot:
         if len(cache) > _STATIC_CACHE_SIZE:
             cache.popitem(last=False)
 
+    def everywhere(self, name: str) -> bool:
+        """Whether every node has some of resource ``name`` allocatable (cpu and memory
+        everywhere, as a rule): a score over any feasible nodes then needs no mask for it."""
+        if self._everywhere_generation != self._allocatable_generation:
+            self._everywhere.clear()
+            self._everywhere_generation = self._allocatable_generation
+        known = self._everywhere.get(name)
+        if known is None:
+            array = self.allocatable.get(name)
+            slots = self.live_slots()
+            known = array is not None and len(slots) > 0 and bool((array[slots] > 0).all())
+            self._everywhere[name] = known
+        return known
+
     def resource_arrays(self, name: str) -> tuple[IntArray, IntArray]:
         """(allocatable, requested) for a resource; zeros if no node or pod has mentioned it."""
         if name not in self.allocatable:
@@ -602,6 +639,7 @@ class ClusterSnapshot:
         self.slot_version[slot] = self._slot_versions
 
     def _set_allocatable(self, slot: int, node: Node) -> None:
+        self._allocatable_generation += 1
         for name, array in self.allocatable.items():
             array[slot] = node.allocatable.get(name, 0)
         for name, amount in node.allocatable.items():
@@ -627,6 +665,7 @@ class ClusterSnapshot:
         return self._live_slots
 
     def _node_changed(self) -> None:
+        self._allocatable_generation += 1
         self._names_view = None
         self._live_slots = None
         self.generation += 1
@@ -870,14 +909,18 @@ def _add_count(counted: TermAggregate | SelectorCount, slot: int, delta: int) ->
     counted.version = version + 1
     if not counted.sums:
         return
-    for cache_key, (seen, index, sums, mask) in list(counted.sums.items()):
-        if seen != version or slot >= len(index.domain):
-            del counted.sums[cache_key]  # stale already: recomputed when next read
+    stale: list[object] = []
+    for cache_key, kept in counted.sums.items():
+        domains = kept.index.domain
+        if kept.version != version or slot >= len(domains):
+            stale.append(cache_key)  # stale already: recomputed when next read
             continue
-        domain = int(index.domain[slot])
-        if domain >= 0 and (mask is None or mask[slot]):
-            sums[domain] += delta
-        counted.sums[cache_key] = (version + 1, index, sums, mask)
+        kept.version = version + 1
+        domain = domains[slot]
+        if domain >= 0 and (kept.mask is None or kept.mask[slot]):
+            kept.sums[domain] += delta
+    for cache_key in stale:
+        del counted.sums[cache_key]
 
 
 def _pod_terms(pod: Pod) -> Iterator[tuple[str, int, AffinityTerm]]:

@@ -122,10 +122,44 @@ class Pod:
 
     def bound_to(self, node_name: str) -> Pod:
         """A copy of this pod assigned to `node_name` (what `assume` records)."""
+        # Every slot spelled out: a sixth of the cost of a getattr/setattr loop, on every
+        # placement (tests/unit/scheduler/test_model.py holds it to __slots__).
         copy = Pod.__new__(Pod)
-        for slot in Pod.__slots__:
-            setattr(copy, slot, getattr(self, slot))
+        copy.annotations = self.annotations
+        copy.blockers = self.blockers
+        copy.claim_statuses = self.claim_statuses
+        copy.has_controller = self.has_controller
+        copy.host_ports = self.host_ports
+        copy.key = self.key
+        copy.label_signature = self.label_signature
+        copy.labels = self.labels
+        copy.name = self.name
+        copy.namespace = self.namespace
         copy.node_name = node_name
+        copy.node_selector = self.node_selector
+        copy.nonzero_cpu = self.nonzero_cpu
+        copy.nonzero_memory = self.nonzero_memory
+        copy.phase = self.phase
+        copy.pod_group_name = self.pod_group_name
+        copy.preferred_affinity = self.preferred_affinity
+        copy.preferred_anti_affinity = self.preferred_anti_affinity
+        copy.preferred_node_affinity = self.preferred_node_affinity
+        copy.priority = self.priority
+        copy.priority_class_name = self.priority_class_name
+        copy.requests = self.requests
+        copy.required_affinity = self.required_affinity
+        copy.required_anti_affinity = self.required_anti_affinity
+        copy.required_node_affinity = self.required_node_affinity
+        copy.required_node_names = self.required_node_names
+        copy.resource_claims = self.resource_claims
+        copy.scheduler_name = self.scheduler_name
+        copy.scheduling_gates = self.scheduling_gates
+        copy.spread_constraints = self.spread_constraints
+        copy.static_key = self.static_key
+        copy.terminating = self.terminating
+        copy.tolerations = self.tolerations
+        copy.uid = self.uid
+        copy.warnings = self.warnings
         return copy
 
     def __repr__(self) -> str:

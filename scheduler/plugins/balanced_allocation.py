@@ -27,23 +27,29 @@ FloatArray = npt.NDArray[np.float64]
 def score(
     pod: Pod, snapshot: ClusterSnapshot, feasible: IntArray, profile: SchedulerProfile
 ) -> IntArray | None:
-    names = [name for name, _ in profile.balanced_resources]
-    if all(pod.requests.get(name, 0) == 0 for name in names):
-        return None
+    requests = pod.requests
+    for name, _ in profile.balanced_resources:
+        if requests.get(name, 0):
+            break
+    else:
+        return None  # requests none of them (BestEffort)
     size = len(feasible)
     fractions: list[FloatArray] = []
-    present: list[npt.NDArray[np.bool_]] = []
-    for name in names:
-        amount = pod.requests.get(name, 0)
+    # Per resource, the feasible nodes that have it; None: all of them (no masking needed).
+    present: list[npt.NDArray[np.bool_] | None] = []
+    for name, _ in profile.balanced_resources:
+        amount = requests.get(name, 0)
         if amount == 0 and name not in (CPU, MEMORY, EPHEMERAL_STORAGE):
             continue
         node_allocatable, node_requested = snapshot.resource_arrays(name)
         allocatable = node_allocatable[feasible]
-        requested = node_requested[feasible] + amount
-        has = allocatable > 0
-        if np.count_nonzero(has) == size:  # no masking needed
+        requested = node_requested[feasible]
+        requested += amount
+        has = None if snapshot.everywhere(name) else allocatable > 0
+        if has is None or np.count_nonzero(has) == size:
             fraction = requested / allocatable
             fractions.append(np.minimum(fraction, 1.0, out=fraction))
+            has = None
         else:
             fraction = np.minimum(requested / np.where(has, allocatable, 1), 1.0)
             fractions.append(np.where(has, fraction, 0.0))
@@ -56,18 +62,22 @@ def score(
         std2: FloatArray = fractions[0] - fractions[1]
         np.abs(std2, out=std2)
         std2 /= 2
-        both = present[0] & present[1]
-        if np.count_nonzero(both) != size:
+        masks = [has for has in present if has is not None]
+        if masks:  # a node that lacks either resource scores 0 deviation
+            both = masks[0] if len(masks) == 1 else masks[0] & masks[1]
             std2 = np.where(both, std2, 0.0)
         np.subtract(1, std2, out=std2)
         std2 *= MAX_NODE_SCORE
         scores: IntArray = std2.astype(np.int64)
         return scores
-    counts = np.sum(present, axis=0)
+    every: list[npt.NDArray[np.bool_]] = [
+        np.ones(size, dtype=np.bool_) if has is None else has for has in present
+    ]
+    counts = np.sum(every, axis=0)
     first = np.full(size, np.nan)
     second = np.full(size, np.nan)
     total = np.zeros(size)
-    for fraction, has in zip(fractions, present, strict=True):
+    for fraction, has in zip(fractions, every, strict=True):
         take_first = has & np.isnan(first)
         take_second = has & ~take_first & np.isnan(second)
         first = np.where(take_first, fraction, first)
@@ -80,7 +90,7 @@ def score(
     if many.any():
         mean = total / np.maximum(counts, 1)
         squares = np.zeros(size)
-        for fraction, has in zip(fractions, present, strict=True):
+        for fraction, has in zip(fractions, every, strict=True):
             squares = squares + np.where(has, (fraction - mean) * (fraction - mean), 0.0)
         std = np.where(many, np.sqrt(squares / np.maximum(counts, 1)), std)
     return np.trunc((1 - std) * MAX_NODE_SCORE).astype(np.int64)

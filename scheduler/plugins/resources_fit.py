@@ -90,7 +90,8 @@ def score(
             node_allocatable, node_requested = snapshot.resource_arrays(name)
             allocatable = node_allocatable[feasible]
             requested = node_requested[feasible] + amount
-        if len(allocatable) and allocatable.min() > 0:  # every node has it: no masking
+        if snapshot.everywhere(name) or (len(allocatable) and allocatable.min() > 0):
+            # every node has it: no masking
             if most:
                 resource_score = np.minimum(requested, allocatable) * MAX_NODE_SCORE
             else:  # nothing left when the request exceeds allocatable

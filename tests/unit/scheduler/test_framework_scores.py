@@ -32,6 +32,28 @@ def test_best_effort_pod_uses_non_zero_defaults_and_skips_balanced() -> None:
     assert "NodeResourcesBalancedAllocation" not in scores
 
 
+def test_a_node_without_memory_scores_on_cpu_alone_and_the_others_unchanged() -> None:
+    with_memory = node("a", allocatable={"cpu": "8", "memory": "32Gi", "pods": "110"})
+    cpu_only = node("b", allocatable={"cpu": "8", "pods": "110"})
+    alone = cluster([with_memory])
+    mixed = cluster([with_memory, cpu_only])
+    assert alone.everywhere("memory") and not mixed.everywhere("memory")
+    assert mixed.everywhere("cpu") and not mixed.everywhere("nvidia.com/gpu")
+    wants_cpu = pod("p", requests={"cpu": "2"})
+    scores = _scores(schedule(wants_cpu, mixed))
+    # b: cpu only ((8 - 2) / 8 -> 75), no deviation with one resource -> 100
+    assert scores["b"]["NodeResourcesFit"] == 75
+    assert scores["b"]["NodeResourcesBalancedAllocation"] == 100
+    # a: cpu 75 and memory 99 (the 200Mi non-zero default), averaged; fractions 0.25 and 0
+    assert scores["a"] == _scores(schedule(wants_cpu, alone))["a"]
+    assert scores["a"]["NodeResourcesFit"] == (75 + 99) // 2
+    assert scores["a"]["NodeResourcesBalancedAllocation"] == 87
+    # b gains memory: every node has it again, and b now scores on both
+    mixed.add_node(node("b", allocatable={"cpu": "8", "memory": "32Gi", "pods": "110"}))
+    assert mixed.everywhere("memory")
+    assert _scores(schedule(wants_cpu, mixed))["b"] == scores["a"]
+
+
 def test_total_is_the_weighted_sum() -> None:
     snapshot = cluster([node("a")])
     result = schedule(pod("p", requests={"cpu": "1", "memory": "1Gi"}), snapshot)

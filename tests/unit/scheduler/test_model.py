@@ -238,3 +238,15 @@ def test_malformed_node_errors() -> None:
         parse_node({"metadata": {}})
     with pytest.raises(SchedulerInputError, match=r"status.allocatable.cpu: invalid quantity"):
         parse_node({"metadata": {"name": "n"}, "status": {"allocatable": {"cpu": "x"}}})
+
+
+def test_bound_to_copies_every_field_but_the_node() -> None:
+    original = parse_pod({"metadata": {"name": "p"}, "spec": {}})
+    for index, slot in enumerate(type(original).__slots__):
+        setattr(original, slot, f"value-{index}")  # a distinct object per field
+    bound = original.bound_to("node-a")
+    for slot in type(original).__slots__:
+        if slot == "node_name":
+            assert bound.node_name == "node-a"
+        else:
+            assert getattr(bound, slot) is getattr(original, slot), slot
