@@ -655,6 +655,11 @@ class ClusterSnapshot:
             self._names_view = tuple(self.node_names)
         return self._names_view
 
+    @property
+    def last_slot_version(self) -> int:
+        """The newest slot version handed out (`slot_version`): unchanged, no slot changed."""
+        return self._slot_versions
+
     def live_slots(self) -> IntArray:
         """The slots that hold a node, ascending: one shared read-only array until the node set
         changes (every scheduling cycle starts from it)."""

@@ -165,6 +165,13 @@ class GpuAllocator:
         # and until when the NRT it used counts as fresh.
         self._seen_versions: IntArray = np.zeros(0, dtype=np.int64)
         self._nrt_until: npt.NDArray[np.float64] = np.zeros(0)
+        # Per slot, whether its summary is behind the snapshot (seen != slot version): worked
+        # out over every slot once per snapshot change (`_stale_at`, the snapshot's latest slot
+        # version then), so the several refreshes of one cycle each read it for their slots.
+        self._stale: npt.NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
+        self._stale_at = -1
+        # No NRT goes stale before this (a lower bound: every slot's NRT until, at most).
+        self._nrt_soonest = math.inf
         # Per slot, a number that changes whenever the slot's summary below is rewritten (one
         # counter for all slots): scores computed from the summary are kept by it.
         self.summary_version: IntArray = np.zeros(0, dtype=np.int64)
@@ -173,6 +180,8 @@ class GpuAllocator:
         self.aligned_free: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.aligned_domain_free: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.aligned_domain_size: IntArray = np.zeros((0, 1), dtype=np.int64)
+        # Per slot, the largest of its aligned groups' domain sizes (0: no free GPU).
+        self.largest_aligned_domain: IntArray = np.zeros(0, dtype=np.int64)
         self.domain_free: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.numa_free: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.sla: IntArray = np.zeros(0, dtype=np.int64)
@@ -209,6 +218,7 @@ class GpuAllocator:
         slot = self.snapshot.slot_of(name)
         if slot is not None and slot < self._capacity:
             self._seen_versions[slot] = -1
+            self._stale_at = -1
 
     def fresh_nrt(self, name: str, state: NodeGpuState, now: float) -> NrtReport | None:
         report = self.nrt.get(name)
@@ -228,11 +238,15 @@ class GpuAllocator:
             [self._seen_versions, np.full(extra, -1, dtype=np.int64)]
         )
         self._nrt_until = np.concatenate([self._nrt_until, np.full(extra, math.inf)])
+        self._stale_at = -1
         self.summary_version = np.concatenate(
             [self.summary_version, np.zeros(extra, dtype=np.int64)]
         )
         self.free_total = np.concatenate([self.free_total, np.zeros(extra, dtype=np.int64)])
         self.sla = np.concatenate([self.sla, np.zeros(extra, dtype=np.int64)])
+        self.largest_aligned_domain = np.concatenate(
+            [self.largest_aligned_domain, np.zeros(extra, dtype=np.int64)]
+        )
         filler = np.full((extra, self._width), -1, dtype=np.int64)
         self.aligned_free = np.vstack([self.aligned_free, filler])
         self.aligned_domain_free = np.vstack([self.aligned_domain_free, filler])
@@ -264,15 +278,23 @@ class GpuAllocator:
         if not len(slots):
             return
         now = self.clock()
-        changed = (self._seen_versions[slots] != snapshot.slot_version[slots]) | (
-            self._nrt_until[slots] < now
-        )
-        for slot in slots[changed].tolist():
-            self._update(slot, now)
+        if self._stale_at != snapshot.last_slot_version:
+            self._stale = self._seen_versions != snapshot.slot_version
+            self._stale_at = snapshot.last_slot_version
+        changed = self._stale[slots]
+        nrt_expiring = self._nrt_soonest < now
+        if nrt_expiring:
+            changed |= self._nrt_until[slots] < now
+        if changed.any():
+            for slot in slots[changed].tolist():
+                self._update(slot, now)
+        if nrt_expiring:
+            self._nrt_soonest = float(self._nrt_until.min())
 
     def _update(self, slot: int, now: float) -> None:
         node = self.snapshot.nodes[slot]
         self._seen_versions[slot] = self.snapshot.slot_version[slot]
+        self._stale[slot] = False
         self._summary_versions += 1
         self.summary_version[slot] = self._summary_versions
         self._nrt_until[slot] = math.inf
@@ -300,6 +322,7 @@ class GpuAllocator:
         state.apply_nrt(report)
         if report is not None and self.nrt_max_age_s is not None:
             self._nrt_until[slot] = report.observed_at + self.nrt_max_age_s
+            self._nrt_soonest = min(self._nrt_soonest, self._nrt_until[slot])
         self._summarise(slot, state, node)
 
     def _clear(self, slot: int) -> None:
@@ -307,6 +330,7 @@ class GpuAllocator:
         self.aligned_free[slot] = -1
         self.aligned_domain_free[slot] = -1
         self.aligned_domain_size[slot] = -1
+        self.largest_aligned_domain[slot] = 0
         self.domain_free[slot] = -1
         self.numa_free[slot] = -1
         self.sla[slot] = 0
@@ -338,6 +362,7 @@ class GpuAllocator:
         width = max(len(aligned), len(domains), len(numas), 1)
         if width > self._width:
             self._widen(width)
+        width = self._width
         for matrix, counts in (
             (self.aligned_free, aligned),
             (self.aligned_domain_free, aligned_domain),
@@ -345,8 +370,8 @@ class GpuAllocator:
             (self.domain_free, domains),
             (self.numa_free, numas),
         ):
-            matrix[slot] = -1
-            matrix[slot, : len(counts)] = counts
+            matrix[slot] = counts + [-1] * (width - len(counts))  # one write per row
+        self.largest_aligned_domain[slot] = max(aligned_size, default=0)
         self.free_total[slot] = len(free)
         sla = label_int(node.labels, self.contract.sla)
         self.sla[slot] = min(sla, 1000) if sla is not None else 0

@@ -133,17 +133,20 @@ def filter_nodes(pod: Pod, allocator: gpu_alloc.GpuAllocator, candidates: IntArr
     allocator.refresh(candidates)
     count = request.gpus
     if count:
-        failing = np.zeros(len(candidates), dtype=np.int8)
+        short = allocator.free_total[candidates] < count
         if request.required and count > 1:
+            failing = np.zeros(len(candidates), dtype=np.int8)
             matrix, code = {
                 SINGLE_NVLINK_DOMAIN: (allocator.domain_free, CODE_NVLINK),
                 SINGLE_NUMA: (allocator.numa_free, CODE_NUMA),
                 NVLINK_AND_NUMA: (allocator.aligned_free, CODE_ALIGNED),
             }[request.scope or NVLINK_AND_NUMA]
             no_fit = allocator.best_leftover(matrix, candidates, count) == gpu_alloc.NO_FIT
-            failing[no_fit] = code
-        failing[allocator.free_total[candidates] < count] = CODE_UNHEALTHY
-        codes[candidates] = failing
+            np.putmask(failing, no_fit, code)
+            np.putmask(failing, short, CODE_UNHEALTHY)
+            codes[candidates] = failing
+        else:  # only the nodes short of GPUs fail: write just those
+            codes[candidates[short]] = CODE_UNHEALTHY
     if request.migs:
         for index, slot in enumerate(candidates.tolist()):
             if codes[slot]:

@@ -60,12 +60,12 @@ def large_domain_nodes(
 ) -> npt.NDArray[np.bool_]:
     """Per slot, whether the node has an NVLink domain of at least ``min_gpus`` healthy GPUs.
 
-    Read from the aligned groups' domain sizes, which cover every domain with a free GPU: a node
+    Read from the largest of the aligned groups' domain sizes (the allocator's
+    ``largest_aligned_domain``), which cover every domain with a free GPU: a node
     whose large domain is fully taken has no group left there, and holds no room for the pods
     this rule is about either.
     """
-    sizes = allocator.aligned_domain_size[slots]
-    kept: npt.NDArray[np.bool_] = np.asarray((sizes >= min_gpus).any(axis=1), dtype=np.bool_)
+    kept: npt.NDArray[np.bool_] = allocator.largest_aligned_domain[slots] >= min_gpus
     return kept
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from gputopo.scheduler import simulate as simulate_module
 from gputopo.scheduler.cli import main
 from gputopo.scheduler.errors import SchedulerInputError
 from gputopo.scheduler.simulate import cluster_from_objects, load_cluster
+from tests.unit.scheduler.sched_builders import node, pod
 
 SAMPLE = str(resources.files("scheduler").joinpath("samples/cluster.yaml"))
 
@@ -241,3 +245,31 @@ def test_cluster_from_objects_skips_an_unreadable_object_with_a_note_when_asked(
     assert second.startswith("live cluster: Node n2: metadata.labels") and second.endswith(
         "; skipped"
     )
+
+
+def test_placing_freezes_the_long_lived_objects_only_while_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[int] = []
+    real = simulate_module.schedule_one
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.get_freeze_count())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(simulate_module, "schedule_one", spy)
+    cluster = cluster_from_objects(
+        [("nodes.yaml", node("a")), ("pods.yaml", pod("p")), ("pods.yaml", pod("q"))]
+    )
+    assert gc.get_freeze_count() == 0
+    _, results = simulate_module.simulate(cluster)
+    assert [r.node for r in results] == ["a", "a"]
+    assert len(seen) == 2 and all(count > 0 for count in seen)  # frozen while placing
+    assert gc.get_freeze_count() == 0  # and thawed after
+    gc.freeze()  # someone else's freeze is left as it is
+    try:
+        frozen = gc.get_freeze_count()
+        simulate_module.simulate(cluster)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
