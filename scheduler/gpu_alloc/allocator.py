@@ -177,13 +177,16 @@ class GpuAllocator:
         self.summary_version: IntArray = np.zeros(0, dtype=np.int64)
         self._summary_versions = 0
         self.free_total: IntArray = np.zeros(0, dtype=np.int64)
-        self.aligned_free: IntArray = np.zeros((0, 1), dtype=np.int64)
-        self.aligned_domain_free: IntArray = np.zeros((0, 1), dtype=np.int64)
-        self.aligned_domain_size: IntArray = np.zeros((0, 1), dtype=np.int64)
+        # Per slot, per group (-1 pads): the five group summaries below are the rows of one
+        # (5, capacity, width) array, so a node's summary is written in one assignment.
+        self._groups: IntArray = np.full((5, 0, 1), -1, dtype=np.int64)
+        self.aligned_free: IntArray = self._groups[0]
+        self.aligned_domain_free: IntArray = self._groups[1]
+        self.aligned_domain_size: IntArray = self._groups[2]
+        self.domain_free: IntArray = self._groups[3]
+        self.numa_free: IntArray = self._groups[4]
         # Per slot, the largest of its aligned groups' domain sizes (0: no free GPU).
         self.largest_aligned_domain: IntArray = np.zeros(0, dtype=np.int64)
-        self.domain_free: IntArray = np.zeros((0, 1), dtype=np.int64)
-        self.numa_free: IntArray = np.zeros((0, 1), dtype=np.int64)
         self.sla: IntArray = np.zeros(0, dtype=np.int64)
 
     @classmethod
@@ -247,26 +250,25 @@ class GpuAllocator:
         self.largest_aligned_domain = np.concatenate(
             [self.largest_aligned_domain, np.zeros(extra, dtype=np.int64)]
         )
-        filler = np.full((extra, self._width), -1, dtype=np.int64)
-        self.aligned_free = np.vstack([self.aligned_free, filler])
-        self.aligned_domain_free = np.vstack([self.aligned_domain_free, filler])
-        self.aligned_domain_size = np.vstack([self.aligned_domain_size, filler])
-        self.domain_free = np.vstack([self.domain_free, filler])
-        self.numa_free = np.vstack([self.numa_free, filler])
+        self._reshape_groups(capacity, self._width)
         self._capacity = capacity
 
     def _widen(self, width: int) -> None:
-        def widen(matrix: IntArray) -> IntArray:
-            out = np.full((matrix.shape[0], width), -1, dtype=np.int64)
-            out[:, : matrix.shape[1]] = matrix
-            return out
-
-        self.aligned_free = widen(self.aligned_free)
-        self.aligned_domain_free = widen(self.aligned_domain_free)
-        self.aligned_domain_size = widen(self.aligned_domain_size)
-        self.domain_free = widen(self.domain_free)
-        self.numa_free = widen(self.numa_free)
+        self._reshape_groups(self._capacity, width)
         self._width = width
+
+    def _reshape_groups(self, capacity: int, width: int) -> None:
+        groups = np.full((5, capacity, width), -1, dtype=np.int64)
+        kept = self._groups
+        groups[:, : kept.shape[1], : kept.shape[2]] = kept
+        self._groups = groups
+        (
+            self.aligned_free,
+            self.aligned_domain_free,
+            self.aligned_domain_size,
+            self.domain_free,
+            self.numa_free,
+        ) = groups
 
     def refresh(self, slots: IntArray) -> None:
         """Bring the given node slots up to date with the snapshot (and NRT freshness): those
@@ -327,12 +329,8 @@ class GpuAllocator:
 
     def _clear(self, slot: int) -> None:
         self.free_total[slot] = 0
-        self.aligned_free[slot] = -1
-        self.aligned_domain_free[slot] = -1
-        self.aligned_domain_size[slot] = -1
+        self._groups[:, slot] = -1
         self.largest_aligned_domain[slot] = 0
-        self.domain_free[slot] = -1
-        self.numa_free[slot] = -1
         self.sla[slot] = 0
 
     def _summarise(self, slot: int, state: NodeGpuState, node: Node) -> None:
@@ -363,14 +361,10 @@ class GpuAllocator:
         if width > self._width:
             self._widen(width)
         width = self._width
-        for matrix, counts in (
-            (self.aligned_free, aligned),
-            (self.aligned_domain_free, aligned_domain),
-            (self.aligned_domain_size, aligned_size),
-            (self.domain_free, domains),
-            (self.numa_free, numas),
-        ):
-            matrix[slot] = counts + [-1] * (width - len(counts))  # one write per row
+        self._groups[:, slot] = [  # one write: the five rows, each padded with -1
+            counts + [-1] * (width - len(counts))
+            for counts in (aligned, aligned_domain, aligned_size, domains, numas)
+        ]
         self.largest_aligned_domain[slot] = max(aligned_size, default=0)
         self.free_total[slot] = len(free)
         sla = label_int(node.labels, self.contract.sla)

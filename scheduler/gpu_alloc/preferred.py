@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import Final
 
 from gputopo.scheduler.gpu_alloc.layout import (
     LEVEL_ALIGNED,
@@ -25,25 +27,44 @@ class GpuChoice:
 
 
 def group_by(gpus: Iterable[GpuSlot], key: Callable[[GpuSlot], object]) -> list[list[GpuSlot]]:
+    """The GPUs grouped by ``key``: each group in index order, the groups in the order of their
+    lowest index."""
     grouped: dict[object, list[GpuSlot]] = {}
-    for gpu in gpus:
-        grouped.setdefault(key(gpu), []).append(gpu)
-    return [sorted(members, key=lambda g: g.index) for members in grouped.values()]
+    for gpu in sorted(gpus, key=_INDEX):
+        members = grouped.get(group := key(gpu))
+        if members is None:
+            grouped[group] = [gpu]
+        else:
+            members.append(gpu)
+    return list(grouped.values())
+
+
+_INDEX: Final = attrgetter("index")
+_NUMA: Final = attrgetter("numa_node")
+
+
+def _aligned(gpu: GpuSlot) -> object:
+    """`NodeGpuLayout.aligned_key`: NVLink domain and NUMA node."""
+    return (NodeGpuLayout.domain_key(gpu), gpu.numa_node)
 
 
 def _best_fit(groups: list[list[GpuSlot]], count: int) -> list[GpuSlot] | None:
-    fitting = [group for group in groups if len(group) >= count]
-    if not fitting:
-        return None
-    return min(fitting, key=lambda group: (len(group), group[0].index))
+    """The smallest group holding ``count``, the lowest-indexed of equals (``groups`` come in
+    the order of their lowest index, `group_by`)."""
+    best: list[GpuSlot] | None = None
+    for group in groups:
+        if count <= len(group) and (best is None or len(group) < len(best)):
+            best = group
+    return best
 
 
 def _take_largest_first(
     members: list[GpuSlot], key: Callable[[GpuSlot], object], count: int
 ) -> list[GpuSlot]:
-    """`count` GPUs from `members`, from the fewest sub-groups (largest sub-groups first)."""
+    """`count` GPUs from `members`, from the fewest sub-groups (largest sub-groups first, the
+    lowest-indexed of equals: the sort is stable over `group_by`'s order)."""
     chosen: list[GpuSlot] = []
-    for group in sorted(group_by(members, key), key=lambda g: (-len(g), g[0].index)):
+    for group in sorted(group_by(members, key), key=len, reverse=True):
         chosen.extend(group[: count - len(chosen)])
         if len(chosen) == count:
             break
@@ -51,25 +72,29 @@ def _take_largest_first(
 
 
 def preferred_allocation(free: Iterable[GpuSlot], count: int) -> GpuChoice | None:
-    """The device plugin's (approximated) preferred set of `count` GPUs out of `free`."""
+    """The device plugin's (approximated) preferred set of `count` GPUs out of `free`.
+
+    Computed once per pod placed on a node (the GPU allocator's bookkeeping), so written for
+    speed: grouped once per level in index order, no per-group sorting (a property test
+    holds it to the plain definition: tests/unit/scheduler/test_gpu_alloc.py)."""
     candidates = [gpu for gpu in free if gpu.healthy]
     if count <= 0 or len(candidates) < count:
         return None
     domain_key = NodeGpuLayout.domain_key
-    aligned = _best_fit(group_by(candidates, lambda g: (domain_key(g), g.numa_node)), count)
+    aligned = _best_fit(group_by(candidates, _aligned), count)
     if aligned is not None:
         return GpuChoice(
             tuple(g.index for g in aligned[:count]), LEVEL_ALIGNED, len(aligned) - count
         )
     in_domain = _best_fit(group_by(candidates, domain_key), count)
     if in_domain is not None:
-        chosen = _take_largest_first(in_domain, lambda g: g.numa_node, count)
+        chosen = _take_largest_first(in_domain, _NUMA, count)
         return GpuChoice(
             tuple(sorted(g.index for g in chosen)), LEVEL_NVLINK, len(in_domain) - count
         )
-    in_numa = _best_fit(group_by(candidates, lambda g: g.numa_node), count)
+    in_numa = _best_fit(group_by(candidates, _NUMA), count)
     if in_numa is not None:
         chosen = _take_largest_first(in_numa, domain_key, count)
         return GpuChoice(tuple(sorted(g.index for g in chosen)), LEVEL_NUMA, len(in_numa) - count)
-    chosen = _take_largest_first(candidates, lambda g: g.numa_node, count)
+    chosen = _take_largest_first(candidates, _NUMA, count)
     return GpuChoice(tuple(sorted(g.index for g in chosen)), LEVEL_SPREAD, len(candidates) - count)
