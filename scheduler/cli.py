@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -103,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # numpy's OpenBLAS starts a worker thread per core when imported (below, not before), which
+    # spins for a second or two: about 0.1 CPU s per start on two cores. The scheduler makes no
+    # BLAS call (docs/performance.md), so one thread; a value set outside is kept.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     missing = missing_extra()
     if missing is not None:
         print(error_line(PROG, missing_extra_message(missing)), file=sys.stderr)

@@ -67,7 +67,7 @@ class FieldReader:
         value = obj.get(key)
         if value is None:
             return {}
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):  # dict: skip the ABC
             raise self.error(path, f"expected an object, got {type(value).__name__}")
         return value
 
@@ -97,7 +97,7 @@ class FieldReader:
 
     def object_at(self, items: Sequence[Any], index: int, path: str) -> JsonObject:
         item = items[index]
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):
             raise self.error(f"{path}[{index}]", f"expected an object, got {type(item).__name__}")
         return item
 

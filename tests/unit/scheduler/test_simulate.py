@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
 from importlib import resources
@@ -273,3 +274,20 @@ def test_placing_freezes_the_long_lived_objects_only_while_it_runs(
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
+
+
+def test_the_scheduler_starts_no_blas_threads() -> None:
+    # numpy's OpenBLAS would start a spinning worker per core at import (docs/performance.md)
+    script = (
+        "import os, sys\n"
+        "from gputopo.scheduler.cli import main\n"
+        f"status = main(['simulate', '--cluster', {SAMPLE!r}, '--output', 'json'])\n"
+        "assert 'numpy' in sys.modules and status == 0\n"
+        "print(len(os.listdir('/proc/self/task')), file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "1"  # the main thread only
