@@ -157,7 +157,7 @@ class _Evaluation:
             # maximum in two array operations per verdict, a third of what writing each
             # verdict's failing nodes through a boolean mask costs (numpy 2.4, 5000 nodes).
             *filters, left_out = self.verdicts
-            top = len(filters)  # < 127: a plugin tuple of that many filters is absurd
+            top = len(filters)  # at most _MAX_FILTERS + 1: fits an int8
             ranked = np.zeros(self.capacity, dtype=np.int8)
             step = np.empty(self.capacity, dtype=np.int8)
             for index, verdict in enumerate(filters):
@@ -358,9 +358,16 @@ class _Extensions:
     node_only: int
 
 
+# A node's failure stage is an int8 (`_Evaluation.stage`): every filter, the PreFilters' stage
+# and "feasible" must fit.
+_MAX_FILTERS: Final = 125
+
+
 @functools.lru_cache(maxsize=16)
 def _extensions(plugins: tuple[Plugin, ...]) -> _Extensions:
     filters = tuple(p for p in plugins if isinstance(p, FilterPlugin))
+    if len(filters) > _MAX_FILTERS:
+        raise ValueError(f"{len(filters)} filter plugins; at most {_MAX_FILTERS} are supported")
     node_only = 0
     while node_only < len(filters) and getattr(filters[node_only], "node_only", False) is True:
         node_only += 1

@@ -8,6 +8,7 @@ import inspect
 from typing import Any, Final
 
 import numpy as np
+import pytest
 
 from gputopo.scheduler import framework
 from gputopo.scheduler.framework import schedule_one
@@ -68,6 +69,17 @@ def test_an_added_filter_plugin_is_one_line_and_its_reason_is_counted() -> None:
     assert result.message == (
         "0/3 nodes are available: 1 node(s) were in closed rack b, 2 node(s) were in closed rack a."
     )
+
+
+def test_the_last_of_many_filters_is_still_reported_and_too_many_are_refused() -> None:
+    snapshot = cluster(_racks())
+    filters = sum(isinstance(plugin, FilterPlugin) for plugin in PLUGINS)
+    many = tuple(RackFilter(f"x{i}") for i in range(125 - filters - 1))
+    plugins = (*PLUGINS, *many, RackFilter("b"))  # the 125th filter, the most an int8 stage holds
+    verdict = schedule_one(parse_pod(pod("p")), snapshot, plugins=plugins).diagnosis()["b1"]
+    assert verdict.reasons == ("node(s) were in closed rack b",)
+    with pytest.raises(ValueError, match="126 filter plugins; at most 125"):
+        schedule_one(parse_pod(pod("p")), snapshot, plugins=(*plugins, RackFilter("c")))
 
 
 def test_a_node_reports_only_the_first_filter_it_fails_in_tuple_order() -> None:
