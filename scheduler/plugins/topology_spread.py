@@ -151,24 +151,24 @@ def score(ctx: CycleContext, feasible: IntArray) -> IntArray | None:
     raw += 0.5
     rounded = np.floor(raw).astype(np.int64)  # Go's math.Round for non-negative values
     if every:
-        lowest, highest = int(rounded.min()), max(int(rounded.max()), 0)
-        if highest == 0:
-            return np.full(len(feasible), MAX_NODE_SCORE, dtype=np.int64)
-        rounded *= -1
-        rounded += highest + lowest
-        rounded *= MAX_NODE_SCORE
-        rounded //= highest
-        return rounded
+        return _normalised(rounded)
     out = np.zeros(len(feasible), dtype=np.int64)
-    if not np.count_nonzero(scored):
-        return out
-    valid = rounded[scored]
-    lowest, highest = int(valid.min()), max(int(valid.max()), 0)
-    if highest == 0:
-        out[scored] = MAX_NODE_SCORE
-    else:
-        out[scored] = MAX_NODE_SCORE * (highest + lowest - valid) // highest
+    if np.count_nonzero(scored):
+        out[scored] = _normalised(rounded[scored])
     return out
+
+
+def _normalised(rounded: IntArray) -> IntArray:
+    """kube-scheduler's spread normalisation, in place: fewer matching pods score higher,
+    ``100 x (max + min - value) / max`` (every score 100 when the maximum is 0)."""
+    lowest, highest = int(rounded.min()), max(int(rounded.max()), 0)
+    if highest == 0:
+        return np.full(len(rounded), MAX_NODE_SCORE, dtype=np.int64)
+    rounded *= -1
+    rounded += highest + lowest
+    rounded *= MAX_NODE_SCORE
+    rounded //= highest
+    return rounded
 
 
 class PodTopologySpread:
