@@ -27,6 +27,9 @@ from gputopo.scheduler.gpu_alloc.preferred import preferred_allocation
 from gputopo.scheduler.model import Node, Pod
 from gputopo.scheduler.snapshot import ClusterSnapshot, IntArray
 
+# Distinct layouts an allocator keeps before starting over (machine types x GPU health).
+_LAYOUTS_LIMIT = 256
+
 
 class NodeGpuState:
     """Bookkeeping for one node: which pod holds which GPUs / MIG devices, and what is free."""
@@ -76,11 +79,17 @@ class NodeGpuState:
         count = pod_gpu_count(pod)
         gpus: tuple[int, ...] = ()
         if count:
-            free = self.free_gpus(include_foreign=False)
-            choice = preferred_allocation(free, count)
-            # An over-committed node (e.g. fewer healthy GPUs than the labels' count) still
-            # records what it can, so later pods see the node as full.
-            gpus = choice.gpus if choice else tuple(g.index for g in free[:count])
+            layout = self.layout
+            key = ("allocate", count, layout.free_bits(self.owner))
+            kept: tuple[int, ...] | None = layout.memo.get(key)
+            if kept is None:
+                free = self.free_gpus(include_foreign=False)
+                choice = preferred_allocation(free, count)
+                # An over-committed node (e.g. fewer healthy GPUs than the labels' count) still
+                # records what it can, so later pods see the node as full.
+                kept = choice.gpus if choice else tuple(g.index for g in free[:count])
+                layout.remember(key, kept)
+            gpus = kept
             for index in gpus:
                 self.owner[index] = pod.key
         migs: list[tuple[int, int, int]] = []
@@ -170,8 +179,12 @@ class GpuAllocator:
         # version then), so the several refreshes of one cycle each read it for their slots.
         self._stale: npt.NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
         self._stale_at = -1
+        # How many slots `_stale` still marks: none, and a refresh has nothing to look at.
+        self._stale_count = 0
         # No NRT goes stale before this (a lower bound: every slot's NRT until, at most).
         self._nrt_soonest = math.inf
+        # One object per distinct layout (nodes of one model share it, and its `memo`).
+        self._layouts: dict[NodeGpuLayout, NodeGpuLayout] = {}
         # Per slot, a number that changes whenever the slot's summary below is rewritten (one
         # counter for all slots): scores computed from the summary are kept by it.
         self.summary_version: IntArray = np.zeros(0, dtype=np.int64)
@@ -185,6 +198,9 @@ class GpuAllocator:
         self.aligned_domain_size: IntArray = self._groups[2]
         self.domain_free: IntArray = self._groups[3]
         self.numa_free: IntArray = self._groups[4]
+        # Per slot summarised from a layout, that layout and the free GPUs summarised (its
+        # `free_bits`): what the slot's summary, and so a score read from it, is a function of.
+        self.summary_keys: dict[int, tuple[NodeGpuLayout, int]] = {}
         # Per slot, the largest of its aligned groups' domain sizes (0: no free GPU).
         self.largest_aligned_domain: IntArray = np.zeros(0, dtype=np.int64)
         self.sla: IntArray = np.zeros(0, dtype=np.int64)
@@ -282,9 +298,12 @@ class GpuAllocator:
         now = self.clock()
         if self._stale_at != snapshot.last_slot_version:
             self._stale = self._seen_versions != snapshot.slot_version
+            self._stale_count = int(np.count_nonzero(self._stale))
             self._stale_at = snapshot.last_slot_version
-        changed = self._stale[slots]
         nrt_expiring = self._nrt_soonest < now
+        if not self._stale_count and not nrt_expiring:
+            return  # the common case after a cycle's first refresh: every slot is current
+        changed = self._stale[slots]
         if nrt_expiring:
             changed |= self._nrt_until[slots] < now
         if changed.any():
@@ -296,7 +315,9 @@ class GpuAllocator:
     def _update(self, slot: int, now: float) -> None:
         node = self.snapshot.nodes[slot]
         self._seen_versions[slot] = self.snapshot.slot_version[slot]
-        self._stale[slot] = False
+        if self._stale[slot]:
+            self._stale[slot] = False
+            self._stale_count -= 1
         self._summary_versions += 1
         self.summary_version[slot] = self._summary_versions
         self._nrt_until[slot] = math.inf
@@ -312,6 +333,9 @@ class GpuAllocator:
                 self.states[slot] = None
                 self._clear(slot)
                 return
+            if len(self._layouts) >= _LAYOUTS_LIMIT:
+                self._layouts.clear()
+            layout = self._layouts.setdefault(layout, layout)
             if state is None or state.layout != layout:
                 state = NodeGpuState(node, layout)
                 initial = True
@@ -328,12 +352,32 @@ class GpuAllocator:
         self._summarise(slot, state, node)
 
     def _clear(self, slot: int) -> None:
+        self.summary_keys.pop(slot, None)
         self.free_total[slot] = 0
         self._groups[:, slot] = -1
         self.largest_aligned_domain[slot] = 0
         self.sla[slot] = 0
 
     def _summarise(self, slot: int, state: NodeGpuState, node: Node) -> None:
+        layout = state.layout
+        bits = layout.free_bits(state.owner, state.foreign)
+        self.summary_keys[slot] = (layout, bits)
+        summary = layout.memo.get(("summary", self._width, bits))
+        if summary is None:
+            summary = self._summary_of(state)
+            # at the width it was padded to (a wider node may have widened the arrays)
+            layout.remember(("summary", self._width, bits), summary)
+        rows, largest, free_total = summary
+        self._groups[:, slot] = rows
+        self.largest_aligned_domain[slot] = largest
+        self.free_total[slot] = free_total
+        sla = label_int(node.labels, self.contract.sla)
+        self.sla[slot] = min(sla, 1000) if sla is not None else 0
+
+    def _summary_of(self, state: NodeGpuState) -> tuple[IntArray, int, int]:
+        """The node's group rows (padded with -1 to the arrays' width, widened first if they
+        need more), its largest aligned domain and its free GPUs: a function of the layout and
+        the free GPUs alone (`_summarise` keeps it in the layout's memo)."""
         # One pass over the free GPUs counts every group: aligned (NVLink domain x NUMA node),
         # NVLink domain (GPUs with NVLink peers only) and NUMA node. Group order does not
         # matter: the score reads maxima and minima across a node's groups.
@@ -361,14 +405,15 @@ class GpuAllocator:
         if width > self._width:
             self._widen(width)
         width = self._width
-        self._groups[:, slot] = [  # one write: the five rows, each padded with -1
-            counts + [-1] * (width - len(counts))
-            for counts in (aligned, aligned_domain, aligned_size, domains, numas)
-        ]
-        self.largest_aligned_domain[slot] = max(aligned_size, default=0)
-        self.free_total[slot] = len(free)
-        sla = label_int(node.labels, self.contract.sla)
-        self.sla[slot] = min(sla, 1000) if sla is not None else 0
+        rows = np.array(
+            [
+                counts + [-1] * (width - len(counts))
+                for counts in (aligned, aligned_domain, aligned_size, domains, numas)
+            ],
+            dtype=np.int64,
+        )
+        rows.flags.writeable = False  # kept and shared: `_summarise` copies it in
+        return rows, max(aligned_size, default=0), len(free)
 
     # ------------------------------------------------------------ queries
 

@@ -7,9 +7,9 @@ when a node has none (see the package's docstring).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -37,6 +37,8 @@ LEVEL_NVLINK: Final = 2  # one NVLink domain across NUMA nodes
 LEVEL_ALIGNED: Final = 3  # one NVLink domain and one NUMA node
 
 NO_FIT: Final = np.iinfo(np.int64).max
+# Entries of a layout's `memo`: 256 sets of free GPUs of an 8-GPU node, times a few counts.
+MEMO_LIMIT: Final = 4096
 
 
 def mig_resource(profile: str) -> str:
@@ -76,6 +78,12 @@ class NodeGpuLayout:
     # Healthy GPUs per NVLink domain (`domain_key`), derived once: the allocator's summary
     # reads it at every change of the node's pods.
     healthy_domain_sizes: Mapping[object, int] = field(init=False, compare=False, repr=False)
+    # What the allocator works out from a set of free GPUs alone (`free_bits`: bit i for
+    # ``gpus[i]``), kept with the layout under (what, a number, the bits): the preferred
+    # allocation of a count, the group summary at a width, a GPU score. Nodes of one model
+    # share one layout (`GpuAllocator` interns them), so a busy cluster of a few machine types
+    # meets each set of free GPUs once.
+    memo: dict[tuple[str, int, int], Any] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         sizes: dict[object, int] = {}
@@ -84,6 +92,23 @@ class NodeGpuLayout:
                 key = self.domain_key(gpu)
                 sizes[key] = sizes.get(key, 0) + 1
         object.__setattr__(self, "healthy_domain_sizes", sizes)
+        object.__setattr__(self, "memo", {})
+
+    def free_bits(self, taken: Container[int], blocked: Container[int] = ()) -> int:
+        """The healthy GPUs whose index is neither in ``taken`` nor in ``blocked``, as bits
+        (bit i: ``gpus[i]``): the key of `memo`."""
+        bits = 0
+        for position, gpu in enumerate(self.gpus):
+            if gpu.healthy and gpu.index not in taken and gpu.index not in blocked:
+                bits |= 1 << position
+        return bits
+
+    def remember(self, key: tuple[str, int, int], value: Any) -> None:
+        """Keep ``value`` in `memo` (emptied first past `MEMO_LIMIT` entries: a node of many
+        GPUs has more sets of free ones than are worth keeping)."""
+        if len(self.memo) >= MEMO_LIMIT:
+            self.memo.clear()
+        self.memo[key] = value
 
     def aligned_key(self, gpu: GpuSlot) -> tuple[object, ...]:
         return (self.domain_key(gpu), gpu.numa_node)

@@ -212,6 +212,7 @@ def score(pod: Pod, allocator: gpu_alloc.GpuAllocator, feasible: IntArray) -> In
     allocator.refresh(feasible)
     if request.migs:
         return _scores(request, allocator, feasible)
+    memo_key = f"{NAME} {request.scope}"
     return KeptScores.of(allocator.snapshot).scores(
         (NAME, request.gpus, request.scope),
         feasible,
@@ -220,7 +221,8 @@ def score(pod: Pod, allocator: gpu_alloc.GpuAllocator, feasible: IntArray) -> In
             _scores(request, allocator, slots)
             if len(slots) > _FEW
             else np.array(
-                [_slot_score(request, allocator, s) for s in slots.tolist()], dtype=np.int64
+                [_slot_score(request, allocator, s, memo_key) for s in slots.tolist()],
+                dtype=np.int64,
             )
         ),
     )
@@ -236,9 +238,29 @@ def _step(leftover: int, values: tuple[int, int, int, int, int]) -> int:
     return int(_STEP_TABLES[values][min(max(leftover, 0), 8)])
 
 
-def _slot_score(request: TopologyRequest, allocator: gpu_alloc.GpuAllocator, slot: int) -> int:
+def _slot_score(
+    request: TopologyRequest, allocator: gpu_alloc.GpuAllocator, slot: int, memo_key: str
+) -> int:
     """`_scores` of one slot for a whole-GPU request (no MIG), without arrays; a property test
-    holds the two equal."""
+    holds the two equal. The tier is a function of the slot's summary, so it is kept in the
+    memo of the layout summarised, under (``memo_key``: the plugin and the scope, the count,
+    the free GPUs): nodes of one model with the same GPUs free score alike."""
+    summarised = allocator.summary_keys.get(slot)
+    tier: int | None
+    if summarised is None:
+        tier = _slot_tier(request, allocator, slot)
+    else:
+        layout, bits = summarised
+        key = (memo_key, request.gpus, bits)
+        tier = layout.memo.get(key)
+        if tier is None:
+            tier = _slot_tier(request, allocator, slot)
+            layout.remember(key, tier)
+    return tier + int(allocator.sla[slot]) * (SLA_BONUS_MAX + 1) // 1001
+
+
+def _slot_tier(request: TopologyRequest, allocator: gpu_alloc.GpuAllocator, slot: int) -> int:
+    """`_slot_score` without the SLA bonus: read from the slot's group summary alone."""
     count = request.gpus
     best_aligned = -1
     for free, domain_free, domain_size in zip(
@@ -275,7 +297,7 @@ def _slot_score(request: TopologyRequest, allocator: gpu_alloc.GpuAllocator, slo
             tier = TIER_NUMA
         else:
             tier = TIER_SPREAD
-    return tier + int(allocator.sla[slot]) * (SLA_BONUS_MAX + 1) // 1001
+    return tier
 
 
 def _scores(

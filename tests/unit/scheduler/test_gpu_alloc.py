@@ -13,13 +13,14 @@ from gputopo.scheduler.gpu_alloc import (
     LEVEL_NUMA,
     LEVEL_NVLINK,
     LEVEL_SPREAD,
+    MEMO_LIMIT,
     GpuAllocator,
     GpuSlot,
     layout_of,
     parse_nrt,
     preferred_allocation,
 )
-from gputopo.scheduler.model import parse_node
+from gputopo.scheduler.model import parse_node, parse_pod
 from gputopo.scheduler.snapshot import ClusterSnapshot
 from tests.unit.scheduler.topo_builders import (
     CROSSED_8,
@@ -361,3 +362,85 @@ def test_mig_devices_match_the_agents_count_labels_split_compute_instances_inclu
     assert modelled == counts
     assert counts["nvidia.com/mig-1c.3g.40gb"] == 1
     assert len({mig.key for mig in layout.migs}) == len(layout.migs)
+
+
+def test_nodes_of_one_model_share_one_layout_and_its_memo() -> None:
+    snapshot = ClusterSnapshot()
+    for name in ("a", "b"):
+        snapshot.add_node(gpu_node(name, NVSWITCH_8))
+    snapshot.add_node(gpu_node("q", QUADS_8))
+    allocator = GpuAllocator(snapshot)
+    allocator.refresh(np.array([0, 1, 2]))
+    a, b, q = (allocator.states[slot] for slot in (0, 1, 2))
+    assert a is not None and b is not None and q is not None
+    assert a.layout is b.layout and q.layout is not a.layout
+    assert a.layout.memo  # the summary of eight free GPUs, worked out once for both
+
+
+_LAYOUTS = {
+    "nvswitch": NVSWITCH_8,
+    "quads": QUADS_8,
+    "crossed": CROSSED_8,
+    "pcie": PCIE_4,
+    "failed": annotation([0, 0, 0, 0, 1, 1, 1, 1], [0] * 8, failed=(2, 5)),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(sorted(_LAYOUTS)),
+    st.lists(st.tuples(st.integers(0, 7), st.integers(1, 4)), max_size=12),
+)
+def test_memo_gives_what_the_allocator_works_out_afresh(
+    layout_name: str, ops: list[tuple[int, int]]
+) -> None:
+    """Pods come and go (index i: pod i placed when absent, deleted when present); after each
+    change the node's allocation and summary, read through the layout's memo, equal those
+    worked out without it (the memo emptied first)."""
+    snapshot = ClusterSnapshot()
+    snapshot.add_node(gpu_node("n", _LAYOUTS[layout_name]))
+    allocator = GpuAllocator(snapshot)
+    placed: set[int] = set()
+    for index, gpus in ops:
+        if index in placed:
+            snapshot.remove_pod(f"default/p{index}")
+            placed.discard(index)
+        else:
+            snapshot.add_pod(gpu_pod(f"p{index}", gpus, node_name="n"))
+            placed.add(index)
+        state = allocator.state(0)
+        assert state is not None
+        kept = (
+            allocator._groups[:, 0].tolist(),
+            int(allocator.free_total[0]),
+            int(allocator.largest_aligned_domain[0]),
+            allocator.summary_keys[0],
+        )
+        free = state.free_gpus(include_foreign=False)
+        for count in range(1, 5):
+            choice = preferred_allocation(free, count)
+            fresh = choice.gpus if choice else tuple(g.index for g in free[:count])
+            probe = parse_pod(gpu_pod("probe", count))
+            for _ in ("worked out and kept", "read back"):
+                twin = state.copy()
+                twin._allocate(probe)
+                assert twin.pod_gpus[probe.key][0] == fresh
+        state.layout.memo.clear()
+        allocator._summarise(0, state, state.node)
+        assert (
+            allocator._groups[:, 0].tolist(),
+            int(allocator.free_total[0]),
+            int(allocator.largest_aligned_domain[0]),
+            allocator.summary_keys[0],
+        ) == kept
+
+
+def test_layout_memo_starts_over_past_its_limit() -> None:
+    node = parse_node(gpu_node("n", NVSWITCH_8))
+    layout = layout_of(node)
+    assert layout is not None
+    for bits in range(MEMO_LIMIT):
+        layout.remember(("test", 0, bits), bits)
+    assert len(layout.memo) == MEMO_LIMIT
+    layout.remember(("test", 0, MEMO_LIMIT), MEMO_LIMIT)
+    assert layout.memo == {("test", 0, MEMO_LIMIT): MEMO_LIMIT}
