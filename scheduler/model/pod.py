@@ -182,13 +182,37 @@ def parse_pod(obj: JsonObject) -> Pod:
     pod.nonzero_memory = resources.nonzero_memory
     pod.host_ports = resources.host_ports
 
-    pod.node_selector = where.string_map(spec, "nodeSelector", "spec.nodeSelector")
     affinity = where.mapping(spec, "affinity", "spec.affinity")
     node_affinity = where.mapping(affinity, "nodeAffinity", "spec.affinity.nodeAffinity")
-    pod.required_node_affinity = _required_node_affinity(where, node_affinity)
+    static = [
+        pod.node_name,
+        spec.get("nodeSelector"),
+        affinity.get("nodeAffinity"),
+        spec.get("tolerations"),
+    ]
+    try:
+        static_key = _STATIC_KEY.encode(static)
+    except (TypeError, ValueError):  # not JSON: the parse below names the field
+        static_key = None
+    parsed = _STATIC_PARSED.get(static_key) if static_key is not None else None
+    if parsed is None:
+        parsed = (
+            where.string_map(spec, "nodeSelector", "spec.nodeSelector"),
+            _required_node_affinity(where, node_affinity),
+            _preferred_node_affinity(where, node_affinity),
+            _tolerations(where, spec),
+        )
+        if static_key is not None:
+            if len(_STATIC_PARSED) >= _STATIC_PARSED_LIMIT:
+                _STATIC_PARSED.clear()
+            _STATIC_PARSED[static_key] = parsed
+    (
+        pod.node_selector,
+        pod.required_node_affinity,
+        pod.preferred_node_affinity,
+        pod.tolerations,
+    ) = parsed
     pod.required_node_names = required_node_names(pod.required_node_affinity)
-    pod.preferred_node_affinity = _preferred_node_affinity(where, node_affinity)
-    pod.tolerations = _tolerations(where, spec)
 
     pod.required_affinity, pod.preferred_affinity = _pod_affinity(
         where, affinity, "podAffinity", pod.namespace, pod.labels
@@ -203,20 +227,27 @@ def parse_pod(obj: JsonObject) -> Pod:
     pod.resource_claims = _resource_claims(where, spec)
     pod.claim_statuses = _claim_statuses(where, status)
     pod.warnings = _volume_warnings(where, spec)
-    pod.static_key = _STATIC_KEY.encode(
-        [
-            pod.node_name,
-            spec.get("nodeSelector"),
-            affinity.get("nodeAffinity"),
-            spec.get("tolerations"),
-        ]
-    )
+    pod.static_key = static_key if static_key is not None else _STATIC_KEY.encode(static)
     return pod
 
 
 # One encoder for every pod's static key: `json.dumps` with options builds a new one per call,
 # a third of the key's cost.
 _STATIC_KEY: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+# What the static key's fields parse to (node selector, required and preferred node affinity,
+# tolerations), per static key: the pods of one controller share them, and parsing two
+# tolerations took 40 % of a pod's parse. Immutable values (tuples; the selector dict is never
+# written, as `Pod.bound_to` shares it too), so pods share them.
+_STATIC_PARSED: dict[
+    str,
+    tuple[
+        dict[str, str],
+        tuple[NodeSelectorTerm, ...] | None,
+        tuple[tuple[int, NodeSelectorTerm], ...],
+        tuple[Toleration, ...],
+    ],
+] = {}
+_STATIC_PARSED_LIMIT: Final = 1024
 
 
 def _read_identity(

@@ -250,3 +250,45 @@ def test_bound_to_copies_every_field_but_the_node() -> None:
             assert bound.node_name == "node-a"
         else:
             assert getattr(bound, slot) is getattr(original, slot), slot
+
+
+def test_pods_of_one_spec_share_what_their_static_fields_parse_to() -> None:
+    """Node selector, node affinity and tolerations are parsed once per distinct static key
+    (`parse_pod`'s memo); the pods differ in everything else, and a malformed spec is never
+    kept, so it is refused, naming its pod, every time."""
+    tolerations = [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    first, second = pod("a", labels={"x": "1"}), pod("b", labels={"x": "2"})
+    for raw in (first, second):
+        raw["spec"]["tolerations"] = tolerations
+        raw["spec"]["nodeSelector"] = {"pool": "gpu"}
+    a, b = parse_pod(first), parse_pod(second)
+    assert a.tolerations is b.tolerations and a.node_selector is b.node_selector
+    assert (a.key, b.key, a.labels, b.labels) == ("default/a", "default/b", {"x": "1"}, {"x": "2"})
+    assert a.static_key == b.static_key
+    other = pod("c", labels={})
+    other["spec"]["tolerations"] = [{"key": "gpu", "operator": "Exists", "effect": "NoExecute"}]
+    assert parse_pod(other).tolerations[0].effect == "NoExecute"
+    bad = pod("d", labels={})
+    bad["spec"]["tolerations"] = [{"key": "gpu", "operator": "Above"}]
+    for _ in range(2):
+        with pytest.raises(SchedulerInputError, match=r"^Pod default/d: spec.tolerations\[0\]"):
+            parse_pod(bad)
+
+
+def test_a_static_field_that_is_not_json_is_still_named() -> None:
+    raw = pod("p", labels={})
+    raw["spec"]["nodeSelector"] = {"pool": object()}
+    with pytest.raises(SchedulerInputError, match=r"^Pod default/p: spec.nodeSelector\['pool'\]"):
+        parse_pod(raw)
+
+
+def test_the_static_fields_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gputopo.scheduler.model import pod as pod_module
+
+    monkeypatch.setattr(pod_module, "_STATIC_PARSED", {})
+    monkeypatch.setattr(pod_module, "_STATIC_PARSED_LIMIT", 2)
+    for index in range(5):
+        raw = pod(f"p{index}", labels={})
+        raw["spec"]["nodeSelector"] = {"pool": str(index)}
+        assert parse_pod(raw).node_selector == {"pool": str(index)}
+        assert len(pod_module._STATIC_PARSED) <= 2
