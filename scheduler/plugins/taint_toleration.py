@@ -22,7 +22,7 @@ from gputopo.scheduler.model import (
     tolerated,
 )
 from gputopo.scheduler.plugins.context import CycleContext
-from gputopo.scheduler.plugins.normalize import default_normalize
+from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE, default_normalize
 from gputopo.scheduler.plugins.verdict import CodedVerdict, Reason, unresolvable
 from gputopo.scheduler.snapshot import BoolArray, IntArray
 
@@ -64,6 +64,9 @@ class TaintState:
     verdict: CodedVerdict | None
     hard_tolerated: BoolArray
     prefer_no_schedule: IntArray
+    # Whether any node has a PreferNoSchedule taint the shape does not tolerate (else every
+    # node scores the maximum: the reversed normalisation of zeros).
+    any_prefer_no_schedule: bool
 
 
 def _evaluate(ctx: CycleContext) -> TaintState:
@@ -88,7 +91,7 @@ def _evaluate(ctx: CycleContext) -> TaintState:
                 reasons[code] = unresolvable(reason)
             codes[slot] = code
     verdict = CodedVerdict(codes, reasons) if reasons else None
-    return TaintState(verdict, hard_ok, prefer_no_schedule)
+    return TaintState(verdict, hard_ok, prefer_no_schedule, bool(prefer_no_schedule.any()))
 
 
 def state(ctx: CycleContext) -> TaintState:
@@ -105,7 +108,10 @@ class TaintToleration:
         return state(ctx).verdict
 
     def score(self, ctx: CycleContext, feasible: IntArray) -> IntArray:
-        return default_normalize(state(ctx).prefer_no_schedule[feasible], reverse=True)
+        taints = state(ctx)
+        if not taints.any_prefer_no_schedule:
+            return np.full(len(feasible), MAX_NODE_SCORE, dtype=np.int64)
+        return default_normalize(taints.prefer_no_schedule[feasible], reverse=True)
 
 
 PLUGIN: Final = TaintToleration()
