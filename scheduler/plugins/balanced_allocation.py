@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from gputopo.scheduler.model import Pod
 from gputopo.scheduler.plugins.context import CycleContext
+from gputopo.scheduler.plugins.kept_scores import KeptNodeScores
 from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE
 from gputopo.scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
 from gputopo.scheduler.scheduling_profile import SchedulerProfile
@@ -33,6 +34,14 @@ def score(
             break
     else:
         return None  # requests none of them (BestEffort)
+    return _requesting_score(pod, snapshot, feasible, profile)
+
+
+def _requesting_score(
+    pod: Pod, snapshot: ClusterSnapshot, feasible: IntArray, profile: SchedulerProfile
+) -> IntArray:
+    """`score` of a pod that requests one of the profile's resources."""
+    requests = pod.requests
     size = len(feasible)
     fractions: list[FloatArray] = []
     # Per resource, the feasible nodes that have it; None: all of them (no masking needed).
@@ -96,11 +105,46 @@ def score(
     return np.trunc((1 - std) * MAX_NODE_SCORE).astype(np.int64)
 
 
+def slot_score(pod: Pod, snapshot: ClusterSnapshot, slot: int, profile: SchedulerProfile) -> int:
+    """`score` of one live slot, without arrays for the usual two resources (a property test
+    holds the two equal); for a pod that requests one of them."""
+    requests = pod.requests
+    fractions: list[float] = []
+    present = True
+    for name, _ in profile.balanced_resources:
+        amount = requests.get(name, 0)
+        if amount == 0 and name not in (CPU, MEMORY, EPHEMERAL_STORAGE):
+            continue
+        node_allocatable, node_requested = snapshot.resource_arrays(name)
+        allocatable = node_allocatable.item(slot)
+        if allocatable > 0:
+            fractions.append(min((node_requested.item(slot) + amount) / allocatable, 1.0))
+        else:
+            fractions.append(0.0)
+            present = False
+    if len(fractions) != 2:  # one, or three and more: the arrays'
+        return int(_requesting_score(pod, snapshot, np.array([slot], dtype=np.int64), profile)[0])
+    # `score`'s float64 steps in its order: (1 - |f0 - f1| / 2) x 100, truncated
+    deviation = abs(fractions[0] - fractions[1]) / 2 if present else 0.0
+    return int((1 - deviation) * MAX_NODE_SCORE)
+
+
 class NodeResourcesBalancedAllocation:
     name: Final = NAME
 
     def score(self, ctx: CycleContext, feasible: IntArray) -> IntArray | None:
-        return score(ctx.pod, ctx.snapshot, feasible, ctx.profile)
+        """`score`, kept for every node per pod shape (`KeptNodeScores`)."""
+        pod, snapshot, profile = ctx.pod, ctx.snapshot, ctx.profile
+        requests = pod.requests
+        amounts = tuple(requests.get(name, 0) for name, _ in profile.balanced_resources)
+        if not any(amounts):
+            return None  # requests none of them (BestEffort)
+        return KeptNodeScores.of(snapshot).scores(
+            (NAME, profile.balanced_resources, amounts),
+            feasible,
+            lambda slots: _requesting_score(pod, snapshot, slots, profile),
+            lambda slot: slot_score(pod, snapshot, slot, profile),
+        )
 
 
 PLUGIN: Final = NodeResourcesBalancedAllocation()

@@ -7,18 +7,22 @@ snapshot) keeps, per plugin and request shape, the last score of every node slot
 version of the slot it was computed at, and recomputes only the slots whose version has moved
 on: a cycle then costs a few array lookups plus the work for the nodes that changed, not the
 work for every feasible node. The caller passes the versions (GpuTopology: the allocator's
-`summary_version`). NodeResourcesFit's and BalancedAllocation's scores are per node too, but
-keeping them did not pay (docs/performance.md): a CPU pod's sampled nodes nearly always include
+`summary_version`). At most `LIMIT` shapes are kept, the least recently used dropped first.
+
+NodeResourcesFit's and BalancedAllocation's scores are per node too, but keeping only the
+scored slots did not pay (docs/performance.md): a CPU pod's sampled nodes nearly always include
 some changed since its shape last looked, and rescoring a few nodes takes the same few dozen
-array operations as scoring hundreds. At most `LIMIT` shapes are kept, the least recently used
-dropped first.
+array operations as scoring hundreds. `KeptNodeScores` keeps them for every node instead, as of
+one snapshot slot version: what changed since is found with one comparison over the slot
+versions, usually a node or two, rescored in plain Python (the plugin's one-node function, held
+equal to its array one by a property test).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -66,4 +70,61 @@ class KeptScores:
             values[stale] = compute(stale)
             seen[stale] = current[stale_mask]
         out: IntArray = values[slots]
+        return out
+
+
+# Up to this many changed nodes, the plugin's one-node function beats its array operations.
+FEW: Final = 4
+
+
+class KeptNodeScores:
+    """Per (plugin, request shape): the score of every live node slot, as of one slot version
+    of the snapshot (`ClusterSnapshot.last_slot_version`)."""
+
+    __slots__ = ("_kept", "snapshot")
+
+    def __init__(self, snapshot: ClusterSnapshot) -> None:
+        self.snapshot = snapshot
+        # key -> [scores of every slot, the last slot version they include]
+        self._kept: OrderedDict[Hashable, list[Any]] = OrderedDict()
+
+    @classmethod
+    def of(cls, snapshot: ClusterSnapshot) -> KeptNodeScores:
+        return snapshot.attached_or_new(cls, lambda: cls(snapshot))
+
+    def scores(
+        self,
+        key: Hashable,
+        feasible: IntArray,
+        compute: Callable[[IntArray], IntArray],
+        compute_one: Callable[[int], int],
+    ) -> IntArray:
+        """The scores of ``feasible`` for ``key``: ``compute(slots)`` scores node slots with
+        arrays, ``compute_one(slot)`` one slot in plain Python; both for live slots only, and
+        what they return must depend on nothing but the pod's shape and each slot's node and
+        pods (a change to either moves the slot's version)."""
+        snapshot = self.snapshot
+        latest = snapshot.last_slot_version
+        kept = self._kept.get(key)
+        if kept is None or len(kept[0]) != snapshot.capacity:
+            values = np.zeros(snapshot.capacity, dtype=np.int64)
+            live = snapshot.live_slots()
+            if len(live):
+                values[live] = compute(live)
+            kept = self._kept[key] = [values, latest]
+            if len(self._kept) > LIMIT:
+                self._kept.popitem(last=False)
+        else:
+            self._kept.move_to_end(key)
+            values = kept[0]
+            if kept[1] != latest:
+                changed = (snapshot.slot_version > kept[1]).nonzero()[0]
+                changed = changed[snapshot.alive[changed]]  # a freed slot is never scored
+                if len(changed) <= FEW:
+                    for slot in changed.tolist():
+                        values[slot] = compute_one(slot)
+                elif len(changed):
+                    values[changed] = compute(changed)
+                kept[1] = latest
+        out: IntArray = values[feasible]
         return out

@@ -16,6 +16,7 @@ import numpy as np
 from gputopo.scheduler.dra.state import DraState
 from gputopo.scheduler.model import Pod
 from gputopo.scheduler.plugins.context import CycleContext
+from gputopo.scheduler.plugins.kept_scores import KeptNodeScores
 from gputopo.scheduler.plugins.normalize import MAX_NODE_SCORE
 from gputopo.scheduler.plugins.verdict import MaskVerdict, Reason
 from gputopo.scheduler.quantity import CPU, EPHEMERAL_STORAGE, MEMORY
@@ -117,6 +118,48 @@ def score(
     return out
 
 
+def slot_score(pod: Pod, snapshot: ClusterSnapshot, slot: int, profile: SchedulerProfile) -> int:
+    """`score` of one live slot, without arrays (a property test holds the two equal)."""
+    total = weight_sum = 0
+    most = profile.fit_strategy == "MostAllocated"
+    for name, weight in profile.fit_resources:
+        if name == CPU:
+            allocatable = snapshot.allocatable[CPU].item(slot)
+            requested = snapshot.nonzero_cpu.item(slot) + pod.nonzero_cpu
+        elif name == MEMORY:
+            allocatable = snapshot.allocatable[MEMORY].item(slot)
+            requested = snapshot.nonzero_memory.item(slot) + pod.nonzero_memory
+        else:
+            amount = pod.requests.get(name, 0)
+            if amount == 0 and name != EPHEMERAL_STORAGE:
+                continue
+            node_allocatable, node_requested = snapshot.resource_arrays(name)
+            allocatable = node_allocatable.item(slot)
+            requested = node_requested.item(slot) + amount
+        if allocatable <= 0:
+            continue  # the node lacks it: not weighed
+        if most:
+            resource_score = min(requested, allocatable) * MAX_NODE_SCORE // allocatable
+        else:
+            resource_score = max(allocatable - requested, 0) * MAX_NODE_SCORE // allocatable
+        total += resource_score * weight
+        weight_sum += weight
+    return total // weight_sum if weight_sum > 0 else 0
+
+
+def shape_of(pod: Pod, profile: SchedulerProfile) -> tuple[object, ...]:
+    """What `score` reads of the pod and the profile: pods alike here score every node alike."""
+    amounts = tuple(
+        pod.nonzero_cpu
+        if name == CPU
+        else pod.nonzero_memory
+        if name == MEMORY
+        else pod.requests.get(name, 0)
+        for name, _ in profile.fit_resources
+    )
+    return (NAME, profile.fit_strategy, profile.fit_resources, amounts)
+
+
 class NodeResourcesFit:
     name: Final = NAME
 
@@ -124,7 +167,14 @@ class NodeResourcesFit:
         return filter_nodes(ctx.pod, ctx.snapshot)
 
     def score(self, ctx: CycleContext, feasible: IntArray) -> IntArray:
-        return score(ctx.pod, ctx.snapshot, feasible, ctx.profile)
+        """`score`, kept for every node per pod shape (`KeptNodeScores`)."""
+        pod, snapshot, profile = ctx.pod, ctx.snapshot, ctx.profile
+        return KeptNodeScores.of(snapshot).scores(
+            shape_of(pod, profile),
+            feasible,
+            lambda slots: score(pod, snapshot, slots, profile),
+            lambda slot: slot_score(pod, snapshot, slot, profile),
+        )
 
 
 PLUGIN: Final = NodeResourcesFit()

@@ -1,8 +1,10 @@
-"""KeptScores: scores kept per request shape for the nodes that did not change; and the GPU
-topology score that uses them, always equal to computing it afresh."""
+"""KeptScores and KeptNodeScores: scores kept per request shape for the nodes that did not
+change; and the GPU topology, NodeResourcesFit and BalancedAllocation scores that use them,
+always equal to computing them afresh."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -11,8 +13,13 @@ from hypothesis import strategies as st
 
 from gputopo.scheduler import gpu_alloc
 from gputopo.scheduler.model import parse_pod
-from gputopo.scheduler.plugins import gpu_topology
-from gputopo.scheduler.plugins.kept_scores import LIMIT, KeptScores
+from gputopo.scheduler.plugins import balanced_allocation, gpu_topology, resources_fit
+from gputopo.scheduler.plugins.context import CycleContext
+from gputopo.scheduler.plugins.kept_scores import FEW, LIMIT, KeptNodeScores, KeptScores
+from gputopo.scheduler.scheduling_profile import default_profile
+from gputopo.scheduler.snapshot import ClusterSnapshot
+from tests.unit.scheduler.sched_builders import node as sched_node
+from tests.unit.scheduler.sched_builders import pod as sched_pod
 from tests.unit.scheduler.topo_builders import annotation, cluster, gpu_node, gpu_pod
 
 
@@ -153,3 +160,103 @@ def _nrt(node_name: str, available: int) -> dict[str, Any]:
         "metadata": {"name": node_name},
         "zones": zones,
     }
+
+
+# -- KeptNodeScores: NodeResourcesFit and BalancedAllocation kept for every node ------------
+
+_ALLOCATABLE = [
+    {"cpu": "8", "memory": "32Gi", "pods": "110"},
+    {"cpu": "4", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+    {"cpu": "2", "pods": "110", "example.com/fpga": "2"},  # no memory
+    {"cpu": "16", "memory": "8Gi", "pods": "110"},
+]
+_PROFILES = {
+    "default": default_profile(),
+    "most": dataclasses.replace(default_profile(), fit_strategy="MostAllocated"),
+    "weighted": dataclasses.replace(
+        default_profile(),
+        fit_resources=(("cpu", 3), ("memory", 1), ("example.com/fpga", 2)),
+        balanced_resources=(("cpu", 1), ("memory", 1), ("ephemeral-storage", 1)),
+    ),
+    "one": dataclasses.replace(default_profile(), balanced_resources=(("memory", 1),)),
+}
+_REQUESTS = st.dictionaries(
+    st.sampled_from(["cpu", "memory", "ephemeral-storage", "example.com/fpga"]),
+    st.sampled_from(["0", "1", "3", "500m", "2Gi", "40Gi"]),
+    max_size=3,
+)
+_NODE_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["place", "remove", "resize", "drop-node", "score"]),
+        st.integers(0, 5),  # pod, or node allocatable
+        st.integers(0, len(_ALLOCATABLE) - 1),  # node
+        _REQUESTS,  # the placed pod's
+        _REQUESTS,  # the incoming pod's, scored after the change
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(_PROFILES)), _NODE_OPS)
+def test_kept_fit_and_balance_scores_equal_scores_computed_afresh(
+    profile_name: str, ops: list[tuple[str, int, int, dict[str, str], dict[str, str]]]
+) -> None:
+    """Pods placed and removed, nodes resized and dropped (and added back): after each change
+    the kept scores (one-node Python for a few changed nodes, arrays for more) equal the
+    plugins' array scores over the live nodes, computed afresh."""
+    profile = _PROFILES[profile_name]
+    snapshot = ClusterSnapshot()
+    for index, allocatable in enumerate(_ALLOCATABLE):
+        snapshot.add_node(sched_node(f"n{index}", allocatable=allocatable))
+    for op, number, node_index, requests, incoming in ops:
+        name = f"n{node_index}"
+        if op == "place" and snapshot.pod(f"default/p{number}") is None:
+            if snapshot.slot_of(name) is not None:
+                snapshot.assume(parse_pod(sched_pod(f"p{number}", requests=requests)), name)
+        elif op == "remove":
+            snapshot.remove_pod(f"default/p{number}")
+        elif op == "resize":
+            allocatable = dict(_ALLOCATABLE[number % len(_ALLOCATABLE)])
+            snapshot.add_node(sched_node(name, allocatable=allocatable))
+        elif op == "drop-node":
+            snapshot.remove_node(name)
+        pod = parse_pod(sched_pod("incoming", requests=incoming))
+        ctx = CycleContext(pod, snapshot, profile, gpu_alloc.GpuAllocator.of(snapshot), None)
+        feasible = snapshot.live_slots()
+        fit = resources_fit.PLUGIN.score(ctx, feasible)
+        assert fit.tolist() == resources_fit.score(pod, snapshot, feasible, profile).tolist()
+        balance = balanced_allocation.PLUGIN.score(ctx, feasible)
+        fresh = balanced_allocation.score(pod, snapshot, feasible, profile)
+        assert (balance is None) == (fresh is None)
+        if balance is not None and fresh is not None:
+            assert balance.tolist() == fresh.tolist(), (op, name, requests, incoming)
+
+
+def test_kept_node_scores_rescore_only_the_live_nodes_that_changed() -> None:
+    snapshot = ClusterSnapshot()
+    for index in range(6):
+        snapshot.add_node(sched_node(f"n{index}"))
+    kept, compute = KeptNodeScores(snapshot), _Compute()
+    one: list[int] = []
+
+    def compute_one(slot: int) -> int:
+        one.append(slot)
+        return slot * 10 + compute.bonus
+
+    every = snapshot.live_slots()
+    assert kept.scores("shape", every[:3], compute, compute_one).tolist() == [0, 10, 20]
+    assert compute.calls == [every.tolist()]  # every live node, once
+    kept.scores("shape", every, compute, compute_one)
+    assert (len(compute.calls), one) == (1, [])
+    compute.bonus = 5
+    changed = snapshot.slot_of("n4")
+    assert changed is not None
+    snapshot.assume(parse_pod(sched_pod("p", requests={"cpu": "1"})), "n4")
+    snapshot.remove_node("n1")
+    assert kept.scores("shape", every[:1], compute, compute_one).tolist() == [0]
+    assert one == [changed]  # n1's freed slot is not scored
+    for index in (0, 2, 3, 4, 5):  # more than FEW changed: the array function takes them
+        snapshot.assume(parse_pod(sched_pod(f"q{index}", requests={"cpu": "1"})), f"n{index}")
+    kept.scores("shape", every[:1], compute, compute_one)
+    assert len(compute.calls) == 2 and len(compute.calls[-1]) == 5 > FEW
