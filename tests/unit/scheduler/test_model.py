@@ -292,3 +292,12 @@ def test_the_static_fields_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> N
         raw["spec"]["nodeSelector"] = {"pool": str(index)}
         assert parse_pod(raw).node_selector == {"pool": str(index)}
         assert len(pod_module._STATIC_PARSED) <= 2
+
+
+def test_a_selector_key_orjson_refuses_still_parses_with_its_own_static_key() -> None:
+    raw = pod("p", labels={})
+    raw["spec"]["nodeSelector"] = {1: "a"}  # YAML reads an unquoted 1 as a number
+    parsed = parse_pod(raw)
+    assert parsed.node_selector == {"1": "a"}
+    assert parsed.static_key.startswith("json:")
+    assert parsed.static_key != parse_pod(pod("q", labels={})).static_key
