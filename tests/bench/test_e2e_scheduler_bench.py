@@ -27,7 +27,9 @@ decisions (the same pods, bound round robin over the nodes, with gputopo's clien
 and Scheduled event), alternated with the two schedulers (`round_orders`). Each result carries
 ``of_ceiling``: its steady rate over the ceiling's steady rate in the same round, i.e. how much
 of what the API server and etcd absorb here the scheduler uses. The ceiling ignores GPU counts,
-so its placements overcommit and are not checked.
+so its placements overcommit and are not checked. Each gputopo result also carries issue 21's
+``bar`` (the lower of 0.9 x the ceiling and 1.3 x kube-scheduler, same round) and
+``meets_target``, and the run ends with how many rounds met it (`add_target_verdicts`).
 
 GPUTOPO_BENCH_PROFILE=DIR samples each gputopo-scheduler run with py-spy (on PATH, or
 GPUTOPO_BENCH_PYSPY=path), attached to the running process so ``cpu_s`` stays its own: the
@@ -382,6 +384,31 @@ def add_ceiling_fractions(results: list[dict[str, Any]], per_round: int) -> None
             result["of_ceiling"] = round(result["steady_pods_per_s"] / ceiling, 3)
 
 
+def add_target_verdicts(results: list[dict[str, Any]], per_round: int) -> list[str]:
+    """Issue 21's target on every gputopo result: ``bar``, the lower of 0.9 x the ceiling's
+    steady rate and 1.3 x kube-scheduler's in the same round, and ``meets_target``; returns
+    the summary lines (a verdict per round is noise on this machine: read them together)."""
+    ratios: list[float] = []
+    for start in range(0, len(results), per_round):
+        batch = {r["scheduler"]: r for r in results[start : start + per_round]}
+        bar = min(
+            0.9 * batch[CEILING]["steady_pods_per_s"],
+            1.3 * batch["kube-scheduler"]["steady_pods_per_s"],
+        )
+        ours = batch["gputopo-scheduler"]
+        ours["bar"] = round(bar, 1)
+        ours["meets_target"] = ours["steady_pods_per_s"] >= bar
+        ratios.append(ours["steady_pods_per_s"] / bar)
+    met = sum(ratio >= 1 for ratio in ratios)
+    ratios.sort()
+    middle = len(ratios) // 2
+    median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+    return [
+        f"target met in {met} of {len(ratios)} rounds",
+        f"gputopo / bar: median {median:.2f}, lowest {ratios[0]:.2f}, highest {ratios[-1]:.2f}",
+    ]
+
+
 def _cpu_seconds(pid: int, thread: str | None = None) -> float:
     """User + system CPU seconds of a live process (fields 14 and 15 of /proc/PID/stat), or of
     one of its threads (/proc/PID/task/TID/stat)."""
@@ -449,6 +476,8 @@ def test_e2e_scheduler_throughput(
     add_ceiling_fractions(results, per_round)
     for result in results:
         print(f"{result['scheduler']}: {result['of_ceiling']} of the ceiling")
+    for line in add_target_verdicts(results, per_round):
+        print(line)
     benchmark.extra_info["results"] = results
     assert all(result["pods"] == PODS for result in results)
     schedulers = [result for result in results if result["scheduler"] != CEILING]
