@@ -156,7 +156,9 @@ class Binder:
         self.queue.done(key)
         self.metrics.attempts.labels("scheduled").inc()
         self.recorder.scheduled(pod, node_name)
-        log.info("pod bound", extra={"pod": key, "node": node_name})
+        # At debug, as kube-scheduler logs a binding at verbosity 2: the Scheduled event records
+        # every one, and the line cost about 30 us of a pod's 0.7 ms of CPU end to end.
+        log.debug("pod bound", extra={"pod": key, "node": node_name})
         if nominated_node(pod) not in ("", node_name):  # bound elsewhere: as kube-scheduler
             self.set_nominated_node(pod, None)
 

@@ -3,11 +3,15 @@ allocator."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import pytest
 
 from gputopo.scheduler.runtime.core_adapter import CoreFramework
 from gputopo.scheduler.runtime.handlers import NRT_KIND
 from gputopo.scheduler.runtime.kube import KubeApiError
+from gputopo.scheduler.runtime.queue import QueuedPod
 from gputopo.scheduler.runtime.runner import NRT_API, RuntimeConfig, SchedulerRuntime
 
 
@@ -55,3 +59,38 @@ def test_nrt_events_reach_the_allocator_and_a_delete_forgets() -> None:
     assert dict(framework.gpus.nrt["dgx-a"].available) == {1: 1}
     runtime.handlers.on_delete(NRT_KIND, newer)
     assert "dgx-a" not in framework.gpus.nrt
+
+
+class _BindingApi(_DiscoveryApi):
+    """Discovery as above; records bindings, accepts events."""
+
+    def __init__(self) -> None:
+        super().__init__(set())
+        self.bound: list[tuple[str, str]] = []
+
+    def bind(self, namespace: str, pod_name: str, pod_uid: str, node_name: str) -> None:
+        self.bound.append((f"{namespace}/{pod_name}", node_name))
+
+
+def test_a_binding_is_logged_at_debug_and_recorded_by_its_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = _BindingApi()
+    runtime = _runtime(api)
+    runtime._leading.set()
+    runtime.cache.upsert_node(
+        {"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "4", "pods": "10"}}}
+    )
+    pods = [
+        {"metadata": {"name": name, "namespace": "default", "uid": name}, "spec": {}}
+        for name in ("a", "b")
+    ]
+    for pod, level in zip(pods, (logging.INFO, logging.DEBUG), strict=True):
+        runtime.cache.assume(pod, "n1")
+        caplog.clear()
+        with caplog.at_level(level, logger="gputopo.scheduler.runtime"):
+            runtime.binder.bind(QueuedPod(pod, 0, 0.0), "n1")
+        bound = [r for r in caplog.records if r.getMessage() == "pod bound"]
+        assert len(bound) == (level == logging.DEBUG)
+    runtime.stop()  # the event workers finish
+    assert api.bound == [("default/a", "n1"), ("default/b", "n1")]
