@@ -135,6 +135,8 @@ class NodeResourcesBalancedAllocation:
     def score(self, ctx: CycleContext, feasible: IntArray) -> IntArray | None:
         """`score`, kept for every node per pod shape (`KeptNodeScores`)."""
         pod, snapshot, profile = ctx.pod, ctx.snapshot, ctx.profile
+        if not KeptNodeScores.worth_asking(snapshot, feasible):
+            return score(pod, snapshot, feasible, profile)
         requests = pod.requests
         amounts = tuple(requests.get(name, 0) for name, _ in profile.balanced_resources)
         if not any(amounts):

@@ -20,7 +20,7 @@ equal to its array one by a property test).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from typing import Any, Final
 
@@ -75,22 +75,54 @@ class KeptScores:
 
 # Up to this many changed nodes, the plugin's one-node function beats its array operations.
 FEW: Final = 4
+# A shape not kept is kept when it comes back within this many shapes not kept.
+RECENT: Final = 8
+# Scores kept per plugin, all shapes together (one int64 each: 8 MiB): `LIMIT` shapes at
+# least, more on a small cluster (4096 at 256 node slots), where a workload of many shapes in
+# turn would otherwise drop each before it comes back.
+NODE_SCORES_BUDGET: Final = 1 << 20
 
 
 class KeptNodeScores:
     """Per (plugin, request shape): the score of every live node slot, as of one slot version
-    of the snapshot (`ClusterSnapshot.last_slot_version`)."""
+    of the snapshot (`ClusterSnapshot.last_slot_version`).
 
-    __slots__ = ("_kept", "snapshot")
+    A shape is kept when it comes back within `RECENT` shapes not kept and its cycle scores at
+    least half the nodes (every GPU pod's on a cluster of GPU nodes, every pod's under 100
+    nodes); until then its nodes are scored afresh, so many shapes in turn (200 CPU pod shapes)
+    cost about what they did without keeping, and a large cluster's sampled cycles nothing
+    (`worth_asking`). A kept shape unused for a while catches up on the nodes changed since,
+    never more work than scoring every node."""
+
+    __slots__ = ("_kept", "_recent", "snapshot")
 
     def __init__(self, snapshot: ClusterSnapshot) -> None:
         self.snapshot = snapshot
         # key -> [scores of every slot, the last slot version they include]
         self._kept: OrderedDict[Hashable, list[Any]] = OrderedDict()
+        # The last shapes scored without being kept.
+        self._recent: deque[Hashable] = deque(maxlen=RECENT)
 
     @classmethod
     def of(cls, snapshot: ClusterSnapshot) -> KeptNodeScores:
         return snapshot.attached_or_new(cls, lambda: cls(snapshot))
+
+    @staticmethod
+    def keeps_for(snapshot: ClusterSnapshot, feasible: IntArray) -> bool:
+        """Whether a cycle scoring ``feasible`` may start keeping its shape's scores: one that
+        scores at least half the nodes (a sample, or a pod few nodes take, is scored afresh:
+        keeping would cost a score of every node)."""
+        return 2 * len(feasible) >= snapshot.node_count
+
+    @classmethod
+    def worth_asking(cls, snapshot: ClusterSnapshot, feasible: IntArray) -> bool:
+        """Cheap, for the plugins to ask before building a shape's key: whether `scores` may
+        serve this cycle (it may start keeping, or some shape is kept). Else they score afresh:
+        a large cluster's sampled cycles pay nothing for this class."""
+        if cls.keeps_for(snapshot, feasible):
+            return True
+        kept = snapshot.attached(cls)
+        return kept is not None and bool(kept._kept)
 
     def scores(
         self,
@@ -107,15 +139,19 @@ class KeptNodeScores:
         latest = snapshot.last_slot_version
         kept = self._kept.get(key)
         if kept is None or len(kept[0]) != snapshot.capacity:
-            values = np.zeros(snapshot.capacity, dtype=np.int64)
+            if key not in self._recent or not self.keeps_for(snapshot, feasible):
+                # A shape met for the first time in a while, or a sample (or few feasible
+                # nodes): keeping it would cost a score of every node and the bookkeeping,
+                # more than this cycle's work.
+                self._recent.append(key)
+                return compute(feasible)
             live = snapshot.live_slots()
-            if len(live):
-                values[live] = compute(live)
+            values = np.zeros(snapshot.capacity, dtype=np.int64)
+            values[live] = compute(live)
             kept = self._kept[key] = [values, latest]
-            if len(self._kept) > LIMIT:
+            if len(self._kept) > max(LIMIT, NODE_SCORES_BUDGET // snapshot.capacity):
                 self._kept.popitem(last=False)
         else:
-            self._kept.move_to_end(key)
             values = kept[0]
             if kept[1] != latest:
                 changed = (snapshot.slot_version > kept[1]).nonzero()[0]
@@ -123,8 +159,9 @@ class KeptNodeScores:
                 if len(changed) <= FEW:
                     for slot in changed.tolist():
                         values[slot] = compute_one(slot)
-                elif len(changed):
+                else:
                     values[changed] = compute(changed)
                 kept[1] = latest
+            self._kept.move_to_end(key)
         out: IntArray = values[feasible]
         return out

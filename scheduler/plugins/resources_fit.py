@@ -169,6 +169,8 @@ class NodeResourcesFit:
     def score(self, ctx: CycleContext, feasible: IntArray) -> IntArray:
         """`score`, kept for every node per pod shape (`KeptNodeScores`)."""
         pod, snapshot, profile = ctx.pod, ctx.snapshot, ctx.profile
+        if not KeptNodeScores.worth_asking(snapshot, feasible):
+            return score(pod, snapshot, feasible, profile)
         return KeptNodeScores.of(snapshot).scores(
             shape_of(pod, profile),
             feasible,

@@ -15,7 +15,7 @@ from gputopo.scheduler import gpu_alloc
 from gputopo.scheduler.model import parse_pod
 from gputopo.scheduler.plugins import balanced_allocation, gpu_topology, resources_fit
 from gputopo.scheduler.plugins.context import CycleContext
-from gputopo.scheduler.plugins.kept_scores import FEW, LIMIT, KeptNodeScores, KeptScores
+from gputopo.scheduler.plugins.kept_scores import FEW, LIMIT, RECENT, KeptNodeScores, KeptScores
 from gputopo.scheduler.scheduling_profile import default_profile
 from gputopo.scheduler.snapshot import ClusterSnapshot
 from tests.unit.scheduler.sched_builders import node as sched_node
@@ -191,7 +191,20 @@ _NODE_OPS = st.lists(
         st.integers(0, 5),  # pod, or node allocatable
         st.integers(0, len(_ALLOCATABLE) - 1),  # node
         _REQUESTS,  # the placed pod's
-        _REQUESTS,  # the incoming pod's, scored after the change
+        # the incoming pod's, scored after the change: mostly a few shapes, which come back
+        # (and are kept), now and then any
+        st.one_of(
+            st.sampled_from(
+                [
+                    {"cpu": "1"},
+                    {"cpu": "1", "memory": "8Gi"},
+                    {"cpu": "500m", "memory": "40Gi"},
+                    {"memory": "2Gi", "ephemeral-storage": "1Gi"},
+                    {"cpu": "3", "example.com/fpga": "1"},
+                ]
+            ),
+            _REQUESTS,
+        ),
     ),
     max_size=25,
 )
@@ -245,10 +258,12 @@ def test_kept_node_scores_rescore_only_the_live_nodes_that_changed() -> None:
         return slot * 10 + compute.bonus
 
     every = snapshot.live_slots()
+    # Met once: scored afresh, not kept; met again (within RECENT shapes): every live node.
     assert kept.scores("shape", every[:3], compute, compute_one).tolist() == [0, 10, 20]
-    assert compute.calls == [every.tolist()]  # every live node, once
+    assert kept.scores("shape", every[:3], compute, compute_one).tolist() == [0, 10, 20]
+    assert compute.calls == [every[:3].tolist(), every.tolist()]
     kept.scores("shape", every, compute, compute_one)
-    assert (len(compute.calls), one) == (1, [])
+    assert (len(compute.calls), one) == (2, [])
     compute.bonus = 5
     changed = snapshot.slot_of("n4")
     assert changed is not None
@@ -259,4 +274,26 @@ def test_kept_node_scores_rescore_only_the_live_nodes_that_changed() -> None:
     for index in (0, 2, 3, 4, 5):  # more than FEW changed: the array function takes them
         snapshot.assume(parse_pod(sched_pod(f"q{index}", requests={"cpu": "1"})), f"n{index}")
     kept.scores("shape", every[:1], compute, compute_one)
-    assert len(compute.calls) == 2 and len(compute.calls[-1]) == 5 > FEW
+    assert len(compute.calls) == 3 and len(compute.calls[-1]) == 5 > FEW
+
+
+def test_kept_node_scores_keep_only_shapes_that_come_back_and_score_most_nodes() -> None:
+    snapshot = ClusterSnapshot()
+    for index in range(10):
+        snapshot.add_node(sched_node(f"n{index}"))
+    kept, compute = KeptNodeScores.of(snapshot), _Compute()
+    every = snapshot.live_slots()
+    sample = every[:4]  # fewer than half the nodes: never starts keeping
+    assert not KeptNodeScores.worth_asking(snapshot, sample)
+    for _ in range(3):
+        kept.scores("sampled", sample, compute, lambda slot: 0)
+    assert compute.calls == [sample.tolist()] * 3
+    for shape in range(RECENT + 1):  # each met once: none kept
+        kept.scores(shape, every, compute, lambda slot: 0)
+    kept.scores(0, every, compute, lambda slot: 0)  # back after RECENT others: still not kept
+    assert not KeptNodeScores.worth_asking(snapshot, sample)
+    kept.scores(0, every, compute, lambda slot: 0)  # back at once: kept
+    assert KeptNodeScores.worth_asking(snapshot, sample)  # a kept shape may serve a sample
+    calls = len(compute.calls)
+    assert kept.scores(0, sample, compute, lambda slot: 0).tolist() == (sample * 10).tolist()
+    assert len(compute.calls) == calls
