@@ -78,9 +78,10 @@ FEW: Final = 4
 # A shape not kept is kept when it comes back within this many shapes not kept.
 RECENT: Final = 8
 # Scores kept per plugin, all shapes together (one int64 each: 8 MiB): `LIMIT` shapes at
-# least, more on a small cluster (4096 at 256 node slots), where a workload of many shapes in
-# turn would otherwise drop each before it comes back.
+# least, more on a small cluster, up to `NODE_SHAPES_LIMIT` (reached at 256 node slots), where a
+# workload of many shapes in turn would otherwise drop each before it comes back.
 NODE_SCORES_BUDGET: Final = 1 << 20
+NODE_SHAPES_LIMIT: Final = 4096
 
 
 class KeptNodeScores:
@@ -149,7 +150,8 @@ class KeptNodeScores:
             values = np.zeros(snapshot.capacity, dtype=np.int64)
             values[live] = compute(live)
             kept = self._kept[key] = [values, latest]
-            if len(self._kept) > max(LIMIT, NODE_SCORES_BUDGET // snapshot.capacity):
+            shapes = min(NODE_SHAPES_LIMIT, max(LIMIT, NODE_SCORES_BUDGET // snapshot.capacity))
+            if len(self._kept) > shapes:
                 self._kept.popitem(last=False)
         else:
             values = kept[0]

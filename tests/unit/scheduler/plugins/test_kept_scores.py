@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 
 from gputopo.scheduler import gpu_alloc
 from gputopo.scheduler.model import parse_pod
-from gputopo.scheduler.plugins import balanced_allocation, gpu_topology, resources_fit
+from gputopo.scheduler.plugins import (
+    balanced_allocation,
+    gpu_topology,
+    kept_scores,
+    resources_fit,
+)
 from gputopo.scheduler.plugins.context import CycleContext
 from gputopo.scheduler.plugins.kept_scores import FEW, LIMIT, RECENT, KeptNodeScores, KeptScores
 from gputopo.scheduler.scheduling_profile import default_profile
@@ -297,3 +302,16 @@ def test_kept_node_scores_keep_only_shapes_that_come_back_and_score_most_nodes()
     calls = len(compute.calls)
     assert kept.scores(0, sample, compute, lambda slot: 0).tolist() == (sample * 10).tolist()
     assert len(compute.calls) == calls
+
+
+def test_kept_node_scores_keep_at_most_their_shape_limit(monkeypatch: Any) -> None:
+    monkeypatch.setattr(kept_scores, "NODE_SHAPES_LIMIT", 5)
+    snapshot = ClusterSnapshot()
+    for index in range(4):
+        snapshot.add_node(sched_node(f"n{index}"))
+    kept, compute = KeptNodeScores.of(snapshot), _Compute()
+    every = snapshot.live_slots()
+    for shape in range(10):
+        for _ in range(2):  # met twice in a row: kept
+            kept.scores(shape, every, compute, lambda slot: 0)
+    assert list(kept._kept) == [5, 6, 7, 8, 9]  # the least recently used dropped
