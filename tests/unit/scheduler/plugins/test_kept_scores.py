@@ -243,12 +243,20 @@ def test_kept_fit_and_balance_scores_equal_scores_computed_afresh(
         ctx = CycleContext(pod, snapshot, profile, gpu_alloc.GpuAllocator.of(snapshot), None)
         feasible = snapshot.live_slots()
         fit = resources_fit.PLUGIN.score(ctx, feasible)
-        assert fit.tolist() == resources_fit.score(pod, snapshot, feasible, profile).tolist()
+        fresh_fit = resources_fit.score(pod, snapshot, feasible, profile).tolist()
+        assert fit.tolist() == fresh_fit
         balance = balanced_allocation.PLUGIN.score(ctx, feasible)
         fresh = balanced_allocation.score(pod, snapshot, feasible, profile)
         assert (balance is None) == (fresh is None)
         if balance is not None and fresh is not None:
             assert balance.tolist() == fresh.tolist(), (op, name, requests, incoming)
+        # The one-node functions on every node, whether or not the kept path reached them.
+        slots = feasible.tolist()
+        assert [resources_fit.slot_score(pod, snapshot, s, profile) for s in slots] == fresh_fit
+        if fresh is not None:
+            assert [
+                balanced_allocation.slot_score(pod, snapshot, s, profile) for s in slots
+            ] == fresh.tolist()
 
 
 def test_kept_node_scores_rescore_only_the_live_nodes_that_changed() -> None:
