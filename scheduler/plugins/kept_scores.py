@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 
@@ -84,6 +84,16 @@ NODE_SCORES_BUDGET: Final = 1 << 20
 NODE_SHAPES_LIMIT: Final = 4096
 
 
+class _NodeScores:
+    """One shape's scores of every node slot and the last snapshot slot version they include."""
+
+    __slots__ = ("as_of", "values")
+
+    def __init__(self, values: IntArray, as_of: int) -> None:
+        self.values = values
+        self.as_of = as_of
+
+
 class KeptNodeScores:
     """Per (plugin, request shape): the score of every live node slot, as of one slot version
     of the snapshot (`ClusterSnapshot.last_slot_version`).
@@ -99,8 +109,7 @@ class KeptNodeScores:
 
     def __init__(self, snapshot: ClusterSnapshot) -> None:
         self.snapshot = snapshot
-        # key -> [scores of every slot, the last slot version they include]
-        self._kept: OrderedDict[Hashable, list[Any]] = OrderedDict()
+        self._kept: OrderedDict[Hashable, _NodeScores] = OrderedDict()
         # The last shapes scored without being kept.
         self._recent: deque[Hashable] = deque(maxlen=RECENT)
 
@@ -139,7 +148,7 @@ class KeptNodeScores:
         snapshot = self.snapshot
         latest = snapshot.last_slot_version
         kept = self._kept.get(key)
-        if kept is None or len(kept[0]) != snapshot.capacity:
+        if kept is None or len(kept.values) != snapshot.capacity:
             if key not in self._recent or not self.keeps_for(snapshot, feasible):
                 # A shape met for the first time in a while, or a sample (or few feasible
                 # nodes): keeping it would cost a score of every node and the bookkeeping,
@@ -149,21 +158,21 @@ class KeptNodeScores:
             live = snapshot.live_slots()
             values = np.zeros(snapshot.capacity, dtype=np.int64)
             values[live] = compute(live)
-            kept = self._kept[key] = [values, latest]
+            self._kept[key] = _NodeScores(values, latest)
             shapes = min(NODE_SHAPES_LIMIT, max(LIMIT, NODE_SCORES_BUDGET // snapshot.capacity))
             if len(self._kept) > shapes:
                 self._kept.popitem(last=False)
         else:
-            values = kept[0]
-            if kept[1] != latest:
-                changed = (snapshot.slot_version > kept[1]).nonzero()[0]
+            values = kept.values
+            if kept.as_of != latest:
+                changed = (snapshot.slot_version > kept.as_of).nonzero()[0]
                 changed = changed[snapshot.alive[changed]]  # a freed slot is never scored
                 if len(changed) <= FEW:
                     for slot in changed.tolist():
                         values[slot] = compute_one(slot)
                 else:
                     values[changed] = compute(changed)
-                kept[1] = latest
+                kept.as_of = latest
             self._kept.move_to_end(key)
         out: IntArray = values[feasible]
         return out
