@@ -29,7 +29,12 @@ and Scheduled event), alternated with the two schedulers (`round_orders`). Each 
 of what the API server and etcd absorb here the scheduler uses. The ceiling ignores GPU counts,
 so its placements overcommit and are not checked. Each gputopo result also carries issue 21's
 ``bar`` (the lower of 0.9 x the ceiling and 1.3 x kube-scheduler, same round) and
-``meets_target``, and the run ends with how many rounds met it (`add_target_verdicts`).
+``meets_target``, and the run ends with how many rounds met it and the median of gputopo /
+bar with its 95 % interval (`tests/bench/rounds.py`: one round's verdict is noise here; the
+interval says whether the rounds together beat the bar). GPUTOPO_BENCH_CONTROL=1 adds the
+control, the ceiling binder run a second time per round and judged by the same bar: how often
+it misses is the rounds' noise floor. ``python -m tests.bench.rounds FILE...`` pools the
+result lines of several runs' saved output.
 
 GPUTOPO_BENCH_PROFILE=DIR samples each gputopo-scheduler run with py-spy (on PATH, or
 GPUTOPO_BENCH_PYSPY=path), attached to the running process so ``cpu_s`` stays its own: the
@@ -62,6 +67,13 @@ import pytest
 from gputopo.core.kube.errors import KubeConnectionError
 from gputopo.scheduler.runtime.kube import JsonDict, KubeApi, KubeApiError
 from hack.testenv.tools import KUBE_SCHEDULER
+from tests.bench.rounds import (
+    CEILING,
+    CONTROL,
+    add_ceiling_fractions,
+    add_target_verdicts,
+    round_orders,
+)
 from tests.controlplane import FEATURE_GATES, ControlPlane, ManagedProcess, free_port
 from tests.integration.scheduler_env import GPU, REPO, gpu_node, gpu_pod
 from tests.polling import eventually
@@ -78,8 +90,10 @@ KUBE_NAME = "bench-kube-scheduler"
 URLLIB3_VARIANT = "gputopo-scheduler-urllib3"
 EXTRA_SCHEDULERS = (URLLIB3_VARIANT,) if os.environ.get("GPUTOPO_BENCH_URLLIB3") == "1" else ()
 GPUTOPO_NAME = "bench-gputopo-scheduler"
-CEILING = "ceiling"  # tests/bench/ceiling_binder.py, under its own schedulerName
-CEILING_NAME = "bench-ceiling-binder"
+CEILING_NAME = "bench-ceiling-binder"  # the ceiling binder's (and the control's) schedulerName
+# GPUTOPO_BENCH_CONTROL=1 adds a run per round: the ceiling binder again, judged by the bar as
+# gputopo is, to show the rounds' noise floor (tests/bench/rounds.py).
+CONTROL_RUN = os.environ.get("GPUTOPO_BENCH_CONTROL") == "1"
 
 
 class BindWatch:
@@ -312,21 +326,23 @@ def _thread_cpu_seconds(pid: int) -> dict[int, float]:
 
 def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
     api = KubeApi(plane.admin)
-    name = {"kube-scheduler": KUBE_NAME, CEILING: CEILING_NAME}.get(which, GPUTOPO_NAME)
+    name = {"kube-scheduler": KUBE_NAME, CEILING: CEILING_NAME, CONTROL: CEILING_NAME}.get(
+        which, GPUTOPO_NAME
+    )
     with _namespace(plane, f"bench-{which}-{next(_ROUND)}") as namespace:
         _create_pods(api, namespace, name)
         watch = BindWatch(api, namespace)
         spawned = time.monotonic()
         if which == "kube-scheduler":
             process = _start_kube_scheduler(plane, workdir)
-        elif which == CEILING:
+        elif which in (CEILING, CONTROL):
             process = _start_ceiling(plane, workdir)
         else:
             transport = "urllib3" if which == URLLIB3_VARIANT else "hand"
             process = _start_gputopo(plane, workdir, transport)
         profiled = (
             _profiled(process.pid, namespace)
-            if which not in ("kube-scheduler", CEILING)
+            if which not in ("kube-scheduler", CEILING, CONTROL)
             else contextlib.nullcontext()
         )
         try:
@@ -364,49 +380,6 @@ def _measure(plane: ControlPlane, workdir: Path, which: str) -> dict[str, Any]:
             "rss_mib": rss_mib,
             "peak_rss_mib": peak_rss_mib,
         }
-
-
-def round_orders(rounds: int) -> list[tuple[str, ...]]:
-    """Who goes first in each round: kube-scheduler, then gputopo, then the other way round
-    (ABBA). Rates drift down over consecutive runs on one control plane (etcd and the watch
-    cache grow; measured 531 -> 484 -> 380 pods/s for kube-scheduler over three rounds), so a
-    fixed order hands the earlier slot's advantage to one scheduler every round."""
-    order = ("kube-scheduler", "gputopo-scheduler", *EXTRA_SCHEDULERS, CEILING)
-    return [order if index % 2 == 0 else order[::-1] for index in range(rounds)]
-
-
-def add_ceiling_fractions(results: list[dict[str, Any]], per_round: int) -> None:
-    """``of_ceiling`` on every result: its steady rate / the ceiling's in the same round."""
-    for start in range(0, len(results), per_round):
-        batch = results[start : start + per_round]
-        ceiling = next(r for r in batch if r["scheduler"] == CEILING)["steady_pods_per_s"]
-        for result in batch:
-            result["of_ceiling"] = round(result["steady_pods_per_s"] / ceiling, 3)
-
-
-def add_target_verdicts(results: list[dict[str, Any]], per_round: int) -> list[str]:
-    """Issue 21's target on every gputopo result: ``bar``, the lower of 0.9 x the ceiling's
-    steady rate and 1.3 x kube-scheduler's in the same round, and ``meets_target``; returns
-    the summary lines (a verdict per round is noise on this machine: read them together)."""
-    ratios: list[float] = []
-    for start in range(0, len(results), per_round):
-        batch = {r["scheduler"]: r for r in results[start : start + per_round]}
-        bar = min(
-            0.9 * batch[CEILING]["steady_pods_per_s"],
-            1.3 * batch["kube-scheduler"]["steady_pods_per_s"],
-        )
-        ours = batch["gputopo-scheduler"]
-        ours["bar"] = round(bar, 1)
-        ours["meets_target"] = ours["steady_pods_per_s"] >= bar
-        ratios.append(ours["steady_pods_per_s"] / bar)
-    met = sum(ratio >= 1 for ratio in ratios)
-    ratios.sort()
-    middle = len(ratios) // 2
-    median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
-    return [
-        f"target met in {met} of {len(ratios)} rounds",
-        f"gputopo / bar: median {median:.2f}, lowest {ratios[0]:.2f}, highest {ratios[-1]:.2f}",
-    ]
 
 
 def _cpu_seconds(pid: int, thread: str | None = None) -> float:
@@ -461,7 +434,7 @@ def test_e2e_scheduler_throughput(
     try:
 
         def run_both() -> None:
-            for order in round_orders(ROUNDS):
+            for order in round_orders(ROUNDS, EXTRA_SCHEDULERS, control=CONTROL_RUN):
                 for which in order:
                     results.append(_measure(control_plane, tmp_path, which))
                     print(json.dumps(results[-1]), flush=True)  # kept if a later run fails
@@ -471,7 +444,7 @@ def test_e2e_scheduler_throughput(
         for name in names:
             with contextlib.suppress(KubeApiError):
                 api.request("DELETE", f"/api/v1/nodes/{name}")
-    per_round = 3 + len(EXTRA_SCHEDULERS)
+    per_round = 3 + len(EXTRA_SCHEDULERS) + CONTROL_RUN
     assert len(results) == per_round * ROUNDS
     add_ceiling_fractions(results, per_round)
     for result in results:
@@ -480,5 +453,5 @@ def test_e2e_scheduler_throughput(
         print(line)
     benchmark.extra_info["results"] = results
     assert all(result["pods"] == PODS for result in results)
-    schedulers = [result for result in results if result["scheduler"] != CEILING]
+    schedulers = [result for result in results if result["scheduler"] not in (CEILING, CONTROL)]
     assert all(result["max_gpus_on_one_node"] <= 8 for result in schedulers), "overcommit"

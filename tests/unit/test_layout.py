@@ -4,7 +4,9 @@
 ``<package>/.../<module>/``); ``test_<module>_<aspect>.py`` is a further file for the same module
 (e.g. ``test_discovery_profiles.py``: discovery on the built-in profiles). The package folders are
 ``agent/``, ``scheduler/``, ``mocks/``, ``gputopo/core/`` (as ``tests/unit/core/``) and
-``gputopo/kubectl/`` (as ``tests/unit/kubectl/``). Every test folder is a Python package, so
+``gputopo/kubectl/`` (as ``tests/unit/kubectl/``), and the benchmarks' own helpers in
+``tests/bench/`` (as ``tests/unit/bench/``: their arithmetic decides what a benchmark reports,
+the benchmarks themselves run on demand). Every test folder is a Python package, so
 equal file names in different folders never collide.
 """
 
@@ -20,6 +22,7 @@ SOURCES = {
     "mocks": REPO / "mocks",
     "core": REPO / "gputopo" / "core",
     "kubectl": REPO / "gputopo" / "kubectl",
+    "bench": REPO / "tests" / "bench",
 }
 # Tests that span several modules on purpose; each says why it has no single module to mirror.
 CROSS_CUTTING = {
