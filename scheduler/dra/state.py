@@ -95,6 +95,8 @@ class DraState:
         self._index: tuple[int, dict[str | None, list[ResourceClaim]]] | None = None
         # (pod key, generation) -> node -> PodAllocation | reason
         self._cycle: tuple[tuple[str, int], dict[str, PodAllocation | str]] | None = None
+        # (generation, watched) -> extended resource name -> its DeviceClass (`extended_class`)
+        self._extended: tuple[tuple[int, bool], dict[str, DeviceClass]] | None = None
 
     # -- objects ----------------------------------------------------------------------------
 
@@ -162,23 +164,34 @@ class DraState:
 
     # -- extended resources served by DRA (KEP-5004) -----------------------------------------
 
+    def extended_classes(self) -> dict[str, DeviceClass]:
+        """Extended resource name -> the DeviceClass whose ``extendedResourceName`` it is (by
+        class name, the first); empty unless DRA objects are watched. Worked out once per
+        `generation` (every cycle asks, for every resource the pod requests)."""
+        key = (self.generation, self.watched)
+        if self._extended is None or self._extended[0] != key:
+            mapped: dict[str, DeviceClass] = {}
+            if self.watched:
+                for name in sorted(self.classes):
+                    resource = self.classes[name].extended_resource_name
+                    if resource and "/" in resource:  # an extended resource has a domain
+                        mapped.setdefault(resource, self.classes[name])
+            self._extended = (key, mapped)
+        return self._extended[1]
+
     def extended_class(self, resource: str) -> DeviceClass | None:
         """The DeviceClass whose ``extendedResourceName`` is ``resource`` (by name, the first)."""
-        if not self.watched:
-            return None
-        for name in sorted(self.classes):
-            if self.classes[name].extended_resource_name == resource:
-                return self.classes[name]
-        return None
+        return self.extended_classes().get(resource)
 
     def extended_requests(self, pod: Pod) -> dict[str, tuple[int, DeviceClass]]:
         """The pod's extended resources a DeviceClass maps: resource -> (amount, class)."""
+        mapped = self.extended_classes()
+        if not mapped:
+            return {}
         found = {}
         for resource, amount in pod.requests.items():
-            if amount > 0 and "/" in resource:
-                device_class = self.extended_class(resource)
-                if device_class is not None:
-                    found[resource] = (amount, device_class)
+            if amount > 0 and resource in mapped:
+                found[resource] = (amount, mapped[resource])
         return found
 
     def extended_claim(self, pod: Pod, requests: Mapping[str, tuple[int, DeviceClass]]) -> PodClaim:
