@@ -44,7 +44,7 @@ def _apply(api: dynamic.DynamicClient, body: dict[str, Any], *, dry_run: bool) -
     return dict(applied.to_dict())
 
 
-def test_chart_with_scheduler_and_extender_is_accepted_by_the_real_apiserver(
+def test_chart_with_scheduler_extender_and_rebalance_is_accepted_by_the_real_apiserver(
     kube_admin: client.ApiClient, namespace: str
 ) -> None:
     objects = template(
@@ -55,6 +55,7 @@ def test_chart_with_scheduler_and_extender_is_accepted_by_the_real_apiserver(
                 "networkPolicy": {"enabled": True, "schedulerCIDRs": ["10.0.0.10/32"]},
             },
             "agent": {"migMonitor": True, "podResources": {"runAsRoot": True}},
+            "rebalance": {"enabled": True, "namespaces": ["batch"]},
         },
         namespace=namespace,
     )
@@ -97,6 +98,11 @@ def test_chart_with_scheduler_and_extender_is_accepted_by_the_real_apiserver(
     scheduler = apps.read_namespaced_deployment("gputopo-scheduler", namespace)
     (scheduler_container,) = scheduler.spec.template.spec.containers
     assert scheduler_container.command == ["gputopo-scheduler", "run"]
+    rebalance = apps.read_namespaced_deployment("gputopo-rebalance", namespace)
+    (rebalance_container,) = rebalance.spec.template.spec.containers
+    assert rebalance_container.command == ["gputopo-scheduler", "rebalance"]
+    assert rebalance_container.args == ["--namespace=batch"]
+    assert rebalance.spec.template.spec.service_account_name == "gputopo-rebalance"
     extender = apps.read_namespaced_deployment("gputopo-extender", namespace)
     assert extender.spec.template.spec.volumes[0].secret.secret_name == "gputopo-extender-tls"
     core = client.CoreV1Api(kube_admin)

@@ -50,8 +50,13 @@ def test_older_kubernetes_is_refused_by_kube_version() -> None:
 @pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
 @pytest.mark.parametrize(
     "values",
-    [{}, ALL_ON, {"agent": {"migMonitor": True, "podResources": {"runAsRoot": True}}}],
-    ids=["defaults", "scheduler-and-extender", "mig-monitor-and-root"],
+    [
+        {},
+        ALL_ON,
+        {"agent": {"migMonitor": True, "podResources": {"runAsRoot": True}}},
+        {"rebalance": {"enabled": True, "dryRun": False, "namespaces": ["batch"]}},
+    ],
+    ids=["defaults", "scheduler-and-extender", "mig-monitor-and-root", "rebalance-acting"],
 )
 def test_helm_lint_passes(strict: bool, values: dict[str, Any]) -> None:
     result = helm.run("lint", str(CHART), *(["--strict"] if strict else []), values=values)
@@ -281,6 +286,93 @@ def test_extender_network_policy_admits_host_network_schedulers() -> None:
     assert ("NetworkPolicy", "gputopo-extender") not in _names(off)
 
 
+def _rebalance_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = find(objects, "Deployment", "gputopo-rebalance")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    return dict(container)
+
+
+def test_rebalance_controller_renders_only_when_enabled_and_in_dry_run() -> None:
+    assert not any("rebalance" in name for _, name in _names(template(ALL_ON)))
+    objects = template({"rebalance": {"enabled": True}})
+    assert {
+        ("ServiceAccount", "gputopo-rebalance"),
+        ("ClusterRole", "gputopo-rebalance"),
+        ("ClusterRoleBinding", "gputopo-rebalance"),
+        ("Role", "gputopo-rebalance-leader-election"),
+        ("RoleBinding", "gputopo-rebalance-leader-election"),
+        ("Deployment", "gputopo-rebalance"),
+    } <= _names(objects)
+    container = _rebalance_container(objects)
+    assert container["command"] == ["gputopo-scheduler", "rebalance"]
+    assert "args" not in container  # every namespace and priority class may be moved
+    assert container["image"] == "gputopo-scheduler:0.1.0"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["GPUTOPO_DRY_RUN"] == "true"
+    assert env["GPUTOPO_SCHEDULER_NAME"] == "gputopo-scheduler"
+
+
+def test_rebalance_values_reach_the_controllers_flags() -> None:
+    objects = template(
+        {
+            "scheduler": {"enabled": True, "schedulerName": "gpu-scheduler"},
+            "rebalance": {
+                "enabled": True,
+                "replicas": 1,
+                "dryRun": False,
+                "wait": 300,
+                "interval": "10s",
+                "evictionsPerMinute": 0.5,
+                "nodeCooldown": "1h",
+                "cooldown": "0",
+                "minGpus": 4,
+                "namespaces": ["batch", "etl"],
+                "priorityClasses": ["low-priority"],
+                "extraEnv": [{"name": "GPUTOPO_MAX_EVICTIONS", "value": "3"}],
+            },
+        }
+    )
+    assert find(objects, "Deployment", "gputopo-rebalance")["spec"]["replicas"] == 1
+    container = _rebalance_container(objects)
+    assert container["args"] == [
+        "--namespace=batch",
+        "--namespace=etl",
+        "--priority-class=low-priority",
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert {
+        "GPUTOPO_DRY_RUN": "false",
+        "GPUTOPO_WAIT": "300",
+        "GPUTOPO_INTERVAL": "10s",
+        "GPUTOPO_EVICTIONS_PER_MINUTE": "0.5",
+        "GPUTOPO_NODE_COOLDOWN": "1h",
+        "GPUTOPO_COOLDOWN": "0",
+        "GPUTOPO_MIN_GPUS": "4",
+        "GPUTOPO_SCHEDULER_NAME": "gpu-scheduler",
+        "GPUTOPO_MAX_EVICTIONS": "3",
+    }.items() <= env.items()
+
+
+def test_rebalance_values_are_what_the_controllers_command_line_accepts() -> None:
+    """The chart's env twins parse as `gputopo-scheduler rebalance` parses its flags."""
+    from gputopo.scheduler.cli import build_parser
+
+    container = _rebalance_container(
+        template({"rebalance": {"enabled": True, "namespaces": ["batch"], "wait": "90s"}})
+    )
+    flags = [
+        f"--{e['name'].removeprefix('GPUTOPO_').lower().replace('_', '-')}={e['value']}"
+        for e in container["env"]
+        if "value" in e and e["name"] != "GPUTOPO_METRICS_ADDRESS"
+    ]
+    args = build_parser().parse_args(["rebalance", *container["args"], *flags])
+    assert (args.dry_run, args.wait, args.interval, args.min_gpus) == (True, 90.0, 30.0, 2)
+    assert (args.evictions_per_minute, args.node_cooldown, args.cooldown) == (4.0, 600.0, 60.0)
+    assert args.namespace == ["batch"]
+    assert args.lease_name == "gputopo-rebalance"
+
+
 def test_scheduler_profile_value_reaches_its_configmap() -> None:
     profile = (
         "apiVersion: gputopo.io/v1alpha1\nkind: SchedulerProfile\nscores:\n  NodeAffinity: 5\n"
@@ -315,6 +407,13 @@ def test_scheduler_profile_value_reaches_its_configmap() -> None:
         ({"monitoring": {"prometheusRule": {"slaThreshold": 1001}}}, "slaThreshold"),
         ({"migstrategy": "mixed"}, "migstrategy"),  # a typo is not silently ignored
         ({"agent": {"tolerate": []}}, "tolerate"),
+        ({"rebalance": {"wait": "5 minutes"}}, "rebalance/wait"),
+        ({"rebalance": {"interval": "1d"}}, "rebalance/interval"),
+        ({"rebalance": {"evictionsPerMinute": 0}}, "rebalance/evictionsPerMinute"),
+        ({"rebalance": {"minGpus": 0}}, "rebalance/minGpus"),
+        ({"rebalance": {"dryRun": "no"}}, "rebalance/dryRun"),
+        ({"rebalance": {"namespaces": ["Batch"]}}, "rebalance/namespaces/0"),
+        ({"rebalance": {"dryrun": False}}, "dryrun"),
     ],
 )
 def test_bad_values_are_refused_naming_them(values: dict[str, Any], named: str) -> None:

@@ -152,6 +152,24 @@ def test_extender_rbac_service_and_network_policy_equal_kustomize(
     _assert_equal(chart_all_on, manifests, keys)
 
 
+def test_rebalance_rbac_and_deployment_equal_kustomize(tmp_path: Path) -> None:
+    manifests = kustomize.render(kustomize.overlay(tmp_path / "o", components=("rebalance",)))
+    chart = template({"rebalance": {"enabled": True}})
+    keys = _keys(manifests, RBAC, "gputopo-rebalance")
+    assert len(keys) >= 5  # SA, ClusterRole(+Binding), the Lease's Role(+Binding)
+    _assert_equal(chart, manifests, keys)
+    # The Deployment too, at the chart's defaults, but for what the chart adds: the image from
+    # its values and its pull policy.
+    key = ("Deployment", "gputopo-rebalance")
+    expected, actual = _by_key(manifests)[key], _by_key(chart)[key]
+    (expected_container,) = expected["spec"]["template"]["spec"]["containers"]
+    (actual_container,) = actual["spec"]["template"]["spec"]["containers"]
+    assert actual_container.pop("image") == "gputopo-scheduler:0.1.0"
+    assert actual_container.pop("imagePullPolicy") == "IfNotPresent"
+    assert expected_container.pop("image") == "gputopo:0.1.0"
+    assert actual == expected
+
+
 @pytest.mark.parametrize(
     ("components", "values"),
     [

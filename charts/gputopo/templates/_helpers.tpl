@@ -40,12 +40,20 @@ app.kubernetes.io/part-of: gputopo
 {{ include "gputopo.helmLabels" . }}
 {{- end -}}
 
+{{/* Labels of the rebalance controller's objects plus Helm's. */}}
+{{- define "gputopo.rebalance.labels" -}}
+app.kubernetes.io/name: gputopo-rebalance
+app.kubernetes.io/part-of: gputopo
+{{ include "gputopo.helmLabels" . }}
+{{- end -}}
+
 {{/* The agent's image, with the tag defaulting to the chart's appVersion. */}}
 {{- define "gputopo.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
 {{- end -}}
 
-{{/* The scheduler's and the extender's image: schedulerImage, else the agent's. */}}
+{{/* The scheduler's, the extender's and the rebalance controller's image: schedulerImage, else
+the agent's. */}}
 {{- define "gputopo.schedulerImage" -}}
 {{- $repository := .Values.schedulerImage.repository | default .Values.image.repository -}}
 {{- $tag := .Values.schedulerImage.tag | default .Values.image.tag | default .Chart.AppVersion -}}
