@@ -164,7 +164,7 @@ class DraState:
 
     # -- extended resources served by DRA (KEP-5004) -----------------------------------------
 
-    def extended_classes(self) -> dict[str, DeviceClass]:
+    def extended_classes(self) -> Mapping[str, DeviceClass]:
         """Extended resource name -> the DeviceClass whose ``extendedResourceName`` it is (by
         class name, the first); empty unless DRA objects are watched. Worked out once per
         `generation` (every cycle asks, for every resource the pod requests)."""

@@ -2,14 +2,16 @@
 
 `tests/bench/test_e2e_scheduler_bench.py` runs kube-scheduler, gputopo-scheduler and the ceiling
 binder (`tests/bench/ceiling_binder.py`) once per round on one control plane, each for about
-two seconds of binding at 200 nodes. One round's rates move by ±15 % with the control plane's
-own work (kwok's status updates, the API server's garbage collector), so a round's verdict is a
-coin with a bias, and the rounds are read together here:
+two seconds of binding at 200 nodes. One round's rates move with whatever else the control
+plane does in those seconds (kwok's status updates for the pods just bound, for one): run twice
+per round (the control, below), the ceiling binder bound at 0.57-1.54 x its other run's rate
+(docs/performance.md, "Reading the rounds together"). So a round's verdict is a coin with a
+bias, and the rounds are read together here:
 
 * `add_target_verdicts`: issue 21's bar per round, the lower of 0.9 x the ceiling and 1.3 x
   kube-scheduler, how many rounds met it, and the median of gputopo / bar with its
-  distribution-free 95 % interval (`median_interval`): when the interval's low end is at least
-  1, gputopo beat the bar in more rounds than chance gives (the sign test).
+  distribution-free 95 % interval (`median_interval`): when the interval's low end is above 1,
+  gputopo beat the bar in more rounds than chance gives (the sign test).
 * The control (``GPUTOPO_BENCH_CONTROL=1``): a second ceiling binder run per round, judged by
   the same bar. It costs what the ceiling costs, so how often it misses the bar is the rounds'
   noise floor: no scheduler can be expected to meet a per-round bar more often.
@@ -39,10 +41,9 @@ def round_orders(
 ) -> list[tuple[str, ...]]:
     """Who goes when in each round: kube-scheduler, gputopo, ``extra``, the ceiling (and the
     control), then the other way round (ABBA), so every run's mean position over two rounds
-    is the same.
-    Rates drift down over consecutive runs on one control plane (etcd and the watch cache
-    grow; measured 531 -> 484 -> 380 pods/s for kube-scheduler over three rounds), so a fixed
-    order hands the earlier slot's advantage to one scheduler every round."""
+    is the same. Rates drift down over consecutive runs on one control plane (etcd and the
+    watch cache grow; measured 531 -> 484 -> 380 pods/s for kube-scheduler over three rounds),
+    so a fixed order hands the earlier slot's advantage to one scheduler every round."""
     order = (KUBE, GPUTOPO, *extra, CEILING, *((CONTROL,) if control else ()))
     return [order if index % 2 == 0 else order[::-1] for index in range(rounds)]
 
