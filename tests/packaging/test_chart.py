@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gputopo.scheduler.cli import build_parser
 from tests.packaging import helm
 from tests.packaging.helm import CHART, REPO, find, template
 
@@ -354,23 +355,20 @@ def test_rebalance_values_reach_the_controllers_flags() -> None:
     }.items() <= env.items()
 
 
-def test_rebalance_values_are_what_the_controllers_command_line_accepts() -> None:
-    """The chart's env twins parse as `gputopo-scheduler rebalance` parses its flags."""
-    from gputopo.scheduler.cli import build_parser
-
+def test_rebalance_values_are_what_the_controllers_command_line_accepts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Deployment's env twins and args, read by `gputopo-scheduler rebalance`'s own parser."""
     container = _rebalance_container(
         template({"rebalance": {"enabled": True, "namespaces": ["batch"], "wait": "90s"}})
     )
-    flags = [
-        f"--{e['name'].removeprefix('GPUTOPO_').lower().replace('_', '-')}={e['value']}"
-        for e in container["env"]
-        if "value" in e and e["name"] != "GPUTOPO_METRICS_ADDRESS"
-    ]
-    args = build_parser().parse_args(["rebalance", *container["args"], *flags])
+    for env in container["env"]:
+        monkeypatch.setenv(env["name"], env.get("value", "from-the-downward-api"))
+    args = build_parser().parse_args(["rebalance", *container["args"]])
     assert (args.dry_run, args.wait, args.interval, args.min_gpus) == (True, 90.0, 30.0, 2)
     assert (args.evictions_per_minute, args.node_cooldown, args.cooldown) == (4.0, 600.0, 60.0)
     assert args.namespace == ["batch"]
-    assert args.lease_name == "gputopo-rebalance"
+    assert (args.scheduler_name, args.lease_name) == ("gputopo-scheduler", "gputopo-rebalance")
 
 
 def test_scheduler_profile_value_reaches_its_configmap() -> None:
